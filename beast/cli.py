@@ -1,0 +1,148 @@
+"""`beast`: one command, one subcommand per stage. Heavy imports happen inside each handler so
+`beast --help` stays instant. Expected failures (BeastError) print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from beast.errors import BeastError
+
+EXIT_OK, EXIT_STRICT, EXIT_ERROR = 0, 1, 2
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from traces.ingest import StrictFailure, main
+
+    overrides = {"prices": args.prices, "out": args.out, "quarantine": args.quarantine, "strict": args.strict or None}
+    try:
+        main(args.paths, params_file=args.params, overrides=overrides)
+    except StrictFailure as failure:
+        print(f"beast ingest: {failure}", file=sys.stderr)
+        return EXIT_STRICT
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace) -> int:
+    from traces.importers import DEFAULT_SRC, run_import
+
+    src = args.src or DEFAULT_SRC[args.source]
+    result = run_import(args.source, Path(src), args.out)
+    print(f"imported {result.source}: {result.rows:,} rows from {src}")
+    for out in result.outputs:
+        print(f"  wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return EXIT_OK
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from traces.synth import main
+
+    result = main(args.out, params_file=args.params, overrides={"rows": args.rows, "seed": args.seed, "malformed": args.malformed}, prices_file=args.prices)
+    print(f"wrote {result.rows:,} rows to {result.path} ({result.malformed:,} malformed)")
+    for reason, n in sorted(result.malformed_by_reason.items()):
+        print(f"  {reason}: {n:,}")
+    return EXIT_OK
+
+
+def _contract(args: argparse.Namespace) -> int:
+    from traces.contract import render_markdown
+
+    print(render_markdown(), end="")
+    return EXIT_OK
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from traces.bench import main
+
+    main(rows=args.rows, fmt=args.format, seed=args.seed)
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="beast",
+        description="The learning side of an LLM model router: traces in, predictors, A/B gate, export bundle.",
+        epilog="Run `beast COMMAND --help` for the options and an example of each command.",
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, example: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}", formatter_class=fmt)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command(
+        "ingest",
+        "Validate trace files against contract v1, quarantine bad rows with a reason, store the rest as Parquet.",
+        "beast ingest data/sample/*.parquet data/sample/*.jsonl.gz --out data/traces",
+        _ingest,
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet")
+    p.add_argument("--prices", type=Path, help="price table YAML used to cost rows without cost_usd (default: params.yaml ingest.prices)")
+    p.add_argument("--out", type=Path, help="dataset directory, partitioned by date (default: params.yaml ingest.out)")
+    p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
+    p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `ingest`)")
+
+    p = command(
+        "import",
+        "Convert a public raw data set (../shared/data) into a committed contract-v1 sample.",
+        "beast import alpaca-eval ../shared/data/alpaca_eval --out data/sample",
+        _import,
+    )
+    p.add_argument("source", choices=("alpaca-eval", "mooncake", "azure", "prices"), help="which data set")
+    p.add_argument("src", nargs="?", help="raw data folder or file (default: the one under ../shared/data)")
+    p.add_argument("--out", type=Path, default=Path("data/sample"), help="output directory (default: data/sample)")
+
+    p = command(
+        "synth",
+        "Write realistic synthetic traces (bursty arrivals, tenants, sessions, failures, latency tails).",
+        "beast synth --rows 100000 --seed 7 --malformed 0.01 --out /tmp/traces.jsonl.gz",
+        _synth,
+    )
+    p.add_argument("--rows", type=int, help="number of rows (default: params.yaml synth.rows)")
+    p.add_argument("--seed", type=int, help="random seed (default: params.yaml synth.seed)")
+    p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one problem each (JSONL only)")
+    p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
+    p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `synth`)")
+
+    command(
+        "contract",
+        "Print trace contract v1 as Markdown (the source of docs/trace-contract.md).",
+        "beast contract > docs/trace-contract.md",
+        _contract,
+    )
+
+    p = command(
+        "bench-ingest",
+        "Benchmark: ingest N synthetic rows and print rows/s next to a plain pyarrow read + write of the same file.",
+        "beast bench-ingest --rows 1000000 --format jsonl",
+        _bench_ingest,
+    )
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default: 1,000,000)")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="file format (default: jsonl)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BeastError as exc:
+        print(f"beast {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"beast {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Read one section of params.yaml into a frozen dataclass, once, at a stage's edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from beast.errors import BeastError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, naming the file in any error."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise BeastError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise BeastError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Path:
+        return Path(value)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, (list, tuple)):
+            raise BeastError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type) and not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise BeastError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors naming `where`."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise BeastError(f"{where}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise BeastError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_section(params_file: Path, section: str, cls: type[T]) -> T:
+    """Read `section` (dotted, e.g. "train.quality") of a params file into `cls`; absent = defaults."""
+    node: Any = read_yaml(params_file) or {}
+    for part in section.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return from_mapping(cls, node, f"{params_file}:{section}")

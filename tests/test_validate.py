@@ -1,0 +1,105 @@
+"""Known answers for each field converter and for the row-level checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traces.contract import FIELD_BY_NAME, Reason
+from traces.validate import check, row_hash
+
+from conftest import good_row
+
+
+def one(**fields: object) -> tuple[bool, str, str]:
+    """Validate one row as the per-line fallback would see it (object cells)."""
+    raw = pd.DataFrame({k: pd.Series([v], dtype=object) for k, v in good_row(**fields).items()})
+    c = check(raw)
+    return bool(c.bad[0]), c.reason[0], c.field[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, (False, "", "")),
+        ({"input_tokens": "12"}, (False, "", "")),  # numbers as text are numbers (CSV == JSON)
+        ({"input_tokens": 12.0}, (False, "", "")),
+        ({"input_tokens": 12.5}, (True, "bad_type", "input_tokens")),
+        ({"input_tokens": True}, (True, "bad_type", "input_tokens")),
+        ({"input_tokens": "many"}, (True, "bad_type", "input_tokens")),
+        ({"input_tokens": -1}, (True, "out_of_range", "input_tokens")),
+        ({"input_tokens": None}, (True, "missing_field", "input_tokens")),
+        ({"model": ""}, (True, "missing_field", "model")),
+        ({"model": "  "}, (True, "missing_field", "model")),
+        ({"model": 3.5}, (True, "bad_type", "model")),
+        ({"request_id": 7}, (False, "", "")),
+        ({"status": "ERROR", "error_type": "timeout"}, (False, "", "")),
+        ({"status": "error"}, (True, "missing_field", "error_type")),
+        ({"status": "maybe"}, (True, "bad_value", "status")),
+        ({"status": 1}, (True, "bad_value", "status")),  # integers read as text, then not in the set
+        ({"timestamp": 1709251200000}, (False, "", "")),
+        ({"timestamp": "1709251200000"}, (False, "", "")),
+        ({"timestamp": 1709251200}, (True, "out_of_range", "timestamp")),  # epoch seconds by mistake
+        ({"timestamp": "yesterday"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": "2024-02-30T00:00:00Z"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": True}, (True, "bad_timestamp", "timestamp")),
+        ({"quality": 0.7}, (False, "", "")),
+        ({"quality": 1.5}, (True, "out_of_range", "quality")),
+        ({"latency_ms": "NaN"}, (True, "bad_type", "latency_ms")),
+        ({"cached_input_tokens": 2000}, (True, "inconsistent", "cached_input_tokens")),
+        ({"cached_input_tokens": 10}, (False, "", "")),
+        ({"cache_hit": "yes"}, (False, "", "")),
+        ({"cache_hit": "perhaps"}, (True, "bad_type", "cache_hit")),
+        ({"prefix_blocks": [1, 2, 3]}, (False, "", "")),
+        ({"prefix_blocks": "[1, 2, 3]"}, (False, "", "")),
+        ({"prefix_blocks": [1, "x"]}, (True, "bad_type", "prefix_blocks")),
+        ({"prefix_blocks": [True]}, (True, "bad_type", "prefix_blocks")),
+    ],
+)
+def test_single_row_known_answers(fields: dict, expected: tuple[bool, str, str]) -> None:
+    assert one(**fields) == expected
+
+
+def test_every_reason_in_the_checks_is_a_contract_reason() -> None:
+    raw = pd.DataFrame.from_records([good_row(i, input_tokens=-i) for i in range(3)])
+    c = check(raw)
+    assert set(c.reason[c.bad]) <= {r.value for r in Reason}
+
+
+def test_timestamps_normalise_to_utc() -> None:
+    raw = pd.DataFrame.from_records(
+        [good_row(0, timestamp="2024-03-01T02:00:00+02:00"), good_row(1, timestamp="2024-03-01T00:00:00"), good_row(2, timestamp=1709251200000)]
+    )
+    c = check(raw)
+    assert not c.bad.any()
+    assert (c.frame["timestamp"] == pd.Timestamp("2024-03-01T00:00:00Z")).all()
+    assert str(c.frame["timestamp"].dtype) == "datetime64[ms, UTC]"
+
+
+def test_detail_lists_every_problem_and_first_field_wins() -> None:
+    bad, reason, field = one(model="", input_tokens=-5, status="nope")
+    raw = pd.DataFrame.from_records([good_row(model="", input_tokens=-5, status="nope")])
+    detail = check(raw).detail[0]
+    assert (bad, reason, field) == (True, "missing_field", "model")  # contract order: model before tokens
+    assert detail.count(";") == 2 and "got -5" in detail and "got 'nope'" in detail
+
+
+def test_unknown_fields_are_kept_as_json() -> None:
+    raw = pd.DataFrame.from_records([good_row(0, team="search", meta={"a": [1, 2]}), good_row(1)])
+    c = check(raw)
+    assert c.frame["extra"].tolist() == ['{"team":"search","meta":{"a":[1,2]}}', None]
+
+
+def test_row_hash_equal_for_equal_content_in_any_representation() -> None:
+    typed = pd.DataFrame.from_records([good_row(0, cached_input_tokens=3)])
+    text = typed.astype(str)  # how CSV delivers it
+    a, b = check(typed), check(text)
+    assert row_hash(a.frame)[0] == row_hash(b.frame)[0]
+    changed = check(pd.DataFrame.from_records([good_row(0, cached_input_tokens=4)]))
+    assert row_hash(changed.frame)[0] != row_hash(a.frame)[0]
+
+
+def test_contract_types_cover_every_kind() -> None:
+    assert FIELD_BY_NAME["prefix_blocks"].arrow_type.value_type.bit_width == 64
+    assert np.all([f.name == n for n, f in FIELD_BY_NAME.items()])

@@ -1,0 +1,326 @@
+"""Stage `ingest`: validate trace files against contract v1, quarantine bad rows, store the rest.
+
+Invariant (checked on every run, tested): rows read = rows accepted + rows quarantined. Accepted rows
+whose request_id is already stored with the same content are counted as `already_stored` and not
+written again, so re-ingesting a file adds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from beast.config import load_section
+from beast.errors import BeastError
+from traces import store
+from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
+from traces.prices import PriceTable, compute_costs, load_prices
+from traces.readers import Block, Reject, reader_for
+from traces.validate import check, row_hash
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """Mirrors params.yaml -> ingest."""
+
+    out: Path = Path("data/traces")
+    quarantine: Path = Path("data/quarantine")
+    prices: Path = Path("data/prices.yaml")
+    metrics: Path | None = Path("data/metrics/ingest.json")
+    strict: bool = False
+    block_rows: int = 200_000
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    source: str
+    rows: int
+    accepted: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    ingest_id: str
+    contract_version: str
+    dataset: str
+    files: tuple[FileSummary, ...]
+    rows_read: int
+    accepted: int
+    stored: int
+    already_stored: int
+    quarantined: Mapping[str, int]
+    models: Mapping[str, int]
+    time_min: str | None
+    time_max: str | None
+    total_cost_usd: float
+    cost_unknown_rows: int
+    error_rate: float | None
+    quarantine_file: str | None
+    seconds: float
+    written_files: tuple[str, ...] = field(default=())
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"quarantined_total": self.quarantined_total}, indent=2)
+
+    def metrics(self) -> dict[str, object]:
+        """The numbers that depend only on the inputs (no ids, no timings): DVC metrics."""
+        keys = ("rows_read", "accepted", "stored", "already_stored", "total_cost_usd", "cost_unknown_rows", "error_rate")
+        return {k: getattr(self, k) for k in keys} | {
+            "quarantined_total": self.quarantined_total,
+            "quarantined": dict(self.quarantined),
+            "models": len(self.models),
+        }
+
+
+class StrictFailure(BeastError):
+    """--strict and at least one row was quarantined: nothing was stored."""
+
+    def __init__(self, report: IngestReport):
+        self.report = report
+        super().__init__(
+            f"--strict: {report.quarantined_total} of {report.rows_read} rows broke the contract; nothing was stored "
+            f"(see {report.quarantine_file})"
+        )
+
+
+Progress = Callable[[str], None]
+
+
+def _new_id() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _checked_block(block: Block) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+    """Validate one block: (good rows with hash and provenance, their positions, rejects incl. unparseable lines)."""
+    checked = check(block.frame)
+    bad = np.flatnonzero(checked.bad)
+    rejects = list(block.rejects)
+    if len(bad):
+        raws = block.raw(bad)
+        rejects += [
+            Reject(block.source, int(block.rows[i]), checked.reason[i], checked.field[i], checked.detail[i], raw)
+            for i, raw in zip(bad, raws, strict=True)
+        ]
+    keep = ~checked.bad
+    good = checked.frame[keep].reset_index(drop=True)
+    good["row_hash"] = row_hash(good)
+    good["source_file"] = block.source
+    good["source_row"] = block.rows[keep]
+    return good, np.flatnonzero(keep), rejects
+
+
+def _dedupe(
+    frame: pd.DataFrame, seen: pd.Series, stored: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks (duplicate, already_stored, new) over `frame`; `seen`/`stored` map request_id -> row_hash."""
+    ids = frame["request_id"]
+    dup = ids.duplicated(keep="first").to_numpy() | ids.isin(seen.index).to_numpy()
+    in_store = ~dup & ids.isin(stored.index).to_numpy()
+    same = np.zeros(len(frame), dtype=bool)
+    if in_store.any():
+        same[in_store] = stored.reindex(ids[in_store]).to_numpy() == frame["row_hash"].to_numpy()[in_store]
+    already = in_store & same
+    dup |= in_store & ~same
+    return dup, already, ~dup & ~already
+
+
+def _dup_rejects(frame: pd.DataFrame, mask: np.ndarray, blocks: list[Block], block_of: np.ndarray, pos_of: np.ndarray, stored: pd.Series) -> list[Reject]:
+    out = []
+    for b in np.unique(block_of[mask]):
+        sel = np.flatnonzero(mask & (block_of == b))
+        raws = blocks[b].raw(pos_of[sel])
+        for i, raw in zip(sel, raws, strict=True):
+            rid = frame.at[i, "request_id"]
+            where = "is stored with different content" if rid in stored.index else "repeats an earlier row of this ingest"
+            out.append(Reject(blocks[b].source, int(frame.at[i, "source_row"]), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r} {where}", raw))
+    return out
+
+
+def _read_file(path: Path, params: IngestParams, progress: Progress) -> tuple[pd.DataFrame, list[Block], np.ndarray, np.ndarray, list[Reject], int]:
+    reader = reader_for(path)
+    frames, blocks, rejects, block_of, pos_of = [], [], [], [], []
+    rows = 0
+    for b, block in enumerate(reader(path, params.block_rows)):
+        good, positions, bad = _checked_block(block)
+        frames.append(good)
+        blocks.append(block)
+        rejects += bad
+        block_of.append(np.full(len(good), b))
+        pos_of.append(positions)
+        rows += len(block.frame) + len(block.rejects)
+        progress(f"{path}: {rows:,} rows read, {len(rejects):,} quarantined")
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STORE_SCHEMA.names)
+    return frame, blocks, np.concatenate(block_of) if block_of else np.array([], int), np.concatenate(pos_of) if pos_of else np.array([], int), rejects, rows
+
+
+def _summary_numbers(frame: pd.DataFrame) -> dict:
+    if frame.empty:
+        return {"models": {}, "time_min": None, "time_max": None, "total_cost_usd": 0.0, "cost_unknown_rows": 0, "error_rate": None}
+    ts = frame["timestamp"]
+    return {
+        "models": {str(k): int(v) for k, v in frame["model"].value_counts().sort_index().items()},
+        "time_min": ts.min().isoformat(),
+        "time_max": ts.max().isoformat(),
+        "total_cost_usd": round(float(np.nansum(frame["cost_usd"].to_numpy(dtype=float))), 6),
+        "cost_unknown_rows": int((frame["cost_source"] == COST_UNKNOWN).sum()),
+        "error_rate": round(float((frame["status"] == STATUS_ERROR).mean()), 6),
+    }
+
+
+def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) -> Path | None:
+    directory.mkdir(parents=True, exist_ok=True)  # always there, so it is a stable output of the stage
+    if not rejects:
+        return None
+    path = directory / f"{ingest_id}.jsonl"
+    tmp = directory / f".{ingest_id}.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rejects:
+            fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def ingest(
+    paths: Sequence[Path], params: IngestParams, prices: PriceTable, ingest_id: str | None = None, progress: Progress = lambda _: None
+) -> IngestReport:
+    """Read, validate, cost, dedupe and store `paths`; write the quarantine file; return the report."""
+    started = time.perf_counter()
+    ingest_id = ingest_id or _new_id()
+    for path in paths:  # fail on a bad name or format before doing any work
+        reader_for(path)
+        if not path.is_file():
+            raise BeastError(f"{path}: file not found")
+    with store.locked(params.out):
+        stored_keys = store.stored_keys(params.out)
+        stored = pd.Series(stored_keys["row_hash"].to_numpy(), index=stored_keys["request_id"].to_numpy())
+        seen = pd.Series([], dtype="uint64")
+        files, accepted_frames, new_frames, rejects = [], [], [], []
+        for path in paths:
+            frame, blocks, block_of, pos_of, file_rejects, rows = _read_file(path, params, progress)
+            dup, already, new = _dedupe(frame, seen, stored)
+            file_rejects += _dup_rejects(frame, dup, blocks, block_of, pos_of, stored)
+            frame = frame[~dup].reset_index(drop=True)
+            new = new[~dup]
+            seen = pd.concat([seen, pd.Series(frame["row_hash"].to_numpy(), index=frame["request_id"].to_numpy())])
+            cost, source = compute_costs(
+                prices, frame["model"], frame["timestamp"], frame["input_tokens"], frame["output_tokens"], frame["cached_input_tokens"], frame["cost_usd"]
+            )
+            frame["cost_usd"] = cost
+            frame["cost_source"] = source
+            accepted_frames.append(frame)
+            new_frames.append(frame[new])
+            rejects += file_rejects
+            files.append(FileSummary(str(path), rows, len(frame), len(file_rejects)))
+            if rows != len(frame) + len(file_rejects):
+                raise AssertionError(f"{path}: {rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined")
+        accepted = pd.concat(accepted_frames, ignore_index=True) if accepted_frames else pd.DataFrame(columns=STORE_SCHEMA.names)
+        order = {str(p): i for i, p in enumerate(paths)}
+        rejects.sort(key=lambda r: (order[r.source], r.row))
+        quarantine_file = _write_quarantine(rejects, params.quarantine, ingest_id)
+        counts = Counter(r.reason for r in rejects)
+        to_store = pd.concat(new_frames, ignore_index=True) if new_frames else accepted.iloc[:0]
+        report = IngestReport(
+            ingest_id=ingest_id,
+            contract_version=CONTRACT_VERSION,
+            dataset=str(params.out),
+            files=tuple(files),
+            rows_read=sum(f.rows for f in files),
+            accepted=len(accepted),
+            stored=0 if (params.strict and rejects) else len(to_store),
+            already_stored=len(accepted) - len(to_store),
+            quarantined={k: counts[k] for k in sorted(counts)},
+            quarantine_file=str(quarantine_file) if quarantine_file else None,
+            seconds=0.0,
+            **_summary_numbers(accepted),
+        )
+        if params.strict and rejects:
+            raise StrictFailure(report)
+        written = store.append(params.out, to_table(to_store, ingest_id), ingest_id)
+    return _finish(report, written, started)
+
+
+def _finish(report: IngestReport, written: list[Path], started: float) -> IngestReport:
+    fields = asdict(report) | {"seconds": round(time.perf_counter() - started, 3), "written_files": tuple(map(str, written))}
+    fields["files"] = report.files
+    return IngestReport(**fields)
+
+
+def to_table(frame: pd.DataFrame, ingest_id: str) -> pa.Table:
+    """Accepted rows -> an Arrow table of STORE_SCHEMA (adds ingest_id and the date partition)."""
+    frame = frame.copy()
+    frame["ingest_id"] = ingest_id
+    frame["timestamp"] = frame["timestamp"].dt.tz_convert(None)  # naive UTC: Arrow applies the schema's tz
+    frame["date"] = np.datetime_as_string(frame["timestamp"].to_numpy().astype("datetime64[D]"), unit="D")
+    frame["extra"] = frame["extra"].astype(object)
+    return pa.Table.from_pandas(frame[STORE_SCHEMA.names], schema=STORE_SCHEMA, preserve_index=False)
+
+
+def format_summary(report: IngestReport) -> str:
+    """The table printed after an ingest."""
+    rows = [
+        ("rows read", f"{report.rows_read:,}"),
+        ("accepted", f"{report.accepted:,}  ({report.stored:,} new, {report.already_stored:,} already stored)"),
+        ("quarantined", f"{report.quarantined_total:,}"),
+    ]
+    rows += [(f"  {reason}", f"{n:,}") for reason, n in report.quarantined.items()]
+    top = sorted(report.models.items(), key=lambda kv: -kv[1])
+    models = ", ".join(f"{m} ({n:,})" for m, n in top[:5]) + (f", +{len(top) - 5} more" if len(top) > 5 else "")
+    rows += [
+        ("models", f"{len(top)}: {models}" if top else "0"),
+        ("time span", f"{report.time_min} .. {report.time_max}" if report.time_min else "-"),
+        ("total cost", f"${report.total_cost_usd:,.4f}" + (f"  (+ {report.cost_unknown_rows:,} rows cost_unknown: no price)" if report.cost_unknown_rows else "")),
+        ("error rate", f"{report.error_rate:.2%}" if report.error_rate is not None else "-"),
+        ("dataset", report.dataset),
+        ("quarantine", report.quarantine_file or "- (no bad rows)"),
+        ("throughput", f"{report.rows_per_second:,.0f} rows/s ({report.seconds:.2f} s)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    per_file = [f"  {f.source}: {f.rows:,} read, {f.accepted:,} accepted, {f.quarantined:,} quarantined" for f in report.files]
+    return "\n".join([f"ingest {report.ingest_id} (trace contract v{report.contract_version})", *per_file, ""] + [f"{k:<{width}}  {v}" for k, v in rows])
+
+
+def _stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(
+    paths: Sequence[Path],
+    params_file: Path = Path("params.yaml"),
+    overrides: Mapping[str, object] | None = None,
+) -> IngestReport:
+    """CLI / DVC edge: params.yaml `ingest` section, overridden by flags; writes the JSON report."""
+    params = load_section(params_file, "ingest", IngestParams) if params_file.exists() else IngestParams()
+    if overrides:
+        params = IngestParams(**(asdict(params) | {k: v for k, v in overrides.items() if v is not None}))
+    prices = load_prices(params.prices)
+    try:
+        report = ingest(paths, params, prices, progress=_stderr_progress)
+    except StrictFailure as failure:
+        print(format_summary(failure.report))
+        raise
+    if params.metrics:
+        params.metrics.parent.mkdir(parents=True, exist_ok=True)
+        params.metrics.write_text(json.dumps(report.metrics(), indent=2) + "\n")
+    print(format_summary(report))
+    return report

@@ -1,0 +1,259 @@
+"""Read trace files (JSONL, CSV, Parquet; gzip on the text formats) into raw blocks for validation.
+
+Fast path: pyarrow parses a whole block at once. Only a block that pyarrow refuses (a broken line, a
+column whose type changes, a short CSV record) is re-read line by line, so that every row is either
+in a block's frame or in its `rejects`, with its source row number and raw text: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from beast.errors import BeastError
+from traces.contract import Reason
+from traces.store import arrow_to_pandas
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row that is not stored, with everything needed to find, understand and replay it."""
+
+    source: str
+    row: int
+    reason: str
+    field: str
+    detail: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """Raw rows of one file: `frame` (any dtypes) with their source row numbers, plus unparseable rows."""
+
+    source: str
+    frame: pd.DataFrame
+    rows: np.ndarray
+    raw: Callable[[np.ndarray], list[str]]  # raw text of the frame rows at these positions
+    rejects: tuple[Reject, ...] = ()
+
+
+def _object_frame(records: list[dict]) -> pd.DataFrame:
+    """Columns of Python values as they were (no int -> float upcast on missing values)."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    return pd.DataFrame({k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys}, index=range(len(records)))
+
+
+def read_bytes(path: Path) -> bytes:
+    """Whole file, gunzipped when it ends in .gz; any failure is one line naming the file."""
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
+    except FileNotFoundError:
+        raise BeastError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise BeastError(f"{path}: is a directory, expected a trace file") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise BeastError(f"{path}: cannot read gzip data ({exc}); the file is truncated or not gzip") from None
+    except OSError as exc:
+        raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------- JSONL
+
+
+def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(data)]))
+    return starts, ends
+
+
+def _nonblank(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Indices of lines with content; only short lines need a look (whitespace-only ones are not rows)."""
+    lengths = ends - starts
+    keep = lengths > 0
+    for i in np.flatnonzero(keep & (lengths <= 8)):
+        keep[i] = bool(data[starts[i] : ends[i]].strip())
+    return np.flatnonzero(keep)
+
+
+def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError as exc:
+        return None, Reason.BAD_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"
+    except ValueError as exc:
+        return None, Reason.BAD_JSON, f"not JSON: {exc}"
+    if not isinstance(value, dict):
+        return None, Reason.NOT_AN_OBJECT, f"a JSON {type(value).__name__}, expected an object"
+    return value, None, ""
+
+
+def read_jsonl(path: Path, block_rows: int) -> Iterator[Block]:
+    data = read_bytes(path)
+    source = str(path)
+    starts, ends = _line_bounds(data)
+    lines = _nonblank(data, starts, ends)
+    view = memoryview(data)
+
+    def text(i: int) -> str:
+        return data[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")
+
+    for a in range(0, len(lines), block_rows):
+        idx = lines[a : a + block_rows]
+        lo, hi = int(starts[idx[0]]), int(ends[idx[-1]])
+        longest = int((ends[idx] - starts[idx]).max())
+        opts = pa_json.ReadOptions(block_size=max(1 << 22, 2 * longest + 2))
+        try:
+            table = pa_json.read_json(pa.BufferReader(pa.py_buffer(view[lo:hi])), read_options=opts)
+            ok = table.num_rows == len(idx)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            ok = False
+        if ok:
+            frame, kept, rejects = arrow_to_pandas(table), idx, ()
+        else:  # a damaged block: parse line by line so each bad line gets its own reason
+            records, kept_l, rej = [], [], []
+            for i in idx:
+                value, reason, detail = _parse_line(bytes(view[starts[i] : ends[i]]))
+                if value is None:
+                    rej.append(Reject(source, int(i) + 1, reason.value, "", detail, text(i)))
+                else:
+                    records.append(value)
+                    kept_l.append(i)
+            frame, kept, rejects = _object_frame(records), np.asarray(kept_l, dtype=np.int64), tuple(rej)
+        yield Block(source, frame, kept + 1, lambda pos, kept=kept: [text(kept[p]) for p in pos], rejects)
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _cells_raw(frame: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
+    """Raw text of CSV / Parquet rows: the cells as read (CSV cells are all text), absent ones left out."""
+
+    def raw(pos: np.ndarray) -> list[str]:
+        records = frame.iloc[pos].astype(object).to_dict("records")
+        return [
+            json.dumps({k: _jsonable(v) for k, v in r.items() if isinstance(v, np.ndarray) or not pd.isna(v)}, ensure_ascii=False, default=str)
+            for r in records
+        ]
+
+    return raw
+
+
+def _csv_slow(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+    """Python's csv module: knows each record's number, so short/long records are quarantined exactly."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    cells, numbers, rejects = [], [], []
+    record = 0
+    for fields in reader:
+        if not fields:
+            continue
+        record += 1
+        line = io.StringIO()
+        if len(fields) != len(header):
+            csv.writer(line, lineterminator="").writerow(fields)
+            detail = f"{len(fields)} fields, header has {len(header)}"
+            rejects.append(Reject(source, record, Reason.BAD_CSV_ROW.value, "", detail, line.getvalue()))
+        elif any("\udc80" <= ch <= "\udcff" for f in fields for ch in f):
+            csv.writer(line, lineterminator="").writerow(fields)
+            raw = line.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            rejects.append(Reject(source, record, Reason.BAD_ENCODING.value, "", "not UTF-8", raw))
+        else:
+            cells.append([f if f != "" else None for f in fields])
+            numbers.append(record)
+    frame = pd.DataFrame(cells, columns=header, dtype="str") if cells else pd.DataFrame(columns=header, dtype="str")
+    return frame, np.asarray(numbers, dtype=np.int64), rejects
+
+
+def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
+    data = read_bytes(path)
+    source = str(path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    header = next(csv.reader([first]), [])
+    if not header:
+        return
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise BeastError(f"{path}: CSV header repeats column(s) {', '.join(dup)}")
+    invalid = []
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(data),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: invalid.append(row) or "skip"),
+            convert_options=pa_csv.ConvertOptions(column_types={h: pa.string() for h in header}, strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = None
+    if table is not None and not invalid:
+        frame, rows, rejects = arrow_to_pandas(table), np.arange(1, table.num_rows + 1), []
+    else:
+        frame, rows, rejects = _csv_slow(source, data.decode("utf-8", "surrogateescape"))
+    raw = _cells_raw(frame)
+    for a in range(0, max(len(frame), 1), block_rows):
+        sub = frame.iloc[a : a + block_rows].reset_index(drop=True)
+        yield Block(source, sub, rows[a : a + block_rows], lambda pos, a=a: raw(np.asarray(pos) + a), tuple(rejects) if a == 0 else ())
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+def read_parquet(path: Path, block_rows: int) -> Iterator[Block]:
+    source = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise BeastError(f"{path}: file not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BeastError(f"{path}: not a readable Parquet file ({exc})") from None
+    done = 0
+    try:
+        for batch in pf.iter_batches(batch_size=block_rows):
+            frame = arrow_to_pandas(pa.Table.from_batches([batch]))
+            rows = np.arange(done + 1, done + len(frame) + 1)
+            done += len(frame)
+            yield Block(source, frame, rows, _cells_raw(frame))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BeastError(f"{path}: Parquet data is damaged after row {done} ({exc})") from None
+
+
+READERS: dict[str, Callable[[Path, int], Iterator[Block]]] = {
+    ".jsonl": read_jsonl,
+    ".ndjson": read_jsonl,
+    ".csv": read_csv,
+    ".parquet": read_parquet,
+    ".pq": read_parquet,
+}
+
+
+def reader_for(path: Path) -> Callable[[Path, int], Iterator[Block]]:
+    """Pick the reader by suffix (`.jsonl.gz` -> JSONL); an unknown suffix is an error naming the file."""
+    suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
+    fmt = suffixes[0].lower() if suffixes else ""
+    if fmt not in READERS or (path.suffix == ".gz" and READERS[fmt] is read_parquet):
+        known = ", ".join(sorted(READERS)) + " (+ .gz for text formats)"
+        raise BeastError(f"{path}: unknown trace format {''.join(suffixes) or '(no suffix)'}; known: {known}")
+    return READERS[fmt]

@@ -1,0 +1,100 @@
+"""The trace dataset: Parquet partitioned by UTC date, written atomically, read through one function.
+
+Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-<n>.parquet`. Files are written under a hidden staging
+directory and renamed into place, so a reader never sees a half-written file; an exclusive lock on
+`<root>/.lock` serialises writers (parallel ingests cannot store a request_id twice).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from beast.errors import BeastError
+from traces.contract import STORE_SCHEMA
+
+_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+@contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold the dataset's writer lock (blocking) for the duration of the block."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / ".lock", "a+")
+    except OSError as exc:
+        raise BeastError(f"{root}: cannot create the dataset directory ({exc.strerror or exc})") from None
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Nullable ints and bools, so an id like 7 stays 7 (not 7.0) next to a missing value."""
+
+    def mapper(t: pa.DataType) -> object:
+        if pa.types.is_signed_integer(t):
+            return pd.Int64Dtype()
+        if pa.types.is_boolean(t):
+            return pd.BooleanDtype()
+        return None
+
+    return table.to_pandas(types_mapper=mapper)
+
+
+def _dataset(root: Path) -> ds.Dataset | None:
+    if not root.exists() or not any(root.glob("date=*/*.parquet")):
+        return None
+    return ds.dataset(root, format="parquet", partitioning=_PARTITIONING, schema=STORE_SCHEMA)
+
+
+def read_traces(root: Path, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pd.DataFrame:
+    """All stored traces (or some columns / a filter): the one way later stages read traces."""
+    dataset = _dataset(root)
+    if dataset is None:
+        return arrow_to_pandas(STORE_SCHEMA.empty_table().select(columns or STORE_SCHEMA.names))
+    return arrow_to_pandas(dataset.to_table(columns=columns, filter=filter))
+
+
+def stored_keys(root: Path) -> pd.DataFrame:
+    """request_id -> row_hash of every stored row (what dedupe needs, nothing more)."""
+    return read_traces(root, columns=["request_id", "row_hash"])
+
+
+def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
+    """Write `table` (STORE_SCHEMA) as new part files; each appears by an atomic rename or not at all."""
+    if table.num_rows == 0:
+        return []
+    staging = root / f".staging-{ingest_id}"
+    try:
+        ds.write_dataset(
+            table.select([n for n in STORE_SCHEMA.names]),
+            staging,
+            format="parquet",
+            partitioning=_PARTITIONING,
+            basename_template=f"part-{ingest_id}-{{i}}.parquet",
+            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+            existing_data_behavior="error",
+        )
+        written = []
+        for part in sorted(staging.rglob("*.parquet")):
+            target = root / part.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, target)
+            written.append(target)
+        return written
+    except OSError as exc:
+        raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
