@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="dataset directory, partitioned by date (default: params.yaml ingest.out)")
     p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
     p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `ingest`)")
+    p.add_argument("--params", type=Path, help="params file, section `ingest` (default: ./params.yaml if present)")
 
     p = command(
         "import",
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one problem each (JSONL only)")
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `synth`)")
+    p.add_argument("--params", type=Path, help="params file, section `synth` (default: ./params.yaml if present)")
 
     command(
         "contract",

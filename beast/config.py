@@ -65,3 +65,12 @@ def load_section(params_file: Path, section: str, cls: type[T]) -> T:
     for part in section.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return from_mapping(cls, node, f"{params_file}:{section}")
+
+
+def load_params(params_file: Path | None, section: str, cls: type[T]) -> T:
+    """A stage's params: from `params_file` (must exist), else ./params.yaml if present, else defaults."""
+    if params_file is None:
+        params_file = Path("params.yaml")
+        if not params_file.exists():
+            return cls()
+    return load_section(params_file, section, cls)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beast.config import load_section
+from beast.config import load_params
 from beast.errors import BeastError
 from traces import store
 from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
@@ -170,7 +170,10 @@ def _read_file(path: Path, params: IngestParams, progress: Progress) -> tuple[pd
         pos_of.append(positions)
         rows += len(block.frame) + len(block.rejects)
         progress(f"{path}: {rows:,} rows read, {len(rejects):,} quarantined")
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STORE_SCHEMA.names)
+    if not frames:  # an empty file: still a typed (empty) frame
+        empty = Block(str(path), pd.DataFrame(), np.array([], dtype=np.int64), lambda pos: [])
+        frames.append(_checked_block(empty)[0])
+    frame = pd.concat(frames, ignore_index=True)
     return frame, blocks, np.concatenate(block_of) if block_of else np.array([], int), np.concatenate(pos_of) if pos_of else np.array([], int), rejects, rows
 
 
@@ -196,9 +199,17 @@ def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) ->
     tmp = directory / f".{ingest_id}.jsonl.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in rejects:
-            fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n")  # ASCII: no Unicode line breaks inside a line
     os.replace(tmp, path)
     return path
+
+
+def check_inputs(paths: Sequence[Path]) -> None:
+    """Fail on a missing file or unknown format before doing any work."""
+    for path in paths:
+        reader_for(path)
+        if not path.is_file():
+            raise BeastError(f"{path}: file not found")
 
 
 def ingest(
@@ -207,10 +218,7 @@ def ingest(
     """Read, validate, cost, dedupe and store `paths`; write the quarantine file; return the report."""
     started = time.perf_counter()
     ingest_id = ingest_id or _new_id()
-    for path in paths:  # fail on a bad name or format before doing any work
-        reader_for(path)
-        if not path.is_file():
-            raise BeastError(f"{path}: file not found")
+    check_inputs(paths)
     with store.locked(params.out):
         stored_keys = store.stored_keys(params.out)
         stored = pd.Series(stored_keys["row_hash"].to_numpy(), index=stored_keys["request_id"].to_numpy())
@@ -234,12 +242,12 @@ def ingest(
             files.append(FileSummary(str(path), rows, len(frame), len(file_rejects)))
             if rows != len(frame) + len(file_rejects):
                 raise AssertionError(f"{path}: {rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined")
-        accepted = pd.concat(accepted_frames, ignore_index=True) if accepted_frames else pd.DataFrame(columns=STORE_SCHEMA.names)
+        accepted = pd.concat(accepted_frames, ignore_index=True)
         order = {str(p): i for i, p in enumerate(paths)}
         rejects.sort(key=lambda r: (order[r.source], r.row))
         quarantine_file = _write_quarantine(rejects, params.quarantine, ingest_id)
         counts = Counter(r.reason for r in rejects)
-        to_store = pd.concat(new_frames, ignore_index=True) if new_frames else accepted.iloc[:0]
+        to_store = pd.concat(new_frames, ignore_index=True)
         report = IngestReport(
             ingest_id=ingest_id,
             contract_version=CONTRACT_VERSION,
@@ -306,13 +314,14 @@ def _stderr_progress(message: str) -> None:
 
 def main(
     paths: Sequence[Path],
-    params_file: Path = Path("params.yaml"),
+    params_file: Path | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> IngestReport:
-    """CLI / DVC edge: params.yaml `ingest` section, overridden by flags; writes the JSON report."""
-    params = load_section(params_file, "ingest", IngestParams) if params_file.exists() else IngestParams()
+    """CLI / DVC edge: params `ingest` section (params.yaml when present), overridden by flags; writes metrics."""
+    params = load_params(params_file, "ingest", IngestParams)
     if overrides:
         params = IngestParams(**(asdict(params) | {k: v for k, v in overrides.items() if v is not None}))
+    check_inputs(paths)
     prices = load_prices(params.prices)
     try:
         report = ingest(paths, params, prices, progress=_stderr_progress)
