@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, help="number of rows (default: params.yaml synth.rows)")
     p.add_argument("--seed", type=int, help="random seed (default: params.yaml synth.seed)")
-    p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one problem each (JSONL only)")
+    p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one known problem each (JSONL and CSV)")
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
     p.add_argument("--params", type=Path, help="params file, section `synth` (default: ./params.yaml if present)")

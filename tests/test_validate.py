@@ -29,6 +29,8 @@ def one(**fields: object) -> tuple[bool, str, str]:
         ({"input_tokens": True}, (True, "bad_type", "input_tokens")),
         ({"input_tokens": "many"}, (True, "bad_type", "input_tokens")),
         ({"input_tokens": -1}, (True, "out_of_range", "input_tokens")),
+        ({"input_tokens": 9.3e18}, (True, "out_of_range", "input_tokens")),
+        ({"input_tokens": 2**53 - 1}, (False, "", "")),
         ({"input_tokens": None}, (True, "missing_field", "input_tokens")),
         ({"model": ""}, (True, "missing_field", "model")),
         ({"model": "  "}, (True, "missing_field", "model")),

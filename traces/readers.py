@@ -104,39 +104,62 @@ def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
     return value, None, ""
 
 
+def _parse_block(chunk: memoryview) -> pa.Table | None:
+    """pyarrow's parse of a whole block, or None when it refuses (any damaged line or type change)."""
+    buf = pa.py_buffer(chunk)
+    opts = pa_json.ReadOptions(block_size=max(1 << 22, min(len(buf) + 1, 1 << 26)))
+    try:
+        return pa_json.read_json(pa.BufferReader(buf), read_options=opts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
 def read_jsonl(path: Path, block_rows: int) -> Iterator[Block]:
+    """Blocks of about `block_rows` lines cut at newlines; line numbers come from counting newlines
+    (memchr speed); exact line bounds are computed only for a block with blank or damaged lines."""
     data = read_bytes(path)
-    source = str(path)
-    starts, ends = _line_bounds(data)
-    lines = _nonblank(data, starts, ends)
-    view = memoryview(data)
+    source, view = str(path), memoryview(data)
+    target = max(1, int(len(data) / max(data.count(b"\n"), 1) * block_rows))
+    lo, first_line = 0, 0
+    while lo < len(data):
+        nl = data.find(b"\n", min(lo + target, len(data)) - 1)
+        hi = len(data) if nl < 0 else nl + 1
+        n_lines = data.count(b"\n", lo, hi) + (data[hi - 1] != 10)
+        table = _parse_block(view[lo:hi])
+        yield _jsonl_block(source, data, lo, hi, first_line, n_lines, table)
+        lo, first_line = hi, first_line + n_lines
+
+
+def _jsonl_block(source: str, data: bytes, lo: int, hi: int, first_line: int, n_lines: int, table: pa.Table | None) -> Block:
+    bounds: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def lines() -> tuple[np.ndarray, np.ndarray]:  # absolute start / end of each line of the block
+        if not bounds:
+            starts, ends = _line_bounds(data[lo:hi])
+            bounds.append((starts[:n_lines] + lo, ends[:n_lines] + lo))
+        return bounds[0]
 
     def text(i: int) -> str:
+        starts, ends = lines()
         return data[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")
 
-    for a in range(0, len(lines), block_rows):
-        idx = lines[a : a + block_rows]
-        lo, hi = int(starts[idx[0]]), int(ends[idx[-1]])
-        longest = int((ends[idx] - starts[idx]).max())
-        opts = pa_json.ReadOptions(block_size=max(1 << 22, 2 * longest + 2))
-        try:
-            table = pa_json.read_json(pa.BufferReader(pa.py_buffer(view[lo:hi])), read_options=opts)
-            ok = table.num_rows == len(idx)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            ok = False
-        if ok:
-            frame, kept, rejects = arrow_to_pandas(table), idx, ()
-        else:  # a damaged block: parse line by line so each bad line gets its own reason
-            records, kept_l, rej = [], [], []
-            for i in idx:
-                value, reason, detail = _parse_line(bytes(view[starts[i] : ends[i]]))
-                if value is None:
-                    rej.append(Reject(source, int(i) + 1, reason.value, "", detail, text(i)))
-                else:
-                    records.append(value)
-                    kept_l.append(i)
-            frame, kept, rejects = _object_frame(records), np.asarray(kept_l, dtype=np.int64), tuple(rej)
-        yield Block(source, frame, kept + 1, lambda pos, kept=kept: [text(kept[p]) for p in pos], rejects)
+    if table is not None and table.num_rows == n_lines:  # the common case: no blank or bad line
+        kept = np.arange(n_lines)
+        return Block(source, arrow_to_pandas(table), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos])
+    starts, ends = lines()
+    nonblank = _nonblank(data, starts, ends)
+    if table is not None and table.num_rows == len(nonblank):  # blank lines only
+        return Block(source, arrow_to_pandas(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos])
+    records, kept_l, rejects = [], [], []
+    for i in nonblank:  # a damaged block: line by line, so each bad line gets its own reason
+        value, reason, detail = _parse_line(data[starts[i] : ends[i]])
+        if value is None:
+            rejects.append(Reject(source, int(i) + first_line + 1, reason.value, "", detail, text(i)))
+        else:
+            records.append(value)
+            kept_l.append(i)
+    kept = np.asarray(kept_l, dtype=np.int64)
+    return Block(source, _object_frame(records), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos], tuple(rejects))
 
 
 # ---------------------------------------------------------------- CSV

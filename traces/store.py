@@ -48,6 +48,8 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
             return pd.Int64Dtype()
         if pa.types.is_boolean(t):
             return pd.BooleanDtype()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pd.ArrowDtype(t)  # lists stay Arrow: no per-row numpy arrays
         return None
 
     return table.to_pandas(types_mapper=mapper)

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from traces.contract import FIELDS, STATUS_ERROR, FieldSpec, Kind, Reason
 
 _MIN_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 _MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+_INT_LIMIT = 2**53  # integers are exact below this in every representation (JSON numbers are doubles)
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _INTS = (int, np.integer)
 _NUMS = (int, float, np.integer, np.floating)
@@ -113,6 +115,9 @@ def convert_number(spec: FieldSpec, s: pd.Series) -> Converted:
             invalid |= ~missing & (np.floor(v) != v)
     code = _codes(len(s), invalid, Reason.BAD_TYPE)
     oor = ~missing & ~invalid & _range(spec, v)
+    if spec.kind is Kind.INT:
+        with np.errstate(invalid="ignore"):
+            oor |= ~missing & ~invalid & (np.abs(v) >= _INT_LIMIT)  # beyond exact integers: not a count
     code[oor] = Reason.OUT_OF_RANGE.value
     invalid = invalid | oor
     values = pd.Series(np.where(invalid | missing, np.nan, v))
@@ -125,28 +130,27 @@ def convert_text(spec: FieldSpec, s: pd.Series) -> Converted:
     """Text fields: strings as they are, integers as their decimal text; anything else is bad_type."""
     n = len(s)
     missing = _strip_empty(s)
+    invalid = np.zeros(n, dtype=bool)
     if pd.api.types.is_integer_dtype(s.dtype):
-        values = s.astype("string").astype(object)
-        invalid = np.zeros(n, dtype=bool)
+        values = s.astype("str")
     elif _is_obj(s):
         is_bool, is_num, is_str = _types(s)
         is_int = is_num & s.map(lambda v: isinstance(v, _INTS)).to_numpy(dtype=bool)
         missing |= is_str & (s.where(is_str, "x").astype(str).str.strip() == "").to_numpy()
         invalid = ~missing & ~(is_str | is_int)
-        values = s.where(is_str | is_int).map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
+        values = s.where(is_str | is_int).map(str, na_action="ignore").astype("str")
     elif pd.api.types.is_string_dtype(s.dtype):
-        values = s.astype(object)
-        invalid = np.zeros(n, dtype=bool)
+        values = s.astype("str")
     else:  # floats, booleans, timestamps: not text
-        values = pd.Series(np.full(n, None, dtype=object))
+        values = pd.Series(np.full(n, None, dtype=object), dtype="str")
         invalid = ~missing
+    values = values.where(~(invalid | missing))
     if spec.kind is Kind.ENUM:
-        norm = values.where(~invalid & ~missing).map(lambda v: v.strip().lower(), na_action="ignore")
-        off = ~invalid & ~missing & ~norm.isin(spec.choices).to_numpy()
+        norm = values.str.strip().str.lower()
+        off = ~invalid & ~missing & ~norm.isin(spec.choices).to_numpy(dtype=bool)
         code = _codes(n, invalid, Reason.BAD_TYPE)
         code[off] = Reason.BAD_VALUE.value
         return Converted(norm.where(~off), missing, invalid | off, code, "one of " + " / ".join(spec.choices))
-    values = pd.Series(np.where(invalid | missing, None, values.to_numpy(dtype=object)), dtype=object)
     return Converted(values, missing, invalid, _codes(n, invalid, Reason.BAD_TYPE), "text")
 
 
@@ -210,6 +214,9 @@ def convert_timestamp(spec: FieldSpec, s: pd.Series) -> Converted:
     return Converted(values, missing, invalid, code, "RFC 3339 text or epoch ms in [2000, 2100)")
 
 
+INT_LIST_DTYPE = pd.ArrowDtype(pa.list_(pa.int64()))
+
+
 def _int_list(v: object) -> list[int] | None:
     if isinstance(v, str):
         try:
@@ -217,22 +224,43 @@ def _int_list(v: object) -> list[int] | None:
         except ValueError:
             return None
     if isinstance(v, np.ndarray):
-        return v.tolist() if v.dtype.kind in "iu" else _int_list(v.tolist())
+        v = v.tolist()
     if isinstance(v, (list, tuple)) and all(isinstance(x, _INTS) and not isinstance(x, bool) for x in v):
         return [int(x) for x in v]
     return None
 
 
 def convert_int_list(spec: FieldSpec, s: pd.Series) -> Converted:
-    """A list of integers: JSON arrays, Arrow lists, or JSON array text in a CSV cell."""
+    """A list of integers: Arrow lists as they are (fast path); JSON arrays or their text (CSV) cell by cell."""
     n = len(s)
-    missing = s.isna().to_numpy(copy=True) if not _is_obj(s) else s.map(lambda v: v is None or v is np.nan).to_numpy(dtype=bool)
-    if pd.api.types.is_string_dtype(s.dtype) and not _is_obj(s):
-        missing |= _strip_empty(s)
-    vals = s.map(_int_list)
-    vals[missing] = None
-    invalid = ~missing & vals.isna().to_numpy()
-    return Converted(vals.astype(object), missing, invalid, _codes(n, invalid, Reason.BAD_TYPE), "list of integers")
+    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_list(s.dtype.pyarrow_dtype) and pa.types.is_integer(s.dtype.pyarrow_dtype.value_type):
+        missing = s.isna().to_numpy(dtype=bool, na_value=True)
+        none = np.zeros(n, dtype=bool)
+        return Converted(s.astype(INT_LIST_DTYPE), missing, none, _codes(n, none, Reason.BAD_TYPE), "list of integers")
+    cells = s.astype(object).to_numpy()
+    missing = np.array([v is None or v is pd.NA or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()) for v in cells], dtype=bool)
+    lists = [None if m else _int_list(v) for v, m in zip(cells, missing, strict=True)]
+    invalid = ~missing & np.array([x is None for x in lists], dtype=bool)
+    values = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(lists, type=pa.list_(pa.int64()))))
+    return Converted(values, missing, invalid, _codes(n, invalid, Reason.BAD_TYPE), "list of integers")
+
+
+_ABSENT_DTYPES = {
+    Kind.STR: "str",
+    Kind.ENUM: "str",
+    Kind.INT: "Int64",
+    Kind.FLOAT: "float64",
+    Kind.BOOL: "boolean",
+    Kind.TIMESTAMP: "datetime64[ms, UTC]",
+    Kind.INT_LIST: INT_LIST_DTYPE,
+}
+
+
+def _absent(spec: FieldSpec, n: int) -> Converted:
+    """A field no row of the block has: all missing, no conversion work."""
+    none = np.zeros(n, dtype=bool)
+    values = pd.Series(pd.array([None] * n, dtype=_ABSENT_DTYPES[spec.kind])) if n else pd.Series([], dtype=_ABSENT_DTYPES[spec.kind])
+    return Converted(values, np.ones(n, dtype=bool), none, _codes(n, none, Reason.BAD_TYPE), "")
 
 
 _CONVERTERS = {
@@ -274,11 +302,13 @@ def check(raw: pd.DataFrame) -> Checked:
     """Validate a raw block: every contract field converted, every problem of every row found."""
     raw = raw.reset_index(drop=True)
     n = len(raw)
-    absent = pd.Series(np.full(n, None, dtype=object))
     frame: dict[str, pd.Series] = {}
     problems: list[tuple[str, np.ndarray, np.ndarray, str]] = []  # (field, mask, codes, expected)
     for spec in FIELDS:
-        conv = _CONVERTERS[spec.kind](spec, raw[spec.name] if spec.name in raw.columns else absent)
+        col = raw[spec.name] if spec.name in raw.columns else None
+        if col is not None and isinstance(col.dtype, pd.ArrowDtype) and spec.kind is not Kind.INT_LIST:
+            col = col.astype(object)  # a list / struct where a scalar belongs: judged cell by cell
+        conv = _absent(spec, n) if col is None or col.isna().all() else _CONVERTERS[spec.kind](spec, col)
         frame[spec.name] = conv.values
         problems.append((spec.name, conv.invalid, conv.code, conv.expected))
         if spec.required:
@@ -312,15 +342,53 @@ def check(raw: pd.DataFrame) -> Checked:
     return Checked(out, bad, reason, field, detail)
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads bits so that summing per-column hashes stays collision-resistant."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _list_hash(s: pd.Series) -> np.ndarray:
+    """Per-row hash of an Arrow list<int64> column from its flat values and offsets (no Python loop)."""
+    arr = pa.chunked_array(s.array._pa_array).combine_chunks() if hasattr(s.array, "_pa_array") else pa.array(s)
+    arr = arr.fill_null([])
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
+    offsets = arr.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    if len(flat) == 0:
+        return _mix64(lengths.astype(np.uint64))
+    pos = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
+    with np.errstate(over="ignore"):
+        elem = _mix64(flat ^ _mix64(pos.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)))
+        sums = np.add.reduceat(elem, np.minimum(offsets[:-1], len(flat) - 1)) if len(lengths) else elem[:0]
+    sums = np.where(lengths > 0, sums, np.uint64(0))
+    return _mix64(sums ^ lengths.astype(np.uint64))
+
+
 def row_hash(frame: pd.DataFrame) -> np.ndarray:
-    """64-bit content hash of contract fields + extra: equal rows from JSONL, CSV or Parquet hash equal."""
-    cols = {}
-    for spec in FIELDS:
-        s = frame[spec.name]
-        if spec.kind is Kind.INT_LIST:
-            s = s.map(lambda v: json.dumps(v), na_action="ignore")
-        elif spec.kind is Kind.TIMESTAMP:
-            s = s.astype("int64")
-        cols[spec.name] = s.astype(object) if spec.kind in (Kind.STR, Kind.ENUM, Kind.INT_LIST) else s
-    cols["extra"] = frame["extra"]
-    return pd.util.hash_pandas_object(pd.DataFrame(cols), index=False).to_numpy()
+    """64-bit content hash of contract fields + extra; a null cell adds nothing, so rows read from JSONL,
+    CSV or Parquet hash equal, and an absent column costs no work."""
+    total = np.zeros(len(frame), dtype=np.uint64)
+    names = [f.name for f in FIELDS] + ["extra"]
+    for k, name in enumerate(names):
+        s = frame[name]
+        present = s.notna().to_numpy(dtype=bool, na_value=False)
+        if not present.any():
+            continue
+        if name == "prefix_blocks":
+            h = _list_hash(s)
+        elif isinstance(s.dtype, pd.DatetimeTZDtype):
+            h = pd.util.hash_array(s.dt.tz_convert(None).to_numpy().view("int64"))
+        elif name == "extra":
+            h = pd.util.hash_array(s.astype(object).to_numpy())
+        else:
+            h = pd.util.hash_pandas_object(s, index=False).to_numpy()
+        with np.errstate(over="ignore"):
+            total += np.where(present, _mix64(h ^ np.uint64(k * 0x9E3779B97F4A7C15 % 2**64)), np.uint64(0))
+    return total
