@@ -18,7 +18,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     overrides = {"prices": args.prices, "out": args.out, "quarantine": args.quarantine, "strict": args.strict or None}
     try:
-        main(args.paths, params_file=args.params, overrides=overrides)
+        main(args.paths, params_file=args.params, overrides=overrides, ingest_id=args.ingest_id)
     except StrictFailure as failure:
         print(f"beast ingest: {failure}", file=sys.stderr)
         return EXIT_STRICT
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="dataset directory, partitioned by date (default: params.yaml ingest.out)")
     p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
     p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
+    p.add_argument("--ingest-id", help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix")
     p.add_argument("--params", type=Path, help="params file, section `ingest` (default: ./params.yaml if present)")
 
     p = command(

@@ -181,3 +181,12 @@ def test_csv_short_rows_are_numbered_by_record(tmp_path: Path, params: IngestPar
     q = quarantined(report)
     assert (q[0]["row"], q[0]["reason"], q[0]["raw"]) == (2, "bad_csv_row", "b,2024-03-01T00:00:00Z,m,1")
     assert read_traces(params.out).set_index("request_id").at["a", "prompt"] == "two\nlines"
+
+
+def test_ingest_ids_are_checked_and_never_reused(tmp_path: Path, params: IngestParams, prices) -> None:
+    src = write_jsonl(tmp_path / "a.jsonl", [good_row(0)])
+    with pytest.raises(BeastError, match="use 1-64 letters"):
+        ingest([src], params, prices, ingest_id="../escape")
+    ingest([src], params, prices, ingest_id="nightly-1")
+    with pytest.raises(BeastError, match="was used before"):
+        ingest([write_jsonl(tmp_path / "b.jsonl", [good_row(1)])], params, prices, ingest_id="nightly-1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -218,8 +219,12 @@ def ingest(
     """Read, validate, cost, dedupe and store `paths`; write the quarantine file; return the report."""
     started = time.perf_counter()
     ingest_id = ingest_id or _new_id()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", ingest_id):
+        raise BeastError(f"ingest id {ingest_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
     check_inputs(paths)
     with store.locked(params.out):
+        if store.has_ingest(params.out, ingest_id) or (params.quarantine / f"{ingest_id}.jsonl").exists():
+            raise BeastError(f"{params.out}: ingest id {ingest_id!r} was used before; ids name files and must be new")
         stored_keys = store.stored_keys(params.out)
         stored = pd.Series(stored_keys["row_hash"].to_numpy(), index=stored_keys["request_id"].to_numpy())
         seen = pd.Series([], dtype="uint64")
@@ -316,6 +321,7 @@ def main(
     paths: Sequence[Path],
     params_file: Path | None = None,
     overrides: Mapping[str, object] | None = None,
+    ingest_id: str | None = None,
 ) -> IngestReport:
     """CLI / DVC edge: params `ingest` section (params.yaml when present), overridden by flags; writes metrics."""
     params = load_params(params_file, "ingest", IngestParams)
@@ -324,7 +330,7 @@ def main(
     check_inputs(paths)
     prices = load_prices(params.prices)
     try:
-        report = ingest(paths, params, prices, progress=_stderr_progress)
+        report = ingest(paths, params, prices, ingest_id=ingest_id, progress=_stderr_progress)
     except StrictFailure as failure:
         print(format_summary(failure.report))
         raise

@@ -74,6 +74,11 @@ def stored_keys(root: Path) -> pd.DataFrame:
     return read_traces(root, columns=["request_id", "row_hash"])
 
 
+def has_ingest(root: Path, ingest_id: str) -> bool:
+    """Whether any part file of this ingest id is stored (ids name files, so they are never reused)."""
+    return any(root.glob(f"date=*/part-{ingest_id}-*.parquet"))
+
+
 def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
     """Write `table` (STORE_SCHEMA) as new part files; each appears by an atomic rename or not at all."""
     if table.num_rows == 0:
