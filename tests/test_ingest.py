@@ -190,3 +190,14 @@ def test_ingest_ids_are_checked_and_never_reused(tmp_path: Path, params: IngestP
     ingest([src], params, prices, ingest_id="nightly-1")
     with pytest.raises(BeastError, match="was used before"):
         ingest([write_jsonl(tmp_path / "b.jsonl", [good_row(1)])], params, prices, ingest_id="nightly-1")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".csv.gz"])
+def test_synthetic_defects_are_quarantined_exactly_as_planted(tmp_path: Path, params: IngestParams, prices, suffix: str) -> None:
+    from traces.synth import SynthParams, synth_frame, write_trace
+
+    planted = write_trace(synth_frame(SynthParams(rows=4000, seed=11), prices), tmp_path / f"s{suffix}", malformed=0.05, seed=11)
+    report = ingest([planted.path], params, prices)
+    assert planted.malformed == 200
+    assert dict(report.quarantined) == dict(planted.malformed_by_reason)
+    assert (report.rows_read, report.accepted) == (4000, 3800)

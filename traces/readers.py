@@ -107,11 +107,13 @@ def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
 def _parse_block(chunk: memoryview) -> pa.Table | None:
     """pyarrow's parse of a whole block, or None when it refuses (any damaged line or type change)."""
     buf = pa.py_buffer(chunk)
-    opts = pa_json.ReadOptions(block_size=max(1 << 22, min(len(buf) + 1, 1 << 26)))
-    try:
-        return pa_json.read_json(pa.BufferReader(buf), read_options=opts)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
+    # Small parse blocks keep both cores busy; a line longer than that needs one block for the whole chunk.
+    for block_size in dict.fromkeys((min(1 << 21, len(buf) + 1), len(buf) + 1)):
+        try:
+            return pa_json.read_json(pa.BufferReader(buf), read_options=pa_json.ReadOptions(block_size=block_size))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    return None
 
 
 def read_jsonl(path: Path, block_rows: int) -> Iterator[Block]:

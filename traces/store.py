@@ -1,6 +1,6 @@
 """The trace dataset: Parquet partitioned by UTC date, written atomically, read through one function.
 
-Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-<n>.parquet`. Files are written under a hidden staging
+Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-0.parquet`. Files are written under a hidden staging
 directory and renamed into place, so a reader never sees a half-written file; an exclusive lock on
 `<root>/.lock` serialises writers (parallel ingests cannot store a request_id twice).
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from beast.errors import BeastError
 from traces.contract import STORE_SCHEMA
@@ -79,29 +81,37 @@ def has_ingest(root: Path, ingest_id: str) -> bool:
     return any(root.glob(f"date=*/part-{ingest_id}-*.parquet"))
 
 
+def _by_date(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """(date, rows of that date) slices; traces are usually time-ordered, so the sort is usually a no-op."""
+    dates = table["date"]
+    if pc.count_distinct(dates).as_py() == 1:
+        yield dates[0].as_py(), table
+        return
+    table = table.take(pc.sort_indices(dates))
+    offset = 0
+    for item in pc.value_counts(table["date"]):
+        n = item["counts"].as_py()
+        yield item["values"].as_py(), table.slice(offset, n)
+        offset += n
+
+
 def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
-    """Write `table` (STORE_SCHEMA) as new part files; each appears by an atomic rename or not at all."""
+    """Write `table` (STORE_SCHEMA) as one part file per date; each appears by an atomic rename or not at all."""
     if table.num_rows == 0:
         return []
     staging = root / f".staging-{ingest_id}"
+    written = []
     try:
-        ds.write_dataset(
-            table.select([n for n in STORE_SCHEMA.names]),
-            staging,
-            format="parquet",
-            partitioning=_PARTITIONING,
-            basename_template=f"part-{ingest_id}-{{i}}.parquet",
-            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
-            existing_data_behavior="error",
-        )
-        written = []
-        for part in sorted(staging.rglob("*.parquet")):
-            target = root / part.relative_to(staging)
+        staging.mkdir(parents=True)
+        for date, part in _by_date(table.select(STORE_SCHEMA.names)):
+            tmp = staging / f"{date}.parquet"
+            pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd")
+            target = root / f"date={date}" / f"part-{ingest_id}-0.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(part, target)
+            os.replace(tmp, target)
             written.append(target)
         return written
     except OSError as exc:
-        raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc})") from None
+        raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc}); {len(written)} part file(s) were stored") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

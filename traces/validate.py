@@ -354,41 +354,49 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _list_hash(s: pd.Series) -> np.ndarray:
-    """Per-row hash of an Arrow list<int64> column from its flat values and offsets (no Python loop)."""
-    arr = pa.chunked_array(s.array._pa_array).combine_chunks() if hasattr(s.array, "_pa_array") else pa.array(s)
-    arr = arr.fill_null([])
-    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
-    offsets = arr.offsets.to_numpy()
+def _ragged_hash(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-row hash of variable-length rows (list items) from flat values + offsets."""
     lengths = np.diff(offsets)
+    flat = values[offsets[0] : offsets[-1]].astype(np.uint64)
     if len(flat) == 0:
         return _mix64(lengths.astype(np.uint64))
-    pos = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
+    starts = offsets[:-1] - offsets[0]
+    pos = np.arange(len(flat)) - np.repeat(starts, lengths)
     with np.errstate(over="ignore"):
         elem = _mix64(flat ^ _mix64(pos.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)))
-        sums = np.add.reduceat(elem, np.minimum(offsets[:-1], len(flat) - 1)) if len(lengths) else elem[:0]
+        sums = np.add.reduceat(elem, np.minimum(starts, len(flat) - 1))
     sums = np.where(lengths > 0, sums, np.uint64(0))
     return _mix64(sums ^ lengths.astype(np.uint64))
 
 
+def _one_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _column_hash(s: pd.Series) -> np.ndarray:
+    """64-bit hash per cell of a canonical (validated) column; null cells are masked by the caller."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        return pd.util.hash_array(s.dt.tz_convert(None).to_numpy().view("int64"))
+    if isinstance(s.dtype, pd.ArrowDtype):  # list<int64>
+        arr = _one_array(pa.array(s.array)).fill_null([])
+        return _ragged_hash(arr.values.to_numpy(zero_copy_only=False), arr.offsets.to_numpy().astype(np.int64))
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        return pd.util.hash_array(s.to_numpy(dtype=float, na_value=0.0))
+    if s.dtype == object:  # `extra`: JSON text or None
+        return pd.util.hash_array(s.fillna("").to_numpy(dtype=object))
+    return pd.util.hash_pandas_object(s, index=False).to_numpy()
+
+
 def row_hash(frame: pd.DataFrame) -> np.ndarray:
-    """64-bit content hash of contract fields + extra; a null cell adds nothing, so rows read from JSONL,
-    CSV or Parquet hash equal, and an absent column costs no work."""
+    """64-bit content hash of contract fields + extra. A null cell adds nothing, so rows read from JSONL,
+    CSV or Parquet hash equal and an absent column costs no work; lists are hashed from their Arrow
+    buffers (no Python per row)."""
     total = np.zeros(len(frame), dtype=np.uint64)
-    names = [f.name for f in FIELDS] + ["extra"]
-    for k, name in enumerate(names):
+    for k, name in enumerate([f.name for f in FIELDS] + ["extra"]):
         s = frame[name]
         present = s.notna().to_numpy(dtype=bool, na_value=False)
-        if not present.any():
-            continue
-        if name == "prefix_blocks":
-            h = _list_hash(s)
-        elif isinstance(s.dtype, pd.DatetimeTZDtype):
-            h = pd.util.hash_array(s.dt.tz_convert(None).to_numpy().view("int64"))
-        elif name == "extra":
-            h = pd.util.hash_array(s.astype(object).to_numpy())
-        else:
-            h = pd.util.hash_pandas_object(s, index=False).to_numpy()
-        with np.errstate(over="ignore"):
-            total += np.where(present, _mix64(h ^ np.uint64(k * 0x9E3779B97F4A7C15 % 2**64)), np.uint64(0))
+        if present.any():
+            with np.errstate(over="ignore"):
+                salt = np.uint64((k + 1) * 0x9E3779B97F4A7C15 % 2**64)
+                total += np.where(present, _mix64(_column_hash(s) ^ salt), np.uint64(0))
     return total
