@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,36 +146,43 @@ def _dedupe(
     return dup, already, ~dup & ~already
 
 
-def _dup_rejects(frame: pd.DataFrame, mask: np.ndarray, blocks: list[Block], block_of: np.ndarray, pos_of: np.ndarray, stored: pd.Series) -> list[Reject]:
-    out = []
-    for b in np.unique(block_of[mask]):
-        sel = np.flatnonzero(mask & (block_of == b))
-        raws = blocks[b].raw(pos_of[sel])
-        for i, raw in zip(sel, raws, strict=True):
-            rid = frame.at[i, "request_id"]
-            where = "is stored with different content" if rid in stored.index else "repeats an earlier row of this ingest"
-            out.append(Reject(blocks[b].source, int(frame.at[i, "source_row"]), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r} {where}", raw))
-    return out
+@dataclass(frozen=True)
+class FileRows:
+    """One file after validation: good rows (with `_block` / `_pos` to find their raw text), rejects, count."""
+
+    frame: pd.DataFrame
+    blocks: tuple[Block, ...]
+    rejects: tuple[Reject, ...]
+    rows: int
 
 
-def _read_file(path: Path, params: IngestParams, progress: Progress) -> tuple[pd.DataFrame, list[Block], np.ndarray, np.ndarray, list[Reject], int]:
-    reader = reader_for(path)
-    frames, blocks, rejects, block_of, pos_of = [], [], [], [], []
+def _read_file(path: Path, params: IngestParams, progress: Progress) -> FileRows:
+    frames, blocks, rejects = [], [], []
     rows = 0
-    for b, block in enumerate(reader(path, params.block_rows)):
+    for b, block in enumerate(reader_for(path)(path, params.block_rows)):
         good, positions, bad = _checked_block(block)
+        good["_block"], good["_pos"] = b, positions
         frames.append(good)
         blocks.append(block)
         rejects += bad
-        block_of.append(np.full(len(good), b))
-        pos_of.append(positions)
         rows += len(block.frame) + len(block.rejects)
         progress(f"{path}: {rows:,} rows read, {len(rejects):,} quarantined")
     if not frames:  # an empty file: still a typed (empty) frame
-        empty = Block(str(path), pd.DataFrame(), np.array([], dtype=np.int64), lambda pos: [])
-        frames.append(_checked_block(empty)[0])
-    frame = pd.concat(frames, ignore_index=True)
-    return frame, blocks, np.concatenate(block_of) if block_of else np.array([], int), np.concatenate(pos_of) if pos_of else np.array([], int), rejects, rows
+        empty, _, _ = _checked_block(Block(str(path), pd.DataFrame(), np.array([], dtype=np.int64), lambda pos: []))
+        frames.append(empty.assign(_block=0, _pos=0))
+    return FileRows(pd.concat(frames, ignore_index=True), tuple(blocks), tuple(rejects), rows)
+
+
+def _dup_rejects(read: FileRows, mask: np.ndarray, stored: pd.Series) -> list[Reject]:
+    """Quarantine records for duplicate ids, with the raw text fetched block by block."""
+    out = []
+    dups = read.frame[mask]
+    for b, group in dups.groupby("_block", sort=True):
+        block = read.blocks[b]
+        for (rid, row), raw in zip(group[["request_id", "source_row"]].itertuples(index=False), block.raw(group["_pos"].to_numpy()), strict=True):
+            where = "is stored with different content" if rid in stored.index else "repeats an earlier row of this ingest"
+            out.append(Reject(block.source, int(row), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r} {where}", raw))
+    return out
 
 
 def _summary_numbers(frame: pd.DataFrame) -> dict:
@@ -230,23 +237,21 @@ def ingest(
         seen = pd.Series([], dtype="uint64")
         files, accepted_frames, new_frames, rejects = [], [], [], []
         for path in paths:
-            frame, blocks, block_of, pos_of, file_rejects, rows = _read_file(path, params, progress)
-            dup, already, new = _dedupe(frame, seen, stored)
-            file_rejects += _dup_rejects(frame, dup, blocks, block_of, pos_of, stored)
-            frame = frame[~dup].reset_index(drop=True)
+            read = _read_file(path, params, progress)
+            dup, already, new = _dedupe(read.frame, seen, stored)
+            file_rejects = [*read.rejects, *_dup_rejects(read, dup, stored)]
+            frame = read.frame[~dup].reset_index(drop=True)
             new = new[~dup]
             seen = pd.concat([seen, pd.Series(frame["row_hash"].to_numpy(), index=frame["request_id"].to_numpy())])
-            cost, source = compute_costs(
+            frame["cost_usd"], frame["cost_source"] = compute_costs(
                 prices, frame["model"], frame["timestamp"], frame["input_tokens"], frame["output_tokens"], frame["cached_input_tokens"], frame["cost_usd"]
             )
-            frame["cost_usd"] = cost
-            frame["cost_source"] = source
             accepted_frames.append(frame)
             new_frames.append(frame[new])
             rejects += file_rejects
-            files.append(FileSummary(str(path), rows, len(frame), len(file_rejects)))
-            if rows != len(frame) + len(file_rejects):
-                raise AssertionError(f"{path}: {rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined")
+            files.append(FileSummary(str(path), read.rows, len(frame), len(file_rejects)))
+            if read.rows != len(frame) + len(file_rejects):  # the invariant: never lose a row silently
+                raise AssertionError(f"{path}: {read.rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined")
         accepted = pd.concat(accepted_frames, ignore_index=True)
         order = {str(p): i for i, p in enumerate(paths)}
         rejects.sort(key=lambda r: (order[r.source], r.row))
@@ -270,13 +275,7 @@ def ingest(
         if params.strict and rejects:
             raise StrictFailure(report)
         written = store.append(params.out, to_table(to_store, ingest_id), ingest_id)
-    return _finish(report, written, started)
-
-
-def _finish(report: IngestReport, written: list[Path], started: float) -> IngestReport:
-    fields = asdict(report) | {"seconds": round(time.perf_counter() - started, 3), "written_files": tuple(map(str, written))}
-    fields["files"] = report.files
-    return IngestReport(**fields)
+    return replace(report, seconds=round(time.perf_counter() - started, 3), written_files=tuple(map(str, written)))
 
 
 def to_table(frame: pd.DataFrame, ingest_id: str) -> pa.Table:
