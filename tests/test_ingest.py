@@ -30,6 +30,7 @@ def test_mixed_file_every_row_accounted_for(tmp_path: Path, params: IngestParams
         "{not json",
         "[1, 2]",
         "",
+        " " * 20,  # whitespace only: blank, not a row, however long
         good_row(5, input_tokens=-1),
         good_row(6, status="error"),
         good_row(0),  # duplicate of the first row
@@ -43,7 +44,7 @@ def test_mixed_file_every_row_accounted_for(tmp_path: Path, params: IngestParams
     assert report.quarantined == {"bad_encoding": 1, "bad_json": 1, "duplicate_id": 1, "missing_field": 1, "not_an_object": 1, "out_of_range": 1}
     assert report.rows_read == report.accepted + report.quarantined_total
     q = quarantined(report)
-    assert [r["row"] for r in q] == [6, 7, 9, 10, 11, 13]  # file line numbers, in file order
+    assert [r["row"] for r in q] == [6, 7, 10, 11, 12, 14]  # file line numbers, in file order
     assert q[0]["raw"] == "{not json" and q[0]["reason"] == "bad_json"
     dup = next(r for r in q if r["reason"] == "duplicate_id")
     assert json.loads(dup["raw"]) == good_row(0) and dup["field"] == "request_id"

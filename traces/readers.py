@@ -154,7 +154,10 @@ def _jsonl_block(source: str, data: bytes, lo: int, hi: int, first_line: int, n_
         return Block(source, arrow_to_pandas(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos])
     records, kept_l, rejects = [], [], []
     for i in nonblank:  # a damaged block: line by line, so each bad line gets its own reason
-        value, reason, detail = _parse_line(data[starts[i] : ends[i]])
+        line = data[starts[i] : ends[i]]
+        if not line.strip():  # a long whitespace-only line: blank, as pyarrow sees it
+            continue
+        value, reason, detail = _parse_line(line)
         if value is None:
             rejects.append(Reject(source, int(i) + first_line + 1, reason.value, "", detail, text(i)))
         else:
