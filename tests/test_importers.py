@@ -26,14 +26,13 @@ from traces.importers import (
     azure_frame,
     csv_bytes,
     estimate_tokens,
-    gzip_bytes,
     jsonl_bytes,
     mooncake_frame,
     prompt_ids,
     rfc3339_ms,
     run_import,
-    write_atomic,
 )
+from beast.files import gzip_bytes, write_atomic
 from traces.prices import load_prices
 
 ROOT = Path(__file__).parents[1]

@@ -8,13 +8,9 @@ input gives byte-identical files (fixed compression, gzip mtime 0, no wall-clock
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
-import os
-import tempfile
-import zlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beast.errors import BeastError
+from beast.files import gzip_bytes, read_bytes, write_atomic
 from traces.contract import CONTRACT_VERSION, FIELD_BY_NAME, FIELDS, STATUS_OK
 from traces.prices import load_prices
 
@@ -298,14 +295,6 @@ def _arrow_column(values: pd.Series, type_: pa.DataType) -> pa.Array:
     return pa.array(values.to_numpy(dtype=object) if type_ == pa.string() else values.to_numpy(), type=type_)
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    """Deterministic gzip: mtime 0 and no file name in the header."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=GZIP_LEVEL, mtime=0) as gz:
-        gz.write(data)
-    return buf.getvalue()
-
-
 def jsonl_bytes(df: pd.DataFrame) -> bytes:
     """JSON lines, keys in column order, timestamp as integer epoch ms (gzip it separately)."""
     df = df.assign(timestamp=epoch_ms(df["timestamp"]))
@@ -321,34 +310,7 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     return df.assign(timestamp=rfc3339_ms(df["timestamp"])).to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- reading
-
-
-def _read_gzip(path: Path) -> bytes:
-    try:
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise BeastError(f"{path}: file not found") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise BeastError(f"{path}: unreadable gzip: {exc}") from None
 
 
 def _require_dir(src: Path, what: str) -> None:
@@ -365,7 +327,7 @@ def read_alpaca_eval(src: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for path in files:
         try:
-            doc = json.loads(_read_gzip(path).decode("utf-8"))
+            doc = json.loads(read_bytes(path).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BeastError(f"{path}: not valid UTF-8 JSON: {exc}") from None
         if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
@@ -377,7 +339,7 @@ def read_alpaca_eval(src: Path) -> dict[str, list[dict]]:
 def read_mooncake(src: Path) -> pd.DataFrame:
     """The trace's JSON lines as a DataFrame (numbers kept as read; no date guessing)."""
     path = src / "conversation_trace.jsonl.gz" if src.is_dir() else src
-    data = _read_gzip(path)
+    data = read_bytes(path)
     try:
         return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
     except ValueError as exc:
@@ -414,14 +376,14 @@ def import_alpaca_eval(src: Path, out: Path) -> ImportResult:
 
 def import_mooncake(src: Path, out: Path) -> ImportResult:
     frame = mooncake_frame(read_mooncake(src))
-    path = write_atomic(out / "mooncake_conversation.jsonl.gz", gzip_bytes(jsonl_bytes(frame)))
+    path = write_atomic(out / "mooncake_conversation.jsonl.gz", gzip_bytes(jsonl_bytes(frame), GZIP_LEVEL))
     return ImportResult("mooncake", (path,), len(frame), (f"model placeholder {MOONCAKE_MODEL}",))
 
 
 def import_azure(src: Path, out: Path) -> ImportResult:
     _require_dir(src, "azure")
     frames = {s: azure_frame(read_azure(src / AZURE_FILE.format(service=s)), s) for s in AZURE_SERVICES}
-    paths = tuple(write_atomic(out / f"azure_{s}.csv.gz", gzip_bytes(csv_bytes(f))) for s, f in frames.items())
+    paths = tuple(write_atomic(out / f"azure_{s}.csv.gz", gzip_bytes(csv_bytes(f), GZIP_LEVEL)) for s, f in frames.items())
     notes = tuple(f"{s}: {len(f)} rows, model placeholder azure/{s}" for s, f in frames.items())
     return ImportResult("azure", paths, sum(len(f) for f in frames.values()), notes)
 

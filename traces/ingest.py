@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import sys
 import time
@@ -25,6 +24,7 @@ import pyarrow as pa
 
 from beast.config import load_params
 from beast.errors import BeastError
+from beast.files import atomic_path
 from traces import store
 from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
 from traces.prices import PriceTable, compute_costs, load_prices
@@ -204,11 +204,9 @@ def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) ->
     if not rejects:
         return None
     path = directory / f"{ingest_id}.jsonl"
-    tmp = directory / f".{ingest_id}.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for r in rejects:
             fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n")  # ASCII: no Unicode line breaks inside a line
-    os.replace(tmp, path)
     return path
 
 

@@ -8,10 +8,8 @@ in a block's frame or in its `rejects`, with its source row number and raw text:
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from beast.errors import BeastError
+from beast.files import read_bytes
 from traces.contract import Reason
 from traces.store import arrow_to_pandas
 
@@ -55,21 +54,6 @@ def _object_frame(records: list[dict]) -> pd.DataFrame:
     """Columns of Python values as they were (no int -> float upcast on missing values)."""
     keys = list(dict.fromkeys(k for r in records for k in r))
     return pd.DataFrame({k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys}, index=range(len(records)))
-
-
-def read_bytes(path: Path) -> bytes:
-    """Whole file, gunzipped when it ends in .gz; any failure is one line naming the file."""
-    try:
-        data = path.read_bytes()
-        return gzip.decompress(data) if path.suffix == ".gz" else data
-    except FileNotFoundError:
-        raise BeastError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise BeastError(f"{path}: is a directory, expected a trace file") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise BeastError(f"{path}: cannot read gzip data ({exc}); the file is truncated or not gzip") from None
-    except OSError as exc:
-        raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- JSONL

@@ -1,15 +1,13 @@
 """The trace dataset: Parquet partitioned by UTC date, written atomically, read through one function.
 
-Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-0.parquet`. Files are written under a hidden staging
-directory and renamed into place, so a reader never sees a half-written file; an exclusive lock on
+Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-0.parquet`. Each file is written under a hidden temporary
+name and renamed into place, so a reader never sees a half-written file; an exclusive lock on
 `<root>/.lock` serialises writers (parallel ingests cannot store a request_id twice).
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from beast.errors import BeastError
+from beast.files import atomic_path
 from traces.contract import STORE_SCHEMA
 
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
@@ -97,21 +96,13 @@ def _by_date(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
 
 def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
     """Write `table` (STORE_SCHEMA) as one part file per date; each appears by an atomic rename or not at all."""
-    if table.num_rows == 0:
-        return []
-    staging = root / f".staging-{ingest_id}"
-    written = []
+    written: list[Path] = []
     try:
-        staging.mkdir(parents=True)
-        for date, part in _by_date(table.select(STORE_SCHEMA.names)):
-            tmp = staging / f"{date}.parquet"
-            pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd")
+        for date, part in _by_date(table.select(STORE_SCHEMA.names)) if table.num_rows else ():
             target = root / f"date={date}" / f"part-{ingest_id}-0.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # hidden while written: dataset discovery skips dot-files
+                pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd")
             written.append(target)
-        return written
     except OSError as exc:
         raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc}); {len(written)} part file(s) were stored") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return written

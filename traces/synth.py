@@ -31,12 +31,10 @@ The generative story, in the order it is drawn (each step's realism choice is do
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +49,7 @@ import pyarrow.parquet as pq
 
 from beast.config import load_params
 from beast.errors import BeastError
+from beast.files import atomic_path, gzip_writer
 from traces.contract import FIELD_BY_NAME, FIELDS, STATUS_ERROR, STATUS_OK, Kind, Reason
 from traces.prices import PriceTable, load_prices, price_rows
 
@@ -734,22 +733,11 @@ def _text_buffer(arr: pa.Array) -> pa.Buffer | None:
     return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Write to a temporary sibling and move it into place: readers never see a half-written trace."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_lines(lines: pa.ChunkedArray, path: Path, gz: bool) -> None:
-    with _atomic(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # mtime=0 and no file name in the gzip header: the same frame gives byte-identical files;
         # level 1 because these files are rewritten often and read once
-        out = gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=1, mtime=0) if gz else fh
+        out = gzip_writer(fh, level=1) if gz else fh
         for chunk in lines.chunks:
             buf = _text_buffer(chunk)
             if buf is not None:
@@ -800,7 +788,7 @@ def write_trace(frame: pd.DataFrame, path: Path, malformed: float = 0.0, seed: i
             spec = FIELD_BY_NAME.get(name)
             if spec is not None and spec.kind is not Kind.TIMESTAMP and table.column(i).type != spec.arrow_type:
                 table = table.set_column(i, name, table.column(i).cast(spec.arrow_type))
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
 
     return SynthResult(path=path, rows=n, malformed=sum(by_reason.values()), malformed_by_reason=by_reason)

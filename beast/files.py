@@ -1,0 +1,66 @@
+"""File helpers every stage shares: atomic writes, deterministic gzip, whole-file reads with clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from beast.errors import BeastError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a hidden temp sibling of `path`; on success it is synced and renamed into place, on failure
+    removed, so a reader sees the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def gzip_writer(fileobj: BinaryIO, level: int = 9) -> gzip.GzipFile:
+    """A gzip stream with mtime 0 and no file name in the header: same bytes in, same file out."""
+    return gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=level, mtime=0)
+
+
+def gzip_bytes(data: bytes, level: int = 9) -> bytes:
+    buf = io.BytesIO()
+    with gzip_writer(buf, level) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+def read_bytes(path: Path) -> bytes:
+    """Whole file, gunzipped when it ends in .gz; any failure is one line naming the file."""
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
+    except FileNotFoundError:
+        raise BeastError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise BeastError(f"{path}: is a directory, expected a file") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise BeastError(f"{path}: unreadable gzip ({exc}); the file is truncated or not gzip") from None
+    except OSError as exc:
+        raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
