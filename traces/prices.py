@@ -92,34 +92,27 @@ def load_prices(path: Path) -> PriceTable:
 
 
 def price_rows(table: PriceTable, model: pd.Series, timestamp: pd.Series) -> pd.DataFrame:
-    """Per row, the price in force for (model, timestamp): columns input / output / cached_input (NaN = none)."""
+    """Per row, the price in force for (model, timestamp): columns input / output / cached_input (NaN = none).
+
+    One binary search per model over its `effective_from` dates; rows of a model without a price, or
+    before its first dated price, get NaN."""
     n = len(model)
-    out = pd.DataFrame({"input": np.full(n, np.nan), "output": np.nan, "cached_input": np.nan})
-    if n == 0 or not table.prices:
-        return out
-    ptab = pd.DataFrame(
-        {
-            "model": [p.model for p in table.prices],
-            "since": [p.effective_from or pd.Timestamp("1677-09-22", tz="UTC") for p in table.prices],
-            "input": [p.input for p in table.prices],
-            "output": [p.output for p in table.prices],
-            "cached_input": [p.cached_input for p in table.prices],
-        }
-    )
-    ptab["since"] = ptab["since"].dt.tz_convert(None).astype("datetime64[ms]")  # naive UTC on both sides
-    ts = timestamp.astype("datetime64[ms, UTC]").dt.tz_convert(None)
-    rows = pd.DataFrame({"model": model.to_numpy(dtype=object), "ts": ts.to_numpy(), "pos": np.arange(n)})
-    known = rows["model"].isin(ptab["model"]) & rows["ts"].notna()
-    left = rows[known].sort_values("ts", kind="stable")
-    if left.empty:
-        return out
-    left["model"] = left["model"].astype(str)
-    ptab["model"] = ptab["model"].astype(str)
-    merged = pd.merge_asof(left, ptab.sort_values("since"), left_on="ts", right_on="since", by="model", direction="backward")
-    pos = merged["pos"].to_numpy()
-    for col in ("input", "output", "cached_input"):
-        out.loc[pos, col] = merged[col].to_numpy()
-    return out
+    out = {k: np.full(n, np.nan) for k in ("input", "output", "cached_input")}
+    if n:
+        codes = pd.Index(table.models).get_indexer(model.astype(object))
+        ts = timestamp.astype("datetime64[ms, UTC]").dt.tz_convert(None).to_numpy().astype("int64")
+        ts_ok = timestamp.notna().to_numpy()
+        for i, name in enumerate(table.models):
+            rows = np.flatnonzero((codes == i) & ts_ok)
+            if len(rows) == 0:
+                continue
+            prices = sorted((p for p in table.prices if p.model == name), key=lambda p: (p.effective_from is not None, p.effective_from))
+            since = np.array([np.iinfo(np.int64).min if p.effective_from is None else p.effective_from.value // 10**6 for p in prices])
+            which = np.searchsorted(since, ts[rows], side="right") - 1
+            hit = which >= 0
+            for key in out:
+                out[key][rows[hit]] = np.array([getattr(p, key) for p in prices])[which[hit]]
+    return pd.DataFrame(out)
 
 
 def compute_costs(
