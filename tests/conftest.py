@@ -40,3 +40,15 @@ def good_row(i: int = 0, **fields: object) -> dict:
 def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_traces(tmp_path_factory: pytest.TempPathFactory, prices: PriceTable):
+    """The committed samples, ingested once per test session (contract-v1 frame, as later stages see it)."""
+    from traces.ingest import ingest
+    from traces.store import read_traces
+
+    tmp = tmp_path_factory.mktemp("sample")
+    params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None)
+    ingest(sorted((ROOT / "data" / "sample").iterdir()), params, prices)
+    return read_traces(params.out)
