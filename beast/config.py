@@ -28,6 +28,8 @@ def read_yaml(path: Path) -> Any:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return from_mapping(hint, value, where)
     if hint is Path:
         return Path(value)
     if origin is tuple:

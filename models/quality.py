@@ -1,0 +1,206 @@
+"""Quality predictor: how good will model m's answer to request x be (judge preference vs GPT-4 Turbo, in [0, 1]).
+
+One LightGBM Booster with the model's identity and attributes as features scores every candidate
+(`shared`), or one Booster per model on request features only (`per_model`); `heads: auto` picks the one
+with the lower validation loss on prompts held out of the training side, never on the test prompts.
+Objective `cross_entropy`: the label is a probability, so predictions stay in [0, 1] and can be calibrated.
+
+Honest evaluation: test prompts are held out by prompt_id (every model's answer to a test prompt is
+unseen) and the text transforms are fitted on training prompts only. Baselines: each model's mean
+quality, and kNN over prompt text (the model's mean quality on the k most similar training prompts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import NearestNeighbors
+
+from features.build import FeatureParams, FeatureSpec, build_features, fit_features
+from features.context import CONTEXT_FEATURES
+from features.models import MODEL_FEATURES, ModelCard
+from models.common import Evaluation, Split, group_split, train_booster
+from traces.prices import PriceTable
+
+HEADS = ("shared", "per_model")
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """Mirrors params.yaml -> train.quality."""
+
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.2  # of the training prompts, to choose heads and stop early
+    heads: str = "auto"  # shared | per_model | auto
+    num_leaves: int = 15
+    learning_rate: float = 0.03
+    num_boost_round: int = 600
+    early_stopping_rounds: int = 50
+    min_data_in_leaf: int = 40
+    feature_fraction: float = 0.7
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    knn_k: int = 25
+    ece_bins: int = 10
+    seed: int = 0
+
+    def lgb_params(self) -> dict[str, object]:
+        keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
+        return {"objective": "cross_entropy", "metric": "cross_entropy"} | {k: getattr(self, k) for k in keep}
+
+
+@dataclass(frozen=True)
+class QualityPredictor:
+    heads: str
+    boosters: Mapping[str, lgb.Booster]  # {"shared": b} or {model name: b}
+    feature_names: tuple[str, ...]
+    spec: FeatureSpec
+
+    def predict(self, X: pd.DataFrame, models: pd.Series) -> np.ndarray:
+        """Predicted quality per row; NaN for a model without a head (per_model only)."""
+        X = X[list(self.feature_names)]
+        if self.heads == "shared":
+            return self.boosters["shared"].predict(X)
+        out = np.full(len(X), np.nan)
+        names = models.astype(object).to_numpy()
+        for model, booster in self.boosters.items():
+            rows = names == model
+            if rows.any():
+                out[rows] = booster.predict(X[rows])
+        return out
+
+
+def quality_rows(traces: pd.DataFrame) -> pd.DataFrame:
+    """Rows that carry a quality label and a prompt (AlpacaEval today; user feedback later)."""
+    rows = traces[traces["quality"].notna() & traces["prompt"].notna() & traces["prompt_id"].notna()]
+    return rows.reset_index(drop=True)
+
+
+def feature_columns(spec: FeatureSpec, heads: str) -> tuple[str, ...]:
+    """Context features are left out (quality is a property of request x model, not of load); a per-model
+    head does not need the model's identity."""
+    drop = set(CONTEXT_FEATURES) | (set(MODEL_FEATURES) if heads == "per_model" else set())
+    return tuple(c for c in spec.columns if c not in drop)
+
+
+def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], float]:
+    """Fit `heads` on split.train; validation loss on split.test (early stopping when `rounds` is None)."""
+    y = rows["quality"].to_numpy(dtype=float)
+    groups = {"shared": np.ones(len(rows), dtype=bool)} if heads == "shared" else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
+    boosters, loss, n = {}, 0.0, 0
+    for key, mask in groups.items():
+        tr, va = mask & split.train, mask & split.test
+        if rounds is None:
+            b = train_booster(X[tr], y[tr], params.lgb_params(), params.num_boost_round, valid=(X[va], y[va]), callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+        else:
+            b = train_booster(X[tr], y[tr], params.lgb_params(), rounds[key])
+        boosters[key] = b
+        if va.any():
+            p = np.clip(b.predict(X[va]), 1e-6, 1 - 1e-6)
+            loss += float(-(y[va] * np.log(p) + (1 - y[va]) * np.log(1 - p)).sum())
+            n += int(va.sum())
+    return boosters, loss / max(n, 1)
+
+
+def ece(pred: np.ndarray, actual: np.ndarray, bins: int) -> float:
+    """Expected calibration error: row-weighted mean |mean predicted - mean actual| over equal-width bins."""
+    idx = np.minimum((pred * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.sum() * abs(pred[sel].mean() - actual[sel].mean())
+    return total / len(pred)
+
+
+def reliability(pred: np.ndarray, actual: np.ndarray, bins: int) -> pd.DataFrame:
+    """Per bin: rows, mean predicted, mean actual (the data of the reliability plot)."""
+    idx = np.minimum((pred * bins).astype(int), bins - 1)
+    df = pd.DataFrame({"bin": idx, "pred": pred, "actual": actual})
+    return df.groupby("bin").agg(rows=("pred", "size"), predicted=("pred", "mean"), actual=("actual", "mean")).reset_index()
+
+
+def strongest_model(rows: pd.DataFrame) -> str:
+    return str(rows.groupby("model")["quality"].mean().idxmax())
+
+
+def quality_metrics(rows: pd.DataFrame, pred: np.ndarray, strongest: str, bins: int) -> dict[str, float]:
+    """Spearman, MAE, ECE, and AUC of "m's answer is at least as good as the strongest model's" on the
+    same prompt, scored by pred(m) - pred(strongest)."""
+    actual = rows["quality"].to_numpy(dtype=float)
+    df = pd.DataFrame({"prompt_id": rows["prompt_id"].to_numpy(), "model": rows["model"].to_numpy(), "q": actual, "p": pred})
+    best = df[df["model"] == strongest].set_index("prompt_id")
+    best = best[["q", "p"]].rename(columns={"q": "q_best", "p": "p_best"})
+    others = df[df["model"] != strongest].join(best, on="prompt_id").dropna(subset=["q_best"])
+    label = (others["q"] >= others["q_best"]).to_numpy()
+    auc = roc_auc_score(label, (others["p"] - others["p_best"]).to_numpy()) if 0 < label.sum() < len(label) else float("nan")
+    return {
+        "auc_vs_strongest": float(auc),
+        "spearman": float(spearmanr(pred, actual).statistic),
+        "mae": float(np.abs(pred - actual).mean()),
+        "ece": float(ece(np.clip(pred, 0, 1), actual, bins)),
+    }
+
+
+def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int) -> np.ndarray:
+    """Model m's mean quality on the k training prompts nearest (cosine, text features) to each test prompt."""
+    text_cols = [c for c in X.columns if c.startswith("text_")]
+    prompts = pd.DataFrame(X[text_cols].to_numpy(), index=rows["prompt_id"].to_numpy())
+    train_p = prompts[split.train].groupby(level=0).first()
+    table = rows[split.train].pivot_table(index="prompt_id", columns="model", values="quality", aggfunc="mean").reindex(train_p.index)
+    nn = NearestNeighbors(n_neighbors=min(k, len(train_p)), metric="cosine").fit(train_p.to_numpy())
+    test_p = prompts[split.test].groupby(level=0).first()
+    _, idx = nn.kneighbors(test_p.to_numpy())
+    means = pd.DataFrame(np.nanmean(table.to_numpy()[idx], axis=1), index=test_p.index, columns=table.columns)
+    test_rows = rows[split.test]
+    return means.stack().reindex(pd.MultiIndex.from_arrays([test_rows["prompt_id"], test_rows["model"]])).to_numpy(dtype=float)
+
+
+def fit_and_evaluate(
+    traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+) -> tuple[QualityPredictor, Evaluation]:
+    """Pure: split by prompt, fit features on train prompts, pick heads on a validation split, evaluate on test."""
+    rows = quality_rows(traces)
+    if rows.empty:
+        raise ValueError("no rows with quality, prompt and prompt_id: nothing to train the quality predictor on")
+    split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
+    spec = fit_features(rows[split.train], features, cards, prices)
+    X_all = build_features(rows, spec)
+    train_rows, X_train = rows[split.train].reset_index(drop=True), X_all[split.train].reset_index(drop=True)
+    inner = group_split(train_rows["prompt_id"], params.valid_fraction, salt=f"quality-valid-{params.seed}")
+
+    candidates = HEADS if params.heads == "auto" else (params.heads,)
+    chosen: dict[str, tuple[dict[str, lgb.Booster], float]] = {}
+    for heads in candidates:
+        cols = list(feature_columns(spec, heads))
+        chosen[heads] = _fit_heads(X_train[cols], train_rows, heads, params, inner, None)
+    heads = min(chosen, key=lambda h: chosen[h][1])
+    cols = list(feature_columns(spec, heads))
+    rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
+    everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
+    boosters, _ = _fit_heads(X_train[cols], train_rows, heads, params, everything, rounds)
+    predictor = QualityPredictor(heads, boosters, tuple(cols), spec)
+
+    test_rows = rows[split.test].reset_index(drop=True)
+    X_test = X_all[split.test].reset_index(drop=True)
+    strongest = strongest_model(train_rows)
+    model_mean = train_rows.groupby("model")["quality"].mean()
+    metrics = quality_metrics(test_rows, predictor.predict(X_test, test_rows["model"]), strongest, params.ece_bins)
+    metrics |= {f"valid_logloss_{h}": loss for h, (_, loss) in chosen.items()}
+    baselines = {
+        "per_model_mean": quality_metrics(test_rows, test_rows["model"].map(model_mean).to_numpy(dtype=float), strongest, params.ece_bins),
+        "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
+    }
+    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, (_, loss) in chosen.items())})", f"strongest model on train prompts: {strongest}")
+    return predictor, Evaluation("quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes)
+
+
+def params_dict(params: QualityParams) -> dict[str, object]:
+    return asdict(params)

@@ -1,0 +1,60 @@
+"""Quality predictor: metric known answers, leak-free split, and a real fit on the AlpacaEval sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import FeatureParams
+from features.models import load_cards
+from features.text import TextParams
+from models.common import group_split
+from models.quality import QualityParams, ece, fit_and_evaluate, quality_metrics, quality_rows
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    ("pred", "actual", "expected"),
+    [
+        ([0.1, 0.1, 0.9, 0.9], [0.0, 0.2, 1.0, 0.8], 0.0),
+        ([0.2, 0.2], [1.0, 1.0], 0.8),
+        ([0.05, 0.95], [0.55, 0.45], 0.5),
+    ],
+)
+def test_ece_known_answers(pred, actual, expected) -> None:
+    assert ece(np.array(pred), np.array(actual), bins=10) == pytest.approx(expected)
+
+
+def test_auc_against_the_strongest_model_on_the_same_prompt() -> None:
+    rows = pd.DataFrame(
+        {
+            "prompt_id": ["p1", "p1", "p1", "p2", "p2", "p2"],
+            "model": ["best", "a", "b", "best", "a", "b"],
+            "quality": [0.5, 0.9, 0.1, 0.5, 0.2, 0.6],
+        }
+    )
+    # labels (a, b): p1 (1, 0), p2 (0, 1); a perfect ranking of pred(m) - pred(best) gives AUC 1
+    perfect = quality_metrics(rows, np.array([0.5, 0.8, 0.2, 0.5, 0.3, 0.7]), "best", 10)
+    inverted = quality_metrics(rows, np.array([0.5, 0.2, 0.8, 0.5, 0.7, 0.3]), "best", 10)
+    assert (perfect["auc_vs_strongest"], inverted["auc_vs_strongest"]) == (1.0, 0.0)
+    assert perfect["spearman"] == pytest.approx(pd.Series([0.5, 0.8, 0.2, 0.5, 0.3, 0.7]).corr(rows["quality"], method="spearman"))
+
+
+def test_split_by_prompt_never_leaks(sample_traces) -> None:
+    rows = quality_rows(sample_traces)
+    split = group_split(rows["prompt_id"], 0.2, salt="quality-test-0")
+    train, test = set(rows.loc[split.train, "prompt_id"]), set(rows.loc[split.test, "prompt_id"])
+    assert not train & test and len(train) + len(test) == 805
+    assert 0.15 < len(test) / 805 < 0.25
+
+
+def test_fit_on_alpaca_beats_the_per_model_mean(sample_traces, prices) -> None:
+    params = QualityParams(heads="shared", num_boost_round=300)
+    predictor, evaluation = fit_and_evaluate(sample_traces, params, FeatureParams(text=TextParams(k=16)), load_cards(ROOT / "data" / "models.yaml"), prices)
+    m, base = evaluation.metrics, evaluation.baselines["per_model_mean"]
+    assert (evaluation.n_train + evaluation.n_test) == 14 * 805
+    assert m["auc_vs_strongest"] > base["auc_vs_strongest"] and m["auc_vs_strongest"] > 0.79
+    assert m["spearman"] > 0.6 and m["ece"] < 0.05
+    assert predictor.heads == "shared" and set(predictor.boosters) == {"shared"}
