@@ -1,0 +1,50 @@
+"""Plots a person would rather look at than read: calibration, feature importance, error by model.
+Each function writes one PNG and returns its path (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reliability_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Mean predicted vs mean actual per bin (the diagonal is perfect calibration); dot size = rows."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+    ax.scatter(table["predicted"], table["actual"], s=20 + 200 * table["rows"] / table["rows"].max(), alpha=0.8, label="bins")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted", ylabel="mean actual", title=title)
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def importance_plot(booster: lgb.Booster, path: Path, title: str, top: int = 20) -> Path:
+    """Total gain per feature, largest first."""
+    gain = pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).sort_values().tail(top)
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(gain) + 1.2))
+    ax.barh(gain.index, gain.to_numpy())
+    ax.set(xlabel="total gain", title=title)
+    return _save(fig, path)
+
+
+def error_by_group_plot(errors: pd.Series, groups: pd.Series, path: Path, title: str, xlabel: str) -> Path:
+    """Mean absolute error per group (e.g. per model), sorted."""
+    means = pd.Series(np.abs(errors.to_numpy()), index=groups.to_numpy()).groupby(level=0).mean().sort_values()
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(means) + 1.2))
+    ax.barh(means.index.astype(str), means.to_numpy())
+    ax.set(xlabel=xlabel, title=title)
+    return _save(fig, path)

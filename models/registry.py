@@ -1,0 +1,344 @@
+"""The MLflow side of the project: one run per trained predictor, a registered LightGBM Booster, aliases.
+
+This is the only module that imports mlflow; every other module logs, registers and loads through it.
+
+Layout
+------
+- one experiment per predictor, ``beast-<predictor>``; each `log_predictor` call is one run (params,
+  held-out metrics, plots / spec / metrics JSON, tags incl. the LightGBM version and the git commit);
+- the Booster is logged with the ``mlflow.lightgbm`` flavour (LightGBM text ``model.lgb``, never a
+  pickle), with a signature inferred from a few feature rows and an explicit
+  ``pip_requirements=["lightgbm==<version>"]`` (no dependency inference);
+- it is registered as ``REGISTERED[predictor]``; the new version gets the alias ``challenger``, and
+  ``champion`` too when the registered model has no champion yet (its first version). Moving
+  ``champion`` afterwards is the gate's call (`set_alias`). Stages are deprecated and never used;
+- extra boosters of the same fit (e.g. a p90 quantile Booster) are run artifacts
+  ``boosters/<key>.txt`` (LightGBM text) and are loaded back by alias + key.
+
+Where things are stored
+-----------------------
+`tracking_uri`: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo root>/mlflow.db`` (absolute path,
+so it does not depend on the working directory). For a ``sqlite:`` store the artifacts of new
+experiments go to ``mlruns/`` next to the database file; other stores use their own default.
+
+Browse it with::
+
+    uv run mlflow ui --backend-store-uri sqlite:///mlflow.db      # from the repo root
+
+Loading never unpickles: `load_booster` downloads the model files and reads the LightGBM text file
+with ``lgb.Booster(model_file=...)``.
+
+Costs and caveats
+-----------------
+- Creating a fresh sqlite store runs MLflow's alembic migrations: ~8-12 s once. Opening an existing
+  store costs ~2-3 s per process (schema check); after that a `log_predictor` call is ~0.2-0.6 s and a
+  `load_booster` ~0.05 s for a small Booster.
+- `log_predictor` / `load_booster` briefly point MLflow's process-global tracking URI at `uri` (the
+  fluent API needs it) and restore it afterwards: not thread-safe, call them from one thread.
+- Failures of the store (unreachable, cannot be created), an unknown predictor or a missing alias raise
+  `BeastError` with one line naming what failed; MLflow's loggers are kept at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+# Telemetry off unless the user opted in, before mlflow is imported (it reads this at import and per event).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import lightgbm as lgb  # noqa: E402
+import mlflow  # noqa: E402
+import mlflow.lightgbm
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+from sqlalchemy.exc import SQLAlchemyError
+
+from beast.errors import BeastError
+
+REGISTERED: dict[str, str] = {"quality": "beast-quality", "cost": "beast-cost", "cache": "beast-cache"}
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "model"  # name of the logged model inside each run (MLflow 3 `name=`, formerly `artifact_path=`)
+BOOSTERS_DIR = "boosters"  # run-artifact folder of the extra boosters: boosters/<key>.txt
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_QUIET = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "mlflow.utils.environment": logging.ERROR}
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set (non-empty), else ``sqlite:///<root>/mlflow.db`` with an absolute path.
+
+    `root` defaults to the repository root (the folder holding ``models/``).
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    return f"sqlite:///{(root or ROOT).resolve() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered predictor: its registry name, version number, source run and aliases."""
+
+    name: str
+    version: str
+    run_id: str
+    aliases: tuple[str, ...]
+
+
+def _registered_name(predictor: str) -> str:
+    try:
+        return REGISTERED[predictor]
+    except KeyError:
+        raise BeastError(f"unknown predictor {predictor!r}: expected one of {', '.join(REGISTERED)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = exc.message if isinstance(exc, MlflowException) else str(exc)
+    lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def _mlflow_errors(what: str) -> Iterator[None]:
+    """Turn MLflow / store failures into one BeastError line naming `what` failed."""
+    try:
+        yield
+    except BeastError:
+        raise
+    except MlflowException as exc:
+        raise BeastError(f"mlflow: {what}: {_one_line(exc)}") from exc
+    except (SQLAlchemyError, OSError) as exc:  # a store that cannot be reached or created
+        raise BeastError(f"mlflow: {what}: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+def _quiet() -> None:
+    """mlflow / alembic at WARNING; "Failed to resolve installed pip version" (uv venvs have no pip) hidden."""
+    for name, level in _QUIET.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _client(uri: str | None) -> tuple[MlflowClient, str]:
+    _quiet()
+    uri = uri or tracking_uri()
+    with _mlflow_errors(f"open tracking store {uri}"):  # the client opens (and creates) the store eagerly
+        return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+@contextmanager
+def _fluent(uri: str) -> Iterator[None]:
+    """Point MLflow's global (fluent) tracking + registry URI at `uri`, then put back exactly what was there.
+
+    `mlflow.set_tracking_uri` also writes ``$MLFLOW_TRACKING_URI`` (and `set_registry_uri`
+    ``$MLFLOW_REGISTRY_URI``), so the environment is snapshotted and restored too. The default
+    tracking URI of MLflow 3 is ``sqlite:///mlflow.db`` relative to the *working directory*, so any
+    MLflow call that reaches for the global URI must run inside this block.
+    """
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", _PROGRESS_BAR)}
+    os.environ[_PROGRESS_BAR] = "false"  # no tqdm bars on stderr when downloading artifacts
+    saved_tracking = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    saved_registry = mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _artifact_location(uri: str) -> str | None:
+    """``mlruns/`` beside a sqlite database file; None (the store's default) for any other store."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite" or not parsed.path or parsed.path == "/:memory:":
+        return None
+    db = Path(parsed.path[1:] if uri.startswith("sqlite:////") else parsed.path.lstrip("/"))
+    return (db.resolve().parent / "mlruns").as_uri()
+
+
+def _experiment_id(client: MlflowClient, uri: str, predictor: str) -> str:
+    name = f"beast-{predictor}"
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage != "active":
+            raise BeastError(f"mlflow: experiment {name!r} is deleted; restore it or remove it from {uri}")
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=_artifact_location(uri))
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _check_key(key: str) -> str:
+    if not _KEY.fullmatch(key):
+        raise BeastError(f"booster key {key!r}: use letters, digits, '_', '.', '-' only")
+    return key
+
+
+def _artifact_dest(name: str) -> PurePosixPath:
+    dest = PurePosixPath(name)
+    if dest.is_absolute() or not dest.parts or ".." in dest.parts or dest.parts[0] == BOOSTERS_DIR:
+        raise BeastError(f"artifact name {name!r}: must be a relative path, without '..', outside {BOOSTERS_DIR}/")
+    return dest
+
+
+def _stage_artifacts(
+    staging: Path, extra_boosters: Mapping[str, lgb.Booster], artifacts: Mapping[str, Path]
+) -> None:
+    """Copy every run artifact into `staging` under its final name, so one upload logs them all."""
+    for key, booster in extra_boosters.items():
+        (staging / BOOSTERS_DIR).mkdir(exist_ok=True)
+        booster.save_model(str(staging / BOOSTERS_DIR / f"{_check_key(key)}.txt"))
+    for name, src in artifacts.items():
+        dest = staging.joinpath(*_artifact_dest(name).parts)
+        if not Path(src).is_file():
+            raise BeastError(f"{src}: artifact {name!r} is not a file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+
+def _as_version(mv: ModelVersion) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=mv.name, version=str(mv.version), run_id=mv.run_id or "", aliases=tuple(sorted(mv.aliases or ()))
+    )
+
+
+def log_predictor(
+    predictor: str,
+    booster: lgb.Booster,
+    input_example: pd.DataFrame,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    extra_boosters: Mapping[str, lgb.Booster] = {},  # noqa: B006 - read only
+    artifacts: Mapping[str, Path] = {},  # noqa: B006 - read only
+    tags: Mapping[str, str] = {},  # noqa: B006 - read only
+    uri: str | None = None,
+) -> RegisteredVersion:
+    """Log one trained predictor as one run of experiment ``beast-<predictor>`` and register its Booster.
+
+    `metrics` are held-out numbers (baselines prefixed, e.g. ``baseline.per_model_mean.auc``);
+    `extra_boosters` become ``boosters/<key>.txt``; `artifacts` maps a run-artifact name (folders
+    allowed, e.g. ``plots/calibration.png``) to a local file. The new version is ``challenger``, and
+    also ``champion`` if the registered model has none yet. Returns the new version.
+    """
+    name = _registered_name(predictor)
+    client, uri = _client(uri)
+    all_tags = {"beast.predictor": predictor, "beast.lightgbm_version": lgb.__version__} | dict(tags)
+    if (commit := _git_commit()) is not None:
+        all_tags.setdefault("mlflow.source.git.commit", commit)
+    with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp:
+        staging = Path(tmp)
+        _stage_artifacts(staging, extra_boosters, artifacts)
+        with _mlflow_errors(f"log {predictor} predictor to {uri}"):
+            experiment_id = _experiment_id(client, uri, predictor)
+            signature = infer_signature(input_example, booster.predict(input_example))
+            with _fluent(uri), warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id) as run:
+                # mlflow.models.utils compares `df.columns == range(...)`, which pandas 3 warns about
+                warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+                run_id = run.info.run_id
+                client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
+                    params=[Param(k, str(v)) for k, v in params.items()],
+                    tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
+                )
+                if any(staging.iterdir()):
+                    client.log_artifacts(run_id, str(staging))
+                info = mlflow.lightgbm.log_model(
+                    booster,
+                    name=MODEL_NAME,
+                    signature=signature,
+                    input_example=input_example,
+                    pip_requirements=[f"lightgbm=={lgb.__version__}"],
+                )
+        # create_model_version resolves the models:/<model_id> source through the *global* tracking URI
+        # (MlflowClient() inside the sqlalchemy registry store), so registration runs under _fluent too.
+        with _mlflow_errors(f"register {predictor} predictor as {name!r} in {uri}"), _fluent(uri):
+            if not client.search_registered_models(filter_string=f"name = '{name}'"):
+                client.create_registered_model(name, description=f"beast-mode {predictor} predictor (LightGBM)")
+            mv = client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+            client.set_registered_model_alias(name, CHALLENGER, mv.version)
+            if CHAMPION not in client.get_registered_model(name).aliases:
+                client.set_registered_model_alias(name, CHAMPION, mv.version)
+            return _as_version(client.get_model_version(name, mv.version))
+
+
+def version_by_alias(predictor: str, alias: str, uri: str | None = None) -> RegisteredVersion | None:
+    """The version `alias` points at, or None if the alias (or the registered model) does not exist."""
+    name = _registered_name(predictor)
+    client, uri = _client(uri)
+    with _mlflow_errors(f"look up {name}@{alias} in {uri}"):
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            return None
+        aliases = client.get_registered_model(name).aliases
+        if alias not in aliases:
+            return None
+        return _as_version(client.get_model_version(name, str(aliases[alias])))
+
+
+def set_alias(predictor: str, alias: str, version: str, uri: str | None = None) -> None:
+    """Point `alias` (e.g. ``champion``) of the predictor's registered model at `version`."""
+    name = _registered_name(predictor)
+    client, uri = _client(uri)
+    with _mlflow_errors(f"set {name}@{alias} -> version {version} in {uri}"):
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def load_booster(predictor: str, alias: str = CHAMPION, key: str | None = None, uri: str | None = None) -> lgb.Booster:
+    """The Booster registered under `alias`, or with `key` its extra booster ``boosters/<key>.txt``.
+
+    Only LightGBM text files are read (``lgb.Booster(model_file=...)``); nothing is unpickled.
+    """
+    name = _registered_name(predictor)
+    found = version_by_alias(predictor, alias, uri)
+    if found is None:
+        raise BeastError(f"mlflow: {name}@{alias}: no such alias in {uri or tracking_uri()}")
+    client, uri = _client(uri)
+    with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp:
+        if key is not None:
+            rel = f"{BOOSTERS_DIR}/{_check_key(key)}.txt"
+            with _mlflow_errors(f"download {rel} of {name}@{alias} (run {found.run_id}) from {uri}"), _fluent(uri):
+                path = Path(client.download_artifacts(found.run_id, rel, tmp))
+            return lgb.Booster(model_file=str(path))
+        local = _download_model(predictor, alias, Path(tmp), uri)
+        flavor = Model.load(str(local)).flavors.get("lightgbm", {})
+        if flavor.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
+            raise BeastError(f"mlflow: {name}@{alias}: model class {flavor.get('model_class')!r} is not a Booster")
+        data = local / flavor.get("data", "model.lgb")
+        if data.suffix != ".lgb" or not data.is_file():
+            raise BeastError(f"mlflow: {name}@{alias}: no LightGBM text model file in {local}")
+        return lgb.Booster(model_file=str(data))
+
+
+def _download_model(predictor: str, alias: str, dst: Path, uri: str | None = None) -> Path:
+    """Download the logged model files of ``models:/<registered name>@<alias>`` into `dst`; their folder."""
+    name = _registered_name(predictor)
+    _, uri = _client(uri)
+    with _mlflow_errors(f"download {name}@{alias} from {uri}"), _fluent(uri):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}", dst_path=str(dst)))
