@@ -62,6 +62,14 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train(args: argparse.Namespace) -> int:
+    from models.train import PREDICTORS, main
+
+    which = PREDICTORS if args.predictor == "all" else (args.predictor,)
+    main(which, params_file=args.params, traces=args.traces or (), register=False if args.no_register else None)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -120,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
         "beast contract > docs/trace-contract.md",
         _contract,
     )
+
+    p = command(
+        "train",
+        "Fit, evaluate (held out, against baselines), save and register the quality / cost / cache predictors.",
+        "beast train all            # or: beast train quality --traces data/traces --no-register",
+        _train,
+    )
+    p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
+    p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
+    p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
+    p.add_argument("--params", type=Path, help="params file, sections `train` and `features` (default: ./params.yaml if present)")
 
     p = command(
         "bench-ingest",

@@ -78,6 +78,7 @@ class Evaluation:
     n_train: int
     n_test: int
     notes: tuple[str, ...] = field(default=())
+    tables: Mapping[str, tuple[Mapping[str, float], ...]] = field(default_factory=dict)  # plot data (rows of dicts)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)

@@ -345,4 +345,4 @@ def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParam
         f"alpaca {int((splits.alpaca_rows & splits.alpaca.train & ok).sum()):,}); "
         f"{int((~splits.azure_rows & ~splits.alpaca_rows).sum()):,} rows in neither set (no time-split model, no prompt_id)",
     )
-    return predictor, Evaluation("cost_lgbm", metrics, {"per_model": baseline}, len(train), n_test, notes)
+    return predictor, Evaluation("cost", metrics, {"per_model": baseline}, len(train), n_test, notes)

@@ -13,7 +13,7 @@ quality, and kNN over prompt text (the model's mean quality on the k most simila
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
@@ -192,15 +192,15 @@ def fit_and_evaluate(
     X_test = X_all[split.test].reset_index(drop=True)
     strongest = strongest_model(train_rows)
     model_mean = train_rows.groupby("model")["quality"].mean()
-    metrics = quality_metrics(test_rows, predictor.predict(X_test, test_rows["model"]), strongest, params.ece_bins)
+    pred = predictor.predict(X_test, test_rows["model"])
+    metrics = quality_metrics(test_rows, pred, strongest, params.ece_bins)
+    calibration = reliability(np.clip(pred, 0, 1), test_rows["quality"].to_numpy(dtype=float), params.ece_bins)
     metrics |= {f"valid_logloss_{h}": loss for h, (_, loss) in chosen.items()}
     baselines = {
         "per_model_mean": quality_metrics(test_rows, test_rows["model"].map(model_mean).to_numpy(dtype=float), strongest, params.ece_bins),
         "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
     }
     notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, (_, loss) in chosen.items())})", f"strongest model on train prompts: {strongest}")
-    return predictor, Evaluation("quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes)
+    tables = {"reliability": tuple(calibration.to_dict("records"))}
+    return predictor, Evaluation("quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes, tables)
 
-
-def params_dict(params: QualityParams) -> dict[str, object]:
-    return asdict(params)

@@ -43,12 +43,19 @@ def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_traces(tmp_path_factory: pytest.TempPathFactory, prices: PriceTable):
-    """The committed samples, ingested once per test session (contract-v1 frame, as later stages see it)."""
+def sample_dataset(tmp_path_factory: pytest.TempPathFactory, prices: PriceTable) -> Path:
+    """The committed samples, ingested once per test session: the dataset folder later stages read."""
     from traces.ingest import ingest
-    from traces.store import read_traces
 
     tmp = tmp_path_factory.mktemp("sample")
     params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None)
     ingest(sorted((ROOT / "data" / "sample").iterdir()), params, prices)
-    return read_traces(params.out)
+    return params.out
+
+
+@pytest.fixture(scope="session")
+def sample_traces(sample_dataset: Path):
+    """The committed samples as a contract-v1 frame, as later stages see it."""
+    from traces.store import read_traces
+
+    return read_traces(sample_dataset)

@@ -1,0 +1,177 @@
+"""Stage `train`: read traces, fit and evaluate one predictor, write its files and metrics, register it.
+
+The predictors (`models/quality.py`, `cost.py`, `cache.py`) are pure; this module is their I/O edge:
+params.yaml `train` (+ `features`) read once, traces read through `traces.store`, outputs under
+`data/models/<predictor>/` (LightGBM text boosters, JSON side data, plots), held-out metrics in
+`data/metrics/<predictor>.json` (DVC reads them), and an MLflow run + registered version (alias
+`challenger`; `champion` too for the first version) through `models/registry.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import pandas as pd
+
+from beast.config import load_params
+from beast.errors import BeastError
+from beast.files import write_atomic
+from features.build import FeatureParams, build_features
+from features.models import load_cards
+from models import cache, cost, plots, quality
+from models.common import Evaluation
+from traces.prices import PriceTable, load_prices
+
+PREDICTORS = ("quality", "cost", "cache")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Mirrors params.yaml -> train."""
+
+    traces: Path = Path("data/traces")
+    prices: Path = Path("data/prices.yaml")
+    cards: Path = Path("data/models.yaml")
+    out: Path = Path("data/models")
+    metrics: Path = Path("data/metrics")
+    register: bool = True
+    quality: quality.QualityParams = field(default_factory=quality.QualityParams)
+    cost: cost.CostParams = field(default_factory=cost.CostParams)
+    cache: cache.CacheParams = field(default_factory=cache.CacheParams)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One fitted predictor, ready to write and register."""
+
+    evaluation: Evaluation
+    boosters: Mapping[str, lgb.Booster]  # the first is the registered model; the rest ride along as text
+    example: pd.DataFrame  # a few feature rows: the MLflow signature
+    side: Mapping[str, object]  # JSON side data a router needs besides the boosters
+    params: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    traces: pd.DataFrame
+    prices: PriceTable
+    params: TrainParams
+    features: FeatureParams
+    cards_path: Path
+
+
+def _quality(inp: Inputs) -> Trained:
+    predictor, evaluation = quality.fit_and_evaluate(inp.traces, inp.params.quality, inp.features, load_cards(inp.cards_path), inp.prices)
+    rows = quality.quality_rows(inp.traces).head(5)
+    example = build_features(rows, predictor.spec)[list(predictor.feature_names)]
+    side = {"heads": predictor.heads, "feature_names": list(predictor.feature_names), "feature_spec": json.loads(predictor.spec.to_json())}
+    return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.quality) | {"features": asdict(inp.features)})
+
+
+def _cost(inp: Inputs) -> Trained:
+    predictor, evaluation = cost.fit_and_evaluate(inp.traces, inp.prices, inp.params.cost)
+    example = predictor.features(inp.traces.head(5))
+    side = {"feature_names": list(predictor.feature_names), "categories": {k: list(v) for k, v in predictor.categories.items()}, "p90_shift": dict(predictor.p90_shift)}
+    return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.cost))
+
+
+def _cache(inp: Inputs) -> Trained:
+    predictor, evaluation = cache.fit_and_evaluate(inp.traces, inp.params.cache)
+    example = cache.cache_features(cache.select_rows(inp.traces).head(5))[list(predictor.feature_names)]
+    side = {"feature_names": list(predictor.feature_names), "horizon_s": inp.params.cache.horizon_s}
+    return Trained(evaluation, {"model": predictor.booster}, example, side, asdict(inp.params.cache))
+
+
+TRAINERS: dict[str, Callable[[Inputs], Trained]] = {"quality": _quality, "cost": _cost, "cache": _cache}
+
+
+def _plots(name: str, trained: Trained, folder: Path) -> dict[str, Path]:
+    first = next(iter(trained.boosters.values()))
+    out = {"plots/importance.png": plots.importance_plot(first, folder / "importance.png", f"{name}: feature importance")}
+    if "reliability" in trained.evaluation.tables:
+        table = pd.DataFrame(list(trained.evaluation.tables["reliability"]))
+        out["plots/reliability.png"] = plots.reliability_plot(table, folder / "reliability.png", f"{name}: calibration on test prompts")
+    return out
+
+
+def write_outputs(name: str, trained: Trained, params: TrainParams) -> dict[str, Path]:
+    """Boosters as LightGBM text, side JSON, plots, metrics JSON; returns artifact name -> file."""
+    folder = params.out / name
+    files = {f"boosters/{key}.txt": write_atomic(folder / f"{key}.txt", b.model_to_string().encode()) for key, b in trained.boosters.items()}
+    files[f"{name}.json"] = write_atomic(folder / f"{name}.json", json.dumps(trained.side, indent=1, sort_keys=True).encode())
+    files |= _plots(name, trained, folder)
+    files["metrics.json"] = write_atomic(params.metrics / f"{name}.json", (trained.evaluation.to_json() + "\n").encode())
+    return files
+
+
+def flat_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """Predictor metrics as they are, each baseline's as `baseline.<name>.<metric>` (MLflow keys)."""
+    out = dict(evaluation.metrics)
+    for base, metrics in evaluation.baselines.items():
+        out |= {f"baseline.{base}.{k}": v for k, v in metrics.items()}
+    return out
+
+
+def read_inputs(paths: Sequence[Path], params: TrainParams) -> pd.DataFrame:
+    """Traces from dataset folders as they are, or from trace files validated through a throwaway ingest."""
+    from traces.ingest import IngestParams, ingest
+    from traces.store import read_traces
+
+    folders, files = [p for p in paths if p.is_dir()], [p for p in paths if not p.is_dir()]
+    frames = [read_traces(p) for p in folders]
+    if files:
+        with tempfile.TemporaryDirectory(prefix="beast-train-") as tmp:
+            ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=params.prices)
+            ingest(files, ip, load_prices(params.prices))
+            frames.append(read_traces(ip.out))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frame.empty:
+        raise BeastError(f"no traces in {', '.join(map(str, paths))}: run `beast ingest` (or `make run`) first")
+    return frame
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    trained: Trained
+    files: Mapping[str, Path]
+    version: object | None  # registry.RegisteredVersion when registered
+
+
+def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence[Path] = (), register: bool | None = None) -> list[TrainResult]:
+    """`beast train`: each named predictor in turn; prints its metrics table, files and registered version."""
+    params = load_params(params_file, "train", TrainParams)
+    inputs = Inputs(read_inputs(list(traces) or [params.traces], params), load_prices(params.prices), params, load_params(params_file, "features", FeatureParams), params.cards)
+    results = []
+    for name in which:
+        started = time.perf_counter()
+        trained = TRAINERS[name](inputs)
+        files = write_outputs(name, trained, params)
+        print(f"\n== {name}: {time.perf_counter() - started:.1f} s ==\n{trained.evaluation.table()}")
+        for note in trained.evaluation.notes:
+            print(f"  note: {note}")
+        print(f"  files: {params.out / name}/, metrics: {files['metrics.json']}")
+        version = None
+        if params.register if register is None else register:
+            from models import registry
+
+            keys = list(trained.boosters)
+            version = registry.log_predictor(
+                name,
+                trained.boosters[keys[0]],
+                trained.example,
+                params=trained.params,
+                metrics=flat_metrics(trained.evaluation),
+                extra_boosters={k: trained.boosters[k] for k in keys[1:]},
+                artifacts={k: v for k, v in files.items() if not k.startswith("boosters/")},
+                tags={"beast.registered_booster": keys[0]},
+            )
+            print(f"  registered {version.name} version {version.version} ({', '.join(version.aliases)}), run {version.run_id}")
+        results.append(TrainResult(name, trained, files, version))
+    return results
