@@ -19,7 +19,6 @@ of both train sides (model identity is a feature) and scored on each test side, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -316,9 +315,7 @@ def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParam
     ok = (traces["status"] == STATUS_OK).to_numpy() if "status" in traces.columns else np.ones(len(traces), dtype=bool)
     splits = cost_splits(traces, params)
     train = traces[splits.train & ok]
-    started = time.perf_counter()
     predictor = fit(train, params)
-    fit_seconds = time.perf_counter() - started
 
     metrics: dict[str, float] = {}
     baseline: dict[str, float] = {}
@@ -340,7 +337,6 @@ def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParam
     notes = (
         "sums use the `mean` head (L2 on tokens); `p50` underestimates the sum of a right-skewed length",
         f"P90 calibrated per model on {params.p90_calibration_fraction:g} of the train side (log-scale shift)",
-        f"fit: {fit_seconds:.1f} s (three heads + one calibration booster)",
         f"train rows: {len(train):,} (azure {int((splits.azure_rows & splits.azure.train & ok).sum()):,}, "
         f"alpaca {int((splits.alpaca_rows & splits.alpaca.train & ok).sum()):,}); "
         f"{int((~splits.azure_rows & ~splits.alpaca_rows).sum()):,} rows in neither set (no time-split model, no prompt_id)",

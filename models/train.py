@@ -40,6 +40,7 @@ class TrainParams:
     cards: Path = Path("data/models.yaml")
     out: Path = Path("data/models")
     metrics: Path = Path("data/metrics")
+    plots: Path = Path("data/plots")  # <predictor>/*.png
     register: bool = True
     quality: quality.QualityParams = field(default_factory=quality.QualityParams)
     cost: cost.CostParams = field(default_factory=cost.CostParams)
@@ -105,7 +106,7 @@ def write_outputs(name: str, trained: Trained, params: TrainParams) -> dict[str,
     folder = params.out / name
     files = {f"boosters/{key}.txt": write_atomic(folder / f"{key}.txt", b.model_to_string().encode()) for key, b in trained.boosters.items()}
     files[f"{name}.json"] = write_atomic(folder / f"{name}.json", json.dumps(trained.side, indent=1, sort_keys=True).encode())
-    files |= _plots(name, trained, folder)
+    files |= _plots(name, trained, params.plots / name)
     files["metrics.json"] = write_atomic(params.metrics / f"{name}.json", (trained.evaluation.to_json() + "\n").encode())
     return files
 

@@ -20,7 +20,7 @@ from conftest import ROOT
 def trained(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("train")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml")}
+    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml")}
     params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 200}  # keep the test quick
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -54,7 +54,7 @@ def test_metrics_files_hold_the_predictor_and_its_baselines(trained) -> None:
     for name, baseline in (("quality", "per_model_mean"), ("cost", "per_model"), ("cache", "recency_frequency")):
         data = json.loads((tmp / "metrics" / f"{name}.json").read_text())
         assert data["predictor"] == name and baseline in data["baselines"] and data["n_test"] > 0
-        assert (tmp / "models" / name / "importance.png").stat().st_size > 1000
+        assert (tmp / "plots" / name / "importance.png").stat().st_size > 1000
     quality = json.loads((tmp / "metrics" / "quality.json").read_text())
     assert quality["metrics"]["auc_vs_strongest"] > quality["baselines"]["per_model_mean"]["auc_vs_strongest"]
     assert len(quality["tables"]["reliability"]) >= 5
