@@ -70,6 +70,14 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from models.train import PREDICTORS
+    from models.tune import main
+
+    main(PREDICTORS if args.predictor == "all" else (args.predictor,), params_file=args.params, trials=args.trials, track=not args.no_track)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -139,6 +147,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
     p.add_argument("--params", type=Path, help="params file, sections `train` and `features` (default: ./params.yaml if present)")
+
+    p = command(
+        "tune",
+        "Optuna study per predictor (TPE + pruning, resumable SQLite storage), then default vs tuned on the test side.",
+        "beast tune cache --trials 30",
+        _tune,
+    )
+    p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
+    p.add_argument("--trials", type=int, help="trials to add to the study (default: params.yaml tune.trials)")
+    p.add_argument("--no-track", action="store_true", help="do not log trials to MLflow")
+    p.add_argument("--params", type=Path, help="params file, sections `tune`, `train`, `features` (default: ./params.yaml)")
 
     p = command(
         "bench-ingest",

@@ -67,7 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from models.common import Evaluation, Split, time_split, train_booster
+from models.common import Evaluation, Split, TuningProblem, time_split, train_booster
 
 FEATURES: tuple[str, ...] = (
     "input_tokens",
@@ -97,6 +97,8 @@ class CacheParams:
     learning_rate: float = 0.05
     num_boost_round: int = 300
     min_data_in_leaf: int = 20
+    feature_fraction: float = 1.0
+    lambda_l2: float = 0.0
     seed: int = 0
 
     def booster_params(self) -> dict[str, object]:
@@ -105,6 +107,8 @@ class CacheParams:
             "num_leaves": self.num_leaves,
             "learning_rate": self.learning_rate,
             "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
             "seed": self.seed,
             "num_threads": 1,  # ~10k rows: one thread is fastest, and OpenMP spin-waits on a busy machine
         }
@@ -289,6 +293,17 @@ def split_rows(frame: pd.DataFrame, params: CacheParams) -> CacheRows:
     train = split.train & observed & (t + params.horizon_s * 1e3 < cut)
     test = split.test & observed
     return CacheRows(split, train, test)
+
+
+def tuning_problem(traces: pd.DataFrame, params: CacheParams) -> TuningProblem:
+    """The training side split again in time (same purge and censoring rules); the test side is unused."""
+    frame = select_rows(traces)
+    X, y = cache_features(frame), cache_labels(frame, params.horizon_s)
+    train = split_rows(frame, params).train
+    inner = split_rows(frame[train].reset_index(drop=True), params)
+    Xt, yt = X[train].reset_index(drop=True), y[train]
+    base = params.booster_params() | {"metric": "auc"}
+    return TuningProblem(Xt[inner.train], yt[inner.train], Xt[inner.test], yt[inner.test], base, "auc", True, params.num_boost_round)
 
 
 def fit_and_evaluate(traces: pd.DataFrame, params: CacheParams) -> tuple[CachePredictor, Evaluation]:

@@ -91,3 +91,19 @@ class Evaluation:
         head = f"{'metric':<{width}}  " + "  ".join(f"{n:>14}" for n in names)
         rows = [f"{m:<{width}}  " + "  ".join(f"{c.get(m, float('nan')):>14.4f}" for c in cols) for m in self.metrics]
         return "\n".join([head, *rows, f"(train {self.n_train:,} rows, test {self.n_test:,} rows)"])
+
+
+@dataclass(frozen=True)
+class TuningProblem:
+    """What a tuner needs from a predictor: training rows, validation rows carved from the training side
+    only (the test side stays untouched), base LightGBM params, and the validation metric to optimise."""
+
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_valid: pd.DataFrame
+    y_valid: np.ndarray
+    lgb_params: Mapping[str, object]
+    metric: str  # a LightGBM metric name, evaluated on the validation rows every round
+    maximize: bool
+    num_boost_round: int
+    categorical: tuple[str, ...] = ()

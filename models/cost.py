@@ -26,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.common import Evaluation, Split, group_split, time_split, train_booster
+from models.common import Evaluation, Split, TuningProblem, group_split, time_split, train_booster
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
@@ -50,6 +50,8 @@ class CostParams:
     learning_rate: float = 0.05
     num_boost_round: int = 400
     min_data_in_leaf: int = 20
+    feature_fraction: float = 1.0
+    lambda_l2: float = 0.0
     seed: int = 0
     time_split_models: tuple[str, ...] = ("azure/conv", "azure/code")  # evaluated on a time split ("azure.")
     split_salt: str = "beast"  # group_split salt for the prompt-grouped rows ("alpaca.")
@@ -168,6 +170,8 @@ def _booster_params(params: CostParams, objective: dict[str, object]) -> dict[st
         "num_leaves": params.num_leaves,
         "learning_rate": params.learning_rate,
         "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "lambda_l2": params.lambda_l2,
         "seed": params.seed,
         "num_threads": 1,  # ~25k rows: one thread is ~1 s per head; 2 threads on a busy 2-core box took 10x longer
     } | objective
@@ -236,6 +240,17 @@ def fit(frame: pd.DataFrame, params: CostParams) -> CostPredictor:
         calib = _calibration_rows(rows, params.p90_calibration_fraction, "cost-p90-calibration")
         shift = _p90_shift(X, np.log1p(y), rows["model"], calib, params)
     return CostPredictor(boosters, tuple(X.columns), categories, params, shift)
+
+
+def tuning_problem(traces: pd.DataFrame, params: CostParams) -> TuningProblem:
+    """The P50 head (log tokens) on the training side, validated on its calibration rows (test side unused)."""
+    ok = (traces["status"] == STATUS_OK).to_numpy() if "status" in traces.columns else np.ones(len(traces), dtype=bool)
+    rows = traces[cost_splits(traces, params).train & ok]
+    valid = _calibration_rows(rows, params.p90_calibration_fraction or 0.2, "cost-tuning")
+    X = cost_features(rows, fit_categories(rows[~valid]))
+    y = np.log1p(rows["output_tokens"].to_numpy(dtype=np.float64))
+    base = _booster_params(params, {"objective": "quantile", "alpha": 0.5, "metric": "quantile"})
+    return TuningProblem(X[~valid], y[~valid], X[valid], y[valid], base, "quantile", False, params.num_boost_round, CATEGORICAL)
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -25,7 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.context import CONTEXT_FEATURES
 from features.models import MODEL_FEATURES, ModelCard
-from models.common import Evaluation, Split, group_split, train_booster
+from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
 from traces.prices import PriceTable
 
 HEADS = ("shared", "per_model")
@@ -141,12 +141,26 @@ def quality_metrics(rows: pd.DataFrame, pred: np.ndarray, strongest: str, bins: 
     others = df[df["model"] != strongest].join(best, on="prompt_id").dropna(subset=["q_best"])
     label = (others["q"] >= others["q_best"]).to_numpy()
     auc = roc_auc_score(label, (others["p"] - others["p_best"]).to_numpy()) if 0 < label.sum() < len(label) else float("nan")
+    p = np.clip(pred, 1e-6, 1 - 1e-6)
     return {
+        "logloss": float(-(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean()),
         "auc_vs_strongest": float(auc),
         "spearman": float(spearmanr(pred, actual).statistic),
         "mae": float(np.abs(pred - actual).mean()),
         "ece": float(ece(np.clip(pred, 0, 1), actual, bins)),
     }
+
+
+def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> TuningProblem:
+    """The shared head on training prompts, validated on prompts held out of them (test prompts unused)."""
+    rows = quality_rows(traces)
+    split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
+    train_rows = rows[split.train].reset_index(drop=True)
+    inner = group_split(train_rows["prompt_id"], params.valid_fraction, salt=f"quality-valid-{params.seed}")
+    spec = fit_features(train_rows[inner.train], features, cards, prices)
+    X = build_features(train_rows, spec)[list(feature_columns(spec, "shared"))]
+    y = train_rows["quality"].to_numpy(dtype=float)
+    return TuningProblem(X[inner.train], y[inner.train], X[inner.test], y[inner.test], params.lgb_params(), "cross_entropy", False, params.num_boost_round)
 
 
 def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int) -> np.ndarray:

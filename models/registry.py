@@ -48,7 +48,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -177,8 +177,8 @@ def _artifact_location(uri: str) -> str | None:
     return (db.resolve().parent / "mlruns").as_uri()
 
 
-def _experiment_id(client: MlflowClient, uri: str, predictor: str) -> str:
-    name = f"beast-{predictor}"
+def _experiment_id(client: MlflowClient, uri: str, predictor: str, suffix: str = "") -> str:
+    name = f"beast-{predictor}{suffix}"
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage != "active":
@@ -287,6 +287,25 @@ def log_predictor(
             if CHAMPION not in client.get_registered_model(name).aliases:
                 client.set_registered_model_alias(name, CHAMPION, mv.version)
             return _as_version(client.get_model_version(name, mv.version))
+
+
+def optuna_callback(predictor: str, uri: str | None = None) -> Callable[[object, object], None]:
+    """An Optuna study callback: each finished trial becomes one run of experiment ``beast-<predictor>-tuning``
+    (its parameters, state, value and best iteration), so trials compare side by side in the MLflow UI."""
+    _registered_name(predictor)
+    client, uri = _client(uri)
+    with _mlflow_errors(f"open tuning experiment for {predictor} in {uri}"):
+        experiment_id = _experiment_id(client, uri, predictor, "-tuning")
+
+    def log_trial(study: object, trial: object) -> None:
+        with _mlflow_errors(f"log trial {trial.number} of {study.study_name} to {uri}"):
+            run = client.create_run(experiment_id, run_name=f"{study.study_name}-trial-{trial.number}", tags={"beast.predictor": predictor, "optuna.study": study.study_name, "optuna.state": trial.state.name})
+            metrics = [Metric("value", float(trial.value), 0, 0)] if trial.value is not None else []
+            metrics += [Metric("best_iteration", float(v), 0, 0) for k, v in trial.user_attrs.items() if k == "best_iteration"]
+            client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()])
+            client.set_terminated(run.info.run_id, "FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
+
+    return log_trial
 
 
 def version_by_alias(predictor: str, alias: str, uri: str | None = None) -> RegisteredVersion | None:

@@ -1,0 +1,208 @@
+"""Stage `tune`: an Optuna study per predictor over its LightGBM parameters, then an honest verdict.
+
+Each trial fits one Booster on the predictor's `tuning_problem` (training side only, validated on rows
+carved out of it), with LightGBM's pruning callback reporting the validation metric every round to a
+median or successive-halving pruner. Studies live in an RDB (SQLite file by default), so they resume
+and can be shared. Trials are tracked by a study callback (`models/registry.py`), never inside the
+objective. Finally the predictor is fitted with default and with tuned parameters and both are scored
+on the untouched test side: the report says whether tuning helped, and by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import lightgbm as lgb
+import optuna
+from optuna_integration import LightGBMPruningCallback
+
+from beast.config import load_params
+from beast.errors import BeastError
+from beast.files import write_atomic
+from features.build import FeatureParams
+from features.models import load_cards
+from models import cache, cost, quality
+from models.common import Evaluation, TuningProblem, train_booster
+from models.train import TrainParams, read_inputs
+from traces.prices import load_prices
+
+DEFAULT_SPACE: dict[str, dict[str, object]] = {
+    "num_leaves": {"low": 7, "high": 127, "log": True, "int": True},
+    "learning_rate": {"low": 0.01, "high": 0.2, "log": True},
+    "min_data_in_leaf": {"low": 5, "high": 200, "log": True, "int": True},
+    "feature_fraction": {"low": 0.4, "high": 1.0},
+    "lambda_l2": {"low": 0.001, "high": 10.0, "log": True},
+}
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
+    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=30),
+}
+# Held-out metric that decides whether tuning helped, and whether higher is better.
+PRIMARY: dict[str, tuple[str, bool]] = {"quality": ("logloss", False), "cost": ("azure.mdape", False), "cache": ("auc", True)}
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """Mirrors params.yaml -> tune."""
+
+    storage: str = "sqlite:///data/optuna.db"
+    trials: int = 30
+    timeout_s: float = 0.0  # 0 = no limit
+    pruner: str = "median"
+    early_stopping_rounds: int = 50
+    seed: int = 0
+    report: Path = Path("data/metrics")  # tune_<predictor>.json
+    space: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: DEFAULT_SPACE)
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    predictor: str
+    study: str
+    trials: int
+    complete: int
+    pruned: int
+    best_value: float
+    best_params: Mapping[str, object]
+    metric: str
+    default_test: float
+    tuned_test: float
+    improvement: float  # positive = tuned is better on the test side, in the metric's own units
+    seconds: float
+
+    def line(self) -> str:
+        verdict = "better" if self.improvement > 0 else "not better"
+        return (
+            f"{self.predictor}: {self.complete} complete / {self.pruned} pruned of {self.trials} trials; test {self.metric} "
+            f"default {self.default_test:.4f} -> tuned {self.tuned_test:.4f} ({verdict} by {abs(self.improvement):.4f}) in {self.seconds:.0f} s"
+        )
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, dim in space.items():
+        low, high, log = dim["low"], dim["high"], bool(dim.get("log", False))
+        out[name] = trial.suggest_int(name, int(low), int(high), log=log) if dim.get("int") else trial.suggest_float(name, float(low), float(high), log=log)
+    return out
+
+
+def objective(problem: TuningProblem, space: Mapping[str, Mapping[str, object]], early_stopping_rounds: int) -> Callable[[optuna.Trial], float]:
+    """Best validation metric of one Booster; pruned by the study's pruner through LightGBM's callback."""
+
+    def run(trial: optuna.Trial) -> float:
+        params = dict(problem.lgb_params) | suggest(trial, space) | {"metric": problem.metric}
+        booster = train_booster(
+            problem.X_train,
+            problem.y_train,
+            params,
+            problem.num_boost_round,
+            categorical=problem.categorical,
+            valid=(problem.X_valid, problem.y_valid),
+            callbacks=[LightGBMPruningCallback(trial, problem.metric), lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        )
+        trial.set_user_attr("best_iteration", int(booster.best_iteration or problem.num_boost_round))
+        return float(booster.best_score["valid_0"][problem.metric])
+
+    return run
+
+
+def check_space(space: Mapping[str, Mapping[str, object]], params_type: type, where: str) -> None:
+    """Only parameters the predictor has, each with low < high."""
+    known = {f.name for f in fields(params_type)}
+    for name, dim in space.items():
+        if name not in known:
+            raise BeastError(f"{where}: `{name}` is not a parameter of {params_type.__name__}; known: {', '.join(sorted(known))}")
+        if not isinstance(dim, Mapping) or not {"low", "high"} <= set(dim) or not dim["low"] < dim["high"]:
+            raise BeastError(f"{where}.{name}: expected {{low, high[, log, int]}} with low < high, got {dim!r}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One predictor, as the tuner sees it."""
+
+    params: object  # the predictor's params dataclass (defaults from params.yaml)
+    problem: Callable[[object], TuningProblem]
+    evaluate: Callable[[object], Evaluation]
+
+
+def problems(traces, train: TrainParams, features: FeatureParams) -> dict[str, Problem]:
+    prices, cards = load_prices(train.prices), load_cards(train.cards)
+    return {
+        "quality": Problem(
+            train.quality,
+            lambda p: quality.tuning_problem(traces, p, features, cards, prices),
+            lambda p: quality.fit_and_evaluate(traces, replace(p, heads="shared"), features, cards, prices)[1],
+        ),
+        "cost": Problem(train.cost, lambda p: cost.tuning_problem(traces, p), lambda p: cost.fit_and_evaluate(traces, prices, p)[1]),
+        "cache": Problem(train.cache, lambda p: cache.tuning_problem(traces, p), lambda p: cache.fit_and_evaluate(traces, p)[1]),
+    }
+
+
+def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Callable] = ()) -> TuneReport:
+    started = time.perf_counter()
+    check_space(params.space, type(job.params), "params.yaml:tune.space")
+    problem = job.problem(job.params)
+    study = optuna.create_study(
+        study_name=f"beast-{name}",
+        storage=params.storage,
+        load_if_exists=True,
+        direction="maximize" if problem.maximize else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=params.seed),
+        pruner=PRUNERS[params.pruner](),
+    )
+    study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))
+    best = study.best_trial
+    tuned = replace(job.params, **best.params, num_boost_round=int(best.user_attrs["best_iteration"]))
+    metric, higher = PRIMARY[name]
+    default_test, tuned_test = job.evaluate(job.params).metrics[metric], job.evaluate(tuned).metrics[metric]
+    states = [t.state for t in study.trials]
+    return TuneReport(
+        name,
+        study.study_name,
+        len(states),
+        states.count(optuna.trial.TrialState.COMPLETE),
+        states.count(optuna.trial.TrialState.PRUNED),
+        float(best.value),
+        dict(best.params) | {"num_boost_round": tuned.num_boost_round},
+        metric,
+        float(default_test),
+        float(tuned_test),
+        float(tuned_test - default_test if higher else default_test - tuned_test),
+        time.perf_counter() - started,
+    )
+
+
+def _storage_ready(storage: str) -> None:
+    """Create the folder of a SQLite study file (Optuna creates the file, not its folder)."""
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def main(which: Sequence[str], params_file: Path | None = None, trials: int | None = None, track: bool = True) -> list[TuneReport]:
+    """`beast tune`: one study per predictor; writes data/metrics/tune_<predictor>.json and prints a verdict."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    train = load_params(params_file, "train", TrainParams)
+    params = load_params(params_file, "tune", TuneParams)
+    if trials is not None:
+        params = replace(params, trials=trials)
+    if params.pruner not in PRUNERS:
+        raise BeastError(f"params.yaml:tune.pruner: expected one of {', '.join(PRUNERS)}, got {params.pruner!r}")
+    _storage_ready(params.storage)
+    jobs = problems(read_inputs([train.traces], train), train, load_params(params_file, "features", FeatureParams))
+    reports = []
+    for name in which:
+        callbacks = []
+        if track:
+            from models import registry
+
+            callbacks.append(registry.optuna_callback(name))
+        report = tune_one(name, jobs[name], params, callbacks)
+        write_atomic(params.report / f"tune_{name}.json", (json.dumps(asdict(report), indent=2) + "\n").encode())
+        print(report.line())
+        print(f"  best params: {json.dumps(report.best_params)}")
+        reports.append(report)
+    return reports
