@@ -72,13 +72,12 @@ class TuneReport:
     default_test: float
     tuned_test: float
     improvement: float  # positive = tuned is better on the test side, in the metric's own units
-    seconds: float
 
-    def line(self) -> str:
+    def line(self, seconds: float) -> str:
         verdict = "better" if self.improvement > 0 else "not better"
         return (
             f"{self.predictor}: {self.complete} complete / {self.pruned} pruned of {self.trials} trials; test {self.metric} "
-            f"default {self.default_test:.4f} -> tuned {self.tuned_test:.4f} ({verdict} by {abs(self.improvement):.4f}) in {self.seconds:.0f} s"
+            f"default {self.default_test:.4f} -> tuned {self.tuned_test:.4f} ({verdict} by {abs(self.improvement):.4f}) in {seconds:.0f} s"
         )
 
 
@@ -143,7 +142,6 @@ def problems(traces, train: TrainParams, features: FeatureParams) -> dict[str, P
 
 
 def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Callable] = ()) -> TuneReport:
-    started = time.perf_counter()
     check_space(params.space, type(job.params), "params.yaml:tune.space")
     problem = job.problem(job.params)
     study = optuna.create_study(
@@ -172,7 +170,6 @@ def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Ca
         float(default_test),
         float(tuned_test),
         float(tuned_test - default_test if higher else default_test - tuned_test),
-        time.perf_counter() - started,
     )
 
 
@@ -200,9 +197,10 @@ def main(which: Sequence[str], params_file: Path | None = None, trials: int | No
             from models import registry
 
             callbacks.append(registry.optuna_callback(name))
+        started = time.perf_counter()
         report = tune_one(name, jobs[name], params, callbacks)
         write_atomic(params.report / f"tune_{name}.json", (json.dumps(asdict(report), indent=2) + "\n").encode())
-        print(report.line())
+        print(report.line(time.perf_counter() - started))
         print(f"  best params: {json.dumps(report.best_params)}")
         reports.append(report)
     return reports
