@@ -78,6 +78,13 @@ def _tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    from models.bench import main
+
+    main(rows=args.rows, trials=args.trials, params_file=args.params)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -168,6 +175,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default: 1,000,000)")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="file format (default: jsonl)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = command(
+        "bench-train",
+        "Benchmark: features + 3 predictors + N Optuna trials each on the samples scaled to N rows, vs the 10-minute goal.",
+        "beast bench-train --rows 100000 --trials 30",
+        _bench_train,
+    )
+    p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
+    p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
+    p.add_argument("--params", type=Path, help="params file (default: ./params.yaml)")
     return parser
 
 

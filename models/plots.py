@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -41,10 +40,10 @@ def importance_plot(booster: lgb.Booster, path: Path, title: str, top: int = 20)
     return _save(fig, path)
 
 
-def error_by_group_plot(errors: pd.Series, groups: pd.Series, path: Path, title: str, xlabel: str) -> Path:
-    """Mean absolute error per group (e.g. per model), sorted."""
-    means = pd.Series(np.abs(errors.to_numpy()), index=groups.to_numpy()).groupby(level=0).mean().sort_values()
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(means) + 1.2))
-    ax.barh(means.index.astype(str), means.to_numpy())
+def error_by_group_plot(values: pd.Series, path: Path, title: str, xlabel: str) -> Path:
+    """One bar per group (e.g. mean absolute error per model), sorted."""
+    values = values.sort_values()
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(values) + 1.2))
+    ax.barh(values.index.astype(str), values.to_numpy())
     ax.set(xlabel=xlabel, title=title)
     return _save(fig, path)

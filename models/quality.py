@@ -215,6 +215,11 @@ def fit_and_evaluate(
         "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
     }
     notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, (_, loss) in chosen.items())})", f"strongest model on train prompts: {strongest}")
-    tables = {"reliability": tuple(calibration.to_dict("records"))}
+    per_model = pd.DataFrame({"model": test_rows["model"].to_numpy(), "abs_error": np.abs(pred - test_rows["quality"].to_numpy(dtype=float))})
+    by_model = per_model.groupby("model")["abs_error"].mean().sort_index()
+    tables = {
+        "reliability": tuple(calibration.to_dict("records")),
+        "error_by_model": tuple({"group": str(k), "value": float(v)} for k, v in by_model.items()),
+    }
     return predictor, Evaluation("quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes, tables)
 

@@ -98,6 +98,9 @@ def _plots(name: str, trained: Trained, folder: Path) -> dict[str, Path]:
     if "reliability" in trained.evaluation.tables:
         table = pd.DataFrame(list(trained.evaluation.tables["reliability"]))
         out["plots/reliability.png"] = plots.reliability_plot(table, folder / "reliability.png", f"{name}: calibration on test prompts")
+    if "error_by_model" in trained.evaluation.tables:
+        table = pd.DataFrame(list(trained.evaluation.tables["error_by_model"])).set_index("group")["value"]
+        out["plots/error_by_model.png"] = plots.error_by_group_plot(table, folder / "error_by_model.png", f"{name}: test error by model", "mean absolute error")
     return out
 
 

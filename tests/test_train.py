@@ -57,4 +57,5 @@ def test_metrics_files_hold_the_predictor_and_its_baselines(trained) -> None:
         assert (tmp / "plots" / name / "importance.png").stat().st_size > 1000
     quality = json.loads((tmp / "metrics" / "quality.json").read_text())
     assert quality["metrics"]["auc_vs_strongest"] > quality["baselines"]["per_model_mean"]["auc_vs_strongest"]
-    assert len(quality["tables"]["reliability"]) >= 5
+    assert len(quality["tables"]["reliability"]) >= 5 and len(quality["tables"]["error_by_model"]) == 14
+    assert (tmp / "plots" / "quality" / "error_by_model.png").stat().st_size > 1000
