@@ -95,16 +95,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, summary: str, example: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    def command(name: str, summary: str, example: str, handler: Callable[[argparse.Namespace], int], sections: str = "") -> argparse.ArgumentParser:
+        """A subcommand; `sections` names the params.yaml sections it reads (then it takes --params)."""
         p = sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}", formatter_class=fmt)
         p.set_defaults(handler=handler)
+        if sections:
+            p.add_argument("--params", type=Path, help=f"params file, section(s) {sections} (default: ./params.yaml if present)")
         return p
+
+    def predictor_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
 
     p = command(
         "ingest",
         "Validate trace files against contract v1, quarantine bad rows with a reason, store the rest as Parquet.",
         "beast ingest data/sample/*.parquet data/sample/*.jsonl.gz --out data/traces",
         _ingest,
+        "`ingest`",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, help="price table YAML used to cost rows without cost_usd (default: params.yaml ingest.prices)")
@@ -112,7 +119,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
     p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
     p.add_argument("--ingest-id", help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix")
-    p.add_argument("--params", type=Path, help="params file, section `ingest` (default: ./params.yaml if present)")
 
     p = command(
         "import",
@@ -129,13 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         "Write realistic synthetic traces (bursty arrivals, tenants, sessions, failures, latency tails).",
         "beast synth --rows 100000 --seed 7 --malformed 0.01 --out /tmp/traces.jsonl.gz",
         _synth,
+        "`synth`",
     )
     p.add_argument("--rows", type=int, help="number of rows (default: params.yaml synth.rows)")
     p.add_argument("--seed", type=int, help="random seed (default: params.yaml synth.seed)")
     p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one known problem each (JSONL and CSV)")
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
-    p.add_argument("--params", type=Path, help="params file, section `synth` (default: ./params.yaml if present)")
 
     command(
         "contract",
@@ -149,22 +155,22 @@ def _parser() -> argparse.ArgumentParser:
         "Fit, evaluate (held out, against baselines), save and register the quality / cost / cache predictors.",
         "beast train all            # or: beast train quality --traces data/traces --no-register",
         _train,
+        "`train`, `features`",
     )
-    p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
+    predictor_arg(p)
     p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
-    p.add_argument("--params", type=Path, help="params file, sections `train` and `features` (default: ./params.yaml if present)")
 
     p = command(
         "tune",
         "Optuna study per predictor (TPE + pruning, resumable SQLite storage), then default vs tuned on the test side.",
         "beast tune cache --trials 30",
         _tune,
+        "`tune`, `train`, `features`",
     )
-    p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
+    predictor_arg(p)
     p.add_argument("--trials", type=int, help="trials to add to the study (default: params.yaml tune.trials)")
     p.add_argument("--no-track", action="store_true", help="do not log trials to MLflow")
-    p.add_argument("--params", type=Path, help="params file, sections `tune`, `train`, `features` (default: ./params.yaml)")
 
     p = command(
         "bench-ingest",
@@ -181,10 +187,10 @@ def _parser() -> argparse.ArgumentParser:
         "Benchmark: features + 3 predictors + N Optuna trials each on the samples scaled to N rows, vs the 10-minute goal.",
         "beast bench-train --rows 100000 --trials 30",
         _bench_train,
+        "`train`, `features`, `tune`",
     )
     p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
     p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
-    p.add_argument("--params", type=Path, help="params file (default: ./params.yaml)")
     return parser
 
 
