@@ -32,7 +32,7 @@ install: .venv/.synced  ## create .venv from uv.lock (exact versions)
 run: install  ## ingest the committed samples, train + register the predictors, say where results are
 	$(UV) run dvc repro
 	@echo
-	@$(UV) run dvc metrics show
+	@$(UV) run beast metrics
 	@echo
 	@echo "Results:"
 	@echo "  dataset     data/traces/      (Parquet, partitioned by date; read with traces.store.read_traces)"

@@ -70,6 +70,14 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from beast.config import load_params
+    from models.train import TrainParams, metrics_summary
+
+    print(metrics_summary(args.folder or load_params(args.params, "train", TrainParams).metrics))
+    return EXIT_OK
+
+
 def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
@@ -160,6 +168,15 @@ def _parser() -> argparse.ArgumentParser:
     predictor_arg(p)
     p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
+
+    p = command(
+        "metrics",
+        "Print each predictor's held-out metrics beside its baselines (from data/metrics/<predictor>.json).",
+        "beast metrics",
+        _metrics,
+        "`train`",
+    )
+    p.add_argument("--folder", type=Path, help="metrics folder (default: params.yaml train.metrics)")
 
     p = command(
         "tune",

@@ -122,6 +122,18 @@ def flat_metrics(evaluation: Evaluation) -> dict[str, float]:
     return out
 
 
+def metrics_summary(folder: Path) -> str:
+    """The held-out tables of every predictor with a metrics file in `folder` (what `beast metrics` prints)."""
+    parts = []
+    for name in PREDICTORS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            data["notes"], data["tables"] = tuple(data.get("notes", ())), {}
+            parts.append(f"== {name} ({path}) ==\n{Evaluation(**data).table()}")
+    return "\n\n".join(parts) if parts else f"no predictor metrics in {folder}: run `beast train` (or `make run`)"
+
+
 def read_inputs(paths: Sequence[Path], params: TrainParams) -> pd.DataFrame:
     """Traces from dataset folders as they are, or from trace files validated through a throwaway ingest."""
     from traces.ingest import IngestParams, ingest

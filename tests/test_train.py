@@ -59,3 +59,12 @@ def test_metrics_files_hold_the_predictor_and_its_baselines(trained) -> None:
     assert quality["metrics"]["auc_vs_strongest"] > quality["baselines"]["per_model_mean"]["auc_vs_strongest"]
     assert len(quality["tables"]["reliability"]) >= 5 and len(quality["tables"]["error_by_model"]) == 14
     assert (tmp / "plots" / "quality" / "error_by_model.png").stat().st_size > 1000
+
+
+def test_metrics_summary_prints_predictor_beside_baselines(trained) -> None:
+    from models.train import metrics_summary
+
+    tmp, _, _ = trained
+    text = metrics_summary(tmp / "metrics")
+    assert text.count("== ") == 3 and "recency_frequency" in text and "auc_vs_strongest" in text
+    assert "no predictor metrics" in metrics_summary(tmp / "nowhere")
