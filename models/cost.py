@@ -30,10 +30,7 @@ from models.common import Evaluation, Split, TuningProblem, group_split, time_sp
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
-try:  # hand-made prompt features (another module's work); the length pair below is the fallback
-    from features.prompt import prompt_features
-except ImportError:  # pragma: no cover - exercised only while features/prompt.py is absent
-    prompt_features = None
+from features.prompt import prompt_features
 
 CATEGORICAL: tuple[str, ...] = ("model", "task")
 HEADS: tuple[str, ...] = ("p50", "p90", "mean")
@@ -78,19 +75,9 @@ def _codes(values: pd.Series | None, categories: tuple[str, ...], n: int) -> np.
 
 
 def _prompt_block(frame: pd.DataFrame) -> pd.DataFrame:
-    """Prompt features (prefixed `prompt_`), NaN rows where there is no prompt; at least chars and lines."""
-    n = len(frame)
-    prompts = frame["prompt"] if "prompt" in frame.columns else pd.Series([None] * n, index=frame.index, dtype=object)
-    if prompt_features is not None:
-        block = prompt_features(prompts).add_prefix("prompt_").astype(np.float64)
-        return block.reset_index(drop=True)
-    text = prompts.astype(object)
-    known = text.notna().to_numpy()
-    chars, lines = np.full(n, np.nan), np.full(n, np.nan)
-    s = text[known].astype(str)
-    chars[known] = s.str.len().to_numpy(dtype=np.float64)
-    lines[known] = s.str.count("\n").to_numpy(dtype=np.float64) + 1
-    return pd.DataFrame({"prompt_chars": chars, "prompt_lines": lines})
+    """Prompt features (prefixed `prompt_`), NaN rows where there is no prompt."""
+    prompts = frame["prompt"] if "prompt" in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    return prompt_features(prompts).add_prefix("prompt_").astype(np.float64).reset_index(drop=True)
 
 
 def cost_features(frame: pd.DataFrame, categories: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:

@@ -63,12 +63,11 @@ def test_cost_features_without_prompt_or_cache_columns_are_nan() -> None:
     assert list(X.columns) == list(cost_features(_frame(), CATS).columns)
 
 
-def test_prompt_length_fallback_without_features_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.cost
+def test_prompt_features_are_the_shared_ones_prefixed() -> None:
+    from features.prompt import PROMPT_FEATURES
 
-    monkeypatch.setattr(models.cost, "prompt_features", None)  # as if features/prompt.py were absent
     X = cost_features(_frame(), CATS)
-    assert [c for c in X.columns if c.startswith("prompt_")] == ["prompt_chars", "prompt_lines"]
+    assert [c for c in X.columns if c.startswith("prompt_")] == [f"prompt_{c}" for c in PROMPT_FEATURES]
     np.testing.assert_array_equal(X["prompt_chars"].to_numpy(), [3.0, np.nan, 0.0])
     np.testing.assert_array_equal(X["prompt_lines"].to_numpy(), [2.0, np.nan, 1.0])
 
