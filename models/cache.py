@@ -38,10 +38,10 @@ as above), so a router can compute them online at arrival; NaN means "never seen
 | `conv_turn` | earlier requests holding its second block = its turn in the conversation (NaN if < 2 blocks) |
 | `secs_since_conv_seen` | seconds since its second block was last seen: gap since the conversation's previous turn |
 | `conv_age_s` | seconds since its second block was first seen: age of the conversation |
+| `rate_60s` | earlier requests with timestamp in [t - 60 s, t] (load) |
 
 The conversation of a request is keyed by its first two blocks (system block + the conversation's first
 user block); with hash-chained ids that is the same as keying by its second block.
-| `rate_60s` | earlier requests with timestamp in [t - 60 s, t] (load) |
 
 All are vectorised (pyarrow flatten, numpy lexsort, grouped shifts); no Python loop per row.
 
