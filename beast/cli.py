@@ -78,6 +78,16 @@ def _metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from models.export import export
+
+    result = export(args.alias, args.out, models_dir=args.models, prices_file=args.prices, overwrite=args.overwrite)
+    print(f"bundle {result.path} ({result.files} files, {result.bytes / 1e6:.1f} MB) and {result.archive}")
+    for name, entry in result.manifest["predictors"].items():
+        print(f"  {name}: {entry.get('registered_name')} version {entry.get('version')} (@{args.alias})")
+    return EXIT_OK
+
+
 def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
@@ -168,6 +178,18 @@ def _parser() -> argparse.ArgumentParser:
     predictor_arg(p)
     p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
+
+    p = command(
+        "export",
+        "Write the language-neutral router bundle (models as LightGBM text + JSON, feature spec, policy, manifest with sha256) and its .tar.gz.",
+        "beast export --alias champion --out bundle",
+        _export,
+    )
+    p.add_argument("--alias", default="champion", help="registry alias to export (default: champion)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to create (its .tar.gz is written beside it)")
+    p.add_argument("--models", type=Path, default=Path("data/models"), help="side files written by `beast train` (default: data/models)")
+    p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table for the candidate models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (atomically)")
 
     p = command(
         "metrics",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import subprocess
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -64,3 +65,12 @@ def read_bytes(path: Path) -> bytes:
         raise BeastError(f"{path}: unreadable gzip ({exc}); the file is truncated or not gzip") from None
     except OSError as exc:
         raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def git_commit(repo: Path) -> str | None:
+    """HEAD of the git checkout at `repo` (provenance for runs and bundles), or None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None

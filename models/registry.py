@@ -45,7 +45,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -69,6 +68,7 @@ from mlflow.models import Model, infer_signature
 from sqlalchemy.exc import SQLAlchemyError
 
 from beast.errors import BeastError
+from beast.files import git_commit
 
 REGISTERED: dict[str, str] = {"quality": "beast-quality", "cost": "beast-cost", "cache": "beast-cache"}
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -187,14 +187,6 @@ def _experiment_id(client: MlflowClient, uri: str, predictor: str, suffix: str =
     return client.create_experiment(name, artifact_location=_artifact_location(uri))
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
 def _check_key(key: str) -> str:
     if not _KEY.fullmatch(key):
         raise BeastError(f"booster key {key!r}: use letters, digits, '_', '.', '-' only")
@@ -250,7 +242,7 @@ def log_predictor(
     name = _registered_name(predictor)
     client, uri = _client(uri)
     all_tags = {"beast.predictor": predictor, "beast.lightgbm_version": lgb.__version__} | dict(tags)
-    if (commit := _git_commit()) is not None:
+    if (commit := git_commit(ROOT)) is not None:
         all_tags.setdefault("mlflow.source.git.commit", commit)
     with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp:
         staging = Path(tmp)

@@ -1,0 +1,295 @@
+"""Stage `export`: the registered champions (or local `beast train` files) as one language-neutral bundle.
+
+The bundle is the contract a router in any language loads (layout and checks: `serving/bundle.py`).
+`build_bundle` writes it from the files `beast train` leaves in ``data/models/<predictor>/`` (or from
+boosters passed in); `export` looks each predictor's version up by alias in the MLflow registry (through
+`models/registry.py`), loads exactly those boosters, and builds the bundle around them.
+
+Writing is atomic: everything goes into a hidden temp folder next to `out`, is verified with the
+router's own `serving.bundle.verify`, and is renamed into place; the ``.tar.gz`` beside it is written
+through `beast.files.atomic_path`. Models are LightGBM text + LightGBM JSON only; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import lightgbm as lgb
+
+from beast.errors import BeastError
+from beast.files import atomic_path, git_commit, gzip_writer
+from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, BundleError, safe_relpath, verify
+from traces.prices import PriceTable, load_prices
+
+ROOT = Path(__file__).resolve().parents[1]
+PRICE_UNIT = "USD per 1M tokens"
+DEFAULT_TARGET_QUALITY = 0.5
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path  # the bundle folder
+    archive: Path  # <path>.tar.gz
+    manifest: Mapping[str, Any]
+    files: int  # files in the bundle, manifest included
+    bytes: int  # their total size
+
+
+def archive_path(out: Path) -> Path:
+    return out.parent / f"{out.name}.tar.gz"
+
+
+def default_policy(candidates: Mapping[str, Mapping[str, float]], target_quality: float = DEFAULT_TARGET_QUALITY) -> dict[str, Any]:
+    """Threshold routing: the cheapest model predicted to reach `target_quality`; fallbacks cheapest first."""
+    order = sorted(candidates, key=lambda m: (candidates[m]["input"] + candidates[m]["output"], candidates[m]["input"], m))
+    return {"name": "threshold", "args": {"target_quality": target_quality}, "fallback_order": order}
+
+
+def _dumps(obj: Any, indent: int | None = 1) -> bytes:
+    try:
+        return (json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n").encode()
+    except ValueError as exc:  # NaN / inf: not JSON other languages can read
+        raise BeastError(f"export: cannot write strict JSON ({exc})") from None
+
+
+def _read_side(src: Path, predictor: str) -> dict[str, Any]:
+    path = src / predictor / f"{predictor}.json"
+    try:
+        side = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BeastError(f"{path}: missing; run `beast train {predictor}` (or `make run`) first") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BeastError(f"{path}: cannot read side JSON ({exc})") from None
+    if not isinstance(side, dict) or not isinstance(side.get("feature_names"), list):
+        raise BeastError(f"{path}: side JSON needs a feature_names list")
+    return side
+
+
+def local_keys(src: Path, predictor: str) -> list[str]:
+    """Booster keys `beast train` wrote for `predictor`: the stems of ``<src>/<predictor>/*.txt``."""
+    keys = sorted(p.stem for p in (src / predictor).glob("*.txt"))
+    if not keys:
+        raise BeastError(f"{src / predictor}: no LightGBM boosters (*.txt); run `beast train {predictor}` (or `make run`) first")
+    return keys
+
+
+def _load_local(src: Path, predictor: str) -> dict[str, lgb.Booster]:
+    out = {}
+    for key in local_keys(src, predictor):
+        path = src / predictor / f"{key}.txt"
+        try:
+            out[key] = lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise BeastError(f"{path}: not a LightGBM text model ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    return out
+
+
+def _candidates(sides: Mapping[str, Mapping[str, Any]], keys: list[str], prices: PriceTable) -> dict[str, dict[str, float]]:
+    """The models the quality predictor can score, with their current prices (USD per 1M tokens)."""
+    quality = sides["quality"]
+    if quality.get("heads") == "per_model":
+        models = keys
+    else:
+        models = list(quality.get("feature_spec", {}).get("models", {}).get("categories", [])) or list(prices.models)
+    out = {}
+    for model in sorted(models):
+        price = prices.current(model)
+        if price is None:
+            raise BeastError(f"export: candidate model {model!r} has no price in the price table; add it to the prices file")
+        out[model] = {"input": price.input, "output": price.output, "cached_input": price.cached_input}
+    return out
+
+
+def _check_policy(policy: Mapping[str, Any], candidates: Mapping[str, Any]) -> dict[str, Any]:
+    policy = dict(policy)
+    if not isinstance(policy.get("name"), str) or not isinstance(policy.get("args", {}), Mapping):
+        raise BeastError(f"export: policy needs a name (str) and args (mapping), got {policy!r}")
+    policy.setdefault("args", {})
+    policy.setdefault("fallback_order", default_policy(candidates)["fallback_order"])
+    unknown = [m for m in policy["fallback_order"] if m not in candidates]
+    if unknown:
+        raise BeastError(f"export: policy fallback_order names models that are not candidates: {', '.join(map(str, unknown))}")
+    return policy
+
+
+def _version_entry(version: object | None, alias: str | None) -> dict[str, Any]:
+    if version is None:
+        return {"registered_name": None, "version": None, "run_id": None, "alias": None}
+    return {"registered_name": version.name, "version": str(version.version), "run_id": version.run_id, "alias": alias}
+
+
+def _stage(tmp: Path, rel: str, data: bytes, files: dict[str, dict[str, Any]]) -> None:
+    path = tmp.joinpath(*PurePosixPath(rel).parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _write_tree(tmp: Path, src: Path, prices: PriceTable, versions: Mapping[str, object] | None, policy: Mapping[str, Any], boosters: Mapping[str, Mapping[str, lgb.Booster]], alias: str | None) -> dict[str, Any]:
+    """Every bundle file into `tmp`; returns the manifest (also written)."""
+    sides = {p: _read_side(src, p) for p in PREDICTORS}
+    spec = sides["quality"].get("feature_spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("version"), str):
+        raise BeastError(f"{src / 'quality' / 'quality.json'}: feature_spec with a version is missing; retrain quality")
+    candidates = _candidates(sides, list(boosters["quality"]), prices)
+    policy = _check_policy(policy, candidates)
+    files: dict[str, dict[str, Any]] = {}
+    predictors = {}
+    for p in PREDICTORS:
+        entry = _version_entry((versions or {}).get(p), alias)
+        models, trees = {}, {}
+        for key, booster in boosters[p].items():
+            if safe_relpath(key) is None or "/" in key or not key:
+                raise BeastError(f"export: {p} booster key {key!r} is not a plain file name")
+            if booster.feature_name() != sides[p]["feature_names"]:
+                raise BeastError(f"export: {p} booster {key!r} features {booster.feature_name()} do not match {p}.json feature_names {sides[p]['feature_names']}: side JSON and boosters are from different fits")
+            text, dump = booster.model_to_string(), booster.dump_model()
+            if len(dump["tree_info"]) != booster.num_trees():
+                raise BeastError(f"export: {p} booster {key!r}: JSON dump has {len(dump['tree_info'])} trees, the model {booster.num_trees()}")
+            models[key] = {"text": f"models/{p}/{key}.txt", "json": f"models/{p}/{key}.json"}
+            trees[key] = booster.num_trees()
+            _stage(tmp, models[key]["text"], text.encode(), files)
+            _stage(tmp, models[key]["json"], _dumps(dump, indent=None), files)
+        _stage(tmp, f"{p}.json", _dumps(sides[p]), files)
+        extra = {"heads": sides[p]["heads"]} if "heads" in sides[p] else {}
+        extra |= {"horizon_s": sides[p]["horizon_s"]} if "horizon_s" in sides[p] else {}
+        predictors[p] = entry | {"keys": list(models), "num_trees": trees, "side": f"{p}.json", "files": models} | extra
+    _stage(tmp, "feature_spec.json", json.dumps(spec, sort_keys=True).encode(), files)  # byte-identical to FeatureSpec.to_json()
+    _stage(tmp, "policy.json", _dumps(policy), files)
+    manifest = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": {"git_commit": git_commit(ROOT), "lightgbm_version": lgb.__version__},
+        "predictors": predictors,
+        "candidates": candidates,
+        "price_unit": PRICE_UNIT,
+        "feature_spec_version": spec["version"],
+        "feature_spec": "feature_spec.json",
+        "policy": policy,
+        "files": dict(sorted(files.items())),
+    }
+    (tmp / MANIFEST).write_bytes(_dumps(manifest))
+    return manifest
+
+
+def _tar(folder: Path, dest: Path) -> None:
+    """`folder`'s files as a deterministic tar.gz (sorted, mtime 0, root-owned, 0644): members relative to it."""
+    with open(dest, "wb") as raw, gzip_writer(raw) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename `tmp` to `out`; an existing bundle at `out` is renamed aside first and removed afterwards."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not overwrite:
+        raise BeastError(f"{out}: already exists; pass overwrite=True to replace it")
+    if not out.is_dir() or not (out / MANIFEST).is_file():
+        raise BeastError(f"{out}: exists and is not a bundle folder (no {MANIFEST}); refusing to replace it")
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, aside / "bundle")
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(aside / "bundle", out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def build_bundle(
+    src: Path,
+    prices: PriceTable,
+    out: Path,
+    versions: Mapping[str, object] | None,
+    policy: Mapping[str, Any],
+    *,
+    boosters: Mapping[str, Mapping[str, lgb.Booster]] | None = None,
+    alias: str | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the bundle folder `out` and `out`.tar.gz from `src` (``data/models``: side JSON + boosters).
+
+    `versions` maps predictor -> `registry.RegisteredVersion` (None: unregistered local files);
+    `boosters` (predictor -> key -> Booster) replaces the ``*.txt`` files in `src` when given. `out`
+    must not exist unless `overwrite`; nothing is left half-written on failure.
+    """
+    src, out = Path(src), Path(out)
+    if out.exists() and not overwrite:
+        raise BeastError(f"{out}: already exists; pass overwrite=True to replace it")
+    archive = archive_path(out)
+    boosters = boosters if boosters is not None else {p: _load_local(src, p) for p in PREDICTORS}
+    missing = [p for p in PREDICTORS if not boosters.get(p)]
+    if missing:
+        raise BeastError(f"export: no boosters for {', '.join(missing)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        manifest = _write_tree(tmp, src, prices, versions, policy, boosters, alias)
+        try:
+            verify(tmp)
+        except BundleError as exc:
+            raise BeastError(f"export: the bundle just written does not verify: {exc}") from None
+        count, size = len(manifest["files"]) + 1, sum(f["bytes"] for f in manifest["files"].values()) + (tmp / MANIFEST).stat().st_size
+        with atomic_path(archive) as tmp_archive:
+            _tar(tmp, tmp_archive)
+            _replace(tmp, out, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return ExportResult(out, archive, manifest, count, size)
+
+
+def _registered_boosters(predictor: str, alias: str, keys: list[str], uri: str | None) -> dict[str, lgb.Booster]:
+    """The boosters of `predictor`@`alias`: each local key as a run artifact ``boosters/<key>.txt``, and the one
+    key that is not an artifact as the registered model itself."""
+    from models import registry
+
+    out, main = {}, []
+    for key in keys:
+        try:
+            out[key] = registry.load_booster(predictor, alias, key=key, uri=uri)
+        except BeastError:
+            main.append(key)
+    if len(main) != 1:
+        raise BeastError(f"export: {predictor}@{alias}: expected exactly one local booster to be the registered model, found {main or 'none'}; are data/models and the registry from the same training run?")
+    out[main[0]] = registry.load_booster(predictor, alias, uri=uri)
+    return {k: out[k] for k in keys}
+
+
+def export(alias: str, out: Path, models_dir: Path = Path("data/models"), prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False) -> ExportResult:
+    """The bundle of each predictor's version `alias` (e.g. ``champion``) in the MLflow registry.
+
+    Boosters come from the registry (what is registered is what ships); side JSON from `models_dir`,
+    checked against the boosters' feature names.
+    """
+    from models import registry
+
+    versions = {}
+    for p in PREDICTORS:
+        found = registry.version_by_alias(p, alias, uri)
+        if found is None:
+            raise BeastError(f"export: {registry.REGISTERED[p]}@{alias}: no such alias in {uri or registry.tracking_uri()}; train (and promote) {p} first")
+        versions[p] = found
+    boosters = {p: _registered_boosters(p, alias, local_keys(models_dir, p), uri) for p in PREDICTORS}
+    prices = load_prices(prices_file)
+    if policy is None:
+        policy = default_policy(_candidates({p: _read_side(models_dir, p) for p in PREDICTORS}, list(boosters["quality"]), prices))
+    return build_bundle(models_dir, prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite)

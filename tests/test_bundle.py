@@ -1,0 +1,326 @@
+"""Export bundle: models/export.py writes it, serving/bundle.py verifies and extracts it (tamper, tar escapes, no pickle)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from beast.errors import BeastError
+from models.export import ExportResult, build_bundle, default_policy, export
+from serving.bundle import Bundle, BundleError, extract, verify
+from traces.prices import parse_prices
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATURES = ["len_tokens", "price", "depth"]
+PRICES = parse_prices({"models": {"big": {"input": 10.0, "output": 30.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}, "mid": {"input": 1.0, "output": 2.0}}}, "test")
+BOOSTER_KEYS = {"quality": ["big", "small"], "cost": ["mean", "p50", "p90"], "cache": ["model"]}
+SIDES = {
+    "quality": {"heads": "per_model", "feature_names": FEATURES, "feature_spec": {"kind": "beast-feature-spec", "columns": FEATURES, "version": "0123456789abcdef"}},
+    "cost": {"feature_names": FEATURES, "categories": {"model": ["big", "small"]}, "p90_shift": {"": 0.1, "big": 0.2}},
+    "cache": {"feature_names": FEATURES, "horizon_s": 300.0},
+}
+
+
+def _booster(seed: int, objective: str = "binary", alpha: float | None = None) -> tuple[lgb.Booster, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
+    y = (X["len_tokens"] + 0.5 * rng.normal(size=200) > 0).astype(float) if objective == "binary" else X.sum(axis=1)
+    params = {"objective": objective, "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True} | ({"alpha": alpha} if alpha else {})
+    return lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=5 + seed), X
+
+
+def _boosters() -> dict[str, dict[str, lgb.Booster]]:
+    objectives = {"quality": ("binary", None), "cost": ("regression", None), "cache": ("binary", None)}
+    out, seed = {}, 0
+    for p, keys in BOOSTER_KEYS.items():
+        out[p] = {}
+        for key in keys:
+            objective, alpha = ("quantile", 0.9) if key == "p90" else objectives[p]
+            out[p][key] = _booster(seed, objective, alpha)[0]
+            seed += 1
+    return out
+
+
+def _write_models_dir(folder: Path, boosters: dict[str, dict[str, lgb.Booster]]) -> Path:
+    """The layout `beast train` writes: <predictor>/<key>.txt and <predictor>/<predictor>.json."""
+    for p, by_key in boosters.items():
+        (folder / p).mkdir(parents=True)
+        for key, b in by_key.items():
+            (folder / p / f"{key}.txt").write_text(b.model_to_string())
+        (folder / p / f"{p}.json").write_text(json.dumps(SIDES[p], indent=1, sort_keys=True))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_models_dir(tmp_path_factory.mktemp("models"), _boosters())
+
+
+@pytest.fixture
+def built(models_dir: Path, tmp_path: Path) -> ExportResult:
+    return build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}})
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_build_writes_a_verified_bundle(built: ExportResult) -> None:
+    bundle = verify(built.path)
+    m = bundle.manifest
+    assert (m["kind"], m["schema_version"], m["feature_spec_version"]) == ("beast-bundle", "1", "0123456789abcdef")
+    assert m["created_at"].endswith("Z") and len(m["created_at"]) == 20
+    assert m["candidates"] == {"big": {"input": 10.0, "output": 30.0, "cached_input": 10.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}}
+    assert m["policy"] == {"name": "threshold", "args": {"target_quality": 0.5}, "fallback_order": ["small", "big"]} == bundle.policy()
+    assert {p: e["keys"] for p, e in m["predictors"].items()} == BOOSTER_KEYS
+    assert m["predictors"]["quality"]["heads"] == "per_model" and m["predictors"]["cache"]["horizon_s"] == 300.0
+    assert m["predictors"]["cost"]["registered_name"] is None
+    expected = {f"models/{p}/{k}.{ext}" for p, keys in BOOSTER_KEYS.items() for k in keys for ext in ("txt", "json")}
+    expected |= {"quality.json", "cost.json", "cache.json", "feature_spec.json", "policy.json"}
+    assert set(m["files"]) == expected and _all_files(built.path) == sorted(expected | {"manifest.json"})
+    assert built.files == 18 and built.bytes == sum(p.stat().st_size for p in built.path.rglob("*") if p.is_file())
+    assert bundle.side("cost") == SIDES["cost"] and bundle.feature_spec() == SIDES["quality"]["feature_spec"]
+    assert built.archive == built.path.parent / "bundle.tar.gz" and built.archive.is_file()
+    assert [p.name for p in built.path.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_bundle_models_predict_like_the_originals(built: ExportResult, models_dir: Path) -> None:
+    bundle = verify(built.path)
+    X = _booster(0)[1]
+    for p, keys in BOOSTER_KEYS.items():
+        for key in keys:
+            original = lgb.Booster(model_file=str(models_dir / p / f"{key}.txt"))
+            loaded = lgb.Booster(model_str=bundle.model_text(p, key))
+            np.testing.assert_array_equal(loaded.predict(X), original.predict(X))
+            assert len(bundle.model_json(p, key)["tree_info"]) == loaded.num_trees() == bundle.predictors[p]["num_trees"][key]
+
+
+def test_json_dump_has_as_many_trees_as_the_text_model(built: ExportResult) -> None:
+    for rel in (r for r in verify(built.path).files if r.startswith("models/") and r.endswith(".txt")):
+        text = (built.path / rel).read_text()
+        dump = json.loads((built.path / rel).with_suffix(".json").read_text())
+        assert len(dump["tree_info"]) == text.count("\nTree=") == lgb.Booster(model_str=text).num_trees() > 0
+
+
+def test_flipped_byte_is_tampered(built: ExportResult) -> None:
+    path = built.path / "models" / "cost" / "p90.txt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"models/cost/p90\.txt: tampered: sha256 mismatch"):
+        verify(built.path)
+
+
+def test_truncated_file_is_a_size_mismatch(built: ExportResult) -> None:
+    path = built.path / "policy.json"
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(BundleError, match=r"policy\.json: tampered: size mismatch"):
+        verify(built.path)
+
+
+def test_deleted_file_is_missing(built: ExportResult) -> None:
+    (built.path / "models" / "quality" / "small.json").unlink()
+    with pytest.raises(BundleError, match=r"models/quality/small\.json: missing"):
+        verify(built.path)
+
+
+@pytest.mark.parametrize("rel", ["extra.txt", "models/quality/evil.txt"])
+def test_added_file_is_unexpected(built: ExportResult, rel: str) -> None:
+    (built.path / rel).write_text("x")
+    with pytest.raises(BundleError, match=rf"{rel}: unexpected file"):
+        verify(built.path)
+
+
+def test_symlink_in_place_of_a_file_is_refused(built: ExportResult) -> None:
+    target = built.path / "cache.json"
+    os.replace(target, built.path.parent / "cache.json")
+    target.symlink_to(built.path.parent / "cache.json")
+    with pytest.raises(BundleError, match=r"cache\.json: not a regular file"):
+        verify(built.path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m | {"schema_version": "2"}, "unknown schema_version '2'"),
+        (lambda m: {k: v for k, v in m.items() if k != "files"}, "field 'files' missing"),
+        (lambda m: m | {"files": m["files"] | {"../x": {"sha256": "0" * 64, "bytes": 1}}}, "bad path"),
+        (lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != "policy.json"}}, "policy.json: named by manifest.json but not listed"),
+    ],
+)
+def test_bad_manifest_is_refused(built: ExportResult, edit, message: str) -> None:
+    path = built.path / "manifest.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(BundleError, match=message):
+        verify(built.path)
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="manifest.json: missing"):
+        verify(tmp_path)
+
+
+def test_out_exists_refused_unless_overwrite(built: ExportResult, models_dir: Path) -> None:
+    policy = default_policy({"small": {"input": 0.1, "output": 0.2}, "big": {"input": 10.0, "output": 30.0}}, 0.7)
+    with pytest.raises(BeastError, match="already exists; pass overwrite=True"):
+        build_bundle(models_dir, PRICES, built.path, None, policy)
+    again = build_bundle(models_dir, PRICES, built.path, None, policy, overwrite=True)
+    assert verify(again.path).policy()["args"] == {"target_quality": 0.7}
+    assert sorted(p.name for p in built.path.parent.iterdir()) == ["bundle", "bundle.tar.gz"]
+    not_a_bundle = built.path.parent / "other"
+    not_a_bundle.mkdir()
+    with pytest.raises(BeastError, match="not a bundle folder"):
+        build_bundle(models_dir, PRICES, not_a_bundle, None, policy, overwrite=True)
+    assert list(not_a_bundle.iterdir()) == []
+
+
+def test_side_json_from_another_fit_is_refused(models_dir: Path, tmp_path: Path) -> None:
+    boosters = _boosters()
+    boosters["cache"]["model"] = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(pd.DataFrame({"a": np.arange(50.0)}), label=np.arange(50) % 2), 2)
+    with pytest.raises(BeastError, match="cache booster 'model' features"):
+        build_bundle(models_dir, PRICES, tmp_path / "b", None, {"name": "threshold"}, boosters=boosters)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tar_round_trip(built: ExportResult, tmp_path: Path) -> None:
+    with tarfile.open(built.archive, "r:gz") as tar:
+        assert all(m.isfile() and m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+    bundle = verify(extract(built.archive, tmp_path / "x"))
+    assert isinstance(bundle, Bundle) and bundle.manifest == verify(built.path).manifest
+    assert _all_files(tmp_path / "x") == _all_files(built.path)
+    with pytest.raises(BundleError, match="already exists"):
+        extract(built.archive, tmp_path / "x")
+
+
+def _evil_archive(path: Path, built: ExportResult, evil: tarfile.TarInfo, payload: bytes = b"evil") -> Path:
+    """The good bundle's members plus one crafted member."""
+    with tarfile.open(built.archive, "r:gz") as src, tarfile.open(path, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m))
+        dst.addfile(evil, io.BytesIO(payload) if evil.isfile() else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 4) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, size if kind == tarfile.REGTYPE else 0
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (lambda t: _member("../evil-" + t), "unsafe path"),
+        (lambda t: _member("models/../../evil-" + t), "unsafe path"),
+        (lambda t: _member(f"/tmp/beast-evil-{t}"), "unsafe path"),
+        (lambda t: _member("link", tarfile.SYMTYPE, f"/tmp/beast-evil-{t}"), "not a regular file"),
+        (lambda t: _member("hard", tarfile.LNKTYPE, "/etc/passwd"), "not a regular file"),
+        (lambda t: _member("dev", tarfile.CHRTYPE), "not a regular file"),
+    ],
+)
+def test_malicious_members_are_refused(built: ExportResult, tmp_path: Path, member, message: str) -> None:
+    token = uuid.uuid4().hex
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = _evil_archive(tmp_path / "evil.tar.gz", built, member(token))
+    with pytest.raises(BundleError, match=message):
+        extract(archive, work / "dest")
+    assert list(work.iterdir()) == []  # nothing written, not even dest
+    assert not Path(f"/tmp/beast-evil-{token}").exists() and not (tmp_path / f"evil-{token}").exists()
+
+
+def test_extra_member_fails_verify_and_leaves_nothing(built: ExportResult, tmp_path: Path) -> None:
+    archive = _evil_archive(tmp_path / "extra.tar.gz", built, _member("models/extra.txt"))
+    with pytest.raises(BundleError, match="models/extra.txt: unexpected file"):
+        extract(archive, tmp_path / "work" / "dest")
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_extract_refuses_more_than_max_bytes(built: ExportResult, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="exceed 1000 bytes"):
+        extract(built.archive, tmp_path / "dest", max_bytes=1000)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    (tmp_path / "x.tar.gz").write_bytes(b"not gzip")
+    with pytest.raises(BundleError, match="cannot extract"):
+        extract(tmp_path / "x.tar.gz", tmp_path / "dest")
+
+
+def test_no_pickle_in_the_bundle(built: ExportResult, tmp_path: Path) -> None:
+    root = extract(built.archive, tmp_path / "x")
+    for path in [*root.rglob("*"), *built.path.rglob("*")]:
+        if path.is_file():
+            head = path.read_bytes()[:2]
+            assert not (len(head) == 2 and head[0] == 0x80 and head[1] <= 0x05), f"{path}: pickle header"
+            assert path.suffix not in (".pkl", ".pickle", ".joblib"), path
+
+
+def test_serving_imports_no_training_stack() -> None:
+    banned = {"mlflow", "optuna", "prefect", "lightgbm", "models", "sklearn", "pandas", "pickle"}
+    for path in (ROOT / "serving").glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add((node.module or "").split(".")[0])
+        assert imported & banned == set(), f"{path.name} imports {imported & banned}"
+
+
+def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register one predictor version each in a throwaway sqlite store, then export the champions."""
+    from models import registry
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(BeastError, match="beast-quality@champion: no such alias"):
+        export("champion", tmp_path / "none", _write_models_dir(tmp_path / "models", _boosters()), ROOT / "data" / "prices.yaml")
+    boosters = _boosters()
+    versions = {}
+    for p, by_key in boosters.items():
+        keys = list(by_key)
+        versions[p] = registry.log_predictor(p, by_key[keys[0]], _booster(0)[1].head(5), params={}, metrics={"auc": 0.5}, extra_boosters={k: by_key[k] for k in keys[1:]})
+    prices_file = tmp_path / "prices.yaml"
+    prices_file.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n")
+    result = export("champion", tmp_path / "bundle", tmp_path / "models", prices_file)
+    bundle = verify(result.path)
+    for p, v in versions.items():
+        entry = bundle.predictors[p]
+        assert (entry["registered_name"], entry["version"], entry["run_id"], entry["alias"]) == (v.name, v.version, v.run_id, "champion")
+        X = _booster(0)[1]
+        for key, b in boosters[p].items():
+            np.testing.assert_array_equal(lgb.Booster(model_str=bundle.model_text(p, key)).predict(X), b.predict(X))
+    assert bundle.policy()["fallback_order"] == ["small", "big"]
+    assert verify(extract(result.archive, tmp_path / "x")).manifest == bundle.manifest
+
+
+@pytest.mark.parametrize(
+    ("prices", "policy", "message"),
+    [
+        (PRICES, {"name": "threshold", "fallback_order": ["small", "gpt-9"]}, "fallback_order names models that are not candidates: gpt-9"),
+        (PRICES, {"args": {}}, "policy needs a name"),
+        (parse_prices({"models": {"small": {"input": 0.1, "output": 0.2}}}, "test"), {"name": "threshold"}, "candidate model 'big' has no price"),
+    ],
+)
+def test_bad_policy_or_prices_are_refused(models_dir: Path, tmp_path: Path, prices, policy, message: str) -> None:
+    with pytest.raises(BeastError, match=message):
+        build_bundle(models_dir, prices, tmp_path / "b", None, policy)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_models_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BeastError, match=r"quality: no LightGBM boosters .*run `beast train quality`"):
+        build_bundle(tmp_path / "nothing", PRICES, tmp_path / "b", None, {"name": "threshold"})
