@@ -187,6 +187,35 @@ def transform_text(spec: TextSpec, prompts: pd.Series) -> np.ndarray:
     return out
 
 
+_BUCKETS: dict[tuple[str, int], int] = {}  # key -> bucket memo for the per-request path (keys repeat a lot)
+_BUCKETS_MAX = 1_000_000
+
+
+def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
+    """The k text features of one prompt (float32, NaN if None): `transform_text` for a single request,
+    without pandas or scipy.sparse (the router's per-request path)."""
+    if prompt is None:
+        return np.full(spec.params.k, np.nan, dtype=np.float32)
+    n = spec.params.n_features
+    buckets = []
+    for key in text_keys(prompt):
+        b = _BUCKETS.get((key, n))
+        if b is None:
+            if len(_BUCKETS) >= _BUCKETS_MAX:
+                _BUCKETS.clear()
+            b = _BUCKETS[(key, n)] = bucket(key, n)
+        buckets.append(b)
+    if not buckets:
+        return np.zeros(spec.params.k, dtype=np.float32)
+    cols, tf = np.unique(np.asarray(buckets), return_counts=True)
+    w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
+    w = w * spec.idf[cols]
+    norm = np.sqrt(np.dot(w, w))
+    if norm == 0:
+        return np.zeros(spec.params.k, dtype=np.float32)
+    return np.asarray(spec.components[:, cols].astype(np.float64) @ (w / norm), dtype=np.float32)
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 

@@ -1,0 +1,99 @@
+"""Reference router: per-request features and predictions equal the training (batch) path; policies
+choose by their rule; a tampered bundle is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from features.build import build_features
+from features.prompt import prompt_features, prompt_vector
+from features.text import TextParams, fit_text, text_vector, transform_text
+from models.export import build_bundle, default_policy
+from models.quality import quality_rows
+from models.train import main as train_main
+from serving.bundle import BundleError
+from serving.router import DecisionCode, RouteRequest, Router, Threshold, Tradeoff
+from traces.prices import load_prices
+
+from conftest import ROOT
+
+EDGE_PROMPTS = ["", "!!!", "User: hi\nAssistant: yo\nuser: 2+2=?", "```py\ndef f(x): return x\n```", "什么是机器学习？", None]
+
+
+@pytest.fixture(scope="module")
+def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("router")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "register": False}
+    params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 150}
+    params["features"]["text"] |= {"k": 8, "n_features": 1024}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    results = {r.name: r.trained for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])}
+    prices = load_prices(ROOT / "data/prices.yaml")
+    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    build_bundle(tmp / "models", prices, tmp / "bundle", None, policy)
+    return tmp, results, Router.load(tmp / "bundle")
+
+
+def test_single_prompt_paths_equal_the_batch_paths(sample_traces) -> None:
+    prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:200]) + EDGE_PROMPTS
+    batch = prompt_features(pd.Series(prompts, dtype=object)).to_numpy()
+    np.testing.assert_array_equal(batch, np.vstack([prompt_vector(p) for p in prompts]).astype(np.float32))
+    spec = fit_text(pd.Series(prompts[:200]), TextParams(k=8, n_features=1024))
+    np.testing.assert_array_equal(transform_text(spec, pd.Series(prompts, dtype=object)), np.vstack([text_vector(spec, p) for p in prompts]))
+
+
+def test_router_quality_equals_the_trained_predictor(routed, sample_traces) -> None:
+    _, results, router = routed
+    rows = quality_rows(sample_traces).head(14 * 20)  # 20 prompts x 14 models
+    booster = results["quality"].boosters["shared"]
+    spec_cols = list(results["quality"].example.columns)
+    from features.build import FeatureSpec
+
+    spec = FeatureSpec.from_json(router.bundle.text("feature_spec.json"))
+    expected = booster.predict(build_features(rows, spec)[spec_cols])
+    got = []
+    for prompt, model, tokens in rows[["prompt", "model", "input_tokens"]].itertuples(index=False):
+        quality, _ = router.predict(RouteRequest(prompt=prompt, input_tokens=int(tokens)))
+        got.append(quality[router.models.index(model)])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)  # float32 features on both sides
+
+
+def test_router_cost_equals_the_trained_predictor(routed, sample_traces) -> None:
+    _, results, router = routed
+    rows = quality_rows(sample_traces).head(14 * 10)
+    p50 = results["cost"].boosters["p50"]
+    from models.cost import cost_features
+
+    categories = {k: tuple(v) for k, v in router.bundle.side("cost")["categories"].items()}
+    expected = np.clip(np.expm1(p50.predict(cost_features(rows, categories)[router.c_names])), 0, None)
+    for (prompt, model, tokens, task, ts), want in zip(rows[["prompt", "model", "input_tokens", "task", "timestamp"]].itertuples(index=False), expected, strict=True):
+        _, cost = router.predict(RouteRequest(prompt=prompt, input_tokens=int(tokens), task=task, timestamp=ts.to_pydatetime()))
+        i = router.models.index(model)
+        want_usd = (tokens * router.price_in[i] + want * router.price_out[i]) / 1e6
+        assert cost[i] == pytest.approx(want_usd, rel=1e-6)
+
+
+def test_policies_choose_by_their_rule() -> None:
+    models = ("cheap", "mid", "dear")
+    quality, cost = np.array([0.3, 0.6, 0.9]), np.array([0.001, 0.01, 0.1])
+    assert Threshold(0.5).choose(models, quality, cost)[::2] == (1, DecisionCode.OK)
+    assert Threshold(0.95).choose(models, quality, cost)[::2] == (2, DecisionCode.BELOW_TARGET)
+    assert Tradeoff(0.0).choose(models, quality, cost)[0] == 2
+    assert Tradeoff(1.0).choose(models, quality, cost)[0] == 0  # 0.3 - 1 > 0.6 - 10 > 0.9 - 100
+
+
+def test_route_returns_a_typed_decision_and_a_tampered_bundle_is_refused(routed) -> None:
+    tmp, _, router = routed
+    decision = router.route(RouteRequest(prompt="Write a haiku about the sea.", task="koala"))
+    assert decision.model in router.models and decision.policy == "threshold"
+    assert 0 <= decision.predicted_quality <= 1 and decision.predicted_cost_usd > 0
+    booster = next((tmp / "bundle" / "models" / "cost").glob("*.txt"))
+    booster.write_text(booster.read_text().replace("tree", "Tree", 1))
+    with pytest.raises(BundleError, match="sha256"):
+        Router.load(tmp / "bundle")
