@@ -20,7 +20,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -214,6 +214,35 @@ def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+SAMPLE_PROMPTS = ROOT / "data" / "sample" / "alpaca_eval.parquet"
+CONFORMANCE = "conformance.jsonl"
+
+
+def sample_requests(n_prompts: int = 200) -> list[dict[str, object]]:
+    """Conformance requests: the first `n_prompts` distinct AlpacaEval prompts (real text) plus edge cases."""
+    import pandas as pd
+
+    from serving.conformance import default_requests
+
+    if not SAMPLE_PROMPTS.exists():
+        return default_requests([], [])
+    rows = pd.read_parquet(SAMPLE_PROMPTS, columns=["prompt", "task"]).drop_duplicates("prompt").head(n_prompts)
+    return default_requests(rows["prompt"].tolist(), rows["task"].tolist())
+
+
+def _add_conformance(tmp: Path, manifest: dict[str, Any], requests: Sequence[Mapping[str, object]]) -> None:
+    """Record the reference router's answers on the staged bundle, then list them in the manifest."""
+    from serving.conformance import dumps, record
+    from serving.router import Router
+
+    router = Router(verify(tmp))
+    files = dict(manifest["files"])
+    _stage(tmp, CONFORMANCE, dumps(record(router, r) for r in requests), files)
+    manifest["files"] = dict(sorted(files.items()))
+    manifest["conformance"] = {"file": CONFORMANCE, "vectors": len(requests)}
+    (tmp / MANIFEST).write_bytes(_dumps(manifest))
+
+
 def build_bundle(
     src: Path,
     prices: PriceTable,
@@ -224,6 +253,7 @@ def build_bundle(
     boosters: Mapping[str, Mapping[str, lgb.Booster]] | None = None,
     alias: str | None = None,
     overwrite: bool = False,
+    requests: Sequence[Mapping[str, object]] | None = None,
 ) -> ExportResult:
     """Write the bundle folder `out` and `out`.tar.gz from `src` (``data/models``: side JSON + boosters).
 
@@ -244,6 +274,9 @@ def build_bundle(
     try:
         manifest = _write_tree(tmp, src, prices, versions, policy, boosters, alias)
         try:
+            requests = sample_requests() if requests is None else requests
+            if requests:  # an empty list (format tests with stand-in models) records no vectors
+                _add_conformance(tmp, manifest, requests)
             verify(tmp)
         except BundleError as exc:
             raise BeastError(f"export: the bundle just written does not verify: {exc}") from None
@@ -274,7 +307,7 @@ def _registered_boosters(predictor: str, alias: str, keys: list[str], uri: str |
     return {k: out[k] for k in keys}
 
 
-def export(alias: str, out: Path, models_dir: Path = Path("data/models"), prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False) -> ExportResult:
+def export(alias: str, out: Path, models_dir: Path = Path("data/models"), prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False, requests: Sequence[Mapping[str, object]] | None = None) -> ExportResult:
     """The bundle of each predictor's version `alias` (e.g. ``champion``) in the MLflow registry.
 
     Boosters come from the registry (what is registered is what ships); side JSON from `models_dir`,
@@ -292,4 +325,4 @@ def export(alias: str, out: Path, models_dir: Path = Path("data/models"), prices
     prices = load_prices(prices_file)
     if policy is None:
         policy = default_policy(_candidates({p: _read_side(models_dir, p) for p in PREDICTORS}, list(boosters["quality"]), prices))
-    return build_bundle(models_dir, prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite)
+    return build_bundle(models_dir, prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests)

@@ -174,11 +174,15 @@ class Router:
         n = len(self.models)
         return np.column_stack([np.broadcast_to(np.asarray(values[name], dtype=float), n) for name in self.c_names])
 
+    def request_features(self, request: RouteRequest) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """What every candidate shares: input tokens, prompt features, text features (computed once)."""
+        tokens = request.input_tokens if request.input_tokens is not None else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN)
+        text = text_vector(self.text, request.prompt) if self.text is not None else None
+        return tokens, prompt_vector(request.prompt), text
+
     def predict(self, request: RouteRequest) -> tuple[np.ndarray, np.ndarray]:
         """(predicted quality, predicted USD cost) per candidate."""
-        tokens = request.input_tokens if request.input_tokens is not None else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN)
-        prompt = prompt_vector(request.prompt)
-        text = text_vector(self.text, request.prompt) if self.text is not None else None
+        tokens, prompt, text = self.request_features(request)
         Xq = self.quality_features(request, tokens, prompt, text)
         if self.heads == "shared":
             quality = self.q_boosters["shared"].predict(Xq)

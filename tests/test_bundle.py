@@ -70,7 +70,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def built(models_dir: Path, tmp_path: Path) -> ExportResult:
-    return build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}})
+    return build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}}, requests=())
 
 
 def _all_files(root: Path) -> list[str]:
@@ -175,14 +175,14 @@ def test_missing_manifest(tmp_path: Path) -> None:
 def test_out_exists_refused_unless_overwrite(built: ExportResult, models_dir: Path) -> None:
     policy = default_policy({"small": {"input": 0.1, "output": 0.2}, "big": {"input": 10.0, "output": 30.0}}, 0.7)
     with pytest.raises(BeastError, match="already exists; pass overwrite=True"):
-        build_bundle(models_dir, PRICES, built.path, None, policy)
-    again = build_bundle(models_dir, PRICES, built.path, None, policy, overwrite=True)
+        build_bundle(models_dir, PRICES, built.path, None, policy, requests=())
+    again = build_bundle(models_dir, PRICES, built.path, None, policy, overwrite=True, requests=())
     assert verify(again.path).policy()["args"] == {"target_quality": 0.7}
     assert sorted(p.name for p in built.path.parent.iterdir()) == ["bundle", "bundle.tar.gz"]
     not_a_bundle = built.path.parent / "other"
     not_a_bundle.mkdir()
     with pytest.raises(BeastError, match="not a bundle folder"):
-        build_bundle(models_dir, PRICES, not_a_bundle, None, policy, overwrite=True)
+        build_bundle(models_dir, PRICES, not_a_bundle, None, policy, overwrite=True, requests=())
     assert list(not_a_bundle.iterdir()) == []
 
 
@@ -190,7 +190,7 @@ def test_side_json_from_another_fit_is_refused(models_dir: Path, tmp_path: Path)
     boosters = _boosters()
     boosters["cache"]["model"] = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(pd.DataFrame({"a": np.arange(50.0)}), label=np.arange(50) % 2), 2)
     with pytest.raises(BeastError, match="cache booster 'model' features"):
-        build_bundle(models_dir, PRICES, tmp_path / "b", None, {"name": "threshold"}, boosters=boosters)
+        build_bundle(models_dir, PRICES, tmp_path / "b", None, {"name": "threshold"}, boosters=boosters, requests=())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -298,7 +298,7 @@ def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(BeastError, match="beast-quality@champion: no such alias"):
-        export("champion", tmp_path / "none", _write_models_dir(tmp_path / "models", _boosters()), ROOT / "data" / "prices.yaml")
+        export("champion", tmp_path / "none", _write_models_dir(tmp_path / "models", _boosters()), ROOT / "data" / "prices.yaml", requests=())
     boosters = _boosters()
     versions = {}
     for p, by_key in boosters.items():
@@ -306,7 +306,7 @@ def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         versions[p] = registry.log_predictor(p, by_key[keys[0]], _booster(0)[1].head(5), params={}, metrics={"auc": 0.5}, extra_boosters={k: by_key[k] for k in keys[1:]})
     prices_file = tmp_path / "prices.yaml"
     prices_file.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n")
-    result = export("champion", tmp_path / "bundle", tmp_path / "models", prices_file)
+    result = export("champion", tmp_path / "bundle", tmp_path / "models", prices_file, requests=())
     bundle = verify(result.path)
     for p, v in versions.items():
         entry = bundle.predictors[p]
@@ -328,10 +328,10 @@ def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 )
 def test_bad_policy_or_prices_are_refused(models_dir: Path, tmp_path: Path, prices, policy, message: str) -> None:
     with pytest.raises(BeastError, match=message):
-        build_bundle(models_dir, prices, tmp_path / "b", None, policy)
+        build_bundle(models_dir, prices, tmp_path / "b", None, policy, requests=())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_models_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BeastError, match=r"quality: no LightGBM boosters .*run `beast train quality`"):
-        build_bundle(tmp_path / "nothing", PRICES, tmp_path / "b", None, {"name": "threshold"})
+        build_bundle(tmp_path / "nothing", PRICES, tmp_path / "b", None, {"name": "threshold"}, requests=())

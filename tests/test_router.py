@@ -93,7 +93,28 @@ def test_route_returns_a_typed_decision_and_a_tampered_bundle_is_refused(routed)
     decision = router.route(RouteRequest(prompt="Write a haiku about the sea.", task="koala"))
     assert decision.model in router.models and decision.policy == "threshold"
     assert 0 <= decision.predicted_quality <= 1 and decision.predicted_cost_usd > 0
-    booster = next((tmp / "bundle" / "models" / "cost").glob("*.txt"))
+    import shutil
+
+    copy = tmp / "tampered"
+    shutil.copytree(tmp / "bundle", copy)
+    booster = next((copy / "models" / "cost").glob("*.txt"))
     booster.write_text(booster.read_text().replace("tree", "Tree", 1))
     with pytest.raises(BundleError, match="sha256"):
-        Router.load(tmp / "bundle")
+        Router.load(copy)
+
+
+def test_bundle_carries_conformance_vectors_that_replay_exactly(routed) -> None:
+    import json
+
+    from serving.conformance import check
+
+    tmp, _, router = routed
+    assert router.bundle.manifest["conformance"]["vectors"] >= 200
+    lines = router.bundle.text("conformance.jsonl").splitlines()
+    vectors = [json.loads(line) for line in lines]  # strict JSON: NaN written as null
+    assert len(vectors) == router.bundle.manifest["conformance"]["vectors"] and "NaN" not in lines[0]
+    assert {v["decision"]["code"] for v in vectors} <= {"ok", "below_target"}
+    assert check(router, vectors[:60]) == []
+    wrong = dict(vectors[0], decision={"model": "nobody", "code": "ok"})
+    (problem,) = check(router, [wrong])
+    assert problem.startswith("vector 1: decision ") and "'nobody'" in problem
