@@ -88,6 +88,15 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _route(args: argparse.Namespace) -> int:
+    from serving.router import Router, route_stream
+
+    bad = route_stream(Router.load(args.bundle), sys.stdin, sys.stdout)
+    if bad:
+        print(f"beast route: {bad} request line(s) could not be routed (see their error objects)", file=sys.stderr)
+    return EXIT_STRICT if bad else EXIT_OK
+
+
 def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
@@ -190,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, default=Path("data/models"), help="side files written by `beast train` (default: data/models)")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table for the candidate models")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (atomically)")
+
+    p = command(
+        "route",
+        "Route requests: JSON lines on stdin ({prompt, input_tokens?, task?, timestamp?, request_id?}) -> one decision per line on stdout.",
+        "beast route --bundle bundle < requests.jsonl > decisions.jsonl",
+        _route,
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz written by `beast export` (verified on load)")
 
     p = command(
         "metrics",

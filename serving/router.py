@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TextIO
 
 import lightgbm as lgb
 import numpy as np
@@ -35,15 +37,27 @@ class RouteRequest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> RouteRequest:
-        ts = d.get("timestamp")
-        when = dt.datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else None
+        """A request from JSON; a wrong field raises ValueError naming it (prompt text is only ever data)."""
+        for key in ("prompt", "task"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise ValueError(f"{key}: expected text or null, got {type(d[key]).__name__}")
         tokens = d.get("input_tokens")
-        return cls(d.get("prompt"), int(tokens) if tokens is not None else None, d.get("task"), when)
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+            raise ValueError(f"input_tokens: expected an integer >= 0, got {tokens!r}")
+        ts = d.get("timestamp")
+        try:
+            when = dt.datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else None
+        except ValueError:
+            raise ValueError(f"timestamp: expected RFC 3339 text, got {ts!r}") from None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return cls(d.get("prompt"), tokens, d.get("task"), when)
 
 
 class DecisionCode(StrEnum):
     OK = "ok"
     BELOW_TARGET = "below_target"  # no candidate reached the policy's target: best predicted quality instead
+    FALLBACK = "fallback"  # every candidate's circuit breaker is open: first model of the fallback order
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,41 @@ class Tradeoff(Policy):
 POLICIES: dict[str, type[Policy]] = {"threshold": Threshold, "tradeoff": Tradeoff}
 
 
+@dataclass
+class CircuitBreaker:
+    """Per model: open after `max_error_rate` of the last `window` outcomes failed (with at least
+    `min_requests` seen); while open the model is skipped; after `cooldown_s` one trial request is let
+    through (half-open) and its outcome closes or re-opens the breaker. Self-healing without a restart."""
+
+    window: int = 20
+    min_requests: int = 5
+    max_error_rate: float = 0.5
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._outcomes: dict[str, list[bool]] = {}
+        self._opened_at: dict[str, float] = {}
+
+    def observe(self, model: str, ok: bool, now: float) -> None:
+        outcomes = self._outcomes.setdefault(model, [])
+        outcomes.append(ok)
+        del outcomes[: -self.window]
+        if model in self._opened_at:  # the half-open trial decides
+            if ok:
+                del self._opened_at[model]
+                outcomes[:] = [True]
+            else:
+                self._opened_at[model] = now
+            return
+        errors = outcomes.count(False)
+        if len(outcomes) >= self.min_requests and errors / len(outcomes) >= self.max_error_rate:
+            self._opened_at[model] = now
+
+    def available(self, model: str, now: float) -> bool:
+        opened = self._opened_at.get(model)
+        return opened is None or now - opened >= self.cooldown_s
+
+
 def make_policy(config: Mapping[str, object]) -> Policy:
     name = str(config.get("name"))
     if name not in POLICIES:
@@ -119,7 +168,10 @@ class Router:
         prices = bundle.candidates
         self.price_in = np.array([prices[m]["input"] for m in self.models], dtype=float)
         self.price_out = np.array([prices[m]["output"] for m in self.models], dtype=float)
-        self.policy = make_policy(bundle.policy())
+        config = bundle.policy()
+        self.policy = make_policy(config)
+        self.fallback = tuple(m for m in config.get("fallback_order", ()) if m in self.models)
+        self.breaker = CircuitBreaker(**dict(config.get("breaker") or {}))
         spec = bundle.feature_spec()
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         quality = bundle.side("quality")
@@ -193,7 +245,43 @@ class Router:
         cost = (tokens * self.price_in + out_tokens * self.price_out) / 1e6
         return quality, cost
 
-    def route(self, request: RouteRequest) -> Decision:
+    def observe(self, model: str, ok: bool, now: float | None = None) -> None:
+        """Report a served request's outcome; feeds the circuit breaker."""
+        self.breaker.observe(model, ok, time.monotonic() if now is None else now)
+
+    def route(self, request: RouteRequest, now: float | None = None) -> Decision:
+        """The policy's choice among models whose breaker is closed; if none is, the first available model
+        of the fallback order. Skipped models are named in `reason`."""
+        now = time.monotonic() if now is None else now
         quality, cost = self.predict(request)
-        i, reason, code = self.policy.choose(self.models, quality, cost)
-        return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, reason, code)
+        up = np.array([self.breaker.available(m, now) for m in self.models])
+        skipped = [m for m, ok in zip(self.models, up, strict=True) if not ok]
+        note = f"; skipped (circuit open): {', '.join(skipped)}" if skipped else ""
+        if up.any():
+            i, reason, code = self.policy.choose(self.models, np.where(up, quality, -np.inf), np.where(up, cost, np.inf))
+            return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, reason + note, code)
+        order = [m for m in self.fallback if self.breaker.available(m, now)] or list(self.fallback or self.models)
+        i = self.models.index(order[0])
+        return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, f"every breaker open: fallback order{note}", DecisionCode.FALLBACK)
+
+
+def route_stream(router: Router, lines: Iterable[str], out: TextIO) -> int:
+    """`beast route`: one JSON decision per JSON request line (order kept); a bad line gets
+    {"line": n, "error": ...} in its place. Returns the number of bad lines."""
+    bad = 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            decision = router.route(RouteRequest.from_dict(request))
+            row = {"model": decision.model, "predicted_quality": decision.predicted_quality, "predicted_cost_usd": decision.predicted_cost_usd, "policy": decision.policy, "reason": decision.reason, "code": decision.code.value}
+            if "request_id" in request:
+                row = {"request_id": request["request_id"]} | row
+        except (ValueError, TypeError) as exc:
+            bad += 1
+            row = {"line": n, "error": str(exc).splitlines()[0]}
+        out.write(json.dumps(row) + "\n")
+    return bad

@@ -118,3 +118,60 @@ def test_bundle_carries_conformance_vectors_that_replay_exactly(routed) -> None:
     wrong = dict(vectors[0], decision={"model": "nobody", "code": "ok"})
     (problem,) = check(router, [wrong])
     assert problem.startswith("vector 1: decision ") and "'nobody'" in problem
+
+
+def test_circuit_breaker_opens_skips_and_heals() -> None:
+    from serving.router import CircuitBreaker
+
+    cb = CircuitBreaker(window=10, min_requests=4, max_error_rate=0.5, cooldown_s=30)
+    for t, ok in enumerate([True, False, True, False]):  # 2 of 4 failed: opens at the 4th
+        cb.observe("m", ok, now=float(t))
+    assert not cb.available("m", now=10.0) and cb.available("other", now=10.0)
+    assert cb.available("m", now=33.0)  # cooldown over: one half-open trial
+    cb.observe("m", False, now=33.0)  # trial failed: open again from t=33
+    assert not cb.available("m", now=40.0) and cb.available("m", now=63.0)
+    cb.observe("m", True, now=63.0)  # trial succeeded: closed, history reset
+    cb.observe("m", False, now=64.0)
+    assert cb.available("m", now=64.0)
+
+
+def test_router_skips_failing_models_and_falls_back(routed) -> None:
+    _, _, router = routed
+    request = RouteRequest(prompt="Summarise the plot of Hamlet in two sentences.", task="koala")
+    first = router.route(request, now=0.0)
+    for t in range(5):
+        router.observe(first.model, ok=False, now=float(t))
+    second = router.route(request, now=10.0)
+    assert second.model != first.model and first.model in second.reason and "circuit open" in second.reason
+    for t, model in enumerate(router.models):
+        for k in range(5):
+            router.observe(model, ok=False, now=20.0 + k)
+    fallback = router.route(request, now=30.0)
+    assert fallback.code.value == "fallback" and fallback.model == router.fallback[0]
+    healed = router.route(request, now=1000.0)  # every cooldown over
+    assert healed.code.value in {"ok", "below_target"}
+
+
+def test_route_stream_keeps_order_and_names_bad_fields(routed) -> None:
+    import io
+    import json
+
+    from serving.router import route_stream
+
+    _, _, router = routed
+    lines = [
+        json.dumps({"request_id": "a", "prompt": "Write a limerick about cats."}),
+        "not json",
+        "",
+        json.dumps({"prompt": 42}),
+        json.dumps({"prompt": "hi", "input_tokens": -3}),
+        json.dumps({"prompt": "hi", "timestamp": "yesterday"}),
+        json.dumps([1, 2]),
+        json.dumps({"request_id": "b", "prompt": None, "input_tokens": 10}),
+    ]
+    out = io.StringIO()
+    assert route_stream(router, lines, out) == 5
+    rows = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [r.get("request_id") for r in rows] == ["a", None, None, None, None, None, "b"]
+    assert [r["error"].split(":")[0] for r in rows[1:6]] == ["Expecting value", "prompt", "input_tokens", "timestamp", "expected a JSON object"]
+    assert rows[1]["line"] == 2 and rows[2]["line"] == 4 and rows[6]["model"] in router.models
