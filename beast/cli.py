@@ -97,6 +97,13 @@ def _route(args: argparse.Namespace) -> int:
     return EXIT_STRICT if bad else EXIT_OK
 
 
+def _bench_route(args: argparse.Namespace) -> int:
+    from serving.bench import main
+
+    main(args.bundle, n=args.requests)
+    return EXIT_OK
+
+
 def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
@@ -237,6 +244,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default: 1,000,000)")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="file format (default: jsonl)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = command(
+        "bench-route",
+        "Benchmark: route() latency p50 / p99 over real prompts next to a raw Booster.predict of the same rows.",
+        "beast bench-route --bundle bundle",
+        _bench_route,
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--requests", type=int, default=800, help="distinct AlpacaEval prompts to route (default: 800)")
 
     p = command(
         "bench-train",

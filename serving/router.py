@@ -237,11 +237,11 @@ class Router:
         tokens, prompt, text = self.request_features(request)
         Xq = self.quality_features(request, tokens, prompt, text)
         if self.heads == "shared":
-            quality = self.q_boosters["shared"].predict(Xq)
+            quality = self.q_boosters["shared"].predict(Xq, num_threads=1)
         else:
-            quality = np.array([self.q_boosters[m].predict(Xq[i : i + 1])[0] if m in self.q_boosters else math.nan for i, m in enumerate(self.models)])
+            quality = np.array([self.q_boosters[m].predict(Xq[i : i + 1], num_threads=1)[0] if m in self.q_boosters else math.nan for i, m in enumerate(self.models)])
         Xc = self.cost_features(request, tokens, prompt, request.timestamp or dt.datetime.now(dt.UTC))
-        out_tokens = np.clip(np.expm1(self.c_p50.predict(Xc)), 0, None)
+        out_tokens = np.clip(np.expm1(self.c_p50.predict(Xc, num_threads=1)), 0, None)  # one thread: no OpenMP spin per request
         cost = (tokens * self.price_in + out_tokens * self.price_out) / 1e6
         return quality, cost
 
