@@ -110,7 +110,35 @@ class Tradeoff(Policy):
         return best, f"max quality - {self.lam:g} x USD/1k requests = {score[best]:.3f}", DecisionCode.OK
 
 
-POLICIES: dict[str, type[Policy]] = {"threshold": Threshold, "tradeoff": Tradeoff}
+class Budget(Policy):
+    """Tradeoff whose lam adapts so that spend tracks `usd_per_hour`: after each decision the spend rate over
+    the last `window_s` seconds is compared with the budget and lam is multiplied by exp(gain x (rate /
+    budget - 1)), within [min_lam, max_lam]. Over budget -> cheaper models; under -> better ones."""
+
+    name = "budget"
+
+    def __init__(self, usd_per_hour: float, lam: float = 0.1, gain: float = 0.05, window_s: float = 300.0, min_lam: float = 1e-4, max_lam: float = 1e4):
+        if usd_per_hour <= 0:
+            raise BundleError(f"budget policy: usd_per_hour must be > 0, got {usd_per_hour!r}")
+        self.budget, self.lam, self.gain, self.window = float(usd_per_hour), float(lam), float(gain), float(window_s)
+        self.bounds = (float(min_lam), float(max_lam))
+        self._spend: list[tuple[float, float]] = []  # (time, usd) of recent decisions
+
+    def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]:
+        i, _, code = Tradeoff(self.lam).choose(models, quality, cost)
+        return i, f"max quality - lam x USD/1k requests at lam {self.lam:.4g} (budget ${self.budget:g}/h)", code
+
+    def record(self, usd: float, now: float) -> None:
+        """Account a decision's predicted cost and move lam toward the budget rate."""
+        self._spend.append((now, usd))
+        while self._spend and self._spend[0][0] < now - self.window:
+            self._spend.pop(0)
+        span = max(now - self._spend[0][0], 1.0)
+        rate = sum(u for _, u in self._spend) / span * 3600
+        self.lam = float(np.clip(self.lam * math.exp(self.gain * (rate / self.budget - 1)), *self.bounds))
+
+
+POLICIES: dict[str, type[Policy]] = {"threshold": Threshold, "tradeoff": Tradeoff, "budget": Budget}
 
 
 @dataclass
@@ -259,6 +287,8 @@ class Router:
         note = f"; skipped (circuit open): {', '.join(skipped)}" if skipped else ""
         if up.any():
             i, reason, code = self.policy.choose(self.models, np.where(up, quality, -np.inf), np.where(up, cost, np.inf))
+            if isinstance(self.policy, Budget):
+                self.policy.record(float(cost[i]), now)
             return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, reason + note, code)
         order = [m for m in self.fallback if self.breaker.available(m, now)] or list(self.fallback or self.models)
         i = self.models.index(order[0])

@@ -175,3 +175,23 @@ def test_route_stream_keeps_order_and_names_bad_fields(routed) -> None:
     assert [r.get("request_id") for r in rows] == ["a", None, None, None, None, None, "b"]
     assert [r["error"].split(":")[0] for r in rows[1:6]] == ["Expecting value", "prompt", "input_tokens", "timestamp", "expected a JSON object"]
     assert rows[1]["line"] == 2 and rows[2]["line"] == 4 and rows[6]["model"] in router.models
+
+
+def test_budget_policy_tracks_its_spend_rate() -> None:
+    """Seeded simulation: 3 models (cheap / mid / dear), one request per second; the budget lies between
+    'always cheap' and 'always dear', so lam must settle where spend matches it."""
+    from serving.router import Budget
+
+    rng = np.random.default_rng(0)
+    models = ("cheap", "mid", "dear")
+    policy = Budget(usd_per_hour=18.0, lam=0.01, gain=0.05, window_s=600)  # 0.005 USD per request on average
+    spent = []
+    for t in range(7200):
+        quality = np.clip(np.array([0.3, 0.6, 0.8]) + rng.normal(0, 0.05, 3), 0, 1)
+        cost = np.array([0.001, 0.005, 0.02]) * rng.uniform(0.8, 1.2, 3)
+        i, _, _ = policy.choose(models, quality, cost)
+        policy.record(float(cost[i]), float(t))
+        spent.append(cost[i])
+    last_hour = sum(spent[3600:])
+    assert 18.0 * 0.85 <= last_hour <= 18.0 * 1.15  # within 15% of the budget once settled
+    assert 0.001 * 3600 < last_hour < 0.02 * 3600
