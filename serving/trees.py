@@ -15,11 +15,13 @@ without LightGBM (numpy + stdlib only), exactly as LightGBM's `Tree::GetLeaf` / 
 - raw score = sum of the trees' leaf values in tree order (shrinkage and the boost-from-average bias are
   already in the leaf values); `predict` applies the objective's output transform.
 
-Speed: every tree is flattened once into arrays with each internal node's children adjacent (right =
-left + 1, a leaf is its own child). A call computes every node's "go right" bit for every row in one
-vectorised pass over per-missing-rule variants of X, then walks all (tree, row) lanes level by level
-with fancy indexing, at most max-depth steps, dropping trees that are already finished (trees are sorted
-by depth, deepest first, so the live trees are always a prefix).
+Speed: every tree is flattened once into arrays with each internal node's children adjacent (left =
+right - 1, a leaf is its own child). A call builds one matrix for the row batch: five copies of X with
+NaN / zero replaced per missing rule (0; -inf for "left"; NaN for "right", since NaN <= t is false even
+for t = +inf), so every numerical node is a plain ``value <= threshold`` on its block, and one 0/1
+column per categorical node (category outside / inside the node's set). It then walks all (tree, row)
+lanes level by level with fancy indexing, at most max-depth steps, dropping trees that are already
+finished (trees are sorted by depth, deepest first, so the live trees are always a prefix).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from beast.errors import BeastError
 
 K_ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM kZeroThreshold (a float literal, 1e-35f)
+_AVOID_INF = 1e300  # Common::AvoidInf clamps the dump's thresholds to +-1e300
 _MAX_CAT = 2**31  # static_cast<int> of a larger value is undefined in C++; such a category never matches
 
 # Column blocks of the per-call feature matrix, one per missing rule (numerical nodes pick a block).
@@ -100,12 +103,13 @@ class TreeModel:
 
     objective: str
     n_features: int
+    n_columns: int  # columns of the per-call matrix: 5 x n_features, then one per categorical node
     n_trees: int
     transform: Transform
     transform_args: Mapping[str, str]
-    column: np.ndarray  # (n_nodes,) int: column of the per-call matrix a numerical node compares
-    threshold: np.ndarray  # (n_nodes,) float: go right iff value > threshold (+inf on leaves / cat nodes)
-    child: np.ndarray  # (n_nodes,) int: left child (right = left + 1); a leaf's own index
+    column: np.ndarray  # (n_nodes,) int: column of the per-call matrix the node compares (0 on leaves)
+    threshold: np.ndarray  # (n_nodes,) float: go left iff value <= threshold (+inf on leaves, 0.5 on cat nodes)
+    right: np.ndarray  # (n_nodes,) int: right child (left = right - 1); a leaf's own index + 1
     value: np.ndarray  # (n_nodes,) float: leaf value (0 on internal nodes)
     roots: np.ndarray  # (n_trees,) int: root node of each tree, trees sorted by depth, deepest first
     order: np.ndarray  # (n_trees,) int: position in `roots` of the dump's tree 0, 1, ...
@@ -162,11 +166,13 @@ class TreeModel:
                     raise TreeModelError(f"tree {t}: split_feature {feature} outside 0..{n_features - 1}")
                 kind = spec.get("decision_type", "<=")
                 if kind == "==":
-                    members = frozenset(int(c) for c in str(spec["threshold"]).split("||") if c != "")
+                    members = frozenset(c for c in (int(v) for v in str(spec["threshold"]).split("||") if v) if c >= 0)
+                    column[node] = _N_BLOCKS * n_features + len(cats)
+                    threshold[node] = 0.5
                     cats.append((node, feature, members))
                 elif kind == "<=":
                     column[node] = _numerical_block(spec, t) * n_features + feature
-                    threshold[node] = float(spec["threshold"])
+                    threshold[node] = _threshold(spec["threshold"])
                 else:
                     raise TreeModelError(f"tree {t}: decision_type {kind!r}: not '<=' or '=='")
                 stack.append((left, spec["left_child"], d + 1))
@@ -184,12 +190,13 @@ class TreeModel:
         return cls(
             objective=objective,
             n_features=n_features,
+            n_columns=_N_BLOCKS * n_features + len(cats),
             n_trees=len(roots),
             transform=transform,
             transform_args=args,
             column=np.asarray(column, dtype=np.intp),
             threshold=np.asarray(threshold, dtype=np.float64),
-            child=np.asarray(child, dtype=np.intp),
+            right=np.asarray(child, dtype=np.intp) + 1,
             value=np.asarray(value, dtype=np.float64),
             roots=np.asarray(roots, dtype=np.intp)[by_depth],
             order=np.argsort(by_depth, kind="stable").astype(np.intp),
@@ -205,14 +212,19 @@ class TreeModel:
         n = X.shape[0]
         if self.n_trees == 0 or n == 0:
             return np.zeros(n)
-        go_right = self._decisions(X)  # (n_nodes, n) flattened
-        node = np.repeat(self.roots[:, None], n, axis=1) if n > 1 else self.roots[:, None].copy()
-        lane = np.arange(n, dtype=np.intp) if n > 1 else None
-        child = self.child
-        for m in self.live:
+        values = self._columns(X).ravel()  # (n, n_columns) row-major
+        column, threshold, right = self.column, self.threshold, self.right
+        if n == 1:  # the same walk without the row offsets (one fewer numpy call per level)
+            node = self.roots.copy()
+            for m in self.live:
+                cur = node[:m]
+                node[:m] = right[cur] - (values[column[cur]] <= threshold[cur])
+            return np.cumsum(self.value[node[self.order]])[-1:]
+        node = np.repeat(self.roots[:, None], n, axis=1)  # (n_trees, n): every lane's current node
+        base = (np.arange(n, dtype=np.intp) * self.n_columns)[None, :]
+        for m in self.live:  # step k: only the first live[k] trees (deepest first) still have internal lanes
             cur = node[:m]
-            at = cur * n + lane if lane is not None else cur
-            node[:m] = child[cur] + go_right[at]
+            node[:m] = right[cur] - (values[column[cur] + base] <= threshold[cur])
         leaves = self.value[node][self.order]  # (n_trees, n) in the dump's tree order
         return np.cumsum(leaves, axis=0)[-1]  # sequential, as GBDT::PredictRaw adds tree after tree
 
@@ -228,29 +240,31 @@ class TreeModel:
             raise TreeModelError(f"X has shape {X.shape}; the model needs (n_rows, {self.n_features})")
         return X
 
-    def _decisions(self, X: np.ndarray) -> np.ndarray:
-        """Flattened (n_nodes, n_rows) int8: 1 where the row goes right at the node (0 on leaves)."""
+    def _columns(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_columns): one block of X per missing rule, then one 0/1 column per categorical node."""
         X = np.where(np.abs(X) <= K_ZERO_THRESHOLD, 0.0, X)  # the C API drops |x| <= kZeroThreshold
         nan = np.isnan(X)
-        missing_zero = nan | (X == 0.0)
-        plain = np.where(nan, 0.0, X)
-        blocks = np.empty((_N_BLOCKS, X.shape[1], X.shape[0]))  # (block, feature, row) so a gather is row-contiguous
-        blocks[_PLAIN] = plain.T
-        blocks[_ZERO_LEFT] = np.where(missing_zero, -np.inf, X).T
-        blocks[_ZERO_RIGHT] = np.where(missing_zero, np.inf, X).T
-        blocks[_NAN_LEFT] = np.where(nan, -np.inf, X).T
-        blocks[_NAN_RIGHT] = np.where(nan, np.inf, X).T
-        values = blocks.reshape(_N_BLOCKS * X.shape[1], X.shape[0])
-        right = (values[self.column] > self.threshold[:, None]).view(np.int8)
+        zero = nan | (X == 0.0)  # missing_type Zero: NaN is first turned into 0.0
+        parts = [None] * _N_BLOCKS
+        parts[_PLAIN] = np.where(nan, 0.0, X)
+        parts[_ZERO_LEFT] = np.where(zero, -np.inf, X)  # -inf <= any threshold: left
+        parts[_ZERO_RIGHT] = np.where(zero, np.nan, X)  # NaN <= anything is false: right, even past +inf
+        parts[_NAN_LEFT] = np.where(nan, -np.inf, X)
+        parts[_NAN_RIGHT] = X
         if len(self.cat_nodes):
             width = self.cat_table.shape[1]
             x = X[:, self.cat_features].T  # (n_cat, n)
-            ok = ~np.isnan(x) & (x > -1.0) & (x < _MAX_CAT)
-            code = np.where(ok, np.trunc(np.where(ok, x, 0.0)), width - 1)
-            code = np.minimum(code, width - 1).astype(np.intp)
-            left = np.take_along_axis(self.cat_table, code, axis=1)
-            right[self.cat_nodes] = ~left
-        return right.reshape(-1)
+            ok = (x > -1.0) & (x < _MAX_CAT)  # False for NaN; (-1, 0) truncates to category 0
+            code = np.minimum(np.where(ok, np.trunc(np.where(ok, x, 0.0)), width - 1), width - 1).astype(np.intp)
+            parts.append(~np.take_along_axis(self.cat_table, code, axis=1).T)  # 1.0 = goes right (not <= 0.5)
+        return np.concatenate(parts, axis=1, dtype=np.float64)
+
+
+def _threshold(value: object) -> float:
+    """The dump writes thresholds through `Common::AvoidInf` (|x| >= 1e300 -> +-1e300), while the model
+    (and its text form) keeps +-inf, e.g. the last bin's upper bound in a NaN-vs-rest split: undo it."""
+    x = float(value)
+    return math.copysign(math.inf, x) if abs(x) >= _AVOID_INF else x
 
 
 def _numerical_block(spec: Mapping[str, Any], tree: int) -> int:
