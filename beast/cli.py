@@ -104,6 +104,19 @@ def _bench_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_router(args: argparse.Namespace) -> int:
+    from serving.http import make_server
+    from serving.router import Router
+
+    server = make_server(Router.load(args.bundle), args.host, args.port)
+    print(f"routing on http://{args.host}:{server.server_port}/route (GET /health); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
@@ -214,6 +227,16 @@ def _parser() -> argparse.ArgumentParser:
         _route,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz written by `beast export` (verified on load)")
+
+    p = command(
+        "serve-router",
+        "Serve POST /route (JSON request -> JSON decision) and GET /health on localhost for routers in other languages.",
+        "beast serve-router --bundle bundle --port 8808",
+        _serve_router,
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz (verified on load)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8808, help="port (default: 8808; 0 = any free port)")
 
     p = command(
         "metrics",

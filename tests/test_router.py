@@ -195,3 +195,33 @@ def test_budget_policy_tracks_its_spend_rate() -> None:
     last_hour = sum(spent[3600:])
     assert 18.0 * 0.85 <= last_hour <= 18.0 * 1.15  # within 15% of the budget once settled
     assert 0.001 * 3600 < last_hour < 0.02 * 3600
+
+
+def test_http_route_health_and_bad_requests(routed) -> None:
+    import http.client
+    import json
+    import threading
+
+    from serving.http import make_server
+
+    _, _, router = routed
+    server = make_server(router, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        def call(method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+
+        status, body = call("POST", "/route", json.dumps({"request_id": "x1", "prompt": "Translate 'good morning' to French."}).encode())
+        assert status == 200 and body["request_id"] == "x1" and body["model"] in router.models
+        assert call("GET", "/health")[1]["models"] == list(router.models)
+        assert call("POST", "/route", b"{nope")[0] == 400
+        assert call("POST", "/route", json.dumps({"prompt": 7}).encode()) == (400, {"error": "prompt: expected text or null, got int"})
+        assert call("POST", "/nowhere", b"{}")[0] == 404
+        assert call("POST", "/route", b"x" * ((1 << 20) + 1))[0] == 413
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,71 @@
+"""`beast serve-router`: POST /route on localhost for routers written in other languages.
+
+Standard library HTTP server (threads), one shared Router. A request body is one JSON object (same
+fields as `beast route`); the answer is the decision as JSON. Bad input gets 400 with the reason, an
+oversized body 413, an unknown path 404; nothing is ever echoed into a format string or a path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from serving.router import RouteRequest, Router
+
+MAX_BODY = 1 << 20  # 1 MiB: prompts beyond that are not routed
+
+
+def decision_json(router: Router, request: dict) -> dict:
+    d = router.route(RouteRequest.from_dict(request))
+    out = {"model": d.model, "predicted_quality": d.predicted_quality, "predicted_cost_usd": d.predicted_cost_usd, "policy": d.policy, "reason": d.reason, "code": d.code.value}
+    return {"request_id": request["request_id"]} | out if "request_id" in request else out
+
+
+def make_server(router: Router, host: str = "127.0.0.1", port: int = 8808) -> ThreadingHTTPServer:
+    lock = threading.Lock()  # the router's breaker and budget state are shared
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "beast-router/1"
+
+        def _send(self, status: HTTPStatus, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            if self.path == "/health":
+                self._send(HTTPStatus.OK, {"status": "ok", "models": list(router.models), "policy": router.policy.name})
+            else:
+                self._send(HTTPStatus.NOT_FOUND, {"error": "unknown path; POST /route or GET /health"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path != "/route":
+                self._send(HTTPStatus.NOT_FOUND, {"error": "unknown path; POST /route or GET /health"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY:
+                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST, {"error": f"body must be 0..{MAX_BODY} bytes with a Content-Length"})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+                if not isinstance(body, dict):
+                    raise ValueError("expected a JSON object")
+                with lock:
+                    answer = decision_json(router, body)
+            except (ValueError, TypeError) as exc:
+                self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc).splitlines()[0]})
+                return
+            self._send(HTTPStatus.OK, answer)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet by default
+            return
+
+    return ThreadingHTTPServer((host, port), Handler)
