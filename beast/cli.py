@@ -132,6 +132,13 @@ def _bench_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gate(args: argparse.Namespace) -> int:
+    from abtest.gate import main
+
+    decision = main(args.experiment, params_file=args.params, dry_run=args.dry_run, as_json=args.json, out_dir=args.out)
+    return EXIT_OK if decision.promote or args.dry_run else EXIT_STRICT
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -286,6 +293,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
     p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
+
+    p = command(
+        "gate",
+        "A/B promotion gate: SRM, sample size, error-rate / quality / cost tests (Holm) on an experiment; on promote, champion -> challenger.",
+        "beast gate --experiment data/experiments/ab.jsonl --dry-run --json",
+        _gate,
+        "`gate`, `train` (prices)",
+    )
+    p.add_argument("--experiment", type=Path, required=True, help="contract-v1 trace file (or dataset folder) with a `variant` column")
+    p.add_argument("--dry-run", action="store_true", help="decide only: write no report and move no alias (exit 0 either way)")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON (only the JSON on stdout)")
+    p.add_argument("--out", type=Path, default=Path("data/gate"), help="report folder for gate.md and gate.png (default: data/gate)")
     return parser
 
 

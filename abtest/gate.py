@@ -1,0 +1,318 @@
+"""The promotion gate: should the challenger router replace the champion? One pure function, :func:`decide`,
+on contract-v1 traces of an A/B experiment; :func:`report` writes it up; :func:`main` is the I/O edge that
+moves the MLflow ``champion`` alias.
+
+Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion, "B" = challenger):
+
+1. Only rows whose ``variant`` is ``params.champion`` or ``params.challenger`` count; other rows are ignored.
+2. EMPTY_ARM: an arm with 0 rows blocks (no test is run on it).
+3. SRM: chi-square of the two row counts against the planned split (``planned_split`` = challenger share);
+   ``p < srm_threshold`` blocks (the tests below still run and are reported, but the split is suspect).
+4. TOO_FEW: an arm with fewer than ``min_rows_per_arm`` rows blocks; the decision tests are then not run.
+5. Decision tests, each one-sided with H1 = "the challenger is acceptable":
+   - errors (``status == "error"`` rate, lower is better): :func:`~abtest.stats.non_inferiority_proportions`
+     with margin ``error_rate_margin``. Counts carry the Agresti-Caffo adjustment (+1 error and +1 success
+     per arm), so arms without any error still get a finite standard error instead of ZERO_VARIANCE;
+     with 200 rows and no errors the upper bound is still ~1.4 points, so it rightly does not pass.
+     Fails -> ERRORS_WORSE.
+   - quality (rows with a ``quality`` label only): :func:`~abtest.stats.non_inferiority` (Welch) with margin
+     ``quality_margin``, or with ``sequential`` the always-valid mSPRT p-value (:func:`~abtest.stats.msprt`
+     on challenger + margin vs champion, mixture sd ``msprt_tau``; one-sided: p = 1 when the shifted
+     difference is <= 0). An arm without labels -> NO_LABELS; fewer than 2 labels -> TOO_FEW; any other
+     failure (including zero variance) -> QUALITY_WORSE.
+   - cost per request (rows with ``cost_usd``): margin = ``cost_margin`` x champion mean cost. With margin 0
+     this is :func:`~abtest.stats.superiority_cost` (the challenger must be shown cheaper: an equal-cost
+     challenger does NOT pass), otherwise :func:`~abtest.stats.non_inferiority` with ``higher_is_better=False``.
+     Fails -> COST_WORSE.
+6. Holm: the raw one-sided p-values of the decision tests whose stat code is OK enter
+   :func:`~abtest.stats.holm` at ``alpha``, in the order errors, quality, cost; a test passes iff its
+   Holm-adjusted p <= alpha. (Promotion needs every test to pass, an intersection-union test that is
+   already level alpha without correction; Holm is the brief's extra safety margin and only makes
+   promotion harder.) A test whose stat code is not OK fails.
+
+``promote`` is True iff no blocking code was raised; ``codes`` is then ``(PROMOTE,)``. Bad experiment data
+never raises and never passes: it yields one of the codes above, with the stat's own ``code`` in ``stats``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from abtest import stats as st
+
+ERRORS, QUALITY, COST = "errors", "quality", "cost"
+DECISION_TESTS = (ERRORS, QUALITY, COST)
+
+
+class GateCode(StrEnum):
+    PROMOTE = "promote"
+    SRM = "sample_ratio_mismatch"
+    TOO_FEW = "too_few_samples"
+    QUALITY_WORSE = "non_inferiority_failed"
+    ERRORS_WORSE = "error_rate_worse"
+    COST_WORSE = "cost_worse"
+    NO_LABELS = "quality_labels_missing"
+    EMPTY_ARM = "empty_arm"
+
+
+FAIL_CODE = {ERRORS: GateCode.ERRORS_WORSE, QUALITY: GateCode.QUALITY_WORSE, COST: GateCode.COST_WORSE}
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """Mirrors params.yaml -> gate."""
+
+    champion: str = "champion"
+    challenger: str = "challenger"
+    planned_split: float = 0.5  # challenger share of the experiment's rows
+    srm_threshold: float = 0.001
+    alpha: float = 0.05
+    quality_margin: float = 0.02  # challenger mean quality may be at most this much lower
+    error_rate_margin: float = 0.005  # challenger error rate may be at most this much higher (absolute)
+    cost_margin: float = 0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
+    min_rows_per_arm: int = 200
+    sequential: bool = False  # quality decision on the always-valid mSPRT p-value
+    msprt_tau: float = 0.05  # mSPRT mixture sd (a plausible quality difference), used when sequential
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    codes: tuple[GateCode, ...]
+    stats: Mapping[str, dict]  # dataclasses.asdict of each abtest.stats result (srm, errors, quality, cost, holm)
+    arms: Mapping[str, Mapping[str, float]]  # per arm: rows, error_rate, quality_mean, ...
+
+    def to_json(self) -> str:
+        """Strict JSON: NaN and +/-inf become null."""
+        return json.dumps(_clean(dataclasses.asdict(self)), indent=2)
+
+
+def _clean(x: object) -> object:
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, StrEnum):
+        return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# -------------------------------------------------------------------------------------------- pure decision
+
+
+def _arm_metrics(arm: pd.DataFrame) -> dict[str, float]:
+    q = _column(arm, "quality")
+    c = _column(arm, "cost_usd")
+    lat = _column(arm, "latency_ms")
+    n = len(arm)
+    return {
+        "rows": int(n),
+        "errors": int((arm["status"] == "error").sum()) if "status" in arm else 0,
+        "error_rate": float((arm["status"] == "error").mean()) if n and "status" in arm else math.nan,
+        "quality_labels": int(q.size),
+        "quality_mean": float(q.mean()) if q.size else math.nan,
+        "cost_rows": int(c.size),
+        "cost_mean": float(c.mean()) if c.size else math.nan,
+        "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else math.nan,
+        "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else math.nan,
+    }
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """The finite values of a numeric column (empty when the column is absent)."""
+    if name not in frame:
+        return np.empty(0)
+    v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return v[np.isfinite(v)]
+
+
+def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams) -> st.TestResult:
+    if not p.sequential:
+        return st.non_inferiority(qa, qb, p.quality_margin, p.alpha, higher_is_better=True)
+    res = st.msprt(qa, qb + p.quality_margin, p.msprt_tau, p.alpha)  # H0: diff = -margin
+    if res.code != st.StatCode.OK:
+        return dataclasses.replace(res, name="msprt_non_inferiority")
+    m = p.quality_margin
+    return dataclasses.replace(
+        res, name="msprt_non_inferiority", estimate=res.estimate - m, ci_low=res.ci_low - m,
+        ci_high=res.ci_high - m, p_value=res.p_value if res.estimate > 0 else 1.0,
+    )
+
+
+def _cost_test(ca: np.ndarray, cb: np.ndarray, p: GateParams) -> st.TestResult:
+    margin = p.cost_margin * float(ca.mean()) if ca.size else math.nan
+    if p.cost_margin == 0 or not math.isfinite(margin):
+        return st.superiority_cost(ca, cb, 0.0, p.alpha)
+    return st.non_inferiority(ca, cb, margin, p.alpha, higher_is_better=False)
+
+
+def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
+    """The gate's verdict on one experiment (pure: no I/O). See the module docstring for the rules."""
+    p = params
+    variant = traces["variant"] if "variant" in traces else pd.Series(index=traces.index, dtype=object)
+    arms_df = {name: traces[variant == name] for name in (p.champion, p.challenger)}
+    a, b = arms_df[p.champion], arms_df[p.challenger]
+    arms = {name: _arm_metrics(df) for name, df in arms_df.items()}
+    codes: list[GateCode] = []
+    out: dict[str, dict] = {}
+
+    srm = st.srm([len(a), len(b)], [1 - p.planned_split, p.planned_split], p.srm_threshold)
+    out["srm"] = dataclasses.asdict(srm)
+    if len(a) == 0 or len(b) == 0:
+        codes.append(GateCode.EMPTY_ARM)
+    if srm.mismatch:
+        codes.append(GateCode.SRM)
+    if min(len(a), len(b)) < p.min_rows_per_arm:
+        if GateCode.EMPTY_ARM not in codes:
+            codes.append(GateCode.TOO_FEW)
+        return GateDecision(False, tuple(codes), out, arms)
+
+    ma, mb = arms[p.champion], arms[p.challenger]
+    results: dict[str, st.TestResult] = {
+        # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
+        ERRORS: st.non_inferiority_proportions(ma["errors"] + 1, ma["rows"] + 2, mb["errors"] + 1, mb["rows"] + 2,
+                                               p.error_rate_margin, p.alpha, higher_is_better=False),
+        QUALITY: _quality_test(_column(a, "quality"), _column(b, "quality"), p),
+        COST: _cost_test(_column(a, "cost_usd"), _column(b, "cost_usd"), p),
+    }
+    for name in DECISION_TESTS:
+        out[name] = dataclasses.asdict(results[name])
+
+    ok = [n for n in DECISION_TESTS if results[n].code == st.StatCode.OK]
+    passed: dict[str, bool] = dict.fromkeys(DECISION_TESTS, False)
+    if ok:
+        adj = st.holm([results[n].p_value for n in ok], p.alpha)
+        out["holm"] = dataclasses.asdict(adj) | {"tests": list(ok)}
+        passed |= {n: bool(r) for n, r in zip(ok, adj.reject, strict=True)} if adj.code == st.StatCode.OK else {}
+
+    for name in DECISION_TESTS:
+        if passed[name]:
+            continue
+        code = results[name].code
+        if name == QUALITY and (ma["quality_labels"] == 0 or mb["quality_labels"] == 0):
+            codes.append(GateCode.NO_LABELS)
+        elif name == QUALITY and code == st.StatCode.TOO_FEW:
+            codes.append(GateCode.TOO_FEW)
+        else:
+            codes.append(FAIL_CODE[name])
+    promote = not codes
+    return GateDecision(promote, (GateCode.PROMOTE,) if promote else tuple(dict.fromkeys(codes)), out, arms)
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+MARGIN_SIGN = {ERRORS: 1.0, QUALITY: -1.0, COST: 1.0}
+
+
+def _margins(decision: GateDecision, params: GateParams) -> dict[str, float]:
+    cost_a = decision.arms.get(params.champion, {}).get("cost_mean", math.nan)
+    return {ERRORS: params.error_rate_margin, QUALITY: -params.quality_margin, COST: params.cost_margin * cost_a}
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else ("inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:.4g}")
+    return str(x)
+
+
+def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParams()) -> tuple[Path, Path]:  # noqa: B008
+    """Write ``gate.md`` (arm metrics, tests, codes, verdict) and ``gate.png`` (one-sided CIs vs margins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    margins = _margins(decision, params)
+    metric_keys = list(next(iter(decision.arms.values())).keys()) if decision.arms else []
+    lines = [f"# A/B gate: {'PROMOTE' if decision.promote else 'BLOCKED'}", "",
+             f"codes: {', '.join(f'`{c}`' for c in decision.codes)}", "", "## Arms", "",
+             "| metric | " + " | ".join(decision.arms) + " |", "|---" * (len(decision.arms) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(_fmt(m[k]) for m in decision.arms.values()) + " |" for k in metric_keys]
+    holm = decision.stats.get("holm", {})
+    adjusted = dict(zip(holm.get("tests", []), holm.get("adjusted", []), strict=False))
+    lines += ["", "## Tests (challenger - champion; one-sided, H1 = challenger acceptable)", "",
+              "| test | function | code | estimate | CI low | CI high | margin | p | Holm p |", "|---" * 9 + "|"]
+    for name in DECISION_TESTS:
+        s = decision.stats.get(name)
+        if s is None:
+            lines.append(f"| {name} | not run | | | | | | | |")
+            continue
+        lines.append(f"| {name} | {s['name']} | {s['code']} | {_fmt(s['estimate'])} | {_fmt(s['ci_low'])} | "
+                     f"{_fmt(s['ci_high'])} | {_fmt(margins[name])} | {_fmt(s['p_value'])} | {_fmt(adjusted.get(name, math.nan))} |")
+    srm = decision.stats["srm"]
+    lines += ["", f"SRM: counts {srm['counts']}, expected {[round(e, 1) for e in srm['expected']]}, "
+              f"p = {_fmt(srm['p_value'])} (threshold {srm['threshold']})", ""]
+    md = out_dir / "gate.md"
+    md.write_text("\n".join(lines))
+
+    fig, axes = plt.subplots(len(DECISION_TESTS), 1, figsize=(6, 1.6 * len(DECISION_TESTS) + 0.6))
+    for ax, name in zip(axes, DECISION_TESTS, strict=True):
+        s = decision.stats.get(name)
+        ax.axvline(0, color="grey", lw=1)
+        ax.axvline(margins[name], color="red", ls="--", lw=1, label="margin")
+        if s is not None and math.isfinite(s["estimate"]):
+            lo, hi, est = s["ci_low"], s["ci_high"], s["estimate"]
+            span = max(abs(est), abs(margins[name]) if math.isfinite(margins[name]) else 0, 1e-9)
+            finite = [v for v in (lo, hi) if math.isfinite(v)]
+            width = max([abs(v - est) for v in finite] + [span]) * 1.5
+            # the finite (one-sided) bound as a capped bar; the unbounded side as a dotted line
+            lo_e, hi_e = (est - lo if math.isfinite(lo) else 0.0), (hi - est if math.isfinite(hi) else 0.0)
+            ax.errorbar([est], [0], xerr=[[lo_e], [hi_e]], fmt="o", capsize=4, label=f"{1 - params.alpha:.0%} bound")
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                ax.plot([est, est - width if not math.isfinite(lo) else est + width], [0, 0], ls=":", color="C0")
+        else:
+            ax.text(0.5, 0.5, f"{name}: {s['code'] if s else 'not run'}", transform=ax.transAxes, ha="center")
+        ax.set(yticks=[], title=f"{name} ({s['name'] if s else 'not run'})")
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(f"challenger - champion, one-sided {1 - params.alpha:.0%} bounds: "
+                 f"{'PROMOTE' if decision.promote else 'BLOCKED'}", fontsize=9)
+    png = out_dir / "gate.png"
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return md, png
+
+
+# ----------------------------------------------------------------------------------------------- I/O edge
+
+
+def main(experiment: Path, params_file: Path | None = None, dry_run: bool = False, as_json: bool = False,
+         out_dir: Path = Path("data/gate"), uri: str | None = None) -> GateDecision:
+    """Read an experiment (trace file or dataset folder), decide, report, and on promote move ``champion``."""
+    from beast.config import load_params
+    from models import registry
+    from models.train import TrainParams, read_inputs
+
+    params = load_params(params_file, "gate", GateParams)
+    traces = read_inputs([Path(experiment)], load_params(params_file, "train", TrainParams))
+    decision = decide(traces, params)
+    say = (lambda m: print(m, file=sys.stderr)) if as_json else print
+    if as_json:
+        print(decision.to_json())
+    else:
+        say(f"gate: {'PROMOTE' if decision.promote else 'BLOCKED'} ({', '.join(decision.codes)})")
+    if not dry_run:
+        md, png = report(decision, out_dir, params)
+        say(f"  wrote {md} and {png}")
+    if decision.promote and not dry_run:
+        for predictor in registry.REGISTERED:
+            version = registry.version_by_alias(predictor, registry.CHALLENGER, uri)
+            if version is None:
+                say(f"  {predictor}: no {registry.CHALLENGER} version registered, skipped")
+                continue
+            registry.set_alias(predictor, registry.CHAMPION, version.version, uri)
+            say(f"  {predictor}: {registry.CHAMPION} -> version {version.version}")
+    return decision
