@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.models import category_codes
 from traces.contract import STATUS_ERROR
 
 CONTEXT_FEATURES = (
@@ -92,7 +93,5 @@ def context_features(frame: pd.DataFrame, spec: ContextSpec) -> pd.DataFrame:
     out["hour_cos"] = np.cos(2 * np.pi * hours / 24)
     out["weekday"] = ts.dt.day_of_week.to_numpy(dtype=float)
     tenant = frame["tenant"].astype(object).to_numpy() if "tenant" in frame else np.full(n, None)
-    codes = pd.Index(spec.tenants).get_indexer(tenant).astype(float)
-    codes[codes < 0] = np.nan
-    out["tenant_code"] = codes
+    out["tenant_code"] = category_codes(tenant, spec.tenants)
     return out[list(CONTEXT_FEATURES)].astype("float32").reset_index(drop=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +81,18 @@ def fit_model_spec(models: pd.Series, cards: tuple[ModelCard, ...], prices: Pric
     return ModelSpec(tuple(sorted(set(models.dropna().astype(str)))), attrs)
 
 
+def category_codes(values: object, categories: Sequence[str]) -> np.ndarray:
+    """Float code = position in `categories`; null or unseen values -> NaN (LightGBM reads it as missing,
+    never as another category's code). The one encoding every categorical feature uses."""
+    arr = pd.Series(values, dtype=object)
+    idx = pd.Index(list(categories), dtype=object).get_indexer(arr.where(arr.notna(), None).to_numpy())
+    return np.where(idx >= 0, idx, np.nan).astype(np.float64)
+
+
 def model_features(models: pd.Series, spec: ModelSpec) -> pd.DataFrame:
     """One row per request: the model's category code and attributes (NaN where unknown)."""
     names = models.astype(object).to_numpy()
-    codes = pd.Index(spec.categories).get_indexer(names).astype(float)
-    codes[codes < 0] = np.nan
+    codes = category_codes(names, spec.categories)
     table = pd.DataFrame.from_dict(spec.attributes, orient="index", dtype=float)
     attrs = table.reindex(names).reset_index(drop=True)
     out = pd.DataFrame({"model_code": codes})

@@ -30,6 +30,7 @@ from models.common import Evaluation, Split, TuningProblem, group_split, time_sp
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
+from features.models import category_codes
 from features.prompt import prompt_features
 
 CATEGORICAL: tuple[str, ...] = ("model", "task")
@@ -66,14 +67,6 @@ def fit_categories(frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _codes(values: pd.Series | None, categories: tuple[str, ...], n: int) -> np.ndarray:
-    """Float codes into `categories`; null or unseen values -> NaN (LightGBM: missing, never another model's code)."""
-    if values is None:
-        return np.full(n, np.nan)
-    idx = pd.Index(categories, dtype=object).get_indexer(values.astype(object).where(values.notna(), None))
-    return np.where(idx >= 0, idx, np.nan).astype(np.float64)
-
-
 def _prompt_block(frame: pd.DataFrame) -> pd.DataFrame:
     """Prompt features (prefixed `prompt_`), NaN rows where there is no prompt."""
     prompts = frame["prompt"] if "prompt" in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
@@ -99,8 +92,8 @@ def cost_features(frame: pd.DataFrame, categories: Mapping[str, tuple[str, ...]]
     out = pd.DataFrame(
         {
             "log_input_tokens": np.log1p(inp),
-            "model": _codes(frame.get("model"), tuple(cats.get("model", ())), n),
-            "task": _codes(frame.get("task"), tuple(cats.get("task", ())), n),
+            "model": category_codes(frame["model"], cats.get("model", ())) if "model" in frame else np.full(n, np.nan),
+            "task": category_codes(frame["task"], cats.get("task", ())) if "task" in frame else np.full(n, np.nan),
             "hour": ts.dt.hour.to_numpy(dtype=np.float64),
             "cached_share": share,
         }

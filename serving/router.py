@@ -78,6 +78,9 @@ class Policy(ABC):
     @abstractmethod
     def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]: ...
 
+    def record(self, usd: float, now: float) -> None:
+        """Told the predicted cost of every decision made; stateless policies ignore it."""
+
 
 class Threshold(Policy):
     """The cheapest model whose predicted quality reaches `target_quality`."""
@@ -287,8 +290,7 @@ class Router:
         note = f"; skipped (circuit open): {', '.join(skipped)}" if skipped else ""
         if up.any():
             i, reason, code = self.policy.choose(self.models, np.where(up, quality, -np.inf), np.where(up, cost, np.inf))
-            if isinstance(self.policy, Budget):
-                self.policy.record(float(cost[i]), now)
+            self.policy.record(float(cost[i]), now)
             return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, reason + note, code)
         order = [m for m in self.fallback if self.breaker.available(m, now)] or list(self.fallback or self.models)
         i = self.models.index(order[0])
