@@ -18,7 +18,9 @@ Every feature is a count of one regex (or a formula over such counts), listed wi
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -126,38 +128,30 @@ PROMPT_FEATURES: tuple[str, ...] = tuple(PROMPT_FEATURE_DOCS)
 # ------------------------------------------------------------------------------------------ computing
 
 
-def _counts(text: pd.Series, lower: pd.Series) -> dict[str, np.ndarray]:
-    """count(P) for every pattern except the extraction / replacement ones, as float64 arrays."""
-    skip = {"fenced_block", "wh_any"}
-    return {
-        name: (lower if is_lower else text).str.count(src).to_numpy(dtype=np.float64)
-        for name, (src, is_lower) in PATTERNS.items()
-        if name not in skip
-    }
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else 0.0
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-
-def _assemble(n: dict[str, np.ndarray], chars: np.ndarray, outside: np.ndarray, wh: np.ndarray) -> dict[str, np.ndarray]:
-    """The feature formulas (PROMPT_FEATURE_DOCS) from pattern counts, lengths and the first wh-word."""
-    return {
+def _row(n: Mapping[str, float], chars: float, outside: float, wh: str) -> list[float]:
+    """The feature formulas (PROMPT_FEATURE_DOCS) of one prompt from its pattern counts, its length, its length
+    outside ``` fences and its first wh-word, in `PROMPT_FEATURES` order. Plain floats: both the batch and
+    the per-request path use this one function, and it costs microseconds, not numpy call overheads."""
+    feats = {
         "chars": chars,
         "words": n["word"],
-        "tokens_est": np.ceil(chars / CHARS_PER_TOKEN),
+        "tokens_est": float(math.ceil(chars / CHARS_PER_TOKEN)),
         "lines": n["newline"] + 1,
-        "has_code": ((n["fence"] > 0) | (n["code_token"] >= CODE_TOKENS_FOR_CODE)).astype(np.float64),
+        "has_code": float(n["fence"] > 0 or n["code_token"] >= CODE_TOKENS_FOR_CODE),
         "code_tokens": n["code_token"],
         "code_ratio": _ratio(chars - outside, chars),
         "code_symbol_ratio": _ratio(n["code_symbol"], chars),
         "digit_ratio": _ratio(n["digit"], chars),
-        "math": (n["math"] > 0).astype(np.float64),
+        "math": float(n["math"] > 0),
         "list_items": n["list_item"],
-        "question": ((n["question_end"] > 0) | (n["wh_start"] > 0)).astype(np.float64),
-        **{f"q_{w}": (wh == w).astype(np.float64) for w in _WH},
-        "q_other": (wh == "").astype(np.float64),
-        "imperative": (n["imperative"] > 0).astype(np.float64),
+        "question": float(n["question_end"] > 0 or n["wh_start"] > 0),
+        **{f"q_{w}": float(wh == w) for w in _WH},
+        "q_other": float(wh == ""),
+        "imperative": float(n["imperative"] > 0),
         "non_ascii_ratio": _ratio(n["non_ascii"], chars),
         "latin_ratio": _ratio(n["latin"], chars),
         "cjk_ratio": _ratio(n["cjk"], chars),
@@ -166,32 +160,54 @@ def _assemble(n: dict[str, np.ndarray], chars: np.ndarray, outside: np.ndarray, 
         "upper_ratio": _ratio(n["upper"], n["letter"]),
         "turns": n["turn"] + 1,
     }
+    return [feats[name] for name in PROMPT_FEATURES]
 
 
-def _features_of_distinct(text: pd.Series) -> dict[str, np.ndarray]:
-    """All features of non-null prompts (one row per prompt), as float64 arrays keyed by feature name."""
+_SKIPPED = {"fenced_block", "wh_any"}  # used for replacement / extraction, not counted
+
+
+def _features_of_distinct(text: pd.Series) -> np.ndarray:
+    """All features of non-null prompts (one float64 row per prompt): pattern counts with pandas string
+    methods, then `_row` per prompt."""
     lower = text.str.lower()
-    chars = text.str.len().to_numpy(dtype=np.float64)
-    outside = text.str.replace(PATTERNS["fenced_block"][0], "", regex=True).str.len().to_numpy(dtype=np.float64)
-    wh = lower.str.extract(PATTERNS["wh_any"][0], expand=False).fillna("").to_numpy(dtype=object)
-    return _assemble(_counts(text, lower), chars, outside, wh)
+    names = [name for name in PATTERNS if name not in _SKIPPED]
+    counts = [(lower if PATTERNS[name][1] else text).str.count(PATTERNS[name][0]).to_numpy(dtype=np.float64).tolist() for name in names]
+    chars = text.str.len().to_numpy(dtype=np.float64).tolist()
+    outside = text.str.replace(PATTERNS["fenced_block"][0], "", regex=True).str.len().to_numpy(dtype=np.float64).tolist()
+    wh = lower.str.extract(PATTERNS["wh_any"][0], expand=False).fillna("").tolist()
+    rows = [_row(dict(zip(names, vals, strict=True)), c, o, w) for *vals, c, o, w in zip(*counts, chars, outside, wh, strict=True)]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(PROMPT_FEATURES))
 
 
 _COMPILED = {name: (re.compile(src), lower) for name, (src, lower) in PATTERNS.items()}
-_COUNTED = [(name, rx, lower) for name, (rx, lower) in _COMPILED.items() if name not in {"fenced_block", "wh_any"}]
+_COUNTED = [(name, rx, lower) for name, (rx, lower) in _COMPILED.items() if name not in _SKIPPED]
+_FLAGS = frozenset({"fence", "math", "question_end", "wh_start", "imperative"})  # `_row` only asks count > 0
+_CHAR_CLASSES = ("newline", "code_symbol", "digit", "non_ascii", "latin", "cjk", "cyrillic", "arabic", "upper", "letter")
+# For an ASCII prompt a one-character pattern's count is the number of bytes in the set it matches, which
+# bytes.translate counts at C speed; the sets are read off the regexes themselves, so nothing is restated.
+_ASCII_MATCHES = {name: bytes(c for c in range(128) if _COMPILED[name][0].fullmatch(chr(c))) for name in _CHAR_CLASSES}
+
+
+def _count(name: str, rx: re.Pattern[str], text: str, ascii_bytes: bytes | None) -> float:
+    """count(P) of `PROMPT_FEATURE_DOCS`, by the cheapest exact route (a flag needs only the first match)."""
+    if ascii_bytes is not None and name in _ASCII_MATCHES:
+        return float(len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_MATCHES[name])))
+    if name in _FLAGS:
+        return 1.0 if rx.search(text) else 0.0
+    return float(len(rx.findall(text)))
 
 
 def prompt_vector(prompt: str | None) -> np.ndarray:
     """`PROMPT_FEATURES` of one prompt as float64 (NaN if None): the router's per-request path, the same
-    formulas and regexes as `prompt_features` without pandas (tens of microseconds, not milliseconds)."""
+    regexes and `_row` as `prompt_features` without pandas (tens of microseconds, not milliseconds)."""
     if prompt is None:
         return np.full(len(PROMPT_FEATURES), np.nan)
     lower = prompt.lower()
-    n = {name: np.array([float(len(rx.findall(lower if is_lower else prompt)))]) for name, rx, is_lower in _COUNTED}
+    raw = prompt.encode("ascii") if prompt.isascii() else None
+    n = {name: _count(name, rx, lower if is_lower else prompt, raw) for name, rx, is_lower in _COUNTED}
     first = _COMPILED["wh_any"][0].search(lower)
     outside = len(_COMPILED["fenced_block"][0].sub("", prompt))
-    feats = _assemble(n, np.array([float(len(prompt))]), np.array([float(outside)]), np.array([first.group(1) if first else ""], dtype=object))
-    return np.array([feats[name][0] for name in PROMPT_FEATURES], dtype=np.float64)
+    return np.array(_row(n, float(len(prompt)), float(outside), first.group(1) if first else ""), dtype=np.float64)
 
 
 def prompt_features(prompts: pd.Series) -> pd.DataFrame:
@@ -203,10 +219,7 @@ def prompt_features(prompts: pd.Series) -> pd.DataFrame:
     """
     codes, uniques = pd.factorize(prompts, use_na_sentinel=True)
     text = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
-    feats = _features_of_distinct(text)
-    distinct = (
-        np.column_stack([feats[name] for name in PROMPT_FEATURES]) if len(text) else np.empty((0, len(PROMPT_FEATURES)))
-    )
+    distinct = _features_of_distinct(text)
     out = np.full((len(prompts), len(PROMPT_FEATURES)), np.nan, dtype=np.float32)
     known = codes >= 0
     out[known] = distinct[codes[known]]

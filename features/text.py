@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import json
 import math
@@ -72,6 +73,12 @@ class TextSpec:
     components: np.ndarray  # float32, (k, n_features)
     explained_variance_ratio: tuple[float, ...]
     version: str = field(default=SPEC_VERSION)
+
+    @functools.cached_property
+    def components_t64(self) -> np.ndarray:
+        """`components` transposed to n_features x k float64, made once per spec: the per-request path
+        gathers the rows of a prompt's buckets, each k contiguous numbers."""
+        return np.ascontiguousarray(self.components.T, dtype=np.float64)
 
     def to_json(self) -> str:
         blob = np.ascontiguousarray(self.components, dtype="<f4").tobytes()
@@ -187,33 +194,56 @@ def transform_text(spec: TextSpec, prompts: pd.Series) -> np.ndarray:
     return out
 
 
-_BUCKETS: dict[tuple[str, int], int] = {}  # key -> bucket memo for the per-request path (keys repeat a lot)
-_BUCKETS_MAX = 1_000_000
+_MEMO_MAX = 1_000_000  # entries per memo below; cleared when full (bounded memory under hostile input)
+_WORD_BUCKETS: dict[int, dict[str, tuple[int, ...]]] = {}  # n -> word -> buckets of its "w:" and "c:" keys
+_PAIR_BUCKETS: dict[int, dict[str, int]] = {}  # n -> "a b" -> bucket of the "b:a b" key
+
+
+def _word_buckets(word: str, n: int) -> tuple[int, ...]:
+    padded = f" {word} "
+    return (bucket(f"w:{word}", n), *(bucket(f"c:{padded[j : j + 3]}", n) for j in range(len(word))))
+
+
+def request_buckets(prompt: str, n: int) -> list[int]:
+    """The buckets of `text_keys(prompt)` (same multiset, other order), memoised per word and per word pair:
+    the per-request path hashes each distinct word once per process, not once per request."""
+    words = WORD_RE.findall(unicodedata.normalize("NFKC", prompt).lower())
+    singles, pairs = _WORD_BUCKETS.setdefault(n, {}), _PAIR_BUCKETS.setdefault(n, {})
+    if len(singles) >= _MEMO_MAX or len(pairs) >= _MEMO_MAX:
+        singles.clear()
+        pairs.clear()
+    out: list[int] = []
+    for w in words:
+        got = singles.get(w)
+        if got is None:
+            got = singles[w] = _word_buckets(w, n)
+        out += got
+    for key in map(" ".join, itertools.pairwise(words)):
+        b = pairs.get(key)
+        if b is None:
+            b = pairs[key] = bucket(f"b:{key}", n)
+        out.append(b)
+    return out
 
 
 def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
     """The k text features of one prompt (float32, NaN if None): `transform_text` for a single request,
-    without pandas or scipy.sparse (the router's per-request path)."""
+    without pandas or scipy.sparse (the router's per-request path; tested equal to the batch path)."""
     if prompt is None:
         return np.full(spec.params.k, np.nan, dtype=np.float32)
-    n = spec.params.n_features
-    buckets = []
-    for key in text_keys(prompt):
-        b = _BUCKETS.get((key, n))
-        if b is None:
-            if len(_BUCKETS) >= _BUCKETS_MAX:
-                _BUCKETS.clear()
-            b = _BUCKETS[(key, n)] = bucket(key, n)
-        buckets.append(b)
-    if not buckets:
+    keys = request_buckets(prompt, spec.params.n_features)
+    buckets = np.fromiter(keys, dtype=np.int64, count=len(keys))
+    if len(buckets) == 0:
         return np.zeros(spec.params.k, dtype=np.float32)
-    cols, tf = np.unique(np.asarray(buckets), return_counts=True)
+    counts = np.bincount(buckets, minlength=spec.params.n_features)
+    cols = np.flatnonzero(counts)
+    tf = counts[cols]
     w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
     w = w * spec.idf[cols]
     norm = np.sqrt(np.dot(w, w))
     if norm == 0:
         return np.zeros(spec.params.k, dtype=np.float32)
-    return np.asarray(spec.components[:, cols].astype(np.float64) @ (w / norm), dtype=np.float32)
+    return np.asarray((w / norm) @ spec.components_t64[cols], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------- validation

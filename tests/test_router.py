@@ -225,3 +225,57 @@ def test_http_route_health_and_bad_requests(routed) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def routed_per_model(routed, sample_dataset: Path):
+    """The `routed` bundle with per-model quality heads (the production default), trained small."""
+    import shutil
+
+    tmp, _, _ = routed
+    out = tmp / "per_model"
+    shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [])
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
+    params["train"]["quality"] |= {"heads": "per_model", "num_boost_round": 40}
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
+    prices = load_prices(ROOT / "data/prices.yaml")
+    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    build_bundle(out / "models", prices, out / "bundle", None, policy)
+    return Router.load(out / "bundle")
+
+
+@pytest.mark.parametrize("which", ["routed", "routed_per_model"])
+def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, request, sample_traces) -> None:
+    from serving.router import RowPredictor
+
+    router = request.getfixturevalue(which)
+    router = router[2] if isinstance(router, tuple) else router
+    assert router.heads == ("shared" if which == "routed" else "per_model")
+    prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:40]) + EDGE_PROMPTS
+    requests = [RouteRequest(prompt=p, task="koala" if i % 2 else None, input_tokens=None if i % 3 else 10 * i, timestamp=pd.Timestamp("2025-01-01T05:00Z").to_pydatetime()) for i, p in enumerate(prompts)]
+    for r in requests[:10]:  # the fast C path against Booster.predict, row by row, NaN included
+        _, v = router.request_vector(r)
+        Xq, Xc = router.quality_features(v), router.cost_features(v)
+        for i, booster in enumerate(router.q_heads):
+            assert RowPredictor(booster)(Xq[i]) == booster.predict(Xq[i : i + 1])[0]
+        np.testing.assert_array_equal([RowPredictor(router.c_p50)(row) for row in Xc], router.c_p50.predict(Xc))
+    quality, cost = router.predict_many(requests)
+    for j, r in enumerate(requests):
+        q, c = router.predict(r)
+        np.testing.assert_allclose(quality[j], q, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(cost[j], c, rtol=1e-12)
+    assert router.route_many(requests, now=5.0) == [router.route(r, now=5.0) for r in requests]
+    assert router.route_many([]) == []
+
+
+def test_ascii_shortcut_counts_equal_the_regex_counts() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "abcXYZ019 \t\n{}[]<>=;_\\|&^~`$#()+*-./?:'\"!@%,"
+    prompts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(300)]
+    prompts += ["Solve 2x + 3 = 7.\n- first\n1) second\nUser: hi\n```py\nx = {'a': 1}\n```", "A" * 5000]
+    batch = prompt_features(pd.Series(prompts, dtype=object)).to_numpy()
+    np.testing.assert_array_equal(batch, np.vstack([prompt_vector(p) for p in prompts]).astype(np.float32))
