@@ -81,7 +81,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from models.export import export
 
-    result = export(args.alias, args.out, models_dir=args.models, prices_file=args.prices, overwrite=args.overwrite)
+    result = export(args.alias, args.out, prices_file=args.prices, overwrite=args.overwrite)
     print(f"bundle {result.path} ({result.files} files, {result.bytes / 1e6:.1f} MB) and {result.archive}")
     for name, entry in result.manifest["predictors"].items():
         print(f"  {name}: {entry.get('registered_name')} version {entry.get('version')} (@{args.alias})")
@@ -223,7 +223,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--alias", default="champion", help="registry alias to export (default: champion)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create (its .tar.gz is written beside it)")
-    p.add_argument("--models", type=Path, default=Path("data/models"), help="side files written by `beast train` (default: data/models)")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table for the candidate models")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (atomically)")
 

@@ -136,12 +136,11 @@ def _stage(tmp: Path, rel: str, data: bytes, files: dict[str, dict[str, Any]]) -
     files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def _write_tree(tmp: Path, src: Path, prices: PriceTable, versions: Mapping[str, object] | None, policy: Mapping[str, Any], boosters: Mapping[str, Mapping[str, lgb.Booster]], alias: str | None) -> dict[str, Any]:
+def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: PriceTable, versions: Mapping[str, object] | None, policy: Mapping[str, Any], boosters: Mapping[str, Mapping[str, lgb.Booster]], alias: str | None) -> dict[str, Any]:
     """Every bundle file into `tmp`; returns the manifest (also written)."""
-    sides = {p: _read_side(src, p) for p in PREDICTORS}
     spec = sides["quality"].get("feature_spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("version"), str):
-        raise BeastError(f"{src / 'quality' / 'quality.json'}: feature_spec with a version is missing; retrain quality")
+        raise BeastError("export: the quality side JSON has no feature_spec with a version; retrain quality")
     candidates = _candidates(sides, list(boosters["quality"]), prices)
     policy = _check_policy(policy, candidates)
     files: dict[str, dict[str, Any]] = {}
@@ -254,25 +253,27 @@ def build_bundle(
     alias: str | None = None,
     overwrite: bool = False,
     requests: Sequence[Mapping[str, object]] | None = None,
+    sides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExportResult:
     """Write the bundle folder `out` and `out`.tar.gz from `src` (``data/models``: side JSON + boosters).
 
     `versions` maps predictor -> `registry.RegisteredVersion` (None: unregistered local files);
-    `boosters` (predictor -> key -> Booster) replaces the ``*.txt`` files in `src` when given. `out`
-    must not exist unless `overwrite`; nothing is left half-written on failure.
+    `boosters` (predictor -> key -> Booster) and `sides` (predictor -> side JSON) replace the files in
+    `src` when given. `out` must not exist unless `overwrite`; nothing is left half-written on failure.
     """
     src, out = Path(src), Path(out)
     if out.exists() and not overwrite:
         raise BeastError(f"{out}: already exists; pass overwrite=True to replace it")
     archive = archive_path(out)
     boosters = boosters if boosters is not None else {p: _load_local(src, p) for p in PREDICTORS}
+    sides = sides if sides is not None else {p: _read_side(src, p) for p in PREDICTORS}
     missing = [p for p in PREDICTORS if not boosters.get(p)]
     if missing:
         raise BeastError(f"export: no boosters for {', '.join(missing)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        manifest = _write_tree(tmp, src, prices, versions, policy, boosters, alias)
+        manifest = _write_tree(tmp, sides, prices, versions, policy, boosters, alias)
         try:
             requests = sample_requests() if requests is None else requests
             if requests:  # an empty list (format tests with stand-in models) records no vectors
@@ -290,39 +291,19 @@ def build_bundle(
     return ExportResult(out, archive, manifest, count, size)
 
 
-def _registered_boosters(predictor: str, alias: str, keys: list[str], uri: str | None) -> dict[str, lgb.Booster]:
-    """The boosters of `predictor`@`alias`: each local key as a run artifact ``boosters/<key>.txt``, and the one
-    key that is not an artifact as the registered model itself."""
-    from models import registry
-
-    out, main = {}, []
-    for key in keys:
-        try:
-            out[key] = registry.load_booster(predictor, alias, key=key, uri=uri)
-        except BeastError:
-            main.append(key)
-    if len(main) != 1:
-        raise BeastError(f"export: {predictor}@{alias}: expected exactly one local booster to be the registered model, found {main or 'none'}; are data/models and the registry from the same training run?")
-    out[main[0]] = registry.load_booster(predictor, alias, uri=uri)
-    return {k: out[k] for k in keys}
-
-
-def export(alias: str, out: Path, models_dir: Path = Path("data/models"), prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False, requests: Sequence[Mapping[str, object]] | None = None) -> ExportResult:
+def export(alias: str, out: Path, prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False, requests: Sequence[Mapping[str, object]] | None = None) -> ExportResult:
     """The bundle of each predictor's version `alias` (e.g. ``champion``) in the MLflow registry.
 
-    Boosters come from the registry (what is registered is what ships); side JSON from `models_dir`,
-    checked against the boosters' feature names.
+    Boosters and side JSON both come from each version's own run (what is registered is what ships,
+    with the features it was fitted with); ``data/models`` is not read.
     """
     from models import registry
 
-    versions = {}
-    for p in PREDICTORS:
-        found = registry.version_by_alias(p, alias, uri)
-        if found is None:
-            raise BeastError(f"export: {registry.REGISTERED[p]}@{alias}: no such alias in {uri or registry.tracking_uri()}; train (and promote) {p} first")
-        versions[p] = found
-    boosters = {p: _registered_boosters(p, alias, local_keys(models_dir, p), uri) for p in PREDICTORS}
+    loaded = {p: registry.load_predictor(p, alias, uri) for p in PREDICTORS}
+    sides = {p: dict(v.side) for p, v in loaded.items()}
+    boosters = {p: v.boosters for p, v in loaded.items()}
     prices = load_prices(prices_file)
     if policy is None:
-        policy = default_policy(_candidates({p: _read_side(models_dir, p) for p in PREDICTORS}, list(boosters["quality"]), prices))
-    return build_bundle(models_dir, prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests)
+        policy = default_policy(_candidates(sides, list(boosters["quality"]), prices))
+    versions = {p: v.version for p, v in loaded.items()}
+    return build_bundle(Path("."), prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests, sides=sides)

@@ -41,6 +41,7 @@ Costs and caveats
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -76,6 +77,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "model"  # name of the logged model inside each run (MLflow 3 `name=`, formerly `artifact_path=`)
 BOOSTERS_DIR = "boosters"  # run-artifact folder of the extra boosters: boosters/<key>.txt
+REGISTERED_BOOSTER_TAG = "beast.registered_booster"  # run tag: the booster key the registered model is
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _QUIET = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "mlflow.utils.environment": logging.ERROR}
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -326,30 +328,85 @@ def load_booster(predictor: str, alias: str = CHAMPION, key: str | None = None, 
 
     Only LightGBM text files are read (``lgb.Booster(model_file=...)``); nothing is unpickled.
     """
-    name = _registered_name(predictor)
     found = version_by_alias(predictor, alias, uri)
     if found is None:
-        raise BeastError(f"mlflow: {name}@{alias}: no such alias in {uri or tracking_uri()}")
+        raise BeastError(f"mlflow: {_registered_name(predictor)}@{alias}: no such alias in {uri or tracking_uri()}")
     client, uri = _client(uri)
     with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp:
         if key is not None:
-            rel = f"{BOOSTERS_DIR}/{_check_key(key)}.txt"
-            with _mlflow_errors(f"download {rel} of {name}@{alias} (run {found.run_id}) from {uri}"), _fluent(uri):
-                path = Path(client.download_artifacts(found.run_id, rel, tmp))
-            return lgb.Booster(model_file=str(path))
-        local = _download_model(predictor, alias, Path(tmp), uri)
-        flavor = Model.load(str(local)).flavors.get("lightgbm", {})
-        if flavor.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
-            raise BeastError(f"mlflow: {name}@{alias}: model class {flavor.get('model_class')!r} is not a Booster")
-        data = local / flavor.get("data", "model.lgb")
-        if data.suffix != ".lgb" or not data.is_file():
-            raise BeastError(f"mlflow: {name}@{alias}: no LightGBM text model file in {local}")
-        return lgb.Booster(model_file=str(data))
+            return _run_booster(client, uri, found, key, Path(tmp))
+        return _model_booster(found, Path(tmp), uri)
+
+
+def _run_booster(client: MlflowClient, uri: str, found: RegisteredVersion, key: str, tmp: Path) -> lgb.Booster:
+    rel = f"{BOOSTERS_DIR}/{_check_key(key)}.txt"
+    with _mlflow_errors(f"download {rel} of {found.name} version {found.version} (run {found.run_id}) from {uri}"), _fluent(uri):
+        path = Path(client.download_artifacts(found.run_id, rel, str(tmp)))
+    return lgb.Booster(model_file=str(path))
+
+
+def _download_version(found: RegisteredVersion, dst: Path, uri: str | None) -> Path:
+    """The logged model files of exactly this version (by number: an alias moving meanwhile cannot mix versions)."""
+    _, uri = _client(uri)
+    with _mlflow_errors(f"download {found.name} version {found.version} from {uri}"), _fluent(uri):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{found.name}/{found.version}", dst_path=str(dst)))
 
 
 def _download_model(predictor: str, alias: str, dst: Path, uri: str | None = None) -> Path:
-    """Download the logged model files of ``models:/<registered name>@<alias>`` into `dst`; their folder."""
-    name = _registered_name(predictor)
-    _, uri = _client(uri)
-    with _mlflow_errors(f"download {name}@{alias} from {uri}"), _fluent(uri):
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}", dst_path=str(dst)))
+    """The logged model files of ``<registered name>@<alias>`` in `dst`; their folder."""
+    found = version_by_alias(predictor, alias, uri)
+    if found is None:
+        raise BeastError(f"mlflow: {_registered_name(predictor)}@{alias}: no such alias in {uri or tracking_uri()}")
+    return _download_version(found, dst, uri)
+
+
+def _model_booster(found: RegisteredVersion, tmp: Path, uri: str | None) -> lgb.Booster:
+    local = _download_version(found, tmp, uri)
+    flavor = Model.load(str(local)).flavors.get("lightgbm", {})
+    if flavor.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
+        raise BeastError(f"mlflow: {found.name} version {found.version}: model class {flavor.get('model_class')!r} is not a Booster")
+    data = local / flavor.get("data", "model.lgb")
+    if data.suffix != ".lgb" or not data.is_file():
+        raise BeastError(f"mlflow: {found.name} version {found.version}: no LightGBM text model file in {local}")
+    return lgb.Booster(model_file=str(data))
+
+
+@dataclass(frozen=True)
+class LoadedPredictor:
+    """Everything one registered version needs to be served, all read from that version's own run."""
+
+    version: RegisteredVersion
+    side: Mapping[str, object]  # the run artifact <predictor>.json: feature names, categories, text spec
+    boosters: Mapping[str, lgb.Booster]  # key -> booster; the registered model under its tagged key
+
+
+def load_predictor(predictor: str, alias: str, uri: str | None = None) -> LoadedPredictor:
+    """`predictor`@`alias` with its side JSON and every booster from the same run, so an export can never
+    pair one version's trees with another version's fitted features (``data/models`` is not consulted)."""
+    found = version_by_alias(predictor, alias, uri)
+    if found is None:
+        raise BeastError(f"mlflow: {_registered_name(predictor)}@{alias}: no such alias in {uri or tracking_uri()}")
+    client, uri = _client(uri)
+    what = f"{found.name} version {found.version} (run {found.run_id})"
+    with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp, _mlflow_errors(f"read {what} from {uri}"):
+        run = client.get_run(found.run_id)
+        main_key = run.data.tags.get(REGISTERED_BOOSTER_TAG)
+        with _fluent(uri):
+            listed = [PurePosixPath(a.path).name for a in client.list_artifacts(found.run_id, BOOSTERS_DIR)]
+            side_path = Path(tmp) / "side"
+            side_path.mkdir()
+            try:
+                side_file = Path(client.download_artifacts(found.run_id, f"{predictor}.json", str(side_path)))
+            except MlflowException:
+                raise BeastError(f"mlflow: {what} has no {predictor}.json artifact (logged before side files were); retrain {predictor}") from None
+        if not main_key:
+            raise BeastError(f"mlflow: {what} has no {REGISTERED_BOOSTER_TAG} tag naming its registered booster; retrain {predictor}")
+        try:
+            side = json.loads(side_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BeastError(f"mlflow: {what}: {predictor}.json is not JSON ({exc})") from None
+        boosters = {main_key: _model_booster(found, Path(tmp) / "model", uri)}
+        for name in sorted(listed):
+            if name.endswith(".txt"):
+                boosters[name[:-4]] = _run_booster(client, uri, found, name[:-4], Path(tmp))
+    return LoadedPredictor(found, side, dict(sorted(boosters.items())))

@@ -186,7 +186,7 @@ def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence
                 metrics=flat_metrics(trained.evaluation),
                 extra_boosters={k: trained.boosters[k] for k in keys[1:]},
                 artifacts={k: v for k, v in files.items() if not k.startswith("boosters/")},
-                tags={"beast.registered_booster": keys[0]},
+                tags={registry.REGISTERED_BOOSTER_TAG: keys[0]},
             )
             print(f"  registered {version.name} version {version.version} ({', '.join(version.aliases)}), run {version.run_id}")
         results.append(TrainResult(name, trained, files, version))

@@ -290,32 +290,66 @@ def test_router_runtime_loads_no_training_stack() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register one predictor version each in a throwaway sqlite store, then export the champions."""
+def _register(folder: Path, boosters: dict[str, dict[str, lgb.Booster]], sides: dict[str, dict]) -> dict:
+    """Log every predictor as `beast train` does: first key registered (and tagged), the rest as
+    boosters/<key>.txt, the side JSON as the run artifact <predictor>.json."""
     from models import registry
 
+    versions = {}
+    for p, by_key in boosters.items():
+        keys = list(by_key)
+        side = folder / f"{p}-{len(list(folder.glob('*.json')))}.json"
+        side.write_text(json.dumps(sides[p]))
+        versions[p] = registry.log_predictor(
+            p, by_key[keys[0]], _booster(0)[1].head(5), params={}, metrics={"auc": 0.5},
+            extra_boosters={k: by_key[k] for k in keys[1:]}, artifacts={f"{p}.json": side}, tags={registry.REGISTERED_BOOSTER_TAG: keys[0]},
+        )  # fmt: skip
+    return versions
+
+
+def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register one predictor version each in a throwaway sqlite store, then export the champions."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(BeastError, match="beast-quality@champion: no such alias"):
-        export("champion", tmp_path / "none", _write_models_dir(tmp_path / "models", _boosters()), ROOT / "data" / "prices.yaml", requests=())
+        export("champion", tmp_path / "none", ROOT / "data" / "prices.yaml", requests=())
     boosters = _boosters()
-    versions = {}
-    for p, by_key in boosters.items():
-        keys = list(by_key)
-        versions[p] = registry.log_predictor(p, by_key[keys[0]], _booster(0)[1].head(5), params={}, metrics={"auc": 0.5}, extra_boosters={k: by_key[k] for k in keys[1:]})
+    versions = _register(tmp_path, boosters, SIDES)
     prices_file = tmp_path / "prices.yaml"
     prices_file.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n")
-    result = export("champion", tmp_path / "bundle", tmp_path / "models", prices_file, requests=())
+    result = export("champion", tmp_path / "bundle", prices_file, requests=())
     bundle = verify(result.path)
     for p, v in versions.items():
         entry = bundle.predictors[p]
         assert (entry["registered_name"], entry["version"], entry["run_id"], entry["alias"]) == (v.name, v.version, v.run_id, "champion")
+        assert bundle.side(p) == SIDES[p]
         X = _booster(0)[1]
         for key, b in boosters[p].items():
             np.testing.assert_array_equal(lgb.Booster(model_str=bundle.model_text(p, key)).predict(X), b.predict(X))
     assert bundle.policy()["fallback_order"] == ["small", "big"]
     assert verify(extract(result.archive, tmp_path / "x")).manifest == bundle.manifest
+
+
+def test_export_takes_side_json_and_keys_from_the_exported_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer training (challenger) with other fitted features and other heads must not leak into the
+    champion's bundle: each version ships with its own run's side JSON and booster keys."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    first = _register(tmp_path, _boosters(), SIDES)
+    newer_sides = {p: dict(side) for p, side in SIDES.items()}
+    newer_sides["quality"] = dict(SIDES["quality"], feature_spec=dict(SIDES["quality"]["feature_spec"], version="fedcba9876543210"))
+    newer_sides["cost"] = dict(SIDES["cost"], p90_shift={"": 9.9})
+    newer = _boosters() | {"quality": {"big": _booster(7)[0], "small": _booster(8)[0], "mid": _booster(9)[0]}}
+    second = _register(tmp_path, newer, newer_sides)
+    prices_file = tmp_path / "prices.yaml"
+    prices_file.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n  mid: {input: 1.0, output: 2.0}\n")
+    champion = verify(export("champion", tmp_path / "champion", prices_file, requests=()).path)
+    challenger = verify(export("challenger", tmp_path / "challenger", prices_file, requests=()).path)
+    assert champion.manifest["feature_spec_version"] == "0123456789abcdef" and champion.side("cost") == SIDES["cost"]
+    assert champion.predictors["quality"]["keys"] == ["big", "small"] and champion.predictors["quality"]["version"] == first["quality"].version
+    assert challenger.manifest["feature_spec_version"] == "fedcba9876543210" and challenger.side("cost")["p90_shift"] == {"": 9.9}
+    assert challenger.predictors["quality"]["keys"] == ["big", "mid", "small"] and challenger.predictors["quality"]["version"] == second["quality"].version
 
 
 @pytest.mark.parametrize(
