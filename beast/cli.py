@@ -91,7 +91,7 @@ def _export(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from serving.router import Router, route_stream
 
-    bad = route_stream(Router.load(args.bundle), sys.stdin, sys.stdout)
+    bad = route_stream(Router.load(args.bundle, args.budget_file), sys.stdin, sys.stdout)
     if bad:
         print(f"beast route: {bad} request line(s) could not be routed (see their error objects)", file=sys.stderr)
     return EXIT_STRICT if bad else EXIT_OK
@@ -108,7 +108,7 @@ def _serve_router(args: argparse.Namespace) -> int:
     from serving.http import make_server
     from serving.router import Router
 
-    server = make_server(Router.load(args.bundle), args.host, args.port)
+    server = make_server(Router.load(args.bundle, args.budget_file), args.host, args.port)
     print(f"routing on http://{args.host}:{server.server_port}/route (GET /health); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
@@ -233,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
         _route,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz written by `beast export` (verified on load)")
+    p.add_argument("--budget-file", type=Path, help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)")
 
     p = command(
         "serve-router",
@@ -241,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         _serve_router,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz (verified on load)")
+    p.add_argument("--budget-file", type=Path, help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8808, help="port (default: 8808; 0 = any free port)")
 

@@ -14,7 +14,8 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from features.models import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_vector
 from features.text import TextSpec, text_vector
+from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, load
 
 
@@ -115,31 +117,60 @@ class Tradeoff(Policy):
 
 
 class Budget(Policy):
-    """Tradeoff whose lam adapts so that spend tracks `usd_per_hour`: after each decision the spend rate over
+    """Tradeoff whose lam adapts so that spend tracks a budget rate: after each decision the spend rate over
     the last `window_s` seconds is compared with the budget and lam is multiplied by exp(gain x (rate /
-    budget - 1)), within [min_lam, max_lam]. Over budget -> cheaper models; under -> better ones."""
+    budget - 1)), within [min_lam, max_lam]. Over budget -> cheaper models; under -> better ones.
+
+    The budget rate is `usd_per_hour`, or, with `state_file`, what the remaining-budget file
+    (`serving/budget.py`) says is left divided by the hours left in its period, re-read as it changes."""
 
     name = "budget"
 
-    def __init__(self, usd_per_hour: float, lam: float = 0.1, gain: float = 0.05, window_s: float = 300.0, min_lam: float = 1e-4, max_lam: float = 1e4):
-        if usd_per_hour <= 0:
+    def __init__(
+        self,
+        usd_per_hour: float | None = None,
+        lam: float = 0.1,
+        gain: float = 0.05,
+        window_s: float = 300.0,
+        min_lam: float = 1e-4,
+        max_lam: float = 1e4,
+        state_file: str | None = None,
+        refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        if (usd_per_hour is None) == (state_file is None):
+            raise BundleError(f"budget policy: give exactly one of usd_per_hour and state_file, got {usd_per_hour!r} and {state_file!r}")
+        if usd_per_hour is not None and usd_per_hour <= 0:
             raise BundleError(f"budget policy: usd_per_hour must be > 0, got {usd_per_hour!r}")
-        self.budget, self.lam, self.gain, self.window = float(usd_per_hour), float(lam), float(gain), float(window_s)
+        self.file = BudgetFile(Path(state_file), refresh_s, clock) if state_file is not None else None
+        self.budget = float(usd_per_hour) if usd_per_hour is not None else self.file.target_usd_per_hour()
+        self.lam, self.gain, self.window = float(lam), float(gain), float(window_s)
         self.bounds = (float(min_lam), float(max_lam))
-        self._spend: list[tuple[float, float]] = []  # (time, usd) of recent decisions
+        self._spend: deque[tuple[float, float]] = deque()  # (time, usd) of recent decisions
+        self._sum = 0.0
 
     def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]:
         i, _, code = Tradeoff(self.lam).choose(models, quality, cost)
-        return i, f"max quality - lam x USD/1k requests at lam {self.lam:.4g} (budget ${self.budget:g}/h)", code
+        source = ""
+        if self.file is not None:
+            self.budget = self.file.target_usd_per_hour()
+            state = self.file.current()
+            source = f" = ${self.file.remaining_usd():,.2f} left of {state.scope} until {state.period_end:%Y-%m-%dT%H:%MZ}"
+            source += f" ({self.file.problem})" if self.file.problem else ""
+        return i, f"max quality - lam x USD/1k requests at lam {self.lam:.4g} (budget ${self.budget:.4g}/h{source})", code
 
     def record(self, usd: float, now: float) -> None:
         """Account a decision's predicted cost and move lam toward the budget rate."""
         self._spend.append((now, usd))
+        self._sum += usd
+        if self.file is not None:
+            self.file.spend(usd)
         while self._spend and self._spend[0][0] < now - self.window:
-            self._spend.pop(0)
+            self._sum -= self._spend.popleft()[1]
         span = max(now - self._spend[0][0], 1.0)
-        rate = sum(u for _, u in self._spend) / span * 3600
-        self.lam = float(np.clip(self.lam * math.exp(self.gain * (rate / self.budget - 1)), *self.bounds))
+        rate = max(self._sum, 0.0) / span * 3600
+        budget = max(self.budget, 1e-12)  # an exhausted budget drives lam to max_lam: cheapest models
+        self.lam = float(np.clip(self.lam * math.exp(min(self.gain * (rate / budget - 1), 50.0)), *self.bounds))
 
 
 POLICIES: dict[str, type[Policy]] = {"threshold": Threshold, "tradeoff": Tradeoff, "budget": Budget}
@@ -181,6 +212,14 @@ class CircuitBreaker:
     def unavailable(self, now: float) -> set[str]:
         """Models skipped at `now` (open, cooldown not over): one pass over the open breakers, usually none."""
         return {m for m, opened in self._opened_at.items() if now - opened < self.cooldown_s}
+
+
+def budget_file_policy(config: Mapping[str, object], state_file: Path) -> dict[str, object]:
+    """`config` switched to the budget policy paced by `state_file` (its lam / gain / window kept when it
+    already was a budget policy; fallback order and breaker kept either way)."""
+    args = dict(config.get("args") or {}) if config.get("name") == "budget" else {}
+    args.pop("usd_per_hour", None)
+    return dict(config) | {"name": "budget", "args": args | {"state_file": str(state_file)}}
 
 
 def make_policy(config: Mapping[str, object]) -> Policy:
@@ -264,14 +303,14 @@ class Router:
     """Per request: features for every candidate, predicted quality and cost, then the policy's choice.
     One request at a time (`route`) or many at once (`route_many`, same decisions, higher throughput)."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, policy: Mapping[str, object] | None = None):
         self.bundle = bundle
         self.models: tuple[str, ...] = tuple(bundle.candidates)
         n = len(self.models)
         prices = bundle.candidates
         self.price_in = np.array([prices[m]["input"] for m in self.models], dtype=float)
         self.price_out = np.array([prices[m]["output"] for m in self.models], dtype=float)
-        config = bundle.policy()
+        config = bundle.policy() if policy is None else policy  # a deployment may override the bundle's
         self.policy = make_policy(config)
         self.fallback = tuple(m for m in config.get("fallback_order", ()) if m in self.models)
         self.breaker = CircuitBreaker(**dict(config.get("breaker") or {}))
@@ -302,9 +341,11 @@ class Router:
         self._Xc = self.c_layout.template.copy()
 
     @classmethod
-    def load(cls, path: Path) -> Router:
-        """Verify the bundle (folder or .tar.gz) and build the router; a tampered bundle is refused."""
-        return cls(load(Path(path)))
+    def load(cls, path: Path, budget_file: Path | None = None) -> Router:
+        """Verify the bundle (folder or .tar.gz) and build the router; a tampered bundle is refused.
+        With `budget_file` it routes with the budget policy paced by that remaining-budget file."""
+        bundle = load(Path(path))
+        return cls(bundle, budget_file_policy(bundle.policy(), budget_file) if budget_file is not None else None)
 
     def _model_rows(self, models_spec: Mapping[str, object]) -> np.ndarray:
         """Model-identity features of every candidate (rows aligned with `self.models`)."""

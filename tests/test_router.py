@@ -197,6 +197,47 @@ def test_budget_policy_tracks_its_spend_rate() -> None:
     assert 0.001 * 3600 < last_hour < 0.02 * 3600
 
 
+def test_budget_policy_paces_the_remaining_budget_file(tmp_path: Path) -> None:
+    """Seeded simulation against the shared remaining-budget file: $40 left for 2 hours -> $20/h; after
+    an hour the ledger says others spent more (only $5 left for the last hour) and the router follows."""
+    import datetime as dt
+
+    from serving.budget import BudgetFileError, BudgetState, write_state
+    from serving.router import Budget
+
+    start = dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)
+    clock = [start.timestamp()]
+    path = tmp_path / "budget.json"
+    state = BudgetState("tenant-a", start - dt.timedelta(days=25), start + dt.timedelta(hours=2), 1000.0, 960.0, start)
+    write_state(path, state)
+    policy = Budget(state_file=str(path), lam=0.01, window_s=600, refresh_s=5, clock=lambda: clock[0])
+    assert policy.budget == pytest.approx(20.0)
+    rng = np.random.default_rng(1)
+    models, spent, reasons = ("cheap", "mid", "dear"), [], []
+    for t in range(7200):
+        clock[0] = start.timestamp() + t
+        if t == 3600:
+            write_state(path, BudgetState("tenant-a", state.period_start, state.period_end, 1000.0, 995.0, start + dt.timedelta(hours=1)))
+        if t == 5400:
+            path.write_text("{not json")  # a broken update: the last good state stays in force, and is reported
+        quality = np.clip(np.array([0.3, 0.6, 0.8]) + rng.normal(0, 0.05, 3), 0, 1)
+        cost = np.array([0.001, 0.005, 0.02]) * rng.uniform(0.8, 1.2, 3)
+        i, reason, _ = policy.choose(models, quality, cost)
+        policy.record(float(cost[i]), float(t))
+        spent.append(cost[i])
+        reasons.append(reason)
+    first_hour, last_half_hour = sum(spent[1800:3600]) * 2, sum(spent[4500:5400]) * 4
+    assert 20.0 * 0.85 <= first_hour <= 20.0 * 1.15
+    assert 5.0 * 0.8 <= last_half_hour <= 5.0 * 1.2 + 0.001 * 3600 * 0.2
+    assert "$40.00 left of tenant-a until 2026-11-26T12:00Z" in reasons[0]
+    assert "not JSON" in reasons[-1] and "keeping the state of 2026-11-26T11:00:00Z" in reasons[-1]
+    path.write_text('{"kind": "beast.budget-state", "version": "1", "period_start": "2026-11-01T00:00:00Z", "period_end": "2026-12-01T00:00:00Z", "budget_usd": -5, "spent_usd": 0, "updated_at": "2026-11-26T00:00:00Z"}')
+    with pytest.raises(BudgetFileError, match="budget.json: budget_usd: expected a finite number >= 0"):
+        Budget(state_file=str(path))
+    with pytest.raises(BundleError, match="exactly one of usd_per_hour and state_file"):
+        Budget()
+
+
 def test_http_route_health_and_bad_requests(routed) -> None:
     import http.client
     import json
@@ -279,3 +320,17 @@ def test_ascii_shortcut_counts_equal_the_regex_counts() -> None:
     prompts += ["Solve 2x + 3 = 7.\n- first\n1) second\nUser: hi\n```py\nx = {'a': 1}\n```", "A" * 5000]
     batch = prompt_features(pd.Series(prompts, dtype=object)).to_numpy()
     np.testing.assert_array_equal(batch, np.vstack([prompt_vector(p) for p in prompts]).astype(np.float32))
+
+
+def test_router_loads_with_a_budget_file_override(routed, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from serving.budget import BudgetState, write_state
+
+    tmp, _, router = routed
+    now = dt.datetime.now(dt.UTC)
+    path = write_state(tmp_path / "budget.json", BudgetState("all", now - dt.timedelta(days=1), now + dt.timedelta(hours=10), 100.0, 50.0, now))
+    paced = Router.load(tmp / "bundle", budget_file=path)
+    decision = paced.route(RouteRequest(prompt="Write a haiku about the sea."))
+    assert paced.policy.name == "budget" and decision.policy == "budget" and "$50.00 left of all" in decision.reason
+    assert paced.fallback == router.fallback and paced.policy.budget == pytest.approx(5.0, rel=1e-3)
