@@ -96,7 +96,9 @@ def _per_prompt(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return table.iloc[np.where(codes < 0, len(distinct) - 1, codes)].reset_index(drop=True)
 
 
-def _token_features(frame: pd.DataFrame) -> pd.DataFrame:
+def token_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """`TOKEN_FEATURES` (positional index): log1p(input_tokens), and cached_input_tokens / input_tokens, NaN
+    when either is unknown or input is 0. Shared by the quality and cost predictors (one definition)."""
     inp = frame["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
     cached = frame["cached_input_tokens"].to_numpy(dtype=float, na_value=np.nan) if "cached_input_tokens" in frame else np.full(len(frame), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -117,7 +119,7 @@ def fit_features(frame: pd.DataFrame, params: FeatureParams, cards: tuple[ModelC
 
 def build_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """The feature frame (float32, `spec.columns` in order), one row per row of `frame`."""
-    parts = [model_features(frame["model"], spec.models), _token_features(frame), _per_prompt(frame, spec)]
+    parts = [model_features(frame["model"], spec.models), token_features(frame), _per_prompt(frame, spec)]
     if spec.context is not None:
         parts.append(context_features(frame, spec.context))
     out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)

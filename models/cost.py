@@ -30,6 +30,7 @@ from models.common import Evaluation, Split, TuningProblem, group_split, time_sp
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
+from features.build import token_features
 from features.models import category_codes
 from features.prompt import prompt_features
 
@@ -76,26 +77,22 @@ def _prompt_block(frame: pd.DataFrame) -> pd.DataFrame:
 def cost_features(frame: pd.DataFrame, categories: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """The cost predictor's feature frame, one row per trace row (positional, fresh RangeIndex). Pure, vectorised.
 
-    - `log_input_tokens` = log1p(input_tokens)
     - `model`, `task`: codes into `categories` (default: this frame's own sorted values), NaN when null / unseen
     - `hour`: UTC hour of day of `timestamp`
-    - `cached_share` = cached_input_tokens / input_tokens (0 when input is 0; NaN when cached is unknown)
+    - `log_input_tokens`, `cached_share`: `features.build.token_features` (the quality predictor's too)
     - `prompt_*`: prompt features when a `prompt` is there (`prompt_chars`, `prompt_lines`, ...), NaN otherwise
     """
     cats = fit_categories(frame) if categories is None else categories
     n = len(frame)
-    inp = frame["input_tokens"].to_numpy(dtype=np.float64, na_value=np.nan)
-    has_cached = "cached_input_tokens" in frame.columns
-    cached = frame["cached_input_tokens"].to_numpy(dtype=np.float64, na_value=np.nan) if has_cached else np.full(n, np.nan)
-    share = np.divide(cached, inp, out=np.where(np.isnan(cached), np.nan, 0.0), where=inp > 0)
+    tokens = token_features(frame)
     ts = pd.to_datetime(frame["timestamp"], utc=True)
     out = pd.DataFrame(
         {
-            "log_input_tokens": np.log1p(inp),
+            "log_input_tokens": tokens["log_input_tokens"].to_numpy(),
             "model": category_codes(frame["model"], cats.get("model", ())) if "model" in frame else np.full(n, np.nan),
             "task": category_codes(frame["task"], cats.get("task", ())) if "task" in frame else np.full(n, np.nan),
             "hour": ts.dt.hour.to_numpy(dtype=np.float64),
-            "cached_share": share,
+            "cached_share": tokens["cached_share"].to_numpy(),
         }
     )
     return pd.concat([out, _prompt_block(frame)], axis=1)
