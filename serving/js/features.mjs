@@ -1,0 +1,300 @@
+// Per-request features, ported from features/prompt.py (`prompt_vector`) and features/text.py (`text_vector`).
+//
+// Unicode rules (Python str semantics): lengths are code points, not UTF-16 units; every regex runs with the
+// `u` flag so a class matches one code point (an astral character is one match, as in Python `re`); "lower"
+// is String.prototype.toLowerCase (full Unicode mapping, like Python str.lower); the text recipe normalises
+// with NFKC before lowercasing. The pattern sources below are byte-identical to features/prompt.py PATTERNS
+// (tests/test_js_router.py compares them), and none of them uses \s, \w, \d or \b.
+
+export const CHARS_PER_TOKEN = 4;
+export const CODE_TOKENS_FOR_CODE = 3;
+
+const LEAD = String.raw`^[ \t\n\r"'(\[*#>_-]*`;
+const WH = ["what", "how", "why", "who", "when", "where", "which"];
+const IMPERATIVES = [
+  "write", "explain", "list", "summarize", "summarise", "translate", "describe", "create", "generate",
+  "give", "make", "tell", "provide", "find", "compare", "rewrite", "suggest", "classify", "identify",
+  "edit", "convert", "design", "implement", "fix", "debug", "analyze", "analyse", "calculate", "solve",
+  "name", "outline", "draft", "compose", "brainstorm", "plan", "recommend", "correct", "paraphrase",
+  "define", "predict", "evaluate", "choose", "categorize", "extract", "answer", "help", "show", "imagine",
+  "pretend", "act", "count", "sort", "rank", "rate", "complete", "continue", "check", "proofread", "improve",
+];
+const MATH_WORDS = [
+  "solve", "solving", "calculate", "calculating", "calculation", "compute", "evaluate", "simplify",
+  "equation", "equations", "integral", "derivative", "probability", "theorem", "prove", "proof",
+  "arithmetic", "algebra", "geometry", "calculus", "math", "maths", "mathematics", "mathematical",
+  "percent", "percentage",
+];
+const CODE_KEYWORDS = ["def", "class", "import", "return", "function", "const", "var", "public", "private", "void", "elif"];
+const words = (list) => "(?:" + list.join("|") + ")";
+
+// name -> [regex source, runs on the lowercased prompt?]  (features/prompt.py PATTERNS, same order)
+export const PATTERNS = {
+  word: [String.raw`[^ \t\n\r\x0b\x0c]+`, false],
+  newline: [String.raw`\n`, false],
+  fence: ["```", false],
+  fenced_block: [String.raw`${"```"}[\s\S]*?${"```"}|${"```"}[\s\S]*`, false],
+  code_token: [
+    String.raw`[A-Za-z_][A-Za-z0-9_]*\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>` +
+      String.raw`|#include|(?:^|\n)[ \t]*` + words(CODE_KEYWORDS) + String.raw`[ \t(]`,
+    false,
+  ],
+  code_symbol: [String.raw`[{}\[\]<>=;_\\|&^~${"`"}$#]`, false],
+  digit: ["[0-9]", false],
+  math: [
+    String.raw`[0-9a-z)][ \t]*[+*^=\u00d7\u00f7][ \t]*[0-9a-z(]` +
+      String.raw`|\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|div|pi|alpha|beta|theta|infty|leq|geq|neq)` +
+      String.raw`|(?:^|[^a-z])` + words(MATH_WORDS) + String.raw`(?:[^a-z]|$)`,
+    true,
+  ],
+  list_item: [String.raw`(?:^|\n)[ \t]*(?:[-*\u2022]|[0-9]{1,3}[.)])[ \t]+`, false],
+  question_end: [String.raw`[?\uff1f][ \t\n\r]*$`, false],
+  wh_start: [LEAD + words(WH) + String.raw`(?:[^a-z]|$)`, true],
+  wh_any: [String.raw`(?:^|[^a-z])(` + WH.join("|") + String.raw`)(?:[^a-z]|$)`, true],
+  imperative: [LEAD + String.raw`(?:please[ \t,]+)?` + words(IMPERATIVES) + String.raw`(?:[^a-z]|$)`, true],
+  non_ascii: [String.raw`[^\x00-\x7f]`, false],
+  latin: [String.raw`[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]`, false],
+  cjk: [String.raw`[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]`, false],
+  cyrillic: [String.raw`[\u0400-\u04ff]`, false],
+  arabic: [String.raw`[\u0600-\u06ff\u0750-\u077f]`, false],
+  upper: ["[A-Z]", false],
+  letter: ["[A-Za-z]", false],
+  turn: [String.raw`(?:^|\n)[ \t]*(?:user|human|assistant)[ \t]*:`, true],
+};
+
+export const PROMPT_FEATURES = [
+  "chars", "words", "tokens_est", "lines", "has_code", "code_tokens", "code_ratio", "code_symbol_ratio",
+  "digit_ratio", "math", "list_items", "question", ...WH.map((w) => `q_${w}`), "q_other", "imperative",
+  "non_ascii_ratio", "latin_ratio", "cjk_ratio", "cyrillic_ratio", "arabic_ratio", "upper_ratio", "turns",
+];
+
+const COUNTED = Object.entries(PATTERNS)
+  .filter(([name]) => name !== "fenced_block" && name !== "wh_any")
+  .map(([name, [source, lower]]) => [name, new RegExp(source, "gu"), lower]);
+const FENCED = new RegExp(PATTERNS.fenced_block[0], "gu");
+const WH_ANY = new RegExp(PATTERNS.wh_any[0], "u");
+
+/** Length in Unicode code points (Python len): a surrogate pair is one, a lone surrogate is one. */
+export function codePoints(s) {
+  let n = s.length;
+  for (let i = 0; i < s.length - 1; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n--;
+        i++;
+      }
+    }
+  }
+  return n;
+}
+
+function count(re, s) {
+  const m = s.match(re); // global: every non-overlapping match, left to right (no pattern matches "")
+  return m === null ? 0 : m.length;
+}
+
+const ratio = (num, den) => (den > 0 ? num / den : 0.0);
+
+/** The 28 PROMPT_FEATURES of one prompt as a Float64Array (all NaN for null / undefined). */
+export function promptVector(prompt) {
+  const out = new Float64Array(PROMPT_FEATURES.length);
+  if (prompt === null || prompt === undefined) return out.fill(NaN);
+  const lower = prompt.toLowerCase();
+  const n = {};
+  for (const [name, re, isLower] of COUNTED) n[name] = count(re, isLower ? lower : prompt);
+  const chars = codePoints(prompt);
+  const outside = codePoints(prompt.replace(FENCED, ""));
+  const first = WH_ANY.exec(lower);
+  const wh = first ? first[1] : "";
+  const f = {
+    chars,
+    words: n.word,
+    tokens_est: Math.ceil(chars / CHARS_PER_TOKEN),
+    lines: n.newline + 1,
+    has_code: n.fence > 0 || n.code_token >= CODE_TOKENS_FOR_CODE ? 1 : 0,
+    code_tokens: n.code_token,
+    code_ratio: ratio(chars - outside, chars),
+    code_symbol_ratio: ratio(n.code_symbol, chars),
+    digit_ratio: ratio(n.digit, chars),
+    math: n.math > 0 ? 1 : 0,
+    list_items: n.list_item,
+    question: n.question_end > 0 || n.wh_start > 0 ? 1 : 0,
+    q_other: wh === "" ? 1 : 0,
+    imperative: n.imperative > 0 ? 1 : 0,
+    non_ascii_ratio: ratio(n.non_ascii, chars),
+    latin_ratio: ratio(n.latin, chars),
+    cjk_ratio: ratio(n.cjk, chars),
+    cyrillic_ratio: ratio(n.cyrillic, chars),
+    arabic_ratio: ratio(n.arabic, chars),
+    upper_ratio: ratio(n.upper, n.letter),
+    turns: n.turn + 1,
+  };
+  for (const w of WH) f[`q_${w}`] = wh === w ? 1 : 0;
+  PROMPT_FEATURES.forEach((name, i) => (out[i] = f[name]));
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ text
+
+export class TextSpecError extends Error {
+  constructor(message) {
+    super(`text spec: ${message}`);
+    this.name = "TextSpecError";
+  }
+}
+
+/** MurmurHash3 x86 32-bit (seed 0 by default) of a string's UTF-8 bytes, as an unsigned integer. */
+export function murmur3(key, seed = 0) {
+  let bytes = null;
+  for (let i = 0; i < key.length; i++) {
+    if (key.charCodeAt(i) > 0x7f) {
+      bytes = new TextEncoder().encode(key);
+      break;
+    }
+  }
+  const len = bytes ? bytes.length : key.length;
+  const at = bytes ? (i) => bytes[i] : (i) => key.charCodeAt(i);
+  const c1 = 0xcc9e2d51, c2 = 0x1b873593;
+  let h = seed | 0;
+  const nblocks = len >> 2;
+  for (let b = 0; b < nblocks; b++) {
+    const i = b << 2;
+    let k = at(i) | (at(i + 1) << 8) | (at(i + 2) << 16) | (at(i + 3) << 24);
+    k = Math.imul(k, c1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, c2);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  const tail = nblocks << 2;
+  let k = 0;
+  switch (len & 3) {
+    case 3:
+      k ^= at(tail + 2) << 16;
+    // falls through
+    case 2:
+      k ^= at(tail + 1) << 8;
+    // falls through
+    case 1:
+      k ^= at(tail);
+      k = Math.imul(k, c1);
+      k = (k << 15) | (k >>> 17);
+      k = Math.imul(k, c2);
+      h ^= k;
+  }
+  h ^= len;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+const WORD_RE = /[a-z0-9]+/g;
+
+/** The hashed keys of one prompt: NFKC, lowercase, [a-z0-9]+ words; "w:" words, "b:" pairs, "c:" char_wb 3-grams. */
+export function textKeys(prompt) {
+  const ws = prompt.normalize("NFKC").toLowerCase().match(WORD_RE) ?? [];
+  const keys = ws.map((w) => `w:${w}`);
+  for (let i = 0; i + 1 < ws.length; i++) keys.push(`b:${ws[i]} ${ws[i + 1]}`);
+  for (const w of ws) {
+    const padded = ` ${w} `;
+    for (let j = 0; j < w.length; j++) keys.push(`c:${padded.slice(j, j + 3)}`);
+  }
+  return keys;
+}
+
+const SPEC_KIND = "beast.features.text";
+const SPEC_VERSION = "1";
+const PARAM_TYPES = { n_features: "int", k: "int", min_df: "int", seed: "int", sublinear_tf: "bool" };
+
+function finiteList(raw, name, length) {
+  if (!Array.isArray(raw) || raw.length !== length) throw new TextSpecError(`${name} must be a list of ${length} numbers`);
+  if (!raw.every((v) => typeof v === "number" && Number.isFinite(v))) throw new TextSpecError(`${name} holds a value that is not a finite number`);
+  return Float64Array.from(raw);
+}
+
+/** The fitted text state (features/text.py TextSpec JSON) and the per-request transform. */
+export class TextSpec {
+  constructor(raw) {
+    if (raw === null || typeof raw !== "object" || raw.kind !== SPEC_KIND) throw new TextSpecError(`not a ${SPEC_KIND} object`);
+    if (raw.version !== SPEC_VERSION) throw new TextSpecError(`version ${JSON.stringify(raw.version)} is not supported (this code reads version "${SPEC_VERSION}")`);
+    const p = raw.params;
+    if (p === null || typeof p !== "object" || Object.keys(p).sort().join() !== Object.keys(PARAM_TYPES).sort().join()) {
+      throw new TextSpecError(`params must have exactly the fields ${Object.keys(PARAM_TYPES).sort().join(", ")}`);
+    }
+    for (const [name, type] of Object.entries(PARAM_TYPES)) {
+      const ok = type === "bool" ? typeof p[name] === "boolean" : Number.isInteger(p[name]);
+      if (!ok) throw new TextSpecError(`params.${name} must be ${type}, got ${JSON.stringify(p[name])}`);
+    }
+    if (p.n_features < 2 || !(p.k >= 1 && p.k < p.n_features) || p.min_df < 1) throw new TextSpecError(`need n_features >= 2, 1 <= k < n_features, min_df >= 1`);
+    this.nFeatures = p.n_features;
+    this.k = p.k;
+    this.sublinear = p.sublinear_tf;
+    this.idf = finiteList(raw.idf, "idf", p.n_features);
+    const c = raw.components;
+    if (c === null || typeof c !== "object" || c.dtype !== "float32" || c.byteorder !== "little") throw new TextSpecError("components must be {dtype: float32, byteorder: little, shape, base64}");
+    if (!Array.isArray(c.shape) || c.shape[0] !== p.k || c.shape[1] !== p.n_features || c.shape.length !== 2) {
+      throw new TextSpecError(`components.shape is ${JSON.stringify(c.shape)}, params say [${p.k}, ${p.n_features}]`);
+    }
+    if (typeof c.base64 !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(c.base64) || c.base64.length % 4 !== 0) throw new TextSpecError("components.base64 is not base64");
+    const blob = Buffer.from(c.base64, "base64");
+    if (blob.length !== 4 * p.k * p.n_features) throw new TextSpecError(`components hold ${blob.length} bytes, shape [${p.k}, ${p.n_features}] needs ${4 * p.k * p.n_features}`);
+    // column-major copy (n_features x k): a request touches a few columns, each contiguous
+    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+    this.columns = new Float64Array(p.k * p.n_features);
+    for (let r = 0; r < p.k; r++) {
+      for (let col = 0; col < p.n_features; col++) {
+        const v = view.getFloat32(4 * (r * p.n_features + col), true);
+        if (!Number.isFinite(v)) throw new TextSpecError("components hold a value that is not finite");
+        this.columns[col * p.k + r] = v;
+      }
+    }
+    this._buckets = new Map(); // key -> bucket memo (keys repeat a lot), bounded
+  }
+
+  bucket(key) {
+    let b = this._buckets.get(key);
+    if (b === undefined) {
+      if (this._buckets.size >= 1_000_000) this._buckets.clear();
+      b = murmur3(key, 0) % this.nFeatures;
+      this._buckets.set(key, b);
+    }
+    return b;
+  }
+
+  /** The k text features of one prompt (float32 values as numbers; NaN for null / undefined). */
+  vector(prompt) {
+    const k = this.k;
+    const out = new Float64Array(k);
+    if (prompt === null || prompt === undefined) return out.fill(NaN);
+    const keys = textKeys(prompt);
+    if (keys.length === 0) return out;
+    const tf = new Map();
+    for (const key of keys) {
+      const b = this.bucket(key);
+      tf.set(b, (tf.get(b) ?? 0) + 1);
+    }
+    const cols = Int32Array.from(tf.keys()).sort();
+    const w = new Float64Array(cols.length);
+    let ss = 0.0;
+    for (let i = 0; i < cols.length; i++) {
+      const n = tf.get(cols[i]);
+      w[i] = (this.sublinear ? 1.0 + Math.log(n) : n) * this.idf[cols[i]];
+      ss += w[i] * w[i];
+    }
+    const norm = Math.sqrt(ss);
+    if (norm === 0) return out;
+    for (let i = 0; i < cols.length; i++) {
+      const x = w[i] / norm;
+      const base = cols[i] * k;
+      for (let r = 0; r < k; r++) out[r] += this.columns[base + r] * x;
+    }
+    for (let r = 0; r < k; r++) out[r] = Math.fround(out[r]); // stored as float32, like the Python path
+    return out;
+  }
+}

@@ -1,0 +1,313 @@
+"""JavaScript router (serving/js): node replays the Python reference's conformance vectors exactly (shared and
+per_model quality heads, hostile prompts, every policy and the circuit breaker), evaluates LightGBM dumps as
+LightGBM does on edge values, and refuses a tampered bundle naming the file."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import yaml
+
+from features.prompt import CHARS_PER_TOKEN, CODE_TOKENS_FOR_CODE, PATTERNS, PROMPT_FEATURES
+from models.export import build_bundle, default_policy
+from models.train import main as train_main
+from serving.conformance import _floats, record
+from serving.router import RouteRequest, Router
+from traces.prices import load_prices
+
+from conftest import ROOT
+
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js >= 20) is not on PATH: the JavaScript router cannot be run")
+JS = ROOT / "serving" / "js"
+CONFORMANCE = JS / "conformance.mjs"
+
+
+def node(*args: str | Path, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([NODE, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def node_module(script: str, stdin: str) -> object:
+    """Run an ES-module snippet (imports relative to serving/js) with `stdin`; its stdout parsed as JSON."""
+    prelude = 'import {readFileSync as readStdin} from "node:fs"; const require_stdin = () => readStdin(0, "utf8");\n'
+    done = node("--input-type=module", "-e", prelude + script.replace('"./', '"' + JS.as_uri() + "/"), stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def bundles(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real bundles from the committed sample: quality heads shared and per_model (cost and cache shared)."""
+    tmp = tmp_path_factory.mktemp("js_router")
+    prices = load_prices(ROOT / "data/prices.yaml")
+    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    out = {}
+    for heads, which in (("shared", ["quality", "cost", "cache"]), ("per_model", ["quality"])):
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["train"] |= {"out": str(tmp / heads / "models"), "metrics": str(tmp / heads / "metrics"), "plots": str(tmp / heads / "plots"), "register": False}
+        params["train"]["quality"] |= {"heads": heads, "num_boost_round": 150}
+        params["features"]["text"] |= {"k": 8, "n_features": 1024}
+        (tmp / heads).mkdir()
+        (tmp / heads / "params.yaml").write_text(yaml.safe_dump(params))
+        train_main(which, params_file=tmp / heads / "params.yaml", traces=[sample_dataset])
+        for other in {"cost", "cache"} - set(which):  # the other predictors do not depend on the heads
+            shutil.copytree(tmp / "shared" / "models" / other, tmp / heads / "models" / other)
+        build_bundle(tmp / heads / "models", prices, tmp / heads / "bundle", None, policy)
+        out[heads] = tmp / heads / "bundle"
+    return out
+
+
+def conformance(bundle: Path, vectors: Path | None = None) -> subprocess.CompletedProcess:
+    return node(CONFORMANCE, bundle, *(["--vectors", vectors] if vectors else []))
+
+
+def write_vectors(path: Path, vectors: list[dict]) -> Path:
+    # ensure_ascii keeps lone surrogates as \ud800 escapes (the bundle writer's UTF-8 cannot hold them)
+    path.write_text("".join(json.dumps(v, allow_nan=False, sort_keys=True) + "\n" for v in vectors))
+    return path
+
+
+@pytest.mark.parametrize("heads", ["shared", "per_model"])
+def test_node_reproduces_every_conformance_vector(bundles, heads: str) -> None:
+    manifest = json.loads((bundles[heads] / "manifest.json").read_text())
+    assert manifest["predictors"]["quality"]["heads"] == heads
+    if heads == "per_model":
+        assert set(manifest["predictors"]["quality"]["keys"]) == set(manifest["candidates"])  # one booster per model
+    n = manifest["conformance"]["vectors"]
+    assert n >= 200
+    done = conformance(bundles[heads])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert done.stdout.splitlines() == [f"{n} vectors, 0 mismatches"]
+
+
+def test_node_reports_each_disagreement(bundles, tmp_path: Path) -> None:
+    vectors = [json.loads(line) for line in (bundles["shared"] / "conformance.jsonl").read_text().splitlines()]
+    vectors[0]["decision"]["model"] = "nobody"
+    vectors[1]["quality"][3] *= 1.00001  # 1e-5 relative: outside the 1e-6 tolerance
+    vectors[2]["features"]["prompt"][0] += 1
+    vectors[3]["features"]["text"] = None
+    done = conformance(bundles["shared"], write_vectors(tmp_path / "wrong.jsonl", vectors))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[-1] == f"{len(vectors)} vectors, 4 mismatches"
+    assert lines[0].startswith("vector 1: decision {model: ") and "expected {model: nobody" in lines[0]
+    assert lines[1].startswith("vector 2: quality differ at 1 position(s), first [3]")
+    assert lines[2].startswith("vector 3: features.prompt differ at 1 position(s), first [0]")
+    assert lines[3] == "vector 4: features.text: expected null, got numbers"
+
+
+def _flip_a_digit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    i = data.index(b'"leaf_value":') + len(b'"leaf_value":') + 3  # inside the first leaf value: still valid JSON
+    while not chr(data[i]).isdigit():
+        i += 1
+    data[i] = ord("1") if data[i] != ord("1") else ord("2")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "rel", "reason"),
+    [
+        ("flip", "models/quality/shared.json", "tampered: sha256 mismatch"),
+        ("append", "models/cost/p50.json", "tampered: size mismatch ("),
+        ("delete", "models/cost/p50.txt", "missing"),
+        ("extra", "models/quality/extra.json", "unexpected file (not listed in manifest.json)"),
+    ],
+)
+def test_node_refuses_a_tampered_bundle(bundles, tmp_path: Path, change: str, rel: str, reason: str) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["shared"], copy)
+    path = copy / rel
+    if change == "flip":
+        _flip_a_digit(path)
+    elif change == "append":
+        path.write_bytes(path.read_bytes() + b" ")
+    elif change == "delete":
+        path.unlink()
+    else:
+        path.write_text("{}")
+    done = conformance(copy)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"error: {copy}: {rel}: {reason}") and done.stderr.count("\n") == 1
+
+
+def test_js_patterns_and_constants_are_the_python_ones() -> None:
+    """The JS port hard-codes features/prompt.py's regex sources; any drift fails here, not in production."""
+    js = node_module(
+        'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE}));',
+        "",
+    )
+    assert js == {"patterns": {k: list(v) for k, v in PATTERNS.items()}, "features": list(PROMPT_FEATURES), "chars": CHARS_PER_TOKEN, "code": CODE_TOKENS_FOR_CODE}
+
+
+HOSTILE_PROMPTS = [
+    "😀🎉 why is the sky blue? 🤔",
+    "👩‍👩‍👧‍👦 family emoji (ZWJ sequence) and flags 🇫🇷🇯🇵",
+    "cafe\u0301 re\u0301sume\u0301 n\u0303 — combining marks, what do they mean?",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐛𝐨𝐥𝐝 𝟙𝟚𝟛 ﬁne ＡＢＣ１２３ ①②③ ㍻",  # astral math letters, ligature, fullwidth: NFKC turns them into ASCII
+    "𠀀𠀁𪜀 astral CJK ideographs: 什么是 𠀀?",
+    "İstanbul ΣΟΦΟΣ ΟΔΟΣ K Å ß ẞ ǅ",  # special lowercasing (dotted I, final sigma, Kelvin sign, titlecase)
+    "\ud800 lone high surrogate and lone low \udc00 in the middle",
+    "\u202eRTL override\u202c مرحبا بالعالم كيف حالك؟",
+    "tabs\tvertical\x0btab form\x0cfeed\r\nCRLF\u2028line sep\u2029para sep\u0085next line\u00a0nbsp",
+    "\x00NUL\x01 control \x1f chars",
+    "```python\nimport os\nclass A:\n    def f(self):\n        return {'a': [1, 2]}\n```\nFix this; please explain == and != and -> and ::",
+    "```unclosed fence\nconst x = () => { return x++; };",
+    "Solve 3x + 4 = 19 and \\frac{1}{2} \\times \\sqrt{x}; compute the integral.",
+    "1. first\n2) second\n- third\n• fourth\n   * fifth",
+    "User: hi\nASSISTANT: hello\n  human : what's up?\nassistant:",
+    "   \n\t  ",
+    " ",
+    "?",
+    "？",
+    "WHO ARE YOU",
+    "Please, write a poem",
+    "x" * 3000,  # one 3,000-character identifier: the code_token regex backtracks quadratically (both engines)
+    ("Explain quantum entanglement to me like I am five. " * 4000) + "😀" * 1000 + "𝟙" * 1000,  # 206,000 code points
+    "".join(chr(c) for c in range(0x20, 0x3000, 7)),
+    "",
+]
+HOSTILE_REQUESTS = [
+    *({"prompt": p, "timestamp": f"2025-03-0{1 + i % 9}T{i % 24:02d}:30:00Z", "task": ["koala", "vicuna", None, "not-a-task"][i % 4]} for i, p in enumerate(HOSTILE_PROMPTS)),
+    {"prompt": None, "timestamp": "2025-01-01T00:00:00Z"},
+    {"prompt": None, "input_tokens": 0, "timestamp": "2025-01-01T10:00:00+05:30", "task": "oasst"},
+    {"prompt": "offset across midnight", "timestamp": "2025-01-01T23:30:00-08:00", "input_tokens": 10**12},
+    {"prompt": "fraction and lowercase t", "timestamp": "2024-02-29t13:59:59.999999999Z", "input_tokens": 1},
+    {"prompt": "no offset means UTC", "timestamp": "2025-06-30T07:15:00", "request_id": "r-1"},
+    {"prompt": "date only", "timestamp": "2025-06-30"},
+    {"prompt": "space separator, no seconds", "timestamp": "2025-06-30 18:45+01:00", "task": "selfinstruct"},
+]
+
+
+@pytest.mark.parametrize("heads", ["shared", "per_model"])
+def test_node_reproduces_hostile_prompts(bundles, tmp_path: Path, heads: str) -> None:
+    router = Router.load(bundles[heads])
+    lines = (bundles[heads] / "conformance.jsonl").read_text().splitlines()
+    extra = [record(router, r) for r in HOSTILE_REQUESTS]
+    assert any(v["features"]["text"] and any(v["features"]["text"]) for v in extra[3:4])  # NFKC made words of it
+    vectors = [json.loads(line) for line in lines] + extra
+    done = conformance(bundles[heads], write_vectors(tmp_path / "hostile.jsonl", vectors))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert done.stdout.splitlines() == [f"{len(vectors)} vectors, 0 mismatches"]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"prompt": 3},
+        {"task": ["x"]},
+        {"input_tokens": -1},
+        {"input_tokens": 2.5},
+        {"input_tokens": True},
+        {"input_tokens": "12"},
+        {"timestamp": "yesterday"},
+        {"timestamp": "2025-02-30T00:00:00Z"},
+        {"timestamp": "2025-01-01T24:00:00Z"},
+        {"timestamp": "2025-01-01T23:59:60Z"},
+        {"timestamp": 1700000000},
+    ],
+)
+def test_node_rejects_what_python_rejects_naming_the_field(request_: dict) -> None:
+    with pytest.raises(ValueError) as py:
+        RouteRequest.from_dict(request_)
+    field = str(py.value).split(":")[0]
+    js = node_module(
+        'import {RouteRequest} from "./beast-router.mjs"; const r = JSON.parse(require_stdin());'
+        " try { RouteRequest.fromDict(r); process.stdout.write(JSON.stringify(null)); }"
+        " catch (e) { process.stdout.write(JSON.stringify(e.message)); }",
+        json.dumps(request_),
+    )
+    assert isinstance(js, str) and js.split(":")[0] == field, js
+
+
+POLICIES = {
+    "threshold": {"name": "threshold", "args": {"target_quality": 0.45}},
+    "tradeoff": {"name": "tradeoff", "args": {"lam": 0.05}},
+    "budget": {"name": "budget", "args": {"usd_per_hour": 0.5, "lam": 0.02, "gain": 0.5, "window_s": 60}},
+}
+
+
+def _record_at(router: Router, request: dict, now: float, observe: list) -> dict:
+    """serving.conformance.record with an explicit clock and breaker outcomes (Python's record routes at
+    time.monotonic(), so a stateful policy's vectors could not be replayed)."""
+    for model, ok, t in observe:
+        router.observe(model, ok, t)
+    req = RouteRequest.from_dict(request)
+    tokens, prompt, text = router.request_features(req)
+    quality, cost = router.predict(req)
+    decision = router.route(req, now=now)
+    return {
+        "request": request,
+        "features": {"input_tokens": tokens, "prompt": _floats(prompt), "text": _floats(text)},
+        "candidates": list(router.models),
+        "quality": _floats(quality),
+        "cost_usd": _floats(cost),
+        "decision": {"model": decision.model, "code": decision.code.value},
+        "now": now,
+        "observe": observe,
+    }
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_node_reproduces_policies_and_the_circuit_breaker(bundles, tmp_path: Path, policy: str) -> None:
+    src = bundles["shared"].parent / "models"
+    prices = load_prices(ROOT / "data/prices.yaml")
+    config = POLICIES[policy] | {"breaker": {"window": 6, "min_requests": 3, "max_error_rate": 0.5, "cooldown_s": 20.0}}
+    bundle = build_bundle(src, prices, tmp_path / policy, None, config, requests=[]).path
+    router = Router.load(bundle)
+    requests = [json.loads(line)["request"] for line in (bundles["shared"] / "conformance.jsonl").read_text().splitlines()][:90]
+    vectors, now = [], 1000.0
+    for i, request in enumerate(requests):
+        now += 0.5 if i < 40 else 9.0  # a burst (budget: spend above the rate), then a trickle
+        observe = []
+        if 20 <= i < 30:  # the chosen model keeps failing: its breaker opens, others take over
+            observe = [[vectors[-1]["decision"]["model"], False, now - 0.1]]
+        if i == 45:  # every model fails three times: all breakers open -> fallback order
+            observe = [[m, False, now - 0.2] for m in router.models for _ in range(3)]
+        if i == 60:  # after the cooldown the half-open trial succeeds for two models
+            observe = [[m, True, now - 0.1] for m in router.models[:2]]
+        vectors.append(_record_at(router, request, now, observe))
+    codes = [v["decision"]["code"] for v in vectors]
+    assert "fallback" in codes and len({v["decision"]["model"] for v in vectors}) >= 3
+    if policy == "budget":
+        assert router.policy.lam != POLICIES["budget"]["args"]["lam"]
+    done = conformance(bundle, write_vectors(tmp_path / "policy.jsonl", vectors))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert done.stdout.splitlines() == [f"{len(vectors)} vectors, 0 mismatches"]
+
+
+EDGE_VALUES = [math.nan, 0.0, -0.0, 1e-36, -1e-36, float(np.float32(1e-35)), 2e-35, -2e-35, 1e-300, -0.5, -1.0, -1.5, 0.9999, 2.9, 1e10, 2.0**31, 1e300, -1e300, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize(("predictor", "key"), [("cost", "p50"), ("quality", "shared"), ("cache", "model")])
+def test_js_trees_match_lightgbm_on_edge_values(bundles, predictor: str, key: str) -> None:
+    """NaN / zero / |x| <= 1e-35 / +-1e300 / +-inf / negative and fractional categories: JS = LightGBM itself."""
+    bundle = bundles["shared"]
+    booster = lgb.Booster(model_file=str(bundle / "models" / predictor / f"{key}.txt"))
+    n = booster.num_feature()
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(40, n)) * rng.choice([0.1, 1, 10, 1000], size=(40, n))
+    rows = [base[i % len(base)].copy() for i in range(400)]
+    for i, row in enumerate(rows):  # each row: a few columns set to edge values
+        cols = rng.choice(n, size=min(n, 1 + i % 6), replace=False)
+        row[cols] = rng.choice(EDGE_VALUES, size=len(cols))
+    rows += [np.full(n, v) for v in EDGE_VALUES]
+    X = np.vstack(rows)
+    want = booster.predict(X, raw_score=True, num_threads=1)
+    encode = [[v if math.isfinite(v) else str(v) for v in row] for row in X.tolist()]
+    got = node_module(
+        'import {readFileSync} from "node:fs"; import {TreeModel} from "./trees.mjs";'
+        " const {dump, rows} = JSON.parse(require_stdin());"
+        ' const m = new TreeModel(JSON.parse(readFileSync(dump, "utf8")));'
+        ' const num = (v) => typeof v === "number" ? v : ({nan: NaN, inf: Infinity, "-inf": -Infinity})[v];'
+        " process.stdout.write(JSON.stringify(rows.map((r) => m.raw(r.map(num)))));",
+        json.dumps({"dump": str(bundle / "models" / predictor / f"{key}.json"), "rows": encode}),
+    )
+    np.testing.assert_allclose(np.array(got, dtype=float), want, rtol=1e-12, atol=1e-12)
