@@ -9,6 +9,8 @@ Every feature is a count of one regex (or a formula over such counts), listed wi
   the result. A test runs every pattern through node (when installed) and compares the counts.
 - "count(P)" is the number of non-overlapping matches of P scanning left to right (Python `re.findall`,
   JS `(s.match(/P/gu) || []).length`); no pattern can match the empty string.
+- Repetition that could backtrack is bounded (code_token's identifier: at most 64 characters), so a
+  hostile prompt costs linear time (200,000 characters: ~0.1 s), never quadratic.
 - Lengths are Unicode code points (Python `len`, JS `[...s].length`), never UTF-16 units.
 - "lower" means the prompt lowercased (Python `str.lower`, JS `toLowerCase`); only ASCII keywords are
   searched in it. Other patterns run on the raw prompt.
@@ -59,7 +61,7 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "fence": (r"```", False),
     "fenced_block": (r"```[\s\S]*?```|```[\s\S]*", False),
     "code_token": (
-        r"[A-Za-z_][A-Za-z0-9_]*\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>"
+        r"[A-Za-z_][A-Za-z0-9_]{0,63}\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>"
         r"|#include|(?:^|\n)[ \t]*" + _words(_CODE_KEYWORDS) + r"[ \t(]",
         False,
     ),

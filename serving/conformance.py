@@ -67,4 +67,6 @@ def check(router: Router, vectors: Iterable[Mapping], rtol: float = 1e-6, atol: 
 
 
 def dumps(vectors: Iterable[Mapping]) -> bytes:
-    return "".join(json.dumps(v, allow_nan=False, ensure_ascii=False, sort_keys=True) + "\n" for v in vectors).encode()
+    """JSON lines, ASCII only: non-ASCII text as \\u escapes, so even a lone surrogate (legal in a JSON string,
+    not encodable as UTF-8) round-trips."""
+    return "".join(json.dumps(v, allow_nan=False, ensure_ascii=True, sort_keys=True) + "\n" for v in vectors).encode()

@@ -12,6 +12,7 @@ import ctypes
 import datetime as dt
 import json
 import math
+import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -48,13 +49,24 @@ class RouteRequest:
         if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
             raise ValueError(f"input_tokens: expected an integer >= 0, got {tokens!r}")
         ts = d.get("timestamp")
-        try:
-            when = dt.datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else None
-        except ValueError:
-            raise ValueError(f"timestamp: expected RFC 3339 text, got {ts!r}") from None
-        if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return cls(d.get("prompt"), tokens, d.get("task"), when)
+        return cls(d.get("prompt"), tokens, d.get("task"), None if ts is None else parse_timestamp(ts))
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?")
+
+
+def parse_timestamp(value: object) -> dt.datetime:
+    """RFC 3339 text (`Z`/`z` or an offset; none means UTC, as in the trace contract) -> aware UTC datetime;
+    anything else (numbers, other ISO 8601 forms, dates that leave the calendar in UTC) -> ValueError."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(f"timestamp: expected RFC 3339 text such as 2025-01-01T12:00:00Z, got {value!r}")
+    text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
+    try:
+        when = dt.datetime.fromisoformat(text[:10] + "T" + text[11:])
+        when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"timestamp: not a valid UTC time: {value!r}") from None
 
 
 class DecisionCode(StrEnum):
@@ -85,6 +97,17 @@ class Policy(ABC):
         """Told the predicted cost of every decision made; stateless policies ignore it."""
 
 
+def _best(score: np.ndarray, cost: np.ndarray) -> int | None:
+    """Index of the highest finite score (NaN = no prediction, -inf = unavailable), None if there is none."""
+    finite = np.isfinite(score)
+    return int(np.argmax(np.where(finite, score, -np.inf))) if finite.any() else None
+
+
+def _cheapest(cost: np.ndarray) -> int:
+    """The cheapest model (unavailable ones cost +inf; NaN cost never wins)."""
+    return int(np.argmin(np.where(np.isnan(cost), np.inf, cost)))
+
+
 class Threshold(Policy):
     """The cheapest model whose predicted quality reaches `target_quality`."""
 
@@ -96,7 +119,10 @@ class Threshold(Policy):
     def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]:
         ok = np.flatnonzero(quality >= self.target)
         if len(ok) == 0:
-            best = int(np.nanargmax(quality))
+            best = _best(quality, cost)
+            if best is None:
+                best = _cheapest(cost)
+                return best, "no model has a quality prediction; cheapest available", DecisionCode.BELOW_TARGET
             return best, f"no model predicted >= {self.target:g}; best predicted quality {quality[best]:.3f}", DecisionCode.BELOW_TARGET
         best = int(ok[np.argmin(cost[ok])])
         return best, f"cheapest of {len(ok)} models predicted >= {self.target:g}", DecisionCode.OK
@@ -111,8 +137,11 @@ class Tradeoff(Policy):
         self.lam = float(lam)
 
     def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]:
-        score = quality - self.lam * cost * 1000
-        best = int(np.nanargmax(score))
+        with np.errstate(invalid="ignore"):  # lam 0 x an unavailable model's inf cost: NaN, never chosen
+            score = quality - self.lam * cost * 1000
+        best = _best(score, cost)
+        if best is None:
+            return _cheapest(cost), "no model has a quality prediction; cheapest available", DecisionCode.BELOW_TARGET
         return best, f"max quality - {self.lam:g} x USD/1k requests = {score[best]:.3f}", DecisionCode.OK
 
 
@@ -188,6 +217,8 @@ class CircuitBreaker:
     cooldown_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if not (self.window >= 1 and 1 <= self.min_requests and 0 < self.max_error_rate <= 1 and self.cooldown_s >= 0):
+            raise BundleError(f"breaker: need window >= 1, min_requests >= 1, 0 < max_error_rate <= 1, cooldown_s >= 0; got {self}")
         self._outcomes: dict[str, list[bool]] = {}
         self._opened_at: dict[str, float] = {}
 

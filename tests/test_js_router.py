@@ -169,7 +169,8 @@ HOSTILE_PROMPTS = [
     "？",
     "WHO ARE YOU",
     "Please, write a poem",
-    "x" * 3000,  # one 3,000-character identifier: the code_token regex backtracks quadratically (both engines)
+    "x" * 100_000,  # one 100,000-character identifier: code_token's identifier is bounded, so linear time
+    "f(" + "y" * 50_000,  # an unclosed call over a long word
     ("Explain quantum entanglement to me like I am five. " * 4000) + "😀" * 1000 + "𝟙" * 1000,  # 206,000 code points
     "".join(chr(c) for c in range(0x20, 0x3000, 7)),
     "",
@@ -181,8 +182,8 @@ HOSTILE_REQUESTS = [
     {"prompt": "offset across midnight", "timestamp": "2025-01-01T23:30:00-08:00", "input_tokens": 10**12},
     {"prompt": "fraction and lowercase t", "timestamp": "2024-02-29t13:59:59.999999999Z", "input_tokens": 1},
     {"prompt": "no offset means UTC", "timestamp": "2025-06-30T07:15:00", "request_id": "r-1"},
-    {"prompt": "date only", "timestamp": "2025-06-30"},
-    {"prompt": "space separator, no seconds", "timestamp": "2025-06-30 18:45+01:00", "task": "selfinstruct"},
+    {"prompt": "space separator", "timestamp": "2025-06-30 18:45:00+01:00", "task": "selfinstruct"},
+    {"prompt": "lowercase z", "timestamp": "2025-06-30T18:45:00z"},
 ]
 
 
@@ -212,6 +213,12 @@ def test_node_reproduces_hostile_prompts(bundles, tmp_path: Path, heads: str) ->
         {"timestamp": "2025-01-01T24:00:00Z"},
         {"timestamp": "2025-01-01T23:59:60Z"},
         {"timestamp": 1700000000},
+        {"timestamp": 0},  # not "now": only null or absent means now
+        {"timestamp": False},
+        {"timestamp": "2025-06-30"},  # date only: ISO 8601, not RFC 3339
+        {"timestamp": "2025-06-30 18:45+01:00"},  # no seconds
+        {"timestamp": "20250101T050000"},
+        {"timestamp": "0001-01-01T00:30:00+01:00"},  # before year 1 in UTC
     ],
 )
 def test_node_rejects_what_python_rejects_naming_the_field(request_: dict) -> None:

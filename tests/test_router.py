@@ -334,3 +334,39 @@ def test_router_loads_with_a_budget_file_override(routed, tmp_path: Path) -> Non
     decision = paced.route(RouteRequest(prompt="Write a haiku about the sea."))
     assert paced.policy.name == "budget" and decision.policy == "budget" and "$50.00 left of all" in decision.reason
     assert paced.fallback == router.fallback and paced.policy.budget == pytest.approx(5.0, rel=1e-3)
+
+
+def test_requests_take_rfc3339_timestamps_only() -> None:
+    import datetime as dt
+
+    ok = RouteRequest.from_dict({"timestamp": "2025-01-01t05:00:00.5z"}).timestamp
+    assert ok == dt.datetime(2025, 1, 1, 5, 0, 0, 500000, tzinfo=dt.UTC)
+    assert RouteRequest.from_dict({"timestamp": "2025-01-01 05:00:00+05:30"}).timestamp.hour == 23
+    assert RouteRequest.from_dict({"timestamp": "2025-01-01T05:00:00"}).timestamp.tzinfo is dt.UTC  # no offset = UTC
+    assert RouteRequest.from_dict({"timestamp": None}).timestamp is None  # null = now
+    for bad in [0, False, [], {}, "", "2025-06-30", "20250101T050000", "2025-W01-1", "0001-01-01T00:30:00+01:00", "2025-01-01T23:59:60Z"]:
+        with pytest.raises(ValueError, match="^timestamp: "):
+            RouteRequest.from_dict({"timestamp": bad})
+
+
+def test_policies_never_pick_an_unavailable_or_unpredicted_model() -> None:
+    from serving.router import Budget, CircuitBreaker
+
+    models = ("a", "b", "c")
+    quality = np.array([-np.inf, np.nan, np.nan])  # a: circuit open; b, c: no quality head
+    cost = np.array([np.inf, 0.02, 0.01])
+    for policy in (Threshold(0.5), Tradeoff(0.1), Tradeoff(0.0), Budget(usd_per_hour=1.0)):
+        i, reason, code = policy.choose(models, quality, cost)
+        assert (i, code) == (2, DecisionCode.BELOW_TARGET) and ("cheapest" in reason or policy.name == "budget")
+    assert Threshold(0.5).choose(models, np.array([-np.inf, 0.3, np.nan]), cost)[0] == 1  # best prediction that exists
+    with pytest.raises(BundleError, match="window >= 1"):
+        CircuitBreaker(window=0)
+
+
+def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
+    import json
+
+    from serving.conformance import dumps
+
+    data = dumps([{"request": {"prompt": "a\ud800b é"}}])
+    assert data.isascii() and json.loads(data)["request"]["prompt"] == "a\ud800b é"

@@ -29,9 +29,9 @@ export class RequestError extends Error {
 
 const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 const leap = (y) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
-// RFC 3339 date-time (T, t or space; fraction of any length; Z or +-HH:MM), plus what Python's
-// fromisoformat also reads in that shape: no seconds, no offset (= UTC), date only (= midnight UTC).
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:(Z)|([+-])(\d{2}):(\d{2}))?)?$/;
+// RFC 3339 date-time (T, t or space; 1-9 fraction digits; Z, z or +-HH:MM; no offset = UTC), exactly the
+// shape serving/router.py parse_timestamp accepts.
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))?$/;
 
 const pyRepr = (v) => (typeof v === "string" ? `'${v}'` : JSON.stringify(v));
 
@@ -40,18 +40,18 @@ const pyRepr = (v) => (typeof v === "string" ? `'${v}'` : JSON.stringify(v));
  * Only the hour is a feature, and it depends on nothing but the time of day and the offset.
  */
 export function utcHour(text) {
-  const bad = (why) => new RequestError(`timestamp: expected RFC 3339 text, got ${pyRepr(text)}${why ? ` (${why})` : ""}`);
+  const bad = () => new RequestError(`timestamp: not a valid UTC time: ${pyRepr(text)}`);
   const m = TIMESTAMP.exec(text);
-  if (!m) throw bad("");
+  if (!m) throw new RequestError(`timestamp: expected RFC 3339 text such as 2025-01-01T12:00:00Z, got ${pyRepr(text)}`);
   const [y, mo, d, h = 0, mi = 0, s = 0] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((v) => (v === undefined ? undefined : Number(v)));
-  if (y < 1) throw bad("year must be in 1..9999");
-  if (mo < 1 || mo > 12) throw bad("month must be in 1..12");
-  if (d < 1 || d > (mo === 2 && leap(y) ? 29 : DAYS[mo - 1])) throw bad("day is out of range for month");
-  if (h > 23 || mi > 59 || s > 59) throw bad("hour, minute or second out of range (leap seconds are not accepted)");
+  if (y < 1) throw bad();
+  if (mo < 1 || mo > 12) throw bad();
+  if (d < 1 || d > (mo === 2 && leap(y) ? 29 : DAYS[mo - 1])) throw bad();
+  if (h > 23 || mi > 59 || s > 59) throw bad();
   let offset = 0; // minutes east of UTC
   if (m[9] !== undefined) {
     const oh = Number(m[10]), om = Number(m[11]);
-    if (oh > 23 || om > 59) throw bad("offset out of range");
+    if (oh > 23 || om > 59) throw bad();
     offset = (m[9] === "-" ? -1 : 1) * (oh * 60 + om);
   }
   let minutes = h * 60 + mi - offset;
@@ -59,13 +59,10 @@ export function utcHour(text) {
   if (minutes < 0) days = -1;
   else if (minutes >= 1440) days = 1;
   // the instant in UTC must still be a representable date (years 1..9999), as in Python's datetime
-  if ((days < 0 && y === 1 && mo === 1 && d === 1) || (days > 0 && y === 9999 && mo === 12 && d === 31)) throw bad("out of range in UTC");
+  if ((days < 0 && y === 1 && mo === 1 && d === 1) || (days > 0 && y === 9999 && mo === 12 && d === 31)) throw bad();
   minutes = ((minutes % 1440) + 1440) % 1440;
   return Math.floor(minutes / 60);
 }
-
-const falsy = (v) =>
-  v === null || v === undefined || v === false || v === 0 || v === "" || (Array.isArray(v) && v.length === 0) || (typeof v === "object" && !Array.isArray(v) && v !== null && Object.keys(v).length === 0);
 
 /** A routing request (serving/router.py RouteRequest): prompt, input_tokens, task, UTC hour of timestamp. */
 export class RouteRequest {
@@ -90,9 +87,9 @@ export class RouteRequest {
     }
     const ts = d.timestamp;
     let hour = null;
-    if (!falsy(ts)) {
-      // like Python (`if ts`): an absent or empty timestamp means "now"; anything else must be RFC 3339 text
-      if (typeof ts !== "string") throw new RequestError(`timestamp: expected RFC 3339 text, got ${pyRepr(ts)}`);
+    if (ts !== null && ts !== undefined) {
+      // like Python: an absent or null timestamp means "now"; anything else must be RFC 3339 text
+      if (typeof ts !== "string") throw new RequestError(`timestamp: expected RFC 3339 text such as 2025-01-01T12:00:00Z, got ${pyRepr(ts)}`);
       hour = utcHour(ts);
     }
     return new RouteRequest({ prompt: d.prompt ?? null, inputTokens: tokens, task: d.task ?? null, hour });
@@ -105,20 +102,18 @@ const asRequest = (r) => (r instanceof RouteRequest ? r : RouteRequest.fromDict(
 
 const isNaNNum = (x) => x !== x;
 
-/** numpy nanargmax: NaN counts as -inf, first maximum wins; all NaN is an error. */
-export function nanargmax(a) {
-  let best = -1;
-  let bestValue = -Infinity;
-  let allNaN = true;
-  for (let i = 0; i < a.length; i++) {
-    const v = isNaNNum(a[i]) ? -Infinity : a[i];
-    if (!isNaNNum(a[i])) allNaN = false;
-    if (best < 0 || v > bestValue) {
-      best = i;
-      bestValue = v;
-    }
-  }
-  if (allNaN) throw new Error("All-NaN slice encountered");
+/** serving/router.py _best: index of the highest finite score (NaN = no prediction, -inf = unavailable), or null. */
+export function bestFinite(a) {
+  let best = null;
+  for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && (best === null || a[i] > a[best])) best = i;
+  return best;
+}
+
+/** serving/router.py _cheapest: the cheapest model (unavailable ones cost +inf; NaN never wins). */
+export function cheapest(cost) {
+  let best = 0;
+  const v = (x) => (isNaNNum(x) ? Infinity : x);
+  for (let i = 1; i < cost.length; i++) if (v(cost[i]) < v(cost[best])) best = i;
   return best;
 }
 
@@ -202,7 +197,8 @@ export class Threshold extends Policy {
     const ok = [];
     for (let i = 0; i < quality.length; i++) if (quality[i] >= this.target) ok.push(i);
     if (ok.length === 0) {
-      const best = nanargmax(quality);
+      const best = bestFinite(quality);
+      if (best === null) return [cheapest(cost), "no model has a quality prediction; cheapest available", DecisionCode.BELOW_TARGET];
       return [best, `no model predicted >= ${formatG(this.target)}; best predicted quality ${formatF(quality[best], 3)}`, DecisionCode.BELOW_TARGET];
     }
     const best = ok[argmin(ok.map((i) => cost[i]))];
@@ -227,7 +223,8 @@ export class Tradeoff extends Policy {
 
   choose(models, quality, cost) {
     const score = Tradeoff.score(quality, cost, this.lam);
-    const best = nanargmax(score);
+    const best = bestFinite(score);
+    if (best === null) return [cheapest(cost), "no model has a quality prediction; cheapest available", DecisionCode.BELOW_TARGET];
     return [best, `max quality - ${formatG(this.lam)} x USD/1k requests = ${formatF(score[best], 3)}`, DecisionCode.OK];
   }
 }
@@ -260,8 +257,10 @@ export class Budget extends Policy {
   }
 
   choose(models, quality, cost) {
-    const best = nanargmax(Tradeoff.score(quality, cost, this.lam));
-    return [best, `max quality - lam x USD/1k requests at lam ${formatG(this.lam, 4)} (budget $${formatG(this.budget, 4)}/h)`, DecisionCode.OK];
+    let best = bestFinite(Tradeoff.score(quality, cost, this.lam));
+    let code = DecisionCode.OK;
+    if (best === null) [best, code] = [cheapest(cost), DecisionCode.BELOW_TARGET];
+    return [best, `max quality - lam x USD/1k requests at lam ${formatG(this.lam, 4)} (budget $${formatG(this.budget, 4)}/h)`, code];
   }
 
   record(usd, now) {
@@ -310,6 +309,9 @@ export class CircuitBreaker {
     this.minRequests = c.min_requests;
     this.maxErrorRate = pyFloat(c.max_error_rate, "breaker: max_error_rate");
     this.cooldown = pyFloat(c.cooldown_s, "breaker: cooldown_s");
+    if (!(this.window >= 1 && this.minRequests >= 1 && this.maxErrorRate > 0 && this.maxErrorRate <= 1 && this.cooldown >= 0)) {
+      throw new BundleError("breaker: need window >= 1, min_requests >= 1, 0 < max_error_rate <= 1, cooldown_s >= 0");
+    }
     this._outcomes = new Map();
     this._openedAt = new Map();
   }

@@ -35,7 +35,7 @@ export const PATTERNS = {
   fence: ["```", false],
   fenced_block: [String.raw`${"```"}[\s\S]*?${"```"}|${"```"}[\s\S]*`, false],
   code_token: [
-    String.raw`[A-Za-z_][A-Za-z0-9_]*\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>` +
+    String.raw`[A-Za-z_][A-Za-z0-9_]{0,63}\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>` +
       String.raw`|#include|(?:^|\n)[ \t]*` + words(CODE_KEYWORDS) + String.raw`[ \t(]`,
     false,
   ],
