@@ -139,6 +139,13 @@ def _gate(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.promote or args.dry_run else EXIT_STRICT
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from models.route_bench import main
+
+    main(args.traces, args.out, params_file=args.params, folds=args.folds, seed=args.seed, strong=args.strong, weak=args.weak)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -294,6 +301,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
     p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
+
+    p = command(
+        "bench",
+        "Routing benchmark: k-fold by prompt, learned router (each policy swept) vs random, always-one-model, per-model prior, kNN and the oracle; AIQ, APGR, CPT, savings, regret.",
+        "beast bench --traces data/sample/alpaca_eval.parquet --out data/bench",
+        _bench,
+        "`bench`, `features`, `train.quality`, `train.cost`",
+    )
+    p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (.parquet/.jsonl/.csv, .gz) or dataset folder with quality labels and prompt_ids")
+    p.add_argument("--out", type=Path, required=True, help="output folder: report.json, decisions.jsonl, report.md, cost_quality.png, pgr.png")
+    p.add_argument("--folds", type=int, help="group k-fold by prompt_id (default: params.yaml bench.folds)")
+    p.add_argument("--seed", type=int, help="seed of the folds, the random router and the bootstrap (default: params.yaml bench.seed)")
+    p.add_argument("--strong", help="strong model of the pair (default: highest mean logged quality)")
+    p.add_argument("--weak", help="weak model of the pair (default: lowest mean cost)")
 
     p = command(
         "gate",

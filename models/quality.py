@@ -13,7 +13,7 @@ quality, and kNN over prompt text (the model's mean quality on the k most simila
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
@@ -62,6 +62,7 @@ class QualityPredictor:
     boosters: Mapping[str, lgb.Booster]  # {"shared": b} or {model name: b}
     feature_names: tuple[str, ...]
     spec: FeatureSpec
+    valid_loss: Mapping[str, float] = field(default_factory=dict)  # validation log loss of each heads candidate
 
     def predict(self, X: pd.DataFrame, models: pd.Series) -> np.ndarray:
         """Predicted quality per row; NaN for a model without a head (per_model only)."""
@@ -163,12 +164,13 @@ def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: Featur
     return TuningProblem(X[inner.train], y[inner.train], X[inner.test], y[inner.test], params.lgb_params(), "cross_entropy", False, params.num_boost_round)
 
 
-def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int) -> np.ndarray:
-    """Model m's mean quality on the k training prompts nearest (cosine, text features) to each test prompt."""
+def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, column: str = "quality") -> np.ndarray:
+    """Model m's mean `column` (quality; the routing bench also asks for cost_usd) on the k training prompts
+    nearest (cosine, text features) to each test prompt."""
     text_cols = [c for c in X.columns if c.startswith("text_")]
     prompts = pd.DataFrame(X[text_cols].to_numpy(), index=rows["prompt_id"].to_numpy())
     train_p = prompts[split.train].groupby(level=0).first()
-    table = rows[split.train].pivot_table(index="prompt_id", columns="model", values="quality", aggfunc="mean").reindex(train_p.index)
+    table = rows[split.train].pivot_table(index="prompt_id", columns="model", values=column, aggfunc="mean").reindex(train_p.index)
     nn = NearestNeighbors(n_neighbors=min(k, len(train_p)), metric="cosine").fit(train_p.to_numpy())
     test_p = prompts[split.test].groupby(level=0).first()
     _, idx = nn.kneighbors(test_p.to_numpy())
@@ -177,17 +179,12 @@ def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int) -> n
     return means.stack().reindex(pd.MultiIndex.from_arrays([test_rows["prompt_id"], test_rows["model"]])).to_numpy(dtype=float)
 
 
-def fit_and_evaluate(
-    traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
-) -> tuple[QualityPredictor, Evaluation]:
-    """Pure: split by prompt, fit features on train prompts, pick heads on a validation split, evaluate on test."""
-    rows = quality_rows(traces)
-    if rows.empty:
-        raise ValueError("no rows with quality, prompt and prompt_id: nothing to train the quality predictor on")
-    split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
-    spec = fit_features(rows[split.train], features, cards, prices)
-    X_all = build_features(rows, spec)
-    train_rows, X_train = rows[split.train].reset_index(drop=True), X_all[split.train].reset_index(drop=True)
+def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> QualityPredictor:
+    """Pure: fit features on `train_rows` only, pick heads on a validation split of their prompts, refit on all
+    of them. Reusable wherever a predictor must be trained on one side of a split (training, the routing bench)."""
+    train_rows = train_rows.reset_index(drop=True)
+    spec = fit_features(train_rows, features, cards, prices)
+    X_train = build_features(train_rows, spec)
     inner = group_split(train_rows["prompt_id"], params.valid_fraction, salt=f"quality-valid-{params.seed}")
 
     candidates = HEADS if params.heads == "auto" else (params.heads,)
@@ -200,7 +197,21 @@ def fit_and_evaluate(
     rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
     everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
     boosters, _ = _fit_heads(X_train[cols], train_rows, heads, params, everything, rounds)
-    predictor = QualityPredictor(heads, boosters, tuple(cols), spec)
+    return QualityPredictor(heads, boosters, tuple(cols), spec, {h: loss for h, (_, loss) in chosen.items()})
+
+
+def fit_and_evaluate(
+    traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+) -> tuple[QualityPredictor, Evaluation]:
+    """Pure: split by prompt, `fit` on the train prompts, evaluate on the test prompts beside the baselines."""
+    rows = quality_rows(traces)
+    if rows.empty:
+        raise ValueError("no rows with quality, prompt and prompt_id: nothing to train the quality predictor on")
+    split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
+    train_rows = rows[split.train].reset_index(drop=True)
+    predictor = fit(train_rows, params, features, cards, prices)
+    heads = predictor.heads
+    X_all = build_features(rows, predictor.spec)
 
     test_rows = rows[split.test].reset_index(drop=True)
     X_test = X_all[split.test].reset_index(drop=True)
@@ -209,12 +220,12 @@ def fit_and_evaluate(
     pred = predictor.predict(X_test, test_rows["model"])
     metrics = quality_metrics(test_rows, pred, strongest, params.ece_bins)
     calibration = reliability(np.clip(pred, 0, 1), test_rows["quality"].to_numpy(dtype=float), params.ece_bins)
-    metrics |= {f"valid_logloss_{h}": loss for h, (_, loss) in chosen.items()}
+    metrics |= {f"valid_logloss_{h}": loss for h, loss in predictor.valid_loss.items()}
     baselines = {
         "per_model_mean": quality_metrics(test_rows, test_rows["model"].map(model_mean).to_numpy(dtype=float), strongest, params.ece_bins),
         "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
     }
-    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, (_, loss) in chosen.items())})", f"strongest model on train prompts: {strongest}")
+    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())})", f"strongest model on train prompts: {strongest}")
     per_model = pd.DataFrame({"model": test_rows["model"].to_numpy(), "abs_error": np.abs(pred - test_rows["quality"].to_numpy(dtype=float))})
     by_model = per_model.groupby("model")["abs_error"].mean().sort_index()
     tables = {

@@ -1,0 +1,618 @@
+"""Stage `bench`: how good is routing, measured on logged quality and cost with prompts the router never saw.
+
+Input: any contract-v1 trace file (or dataset folder) with `quality` labels where a `prompt_id` was
+answered by two or more models. Group k-fold by prompt_id (seeded): per fold the quality predictor
+(`models.quality.fit`) and the cost predictor (`models.cost.fit`) are trained on the train folds only,
+then every router picks one of the models that answered each test prompt, and is scored with the logged
+quality and cost of that model's answer (several rows of one (prompt, model) count as their mean).
+
+Routers, all on the same test prompts:
+- `learned/threshold`, `learned/tradeoff`: the shipped policies (`serving.router.POLICIES`, their own
+  `choose()`) on predicted quality and predicted USD (P50 head, as the router uses), swept over their knob
+  (target quality; lambda). `budget` is not swept on its own: it is `tradeoff` with a lambda its
+  controller moves to track a spend rate, so its operating points lie on the tradeoff curve.
+- `knn/threshold`, `knn/tradeoff`: the same policies on kNN estimates (each model's mean quality and mean
+  cost on the k training prompts nearest in text features; `models.quality.knn_baseline`; a model none of
+  the neighbours answered gets its prior).
+- `prior/tradeoff`: each model's train-fold mean quality and cost (one model for every prompt per lambda).
+- `always/<model>`: one model for everything. `oracle`: tradeoff on the *actual* quality and cost.
+- `random`: a seeded share x of prompts to the strong model, the rest to the weak one (realised decisions;
+  the RouteLLM 0.5-APGR reference). `pair/learned`: the share x of prompts with the largest predicted quality
+  gain of strong over weak go to strong.
+
+Metrics are in `models/route_metrics.py`. Outputs (fixed names, in --out): `report.json`, `decisions.jsonl`
+(one line per router, knob value and test prompt: every number is recomputable from it and the traces),
+`report.md`, `cost_quality.png`, `pgr.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from beast.config import load_params
+from beast.errors import BeastError
+from beast.files import atomic_path, write_atomic
+from features.build import FeatureParams, build_features
+from features.models import ModelCard, load_cards
+from models import cost, quality
+from models import route_metrics as rm
+from models.common import Split
+from traces.prices import PriceTable, load_prices
+
+SCHEMA = "beast.route_bench/1"
+ORACLE = "oracle"
+OUTPUTS = ("report.json", "decisions.jsonl", "report.md", "cost_quality.png", "pgr.png")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Knob values: `n` points from low to high (geometric when `log`), with 0 first when `zero`."""
+
+    low: float
+    high: float
+    n: int
+    log: bool = False
+    zero: bool = False
+
+    def values(self) -> tuple[float, ...]:
+        vals = np.geomspace(self.low, self.high, self.n) if self.log else np.linspace(self.low, self.high, self.n)
+        short = [float(f"{v:.6g}") for v in vals]  # short decimals: decisions.jsonl stays small and exact
+        return tuple(dict.fromkeys(([0.0] if self.zero else []) + short))
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    """Mirrors params.yaml -> bench."""
+
+    folds: int = 5
+    seed: int = 0
+    prices: Path = Path("data/prices.yaml")  # to cost rows without cost_usd (through a throwaway ingest)
+    cards: Path = Path("data/models.yaml")
+    lambdas: Grid = field(default_factory=lambda: Grid(0.001, 1000.0, 25, log=True, zero=True))  # tradeoff: quality per USD / 1k requests
+    targets: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 21))  # threshold: target predicted quality
+    shares: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 41))  # random / pair: share of calls to strong
+    bootstrap: int = 1000  # resamples of test prompts for the savings CI
+    level: float = 0.95
+
+
+@dataclass(frozen=True)
+class RouterScore:
+    knobs: tuple[float | None, ...]
+    points: tuple[tuple[float, float], ...]  # [mean cost USD, mean quality] per knob value
+    aiq: float
+    aiq_vs_oracle: float | None
+    aiq_to_strong: float  # the same area over [cheapest model's cost, strong model's cost]: where routing trades
+    aiq_to_strong_vs_oracle: float | None
+    cost_savings: float | None  # share of always-strong's mean cost saved at >= its mean quality
+    cost_savings_ci: tuple[float | None, float | None]
+    savings_reached: float  # share of bootstrap resamples in which some point reached the strong model's quality
+    savings_vs_oracle: float | None
+    regret: float  # mean over knob values of the mean selection regret
+    regret_by_knob: tuple[float, ...]
+    prompts: int
+
+
+@dataclass(frozen=True)
+class PairCurve:
+    apgr: float
+    cpt50: float | None
+    cpt80: float | None
+    shares: tuple[float, ...]  # realised share of strong calls
+    pgr: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class PairScore:
+    strong: str
+    weak: str
+    q_strong: float
+    q_weak: float
+    prompts: int
+    apgr: float
+    cpt50: float | None
+    cpt80: float | None
+    shares: tuple[float, ...]
+    pgr: tuple[float, ...]
+    random: PairCurve
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    traces: str
+    folds: int
+    seed: int
+    prompts: int
+    models: tuple[str, ...]
+    cheapest: str
+    cost_range: tuple[float, float]
+    savings_reference: str
+    routers: Mapping[str, RouterScore]
+    pair: PairScore
+    notes: tuple[str, ...]
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA} | asdict(self), indent=1, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def bench_rows(traces: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Rows with quality, prompt, prompt_id and a known cost, of prompts answered by >= 2 models; notes say what was dropped."""
+    rows = quality.quality_rows(traces)
+    notes = []
+    if rows.empty:
+        raise BeastError("no rows with quality, prompt and prompt_id: the routing bench needs quality labels")
+    if "cost_usd" not in rows or rows["cost_usd"].isna().all():
+        raise BeastError("no row has a cost (cost_usd, or a price for its model): cannot score cost")
+    unpriced = rows["cost_usd"].isna()
+    if unpriced.any():
+        notes.append(f"{int(unpriced.sum()):,} labelled rows without a cost dropped (models without a price: {', '.join(sorted(rows.loc[unpriced, 'model'].astype(str).unique()))})")
+        rows = rows[~unpriced]
+    answered = rows.groupby("prompt_id")["model"].nunique()
+    multi = answered.index[answered >= 2]
+    if len(multi) < len(answered):
+        notes.append(f"{len(answered) - len(multi):,} prompts answered by a single model dropped")
+    rows = rows[rows["prompt_id"].isin(multi)].reset_index(drop=True)
+    if rows["prompt_id"].nunique() < 2:
+        raise BeastError(f"{rows['prompt_id'].nunique()} prompt(s) answered by two or more models: the routing bench needs many")
+    return rows, tuple(notes)
+
+
+def candidates(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (prompt, model): the first logged row's request fields, mean quality and mean cost."""
+    rows = rows.sort_values(["prompt_id", "model"], kind="stable")
+    first = rows.drop_duplicates(["prompt_id", "model"]).drop(columns=["quality", "cost_usd"])
+    means = rows.groupby(["prompt_id", "model"], as_index=False).agg(quality=("quality", "mean"), cost_usd=("cost_usd", "mean"))
+    return first.merge(means, on=["prompt_id", "model"], validate="one_to_one").reset_index(drop=True)
+
+
+def assign_folds(prompt_ids: pd.Series, folds: int, seed: int) -> np.ndarray:
+    """Group k-fold: a seeded permutation of the distinct prompt_ids dealt round-robin into `folds` folds."""
+    uniq, inverse = np.unique(prompt_ids.astype(str).to_numpy(), return_inverse=True)
+    if folds < 2 or folds > len(uniq):
+        raise BeastError(f"--folds {folds}: need 2 <= folds <= {len(uniq)} (the number of prompts)")
+    fold = np.empty(len(uniq), dtype=int)
+    fold[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq)) % folds
+    return fold[inverse]
+
+
+def pick_pair(rows: pd.DataFrame, strong: str | None, weak: str | None) -> tuple[str, str]:
+    """Defaults: strong = highest mean logged quality, weak = lowest mean cost; a named model must be present."""
+    models = sorted(rows["model"].astype(str).unique())
+    for role, name in (("strong", strong), ("weak", weak)):
+        if name is not None and name not in models:
+            raise BeastError(f"--{role} {name!r}: no such model in the traces; models: {', '.join(models)}")
+    strong = strong or str(rows.groupby("model")["quality"].mean().idxmax())
+    weak = weak or str(rows.groupby("model")["cost_usd"].mean().idxmin())
+    if strong == weak:
+        raise BeastError(f"strong and weak are the same model ({strong}): name them with --strong / --weak")
+    return strong, weak
+
+
+# ------------------------------------------------------------------------------------------ predictions
+
+
+@dataclass(frozen=True)
+class FoldFit:
+    """Predictions for one fold's test candidates (aligned with them) and what was fit."""
+
+    q_learned: np.ndarray
+    c_learned: np.ndarray
+    q_knn: np.ndarray
+    c_knn: np.ndarray
+    q_prior: np.ndarray
+    c_prior: np.ndarray
+    heads: str
+
+
+def fit_fold(
+    train: pd.DataFrame, test: pd.DataFrame, qp: quality.QualityParams, cp: cost.CostParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+) -> FoldFit:
+    """Pure: predictors and baselines fit on `train` rows only, predictions for the `test` candidates."""
+    qpred = quality.fit(train, qp, features, cards, prices)
+    cpred = cost.fit(train, cp)
+    q_learned = qpred.predict(build_features(test, qpred.spec), test["model"])
+    c_learned = cpred.predict_cost(test, prices)["p50"].to_numpy(dtype=float)
+    both = pd.concat([train, test], ignore_index=True)
+    side = Split(np.arange(len(both)) < len(train), np.arange(len(both)) >= len(train))
+    X = build_features(both, qpred.spec)
+    means = train.groupby("model")[["quality", "cost_usd"]].mean()
+    q_prior = test["model"].map(means["quality"]).to_numpy(dtype=float)
+    c_prior = test["model"].map(means["cost_usd"]).to_numpy(dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a model no neighbour answered: NaN, then its prior
+        q_knn = quality.knn_baseline(X, both, side, qp.knn_k, "quality")
+        c_knn = quality.knn_baseline(X, both, side, qp.knn_k, "cost_usd")
+    q_knn, c_knn = np.where(np.isnan(q_knn), q_prior, q_knn), np.where(np.isnan(c_knn), c_prior, c_knn)
+    return FoldFit(q_learned, c_learned, q_knn, c_knn, q_prior, c_prior, qpred.heads)
+
+
+# ------------------------------------------------------------------------------------------ routing
+
+
+@dataclass(frozen=True)
+class PolicyRouter:
+    """A shipped policy swept over one constructor argument, on two columns of the candidate table."""
+
+    name: str
+    policy: str  # key of serving.router.POLICIES
+    knob: str  # the policy's constructor argument
+    values: tuple[float, ...]
+    quality: str
+    cost: str
+
+
+def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter) -> list[tuple[float, np.ndarray]]:
+    """(knob value, chosen candidate row per prompt) for each knob value, through the policy's own choose()."""
+    from serving.router import POLICIES
+
+    q, c = cand[router.quality].to_numpy(dtype=float), cand[router.cost].to_numpy(dtype=float)
+    models = cand["model"].astype(str).to_numpy()
+    bounds = list(zip(starts[:-1], starts[1:], strict=True))
+    out = []
+    for value in router.values:
+        policy = POLICIES[router.policy](**{router.knob: value})
+        chosen = np.array([s + policy.choose(tuple(models[s:e]), q[s:e], c[s:e])[0] for s, e in bounds])
+        out.append((value, chosen))
+    return out
+
+
+def route_pair(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, order: np.ndarray, shares: Sequence[float]) -> list[tuple[float, np.ndarray]]:
+    """Share x of the pair prompts, first in `order` (positions into the pair prompts), to strong; the rest to weak."""
+    rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
+    out = []
+    for x in shares:
+        to_strong = np.zeros(len(rows_strong), dtype=bool)
+        to_strong[order[: int(round(x * len(rows_strong)))]] = True
+        out.append((float(x), np.where(to_strong, rows_strong, rows_weak)))
+    return out
+
+
+def _pair_rows(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows of strong and weak on the prompts both answered (in prompt order)."""
+    prompt = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    models = cand["model"].astype(str).to_numpy()
+    s = pd.Series(np.flatnonzero(models == strong), index=prompt[models == strong])
+    w = pd.Series(np.flatnonzero(models == weak), index=prompt[models == weak])
+    both = s.index.intersection(w.index)
+    return s[both].to_numpy(), w[both].to_numpy()
+
+
+def always(cand: pd.DataFrame, model: str) -> list[tuple[float | None, np.ndarray]]:
+    return [(None, np.flatnonzero(cand["model"].astype(str).to_numpy() == model))]
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def _matrices(cand: pd.DataFrame, starts: np.ndarray, models: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """prompts x models actual quality and cost (NaN = that model did not answer)."""
+    prompt = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    col = pd.Index(models).get_indexer(cand["model"].astype(str))
+    Q = np.full((len(starts) - 1, len(models)), np.nan)
+    C = Q.copy()
+    Q[prompt, col] = cand["quality"].to_numpy(dtype=float)
+    C[prompt, col] = cand["cost_usd"].to_numpy(dtype=float)
+    return Q, C
+
+
+def score_routers(
+    cand: pd.DataFrame, starts: np.ndarray, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]], models: Sequence[str], strong: str, params: BenchParams
+) -> tuple[dict[str, RouterScore], str, tuple[float, float]]:
+    """Every router's points, AIQ (common range and anchor), savings vs always-strong with CI, regret."""
+    q, c = cand["quality"].to_numpy(dtype=float), cand["cost_usd"].to_numpy(dtype=float)
+    prompt = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    Q, C = _matrices(cand, starts, models)
+    singles = {m: (float(np.nanmean(C[:, i])), float(np.nanmean(Q[:, i]))) for i, m in enumerate(models)}
+    cheapest = min(singles, key=lambda m: singles[m][0])
+    lo, hi = singles[cheapest][0], max(v[0] for v in singles.values())
+    ref_c, ref_q = C[:, list(models).index(strong)], Q[:, list(models).index(strong)]
+
+    raw: dict[str, tuple] = {}
+    for name, runs in decisions.items():
+        pts = np.array([(c[rows].mean(), q[rows].mean()) for _, rows in runs])
+        covered = np.ones(len(starts) - 1, dtype=bool)
+        for _, rows in runs:
+            mask = np.zeros(len(starts) - 1, dtype=bool)
+            mask[prompt[rows]] = True
+            covered &= mask
+        keep = covered & np.isfinite(ref_c)  # bootstrap on prompts every knob value and the reference answered
+        cost_m = np.full((len(runs), len(starts) - 1), np.nan)
+        qual_m = cost_m.copy()
+        regrets = []
+        for k, (_, rows) in enumerate(runs):
+            cost_m[k, prompt[rows]], qual_m[k, prompt[rows]] = c[rows], q[rows]
+            regrets.append(rm.selection_regret(q[rows], c[rows], Q[prompt[rows]], C[prompt[rows]]))
+        ci = rm.savings_bootstrap(cost_m[:, keep], qual_m[:, keep], ref_c[keep], ref_q[keep], params.bootstrap, params.seed, params.level)
+        saving = rm.savings(pts, float(np.nanmean(ref_c)), float(np.nanmean(ref_q)))
+        areas = (rm.aiq(pts, lo, hi, singles[cheapest]), rm.aiq(pts, lo, singles[strong][0], singles[cheapest]))
+        raw[name] = (runs, pts, areas, saving, ci, regrets, int(covered.sum()))
+
+    oracle_aiq, oracle_saving = raw[ORACLE][2], raw[ORACLE][3]
+    scores = {}
+    for name, (runs, pts, areas, saving, ci, regrets, n) in raw.items():
+        scores[name] = RouterScore(
+            knobs=tuple(k for k, _ in runs),
+            points=tuple((float(x), float(y)) for x, y in pts),
+            aiq=areas[0],
+            aiq_vs_oracle=_ratio(areas[0], oracle_aiq[0]),
+            aiq_to_strong=areas[1],
+            aiq_to_strong_vs_oracle=_ratio(areas[1], oracle_aiq[1]),
+            cost_savings=saving,
+            cost_savings_ci=(ci.low, ci.high) if saving is not None else (None, None),  # no CI around "never reached"
+            savings_reached=ci.reached,
+            savings_vs_oracle=_ratio(saving, oracle_saving),
+            regret=float(np.mean(regrets)),
+            regret_by_knob=tuple(regrets),
+            prompts=n,
+        )
+    return scores, cheapest, (lo, hi)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 or not math.isfinite(a) else float(a / b)
+
+
+def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], n: int, q_weak: float, q_strong: float, strong_rows: set[int]) -> PairCurve:
+    """PGR of each run (by realised share of strong calls) and its APGR, CPT(50%), CPT(80%)."""
+    shares = np.array([np.isin(rows, list(strong_rows)).sum() / n for _, rows in runs])
+    values = rm.pgr(np.array([q[rows].mean() for _, rows in runs]), q_weak, q_strong)
+    return PairCurve(rm.apgr(shares, values), rm.cpt(shares, values, 0.5), rm.cpt(shares, values, 0.8), tuple(map(float, shares)), tuple(map(float, values)))
+
+
+# ------------------------------------------------------------------------------------------ the bench
+
+
+def run_bench(
+    traces: pd.DataFrame,
+    params: BenchParams,
+    qp: quality.QualityParams,
+    cp: cost.CostParams,
+    features: FeatureParams,
+    cards: tuple[ModelCard, ...],
+    prices: PriceTable,
+    strong: str | None = None,
+    weak: str | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    source: str = "",
+) -> tuple[BenchReport, pd.DataFrame]:
+    """Pure (no files): k-fold fit, route, score. Returns the report and the decisions table."""
+    started = time.perf_counter()
+    rows, notes = bench_rows(traces)
+    strong, weak = pick_pair(rows, strong, weak)
+    progress(f"strong = {strong} (mean quality {rows.loc[rows['model'] == strong, 'quality'].mean():.3f}), weak = {weak} (mean cost ${rows.loc[rows['model'] == weak, 'cost_usd'].mean() * 1000:.4f} / 1k requests)")
+    cand = candidates(rows)
+    fold_cand = assign_folds(cand["prompt_id"], params.folds, params.seed)
+    fold_rows = assign_folds(rows["prompt_id"], params.folds, params.seed)
+    for col in ("q_learned", "c_learned", "q_knn", "c_knn", "q_prior", "c_prior"):
+        cand[col] = np.nan
+    cand["fold"] = fold_cand
+    heads = []
+    for f in range(params.folds):
+        t0 = time.perf_counter()
+        test = fold_cand == f
+        fit = fit_fold(rows[fold_rows != f].reset_index(drop=True), cand[test].reset_index(drop=True), qp, cp, features, cards, prices)
+        for col in ("q_learned", "c_learned", "q_knn", "c_knn", "q_prior", "c_prior"):
+            cand.loc[test, col] = getattr(fit, col)
+        heads.append(fit.heads)
+        progress(f"fold {f + 1}/{params.folds}: {cand.loc[~test, 'prompt_id'].nunique():,} train / {cand.loc[test, 'prompt_id'].nunique():,} test prompts, quality heads={fit.heads}, {time.perf_counter() - t0:.1f} s")
+
+    starts = np.flatnonzero(np.r_[True, cand["prompt_id"].to_numpy()[1:] != cand["prompt_id"].to_numpy()[:-1], True])
+    models = tuple(sorted(cand["model"].astype(str).unique()))
+    lambdas, targets, shares = params.lambdas.values(), params.targets.values(), params.shares.values()
+    policy_routers = (
+        PolicyRouter("learned/threshold", "threshold", "target_quality", targets, "q_learned", "c_learned"),
+        PolicyRouter("learned/tradeoff", "tradeoff", "lam", lambdas, "q_learned", "c_learned"),
+        PolicyRouter("knn/threshold", "threshold", "target_quality", targets, "q_knn", "c_knn"),
+        PolicyRouter("knn/tradeoff", "tradeoff", "lam", lambdas, "q_knn", "c_knn"),
+        PolicyRouter("prior/tradeoff", "tradeoff", "lam", lambdas, "q_prior", "c_prior"),
+        PolicyRouter(ORACLE, "tradeoff", "lam", lambdas, "quality", "cost_usd"),
+    )
+    decisions: dict[str, list[tuple[float | None, np.ndarray]]] = {r.name: route_policy(cand, starts, r) for r in policy_routers}
+    rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
+    gain = cand["q_learned"].to_numpy()[rows_strong] - cand["q_learned"].to_numpy()[rows_weak]
+    decisions["pair/learned"] = route_pair(cand, starts, strong, weak, np.argsort(-gain, kind="stable"), shares)
+    decisions["random"] = route_pair(cand, starts, strong, weak, np.random.default_rng(params.seed).permutation(len(rows_strong)), shares)
+    decisions |= {f"always/{m}": always(cand, m) for m in models}
+    t0 = time.perf_counter()
+    scores, cheapest, cost_range = score_routers(cand, starts, decisions, models, strong, params)
+    progress(f"routed and scored {len(decisions)} routers ({sum(len(r) for r in decisions.values())} operating points) in {time.perf_counter() - t0:.1f} s")
+
+    q = cand["quality"].to_numpy(dtype=float)
+    q_strong, q_weak = float(q[rows_strong].mean()), float(q[rows_weak].mean())
+    strong_set = set(rows_strong.tolist())
+    learned = pair_curve(q, decisions["pair/learned"], len(rows_strong), q_weak, q_strong, strong_set)
+    rand = pair_curve(q, decisions["random"], len(rows_strong), q_weak, q_strong, strong_set)
+    pair = PairScore(strong, weak, q_strong, q_weak, len(rows_strong), learned.apgr, learned.cpt50, learned.cpt80, learned.shares, learned.pgr, rand)
+
+    notes = (
+        *notes,
+        f"AIQ range = mean cost of the cheapest single model ({cheapest}) .. of the most expensive; every router's set includes the cheapest model's point; hull flat beyond its best point",
+        f"cost_savings = 1 - (mean cost of the cheapest operating point with mean quality >= always-{strong}'s) / always-{strong}'s mean cost; CI: {params.bootstrap} bootstrap resamples of test prompts",
+        "regret = mean over knob values of mean(best actual quality among models no dearer on that prompt - chosen quality)",
+        "learned and knn policies use predicted USD (learned: cost predictor P50 head, as the router); oracle uses actual quality and cost",
+        "budget policy not swept: it is tradeoff with a lambda its controller moves toward a spend rate, so its operating points lie on learned/tradeoff",
+        f"quality heads per fold: {', '.join(heads)}",
+    )
+    table = decisions_table(cand, decisions)
+    report = BenchReport(source, params.folds, params.seed, int(cand["prompt_id"].nunique()), models, cheapest, cost_range, strong, scores, pair, notes, round(time.perf_counter() - started, 1))
+    return report, table
+
+
+def decisions_table(cand: pd.DataFrame, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]]) -> pd.DataFrame:
+    """One row per (router, knob value, test prompt): router, knob, prompt_id, model, fold."""
+    parts = []
+    pid, model, fold = cand["prompt_id"].astype(str).to_numpy(), cand["model"].astype(str).to_numpy(), cand["fold"].to_numpy()
+    for name, runs in decisions.items():
+        for knob, rows in runs:
+            parts.append(pd.DataFrame({"router": name, "knob": [knob] * len(rows), "prompt_id": pid[rows], "model": model[rows], "fold": fold[rows]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{round(v, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.000"
+
+
+def _ci(s: RouterScore, sep: str) -> str:
+    lo, hi = s.cost_savings_ci
+    return "-" if lo is None or hi is None else f"{_num(lo)}{sep}{_num(hi)}"
+
+
+def _pair_line(p: PairScore) -> str:
+    return (
+        f"pair {p.strong} (q {p.q_strong:.3f}) vs {p.weak} (q {p.q_weak:.3f}), {p.prompts} prompts: APGR {p.apgr:.3f} (random {p.random.apgr:.3f}), "
+        f"CPT50 {_num(p.cpt50)} (random {_num(p.random.cpt50)}), CPT80 {_num(p.cpt80)} (random {_num(p.random.cpt80)})"
+    )
+
+
+def summary_table(report: BenchReport) -> str:
+    """One line per router, best AIQ first (what stdout shows; report.md has the same in Markdown)."""
+    head = f"{'router':<44} {'AIQ':>7} {'/oracle':>7} {'AIQ<=s':>7} {'/oracle':>7} {'saved':>7} {'95% CI':>16} {'/oracle':>7} {'regret':>7}"
+    lines = [head]
+    for name, s in sorted(report.routers.items(), key=lambda kv: (-kv[1].aiq, -kv[1].aiq_to_strong)):
+        lines.append(
+            f"{name:<44} {s.aiq:>7.4f} {_num(s.aiq_vs_oracle):>7} {s.aiq_to_strong:>7.4f} {_num(s.aiq_to_strong_vs_oracle):>7} "
+            f"{_num(s.cost_savings):>7} {_ci(s, ', '):>16} {_num(s.savings_vs_oracle):>7} {s.regret:>7.4f}"
+        )
+    lines.append(f"(AIQ<=s: area over [cheapest model's cost, {report.savings_reference}'s cost]; saved: share of always-{report.savings_reference}'s cost at >= its quality)")
+    lines.append(_pair_line(report.pair))
+    return "\n".join(lines)
+
+
+def markdown(report: BenchReport) -> str:
+    lines = [
+        f"# Routing benchmark: {report.traces}",
+        "",
+        f"{report.prompts} prompts, {len(report.models)} models, {report.folds}-fold group CV by prompt_id (seed {report.seed}), {report.seconds:.0f} s.",
+        f"AIQ cost range ${report.cost_range[0] * 1000:.4f} .. ${report.cost_range[1] * 1000:.4f} per 1k requests; AIQ<=strong stops at {report.savings_reference}'s cost; "
+        f"savings vs always-{report.savings_reference}.",
+        "",
+        "| router | AIQ | / oracle | AIQ<=strong | / oracle | cost saved | 95% CI | / oracle's | regret |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in sorted(report.routers.items(), key=lambda kv: (-kv[1].aiq, -kv[1].aiq_to_strong)):
+        lines.append(
+            f"| {name} | {s.aiq:.4f} | {_num(s.aiq_vs_oracle)} | {s.aiq_to_strong:.4f} | {_num(s.aiq_to_strong_vs_oracle)} | "
+            f"{_num(s.cost_savings)} | {_ci(s, ' .. ')} | {_num(s.savings_vs_oracle)} | {s.regret:.4f} |"
+        )
+    p = report.pair
+    lines += [
+        "",
+        f"Pair: strong = {p.strong} (mean quality {p.q_strong:.3f}), weak = {p.weak} ({p.q_weak:.3f}), {p.prompts} prompts.",
+        "",
+        "| pair router | APGR | CPT(50%) | CPT(80%) |",
+        "|---|---|---|---|",
+        f"| pair/learned | {p.apgr:.3f} | {_num(p.cpt50)} | {_num(p.cpt80)} |",
+        f"| random | {p.random.apgr:.3f} | {_num(p.random.cpt50)} | {_num(p.random.cpt80)} |",
+        "",
+        *[f"- {n}" for n in report.notes],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _save_png(fig: object, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def cost_quality_plot(report: BenchReport, path: Path) -> Path:
+    """Every router's points and hull (log cost axis: prices span orders of magnitude); single models as dots."""
+    from models.plots import plt  # Agg backend
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name, s in sorted(report.routers.items()):
+        pts = np.array(s.points) * [1000, 1]
+        if name.startswith("always/"):
+            ax.scatter(pts[:, 0], pts[:, 1], color="grey", s=18, zorder=3)
+            ax.annotate(name.removeprefix("always/"), pts[0], fontsize=6, color="grey", xytext=(3, 2), textcoords="offset points")
+            continue
+        v = rm.hull(pts)
+        xs = np.geomspace(v[0, 0], v[-1, 0], 200) if len(v) > 1 else v[:, 0]  # the hull is linear in cost: sample it for the log axis
+        style = {"color": "black", "lw": 2.2} if name == ORACLE else {"lw": 1.4}
+        line = ax.plot(xs, rm.hull_value(v, xs), label=f"{name} (AIQ {s.aiq:.3f}, <=strong {s.aiq_to_strong:.3f})", **style)[0]
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, color=line.get_color(), alpha=0.6)
+    ax.set_xscale("log")
+    ax.axvspan(report.cost_range[0] * 1000, report.cost_range[1] * 1000, color="grey", alpha=0.05)
+    ax.set(xlabel="mean cost, USD per 1k requests (log)", ylabel="mean quality", title=f"routers on {report.prompts} held-out prompts ({report.folds}-fold)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save_png(fig, path)
+
+
+def pgr_plot(report: BenchReport, path: Path) -> Path:
+    """PGR against the share of calls to the strong model: learned pair router vs random (the diagonal)."""
+    from models.plots import plt
+
+    p = report.pair
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="expected random")
+    ax.plot(p.shares, p.pgr, label=f"pair/learned (APGR {p.apgr:.3f})")
+    ax.plot(p.random.shares, p.random.pgr, label=f"random (APGR {p.random.apgr:.3f})", alpha=0.8)
+    for level in (0.5, 0.8):
+        ax.axhline(level, color="grey", lw=0.5)
+    ax.set(xlabel=f"share of calls to {p.strong}", ylabel="performance gap recovered", title=f"{p.strong} vs {p.weak}")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save_png(fig, path)
+
+
+def write_outputs(report: BenchReport, decisions: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """Each file atomically; report.json last, so its presence means the rest is complete."""
+    lines = [json.dumps({"router": r, "knob": None if k is None or (isinstance(k, float) and math.isnan(k)) else k, "prompt_id": p, "model": m, "fold": int(f)}) for r, k, p, m, f in decisions[["router", "knob", "prompt_id", "model", "fold"]].itertuples(index=False)]
+    files = {"decisions.jsonl": write_atomic(out / "decisions.jsonl", ("\n".join(lines) + "\n").encode())}
+    files["cost_quality.png"] = cost_quality_plot(report, out / "cost_quality.png")
+    files["pgr.png"] = pgr_plot(report, out / "pgr.png")
+    files["report.md"] = write_atomic(out / "report.md", markdown(report).encode())
+    files["report.json"] = write_atomic(out / "report.json", (report.to_json() + "\n").encode())
+    return files
+
+
+def read_traces_input(path: Path, prices: Path) -> pd.DataFrame:
+    """A dataset folder as it is, or a trace file validated and costed through a throwaway ingest."""
+    from models.train import TrainParams, read_inputs
+
+    if not path.exists():
+        raise BeastError(f"{path}: file not found")
+    return read_inputs([path], TrainParams(prices=prices))
+
+
+def main(
+    traces: Path, out: Path, params_file: Path | None = None, folds: int | None = None, seed: int | None = None, strong: str | None = None, weak: str | None = None
+) -> BenchReport:
+    """`beast bench`: read params (bench, features, train.quality, train.cost) once, run, write, print the table."""
+    params = load_params(params_file, "bench", BenchParams)
+    overrides = {k: v for k, v in {"folds": folds, "seed": seed}.items() if v is not None}
+    params = replace(params, **overrides)
+    qp = load_params(params_file, "train.quality", quality.QualityParams)
+    cp = load_params(params_file, "train.cost", cost.CostParams)
+    features = load_params(params_file, "features", FeatureParams)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    frame = read_traces_input(traces, params.prices)
+    progress(f"read {len(frame):,} rows from {traces}")
+    report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces))
+    files = write_outputs(report, decisions, out)
+    print(summary_table(report))
+    print(f"({report.seconds:.1f} s; {len(decisions):,} decisions) wrote {', '.join(str(p) for p in files.values())}")
+    return report
