@@ -30,8 +30,19 @@ Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion,
    already level alpha without correction; Holm is the brief's extra safety margin and only makes
    promotion harder.) A test whose stat code is not OK fails.
 
-``promote`` is True iff no blocking code was raised; ``codes`` is then ``(PROMOTE,)``. Bad experiment data
+``promote`` is True iff no blocking code was raised; ``reasons`` is then ``(PROMOTE,)``. Bad experiment data
 never raises and never passes: it yields one of the codes above, with the stat's own ``code`` in ``stats``.
+
+Paired design: when every row of both arms has a ``prompt_id``, each prompt appears once per arm and both
+arms hold the same prompts (an offline replay of two bundles, `abtest/replay.py`), the quality and cost
+tests are the paired ones (one-sample t on the per-prompt differences), which remove the prompt-to-prompt
+variance both arms share. ``stats["design"]`` says which design was used.
+
+On promote (`main`, not a dry run), under the registry's alias lock: for every predictor with a
+``challenger``, ``previous`` moves to the old champion and ``champion`` to the challenger; the champion
+bundle is re-exported atomically (if that fails the aliases are put back); the decision, the report and
+the moves are logged as one MLflow run of experiment ``beast-gate``. `rollback` swaps ``champion`` and
+``previous`` back the same way.
 """
 
 from __future__ import annotations
@@ -88,7 +99,7 @@ class GateParams:
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
-    codes: tuple[GateCode, ...]
+    reasons: tuple[GateCode, ...]
     stats: Mapping[str, dict]  # dataclasses.asdict of each abtest.stats result (srm, errors, quality, cost, holm)
     arms: Mapping[str, Mapping[str, float]]  # per arm: rows, error_rate, quality_mean, ...
 
@@ -138,7 +149,28 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams) -> st.TestResult:
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Both arms answered exactly the same prompts, once each (see "Paired design" above)."""
+    if "prompt_id" not in a or "prompt_id" not in b or a["prompt_id"].isna().any() or b["prompt_id"].isna().any():
+        return False
+    ids_a, ids_b = a["prompt_id"].astype(str), b["prompt_id"].astype(str)
+    return ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b)
+
+
+def _aligned(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """`column` of both arms, row i = the same prompt, keeping prompts where both values are finite."""
+    if column not in a or column not in b:
+        return np.empty(0), np.empty(0)
+    va = pd.to_numeric(a.set_index(a["prompt_id"].astype(str))[column], errors="coerce")
+    vb = pd.to_numeric(b.set_index(b["prompt_id"].astype(str))[column], errors="coerce").reindex(va.index)
+    both = pd.DataFrame({"a": va.to_numpy(dtype=float, na_value=np.nan), "b": vb.to_numpy(dtype=float, na_value=np.nan)})
+    both = both[np.isfinite(both["a"]) & np.isfinite(both["b"])]
+    return both["a"].to_numpy(), both["b"].to_numpy()
+
+
+def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams, paired: bool = False) -> st.TestResult:
+    if paired:
+        return st.non_inferiority(qa, qb, p.quality_margin, p.alpha, higher_is_better=True, paired=True)
     if not p.sequential:
         return st.non_inferiority(qa, qb, p.quality_margin, p.alpha, higher_is_better=True)
     res = st.msprt(qa, qb + p.quality_margin, p.msprt_tau, p.alpha)  # H0: diff = -margin
@@ -151,11 +183,11 @@ def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams) -> st.TestResul
     )
 
 
-def _cost_test(ca: np.ndarray, cb: np.ndarray, p: GateParams) -> st.TestResult:
+def _cost_test(ca: np.ndarray, cb: np.ndarray, p: GateParams, paired: bool = False) -> st.TestResult:
     margin = p.cost_margin * float(ca.mean()) if ca.size else math.nan
     if p.cost_margin == 0 or not math.isfinite(margin):
-        return st.superiority_cost(ca, cb, 0.0, p.alpha)
-    return st.non_inferiority(ca, cb, margin, p.alpha, higher_is_better=False)
+        return st.superiority_cost(ca, cb, 0.0, p.alpha, paired=paired)
+    return st.non_inferiority(ca, cb, margin, p.alpha, higher_is_better=False, paired=paired)
 
 
 def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
@@ -180,24 +212,34 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
         return GateDecision(False, tuple(codes), out, arms)
 
     ma, mb = arms[p.champion], arms[p.challenger]
+    paired = _paired(a, b)
+    out["design"] = {"paired": paired, "note": "same prompts in both arms: paired tests" if paired else "independent arms"}
+    qa, qb = _aligned(a, b, "quality") if paired else (_column(a, "quality"), _column(b, "quality"))
+    ca, cb = _aligned(a, b, "cost_usd") if paired else (_column(a, "cost_usd"), _column(b, "cost_usd"))
     results: dict[str, st.TestResult] = {
-        # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
-        ERRORS: st.non_inferiority_proportions(ma["errors"] + 1, ma["rows"] + 2, mb["errors"] + 1, mb["rows"] + 2,
-                                               p.error_rate_margin, p.alpha, higher_is_better=False),
-        QUALITY: _quality_test(_column(a, "quality"), _column(b, "quality"), p),
-        COST: _cost_test(_column(a, "cost_usd"), _column(b, "cost_usd"), p),
+        QUALITY: _quality_test(qa, qb, p, paired),
+        COST: _cost_test(ca, cb, p, paired),
     }
-    for name in DECISION_TESTS:
+    if not paired:  # a replay scores logged successful answers only: its error rates say nothing
+        # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
+        results[ERRORS] = st.non_inferiority_proportions(ma["errors"] + 1, ma["rows"] + 2, mb["errors"] + 1, mb["rows"] + 2,
+                                                         p.error_rate_margin, p.alpha, higher_is_better=False)
+    else:
+        out[ERRORS] = {"name": "not_observed_offline", "code": "skipped", "estimate": math.nan, "ci_low": math.nan,
+                       "ci_high": math.nan, "statistic": math.nan, "p_value": math.nan, "n_a": ma["rows"], "n_b": mb["rows"],
+                       "alpha": p.alpha, "note": "offline replay: only logged successful answers are scored; the online A/B test checks errors"}
+    tests = [n for n in DECISION_TESTS if n in results]
+    for name in tests:
         out[name] = dataclasses.asdict(results[name])
 
-    ok = [n for n in DECISION_TESTS if results[n].code == st.StatCode.OK]
-    passed: dict[str, bool] = dict.fromkeys(DECISION_TESTS, False)
+    ok = [n for n in tests if results[n].code == st.StatCode.OK]
+    passed: dict[str, bool] = dict.fromkeys(tests, False)
     if ok:
         adj = st.holm([results[n].p_value for n in ok], p.alpha)
         out["holm"] = dataclasses.asdict(adj) | {"tests": list(ok)}
         passed |= {n: bool(r) for n, r in zip(ok, adj.reject, strict=True)} if adj.code == st.StatCode.OK else {}
 
-    for name in DECISION_TESTS:
+    for name in tests:
         if passed[name]:
             continue
         code = results[name].code
@@ -238,7 +280,7 @@ def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParam
     margins = _margins(decision, params)
     metric_keys = list(next(iter(decision.arms.values())).keys()) if decision.arms else []
     lines = [f"# A/B gate: {'PROMOTE' if decision.promote else 'BLOCKED'}", "",
-             f"codes: {', '.join(f'`{c}`' for c in decision.codes)}", "", "## Arms", "",
+             f"codes: {', '.join(f'`{c}`' for c in decision.reasons)}", "", "## Arms", "",
              "| metric | " + " | ".join(decision.arms) + " |", "|---" * (len(decision.arms) + 1) + "|"]
     lines += [f"| {k} | " + " | ".join(_fmt(m[k]) for m in decision.arms.values()) + " |" for k in metric_keys]
     holm = decision.stats.get("holm", {})
@@ -289,9 +331,41 @@ def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParam
 # ----------------------------------------------------------------------------------------------- I/O edge
 
 
+def _gate_metrics(decision: GateDecision) -> dict[str, float]:
+    """The numbers worth comparing across gate runs in the MLflow UI (estimate, bounds, p per test)."""
+    out = {}
+    for name in DECISION_TESTS:
+        for key in ("estimate", "ci_low", "ci_high", "p_value"):
+            value = decision.stats.get(name, {}).get(key)
+            if isinstance(value, int | float):
+                out[f"{name}.{key}"] = float(value)
+    out["srm.p_value"] = float(decision.stats.get("srm", {}).get("p_value", math.nan))
+    return out
+
+
+def _export_champion(bundle: Path, uri: str | None, moves: list, say) -> Path | None:
+    """Re-export the champion bundle after `moves`; on failure put the aliases back and re-raise."""
+    from beast.errors import BeastError
+    from models import registry
+    from models.export import export
+
+    if not moves:
+        return None
+    try:
+        result = export(registry.CHAMPION, bundle, overwrite=True, uri=uri)
+    except BeastError:
+        registry.undo(moves, uri)
+        say("  export failed: aliases put back")
+        raise
+    say(f"  bundle {result.path} and {result.archive} ({result.files} files)")
+    return result.path / "manifest.json"
+
+
 def main(experiment: Path, params_file: Path | None = None, dry_run: bool = False, as_json: bool = False,
-         out_dir: Path = Path("data/gate"), uri: str | None = None) -> GateDecision:
-    """Read an experiment (trace file or dataset folder), decide, report, and on promote move ``champion``."""
+         out_dir: Path = Path("data/gate"), uri: str | None = None, bundle: Path = Path("data/bundle")) -> GateDecision:
+    """Read an experiment (trace file or dataset folder), decide, report; on promote move the aliases
+    (``previous`` <- old champion, ``champion`` <- challenger) and re-export `bundle`, under the alias lock;
+    log the decision, report and moves to MLflow (experiment ``beast-gate``)."""
     from beast.config import load_params
     from models import registry
     from models.train import TrainParams, read_inputs
@@ -303,16 +377,51 @@ def main(experiment: Path, params_file: Path | None = None, dry_run: bool = Fals
     if as_json:
         print(decision.to_json())
     else:
-        say(f"gate: {'PROMOTE' if decision.promote else 'BLOCKED'} ({', '.join(decision.codes)})")
-    if not dry_run:
-        md, png = report(decision, out_dir, params)
-        say(f"  wrote {md} and {png}")
-    if decision.promote and not dry_run:
-        for predictor in registry.REGISTERED:
-            version = registry.version_by_alias(predictor, registry.CHALLENGER, uri)
-            if version is None:
-                say(f"  {predictor}: no {registry.CHALLENGER} version registered, skipped")
-                continue
-            registry.set_alias(predictor, registry.CHAMPION, version.version, uri)
-            say(f"  {predictor}: {registry.CHAMPION} -> version {version.version}")
+        say(f"gate: {'PROMOTE' if decision.promote else 'BLOCKED'} ({', '.join(decision.reasons)})")
+    if dry_run:
+        return decision
+    md, png = report(decision, out_dir, params)
+    (out_dir / "decision.json").write_text(decision.to_json() + "\n")
+    say(f"  wrote {md}, {png} and {out_dir / 'decision.json'}")
+    moves: list = []
+    manifest = None
+    artifacts = {"gate.md": md, "gate.png": png, "decision.json": out_dir / "decision.json"}
+    if decision.promote:
+        with registry.alias_lock(uri):
+            moves = registry.promote(uri=uri)
+            for m in moves:
+                say(f"  {m.describe()}")
+            if not moves:
+                say(f"  nothing to move: every {registry.CHALLENGER} already is the {registry.CHAMPION}")
+            manifest = _export_champion(bundle, uri, moves, say)
+    if manifest is not None:
+        artifacts["bundle/manifest.json"] = manifest
+    run_id = registry.log_gate_run(
+        "promote" if decision.promote else "blocked", moves, artifacts,
+        params={k: v for k, v in dataclasses.asdict(params).items()} | {"experiment": str(experiment)},
+        metrics=_gate_metrics(decision), tags={"beast.gate.reasons": ",".join(decision.reasons)}, uri=uri,
+    )  # fmt: skip
+    say(f"  logged to MLflow experiment {registry.GATE_EXPERIMENT}, run {run_id}")
     return decision
+
+
+def rollback(uri: str | None = None, bundle: Path = Path("data/bundle"), out_dir: Path = Path("data/gate")) -> list:
+    """`beast rollback`: swap ``champion`` and ``previous`` for every predictor that has a ``previous``,
+    re-export `bundle`, and log the moves as a ``beast-gate`` run; an error if there is nothing to roll back."""
+    from beast.errors import BeastError
+    from models import registry
+
+    with registry.alias_lock(uri):
+        moves = registry.rollback(uri=uri)
+        if not moves:
+            raise BeastError(f"rollback: no predictor has a {registry.PREVIOUS!r} version other than its {registry.CHAMPION}; nothing to roll back")
+        for m in moves:
+            print(f"  {m.describe()}")
+        manifest = _export_champion(bundle, uri, moves, print)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    note = out_dir / "rollback.md"
+    note.write_text("# Rollback\n\n" + "\n".join(f"- {m.describe()}" for m in moves) + "\n")
+    artifacts = {"rollback.md": note} | ({"bundle/manifest.json": manifest} if manifest is not None else {})
+    run_id = registry.log_gate_run("rollback", moves, artifacts, params={}, metrics={}, uri=uri)
+    print(f"  logged to MLflow experiment {registry.GATE_EXPERIMENT}, run {run_id}")
+    return moves

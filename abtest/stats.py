@@ -369,39 +369,47 @@ def _one_sided(name: str, diff: float, se: float, df: float, shift: float, upper
                       n_a, n_b, float(alpha))
 
 
+def _paired_parts(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float]:
+    """(mean(b - a), its standard error, n - 1): the paired counterpart of `_welch_parts`."""
+    d = xb - xa
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), float(d.size - 1)
+
+
 def non_inferiority(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, margin: float,
-                    alpha: float = 0.05, higher_is_better: bool = True) -> TestResult:
+                    alpha: float = 0.05, higher_is_better: bool = True, paired: bool = False) -> TestResult:
     """One-sided Welch non-inferiority test of B against A with a margin >= 0 in the metric's units.
 
     higher_is_better (e.g. quality): H0: mean_b - mean_a <= -margin, t = (diff + margin) / se,
     p = P(T >= t); ``ci_low`` is the one-sided (1 - alpha) lower bound of the difference (``ci_high`` = inf).
     lower is better (e.g. latency): H0: diff >= +margin, p = P(T <= (diff - margin) / se), ``ci_high`` is
-    the upper bound (``ci_low`` = -inf). Non-inferior iff p < alpha iff the bound clears the margin."""
-    name = "non_inferiority"
-    xa, xb, err = _two_samples(name, a, b, alpha)
+    the upper bound (``ci_low`` = -inf). Non-inferior iff p < alpha iff the bound clears the margin.
+    paired: row i of a and b are the same unit (an offline replay of two routers on the same prompts); the
+    test is then the one-sample t on the differences b - a (``paired_non_inferiority``)."""
+    name = "paired_non_inferiority" if paired else "non_inferiority"
+    xa, xb, err = _two_samples(name, a, b, alpha, paired=paired)
     if err is not None:
         return err
     if not (math.isfinite(_f(margin)) and _f(margin) >= 0):
         return _bad(name, StatCode.BAD_INPUT, xa.size, xb.size, alpha)
-    diff, se, df = _welch_parts(xa, xb)
+    diff, se, df = (_paired_parts if paired else _welch_parts)(xa, xb)
     if se == 0:
         return _bad(name, StatCode.ZERO_VARIANCE, xa.size, xb.size, alpha)
     return _one_sided(name, diff, se, df, float(margin), not higher_is_better, alpha, xa.size, xb.size)
 
 
 def superiority_cost(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, margin: float = 0.0,
-                     alpha: float = 0.05) -> TestResult:
+                     alpha: float = 0.05, paired: bool = False) -> TestResult:
     """One-sided Welch superiority test for a lower-is-better metric (cost): is B cheaper than A by more
     than ``margin``? H0: mean_b - mean_a >= -margin, t = (diff + margin) / se, p = P(T <= t);
     ``ci_high`` is the one-sided (1 - alpha) upper bound of the difference (``ci_low`` = -inf).
-    Superior iff p < alpha iff ci_high < -margin. The mirror of :func:`non_inferiority`."""
-    name = "superiority_cost"
-    xa, xb, err = _two_samples(name, a, b, alpha)
+    Superior iff p < alpha iff ci_high < -margin. The mirror of :func:`non_inferiority` (``paired`` too)."""
+    name = "paired_superiority_cost" if paired else "superiority_cost"
+    xa, xb, err = _two_samples(name, a, b, alpha, paired=paired)
     if err is not None:
         return err
     if not (math.isfinite(_f(margin)) and _f(margin) >= 0):
         return _bad(name, StatCode.BAD_INPUT, xa.size, xb.size, alpha)
-    diff, se, df = _welch_parts(xa, xb)
+    diff, se, df = (_paired_parts if paired else _welch_parts)(xa, xb)
     if se == 0:
         return _bad(name, StatCode.ZERO_VARIANCE, xa.size, xb.size, alpha)
     return _one_sided(name, diff, se, df, -float(margin), True, alpha, xa.size, xb.size)

@@ -135,8 +135,22 @@ def _bench_train(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     from abtest.gate import main
 
-    decision = main(args.experiment, params_file=args.params, dry_run=args.dry_run, as_json=args.json, out_dir=args.out)
+    decision = main(args.experiment, params_file=args.params, dry_run=args.dry_run, as_json=args.json, out_dir=args.out, bundle=args.bundle)
     return EXIT_OK if decision.promote or args.dry_run else EXIT_STRICT
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from abtest.replay import main
+
+    main(args.champion, args.challenger, args.traces, args.out, params_file=args.params, all_prompts=args.all_prompts)
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from abtest.gate import rollback
+
+    rollback(bundle=args.bundle, out_dir=args.out)
+    return EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -327,6 +341,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="decide only: write no report and move no alias (exit 0 either way)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON (only the JSON on stdout)")
     p.add_argument("--out", type=Path, default=Path("data/gate"), help="report folder for gate.md and gate.png (default: data/gate)")
+    p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle re-exported on promote (default: data/bundle)")
+
+    p = command(
+        "replay",
+        "Offline A/B: route the same held-out prompts with two bundles, score each choice with its logged answer; writes an experiment for `beast gate` (paired tests).",
+        "beast replay --champion data/bundle --challenger /tmp/new-bundle --traces data/sample/alpaca_eval.parquet --out data/experiments/replay.jsonl",
+        _replay,
+        "`train` (prices, quality split)",
+    )
+    p.add_argument("--champion", type=Path, required=True, help="bundle folder or .tar.gz of the current router")
+    p.add_argument("--challenger", type=Path, required=True, help="bundle folder or .tar.gz of the candidate router")
+    p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (or dataset folder) where prompts were answered by several models, with quality labels")
+    p.add_argument("--out", type=Path, required=True, help="experiment file to write (contract-v1 JSONL, variant = champion / challenger)")
+    p.add_argument("--all-prompts", action="store_true", help="replay every prompt, not only the quality predictor's held-out ones")
+
+    p = command(
+        "rollback",
+        "Swap the MLflow aliases champion and previous for every predictor (undo the last promotion; again = redo) and re-export the bundle.",
+        "beast rollback",
+        _rollback,
+    )
+    p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle to re-export (default: data/bundle)")
+    p.add_argument("--out", type=Path, default=Path("data/gate"), help="folder for rollback.md (default: data/gate)")
     return parser
 
 

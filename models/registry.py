@@ -41,12 +41,16 @@ Costs and caveats
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -410,3 +414,158 @@ def load_predictor(predictor: str, alias: str, uri: str | None = None) -> Loaded
             if name.endswith(".txt"):
                 boosters[name[:-4]] = _run_booster(client, uri, found, name[:-4], Path(tmp))
     return LoadedPredictor(found, side, dict(sorted(boosters.items())))
+
+
+# ------------------------------------------------------------------------------------------ alias moves
+
+PREVIOUS = "previous"
+GATE_EXPERIMENT = "beast-gate"
+LOCK_TIMEOUT_S = 120.0
+
+
+def _lock_path(uri: str) -> Path:
+    """Beside a sqlite store (``<db>.lock``); for any other store, one per URI in the temp folder."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and parsed.path and parsed.path != "/:memory:":
+        db = Path(parsed.path[1:] if uri.startswith("sqlite:////") else parsed.path.lstrip("/"))
+        return db.resolve().parent / f"{db.name}.lock"
+    return Path(tempfile.gettempdir()) / f"beast-registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
+@contextmanager
+def alias_lock(uri: str | None = None, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
+    """Exclusive lock for a read-decide-move sequence of aliases (gate, rollback): two processes moving
+    aliases of the same store at once cannot interleave; the second waits, then sees the first's result.
+    An OS file lock: released when the process dies, so a crash never leaves it held."""
+    path = _lock_path(uri or tracking_uri())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BeastError(f"mlflow: another gate or rollback holds the alias lock {path} (waited {timeout_s:.0f} s)") from None
+                time.sleep(0.1)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One predictor's aliases before and after a promotion or a rollback (version numbers, None = unset)."""
+
+    predictor: str
+    champion_before: str | None
+    champion_after: str | None
+    previous_before: str | None
+    previous_after: str | None
+
+    def describe(self) -> str:
+        return f"{self.predictor}: {CHAMPION} {self.champion_before} -> {self.champion_after}, {PREVIOUS} {self.previous_before} -> {self.previous_after}"
+
+
+def _version_of(predictor: str, alias: str, uri: str) -> str | None:
+    found = version_by_alias(predictor, alias, uri)
+    return found.version if found is not None else None
+
+
+def _apply(move: AliasMove, uri: str) -> None:
+    name = _registered_name(move.predictor)
+    client, uri = _client(uri)
+    with _mlflow_errors(f"move aliases of {name} in {uri}"):
+        for alias, version in ((PREVIOUS, move.previous_after), (CHAMPION, move.champion_after)):
+            if version is not None:
+                client.set_registered_model_alias(name, alias, version)
+            elif alias in client.get_registered_model(name).aliases:
+                client.delete_registered_model_alias(name, alias)
+
+
+def undo(moves: list[AliasMove], uri: str | None = None) -> None:
+    """Put every alias of `moves` back where it was (used when the export after a move fails)."""
+    for m in moves:
+        _apply(AliasMove(m.predictor, m.champion_after, m.champion_before, m.previous_after, m.previous_before), uri or tracking_uri())
+
+
+def promote(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """``champion`` -> the ``challenger`` version and ``previous`` -> the old champion, for every predictor
+    that has a challenger other than its champion. Call under `alias_lock`. Returns the moves made."""
+    uri = uri or tracking_uri()
+    moves = []
+    for p in predictors:
+        challenger, champion, previous = (_version_of(p, a, uri) for a in (CHALLENGER, CHAMPION, PREVIOUS))
+        if challenger is None or challenger == champion:
+            continue
+        move = AliasMove(p, champion, challenger, previous, champion if champion is not None else previous)
+        _apply(move, uri)
+        moves.append(move)
+    return moves
+
+
+def rollback(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """Swap ``champion`` and ``previous`` for every predictor that has a ``previous`` (so a second rollback
+    undoes the first). Call under `alias_lock`. Returns the moves made."""
+    uri = uri or tracking_uri()
+    moves = []
+    for p in predictors:
+        champion, previous = _version_of(p, CHAMPION, uri), _version_of(p, PREVIOUS, uri)
+        if previous is None or previous == champion:
+            continue
+        move = AliasMove(p, champion, previous, previous, champion)
+        _apply(move, uri)
+        moves.append(move)
+    return moves
+
+
+def log_gate_run(action: str, moves: list[AliasMove], artifacts: Mapping[str, Path], params: Mapping[str, object], metrics: Mapping[str, float], tags: Mapping[str, str] = {}, uri: str | None = None) -> str:  # noqa: B006 - read only
+    """One run of experiment ``beast-gate`` per gate decision or rollback: its parameters, test statistics,
+    the alias moves (tags ``beast.alias.<predictor>``) and report files as artifacts. Returns the run id."""
+    client, uri = _client(uri)
+    with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp, _mlflow_errors(f"log {action} to {uri}"):
+        staging = Path(tmp)
+        _stage_artifacts(staging, {}, artifacts)
+        experiment_id = _experiment_id(client, uri, GATE_EXPERIMENT.removeprefix("beast-"))
+        run = client.create_run(experiment_id, run_name=action, tags={"beast.gate.action": action, **tags, **{f"beast.alias.{m.predictor}": m.describe() for m in moves}})
+        run_id = run.info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        if any(staging.iterdir()):
+            with _fluent(uri):
+                client.log_artifacts(run_id, str(staging))
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """One logged gate decision or rollback, as `gate_runs` reads it back."""
+
+    run_id: str
+    action: str
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+    artifacts: tuple[str, ...]  # top-level artifact names
+
+
+def gate_runs(uri: str | None = None) -> list[GateRun]:
+    """The history of promotions, blocks and rollbacks, oldest first (what the MLflow UI shows as ``beast-gate``)."""
+    client, uri = _client(uri)
+    with _mlflow_errors(f"read {GATE_EXPERIMENT} runs from {uri}"):
+        exp = client.get_experiment_by_name(GATE_EXPERIMENT)
+        if exp is None:
+            return []
+        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+        with _fluent(uri):
+            return [
+                GateRun(r.info.run_id, r.data.tags.get("beast.gate.action", ""), dict(r.data.tags), dict(r.data.params), dict(r.data.metrics),
+                        tuple(sorted(a.path for a in client.list_artifacts(r.info.run_id))))
+                for r in runs
+            ]  # fmt: skip

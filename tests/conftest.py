@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
 import pytest
 
 from traces.ingest import IngestParams
@@ -59,3 +62,51 @@ def sample_traces(sample_dataset: Path):
     from traces.store import read_traces
 
     return read_traces(sample_dataset)
+
+
+# ------------------------------------------------------------- stand-in predictors for export / registry tests
+
+FEATURES = ["len_tokens", "price", "depth"]
+BOOSTER_KEYS = {"quality": ["big", "small"], "cost": ["mean", "p50", "p90"], "cache": ["model"]}
+SIDES = {
+    "quality": {"heads": "per_model", "feature_names": FEATURES, "feature_spec": {"kind": "beast-feature-spec", "columns": FEATURES, "version": "0123456789abcdef"}},
+    "cost": {"feature_names": FEATURES, "categories": {"model": ["big", "small"]}, "p90_shift": {"": 0.1, "big": 0.2}},
+    "cache": {"feature_names": FEATURES, "horizon_s": 300.0},
+}
+
+
+def fake_booster(seed: int, objective: str = "binary", alpha: float | None = None) -> tuple[lgb.Booster, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
+    y = (X["len_tokens"] + 0.5 * rng.normal(size=200) > 0).astype(float) if objective == "binary" else X.sum(axis=1)
+    params = {"objective": objective, "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True} | ({"alpha": alpha} if alpha else {})
+    return lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=5 + seed), X
+
+
+def fake_boosters() -> dict[str, dict[str, lgb.Booster]]:
+    objectives = {"quality": ("binary", None), "cost": ("regression", None), "cache": ("binary", None)}
+    out, seed = {}, 0
+    for p, keys in BOOSTER_KEYS.items():
+        out[p] = {}
+        for key in keys:
+            objective, alpha = ("quantile", 0.9) if key == "p90" else objectives[p]
+            out[p][key] = fake_booster(seed, objective, alpha)[0]
+            seed += 1
+    return out
+
+
+def register_fake(folder: Path, boosters: dict[str, dict[str, lgb.Booster]], sides: dict[str, dict]) -> dict:
+    """Log every predictor as `beast train` does: first key registered (and tagged), the rest as
+    boosters/<key>.txt, the side JSON as the run artifact <predictor>.json."""
+    from models import registry
+
+    versions = {}
+    for p, by_key in boosters.items():
+        keys = list(by_key)
+        side = folder / f"{p}-{len(list(folder.glob('*.json')))}.json"
+        side.write_text(json.dumps(sides[p]))
+        versions[p] = registry.log_predictor(
+            p, by_key[keys[0]], fake_booster(0)[1].head(5), params={}, metrics={"auc": 0.5},
+            extra_boosters={k: by_key[k] for k in keys[1:]}, artifacts={f"{p}.json": side}, tags={registry.REGISTERED_BOOSTER_TAG: keys[0]},
+        )  # fmt: skip
+    return versions

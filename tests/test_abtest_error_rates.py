@@ -398,8 +398,8 @@ def test_gate_false_promotion_rate_on_aa_experiments() -> None:
         reps = len(decisions)
         se = math.sqrt(ALPHA * (1 - ALPHA) / reps)
         # errors and cost always pass (so the quality test alone decides) and nothing else blocks
-        assert all(GateCode.ERRORS_WORSE not in d.codes and GateCode.COST_WORSE not in d.codes for d in decisions)
-        assert all(d.codes in ((GateCode.PROMOTE,), (GateCode.QUALITY_WORSE,)) for d in decisions)
+        assert all(GateCode.ERRORS_WORSE not in d.reasons and GateCode.COST_WORSE not in d.reasons for d in decisions)
+        assert all(d.reasons in ((GateCode.PROMOTE,), (GateCode.QUALITY_WORSE,)) for d in decisions)
         quality = "msprt_non_inferiority" if params.sequential else "non_inferiority"
         assert all(d.stats["quality"]["name"] == quality for d in decisions)
         # so the gate promotes exactly when the quality test's own one-sided p-value clears alpha

@@ -566,3 +566,17 @@ def test_bayes_means_closed_form() -> None:
     assert r.expected_loss == pytest.approx(loss, rel=1e-6)
     assert bayes_means([], [1.0, 2.0]).code is StatCode.EMPTY_ARM
     assert bayes_means([1.0, 1.0], [1.0, 1.0]).code is StatCode.ZERO_VARIANCE
+
+
+def test_paired_non_inferiority_and_cost_match_one_sample_t_on_differences() -> None:
+    rng = np.random.default_rng(3)
+    prompt = rng.normal(0.6, 0.25, 400)  # per-prompt difficulty shared by both arms
+    a, b = prompt + rng.normal(0, 0.05, 400), prompt - 0.01 + rng.normal(0, 0.05, 400)
+    r = non_inferiority(a, b, margin=0.02, paired=True)
+    ref = stats.ttest_1samp(b - a + 0.02, 0.0, alternative="greater")
+    assert r.name == "paired_non_inferiority" and r.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert r.ci_low == pytest.approx((b - a).mean() - stats.t.ppf(0.95, 399) * (b - a).std(ddof=1) / 20)
+    assert non_inferiority(a, b, margin=0.02).p_value > 0.2 > r.p_value  # unpaired, the shared variance hides it
+    c = superiority_cost(a, a - 0.001 + rng.normal(0, 0.001, 400), paired=True)
+    assert c.name == "paired_superiority_cost" and c.p_value < 1e-6
+    assert non_inferiority(a, b[:-1], margin=0.02, paired=True).code is StatCode.BAD_INPUT  # pairs need equal lengths

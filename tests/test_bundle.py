@@ -22,35 +22,13 @@ from models.export import ExportResult, build_bundle, default_policy, export
 from serving.bundle import Bundle, BundleError, extract, verify
 from traces.prices import parse_prices
 
+from conftest import BOOSTER_KEYS, SIDES
+from conftest import fake_booster as _booster
+from conftest import fake_boosters as _boosters
+from conftest import register_fake as _register
+
 ROOT = Path(__file__).resolve().parents[1]
-FEATURES = ["len_tokens", "price", "depth"]
 PRICES = parse_prices({"models": {"big": {"input": 10.0, "output": 30.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}, "mid": {"input": 1.0, "output": 2.0}}}, "test")
-BOOSTER_KEYS = {"quality": ["big", "small"], "cost": ["mean", "p50", "p90"], "cache": ["model"]}
-SIDES = {
-    "quality": {"heads": "per_model", "feature_names": FEATURES, "feature_spec": {"kind": "beast-feature-spec", "columns": FEATURES, "version": "0123456789abcdef"}},
-    "cost": {"feature_names": FEATURES, "categories": {"model": ["big", "small"]}, "p90_shift": {"": 0.1, "big": 0.2}},
-    "cache": {"feature_names": FEATURES, "horizon_s": 300.0},
-}
-
-
-def _booster(seed: int, objective: str = "binary", alpha: float | None = None) -> tuple[lgb.Booster, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
-    y = (X["len_tokens"] + 0.5 * rng.normal(size=200) > 0).astype(float) if objective == "binary" else X.sum(axis=1)
-    params = {"objective": objective, "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True} | ({"alpha": alpha} if alpha else {})
-    return lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=5 + seed), X
-
-
-def _boosters() -> dict[str, dict[str, lgb.Booster]]:
-    objectives = {"quality": ("binary", None), "cost": ("regression", None), "cache": ("binary", None)}
-    out, seed = {}, 0
-    for p, keys in BOOSTER_KEYS.items():
-        out[p] = {}
-        for key in keys:
-            objective, alpha = ("quantile", 0.9) if key == "p90" else objectives[p]
-            out[p][key] = _booster(seed, objective, alpha)[0]
-            seed += 1
-    return out
 
 
 def _write_models_dir(folder: Path, boosters: dict[str, dict[str, lgb.Booster]]) -> Path:
@@ -288,23 +266,6 @@ def test_router_runtime_loads_no_training_stack() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
-
-
-def _register(folder: Path, boosters: dict[str, dict[str, lgb.Booster]], sides: dict[str, dict]) -> dict:
-    """Log every predictor as `beast train` does: first key registered (and tagged), the rest as
-    boosters/<key>.txt, the side JSON as the run artifact <predictor>.json."""
-    from models import registry
-
-    versions = {}
-    for p, by_key in boosters.items():
-        keys = list(by_key)
-        side = folder / f"{p}-{len(list(folder.glob('*.json')))}.json"
-        side.write_text(json.dumps(sides[p]))
-        versions[p] = registry.log_predictor(
-            p, by_key[keys[0]], _booster(0)[1].head(5), params={}, metrics={"auc": 0.5},
-            extra_boosters={k: by_key[k] for k in keys[1:]}, artifacts={f"{p}.json": side}, tags={registry.REGISTERED_BOOSTER_TAG: keys[0]},
-        )  # fmt: skip
-    return versions
 
 
 def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

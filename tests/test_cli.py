@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import re
 import subprocess
@@ -15,7 +17,7 @@ from traces.contract import render_markdown
 
 from conftest import ROOT, good_row, write_jsonl
 
-COMMANDS = ["ingest", "import", "synth", "contract", "train", "metrics", "export", "route", "serve-router", "tune", "bench-ingest", "bench-route", "bench-train", "bench", "gate"]
+COMMANDS = ["ingest", "import", "synth", "contract", "train", "metrics", "export", "route", "serve-router", "tune", "bench-ingest", "bench-route", "bench-train", "bench", "gate", "replay", "rollback"]
 
 
 def beast(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -23,6 +25,10 @@ def beast(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_every_subcommand() -> None:
+    from beast.cli import _parser
+
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(subparsers.choices) == sorted(COMMANDS)  # a new command must be listed here (and get an example)
     out = beast("--help")
     assert out.returncode == 0
     for name in COMMANDS:

@@ -8,14 +8,15 @@ import json
 import math
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
-from abtest.gate import GateCode, GateParams, decide, main, report
+from abtest.gate import GateCode, GateParams, decide, main, report, rollback
 from beast.cli import main as cli_main
+from beast.errors import BeastError
 from conftest import good_row, write_jsonl
+from models.export import export as _real_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def experiment(n: int = 20_000, seed: int = 0, dq: float = 0.0, derr: float = 0.
 )
 def test_known_verdicts(kwargs: dict, codes: tuple[GateCode, ...]) -> None:
     d = decide(experiment(**kwargs), GateParams())
-    assert d.codes == codes
+    assert d.reasons == codes
     assert d.promote is (codes == (GateCode.PROMOTE,))
 
 
@@ -74,26 +75,26 @@ def test_numbers_of_a_promoting_and_a_blocked_experiment() -> None:
 def test_equal_cost_needs_a_cost_margin() -> None:
     """cost_margin 0 means the challenger must be shown cheaper; with a 10% allowance equal cost passes."""
     same = experiment(cost_factor=1.0)
-    assert decide(same, GateParams(cost_margin=0.0)).codes == (GateCode.COST_WORSE,)
-    assert decide(same, GateParams(cost_margin=0.1)).codes == (GateCode.PROMOTE,)
-    assert decide(same, GateParams()).codes == (GateCode.PROMOTE,)  # default: not worse by more than 5%
+    assert decide(same, GateParams(cost_margin=0.0)).reasons == (GateCode.COST_WORSE,)
+    assert decide(same, GateParams(cost_margin=0.1)).reasons == (GateCode.PROMOTE,)
+    assert decide(same, GateParams()).reasons == (GateCode.PROMOTE,)  # default: not worse by more than 5%
 
 
 def test_bad_data_gives_codes_not_crashes() -> None:
     frame = experiment(n=1000)
     only_champion = frame[frame["variant"] == "champion"]
     d = decide(only_champion, GateParams())
-    assert not d.promote and GateCode.EMPTY_ARM in d.codes and GateCode.SRM in d.codes
-    assert decide(frame.iloc[:0], GateParams()).codes == (GateCode.EMPTY_ARM,)
-    assert decide(frame.drop(columns="variant"), GateParams()).codes == (GateCode.EMPTY_ARM,)
+    assert not d.promote and GateCode.EMPTY_ARM in d.reasons and GateCode.SRM in d.reasons
+    assert decide(frame.iloc[:0], GateParams()).reasons == (GateCode.EMPTY_ARM,)
+    assert decide(frame.drop(columns="variant"), GateParams()).reasons == (GateCode.EMPTY_ARM,)
     constant = frame.assign(quality=1.0, status="ok")  # zero variance in quality
     d = decide(constant, GateParams(error_rate_margin=0.05, cost_margin=0.5))
-    assert d.codes == (GateCode.QUALITY_WORSE,) and d.stats["quality"]["code"] == "zero_variance"
+    assert d.reasons == (GateCode.QUALITY_WORSE,) and d.stats["quality"]["code"] == "zero_variance"
     one_label = frame.assign(quality=np.nan)
     for arm in ("champion", "challenger"):  # a single label per arm: no variance to test with
         one_label.loc[one_label.index[one_label["variant"] == arm][0], "quality"] = 0.5
     d = decide(one_label, GateParams(error_rate_margin=0.05, cost_margin=0.5))
-    assert d.codes == (GateCode.TOO_FEW,) and d.stats["quality"]["code"] == "too_few_samples"
+    assert d.reasons == (GateCode.TOO_FEW,) and d.stats["quality"]["code"] == "too_few_samples"
     assert d.arms["champion"]["quality_labels"] == 1 and d.arms["challenger"]["quality_mean"] == 0.5
     text = decide(frame.iloc[:0], GateParams()).to_json()
     assert "NaN" not in text and json.loads(text)["promote"] is False
@@ -149,46 +150,111 @@ def test_cli_dry_run_json_prints_json_and_moves_nothing(tmp_path: Path, capsys, 
     out = tmp_path / "gate-out"
     code = cli_main(["gate", "--experiment", str(exp), "--params", str(_params_file(tmp_path)), "--dry-run", "--json", "--out", str(out)])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and {"promote", "codes", "stats", "arms"} <= set(data)
-    assert data["promote"] is True and data["codes"] == ["promote"]
+    assert code == 0 and {"promote", "reasons", "stats", "arms"} <= set(data)
+    assert data["promote"] is True and data["reasons"] == ["promote"]
     assert data["arms"]["champion"]["rows"] == 300 and data["arms"]["challenger"]["rows"] == 300
     assert data["stats"]["quality"]["name"] == "non_inferiority" and data["stats"]["quality"]["p_value"] < 0.05
     assert moved == [] and not out.exists()
 
 
-def _booster(seed: int) -> tuple[lgb.Booster, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(100, 3)), columns=["a", "b", "c"])
-    y = (X["a"] > 0).astype(float)
-    params = {"objective": "binary", "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True}
-    return lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=3), X
-
-
-def test_promotion_moves_champion_to_the_challenger(tmp_path: Path, monkeypatch, capsys) -> None:
-    from models import registry
+def _two_versions(tmp_path: Path, monkeypatch) -> tuple[str, Path]:
+    """A throwaway registry with versions 1 (champion) and 2 (challenger) of all three predictors."""
+    from conftest import SIDES, fake_boosters, register_fake
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for seed in (0, 1):
-        booster, X = _booster(seed)
-        registry.log_predictor("quality", booster, X.head(3), params={}, metrics={"auc": 0.5}, uri=uri)
-    assert registry.version_by_alias("quality", "champion", uri).version == "1"
-    assert registry.version_by_alias("quality", "challenger", uri).version == "2"
-    params = _params_file(tmp_path)
+    register_fake(tmp_path, fake_boosters(), SIDES)
+    register_fake(tmp_path, fake_boosters(), SIDES)
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n")
+    return uri, prices
 
-    blocked = main(_write_experiment(tmp_path / "bad.jsonl", 300, dq=-0.2), params, out_dir=tmp_path / "r1", uri=uri)
-    assert blocked.codes == (GateCode.QUALITY_WORSE,)
-    assert registry.version_by_alias("quality", "champion", uri).version == "1"
 
-    good = main(_write_experiment(tmp_path / "good.jsonl", 300, dq=0.0), params, out_dir=tmp_path / "r2", uri=uri)
-    assert good.promote
-    assert registry.version_by_alias("quality", "champion", uri).version == "2"
+def _aliases(uri: str) -> dict[str, tuple[str | None, str | None]]:
+    from models import registry
+
+    def v(p: str, alias: str) -> str | None:
+        found = registry.version_by_alias(p, alias, uri)
+        return found.version if found else None
+
+    return {p: (v(p, "champion"), v(p, "previous")) for p in registry.REGISTERED}
+
+
+def test_promotion_moves_aliases_exports_and_logs_and_rollback_undoes_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    from beast.config import read_yaml
+    from models import export as export_mod
+    from serving.bundle import verify
+
+    uri, prices = _two_versions(tmp_path, monkeypatch)
+    monkeypatch.setattr(export_mod, "export", lambda *a, **k: _real_export(*a, **k, prices_file=prices, requests=()))
+    assert _aliases(uri) == {p: ("1", None) for p in ("quality", "cost", "cache")}
+    params, bundle = _params_file(tmp_path), tmp_path / "bundle"
+
+    blocked = main(_write_experiment(tmp_path / "bad.jsonl", 300, dq=-0.2), params, out_dir=tmp_path / "r1", uri=uri, bundle=bundle)
+    assert blocked.reasons == (GateCode.QUALITY_WORSE,) and not bundle.exists()
+    assert _aliases(uri) == {p: ("1", None) for p in ("quality", "cost", "cache")}
+
+    good = main(_write_experiment(tmp_path / "good.jsonl", 300, dq=0.0), params, out_dir=tmp_path / "r2", uri=uri, bundle=bundle)
+    assert good.promote and _aliases(uri) == {p: ("2", "1") for p in ("quality", "cost", "cache")}
+    assert {e["version"] for e in verify(bundle).predictors.values()} == {"2"}
     out = capsys.readouterr().out
-    assert "quality: champion -> version 2" in out and "cost: no challenger version registered, skipped" in out
+    assert "quality: champion 1 -> 2, previous None -> 1" in out
     md = (tmp_path / "r2" / "gate.md").read_text()
     assert "# A/B gate: PROMOTE" in md and "| quality | non_inferiority | ok |" in md
     assert (tmp_path / "r2" / "gate.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "r2" / "decision.json").read_text())["reasons"] == ["promote"]
+
+    moves = rollback(uri=uri, bundle=bundle, out_dir=tmp_path / "r3")
+    assert len(moves) == 3 and _aliases(uri) == {p: ("1", "2") for p in ("quality", "cost", "cache")}
+    assert {e["version"] for e in verify(bundle).predictors.values()} == {"1"}
+    rollback(uri=uri, bundle=bundle, out_dir=tmp_path / "r4")  # a second rollback redoes the promotion
+    assert _aliases(uri) == {p: ("2", "1") for p in ("quality", "cost", "cache")}
+
+    from models import registry
+
+    runs = registry.gate_runs(uri)
+    assert [r.action for r in runs] == ["blocked", "promote", "rollback", "rollback"]
+    promote_run = runs[1]
+    assert promote_run.tags["beast.alias.quality"] == "quality: champion 1 -> 2, previous None -> 1"
+    assert promote_run.metrics["quality.p_value"] < 0.05 and promote_run.params["quality_margin"] == "0.05"
+    assert {"gate.md", "gate.png", "decision.json", "bundle"} <= set(promote_run.artifacts)
+    assert {"rollback.md", "bundle"} <= set(runs[2].artifacts) and "beast.alias.cost" in runs[2].tags
+    assert read_yaml(params)["gate"]["quality_margin"] == 0.05
+
+
+def test_a_failed_export_puts_the_aliases_back(tmp_path: Path, monkeypatch) -> None:
+    from models import export as export_mod
+
+    uri, _ = _two_versions(tmp_path, monkeypatch)
+    no_prices = tmp_path / "no-prices.yaml"
+    no_prices.write_text("models:\n  small: {input: 0.1, output: 0.2}\n")  # 'big' has no price: export refuses
+    monkeypatch.setattr(export_mod, "export", lambda *a, **k: _real_export(*a, **k, prices_file=no_prices, requests=()))
+    with pytest.raises(BeastError, match="candidate model 'big' has no price"):
+        main(_write_experiment(tmp_path / "good.jsonl", 300, dq=0.0), _params_file(tmp_path), out_dir=tmp_path / "r", uri=uri, bundle=tmp_path / "bundle")
+    assert _aliases(uri) == {p: ("1", None) for p in ("quality", "cost", "cache")} and not (tmp_path / "bundle").exists()
+    with pytest.raises(BeastError, match="nothing to roll back"):
+        rollback(uri=uri, bundle=tmp_path / "bundle", out_dir=tmp_path / "r")
+
+
+def test_alias_lock_makes_a_second_mover_wait(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from models import registry
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    holder = subprocess.Popen([sys.executable, "-c", f"import time; from models import registry\nwith registry.alias_lock({uri!r}):\n    print('held', flush=True); time.sleep(5)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BeastError, match="another gate or rollback holds the alias lock .*mlflow.db.lock"):
+            with registry.alias_lock(uri, timeout_s=0.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with registry.alias_lock(uri, timeout_s=5):  # released when its holder died
+        pass
 
 
 def test_report_handles_a_blocked_empty_experiment(tmp_path: Path) -> None:
@@ -206,6 +272,6 @@ def test_params_yaml_gate_section_is_the_defaults() -> None:
 
 def test_sequential_quality_uses_msprt() -> None:
     good = decide(experiment(), GateParams(sequential=True))
-    assert good.codes == (GateCode.PROMOTE,) and good.stats["quality"]["name"] == "msprt_non_inferiority"
+    assert good.reasons == (GateCode.PROMOTE,) and good.stats["quality"]["name"] == "msprt_non_inferiority"
     bad = decide(experiment(dq=-0.1), GateParams(sequential=True))
-    assert bad.codes == (GateCode.QUALITY_WORSE,) and bad.stats["quality"]["p_value"] == 1.0
+    assert bad.reasons == (GateCode.QUALITY_WORSE,) and bad.stats["quality"]["p_value"] == 1.0

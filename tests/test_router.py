@@ -370,3 +370,36 @@ def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
 
     data = dumps([{"request": {"prompt": "a\ud800b é"}}])
     assert data.isascii() and json.loads(data)["request"]["prompt"] == "a\ud800b é"
+
+
+def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(routed, routed_per_model, sample_traces, tmp_path: Path) -> None:
+    from abtest.gate import GateParams, decide
+    from abtest.replay import replay, write_experiment
+    from models.train import TrainParams, read_inputs
+
+    _, _, shared = routed
+    ids = sorted(sample_traces["prompt_id"].dropna().astype(str).unique())[:120]
+    result = replay({"champion": shared, "challenger": routed_per_model}, sample_traces, ids)
+    exp = result.experiment
+    assert result.prompts == 120 and set(exp["variant"]) == {"champion", "challenger"}
+    a, b = (exp[exp["variant"] == v].set_index("prompt_id") for v in ("champion", "challenger"))
+    assert sorted(a.index) == sorted(b.index) and len(a) == 120 - max(result.dropped.values()) >= 100
+    logged = sample_traces.assign(prompt_id=sample_traces["prompt_id"].astype(str)).groupby(["prompt_id", "model"])["quality"].mean()
+    for pid, row in a.head(20).iterrows():  # every score is the logged answer of the chosen model
+        assert row["quality"] == pytest.approx(logged[(pid, row["model"])])
+    assert sum(result.chosen["champion"].values()) == 120
+    # through the file the gate reads: paired design, paired tests
+    path = write_experiment(result, tmp_path / "replay.jsonl")
+    frame = read_inputs([path], TrainParams(prices=ROOT / "data/prices.yaml"))
+    decision = decide(frame, GateParams(min_rows_per_arm=50))
+    assert decision.stats["design"]["paired"] is True
+    assert decision.stats["quality"]["name"] == "paired_non_inferiority" and decision.stats["quality"]["n_a"] == len(a)
+    assert decision.stats["cost"]["name"].startswith("paired_") and decision.arms["champion"]["rows"] == len(a)
+    assert decision.stats["errors"]["code"] == "skipped" and "errors" not in decision.stats["holm"]["tests"]  # not observed offline
+    from abtest.gate import report
+
+    md, _ = report(decision, tmp_path / "report", GateParams(min_rows_per_arm=50))
+    assert "| errors | not_observed_offline | skipped |" in md.read_text()
+    same = replay({"champion": shared, "challenger": shared}, sample_traces, ids[:60]).experiment
+    identical = decide(same, GateParams(min_rows_per_arm=50))  # A/A replay: no difference at all to test
+    assert identical.stats["quality"]["code"] == "zero_variance" and not identical.promote
