@@ -42,7 +42,8 @@ On promote (`main`, not a dry run), under the registry's alias lock: for every p
 ``challenger``, ``previous`` moves to the old champion and ``champion`` to the challenger; the champion
 bundle is re-exported atomically (if that fails the aliases are put back); the decision, the report and
 the moves are logged as one MLflow run of experiment ``beast-gate``. `rollback` swaps ``champion`` and
-``previous`` back the same way.
+``previous`` back the same way. Peeking: when the same experiment file was gated (and logged) before, the
+quality test switches to the always-valid mSPRT p-value by itself, as if ``sequential`` were set.
 """
 
 from __future__ import annotations
@@ -372,8 +373,13 @@ def main(experiment: Path, params_file: Path | None = None, dry_run: bool = Fals
 
     params = load_params(params_file, "gate", GateParams)
     traces = read_inputs([Path(experiment)], load_params(params_file, "train", TrainParams))
-    decision = decide(traces, params)
     say = (lambda m: print(m, file=sys.stderr)) if as_json else print
+    name = str(Path(experiment).resolve())
+    looks = 0 if dry_run else sum(r.params.get("experiment") == name for r in registry.gate_runs(uri))
+    if looks and not params.sequential:  # a second look at the same experiment: only an always-valid p is honest
+        params = dataclasses.replace(params, sequential=True)
+        say(f"  {experiment} was gated {looks} time(s) before: quality decides on the always-valid mSPRT p-value")
+    decision = decide(traces, params)
     if as_json:
         print(decision.to_json())
     else:
@@ -398,7 +404,7 @@ def main(experiment: Path, params_file: Path | None = None, dry_run: bool = Fals
         artifacts["bundle/manifest.json"] = manifest
     run_id = registry.log_gate_run(
         "promote" if decision.promote else "blocked", moves, artifacts,
-        params={k: v for k, v in dataclasses.asdict(params).items()} | {"experiment": str(experiment)},
+        params=dataclasses.asdict(params) | {"experiment": name, "looks_before": looks},
         metrics=_gate_metrics(decision), tags={"beast.gate.reasons": ",".join(decision.reasons)}, uri=uri,
     )  # fmt: skip
     say(f"  logged to MLflow experiment {registry.GATE_EXPERIMENT}, run {run_id}")

@@ -220,6 +220,9 @@ def test_promotion_moves_aliases_exports_and_logs_and_rollback_undoes_it(tmp_pat
     assert promote_run.metrics["quality.p_value"] < 0.05 and promote_run.params["quality_margin"] == "0.05"
     assert {"gate.md", "gate.png", "decision.json", "bundle"} <= set(promote_run.artifacts)
     assert {"rollback.md", "bundle"} <= set(runs[2].artifacts) and "beast.alias.cost" in runs[2].tags
+    again = main(tmp_path / "bad.jsonl", params, out_dir=tmp_path / "r5", uri=uri, bundle=bundle)  # a second look
+    assert again.stats["quality"]["name"] == "msprt_non_inferiority" and not again.promote
+    assert registry.gate_runs(uri)[-1].params["looks_before"] == "1" and "was gated 1 time(s) before" in capsys.readouterr().out
     assert read_yaml(params)["gate"]["quality_margin"] == 0.05
 
 
