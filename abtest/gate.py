@@ -8,7 +8,8 @@ Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion,
 2. EMPTY_ARM: an arm with 0 rows blocks (no test is run on it).
 3. SRM: chi-square of the two row counts against the planned split (``planned_split`` = challenger share);
    ``p < srm_threshold`` blocks (the tests below still run and are reported, but the split is suspect).
-4. TOO_FEW: an arm with fewer than ``min_rows_per_arm`` rows blocks; the decision tests are then not run.
+4. TOO_FEW: an arm with fewer than ``min_rows_per_arm`` rows (``min_pairs`` prompts in the paired design)
+   blocks; the decision tests are then not run.
 5. Decision tests, each one-sided with H1 = "the challenger is acceptable":
    - errors (``status == "error"`` rate, lower is better): :func:`~abtest.stats.non_inferiority_proportions`
      with margin ``error_rate_margin``. Counts carry the Agresti-Caffo adjustment (+1 error and +1 success
@@ -75,6 +76,7 @@ class GateCode(StrEnum):
     COST_WORSE = "cost_worse"
     NO_LABELS = "quality_labels_missing"
     EMPTY_ARM = "empty_arm"
+    NO_DIFFERENCE = "no_difference"  # paired replay: the challenger scored exactly like the champion on every prompt
 
 
 FAIL_CODE = {ERRORS: GateCode.ERRORS_WORSE, QUALITY: GateCode.QUALITY_WORSE, COST: GateCode.COST_WORSE}
@@ -93,6 +95,7 @@ class GateParams:
     error_rate_margin: float = 0.005  # challenger error rate may be at most this much higher (absolute)
     cost_margin: float = 0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
     min_rows_per_arm: int = 200
+    min_pairs: int = 100  # paired design (offline replay): prompts needed in both arms
     sequential: bool = False  # quality decision on the always-valid mSPRT p-value
     msprt_tau: float = 0.05  # mSPRT mixture sd (a plausible quality difference), used when sequential
 
@@ -207,16 +210,18 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
         codes.append(GateCode.EMPTY_ARM)
     if srm.mismatch:
         codes.append(GateCode.SRM)
-    if min(len(a), len(b)) < p.min_rows_per_arm:
+    paired = len(a) > 0 and _paired(a, b)
+    if min(len(a), len(b)) < (p.min_pairs if paired else p.min_rows_per_arm):
         if GateCode.EMPTY_ARM not in codes:
             codes.append(GateCode.TOO_FEW)
         return GateDecision(False, tuple(codes), out, arms)
 
     ma, mb = arms[p.champion], arms[p.challenger]
-    paired = _paired(a, b)
     out["design"] = {"paired": paired, "note": "same prompts in both arms: paired tests" if paired else "independent arms"}
     qa, qb = _aligned(a, b, "quality") if paired else (_column(a, "quality"), _column(b, "quality"))
     ca, cb = _aligned(a, b, "cost_usd") if paired else (_column(a, "cost_usd"), _column(b, "cost_usd"))
+    if paired and np.array_equal(qa, qb) and np.array_equal(ca, cb):  # same choices everywhere: nothing to test
+        return GateDecision(False, (GateCode.NO_DIFFERENCE,), out, arms)
     results: dict[str, st.TestResult] = {
         QUALITY: _quality_test(qa, qb, p, paired),
         COST: _cost_test(ca, cb, p, paired),
@@ -248,6 +253,7 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
             codes.append(GateCode.NO_LABELS)
         elif name == QUALITY and code == st.StatCode.TOO_FEW:
             codes.append(GateCode.TOO_FEW)
+
         else:
             codes.append(FAIL_CODE[name])
     promote = not codes

@@ -74,3 +74,30 @@ def git_commit(repo: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+@contextmanager
+def file_lock(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[Path]:
+    """Exclusive OS lock on `path` (created if missing) for a read-decide-write sequence; a second holder
+    waits up to `timeout_s`, then gets a BeastError naming `what` holds it. The OS releases the lock when
+    its process dies, so a crash never leaves it held."""
+    import fcntl
+    import time
+
+    from beast.errors import BeastError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BeastError(f"another {what} holds the lock {path} (waited {timeout_s:.0f} s)") from None
+                time.sleep(0.1)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

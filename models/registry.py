@@ -41,7 +41,6 @@ Costs and caveats
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -50,10 +49,9 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
@@ -73,7 +71,7 @@ from mlflow.models import Model, infer_signature
 from sqlalchemy.exc import SQLAlchemyError
 
 from beast.errors import BeastError
-from beast.files import git_commit
+from beast.files import file_lock, git_commit
 
 REGISTERED: dict[str, str] = {"quality": "beast-quality", "cost": "beast-cost", "cache": "beast-cache"}
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -432,27 +430,10 @@ def _lock_path(uri: str) -> Path:
     return Path(tempfile.gettempdir()) / f"beast-registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
-@contextmanager
-def alias_lock(uri: str | None = None, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
+def alias_lock(uri: str | None = None, timeout_s: float = LOCK_TIMEOUT_S) -> AbstractContextManager[Path]:
     """Exclusive lock for a read-decide-move sequence of aliases (gate, rollback): two processes moving
-    aliases of the same store at once cannot interleave; the second waits, then sees the first's result.
-    An OS file lock: released when the process dies, so a crash never leaves it held."""
-    path = _lock_path(uri or tracking_uri())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BeastError(f"mlflow: another gate or rollback holds the alias lock {path} (waited {timeout_s:.0f} s)") from None
-                time.sleep(0.1)
-        try:
-            yield path
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    aliases of the same store at once cannot interleave; the second waits, then sees the first's result."""
+    return file_lock(_lock_path(uri or tracking_uri()), "gate or rollback (MLflow alias move)", timeout_s)
 
 
 @dataclass(frozen=True)

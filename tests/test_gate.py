@@ -250,7 +250,7 @@ def test_alias_lock_makes_a_second_mover_wait(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", f"import time; from models import registry\nwith registry.alias_lock({uri!r}):\n    print('held', flush=True); time.sleep(5)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(BeastError, match="another gate or rollback holds the alias lock .*mlflow.db.lock"):
+        with pytest.raises(BeastError, match="another gate or rollback .MLflow alias move. holds the lock .*mlflow.db.lock"):
             with registry.alias_lock(uri, timeout_s=0.5):
                 pass
     finally:

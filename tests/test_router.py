@@ -373,7 +373,7 @@ def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
 
 
 def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(routed, routed_per_model, sample_traces, tmp_path: Path) -> None:
-    from abtest.gate import GateParams, decide
+    from abtest.gate import GateCode, GateParams, decide
     from abtest.replay import replay, write_experiment
     from models.train import TrainParams, read_inputs
 
@@ -391,15 +391,15 @@ def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
     # through the file the gate reads: paired design, paired tests
     path = write_experiment(result, tmp_path / "replay.jsonl")
     frame = read_inputs([path], TrainParams(prices=ROOT / "data/prices.yaml"))
-    decision = decide(frame, GateParams(min_rows_per_arm=50))
+    decision = decide(frame, GateParams(min_rows_per_arm=50, min_pairs=50))
     assert decision.stats["design"]["paired"] is True
     assert decision.stats["quality"]["name"] == "paired_non_inferiority" and decision.stats["quality"]["n_a"] == len(a)
     assert decision.stats["cost"]["name"].startswith("paired_") and decision.arms["champion"]["rows"] == len(a)
     assert decision.stats["errors"]["code"] == "skipped" and "errors" not in decision.stats["holm"]["tests"]  # not observed offline
     from abtest.gate import report
 
-    md, _ = report(decision, tmp_path / "report", GateParams(min_rows_per_arm=50))
+    md, _ = report(decision, tmp_path / "report", GateParams(min_rows_per_arm=50, min_pairs=50))
     assert "| errors | not_observed_offline | skipped |" in md.read_text()
     same = replay({"champion": shared, "challenger": shared}, sample_traces, ids[:60]).experiment
-    identical = decide(same, GateParams(min_rows_per_arm=50))  # A/A replay: no difference at all to test
-    assert identical.stats["quality"]["code"] == "zero_variance" and not identical.promote
+    identical = decide(same, GateParams(min_rows_per_arm=50, min_pairs=50))  # A/A replay: no difference at all to test
+    assert identical.reasons == (GateCode.NO_DIFFERENCE,) and identical.stats["design"]["paired"]
