@@ -160,6 +160,20 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    from traces.feedback import main
+
+    main(args.path, params_file=args.params, dataset=args.out, quarantine=args.quarantine)
+    return EXIT_OK
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from pipelines.drift import main
+
+    main(args.recent, params_file=args.params)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -364,6 +378,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle to re-export (default: data/bundle)")
     p.add_argument("--out", type=Path, default=Path("data/gate"), help="folder for rollback.md (default: data/gate)")
+    p = command(
+        "feedback",
+        "Join user ratings / judge scores (request_id, score in [0, 1], source, optional timestamp) to the stored traces as quality labels; bad rows quarantined.",
+        "beast feedback ratings.jsonl --out data/traces",
+        _feedback,
+        "`ingest`",
+    )
+    p.add_argument("path", type=Path, metavar="FILE", help="feedback file: .jsonl/.ndjson/.csv (optionally .gz) or .parquet")
+    p.add_argument("--out", type=Path, help="dataset directory to label (default: params.yaml ingest.out)")
+    p.add_argument("--quarantine", type=Path, help="directory for rejected feedback rows (default: params.yaml ingest.quarantine)")
+
+    p = command(
+        "monitor",
+        "Drift of recent traces against the training data (PSI + KS per feature, error-rate and cost shifts) and the retrain decision.",
+        "beast monitor               # or: beast monitor recent.jsonl.gz",
+        _monitor,
+        "`monitor`",
+    )
+    p.add_argument("recent", nargs="?", type=Path, metavar="FILE", help="recent traces to check (default: the dataset's last monitor.window_hours)")
     return parser
 
 

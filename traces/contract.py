@@ -123,7 +123,9 @@ REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
 # Columns the ingest adds beside the contract fields; every stored dataset row has them.
 COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN = "logged", "price_table", "cost_unknown"
 STORED_EXTRA_DOCS: dict[str, str] = {
-    "extra": "Unknown input fields of the row as one JSON object (null when there were none): kept, never dropped.",
+    "extra": "Unknown input fields of the row as one JSON object (null when there were none): kept, never dropped. "
+    "`beast feedback` records where a `quality` label came from here: `quality_source`, `quality_labelled_at`, "
+    "`quality_feedback` (file:row) and `quality_previous` (the label it replaced).",
     "cost_source": f"`{COST_LOGGED}` (cost_usd was in the row), `{COST_PRICE_TABLE}` (computed), or "
     f"`{COST_UNKNOWN}` (no price for the model at that time: cost_usd stays null, never 0).",
     "row_hash": "64-bit hash of the row's contract content; tells a re-ingested row from a conflicting one.",

@@ -8,8 +8,8 @@ name and renamed into place, so a reader never sees a half-written file; an excl
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -106,3 +106,27 @@ def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
     except OSError as exc:
         raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc}); {len(written)} part file(s) were stored") from None
     return written
+
+
+def part_files(root: Path) -> list[Path]:
+    """Every stored part file, in path order (hidden staging files of a write in progress excluded)."""
+    return sorted(p for p in root.glob("date=*/*.parquet") if not p.name.startswith(".")) if root.exists() else []
+
+
+def replace_parts(tables: Mapping[Path, pa.Table]) -> list[Path]:
+    """Rewrite existing part files in place (same name, so ingest ids stay findable). Every new version is
+    written to a hidden temporary sibling first; only when all are written are they renamed over the old
+    ones, each rename atomic, so a reader sees each file whole (old or new) and a failed write changes
+    nothing. The caller holds `locked(root)`; the rewrite must be idempotent (a crash between two renames
+    is repaired by running it again)."""
+    done: list[Path] = []
+    try:
+        with ExitStack() as stack:
+            for path, table in tables.items():
+                tmp = stack.enter_context(atomic_path(path))
+                pq.write_table(table, tmp, compression="zstd")
+                done.append(path)
+    except OSError as exc:
+        raise BeastError(f"{next(iter(tables)).parents[1]}: cannot rewrite the dataset ({exc.strerror or exc}); "
+                         "files are whole (old or new), run the same update again to finish it") from None
+    return done
