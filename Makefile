@@ -14,7 +14,7 @@ PYTHON ?= python3
 SAMPLES := data/sample/alpaca_eval.parquet data/sample/mooncake_conversation.jsonl.gz \
            data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz
 
-.PHONY: help install run test bench data docs clean mlflow-ui tune
+.PHONY: help install run repro test bench data docs clean mlflow-ui prefect-server tune
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,18 +29,24 @@ help:  ## list targets
 
 install: .venv/.synced  ## create .venv from uv.lock (exact versions)
 
-run: install  ## ingest the committed samples, train + register the predictors, say where results are
-	$(UV) run dvc repro
+run: install  ## the Prefect retrain flow on the committed samples: ingest, train, benchmark, replay, gate, export
+	$(UV) run beast retrain
 	@echo
-	@$(UV) run beast metrics
-	@echo
+	@cat data/prefect/summary.md
 	@echo "Results:"
-	@echo "  dataset     data/traces/      (Parquet, partitioned by date; read with traces.store.read_traces)"
-	@echo "  quarantine  data/quarantine/  (one JSONL per ingest: each rejected row with its reason)"
-	@echo "  metrics     data/metrics/{ingest,quality,cost,cache}.json   (dvc metrics show)"
-	@echo "  models      data/models/<predictor>/   (LightGBM text boosters + side JSON)"
-	@echo "  plots       data/plots/<predictor>/    (calibration, importance)"
-	@echo "  MLflow      mlflow.db + mlruns/        (make mlflow-ui: runs, registered beast-* models, aliases)"
+	@echo "  bundle      data/bundle/ + data/bundle.tar.gz   (what routers load: beast route --bundle data/bundle)"
+	@echo "  dataset     data/traces/      (Parquet, partitioned by date; quarantined rows in data/quarantine/)"
+	@echo "  metrics     data/metrics/{quality,cost,cache}.json, plots in data/plots/<predictor>/"
+	@echo "  benchmark   data/prefect/bench/report.md   (routing: AIQ, APGR, savings vs always-strongest)"
+	@echo "  gate        data/prefect/gate/gate.md      (offline replay of the challenger against the champion)"
+	@echo "  MLflow      make mlflow-ui       -> http://127.0.0.1:5000 (runs, beast-* models + aliases, beast-gate)"
+	@echo "  Prefect     make prefect-server  -> http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api beast retrain)"
+
+repro: install  ## the DVC pipeline (dvc repro): same stage functions, versioned metrics and plots
+	$(UV) run dvc repro
+
+prefect-server: install  ## a Prefect server on http://127.0.0.1:4200 (UI + API; `beast deploy` schedules need it)
+	$(UV) run prefect server start --host 127.0.0.1 --port 4200
 
 test: install  ## run the test suite
 	$(UV) run pytest -q

@@ -146,6 +146,22 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from pipelines.flows import retrain
+
+    retrain(str(args.params or "params.yaml"))
+    print("\nopen the UIs:  make mlflow-ui   (runs, registered beast-* models, aliases, beast-gate decisions)")
+    print("               make prefect-server, then http://127.0.0.1:4200 (flow runs, the retrain-summary artifact)")
+    return EXIT_OK
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from pipelines.deploy import main
+
+    main(str(args.params or "params.yaml"))
+    return EXIT_OK
+
+
 def _rollback(args: argparse.Namespace) -> int:
     from abtest.gate import rollback
 
@@ -369,6 +385,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (or dataset folder) where prompts were answered by several models, with quality labels")
     p.add_argument("--out", type=Path, required=True, help="experiment file to write (contract-v1 JSONL, variant = champion / challenger)")
     p.add_argument("--all-prompts", action="store_true", help="replay every prompt, not only the quality predictor's held-out ones")
+
+    command(
+        "retrain",
+        "Prefect flow: ingest -> train quality/cost/cache (challengers) -> routing benchmark -> export -> replay vs champion -> gate; resumes an unfinished run.",
+        "beast retrain",
+        _retrain,
+        "`retrain`, `ingest`, `train`, `features`, `bench`, `gate`",
+    )
+    command(
+        "deploy",
+        "Serve the retrain (cron) and monitor (interval) flows as Prefect deployments with the schedules in params.yaml; needs a Prefect server (make prefect-server).",
+        "beast deploy",
+        _deploy,
+        "`retrain`",
+    )
 
     p = command(
         "rollback",

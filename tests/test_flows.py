@@ -1,0 +1,90 @@
+"""The Prefect `retrain` flow end to end on the committed samples (small models): first run, a second run
+that fails in the replay task, and its re-run that resumes without retraining; plus the retrain lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.testing.utilities import prefect_test_harness
+
+from beast.errors import BeastError
+from conftest import ROOT
+from serving.bundle import verify
+
+SAMPLES = ["data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("flows")
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["ingest"] |= {"out": str(tmp / "traces"), "quarantine": str(tmp / "quarantine"), "prices": str(ROOT / "data/prices.yaml")}
+    p["train"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"),
+                   "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml"), "register": True}  # fmt: skip
+    p["train"]["quality"] |= {"heads": "shared", "num_boost_round": 60}
+    p["features"]["text"] |= {"k": 8, "n_features": 1024}
+    p["retrain"] |= {"traces": [str(ROOT / s) for s in SAMPLES], "replay_traces": str(ROOT / SAMPLES[0]), "evaluate": False,
+                     "bundle": str(tmp / "bundle"), "work": str(tmp / "prefect"), "retry_delay_s": 0.1, "lock_timeout_s": 1.0}  # fmt: skip
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    with prefect_test_harness(server_startup_timeout=60):
+        yield tmp, str(params)
+    mp.undo()
+
+
+def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import abtest.replay
+    import models.train
+    from pipelines.flows import retrain
+
+    tmp, params = setup
+    calls: list[str] = []
+    real_train = models.train.main
+    monkeypatch.setattr(models.train, "main", lambda which, **kw: calls.append(which[0]) or real_train(which, **kw))
+
+    first = retrain(params)  # fresh registry: version 1 is champion and challenger, nothing to gate
+    assert not first["resumed"] and calls == ["quality", "cost", "cache"]
+    assert first["gate"]["promote"] is None and "first version" in first["gate"]["reasons"][0]
+    assert first["ingest"]["stored"] == 51486 and first["bundle_versions"] == {"quality": "1", "cost": "1", "cache": "1"}
+    assert verify(tmp / "bundle").manifest["conformance"]["vectors"] >= 200
+    assert "| quality | 1 |" in (tmp / "prefect" / "summary.md").read_text()
+
+    real_replay = abtest.replay.main
+    monkeypatch.setattr(abtest.replay, "main", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected replay failure")))
+    with pytest.raises(RuntimeError, match="injected replay failure"):
+        retrain(params)  # a second retrain: new challengers (version 2), then the replay task fails
+    assert calls == ["quality", "cost", "cache"] * 2
+    assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "running"
+
+    monkeypatch.setattr(abtest.replay, "main", real_replay)
+    resumed = retrain(params)  # same inputs: the unfinished run's key, its completed tasks come from the cache
+    assert resumed["resumed"] and calls == ["quality", "cost", "cache"] * 2  # nothing retrained
+    assert resumed["ingest"]["stored"] == 0 and {t["version"] for t in resumed["trained"].values()} == {"2"}
+    # identical data and parameters: the new challengers choose exactly like the champions, so nothing moves
+    assert resumed["gate"] == {"promote": False, "reasons": ["no_difference"], "quality_estimate": None, "quality_p": None}
+    assert resumed["bundle_versions"] == {"quality": "1", "cost": "1", "cache": "1"}
+    assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "completed"
+
+
+def test_a_second_retrain_waits_for_the_first(setup) -> None:
+    from pipelines.flows import retrain
+
+    tmp, params = setup
+    lock = tmp / "prefect" / "retrain.lock"
+    code = f"from pathlib import Path; import time; from beast.files import file_lock\nwith file_lock(Path({str(lock)!r}), 'x'):\n    print('held', flush=True); time.sleep(20)"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BeastError, match="another retrain holds the lock .*retrain.lock"):
+            retrain(params)
+    finally:
+        holder.kill()
+        holder.wait()
