@@ -19,9 +19,8 @@ from serving.bundle import verify
 SAMPLES = ["data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz"]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("flows")
+def small_params(tmp: Path) -> Path:
+    """params.yaml with every output under `tmp` and small models (the flow's logic, not the models, is tested)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["ingest"] |= {"out": str(tmp / "traces"), "quarantine": str(tmp / "quarantine"), "prices": str(ROOT / "data/prices.yaml")}
     p["train"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"),
@@ -30,8 +29,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     p["features"]["text"] |= {"k": 8, "n_features": 1024}
     p["retrain"] |= {"traces": [str(ROOT / s) for s in SAMPLES], "replay_traces": str(ROOT / SAMPLES[0]), "evaluate": False,
                      "bundle": str(tmp / "bundle"), "work": str(tmp / "prefect"), "retry_delay_s": 0.1, "lock_timeout_s": 1.0}  # fmt: skip
-    params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump(p))
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("flows")
+    params = small_params(tmp)
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -88,3 +94,73 @@ def test_a_second_retrain_waits_for_the_first(setup) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_path: Path) -> None:
+    """`prefect server start` (bounded wait), `beast deploy` registers both deployments with their schedules,
+    a triggered run of the retrain deployment completes; everything started here is stopped here."""
+    import os
+    import time
+    import urllib.request
+
+    params = small_params(tmp_path)
+    port = _free_port()
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    served = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        served = subprocess.Popen([str(bin_dir / "beast"), "deploy", "--params", str(params)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "serving retrain/nightly, monitor/drift" in served.stdout.readline()
+        check = (
+            "import asyncio, json\n"
+            "from prefect.client.orchestration import get_client\n"
+            "from prefect.deployments import run_deployment\n"
+            "async def schedules():\n"
+            "    async with get_client() as c:\n"
+            "        out = {}\n"
+            "        for name in ('retrain/nightly', 'monitor/drift'):\n"
+            "            d = await c.read_deployment_by_name(name)\n"
+            "            out[name] = [str(s.schedule) for s in d.schedules]\n"
+            "        return out\n"
+            "print(json.dumps(asyncio.run(schedules())))\n"
+            "run = run_deployment('retrain/nightly', timeout=240)\n"
+            "print(run.state.type.value)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        schedules_line, state = done.stdout.strip().splitlines()[-2:]
+        schedules = json.loads(schedules_line)
+        assert "0 3 * * *" in schedules["retrain/nightly"][0] and "3600" in schedules["monitor/drift"][0]
+        assert state == "COMPLETED"
+        assert verify(tmp_path / "bundle").predictors["quality"]["version"] == "1"
+    finally:
+        for proc in (served, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        log.close()
