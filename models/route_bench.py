@@ -83,6 +83,8 @@ class BenchParams:
     shares: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 41))  # random / pair: share of calls to strong
     bootstrap: int = 1000  # resamples of test prompts for the savings CI
     level: float = 0.95
+    metrics: Path | None = None  # DVC metrics summary (`summary()`), e.g. data/metrics/bench.json; None: not written
+    plots: Path | None = None  # DVC plot data (`plot_tables()`: CSV files) folder, e.g. data/plots/bench; None: not written
 
 
 @dataclass(frozen=True)
@@ -586,6 +588,72 @@ def write_outputs(report: BenchReport, decisions: pd.DataFrame, out: Path) -> di
     return files
 
 
+def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
+    """DVC metrics: the numbers to compare across experiments (no timings, no per-knob detail), rounded.
+
+    Per router except the single models: AIQ, AIQ<=strong, both / oracle, cost saved vs always-strong (None:
+    never reached), regret; always-strong's AIQ; the strong/weak pair's APGR and CPT beside random's."""
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(float(v), digits)
+
+    strong = f"always/{report.savings_reference}"
+    routers = {name: s for name, s in report.routers.items() if not name.startswith("always/") or name == strong}
+    p = report.pair
+    return {
+        "prompts": report.prompts,
+        "folds": report.folds,
+        "strong": report.savings_reference,
+        "weak": p.weak,
+        "routers": {
+            name: {
+                "aiq": r(s.aiq),
+                "aiq_vs_oracle": r(s.aiq_vs_oracle),
+                "aiq_to_strong": r(s.aiq_to_strong),
+                "aiq_to_strong_vs_oracle": r(s.aiq_to_strong_vs_oracle),
+                "cost_savings": r(s.cost_savings),
+                "regret": r(s.regret),
+            }
+            for name, s in routers.items()
+        },
+        "pair": {"apgr": r(p.apgr), "cpt50": r(p.cpt50), "cpt80": r(p.cpt80), "random_apgr": r(p.random.apgr), "random_cpt50": r(p.random.cpt50), "random_cpt80": r(p.random.cpt80)},
+    }
+
+
+def plot_tables(report: BenchReport, points: int = 60, digits: int = 6) -> dict[str, pd.DataFrame]:
+    """DVC plot data (what the PNGs show, as tables):
+
+    - `cost_quality.csv`: x = mean cost in USD per 1k requests on a log grid over the AIQ range, one column per
+      router (single models excluded): the quality of its hull (with the cheapest model's point), whose mean is AIQ;
+    - `pgr.csv`: x = share of calls to the strong model, PGR of the learned pair router and of random;
+    - `aiq.csv`: one row per router (single models included): AIQ and AIQ<=strong."""
+    lo, hi = report.cost_range
+    grid = np.geomspace(lo, hi, points)
+    anchor = np.array([report.routers[f"always/{report.cheapest}"].points[0]])
+    curves = {"cost_usd_per_1k": grid * 1000}
+    for name, s in report.routers.items():
+        if not name.startswith("always/"):
+            curves[name] = rm.hull_value(rm.hull(np.vstack([np.array(s.points), anchor])), grid)
+    p = report.pair
+    random_pgr = np.interp(p.shares, p.random.shares, p.random.pgr) if p.random.shares != p.shares else np.array(p.random.pgr)
+    aiq = pd.DataFrame([{"router": n, "aiq": s.aiq, "aiq_to_strong": s.aiq_to_strong} for n, s in sorted(report.routers.items(), key=lambda kv: -kv[1].aiq)])
+    return {
+        "cost_quality.csv": pd.DataFrame(curves).round(digits),
+        "pgr.csv": pd.DataFrame({"share": p.shares, "pair/learned": p.pgr, "random": random_pgr}).round(digits),
+        "aiq.csv": aiq.round(digits),
+    }
+
+
+def write_dvc_outputs(report: BenchReport, metrics: Path | None, plots: Path | None) -> dict[str, Path]:
+    """`summary()` as JSON to `metrics` and `plot_tables()` as CSV into `plots` (each atomically, when given)."""
+    files = {}
+    if plots is not None:
+        files |= {name: write_atomic(plots / name, table.to_csv(index=False, lineterminator="\n").encode()) for name, table in plot_tables(report).items()}
+    if metrics is not None:
+        files["metrics"] = write_atomic(metrics, (json.dumps(summary(report), indent=2) + "\n").encode())
+    return files
+
+
 def read_traces_input(path: Path, prices: Path) -> pd.DataFrame:
     """A dataset folder as it is, or a trace file validated and costed through a throwaway ingest."""
     from models.train import TrainParams, read_inputs
@@ -612,7 +680,7 @@ def main(
     frame = read_traces_input(traces, params.prices)
     progress(f"read {len(frame):,} rows from {traces}")
     report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces))
-    files = write_outputs(report, decisions, out)
+    files = write_outputs(report, decisions, out) | write_dvc_outputs(report, params.metrics, params.plots)
     print(summary_table(report))
     print(f"({report.seconds:.1f} s; {len(decisions):,} decisions) wrote {', '.join(str(p) for p in files.values())}")
     return report
