@@ -28,6 +28,7 @@ def small_params(tmp: Path) -> Path:
     p["train"]["quality"] |= {"heads": "shared", "num_boost_round": 60}
     p["features"]["text"] |= {"k": 8, "n_features": 1024}
     p["bench"] |= {"metrics": str(tmp / "metrics" / "bench.json"), "plots": str(tmp / "plots" / "bench")}
+    p["monitor"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "monitor"), "prices": str(ROOT / "data/prices.yaml")}
     p["retrain"] |= {"traces": [str(ROOT / s) for s in SAMPLES], "replay_traces": str(ROOT / SAMPLES[0]), "evaluate": False,
                      "bundle": str(tmp / "bundle"), "work": str(tmp / "prefect"), "retry_delay_s": 0.1, "lock_timeout_s": 1.0}  # fmt: skip
     path = tmp / "params.yaml"
@@ -79,6 +80,18 @@ def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, mon
     assert resumed["gate"] == {"promote": False, "reasons": ["no_difference"], "quality_estimate": None, "quality_p": None}
     assert resumed["bundle_versions"] == {"quality": "1", "cost": "1", "cache": "1"}
     assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "completed"
+
+
+def test_monitor_flow_sees_the_drift_and_runs_retrain(setup) -> None:
+    """The samples' newest day is Mooncake traffic the older Azure / AlpacaEval rows never showed: drift, so
+    `monitor` runs `retrain` as a subflow (a new run key: the previous retrain completed)."""
+    from pipelines.flows import monitor
+
+    tmp, params = setup
+    out = monitor(params)
+    assert out["retrain"] is True and any("mooncake/conversation" in r for r in out["reasons"])
+    assert out["summary"]["resumed"] is False and {t["version"] for t in out["summary"]["trained"].values()} == {"3"}
+    assert (tmp / "monitor" / "drift.json").exists() or any(tmp.rglob("drift.json"))
 
 
 def test_a_second_retrain_waits_for_the_first(setup) -> None:
