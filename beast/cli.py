@@ -81,10 +81,16 @@ def _metrics(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from models.export import export
 
-    result = export(args.alias, args.out, prices_file=args.prices, overwrite=args.overwrite)
+    if args.from_dir is not None:
+        from models.export import export_local
+
+        result = export_local(args.from_dir, args.out, prices_file=args.prices, overwrite=args.overwrite)
+    else:
+        result = export(args.alias, args.out, prices_file=args.prices, overwrite=args.overwrite)
     print(f"bundle {result.path} ({result.files} files, {result.bytes / 1e6:.1f} MB) and {result.archive}")
     for name, entry in result.manifest["predictors"].items():
-        print(f"  {name}: {entry.get('registered_name')} version {entry.get('version')} (@{args.alias})")
+        source = f"{args.from_dir} (unregistered)" if args.from_dir is not None else f"{entry.get('registered_name')} version {entry.get('version')} (@{args.alias})"
+        print(f"  {name}: {len(entry['keys'])} booster(s) from {source}")
     return EXIT_OK
 
 
@@ -273,6 +279,7 @@ def _parser() -> argparse.ArgumentParser:
         _export,
     )
     p.add_argument("--alias", default="champion", help="registry alias to export (default: champion)")
+    p.add_argument("--from-dir", type=Path, help="export the unregistered files of one `beast train` run (e.g. data/models) instead of a registry alias")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create (its .tar.gz is written beside it)")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table for the candidate models")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (atomically)")

@@ -307,3 +307,12 @@ def export(alias: str, out: Path, prices_file: Path = Path("data/prices.yaml"), 
         policy = default_policy(_candidates(sides, list(boosters["quality"]), prices))
     versions = {p: v.version for p, v in loaded.items()}
     return build_bundle(Path("."), prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests, sides=sides)
+
+
+def export_local(models_dir: Path, out: Path, prices_file: Path = Path("data/prices.yaml"), overwrite: bool = False) -> ExportResult:
+    """The bundle of the files one `beast train` run left in `models_dir` (boosters and side JSON of the same
+    fits, unregistered: no MLflow version in the manifest). The DVC `export` stage; serving uses `export`."""
+    prices = load_prices(prices_file)
+    sides = {p: _read_side(models_dir, p) for p in PREDICTORS}
+    policy = default_policy(_candidates(sides, local_keys(models_dir, "quality"), prices))
+    return build_bundle(models_dir, prices, out, None, policy, overwrite=overwrite)
