@@ -196,6 +196,23 @@ def _monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _budget(args: argparse.Namespace) -> int:
+    from models.budget import backtest_main, status_main
+
+    if args.action == "backtest":
+        backtest_main(params_file=args.params, traces=args.traces or (), config=args.config, out=args.out)
+    else:
+        status_main(params_file=args.params, at=args.at, traces=args.traces or (), config=args.config, out=args.out)
+    return EXIT_OK
+
+
+def _cache_sim(args: argparse.Namespace) -> int:
+    from models.cache_sim import main
+
+    main(args.traces, params_file=args.params, capacities=args.capacity, policies=args.policy, eval_from=args.eval_from, out=args.out, limit_rows=args.limit_rows)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -435,6 +452,32 @@ def _parser() -> argparse.ArgumentParser:
         "`monitor`",
     )
     p.add_argument("recent", nargs="?", type=Path, metavar="FILE", help="recent traces to check (default: the dataset's last monitor.window_hours)")
+
+    p = command(
+        "budget",
+        "Cost ledger and budgets: `status` = spend, remaining, forecast end-of-period spend with an interval, alerts, and a remaining-budget file per budget for routers; `backtest` = forecast error on the Azure traces.",
+        "beast budget status --at 2023-11-16T18:45:00Z --traces data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz",
+        _budget,
+        "`budget`",
+    )
+    p.add_argument("action", nargs="?", default="status", choices=("status", "backtest"), help="what to do (default: status)")
+    p.add_argument("--at", help="status as of this time, RFC 3339 (default: now); later rows are ignored")
+    p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folder or trace files (default: params.yaml budget.traces; backtest: budget.backtest_traces)")
+    p.add_argument("--config", type=Path, help="budgets YAML (default: params.yaml budget.config)")
+    p.add_argument("--out", type=Path, help="output folder for status.json, *.budget-state.json, backtest.json (default: params.yaml budget.out)")
+    p = command(
+        "cache-sim",
+        "Replay a trace's prompt-prefix blocks through cache policies (libCacheSim LRU/LFU/FIFO/S3-FIFO/ARC, learned, Belady): hit ratio, tokens saved, curve.",
+        "beast cache-sim data/sample/mooncake_conversation.jsonl.gz --capacity 500 2000 8000 --policy lru s3fifo learned belady --out data/cache_sim",
+        _cache_sim,
+        "`cache_sim`, `train`",
+    )
+    p.add_argument("traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks")
+    p.add_argument("--capacity", type=int, nargs="+", help="cache capacities in blocks (default: params.yaml cache_sim.capacities)")
+    p.add_argument("--policy", nargs="+", choices=("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady"), help="policies (default: params.yaml cache_sim.policies)")
+    p.add_argument("--eval-from", type=float, help="count lookups from this share of the time range on (default: cache_sim.eval_from, 0.5)")
+    p.add_argument("--out", type=Path, help="output folder for cache_report.json and cache_sim.png (default: cache_sim.out)")
+    p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
     return parser
 
 

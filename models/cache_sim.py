@@ -1,0 +1,615 @@
+"""Prefix-cache simulation: replay a trace's prompt-prefix blocks through cache policies (`beast cache-sim`).
+
+Model of the cache (exact):
+
+1. Rows with `prefix_blocks` are ordered by `timestamp`, ties by row order (a stable sort, as in
+   `models/cache.py`). Each request looks up its block hashes in list order; one lookup = one block.
+2. The cache holds `capacity` blocks (every block has size 1). A lookup that finds its block is a hit and
+   saves that block's prompt tokens: `min(block_tokens, input_tokens - block_tokens * position)`, i.e.
+   512 tokens for every block but a request's last, partial one (Mooncake: one hash per 512-token block,
+   `data/README.md`). A miss inserts the block (unless the policy declines to admit it).
+   Each block is looked up independently: a hit after a miss in the same request still counts (an upper
+   bound on what a strict longest-prefix KV cache would reuse).
+3. The whole trace is replayed so caches are warm; only lookups with timestamp >= t_min + eval_from *
+   (t_max - t_min) are counted (`eval_from` 0.5: the later half by time). Every policy is scored on the same
+   lookups.
+
+Policies (`POLICIES`): `lru`, `lfu`, `fifo`, `s3fifo` and `arc` are libCacheSim's own C implementations
+(`libcachesim` on PyPI), fed one request per lookup. `belady` is the offline optimum, Belady's MIN
+(`simulate_belady`: evict the block whose next use is farthest, from numpy next-use indices) with bypass
+(a block used again later than every cached block is not admitted), so it bounds every policy here,
+`learned` included; without bypass it equals libCacheSim's Belady (demand paging, which must admit every
+miss) hit count for hit count (tested), and that one is not an upper bound for a policy that may decline.
+`learned` is our own simulator (`simulate_learned`): a LightGBM regressor, trained only on lookups before
+the evaluation cut, predicts each lookup's log distance (in lookups) to the block's next use from features
+known at that moment: the request's cache-hit-predictor features (`models.cache.cache_features`) plus the
+block's position, whether it is the request's last (partial) block, its prior lookups and the gap since its
+last one. Eviction is a learned relaxed Belady (as in LRB): on a miss, 8 random cached blocks are compared
+and the one with the farthest expected next use goes (an overdue block, not reused by its predicted time,
+counts with its idle time); a missed block predicted farther than that victim is not admitted. Our
+simulator rather than libCacheSim's Python plugin hooks: it is faster (`plugin_lru_hits` vs `simulate_lru`,
+measured in the tests) and it can decline admission; with zero predictions and a full scan it is exactly
+LRU, and then it and `simulate_lru` equal libCacheSim's LRU hit for hit (tested).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BLOCK_TOKENS = 512  # Mooncake: one hash per 512-token prompt block (data/README.md)
+NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
+
+
+@dataclass(frozen=True)
+class LearnedParams:
+    """Mirrors params.yaml -> cache_sim.learned."""
+
+    horizon_fraction: float = 0.25  # label cap: distances >= this share of the training lookups count as "far"
+    num_leaves: int = 31
+    learning_rate: float = 0.1
+    num_boost_round: int = 150
+    min_data_in_leaf: int = 50
+    samples: int = 8  # cached blocks compared per eviction
+    overdue_factor: float = 1.0
+    admit_bypass: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CacheSimParams:
+    """Mirrors params.yaml -> cache_sim."""
+
+    capacities: tuple[int, ...] = (250, 500, 1000, 2000, 4000, 8000, 16000)
+    eval_from: float = 0.5
+    policies: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")
+    block_tokens: int = BLOCK_TOKENS
+    out: Path = Path("data/cache_sim")
+    learned: LearnedParams = field(default_factory=LearnedParams)
+
+
+# --- the block-level trace ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockTrace:
+    """One entry per block lookup, in replay order."""
+
+    block: np.ndarray  # int64 block hash
+    request: np.ndarray  # request number (time order)
+    pos: np.ndarray  # position of the block in its request's list
+    n_blocks: np.ndarray  # length of the request's list
+    tokens: np.ndarray  # prompt tokens in the block (the last block is partial)
+    t_ms: np.ndarray  # request timestamp, epoch ms
+    counted: np.ndarray  # bool: in the evaluation window
+    next_use: np.ndarray  # index of the block's next lookup, -1 if none
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    @property
+    def eval_start(self) -> int:
+        """First counted lookup (timestamps never decrease, so the counted lookups are a suffix)."""
+        idx = np.flatnonzero(self.counted)
+        return int(idx[0]) if len(idx) else len(self)
+
+
+def next_use(block: np.ndarray) -> np.ndarray:
+    """For each position, the index of the next equal value (-1 if none); vectorised."""
+    n = len(block)
+    out = np.full(n, -1, dtype=np.int64)
+    order = np.lexsort((np.arange(n), block))
+    same = block[order][1:] == block[order][:-1]
+    out[order[:-1][same]] = order[1:][same]
+    return out
+
+
+def prev_use(block: np.ndarray) -> np.ndarray:
+    """For each position, the index of the previous equal value (-1 if none)."""
+    n = len(block)
+    out = np.full(n, -1, dtype=np.int64)
+    order = np.lexsort((np.arange(n), block))
+    same = block[order][1:] == block[order][:-1]
+    out[order[1:][same]] = order[:-1][same]
+    return out
+
+
+def select_rows(traces: pd.DataFrame) -> pd.DataFrame:
+    """Rows with non-null `prefix_blocks`, stably sorted by timestamp (same order as `models/cache.py`)."""
+    from models.cache import select_rows as cache_rows
+
+    return cache_rows(traces).reset_index(drop=True)
+
+
+def block_trace(frame: pd.DataFrame, eval_from: float = 0.5, block_tokens: int = BLOCK_TOKENS) -> BlockTrace:
+    """Explode `select_rows(traces)`-ordered rows into block lookups; mark the evaluation window by time."""
+    if not 0.0 <= eval_from < 1.0:
+        raise ValueError(f"eval_from must be in [0, 1), got {eval_from}")
+    t = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True)).as_unit("ms").asi8.astype(np.int64)
+    lists = pa.array(frame["prefix_blocks"], type=pa.list_(pa.int64()))
+    n_blocks = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    block = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    request = np.repeat(np.arange(len(frame)), n_blocks)
+    starts = np.concatenate([[0], np.cumsum(n_blocks)[:-1]]).astype(np.int64)
+    pos = np.arange(len(block)) - np.repeat(starts, n_blocks)
+    input_tokens = pd.to_numeric(frame["input_tokens"]).to_numpy(dtype=np.int64)[request]
+    tokens = np.clip(input_tokens - block_tokens * pos, 0, block_tokens)
+    t_req = t[request]
+    cut = t.min() + eval_from * (t.max() - t.min()) if len(t) else 0
+    return BlockTrace(block, request, pos, n_blocks[request], tokens, t_req, t_req >= cut, next_use(block))
+
+
+# --- simulators ---------------------------------------------------------------------------------------
+
+
+MIN_CAPACITY = {"s3fifo": 10}  # its small FIFO is 10 % of the cache and must hold one object
+
+
+def _libcachesim_cache(policy: str, capacity: int):
+    import libcachesim as lcs
+
+    classes = {"lru": lcs.LRU, "lfu": lcs.LFU, "fifo": lcs.FIFO, "s3fifo": lcs.S3FIFO, "arc": lcs.ARC, "belady": lcs.Belady}
+    return classes[policy](capacity)
+
+
+def libcachesim_hits(block: np.ndarray, policy: str, capacity: int, next_index: np.ndarray | None = None) -> np.ndarray:
+    """Hit (True) per lookup under libCacheSim's `policy` with `capacity` unit-size objects."""
+    import libcachesim as lcs
+
+    if capacity < MIN_CAPACITY.get(policy, 1):  # below it libCacheSim aborts the process
+        raise ValueError(f"policy {policy} needs a capacity of at least {MIN_CAPACITY[policy]} blocks, got {capacity}")
+
+    cache = _libcachesim_cache(policy, capacity)
+    nxt = (next_use(block) if next_index is None else next_index).tolist()
+    req = lcs.Request()
+    req.obj_size = 1
+    get = cache.get
+    hits = np.zeros(len(block), dtype=bool)
+    for i, (b, x) in enumerate(zip(block.tolist(), nxt)):
+        req.obj_id = b
+        req.clock_time = i
+        req.next_access_vtime = x if x >= 0 else NEVER
+        if get(req):
+            hits[i] = True
+    return hits
+
+
+def simulate_belady(block: np.ndarray, capacity: int, next_index: np.ndarray | None = None, admit_bypass: bool = True) -> np.ndarray:
+    """Offline optimum (Belady's MIN): evict the cached block whose next use is farthest (max-heap on
+    next-use indices from `next_use`). With `admit_bypass` a missed block used again later than every
+    cached block (or never) is not admitted: the optimum for a cache that may decline admission, and so
+    an upper bound for every policy here, `learned` included. Without it, it is the demand-paging optimum
+    (libCacheSim's Belady; equal hit counts, tested)."""
+    nxt = next_use(block) if next_index is None else next_index
+    far = np.where(nxt >= 0, nxt, NEVER + np.arange(len(block)))  # distinct "never" keys: ties broken by index
+    cache: dict[int, int] = {}  # block -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, block), stale entries skipped
+    hits = np.zeros(len(block), dtype=bool)
+    push, pop = heapq.heappush, heapq.heappop
+    for i, (b, x) in enumerate(zip(block.tolist(), far.tolist())):
+        if b in cache:
+            hits[i] = True
+        elif len(cache) >= capacity:
+            while cache.get(heap[0][1]) != -heap[0][0]:
+                pop(heap)
+            if admit_bypass and x > -heap[0][0]:
+                continue
+            del cache[pop(heap)[1]]
+        cache[b] = x
+        push(heap, (-x, b))
+    return hits
+
+
+def plugin_lru_hits(block: np.ndarray, capacity: int) -> np.ndarray:
+    """LRU through libCacheSim's Python plugin hooks (the alternative to our own simulator; for timing)."""
+    import libcachesim as lcs
+
+    def evict(data: OrderedDict, _req) -> int:
+        return data.popitem(last=False)[0]
+
+    cache = lcs.PluginCache(
+        capacity,
+        cache_free_hook=lambda d: d.clear(),
+        cache_init_hook=lambda _p: OrderedDict(),
+        cache_hit_hook=lambda d, r: d.move_to_end(r.obj_id),
+        cache_miss_hook=lambda d, r: d.__setitem__(r.obj_id, None),
+        cache_eviction_hook=evict,
+        cache_remove_hook=lambda d, obj_id: d.pop(obj_id, None),
+        cache_name="plugin_lru",
+    )
+    req = lcs.Request()
+    req.obj_size = 1
+    hits = np.zeros(len(block), dtype=bool)
+    for i, b in enumerate(block.tolist()):
+        req.obj_id = b
+        req.clock_time = i
+        if cache.get(req):
+            hits[i] = True
+    return hits
+
+
+def simulate_lru(block: np.ndarray, capacity: int) -> np.ndarray:
+    """Our own LRU (an ordered dict), the reference that `simulate_learned`'s machinery is checked against."""
+    cache: OrderedDict[int, None] = OrderedDict()
+    hits = np.zeros(len(block), dtype=bool)
+    move, pop = cache.move_to_end, cache.popitem
+    for i, b in enumerate(block.tolist()):
+        if b in cache:
+            hits[i] = True
+            move(b)
+        else:
+            if len(cache) >= capacity:
+                pop(last=False)
+            cache[b] = None
+    return hits
+
+
+def simulate_learned(
+    block: np.ndarray,
+    predicted: np.ndarray,
+    capacity: int,
+    samples: int | None = 8,
+    overdue_factor: float = 1.0,
+    admit_bypass: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """Learned relaxed Belady: `predicted[i]` = predicted lookups from lookup i to its block's next use.
+
+    On a miss with a full cache, `samples` cached blocks are drawn at random (None: all of them) and the
+    one with the farthest expected next use is evicted: its predicted next use minus now, or, when that
+    moment has passed without a reuse (overdue), `overdue_factor` x its idle time. With `admit_bypass`,
+    a missed block whose own predicted distance is farther than the victim's is not admitted instead.
+    With `predicted` all 0 and `samples=None`, this is exactly LRU (the idle time decides).
+    """
+    uniform = random.Random(seed).random
+    keys: list[int] = []  # cached blocks, for O(1) random sampling (swap-remove)
+    where: dict[int, int] = {}  # block -> index in keys
+    due: dict[int, float] = {}  # block -> predicted next-use lookup index
+    last: dict[int, int] = {}  # block -> index of its last lookup
+    hits = np.zeros(len(block), dtype=bool)
+    for i, (b, d) in enumerate(zip(block.tolist(), predicted.tolist())):
+        if b in where:
+            hits[i] = True
+        else:
+            if len(keys) >= capacity:
+                n = len(keys)
+                candidates = keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]
+                best, victim = -1.0, keys[0]
+                for k in candidates:
+                    r = due[k] - i
+                    if r <= 0:
+                        r = (i - last[k]) * overdue_factor
+                    if r > best:
+                        best, victim = r, k
+                if admit_bypass and d > best:
+                    continue
+                j = where.pop(victim)
+                tail = keys.pop()
+                if tail != victim:
+                    keys[j] = tail
+                    where[tail] = j
+                del due[victim], last[victim]
+            where[b] = len(keys)
+            keys.append(b)
+        due[b] = i + d
+        last[b] = i
+    return hits
+
+
+# --- the learned policy's predictor -------------------------------------------------------------------
+
+BLOCK_FEATURES: tuple[str, ...] = ("pos", "n_blocks", "is_last", "rel_pos", "block_tokens", "prior_lookups", "gap_lookups", "gap_s")
+
+
+def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
+    """Per lookup, from earlier lookups only: the block's features plus its request's `cache_features`."""
+    from models.cache import cache_features
+
+    prev = prev_use(trace.block)
+    n = len(trace)
+    order = np.lexsort((np.arange(n), trace.block))
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = trace.block[order][1:] != trace.block[order][:-1]
+    start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    prior = np.empty(n)
+    prior[order] = np.arange(n) - start
+    seen = prev >= 0
+    blocks = pd.DataFrame(
+        {
+            "pos": trace.pos.astype(float),
+            "n_blocks": trace.n_blocks.astype(float),
+            "is_last": (trace.pos == trace.n_blocks - 1).astype(float),
+            "rel_pos": trace.pos / np.maximum(trace.n_blocks, 1),
+            "block_tokens": trace.tokens.astype(float),
+            "prior_lookups": prior,
+            "gap_lookups": np.where(seen, np.arange(n) - prev, np.nan),
+            "gap_s": np.where(seen, (trace.t_ms - trace.t_ms[np.maximum(prev, 0)]) / 1e3, np.nan),
+        }
+    )
+    per_request = cache_features(frame).reset_index(drop=True).to_numpy()[trace.request]
+    from models.cache import FEATURES
+
+    return pd.concat([blocks, pd.DataFrame(per_request, columns=[f"req_{c}" for c in FEATURES])], axis=1)
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    booster: object
+    horizon: int
+    train_lookups: int
+
+    def predict_distance(self, X: pd.DataFrame) -> np.ndarray:
+        return np.maximum(np.expm1(self.booster.predict(X)), 1.0)
+
+
+def fit_learned(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
+    """Fit log1p(distance to next use) on the lookups before the evaluation cut, using only that part.
+
+    Distances are capped at `horizon` = horizon_fraction x training lookups; a lookup whose next use is
+    not seen within the training part (or beyond the cap) gets the cap, and lookups within `horizon` of
+    the cut are dropped (their cap would be cut short).
+    """
+    from models.common import train_booster
+
+    n_train = trace.eval_start
+    horizon = max(int(params.horizon_fraction * n_train), 1)
+    idx = np.arange(n_train)
+    nxt = trace.next_use[:n_train]
+    dist = np.where((nxt >= 0) & (nxt < n_train), nxt - idx, horizon)
+    keep = idx + horizon <= n_train
+    if keep.sum() < 100:
+        keep = np.ones(n_train, dtype=bool)
+    y = np.log1p(np.minimum(dist, horizon)[keep].astype(float))
+    booster_params = {
+        "objective": "regression",
+        "num_leaves": params.num_leaves,
+        "learning_rate": params.learning_rate,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "seed": params.seed,
+        "num_threads": 1,
+    }
+    booster = train_booster(X.iloc[:n_train][keep], y, booster_params, params.num_boost_round)
+    return LearnedModel(booster, horizon, int(keep.sum()))
+
+
+# --- the experiment -----------------------------------------------------------------------------------
+
+LIBCACHESIM_POLICIES = ("lru", "lfu", "fifo", "s3fifo", "arc", "belady")  # libCacheSim's "belady": demand paging
+POLICIES: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")  # "belady": ours, with bypass
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    policy: str
+    capacity: int
+    hit_ratio: float  # counted hits / counted lookups
+    token_hit_ratio: float  # tokens saved / counted prompt tokens
+    tokens_saved: int
+    hits: int
+    lookups_per_s: float  # whole replay (warm-up included)
+
+
+@dataclass(frozen=True)
+class CacheSimReport:
+    trace: str
+    requests: int
+    lookups: int
+    distinct_blocks: int
+    counted_lookups: int
+    counted_tokens: int
+    block_tokens: int
+    eval_from: float
+    capacities: tuple[int, ...]
+    runs: tuple[PolicyRun, ...]
+    learned_info: Mapping[str, object]
+
+    def policies(self) -> dict[str, list[float]]:
+        """name -> hit ratio per capacity (the `cache_report` shape of issue 8)."""
+        out: dict[str, list[float]] = {}
+        for r in self.runs:
+            out.setdefault(r.policy, []).append(r.hit_ratio)
+        return out
+
+    def gap_closed(self) -> list[float | None]:
+        """Per capacity: (learned - lru) / (belady - lru) hit ratio; None when the gap is 0 or a run is absent."""
+        by = {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
+        out: list[float | None] = []
+        for c in self.capacities:
+            lru, bel, lea = by.get(("lru", c)), by.get(("belady", c)), by.get(("learned", c))
+            out.append(None if None in (lru, bel, lea) or bel - lru <= 0 else (lea - lru) / (bel - lru))
+        return out
+
+    def lookups_per_s(self) -> dict[str, float]:
+        """Median block lookups per second of each policy over the capacities."""
+        out: dict[str, list[float]] = {}
+        for r in self.runs:
+            out.setdefault(r.policy, []).append(r.lookups_per_s)
+        return {k: float(np.median(v)) for k, v in out.items()}
+
+    def overall_lookups_per_s(self) -> float:
+        """All simulated lookups / all simulation time (model fitting excluded)."""
+        seconds = sum(self.lookups / r.lookups_per_s for r in self.runs)
+        return self.lookups * len(self.runs) / seconds if seconds > 0 else float("nan")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "trace": self.trace,
+            "requests": self.requests,
+            "lookups": self.lookups,
+            "distinct_blocks": self.distinct_blocks,
+            "counted_lookups": self.counted_lookups,
+            "counted_tokens": self.counted_tokens,
+            "block_tokens": self.block_tokens,
+            "eval_from": self.eval_from,
+            "capacity_unit": f"blocks of {self.block_tokens} tokens",
+            "capacities": list(self.capacities),
+            "policies": self.policies(),
+            "tokens_saved": {p: [r.tokens_saved for r in self.runs if r.policy == p] for p in self.policies()},
+            "token_hit_ratio": {p: [r.token_hit_ratio for r in self.runs if r.policy == p] for p in self.policies()},
+            "learned_gap_closed": self.gap_closed(),
+            "lookups_per_s": self.lookups_per_s(),
+            "overall_lookups_per_s": self.overall_lookups_per_s(),
+            "learned": dict(self.learned_info),
+            "runs": [asdict(r) for r in self.runs],
+        }
+
+
+def run_policy(trace: BlockTrace, policy: str, capacity: int, predicted: np.ndarray | None = None, learned: LearnedParams = LearnedParams()) -> PolicyRun:
+    """Replay the whole trace through one policy at one capacity; count the evaluation window only."""
+    started = time.perf_counter()
+    if policy == "learned":
+        if predicted is None:
+            raise ValueError("the learned policy needs predicted next-use distances")
+        hits = simulate_learned(trace.block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed)
+    elif policy == "belady":
+        hits = simulate_belady(trace.block, capacity, trace.next_use)
+    elif policy in LIBCACHESIM_POLICIES:
+        hits = libcachesim_hits(trace.block, policy, capacity, trace.next_use)
+    else:
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    seconds = time.perf_counter() - started
+    counted = hits & trace.counted
+    n_counted = int(trace.counted.sum())
+    tokens_counted = int(trace.tokens[trace.counted].sum())
+    saved = int(trace.tokens[counted].sum())
+    return PolicyRun(
+        policy,
+        capacity,
+        float(counted.sum() / n_counted) if n_counted else float("nan"),
+        saved / tokens_counted if tokens_counted else float("nan"),
+        saved,
+        int(counted.sum()),
+        len(trace) / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None) -> CacheSimReport:
+    """Pure: every policy of `params` at every capacity on `frame`'s block lookups."""
+    unknown = sorted(set(params.policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
+    frame = select_rows(frame)
+    if frame.empty:
+        raise ValueError("cache-sim: no rows with prefix_blocks in the trace")
+    trace = block_trace(frame, params.eval_from, params.block_tokens)
+    predicted, info = None, {}
+    if "learned" in params.policies:
+        started = time.perf_counter()
+        X = lookup_features(frame, trace)
+        model = fit_learned(X, trace, params.learned)
+        predicted = model.predict_distance(X)
+        info = {
+            "train_lookups": model.train_lookups,
+            "horizon_lookups": model.horizon,
+            "fit_seconds": round(time.perf_counter() - started, 2),
+            "features": list(X.columns),
+            "params": asdict(params.learned),
+        }
+    runs = []
+    for policy in params.policies:
+        for capacity in params.capacities:
+            run = run_policy(trace, policy, capacity, predicted, params.learned)
+            log(f"  {policy:8s} capacity {capacity:>7,}: hit ratio {run.hit_ratio:.4f}, tokens saved {run.tokens_saved:,} ({run.lookups_per_s:,.0f} lookups/s)")
+            runs.append(run)
+    return CacheSimReport(
+        name,
+        int(frame.shape[0]),
+        len(trace),
+        int(len(np.unique(trace.block))),
+        int(trace.counted.sum()),
+        int(trace.tokens[trace.counted].sum()),
+        params.block_tokens,
+        params.eval_from,
+        tuple(params.capacities),
+        tuple(runs),
+        info,
+    )
+
+
+COLORS = {"lru": "tab:blue", "lfu": "tab:orange", "fifo": "tab:green", "s3fifo": "tab:purple", "arc": "tab:brown", "learned": "tab:red", "belady": "black"}
+
+
+def plot(report: CacheSimReport, path: Path) -> Path:
+    """Hit ratio vs capacity, one line per policy, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for policy, ratios in report.policies().items():
+        style = {"belady": dict(linestyle="--"), "learned": dict(linewidth=2.5)}.get(policy, {})
+        ax.plot(report.capacities, ratios, marker="o", label=policy, color=COLORS.get(policy), **style)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"capacity (blocks of {report.block_tokens} tokens)")
+    ax.set_ylabel("block hit ratio (evaluation window)")
+    ax.set_title(f"{report.trace}\nprefix-block cache, lookups counted from {report.eval_from:g} of the time range", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary(report: CacheSimReport) -> str:
+    """Markdown table: hit ratio per policy and capacity, the learned policy's gap closed, speed."""
+    caps = report.capacities
+    lines = ["| policy | " + " | ".join(f"{c:,}" for c in caps) + " | lookups/s |", "|---" * (len(caps) + 2) + "|"]
+    speed = report.lookups_per_s()
+    for policy, ratios in report.policies().items():
+        lines.append(f"| {policy} | " + " | ".join(f"{r:.4f}" for r in ratios) + f" | {speed[policy]:,.0f} |")
+    gaps = report.gap_closed()
+    if any(g is not None for g in gaps):
+        lines.append("| learned: share of LRU-to-Belady gap closed | " + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps) + " | |")
+    return "\n".join(lines)
+
+
+def main(
+    traces: Sequence[Path],
+    params_file: Path | None = None,
+    capacities: Sequence[int] | None = None,
+    policies: Sequence[str] | None = None,
+    eval_from: float | None = None,
+    out: Path | None = None,
+    limit_rows: int | None = None,
+) -> CacheSimReport:
+    """`beast cache-sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
+    from beast.config import load_params
+    from beast.errors import BeastError
+    from models.train import TrainParams, read_inputs
+
+    params = load_params(params_file, "cache_sim", CacheSimParams)
+    overrides = {"capacities": tuple(capacities) if capacities else None, "policies": tuple(policies) if policies else None, "eval_from": eval_from, "out": out}
+    params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
+    frame = read_inputs(list(traces), load_params(params_file, "train", TrainParams))
+    if limit_rows:
+        frame = select_rows(frame).iloc[:limit_rows]
+    name = ", ".join(p.name for p in traces)
+    print(f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens")
+    try:
+        report = simulate(frame, params, name, log=print)
+    except ValueError as exc:
+        raise BeastError(str(exc)) from None
+    params.out.mkdir(parents=True, exist_ok=True)
+    json_path = params.out / "cache_report.json"
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    png = plot(report, params.out / "cache_sim.png")
+    print(f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n")
+    print(summary(report))
+    speed = ", ".join(f"{k} {v:,.0f}" for k, v in report.lookups_per_s().items())
+    print(f"\nspeed, block lookups/s: {report.overall_lookups_per_s():,.0f} over all {len(report.runs)} runs; per policy (median): {speed}")
+    print(f"wrote {json_path} and {png}")
+    return report
