@@ -32,7 +32,7 @@ from beast.files import file_lock, write_atomic
 
 SAMPLES = ("data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz")
 PREDICTORS = ("quality", "cost", "cache")
-RESULTS_BLOCK = "beast-retrain-results"  # LocalFileSystem block: task results as JSON under <work>/results
+RESULTS_BLOCK = "beast-results"  # LocalFileSystem block prefix: task results as JSON under <work>/results
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,10 @@ def retrain(params_file: str = "params.yaml") -> dict:
         key, resumed = run_key(work / "retrain.json", fp, dt.datetime.now(dt.UTC))
         logger.info(f"run key {key}{' (resuming an unfinished run)' if resumed else ''}")
         _mark(work / "retrain.json", key, fp, "running")
-        LocalFileSystem(basepath=str((work / "results").resolve())).save(RESULTS_BLOCK, overwrite=True)
-        cached = {"result_storage": f"local-file-system/{RESULTS_BLOCK}"}
+        results = (work / "results").resolve()
+        block = f"{RESULTS_BLOCK}-{hashlib.sha256(str(results).encode()).hexdigest()[:10]}"  # one per work folder
+        LocalFileSystem(basepath=str(results)).save(block, overwrite=True)
+        cached = {"result_storage": f"local-file-system/{block}"}
         io = cached | _io(params)
         ingested = ingest_task.with_options(**io)(list(params.traces), key, params_file)
         trained = {p: train_task.with_options(**cached)(p, key, params_file) for p in PREDICTORS}
