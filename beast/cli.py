@@ -110,6 +110,13 @@ def _bench_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    from serving.loadtest import main
+
+    result = main(args.bundle, seconds=args.seconds, concurrency=args.concurrency, batch=args.batch, malformed=args.malformed)
+    return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
+
+
 def _serve_router(args: argparse.Namespace) -> int:
     from serving.http import make_server
     from serving.router import Router
@@ -359,6 +366,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
     p.add_argument("--requests", type=int, default=800, help="distinct AlpacaEval prompts to route (default: 800)")
+
+    p = command(
+        "bench-serve",
+        "Benchmark: serve-router in a second process under a bounded load (keep-alive POSTs, some malformed): decisions/s, p50/p95/p99, errors.",
+        "beast bench-serve --bundle data/bundle --seconds 10 --concurrency 4 --batch 32",
+        _bench_serve,
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--seconds", type=float, default=10.0, help="load duration (default: 10)")
+    p.add_argument("--concurrency", type=int, default=4, help="client connections (default: 4)")
+    p.add_argument("--batch", type=int, default=1, help="requests per POST (a JSON array when > 1; default: 1)")
+    p.add_argument("--malformed", type=float, default=0.05, help="share of broken POSTs, which must get 4xx (default: 0.05)")
 
     p = command(
         "bench-train",

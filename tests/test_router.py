@@ -403,3 +403,22 @@ def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
     same = replay({"champion": shared, "challenger": shared}, sample_traces, ids[:60]).experiment
     identical = decide(same, GateParams(min_rows_per_arm=50, min_pairs=50))  # A/A replay: no difference at all to test
     assert identical.reasons == (GateCode.NO_DIFFERENCE,) and identical.stats["design"]["paired"]
+
+
+def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
+    """Batched POSTs answer in order (bad items in place); under load from this process against
+    serve-router in another, malformed POSTs get 400 and nothing gets 5xx or a dropped connection."""
+    import json
+
+    from serving.http import batch_json
+    from serving.loadtest import main
+
+    tmp, _, router = routed
+    answers = batch_json(router, [{"prompt": "hi", "request_id": "a"}, {"prompt": 3}, "x", {"prompt": "bye"}])
+    assert answers[0]["request_id"] == "a" and answers[0]["model"] in router.models and answers[3]["model"] in router.models
+    assert answers[1] == {"index": 1, "error": "prompt: expected text or null, got int"} and answers[2]["index"] == 2
+    assert json.dumps(answers)  # plain JSON
+    for batch in (1, 16):
+        result = main(tmp / "bundle", seconds=2.0, concurrency=3, batch=batch, malformed=0.2)
+        assert result.server_errors == 0 and result.statuses.get("400", 0) > 0 and result.decisions > 20
+        assert set(result.statuses) <= {"200", "400"} and result.p99_ms < 1000
