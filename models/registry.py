@@ -172,13 +172,18 @@ def _fluent(uri: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _artifact_location(uri: str) -> str | None:
-    """``mlruns/`` beside a sqlite database file; None (the store's default) for any other store."""
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` store (absolute), None for an in-memory or any other store."""
     parsed = urlparse(uri)
     if parsed.scheme != "sqlite" or not parsed.path or parsed.path == "/:memory:":
         return None
-    db = Path(parsed.path[1:] if uri.startswith("sqlite:////") else parsed.path.lstrip("/"))
-    return (db.resolve().parent / "mlruns").as_uri()
+    return Path(parsed.path[1:] if uri.startswith("sqlite:////") else parsed.path.lstrip("/")).resolve()
+
+
+def _artifact_location(uri: str) -> str | None:
+    """``mlruns/`` beside a sqlite database file; None (the store's default) for any other store."""
+    db = _sqlite_file(uri)
+    return (db.parent / "mlruns").as_uri() if db is not None else None
 
 
 def _experiment_id(client: MlflowClient, uri: str, predictor: str, suffix: str = "") -> str:
@@ -423,10 +428,9 @@ LOCK_TIMEOUT_S = 120.0
 
 def _lock_path(uri: str) -> Path:
     """Beside a sqlite store (``<db>.lock``); for any other store, one per URI in the temp folder."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite" and parsed.path and parsed.path != "/:memory:":
-        db = Path(parsed.path[1:] if uri.startswith("sqlite:////") else parsed.path.lstrip("/"))
-        return db.resolve().parent / f"{db.name}.lock"
+    db = _sqlite_file(uri)
+    if db is not None:
+        return db.parent / f"{db.name}.lock"
     return Path(tempfile.gettempdir()) / f"beast-registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 

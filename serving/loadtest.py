@@ -45,7 +45,8 @@ class LoadResult:
         return sum(n for s, n in self.statuses.items() if s.startswith("5") or s == "connection_error")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on localhost nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -121,7 +122,7 @@ def run_load(port: int, prompts: list[str], seconds: float, concurrency: int, ba
 
 def main(bundle: Path, seconds: float = 10.0, concurrency: int = 4, batch: int = 1, malformed: float = 0.05, prompts_file: Path = Path("data/sample/alpaca_eval.parquet")) -> LoadResult:
     prompts = pd.read_parquet(prompts_file, columns=["prompt"])["prompt"].drop_duplicates().tolist()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "beast.cli", "serve-router", "--bundle", str(bundle), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_healthy(port, server)

@@ -110,14 +110,6 @@ def test_a_second_retrain_waits_for_the_first(setup) -> None:
         holder.wait()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_path: Path) -> None:
     """`prefect server start` (bounded wait), `beast deploy` registers both deployments with their schedules,
     a triggered run of the retrain deployment completes; everything started here is stopped here."""
@@ -126,7 +118,9 @@ def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_
     import urllib.request
 
     params = small_params(tmp_path)
-    port = _free_port()
+    from serving.loadtest import free_port
+
+    port = free_port()
     env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
                         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
                         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}  # fmt: skip
