@@ -33,6 +33,7 @@ install: .venv/.synced  ## create .venv from uv.lock (exact versions)
 
 run: install  ## the Prefect retrain flow on the committed samples: ingest, train, benchmark, replay, gate, export
 	$(UV) run beast retrain
+	$(UV) run beast report data/traces --out data/report
 	@echo
 	@cat data/prefect/summary.md
 	@echo "Results:"
@@ -41,6 +42,7 @@ run: install  ## the Prefect retrain flow on the committed samples: ingest, trai
 	@echo "  metrics     data/metrics/{quality,cost,cache}.json, plots in data/plots/<predictor>/"
 	@echo "  benchmark   data/prefect/bench/report.md   (routing: AIQ, APGR, savings vs always-strongest)"
 	@echo "  gate        data/prefect/gate/gate.md      (offline replay of the challenger against the champion)"
+	@echo "  report      data/report/index.html         (monitoring: traffic, errors, latency, cost, budgets, predicted vs actual, drift)"
 	@echo "  MLflow      make mlflow-ui       -> http://127.0.0.1:5000 (runs, beast-* models + aliases, beast-gate)"
 	@echo "  Prefect     make prefect-server  -> http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api beast retrain)"
 

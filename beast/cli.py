@@ -203,6 +203,13 @@ def _monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from reports.report import main
+
+    main(args.traces, params_file=args.params, out=args.out, bundle=args.bundle)
+    return EXIT_OK
+
+
 def _budget(args: argparse.Namespace) -> int:
     from models.budget import backtest_main, status_main
 
@@ -471,6 +478,17 @@ def _parser() -> argparse.ArgumentParser:
         "`monitor`",
     )
     p.add_argument("recent", nargs="?", type=Path, metavar="FILE", help="recent traces to check (default: the dataset's last monitor.window_hours)")
+
+    p = command(
+        "report",
+        "Monitoring report: one self-contained index.html (plots inlined, opens offline) + report.json: traffic, errors, latency, cost, cached-token savings, quality, budgets, champion predicted vs actual, recommendations, drift.",
+        "beast report data/traces --out data/report      # or trace files: beast report data/sample/*.csv.gz",
+        _report,
+        "`report`, `monitor`, `budget`",
+    )
+    p.add_argument("traces", nargs="+", type=Path, metavar="TRACES", help="dataset folders (as stored by ingest) or trace files (validated through a throwaway ingest)")
+    p.add_argument("--out", type=Path, help="output folder for index.html, report.json and plots/ (default: params.yaml report.out)")
+    p.add_argument("--bundle", type=Path, help="champion bundle for predicted vs actual and recommendations (default: report.bundle, data/bundle)")
 
     p = command(
         "budget",

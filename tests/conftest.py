@@ -64,6 +64,29 @@ def sample_traces(sample_dataset: Path):
     return read_traces(sample_dataset)
 
 
+@pytest.fixture(scope="session")
+def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Predictors trained small on the committed samples and exported: (folder, trained results, Router).
+    Shared by the router, report and recommendation tests (training once per session)."""
+    import yaml
+
+    from models.export import build_bundle, default_policy
+    from models.train import main as train_main
+    from serving.router import Router
+
+    tmp = tmp_path_factory.mktemp("router")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "register": False}
+    params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 150}
+    params["features"]["text"] |= {"k": 8, "n_features": 1024}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    results = {r.name: r.trained for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])}
+    prices = load_prices(ROOT / "data/prices.yaml")
+    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    build_bundle(tmp / "models", prices, tmp / "bundle", None, policy)
+    return tmp, results, Router.load(tmp / "bundle")
+
+
 # ------------------------------------------------------------- stand-in predictors for export / registry tests
 
 FEATURES = ["len_tokens", "price", "depth"]

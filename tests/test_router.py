@@ -25,21 +25,6 @@ from conftest import ROOT
 EDGE_PROMPTS = ["", "!!!", "User: hi\nAssistant: yo\nuser: 2+2=?", "```py\ndef f(x): return x\n```", "什么是机器学习？", None]
 
 
-@pytest.fixture(scope="module")
-def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("router")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "register": False}
-    params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 150}
-    params["features"]["text"] |= {"k": 8, "n_features": 1024}
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    results = {r.name: r.trained for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])}
-    prices = load_prices(ROOT / "data/prices.yaml")
-    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
-    build_bundle(tmp / "models", prices, tmp / "bundle", None, policy)
-    return tmp, results, Router.load(tmp / "bundle")
-
-
 def test_single_prompt_paths_equal_the_batch_paths(sample_traces) -> None:
     prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:200]) + EDGE_PROMPTS
     batch = prompt_features(pd.Series(prompts, dtype=object)).to_numpy()

@@ -1,0 +1,1 @@
+"""Monitoring report (`beast report`): numbers from traces, champion predictions, self-contained HTML."""
