@@ -210,6 +210,13 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    from models.recommend import main
+
+    main(args.traces, bundle=args.bundle, params_file=args.params, out=args.out)
+    return EXIT_OK
+
+
 def _budget(args: argparse.Namespace) -> int:
     from models.budget import backtest_main, status_main
 
@@ -489,6 +496,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("traces", nargs="+", type=Path, metavar="TRACES", help="dataset folders (as stored by ingest) or trace files (validated through a throwaway ingest)")
     p.add_argument("--out", type=Path, help="output folder for index.html, report.json and plots/ (default: params.yaml report.out)")
     p.add_argument("--bundle", type=Path, help="champion bundle for predicted vs actual and recommendations (default: report.bundle, data/bundle)")
+
+    p = command(
+        "recommend",
+        "What-if savings from the champion predictors: per tenant / task / prompt size / model, the move to a cheaper model within a quality drop, ranked by USD per day.",
+        "beast recommend data/sample/alpaca_eval.parquet --out data/recommend",
+        _recommend,
+        "`recommend`, `train`",
+    )
+    p.add_argument("traces", nargs="*", type=Path, metavar="TRACE", help="trace files or dataset folders (default: params.yaml train.traces)")
+    p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle (default: data/bundle)")
+    p.add_argument("--out", type=Path, help="output folder for recommendations.json and recommendations.md (default: recommend.out)")
 
     p = command(
         "budget",

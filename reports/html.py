@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -83,6 +84,7 @@ def latency_plot(rows: list[dict], path: Path) -> Path:
         ax.barh(y + (k - 1) * 0.27, [r[key] for r in rows], height=0.27, color=color, label=key.replace("_ms", ""))
     ax.set_yticks(y, [_short(r["model"]) for r in rows])
     ax.set(xscale="log", xlabel="latency ms (successful requests)", title="Latency by model")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

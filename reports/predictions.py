@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from serving.router import RouteRequest, Router
+from models.recommend import route_requests
+from serving.router import Router
 from traces.contract import STATUS_ERROR
 
 
@@ -103,26 +104,11 @@ def comparable_rows(frame: pd.DataFrame, models: tuple[str, ...], max_rows: int,
     return eligible, skipped
 
 
-def _requests(frame: pd.DataFrame) -> list[RouteRequest]:
-    def text(name: str) -> list[str | None]:
-        if name not in frame.columns:
-            return [None] * len(frame)
-        s = frame[name].astype(object)
-        return s.where(s.notna(), None).tolist()
-
-    ts = pd.to_datetime(frame["timestamp"], utc=True)
-    tokens = pd.to_numeric(frame["input_tokens"]).astype("Int64")
-    return [
-        RouteRequest(p, None if pd.isna(n) else int(n), t, None if pd.isna(w) else w.to_pydatetime())
-        for p, n, t, w in zip(text("prompt"), tokens, text("task"), ts, strict=True)
-    ]
-
-
 def champion_check(frame: pd.DataFrame, router: Router, bundle_name: str, max_rows: int, seed: int, max_points: int = 2000) -> ChampionCheck:
     """Predict the sampled rows with the router's own feature code and boosters; compare with the traces."""
     rows, skipped = comparable_rows(frame, router.models, max_rows, seed)
     sub = frame.iloc[rows].reset_index(drop=True)
-    quality, cost = router.predict_many(_requests(sub)) if len(sub) else (np.empty((0, len(router.models))), np.empty((0, len(router.models))))
+    quality, cost = router.predict_many(route_requests(sub)) if len(sub) else (np.empty((0, len(router.models))), np.empty((0, len(router.models))))
     col = pd.Index(router.models).get_indexer(sub["model"].astype(object))
     at = np.arange(len(sub))
     pred_cost, pred_q = cost[at, col], quality[at, col]

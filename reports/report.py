@@ -203,7 +203,11 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
 
 
 def _recommend(frame: pd.DataFrame, router: Any, params_file: Path | None) -> tuple[dict | None, str | None]:
-    return None, "recommendations are not built yet"
+    """What-if moves from the champion predictors (`models/recommend.py`, params `recommend`)."""
+    from models.recommend import RecommendParams, recommend_for_frame
+
+    report = recommend_for_frame(frame, router, load_params(params_file, "recommend", RecommendParams))
+    return report.to_json(), None
 
 
 # ------------------------------------------------------------------------------------------- page
@@ -328,7 +332,27 @@ def _champion_table(check: dict | None) -> str:
 def _recommend_html(rec: dict | None) -> str:
     if not rec:
         return ""
-    return h.note(json.dumps(rec)[:2000])
+    p = rec["params"]
+    rows = [
+        (
+            str(i),
+            r["sentence"],
+            f"{r['requests_per_day']:,.0f}",
+            f"{r['savings_usd_per_day']:,.2f}",
+            f"{r['quality_change']:+.3f} ({r['quality_change_ci'][0]:+.3f} .. {r['quality_change_ci'][1]:+.3f})",
+        )
+        for i, r in enumerate(rec["recommendations"], 1)
+    ]
+    skipped = ", ".join(f"{k} {v:,}" for k, v in rec["skipped"].items() if v) or "none"
+    basis = (
+        f"{rec['groups_with_move']:,} of {rec['groups']:,} (tenant, task, prompt size, model) groups have a move that keeps the predicted "
+        f"quality change >= -{p['max_quality_drop']:g} and saves more than ${p['min_usd_per_day']:g}/day; the top {len(rows)} are shown. "
+        f"{rec['rows_predicted']:,} rows predicted (sample ratio {rec['sample_ratio']:.3f}) over {rec['span_days']:.2f} days; rows not used: {skipped}. "
+        "Quality changes are the predictors' view: the interval is the spread over prompts, not the predictors' own error."
+    )
+    if not rows:
+        return h.note("No move passes the filters. " + basis)
+    return h.table(["#", "recommendation", "requests/day", "saves $/day", "quality change (95% CI)"], rows) + h.note(basis)
 
 
 def _drift_html(drift: dict | None) -> str:
