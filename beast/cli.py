@@ -210,6 +210,20 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cache_tiers(args: argparse.Namespace) -> int:
+    from models.cache_tiers import main
+
+    main(args.traces, params_file=args.params, out=args.out, fast_capacities=args.fast, slow_capacities=args.slow, eval_from=args.eval_from, limit_rows=args.limit_rows)
+    return EXIT_OK
+
+
+def _semantic_cache(args: argparse.Namespace) -> int:
+    from models.semantic_cache import main
+
+    main(params_file=args.params, traces=args.traces, out=args.out)
+    return EXIT_OK
+
+
 def _recommend(args: argparse.Namespace) -> int:
     from models.recommend import main
 
@@ -533,6 +547,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-from", type=float, help="count lookups from this share of the time range on (default: cache_sim.eval_from, 0.5)")
     p.add_argument("--out", type=Path, help="output folder for cache_report.json and cache_sim.png (default: cache_sim.out)")
     p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
+
+    p = command(
+        "cache-tiers",
+        "Two-tier prefix-block cache (small fast + large slow exclusive LRU tiers): hit ratio per tier, expected latency per block lookup and latency saved vs no cache (illustrative latencies), curve.",
+        "beast cache-tiers data/sample/mooncake_conversation.jsonl.gz --fast 0 250 1000 --slow 0 4000 16000 --out data/cache_tiers",
+        _cache_tiers,
+        "`cache_tiers`, `train`",
+    )
+    p.add_argument("traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks")
+    p.add_argument("--fast", type=int, nargs="+", help="fast-tier capacities in blocks (default: params.yaml cache_tiers.fast_capacities)")
+    p.add_argument("--slow", type=int, nargs="+", help="slow-tier capacities in blocks (default: params.yaml cache_tiers.slow_capacities)")
+    p.add_argument("--eval-from", type=float, help="count lookups from this share of the time range on (default: cache_tiers.eval_from, 0.5)")
+    p.add_argument("--out", type=Path, help="output folder for tiers_report.json and cache_tiers.png (default: cache_tiers.out)")
+    p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
+
+    p = command(
+        "semantic-cache",
+        "Semantic (nearest-neighbour) response cache on real prompts: hit rate on seeded rewrites, false hits on held-out prompts, per threshold; picks the threshold within the false-hit budget.",
+        "beast semantic-cache data/sample/alpaca_eval.parquet --out data/semantic_cache",
+        _semantic_cache,
+        "`semantic_cache`",
+    )
+    p.add_argument("traces", nargs="*", type=Path, metavar="FILE", help="prompt files (Parquet with a `prompt` column, or trace files; default: semantic_cache.data)")
+    p.add_argument("--out", type=Path, help="output folder for semantic_report.json and semantic_cache.png (default: semantic_cache.out)")
     return parser
 
 
