@@ -29,7 +29,7 @@ import lightgbm as lgb
 
 from beast.errors import BeastError
 from beast.files import atomic_path, git_commit, gzip_writer
-from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, BundleError, safe_relpath, verify
+from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, SIGNATURE, BundleError, bundle_key, safe_relpath, sign, verify
 from traces.prices import PriceTable, load_prices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,10 +278,14 @@ def build_bundle(
             requests = sample_requests() if requests is None else requests
             if requests:  # an empty list (format tests with stand-in models) records no vectors
                 _add_conformance(tmp, manifest, requests)
-            verify(tmp)
+            key = bundle_key()
+            if key is not None:  # BEAST_BUNDLE_KEY set: routers holding the key load only what we signed
+                sign(tmp, key)
+            verify(tmp, key)
         except BundleError as exc:
             raise BeastError(f"export: the bundle just written does not verify: {exc}") from None
-        count, size = len(manifest["files"]) + 1, sum(f["bytes"] for f in manifest["files"].values()) + (tmp / MANIFEST).stat().st_size
+        extra = [p for p in (tmp / MANIFEST, tmp / SIGNATURE) if p.is_file()]
+        count, size = len(manifest["files"]) + len(extra), sum(f["bytes"] for f in manifest["files"].values()) + sum(p.stat().st_size for p in extra)
         with atomic_path(archive) as tmp_archive:
             _tar(tmp, tmp_archive)
             _replace(tmp, out, overwrite)

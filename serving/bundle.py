@@ -12,12 +12,18 @@ A bundle is a directory (and a ``.tar.gz`` of it) written by `models/export.py`:
 
 `verify` trusts nothing but the manifest: every listed file must exist with its size and sha256, and no
 other file may be present. `extract` unpacks an archive without letting a member escape its folder.
+
+Optional signature: when `BEAST_BUNDLE_KEY` is set at export, `signature.json` holds an HMAC-SHA256 of the
+exact manifest bytes under that key (the manifest pins every other file by sha256, so this signs the whole
+bundle). A router that has the key set refuses a bundle that is unsigned or signed with another key: it
+loads only bundles its own pipeline exported. Without a key the signature file is allowed and not checked.
 This module is the router side: stdlib only, no mlflow / optuna / prefect / lightgbm / models.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -34,6 +40,10 @@ from beast.errors import BeastError
 SCHEMA_VERSION = "1"
 KIND = "beast-bundle"
 MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+SIGNATURE_KIND = "beast-bundle-signature"
+KEY_ENV = "BEAST_BUNDLE_KEY"
+MIN_KEY_BYTES = 16
 PREDICTORS = ("quality", "cost", "cache")
 REQUIRED_FILES = ("feature_spec.json", "policy.json")
 MAX_BYTES = 512 * 2**20
@@ -135,14 +145,59 @@ class Bundle:
         return models[key]
 
 
-def _load_manifest(root: Path) -> dict[str, Any]:
+def bundle_key(environ: Mapping[str, str] = os.environ) -> bytes | None:
+    """The signing key from `BEAST_BUNDLE_KEY` (its UTF-8 bytes); None when unset or empty."""
+    value = environ.get(KEY_ENV, "")
+    if not value:
+        return None
+    key = value.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise BundleError(f"{KEY_ENV}: key too short ({len(key)} bytes); use at least {MIN_KEY_BYTES} random bytes")
+    return key
+
+
+def signature(manifest_bytes: bytes, key: bytes) -> dict[str, str]:
+    """The `signature.json` document for these exact manifest bytes."""
+    return {
+        "kind": SIGNATURE_KIND,
+        "algorithm": "hmac-sha256",
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "hmac": hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest(),
+    }
+
+
+def sign(root: Path, key: bytes) -> Path:
+    """Write `root/signature.json` for the manifest as it is now (call after the manifest's last write)."""
+    path = Path(root) / SIGNATURE
+    path.write_text(json.dumps(signature((Path(root) / MANIFEST).read_bytes(), key), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def check_signature(root: Path, manifest_bytes: bytes, key: bytes) -> None:
+    """BundleError unless `signature.json` is this key's HMAC of exactly `manifest_bytes`."""
+    path = root / SIGNATURE
+    if path.is_symlink() or not path.is_file():
+        raise BundleError(f"{root}: {SIGNATURE}: missing: this router only loads signed bundles ({KEY_ENV} is set)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{root}: {SIGNATURE}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != SIGNATURE_KIND or doc.get("algorithm") != "hmac-sha256" or not isinstance(doc.get("hmac"), str):
+        raise BundleError(f"{root}: {SIGNATURE}: not a hmac-sha256 bundle signature")
+    if not hmac.compare_digest(doc["hmac"], signature(manifest_bytes, key)["hmac"]):
+        raise BundleError(f"{root}: {SIGNATURE}: signature mismatch: signed with another key, or {MANIFEST} changed after signing")
+
+
+def _load_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
+    """The parsed manifest and the exact bytes it was parsed from (what a signature covers)."""
     path = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: not a bundle folder (missing or not a directory)")
     if path.is_symlink() or not path.is_file():
         raise BundleError(f"{root}: {MANIFEST}: missing")
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{root}: {MANIFEST}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
@@ -152,7 +207,7 @@ def _load_manifest(root: Path) -> dict[str, Any]:
     for key, kind in (("files", dict), ("predictors", dict), ("candidates", dict), ("policy", dict)):
         if not isinstance(manifest.get(key), kind):
             raise BundleError(f"{root}: {MANIFEST}: field {key!r} missing or not a {kind.__name__}")
-    return manifest
+    return manifest, raw
 
 
 def _check_listing(root: Path, manifest: Mapping[str, Any]) -> None:
@@ -172,13 +227,16 @@ def _check_listing(root: Path, manifest: Mapping[str, Any]) -> None:
             raise BundleError(f"{root}: {rel}: named by {MANIFEST} but not listed in its files")
 
 
-def verify(root: Path) -> Bundle:
+def verify(root: Path, key: bytes | None = None) -> Bundle:
     """The bundle at `root` if every listed file is intact and nothing else is there; else BundleError naming
-    the first bad file and why (missing / tampered: size or sha256 mismatch / unexpected file)."""
+    the first bad file and why (missing / tampered: size or sha256 mismatch / unexpected file). With `key`,
+    the bundle must also carry that key's signature of its manifest."""
     root = Path(root)
-    manifest = _load_manifest(root)
+    manifest, raw = _load_manifest(root)
     files = manifest["files"]
     _check_listing(root, manifest)
+    if key is not None:
+        check_signature(root, raw, key)
     for rel in sorted(files):
         entry = files[rel]
         safe = safe_relpath(rel)
@@ -200,9 +258,11 @@ def verify(root: Path) -> Bundle:
         base = Path(dirpath)
         for name in sorted(filenames) + sorted(d for d in dirnames if (base / d).is_symlink()):
             rel = (base / name).relative_to(root).as_posix()
-            if rel != MANIFEST and rel not in files:
+            if rel not in (MANIFEST, SIGNATURE) and rel not in files:
                 raise BundleError(f"{root}: {rel}: unexpected file (not listed in {MANIFEST})")
         dirnames.sort()
+    if (root / SIGNATURE).is_symlink():
+        raise BundleError(f"{root}: {SIGNATURE}: not a regular file (symlink)")
     return Bundle(root, manifest)
 
 
@@ -226,7 +286,7 @@ def _check_members(archive: Path, members: list[tarfile.TarInfo], max_bytes: int
     return out
 
 
-def extract(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Path:
+def extract(archive: Path, dest: Path, max_bytes: int = MAX_BYTES, key: bytes | None = None) -> Path:
     """Unpack a bundle archive into `dest` (which must not exist yet) and verify it; returns `dest`.
 
     Every member is checked before anything is written: no absolute paths, no '..', only regular files
@@ -253,7 +313,7 @@ def extract(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Path:
                         raise BundleError(f"{archive}: member {m.name!r}: cannot be read")
                     with src, open(target, "xb") as fh:
                         shutil.copyfileobj(src, fh, _CHUNK)
-                verify(tmp)
+                verify(tmp, key)
                 os.rename(tmp, dest)
             except BundleError as exc:
                 raise BundleError(str(exc).replace(str(tmp), f"{archive} (extracted)")) from None
@@ -265,11 +325,11 @@ def extract(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Path:
     return dest
 
 
-def load(path: Path, dest: Path | None = None) -> Bundle:
-    """A verified bundle from a folder, or from a ``.tar.gz`` extracted into `dest`."""
+def load(path: Path, dest: Path | None = None, key: bytes | None = None) -> Bundle:
+    """A verified bundle (signed with `key` when given) from a folder, or from a ``.tar.gz`` extracted into `dest`."""
     path = Path(path)
     if path.is_dir():
-        return verify(path)
+        return verify(path, key)
     if dest is None:
         raise BundleError(f"{path}: an archive needs a destination folder to extract into")
-    return verify(extract(path, dest))
+    return verify(extract(path, dest, key=key), key)

@@ -29,7 +29,7 @@ from features.models import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_vector
 from features.text import TextSpec, text_vector
 from serving.budget import BudgetFile
-from serving.bundle import Bundle, BundleError, load
+from serving.bundle import Bundle, BundleError, bundle_key, load
 
 
 @dataclass(frozen=True)
@@ -372,10 +372,11 @@ class Router:
         self._Xc = self.c_layout.template.copy()
 
     @classmethod
-    def load(cls, path: Path, budget_file: Path | None = None) -> Router:
-        """Verify the bundle (folder or .tar.gz) and build the router; a tampered bundle is refused.
+    def load(cls, path: Path, budget_file: Path | None = None, key: bytes | None = None) -> Router:
+        """Verify the bundle folder and build the router; a tampered bundle is refused, and so is an unsigned
+        or foreign-signed one when a key is given or `BEAST_BUNDLE_KEY` is set (`serving.bundle.bundle_key`).
         With `budget_file` it routes with the budget policy paced by that remaining-budget file."""
-        bundle = load(Path(path))
+        bundle = load(Path(path), key=bundle_key() if key is None else key)
         return cls(bundle, budget_file_policy(bundle.policy(), budget_file) if budget_file is not None else None)
 
     def _model_rows(self, models_spec: Mapping[str, object]) -> np.ndarray:

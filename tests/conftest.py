@@ -87,6 +87,33 @@ def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     return tmp, results, Router.load(tmp / "bundle")
 
 
+
+@pytest.fixture(scope="session")
+def routed_per_model(routed, sample_dataset: Path):
+    """The `routed` bundle with per-model quality heads (the production default), trained small (a Router;
+    its folder is `.bundle.root`, the models it was exported from are beside it)."""
+    import shutil
+
+    import yaml
+
+    from models.export import build_bundle, default_policy
+    from models.train import main as train_main
+    from serving.router import Router
+
+    tmp, _, _ = routed
+    out = tmp / "per_model"
+    shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [])
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
+    params["train"]["quality"] |= {"heads": "per_model", "num_boost_round": 40}
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
+    prices = load_prices(ROOT / "data/prices.yaml")
+    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    build_bundle(out / "models", prices, out / "bundle", None, policy)
+    return Router.load(out / "bundle")
+
+
 # ------------------------------------------------------------- stand-in predictors for export / registry tests
 
 FEATURES = ["len_tokens", "price", "depth"]

@@ -8,6 +8,7 @@ import sys
 import io
 import json
 import os
+import shutil
 import tarfile
 import uuid
 from pathlib import Path
@@ -330,3 +331,62 @@ def test_bad_policy_or_prices_are_refused(models_dir: Path, tmp_path: Path, pric
 def test_missing_models_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BeastError, match=r"quality: no LightGBM boosters .*run `beast train quality`"):
         build_bundle(tmp_path / "nothing", PRICES, tmp_path / "b", None, {"name": "threshold"}, requests=())
+
+
+# ------------------------------------------------------------------------------------ signature (HMAC)
+
+KEY = "0123456789abcdef-test-key"
+
+
+def test_export_signs_when_the_key_is_set_and_verify_checks_it(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.bundle import KEY_ENV, SIGNATURE, bundle_key, load
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    built = build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}}, requests=())
+    doc = json.loads((built.path / SIGNATURE).read_text())
+    raw = (built.path / "manifest.json").read_bytes()
+    import hashlib
+    import hmac
+
+    assert doc == {"kind": "beast-bundle-signature", "algorithm": "hmac-sha256", "manifest_sha256": hashlib.sha256(raw).hexdigest(), "hmac": hmac.new(KEY.encode(), raw, "sha256").hexdigest()}
+    assert built.files == 19 and SIGNATURE not in built.manifest["files"]
+    assert verify(built.path, bundle_key()).manifest == built.manifest
+    assert verify(built.path).manifest == built.manifest  # without a key the signature is allowed, not checked
+    with pytest.raises(BundleError, match=f"{SIGNATURE}: signature mismatch: signed with another key"):
+        verify(built.path, b"another key, 16+ bytes")
+    assert load(built.archive, tmp_path / "x", key=bundle_key()).manifest == built.manifest  # the archive carries it
+
+    # the manifest changed after signing (files re-listed consistently): the signature no longer holds
+    copy = tmp_path / "edited"
+    shutil.copytree(built.path, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["candidates"]["small"]["input"] = 0.0
+    (copy / "manifest.json").write_text(json.dumps(m, indent=1))
+    assert verify(copy).manifest["candidates"]["small"]["input"] == 0.0  # checksums alone cannot see it
+    with pytest.raises(BundleError, match="signature mismatch"):
+        verify(copy, bundle_key())
+
+
+def test_a_router_with_a_key_refuses_unsigned_bundles(built: ExportResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from serving.bundle import KEY_ENV, SIGNATURE, bundle_key, sign
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(BundleError, match=f"{SIGNATURE}: missing: this router only loads signed bundles \\({KEY_ENV} is set\\)"):
+        verify(built.path, bundle_key())
+    (built.path / SIGNATURE).write_text("not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        verify(built.path, bundle_key())
+    (built.path / SIGNATURE).unlink()
+    os.symlink(built.path / "policy.json", built.path / SIGNATURE)
+    with pytest.raises(BundleError, match="not a regular file|missing"):
+        verify(built.path, bundle_key())
+    with pytest.raises(BundleError, match="symlink"):
+        verify(built.path)
+    (built.path / SIGNATURE).unlink()
+    sign(built.path, KEY.encode())
+    assert verify(built.path, bundle_key()).manifest == built.manifest
+    monkeypatch.setenv(KEY_ENV, "short")
+    with pytest.raises(BundleError, match=f"{KEY_ENV}: key too short \\(5 bytes\\)"):
+        bundle_key()
+    monkeypatch.setenv(KEY_ENV, "")
+    assert bundle_key() is None

@@ -13,11 +13,9 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
-import yaml
 
 from features.prompt import CHARS_PER_TOKEN, CODE_TOKENS_FOR_CODE, PATTERNS, PROMPT_FEATURES
-from models.export import build_bundle, default_policy
-from models.train import main as train_main
+from models.export import build_bundle
 from serving.conformance import _floats, record
 from serving.router import RouteRequest, Router
 from traces.prices import load_prices
@@ -43,25 +41,9 @@ def node_module(script: str, stdin: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def bundles(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bundles(routed, routed_per_model) -> dict[str, Path]:
     """Two real bundles from the committed sample: quality heads shared and per_model (cost and cache shared)."""
-    tmp = tmp_path_factory.mktemp("js_router")
-    prices = load_prices(ROOT / "data/prices.yaml")
-    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
-    out = {}
-    for heads, which in (("shared", ["quality", "cost", "cache"]), ("per_model", ["quality"])):
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["train"] |= {"out": str(tmp / heads / "models"), "metrics": str(tmp / heads / "metrics"), "plots": str(tmp / heads / "plots"), "register": False}
-        params["train"]["quality"] |= {"heads": heads, "num_boost_round": 150}
-        params["features"]["text"] |= {"k": 8, "n_features": 1024}
-        (tmp / heads).mkdir()
-        (tmp / heads / "params.yaml").write_text(yaml.safe_dump(params))
-        train_main(which, params_file=tmp / heads / "params.yaml", traces=[sample_dataset])
-        for other in {"cost", "cache"} - set(which):  # the other predictors do not depend on the heads
-            shutil.copytree(tmp / "shared" / "models" / other, tmp / heads / "models" / other)
-        build_bundle(tmp / heads / "models", prices, tmp / heads / "bundle", None, policy)
-        out[heads] = tmp / heads / "bundle"
-    return out
+    return {"shared": routed[0] / "bundle", "per_model": routed_per_model.bundle.root}
 
 
 def conformance(bundle: Path, vectors: Path | None = None) -> subprocess.CompletedProcess:
@@ -318,3 +300,26 @@ def test_js_trees_match_lightgbm_on_edge_values(bundles, predictor: str, key: st
         json.dumps({"dump": str(bundle / "models" / predictor / f"{key}.json"), "rows": encode}),
     )
     np.testing.assert_allclose(np.array(got, dtype=float), want, rtol=1e-12, atol=1e-12)
+
+
+def test_node_checks_the_bundle_signature_like_python(bundles, tmp_path: Path) -> None:
+    """The same key in BEAST_BUNDLE_KEY: node accepts what Python signed, refuses unsigned and foreign-signed."""
+    import os
+
+    from serving.bundle import KEY_ENV, sign
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["shared"], copy)
+    script = 'import {loadBundle} from "./bundle.mjs"; try { loadBundle(process.argv[1]); console.log("ok"); } catch (e) { console.log(e.message); }'
+    script = script.replace('"./', '"' + JS.as_uri() + "/")
+
+    def run(key: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV} | ({KEY_ENV: key} if key is not None else {})
+        done = subprocess.run([NODE, "--input-type=module", "-e", script, str(copy)], capture_output=True, text=True, timeout=60, env=env, check=True)
+        return done.stdout.strip()
+
+    assert run("js-side-key-0123456789") == f"{copy}: signature.json: missing: this router only loads signed bundles ({KEY_ENV} is set)"
+    sign(copy, b"js-side-key-0123456789")
+    assert run("js-side-key-0123456789") == "ok" and run(None) == "ok"
+    assert run("another-key-0123456789") == f"{copy}: signature.json: signature mismatch: signed with another key, or manifest.json changed after signing"
+    assert run("short") == f"{KEY_ENV}: key too short (5 bytes); use at least 16 random bytes"

@@ -8,17 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from features.build import build_features
 from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
-from models.export import build_bundle, default_policy
 from models.quality import quality_rows
-from models.train import main as train_main
 from serving.bundle import BundleError
 from serving.router import DecisionCode, RouteRequest, Router, Threshold, Tradeoff
-from traces.prices import load_prices
 
 from conftest import ROOT
 
@@ -253,25 +249,6 @@ def test_http_route_health_and_bad_requests(routed) -> None:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def routed_per_model(routed, sample_dataset: Path):
-    """The `routed` bundle with per-model quality heads (the production default), trained small."""
-    import shutil
-
-    tmp, _, _ = routed
-    out = tmp / "per_model"
-    shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [])
-    params = yaml.safe_load((tmp / "params.yaml").read_text())
-    params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
-    params["train"]["quality"] |= {"heads": "per_model", "num_boost_round": 40}
-    (out / "params.yaml").write_text(yaml.safe_dump(params))
-    train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
-    prices = load_prices(ROOT / "data/prices.yaml")
-    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
-    build_bundle(out / "models", prices, out / "bundle", None, policy)
-    return Router.load(out / "bundle")
-
-
 @pytest.mark.parametrize("which", ["routed", "routed_per_model"])
 def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, request, sample_traces) -> None:
     from serving.router import RowPredictor
@@ -407,3 +384,19 @@ def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
         result = main(tmp / "bundle", seconds=2.0, concurrency=3, batch=batch, malformed=0.2)
         assert result.server_errors == 0 and result.statuses.get("400", 0) > 0 and result.decisions > 20
         assert set(result.statuses) <= {"200", "400"} and result.p99_ms < 1000
+
+
+def test_router_load_honours_the_bundle_key_from_the_environment(routed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from serving.bundle import KEY_ENV, sign
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(routed[0] / "bundle", copy)
+    monkeypatch.setenv(KEY_ENV, "router-side-key-0123456789")
+    with pytest.raises(BundleError, match="signature.json: missing"):
+        Router.load(copy)
+    sign(copy, b"router-side-key-0123456789")
+    assert Router.load(copy).models == routed[2].models
+    with pytest.raises(BundleError, match="signature mismatch"):
+        Router.load(copy, key=b"a different key of 16+ bytes")

@@ -4,13 +4,16 @@
 // sha256, no other file may be present, and every file is parsed from the very bytes that were hashed
 // (no second read, so the folder cannot change between the check and the use).
 
-import { createHash } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { lstatSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 export const SCHEMA_VERSION = "1";
 export const KIND = "beast-bundle";
 export const MANIFEST = "manifest.json";
+export const SIGNATURE = "signature.json"; // optional HMAC-SHA256 of the manifest bytes (serving/bundle.py)
+export const KEY_ENV = "BEAST_BUNDLE_KEY";
+export const MIN_KEY_BYTES = 16;
 export const REQUIRED_FILES = ["feature_spec.json", "policy.json"];
 const SHA256 = /^[0-9a-f]{64}$/;
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -142,8 +145,9 @@ function loadManifest(root) {
   }
   if (mst === null || !mst.isFile()) throw new BundleError(`${root}: ${MANIFEST}: missing`);
   let manifest;
+  const raw = readFileSync(path);
   try {
-    manifest = parseOrdered(UTF8.decode(readFileSync(path)));
+    manifest = parseOrdered(UTF8.decode(raw));
   } catch (exc) {
     throw new BundleError(`${root}: ${MANIFEST}: not valid JSON (${exc.message})`);
   }
@@ -156,7 +160,41 @@ function loadManifest(root) {
   for (const key of ["files", "predictors", "candidates", "policy"]) {
     if (!isObject(manifest[key])) throw new BundleError(`${root}: ${MANIFEST}: field '${key}' missing or not an object`);
   }
-  return manifest;
+  return { manifest, raw };
+}
+
+/** The signing key from BEAST_BUNDLE_KEY (its UTF-8 bytes), or null when unset or empty. */
+export function bundleKey(env = process.env) {
+  const value = env[KEY_ENV] ?? "";
+  if (!value) return null;
+  const key = Buffer.from(value, "utf8");
+  if (key.length < MIN_KEY_BYTES) throw new BundleError(`${KEY_ENV}: key too short (${key.length} bytes); use at least ${MIN_KEY_BYTES} random bytes`);
+  return key;
+}
+
+function checkSignature(root, raw, key) {
+  const path = join(root, SIGNATURE);
+  let st = null;
+  try {
+    st = lstatSync(path);
+  } catch {
+    /* missing */
+  }
+  if (st === null || !st.isFile()) throw new BundleError(`${root}: ${SIGNATURE}: missing: this router only loads signed bundles (${KEY_ENV} is set)`);
+  let doc;
+  try {
+    doc = JSON.parse(UTF8.decode(readFileSync(path)));
+  } catch (exc) {
+    throw new BundleError(`${root}: ${SIGNATURE}: not valid JSON (${exc.message})`);
+  }
+  if (!isObject(doc) || doc.kind !== "beast-bundle-signature" || doc.algorithm !== "hmac-sha256" || typeof doc.hmac !== "string") {
+    throw new BundleError(`${root}: ${SIGNATURE}: not a hmac-sha256 bundle signature`);
+  }
+  const expected = Buffer.from(createHmac("sha256", key).update(raw).digest("hex"), "utf8");
+  const given = Buffer.from(doc.hmac, "utf8");
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new BundleError(`${root}: ${SIGNATURE}: signature mismatch: signed with another key, or ${MANIFEST} changed after signing`);
+  }
 }
 
 function checkListing(root, manifest) {
@@ -260,11 +298,13 @@ export class Bundle {
 /**
  * The bundle folder `dir`, verified: every file the manifest lists exists with its size and sha256, and
  * nothing else is there; else a BundleError naming the file and why (missing / tampered / unexpected).
+ * With a key (default: BEAST_BUNDLE_KEY) the bundle must carry that key's signature of its manifest.
  */
-export function loadBundle(dir) {
+export function loadBundle(dir, key = bundleKey()) {
   const root = String(dir);
-  const manifest = loadManifest(root);
+  const { manifest, raw } = loadManifest(root);
   checkListing(root, manifest);
+  if (key !== null) checkSignature(root, raw, key);
   const files = manifest.files;
   const data = new Map();
   for (const rel of Object.keys(files).sort()) {
@@ -292,7 +332,8 @@ export function loadBundle(dir) {
   const present = [];
   walk(root, root, "", present);
   for (const rel of present) {
-    if (rel !== MANIFEST && !Object.hasOwn(files, rel)) throw new BundleError(`${root}: ${rel}: unexpected file (not listed in ${MANIFEST})`);
+    if (rel === SIGNATURE && !lstatSync(join(root, rel)).isFile()) throw new BundleError(`${root}: ${SIGNATURE}: not a regular file (symlink)`);
+    if (rel !== MANIFEST && rel !== SIGNATURE && !Object.hasOwn(files, rel)) throw new BundleError(`${root}: ${rel}: unexpected file (not listed in ${MANIFEST})`);
   }
   return new Bundle(root, manifest, data);
 }
