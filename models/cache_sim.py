@@ -20,16 +20,42 @@ Policies (`POLICIES`): `lru`, `lfu`, `fifo`, `s3fifo` and `arc` are libCacheSim'
 (a block used again later than every cached block is not admitted), so it bounds every policy here,
 `learned` included; without bypass it equals libCacheSim's Belady (demand paging, which must admit every
 miss) hit count for hit count (tested), and that one is not an upper bound for a policy that may decline.
-`learned` is our own simulator (`simulate_learned`): a LightGBM regressor, trained only on lookups before
-the evaluation cut, predicts each lookup's log distance (in lookups) to the block's next use from features
-known at that moment: the request's cache-hit-predictor features (`models.cache.cache_features`) plus the
-block's position, whether it is the request's last (partial) block, its prior lookups and the gap since its
-last one. Eviction is a learned relaxed Belady (as in LRB): on a miss, 8 random cached blocks are compared
-and the one with the farthest expected next use goes (an overdue block, not reused by its predicted time,
-counts with its idle time); a missed block predicted farther than that victim is not admitted. Our
-simulator rather than libCacheSim's Python plugin hooks: it is faster (`plugin_lru_hits` vs `simulate_lru`,
-measured in the tests) and it can decline admission; with zero predictions and a full scan it is exactly
-LRU, and then it and `simulate_lru` equal libCacheSim's LRU hit for hit (tested).
+`learned` is our own simulator; `LearnedParams.objective` picks its model (`LEARNED_OBJECTIVES`).
+
+Features (`lookup_features`), per lookup, known at that moment (from earlier lookups only; tested by
+altering later requests): the request's cache-hit-predictor features (`models.cache.cache_features`) plus
+the block's position, whether it is the request's last (partial) block, its prior lookups and the gap
+since its last one (in lookups and seconds).
+
+Training (`_training_window`), the same for both objectives: only lookups before the evaluation cut
+(`n_train` of them), `horizon` = int(horizon_fraction x n_train) lookups; a lookup's next use counts only
+if it lies before the cut; lookups whose horizon reaches past the cut (i + horizon > n_train) are dropped
+(all kept if fewer than 100 would remain). Nothing at or after the cut is read.
+
+`hit_probability` (default; `fit_hit_probability` + `simulate_hit_probability`):
+1. A LightGBM classifier (small trees: 7 leaves, >= 500 lookups per leaf, because a request's blocks share
+   their features and labels and deeper trees memorise requests) predicts p = P(the block is looked up
+   again within `horizon` lookups).
+2. Reuse-distance curves: G_g = the empirical distribution of the distances of the training positives of
+   curve group g (`curve_group`: a prompt's first block, on Mooncake the shared system prompt reused within
+   ~30 lookups, or any other block), flat beyond `horizon`. A lookup's distance distribution is taken as
+   p x G_g (p from the classifier, the timing shared within its group).
+3. Eviction: a cached block last looked up l lookups ago with prediction p scores the chance that it is
+   used within the next W = window_factor x capacity lookups given it was not used in the first a = i - l:
+   p (G(a + W) - G(a)) / (1 - p G(a)), with a rounded to its power-of-two bucket (`age_curve`: bucket
+   a.bit_length(), represented by 2^(bucket - 1/2)). On a miss with a full cache, `samples` random cached
+   blocks are compared and the lowest score goes; with `admit_bypass` a missed block whose own score
+   (a = 0: p G(W)) is lower than that victim's is not admitted instead.
+
+`distance` (the earlier model; `fit_distance` + `simulate_learned`): a LightGBM regressor predicts the
+log distance (in lookups) to the block's next use, capped at `horizon`; eviction is a learned relaxed
+Belady (as in LRB): on a miss, `samples` random cached blocks are compared and the one with the farthest
+expected next use goes (an overdue block, not reused by its predicted time, counts with `overdue_factor` x
+its idle time); a missed block predicted farther than that victim is not admitted.
+
+Our simulators rather than libCacheSim's Python plugin hooks: they are faster (`plugin_lru_hits` vs
+`simulate_lru`, measured in the tests) and can decline admission; `simulate_learned` with zero predictions
+and a full scan is exactly LRU, and then it and `simulate_lru` equal libCacheSim's LRU hit for hit (tested).
 """
 
 from __future__ import annotations
@@ -56,13 +82,15 @@ NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
 class LearnedParams:
     """Mirrors params.yaml -> cache_sim.learned."""
 
-    horizon_fraction: float = 0.25  # label cap: distances >= this share of the training lookups count as "far"
-    num_leaves: int = 31
-    learning_rate: float = 0.1
+    objective: str = "hit_probability"  # LEARNED_OBJECTIVES: "hit_probability" (default) or "distance" (the earlier regressor)
+    horizon_fraction: float = 0.25  # horizon = this share of the training lookups (label: reused within it)
+    num_leaves: int = 7  # small trees, many rows per leaf: a request's blocks share features and labels,
+    learning_rate: float = 0.1  # so deep trees memorise requests (31 leaves / 50 rows: train AUC 0.99, test 0.68)
     num_boost_round: int = 150
-    min_data_in_leaf: int = 50
-    samples: int = 8  # cached blocks compared per eviction
-    overdue_factor: float = 1.0
+    min_data_in_leaf: int = 500
+    samples: int = 8  # cached blocks compared per eviction (16: hit ratios within 0.002, half the speed)
+    window_factor: float = 4.0  # hit_probability: eviction scores count reuses within window_factor x capacity lookups
+    overdue_factor: float = 1.0  # distance only: an overdue block counts with this x its idle time
     admit_bypass: bool = True
     seed: int = 0
 
@@ -307,6 +335,100 @@ def simulate_learned(
     return hits
 
 
+AGE_BUCKETS = 128  # half octaves of int64 lookup counts (`age_bucket`)
+
+
+def age_bucket(age: int) -> int:
+    """Half-octave bucket of an age in lookups: 0 -> 0, 1 -> 1, then 2 bit_length + (second-highest bit)."""
+    bits = age.bit_length()
+    return 2 * bits + ((age >> (bits - 2)) & 1) if bits > 1 else bits
+
+
+def age_curve(reuse_distances: np.ndarray, horizon: int, window: float) -> tuple[list[float], list[float]]:
+    """The reuse-distance curve at the age buckets of `simulate_hit_probability`.
+
+    G(x) = share of `reuse_distances` (training lookups reused within `horizon`) that are <= min(x, horizon).
+    Bucket `age_bucket(a)` is represented by its youngest age (2^(b-1) or 1.5 x 2^(b-1) for bit length b):
+    rounding down never calls a block reused-or-gone sooner than it is. Returns (seen, ahead) per bucket:
+    seen = G(a), ahead = G(a + window) - G(a); unused bucket numbers (2, 3) get the values of age 1.
+    """
+    d = np.sort(np.asarray(reuse_distances, dtype=float))
+    ages = np.ones(AGE_BUCKETS)
+    ages[0] = 0.0
+    bits = np.arange(2, AGE_BUCKETS // 2)
+    ages[2 * bits] = 2.0 ** (bits - 1)
+    ages[2 * bits + 1] = 1.5 * 2.0 ** (bits - 1)
+
+    def cdf(x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(d, np.minimum(x, horizon), side="right") / max(len(d), 1)
+
+    seen = cdf(ages)
+    return seen.tolist(), (cdf(ages + window) - seen).tolist()
+
+
+Curve = tuple[Sequence[float], Sequence[float]]  # (seen, ahead) per age bucket, from `age_curve`
+
+
+def simulate_hit_probability(
+    block: np.ndarray,
+    reuse: np.ndarray,
+    capacity: int,
+    curves: Sequence[Curve],
+    group: np.ndarray | None = None,
+    samples: int | None = 8,
+    admit_bypass: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """Learned eviction by conditional hit probability: `reuse[i]` = predicted P(lookup i's block is used
+    again within the horizon); `curves[group[i]]` = the reuse-distance curve of lookup i's group (`age_curve`;
+    `group` None: all 0).
+
+    A cached block last looked up at lookup l with prediction p and curve (seen, ahead), at age a = i - l
+    (bucket j = `age_bucket(a)`), scores P(reused within the window | not reused in its first a lookups)
+    = p ahead[j] / (1 - p seen[j]). On a miss with a full cache, `samples` cached blocks are drawn at random
+    (None: all of them) and the lowest score goes; with `admit_bypass`, a missed block whose own score
+    (age 0: p ahead[0]) is lower than that victim's is not admitted instead.
+    """
+    uniform = random.Random(seed).random
+    keys: list[int] = []  # cached blocks, for O(1) random sampling (swap-remove)
+    where: dict[int, int] = {}  # block -> index in keys
+    state: dict[int, tuple] = {}  # block -> (its last lookup, p there, seen, ahead)
+    seens, aheads = [list(c[0]) for c in curves], [list(c[1]) for c in curves]
+    hits = np.zeros(len(block), dtype=bool)
+    groups = np.zeros(len(block), dtype=np.int64) if group is None else group
+    for i, (b, p, g) in enumerate(zip(block.tolist(), reuse.tolist(), groups.tolist())):
+        if b in where:
+            hits[i] = True
+        else:
+            if len(keys) >= capacity:
+                n = len(keys)
+                best, victim = float("inf"), keys[0]
+                for k in keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]:
+                    last, q, seen, ahead = state[k]
+                    age = i - last
+                    bits = age.bit_length()
+                    j = 2 * bits + ((age >> (bits - 2)) & 1) if bits > 1 else bits  # age_bucket, inlined
+                    den = 1.0 - q * seen[j]
+                    if den > 1e-12:
+                        score = q * ahead[j] / den
+                        if score < best:
+                            best, victim = score, k
+                    elif best > 0.0:
+                        best, victim = 0.0, k
+                if admit_bypass and p * aheads[g][0] < best:
+                    continue
+                j = where.pop(victim)
+                tail = keys.pop()
+                if tail != victim:
+                    keys[j] = tail
+                    where[tail] = j
+                del state[victim]
+            where[b] = len(keys)
+            keys.append(b)
+        state[b] = (i, p, seens[g], aheads[g])
+    return hits
+
+
 # --- the learned policy's predictor -------------------------------------------------------------------
 
 BLOCK_FEATURES: tuple[str, ...] = ("pos", "n_blocks", "is_last", "rel_pos", "block_tokens", "prior_lookups", "gap_lookups", "gap_s")
@@ -346,41 +468,87 @@ def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
 @dataclass(frozen=True)
 class LearnedModel:
     booster: object
+    objective: str
     horizon: int
     train_lookups: int
+    reuse_distances: tuple[np.ndarray, ...]  # hit_probability, per `curve_group`: distances of the positives
 
-    def predict_distance(self, X: pd.DataFrame) -> np.ndarray:
-        return np.maximum(np.expm1(self.booster.predict(X)), 1.0)
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """hit_probability: P(reused within the horizon); distance: lookups to the next use (>= 1)."""
+        raw = self.booster.predict(X)
+        return raw if self.objective == "hit_probability" else np.maximum(np.expm1(raw), 1.0)
 
 
-def fit_learned(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
-    """Fit log1p(distance to next use) on the lookups before the evaluation cut, using only that part.
-
-    Distances are capped at `horizon` = horizon_fraction x training lookups; a lookup whose next use is
-    not seen within the training part (or beyond the cap) gets the cap, and lookups within `horizon` of
-    the cut are dropped (their cap would be cut short).
-    """
-    from models.common import train_booster
-
-    n_train = trace.eval_start
-    horizon = max(int(params.horizon_fraction * n_train), 1)
-    idx = np.arange(n_train)
-    nxt = trace.next_use[:n_train]
-    dist = np.where((nxt >= 0) & (nxt < n_train), nxt - idx, horizon)
-    keep = idx + horizon <= n_train
-    if keep.sum() < 100:
-        keep = np.ones(n_train, dtype=bool)
-    y = np.log1p(np.minimum(dist, horizon)[keep].astype(float))
-    booster_params = {
-        "objective": "regression",
+def _booster_params(params: LearnedParams, objective: str) -> dict[str, object]:
+    return {
+        "objective": objective,
         "num_leaves": params.num_leaves,
         "learning_rate": params.learning_rate,
         "min_data_in_leaf": params.min_data_in_leaf,
         "seed": params.seed,
         "num_threads": 1,
     }
-    booster = train_booster(X.iloc[:n_train][keep], y, booster_params, params.num_boost_round)
-    return LearnedModel(booster, horizon, int(keep.sum()))
+
+
+def _training_window(trace: BlockTrace, params: LearnedParams) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(n_train, horizon, next-use distance seen before the cut (-1: none), kept rows): only lookups before
+    the evaluation cut, and only those whose whole horizon lies before it (all of them if fewer than 100)."""
+    n_train = trace.eval_start
+    horizon = max(int(params.horizon_fraction * n_train), 1)
+    idx = np.arange(n_train)
+    nxt = trace.next_use[:n_train]
+    dist = np.where((nxt >= 0) & (nxt < n_train), nxt - idx, -1)
+    keep = idx + horizon <= n_train
+    if keep.sum() < 100:
+        keep = np.ones(n_train, dtype=bool)
+    return n_train, horizon, dist, keep
+
+
+def fit_distance(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
+    """Regress log1p(distance to next use), capped at the horizon (a next use not seen before the cut, or
+    beyond the horizon, gets the cap), on the kept lookups before the evaluation cut (`_training_window`)."""
+    from models.common import train_booster
+
+    n_train, horizon, dist, keep = _training_window(trace, params)
+    y = np.log1p(np.where(dist >= 0, np.minimum(dist, horizon), horizon)[keep].astype(float))
+    booster = train_booster(X.iloc[:n_train][keep], y, _booster_params(params, "regression"), params.num_boost_round)
+    return LearnedModel(booster, "distance", horizon, int(keep.sum()), ())
+
+
+CURVE_GROUPS = 2
+
+
+def curve_group(trace: BlockTrace) -> np.ndarray:
+    """Reuse-distance curve of each lookup: 1 for a prompt's first block (on Mooncake the system prompt
+    shared by every request, reused within ~30 lookups, 11 % of the reuses), 0 for every other block."""
+    return (trace.pos == 0).astype(np.int64)
+
+
+def fit_hit_probability(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
+    """Classify "the block is looked up again within the horizon, before the cut" on the kept lookups
+    before the evaluation cut (`_training_window`); keep the reuse distances of the positives, per
+    `curve_group`, for the reuse-distance curves (`age_curve`)."""
+    from models.common import train_booster
+
+    n_train, horizon, dist, keep = _training_window(trace, params)
+    reused = (dist >= 0) & (dist <= horizon)
+    booster = train_booster(X.iloc[:n_train][keep], reused[keep].astype(float), _booster_params(params, "binary"), params.num_boost_round)
+    group = curve_group(trace)[:n_train]
+    distances = tuple(np.sort(dist[keep & reused & (group == g)]) for g in range(CURVE_GROUPS))
+    return LearnedModel(booster, "hit_probability", horizon, int(keep.sum()), distances)
+
+
+LEARNED_OBJECTIVES: dict[str, Callable[[pd.DataFrame, BlockTrace, LearnedParams], LearnedModel]] = {
+    "hit_probability": fit_hit_probability,
+    "distance": fit_distance,
+}
+
+
+def fit_learned(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
+    """The learned policy's predictor for `params.objective` (`LEARNED_OBJECTIVES`); lookups before the cut only."""
+    if params.objective not in LEARNED_OBJECTIVES:
+        raise ValueError(f"unknown learned objective {params.objective!r}; known: {', '.join(LEARNED_OBJECTIVES)}")
+    return LEARNED_OBJECTIVES[params.objective](X, trace, params)
 
 
 # --- the experiment -----------------------------------------------------------------------------------
@@ -465,13 +633,29 @@ class CacheSimReport:
         }
 
 
-def run_policy(trace: BlockTrace, policy: str, capacity: int, predicted: np.ndarray | None = None, learned: LearnedParams = LearnedParams()) -> PolicyRun:
-    """Replay the whole trace through one policy at one capacity; count the evaluation window only."""
+def run_policy(
+    trace: BlockTrace,
+    policy: str,
+    capacity: int,
+    predicted: np.ndarray | None = None,
+    learned: LearnedParams = LearnedParams(),
+    model: LearnedModel | None = None,
+) -> PolicyRun:
+    """Replay the whole trace through one policy at one capacity; count the evaluation window only.
+
+    `learned` needs `predicted` (`model.predict` per lookup) and, for the hit_probability objective, the
+    `model` (its horizon and reuse distances)."""
     started = time.perf_counter()
     if policy == "learned":
         if predicted is None:
-            raise ValueError("the learned policy needs predicted next-use distances")
-        hits = simulate_learned(trace.block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed)
+            raise ValueError("the learned policy needs the predictions of its model")
+        if learned.objective == "hit_probability":
+            if model is None:
+                raise ValueError("the hit_probability objective needs its model's reuse-distance curve")
+            curves = [age_curve(d, model.horizon, learned.window_factor * capacity) for d in model.reuse_distances]
+            hits = simulate_hit_probability(trace.block, predicted, capacity, curves, curve_group(trace), learned.samples, learned.admit_bypass, learned.seed)
+        else:
+            hits = simulate_learned(trace.block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed)
     elif policy == "belady":
         hits = simulate_belady(trace.block, capacity, trace.next_use)
     elif policy in LIBCACHESIM_POLICIES:
@@ -503,13 +687,14 @@ def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", l
     if frame.empty:
         raise ValueError("cache-sim: no rows with prefix_blocks in the trace")
     trace = block_trace(frame, params.eval_from, params.block_tokens)
-    predicted, info = None, {}
+    predicted, model, info = None, None, {}
     if "learned" in params.policies:
         started = time.perf_counter()
         X = lookup_features(frame, trace)
         model = fit_learned(X, trace, params.learned)
-        predicted = model.predict_distance(X)
+        predicted = model.predict(X)
         info = {
+            "objective": model.objective,
             "train_lookups": model.train_lookups,
             "horizon_lookups": model.horizon,
             "fit_seconds": round(time.perf_counter() - started, 2),
@@ -519,7 +704,7 @@ def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", l
     runs = []
     for policy in params.policies:
         for capacity in params.capacities:
-            run = run_policy(trace, policy, capacity, predicted, params.learned)
+            run = run_policy(trace, policy, capacity, predicted, params.learned, model)
             log(f"  {policy:8s} capacity {capacity:>7,}: hit ratio {run.hit_ratio:.4f}, tokens saved {run.tokens_saved:,} ({run.lookups_per_s:,.0f} lookups/s)")
             runs.append(run)
     return CacheSimReport(
