@@ -350,6 +350,38 @@ def _gate_metrics(decision: GateDecision) -> dict[str, float]:
     return out
 
 
+def recover(bundle: Path, uri: str | None, say) -> list:
+    """Under the alias lock: if a mover died mid-way (its journal is there), put its aliases back and
+    re-export the champion bundle, so aliases and bundle agree again. Returns the moves undone."""
+    from models import registry
+    from models.export import export
+
+    pending = registry.pending_moves(uri)
+    if pending:
+        registry.undo(pending, uri)
+        export(registry.CHAMPION, bundle, overwrite=True, uri=uri)
+        registry.end_moves(uri)
+        say(f"  recovered an interrupted alias move: {'; '.join(m.describe() for m in pending)} undone, {bundle} re-exported")
+    return pending
+
+
+def move_and_export(plan, bundle: Path, uri: str | None, say) -> tuple[list, Path | None]:
+    """Under the alias lock: recover, plan the moves, journal them, apply them, re-export the bundle, close
+    the journal. A crash anywhere leaves either nothing moved or a journal the next mover undoes."""
+    from models import registry
+
+    recover(bundle, uri, say)
+    moves = plan(uri=uri)
+    if moves:
+        registry.begin_moves(moves, uri)
+    registry.apply(moves, uri)
+    for m in moves:
+        say(f"  {m.describe()}")
+    manifest = _export_champion(bundle, uri, moves, say)
+    registry.end_moves(uri)
+    return moves, manifest
+
+
 def _export_champion(bundle: Path, uri: str | None, moves: list, say) -> Path | None:
     """Re-export the champion bundle after `moves`; on failure put the aliases back and re-raise."""
     from beast.errors import BeastError
@@ -362,6 +394,7 @@ def _export_champion(bundle: Path, uri: str | None, moves: list, say) -> Path | 
         result = export(registry.CHAMPION, bundle, overwrite=True, uri=uri)
     except BeastError:
         registry.undo(moves, uri)
+        registry.end_moves(uri)
         say("  export failed: aliases put back")
         raise
     say(f"  bundle {result.path} and {result.archive} ({result.files} files)")
@@ -400,12 +433,9 @@ def main(experiment: Path, params_file: Path | None = None, dry_run: bool = Fals
     artifacts = {"gate.md": md, "gate.png": png, "decision.json": out_dir / "decision.json"}
     if decision.promote:
         with registry.alias_lock(uri):
-            moves = registry.promote(uri=uri)
-            for m in moves:
-                say(f"  {m.describe()}")
+            moves, manifest = move_and_export(registry.plan_promote, bundle, uri, say)
             if not moves:
                 say(f"  nothing to move: every {registry.CHALLENGER} already is the {registry.CHAMPION}")
-            manifest = _export_champion(bundle, uri, moves, say)
     if manifest is not None:
         artifacts["bundle/manifest.json"] = manifest
     run_id = registry.log_gate_run(
@@ -424,12 +454,10 @@ def rollback(uri: str | None = None, bundle: Path = Path("data/bundle"), out_dir
     from models import registry
 
     with registry.alias_lock(uri):
-        moves = registry.rollback(uri=uri)
-        if not moves:
+        recover(bundle, uri, print)
+        if not registry.plan_rollback(uri=uri):
             raise BeastError(f"rollback: no predictor has a {registry.PREVIOUS!r} version other than its {registry.CHAMPION}; nothing to roll back")
-        for m in moves:
-            print(f"  {m.describe()}")
-        manifest = _export_champion(bundle, uri, moves, print)
+        moves, manifest = move_and_export(registry.plan_rollback, bundle, uri, print)
     out_dir.mkdir(parents=True, exist_ok=True)
     note = out_dir / "rollback.md"
     note.write_text("# Rollback\n\n" + "\n".join(f"- {m.describe()}" for m in moves) + "\n")

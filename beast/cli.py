@@ -1,5 +1,6 @@
 """`beast`: one command, one subcommand per stage. Heavy imports happen inside each handler so
-`beast --help` stays instant. Expected failures (BeastError) print one line and exit 2."""
+`beast --help` stays instant. Expected failures (BeastError, or a write the file system refused: disk full, read-only, permission)
+print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -580,6 +581,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except BeastError as exc:
         print(f"beast {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a write the file system refused (disk full, read-only, ...) that no stage named
+        from beast.files import WRITE_ERRNOS, os_reason
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"beast {args.command}: error: {exc.filename or 'a file'}: {os_reason(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"beast {args.command}: interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
@@ -16,22 +17,38 @@ from typing import BinaryIO
 from beast.errors import BeastError
 
 
+# errno of a write the file system refused: disk full, quota, read-only, permission, file size limit
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def os_reason(exc: OSError) -> str:
+    """The short reason of an OSError ("No space left on device"), also for pyarrow's long messages."""
+    return os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a hidden temp sibling of `path`; on success it is synced and renamed into place, on failure
-    removed, so a reader sees the old file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    removed, so a reader sees the old file or the whole new one, never half of it. A write the file
+    system refuses (WRITE_ERRNOS) is re-raised as an OSError whose filename is `path`, not the temp name."""
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise OSError(exc.errno, os_reason(exc), str(path)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -78,7 +95,7 @@ def git_commit(repo: Path) -> str | None:
 
 @contextmanager
 def file_lock(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[Path]:
-    """Exclusive OS lock on `path` (created if missing) for a read-decide-write sequence; a second holder
+    """Exclusive OS lock on `path` (a file, created if missing, or a folder) for a read-decide-write sequence; a second holder
     waits up to `timeout_s`, then gets a BeastError naming `what` holds it. The OS releases the lock when
     its process dies, so a crash never leaves it held."""
     import fcntl
@@ -86,12 +103,16 @@ def file_lock(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[Path]
 
     from beast.errors import BeastError
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    if path.is_dir():  # a folder is locked through its own descriptor: no lock file is left beside anything
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -100,4 +121,22 @@ def file_lock(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[Path]
         try:
             yield path
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE): at every instant each
+    name holds one whole folder, old or new. OSError (ENOSYS / EINVAL / ENOTSUP) where the kernel or file
+    system cannot; callers fall back to two renames."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(a))
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a), None, str(b))

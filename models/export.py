@@ -13,6 +13,7 @@ through `beast.files.atomic_path`. Models are LightGBM text + LightGBM JSON only
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ from typing import Any
 import lightgbm as lgb
 
 from beast.errors import BeastError
-from beast.files import atomic_path, git_commit, gzip_writer
+from beast.files import WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
 from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, SIGNATURE, BundleError, bundle_key, safe_relpath, sign, verify
 from traces.prices import PriceTable, load_prices
 
@@ -194,7 +195,8 @@ def _tar(folder: Path, dest: Path) -> None:
 
 
 def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename `tmp` to `out`; an existing bundle at `out` is renamed aside first and removed afterwards."""
+    """Put `tmp` in place of `out`: a rename, or over an existing bundle an atomic exchange of the two folders
+    (where the kernel cannot, the old one is renamed aside first and removed afterwards)."""
     if not out.exists():
         os.rename(tmp, out)
         return
@@ -202,7 +204,13 @@ def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
         raise BeastError(f"{out}: already exists; pass overwrite=True to replace it")
     if not out.is_dir() or not (out / MANIFEST).is_file():
         raise BeastError(f"{out}: exists and is not a bundle folder (no {MANIFEST}); refusing to replace it")
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
+        exchange(tmp, out)  # atomic: `out` is never missing; `tmp` now holds the old bundle (removed by the caller)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))  # fallback: a short gap
     os.rename(out, aside / "bundle")
     try:
         os.rename(tmp, out)
@@ -248,6 +256,29 @@ def build_bundle(
     out: Path,
     versions: Mapping[str, object] | None,
     policy: Mapping[str, Any],
+    **kwargs: Any,
+) -> ExportResult:
+    """`_build_bundle` under the export lock (of `out`'s folder), after removing what a killed export left beside it
+    (its hidden staging folder, archive temp or set-aside old bundle: no other writer can own them now)."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(out.parent, f"export into {out.parent}"):
+            for stale in sorted({*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.old-*")}):
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+            return _build_bundle(src, prices, out, versions, policy, **kwargs)
+    except OSError as exc:  # the lock or a leftover in a folder we may not write: nothing was changed
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise BeastError(f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})") from None
+
+
+def _build_bundle(
+    src: Path,
+    prices: PriceTable,
+    out: Path,
+    versions: Mapping[str, object] | None,
+    policy: Mapping[str, Any],
     *,
     boosters: Mapping[str, Mapping[str, lgb.Booster]] | None = None,
     alias: str | None = None,
@@ -270,8 +301,11 @@ def build_bundle(
     missing = [p for p in PREDICTORS if not boosters.get(p)]
     if missing:
         raise BeastError(f"export: no boosters for {', '.join(missing)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise BeastError(f"{out}: cannot write the bundle ({os_reason(exc)})") from None
     try:
         manifest = _write_tree(tmp, sides, prices, versions, policy, boosters, alias)
         try:
@@ -289,6 +323,10 @@ def build_bundle(
         with atomic_path(archive) as tmp_archive:
             _tar(tmp, tmp_archive)
             _replace(tmp, out, overwrite)
+    except OSError as exc:  # disk full, read-only, ...: the staging folder goes, an existing bundle stays
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise BeastError(f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -470,39 +470,88 @@ def _apply(move: AliasMove, uri: str) -> None:
                 client.delete_registered_model_alias(name, alias)
 
 
+# A move of several predictors' aliases plus the bundle export after it is one transaction: its planned
+# moves are journalled beside the alias lock before the first alias changes and the journal is removed once
+# the bundle matches. A process killed in between leaves the journal; the next mover (under the lock) puts
+# every alias back where the journal says it was and re-exports the bundle (`abtest.gate.recover`).
+
+
+def _journal_path(uri: str) -> Path:
+    return _lock_path(uri).with_suffix(".pending.json")
+
+
+def begin_moves(moves: list[AliasMove], uri: str | None = None) -> None:
+    """Journal `moves` (durably) before any of them is applied; call under `alias_lock`."""
+    from dataclasses import asdict
+
+    from beast.files import write_atomic
+
+    write_atomic(_journal_path(uri or tracking_uri()), (json.dumps({"moves": [asdict(m) for m in moves]}) + "\n").encode())
+
+
+def end_moves(uri: str | None = None) -> None:
+    """The journalled moves are complete (or undone): forget them."""
+    _journal_path(uri or tracking_uri()).unlink(missing_ok=True)
+
+
+def pending_moves(uri: str | None = None) -> list[AliasMove]:
+    """Moves journalled by a mover that did not finish (empty when none)."""
+    path = _journal_path(uri or tracking_uri())
+    if not path.exists():
+        return []
+    try:
+        return [AliasMove(**m) for m in json.loads(path.read_text(encoding="utf-8"))["moves"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BeastError(f"{path}: unreadable alias-move journal ({exc}); fix or remove it after checking the aliases") from None
+
+
+def apply(moves: list[AliasMove], uri: str | None = None) -> None:
+    """Set every alias of `moves` to its `after` version (absolute, so applying twice is harmless)."""
+    for m in moves:
+        _apply(m, uri or tracking_uri())
+
+
 def undo(moves: list[AliasMove], uri: str | None = None) -> None:
     """Put every alias of `moves` back where it was (used when the export after a move fails)."""
     for m in moves:
         _apply(AliasMove(m.predictor, m.champion_after, m.champion_before, m.previous_after, m.previous_before), uri or tracking_uri())
 
 
-def promote(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
-    """``champion`` -> the ``challenger`` version and ``previous`` -> the old champion, for every predictor
-    that has a challenger other than its champion. Call under `alias_lock`. Returns the moves made."""
+def plan_promote(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """The moves of a promotion, nothing changed: ``champion`` -> the ``challenger`` version and ``previous``
+    -> the old champion, for every predictor that has a challenger other than its champion."""
     uri = uri or tracking_uri()
     moves = []
     for p in predictors:
         challenger, champion, previous = (_version_of(p, a, uri) for a in (CHALLENGER, CHAMPION, PREVIOUS))
-        if challenger is None or challenger == champion:
-            continue
-        move = AliasMove(p, champion, challenger, previous, champion if champion is not None else previous)
-        _apply(move, uri)
-        moves.append(move)
+        if challenger is not None and challenger != champion:
+            moves.append(AliasMove(p, champion, challenger, previous, champion if champion is not None else previous))
     return moves
 
 
-def rollback(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
-    """Swap ``champion`` and ``previous`` for every predictor that has a ``previous`` (so a second rollback
-    undoes the first). Call under `alias_lock`. Returns the moves made."""
+def plan_rollback(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """The moves of a rollback, nothing changed: swap ``champion`` and ``previous`` for every predictor that
+    has a ``previous`` (so a second rollback undoes the first)."""
     uri = uri or tracking_uri()
     moves = []
     for p in predictors:
         champion, previous = _version_of(p, CHAMPION, uri), _version_of(p, PREVIOUS, uri)
-        if previous is None or previous == champion:
-            continue
-        move = AliasMove(p, champion, previous, previous, champion)
-        _apply(move, uri)
-        moves.append(move)
+        if previous is not None and previous != champion:
+            moves.append(AliasMove(p, champion, previous, previous, champion))
+    return moves
+
+
+def promote(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """Plan and apply a promotion (`plan_promote`). Call under `alias_lock`. Returns the moves made."""
+    moves = plan_promote(predictors, uri)
+    apply(moves, uri)
+    return moves
+
+
+def rollback(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
+    """Plan and apply a rollback (`plan_rollback`). Call under `alias_lock`. Returns the moves made."""
+    moves = plan_rollback(predictors, uri)
+    apply(moves, uri)
     return moves
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from beast.config import load_params
 from beast.errors import BeastError
-from beast.files import atomic_path
+from beast.files import atomic_path, os_reason, write_atomic
 from traces import store
 from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
 from traces.prices import PriceTable, compute_costs, load_prices
@@ -204,9 +204,12 @@ def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) ->
     if not rejects:
         return None
     path = directory / f"{ingest_id}.jsonl"
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for r in rejects:
-            fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n")  # ASCII: no Unicode line breaks inside a line
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for r in rejects:
+                fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n")  # ASCII: no Unicode line breaks inside a line
+    except OSError as exc:
+        raise BeastError(f"{path}: cannot write the quarantine file ({os_reason(exc)}); nothing was stored") from None
     return path
 
 
@@ -228,6 +231,7 @@ def ingest(
         raise BeastError(f"ingest id {ingest_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
     check_inputs(paths)
     with store.locked(params.out):
+        store.recover(params.out)  # an ingest killed before its commit is rolled back, so it can run again
         if store.has_ingest(params.out, ingest_id) or (params.quarantine / f"{ingest_id}.jsonl").exists():
             raise BeastError(f"{params.out}: ingest id {ingest_id!r} was used before; ids name files and must be new")
         stored_keys = store.stored_keys(params.out)
@@ -253,7 +257,12 @@ def ingest(
         accepted = pd.concat(accepted_frames, ignore_index=True)
         order = {str(p): i for i, p in enumerate(paths)}
         rejects.sort(key=lambda r: (order[r.source], r.row))
-        quarantine_file = _write_quarantine(rejects, params.quarantine, ingest_id)
+        store.begin(params.out, ingest_id, [params.quarantine / f"{ingest_id}.jsonl"])
+        try:
+            quarantine_file = _write_quarantine(rejects, params.quarantine, ingest_id)
+        except BeastError:  # disk full, read-only: nothing of this ingest was written, close its journal too
+            store.recover(params.out)
+            raise
         counts = Counter(r.reason for r in rejects)
         to_store = pd.concat(new_frames, ignore_index=True)
         report = IngestReport(
@@ -271,8 +280,16 @@ def ingest(
             **_summary_numbers(accepted),
         )
         if params.strict and rejects:
+            store.commit(params.out, ingest_id)  # strict: the quarantine file is the whole result
             raise StrictFailure(report)
-        written = store.append(params.out, to_table(to_store, ingest_id), ingest_id)
+        try:
+            written = store.append(params.out, to_table(to_store, ingest_id), ingest_id)
+        except BeastError:  # nothing was stored: the quarantine file of this ingest goes too
+            if quarantine_file is not None:
+                quarantine_file.unlink(missing_ok=True)
+            store.commit(params.out, ingest_id)  # nothing of it is left to roll back
+            raise
+        store.commit(params.out, ingest_id)
     return replace(report, seconds=round(time.perf_counter() - started, 3), written_files=tuple(map(str, written)))
 
 
@@ -332,7 +349,6 @@ def main(
         print(format_summary(failure.report))
         raise
     if params.metrics:
-        params.metrics.parent.mkdir(parents=True, exist_ok=True)
-        params.metrics.write_text(json.dumps(report.metrics(), indent=2) + "\n")
+        write_atomic(params.metrics, (json.dumps(report.metrics(), indent=2) + "\n").encode())
     print(format_summary(report))
     return report

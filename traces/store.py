@@ -2,13 +2,15 @@
 
 Layout: `<root>/date=YYYY-MM-DD/part-<ingest_id>-0.parquet`. Each file is written under a hidden temporary
 name and renamed into place, so a reader never sees a half-written file; an exclusive lock on
-`<root>/.lock` serialises writers (parallel ingests cannot store a request_id twice).
+`<root>/.lock` serialises writers (parallel ingests cannot store a request_id twice). An ingest's files
+appear as one transaction (`begin` / `commit` / `recover`): a killed ingest is invisible and rolled back.
 """
 
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from beast.errors import BeastError
-from beast.files import atomic_path
+from beast.files import atomic_path, os_reason, write_atomic
 from traces.contract import STORE_SCHEMA
 
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
@@ -32,7 +34,7 @@ def locked(root: Path) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
         fh = open(root / ".lock", "a+")
     except OSError as exc:
-        raise BeastError(f"{root}: cannot create the dataset directory ({exc.strerror or exc})") from None
+        raise BeastError(f"{root}: cannot create the dataset directory or its lock file ({exc.strerror or exc})") from None
     with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -57,9 +59,10 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def _dataset(root: Path) -> ds.Dataset | None:
-    if not root.exists() or not any(root.glob("date=*/*.parquet")):
+    files = part_files(root)
+    if not files:
         return None
-    return ds.dataset(root, format="parquet", partitioning=_PARTITIONING, schema=STORE_SCHEMA)
+    return ds.dataset([str(p) for p in files], format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root), schema=STORE_SCHEMA)
 
 
 def read_traces(root: Path, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pd.DataFrame:
@@ -76,8 +79,51 @@ def stored_keys(root: Path) -> pd.DataFrame:
 
 
 def has_ingest(root: Path, ingest_id: str) -> bool:
-    """Whether any part file of this ingest id is stored (ids name files, so they are never reused)."""
-    return any(root.glob(f"date=*/part-{ingest_id}-*.parquet"))
+    """Whether this ingest id is stored and committed (ids name files, so they are never reused); the parts
+    of an ingest that died before its commit do not count (`recover` removes them)."""
+    return not _journal(root, ingest_id).exists() and any(root.glob(f"date=*/part-{ingest_id}-*.parquet"))
+
+
+# An ingest is one transaction: before its first file appears a journal names the ingest id and the other
+# files it will write (the quarantine file); the journal is removed once every part file is in place. A
+# process killed in between leaves the journal: readers skip that id's parts, `has_ingest` says no, and the
+# next writer (`recover`, under the lock) removes whatever the dead ingest wrote, so it can simply run again.
+
+
+def _journal(root: Path, ingest_id: str) -> Path:
+    return root / f".pending-{ingest_id}.json"
+
+
+def pending_ids(root: Path) -> set[str]:
+    """Ingest ids begun but not committed (their writer died, or is writing now under the lock)."""
+    return {p.name[len(".pending-") : -len(".json")] for p in root.glob(".pending-*.json")} if root.exists() else set()
+
+
+def begin(root: Path, ingest_id: str, files: Sequence[Path]) -> Path:
+    """Open the ingest's transaction: the journal, durable before any file of the ingest appears."""
+    return write_atomic(_journal(root, ingest_id), (json.dumps({"ingest_id": ingest_id, "files": [str(f) for f in files]}) + "\n").encode())
+
+
+def commit(root: Path, ingest_id: str) -> None:
+    """Close the transaction: every file is in place, the ingest counts from now on."""
+    _journal(root, ingest_id).unlink()
+
+
+def recover(root: Path) -> list[str]:
+    """Roll back every uncommitted ingest (its part files and listed files removed, then its journal); the
+    caller holds `locked(root)`. Returns the ids rolled back."""
+    done = []
+    for ingest_id in sorted(pending_ids(root)):
+        journal = _journal(root, ingest_id)
+        try:
+            listed = [Path(f) for f in json.loads(journal.read_text(encoding="utf-8"))["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            listed = []  # a journal is written atomically; unreadable means empty
+        for path in [*root.glob(f"date=*/part-{ingest_id}-*.parquet"), *listed]:
+            path.unlink(missing_ok=True)
+        journal.unlink()
+        done.append(ingest_id)
+    return done
 
 
 def _by_date(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
@@ -95,22 +141,37 @@ def _by_date(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
 
 
 def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
-    """Write `table` (STORE_SCHEMA) as one part file per date; each appears by an atomic rename or not at all."""
+    """Write `table` (STORE_SCHEMA) as one part file per date; each appears by an atomic rename or not at all.
+    If one cannot be written, the ones this call already stored are removed again (with the date folders it
+    created): the dataset is left exactly as it was. The caller holds `locked(root)`."""
     written: list[Path] = []
+    created: list[Path] = []
     try:
         for date, part in _by_date(table.select(STORE_SCHEMA.names)) if table.num_rows else ():
             target = root / f"date={date}" / f"part-{ingest_id}-0.parquet"
+            if not target.parent.exists():
+                created.append(target.parent)
             with atomic_path(target) as tmp:  # hidden while written: dataset discovery skips dot-files
                 pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd")
             written.append(target)
     except OSError as exc:
-        raise BeastError(f"{root}: cannot write the dataset ({exc.strerror or exc}); {len(written)} part file(s) were stored") from None
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        where = exc.filename or root
+        raise BeastError(f"{where}: cannot write the dataset {root} ({os_reason(exc)}); nothing was stored") from None
     return written
 
 
 def part_files(root: Path) -> list[Path]:
-    """Every stored part file, in path order (hidden staging files of a write in progress excluded)."""
-    return sorted(p for p in root.glob("date=*/*.parquet") if not p.name.startswith(".")) if root.exists() else []
+    """Every committed part file, in path order (hidden staging files and the parts of an uncommitted ingest
+    excluded)."""
+    if not root.exists():
+        return []
+    pending = tuple(f"part-{i}-" for i in pending_ids(root))
+    return sorted(p for p in root.glob("date=*/*.parquet") if not p.name.startswith(".") and not (pending and p.name.startswith(pending)))
 
 
 def replace_parts(tables: Mapping[Path, pa.Table]) -> list[Path]:
