@@ -138,11 +138,22 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+_OPENED: set[str] = set()  # stores this process has opened (their schema exists)
+
+
 def _client(uri: str | None) -> tuple[MlflowClient, str]:
     _quiet()
     uri = uri or tracking_uri()
+    db = _sqlite_file(uri)
     with _mlflow_errors(f"open tracking store {uri}"):  # the client opens (and creates) the store eagerly
-        return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+        if db is None or uri in _OPENED:
+            return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+        # two processes creating one new sqlite store at once race on its schema ("table ... already exists")
+        with file_lock(db.parent / f"{db.name}.init.lock", "MLflow store initialisation"):
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_registered_models(max_results=1)  # the registry tables too
+        _OPENED.add(uri)
+        return client, uri
 
 
 @contextmanager
@@ -280,7 +291,9 @@ def log_predictor(
                 )
         # create_model_version resolves the models:/<model_id> source through the *global* tracking URI
         # (MlflowClient() inside the sqlalchemy registry store), so registration runs under _fluent too.
-        with _mlflow_errors(f"register {predictor} predictor as {name!r} in {uri}"), _fluent(uri):
+        # Under the alias lock: two trainings registering at once would both create the registered model (the
+        # second failing) and could leave `challenger` on the older of the two versions.
+        with alias_lock(uri), _mlflow_errors(f"register {predictor} predictor as {name!r} in {uri}"), _fluent(uri):
             if not client.search_registered_models(filter_string=f"name = '{name}'"):
                 client.create_registered_model(name, description=f"beast-mode {predictor} predictor (LightGBM)")
             mv = client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)

@@ -105,3 +105,21 @@ def test_row_hash_equal_for_equal_content_in_any_representation() -> None:
 def test_contract_types_cover_every_kind() -> None:
     assert FIELD_BY_NAME["prefix_blocks"].arrow_type.value_type.bit_width == 64
     assert np.all([f.name == n for n, f in FIELD_BY_NAME.items()])
+
+
+def test_list_hash_of_a_row_does_not_depend_on_its_neighbours() -> None:
+    """The same prefix_blocks hash the same whether empty / null lists follow, precede or surround them (a
+    row followed only by empty lists once lost its last item from the hash, so re-ingesting it from another
+    file was quarantined as a conflicting duplicate)."""
+    import pyarrow as pa
+
+    from traces.validate import _column_hash
+
+    def hashes(lists: list) -> np.ndarray:
+        return _column_hash(pd.Series(pd.arrays.ArrowExtensionArray(pa.array(lists, type=pa.list_(pa.int64())))))
+
+    row = [5, 7, 9]
+    alone = hashes([row])[0]
+    for context in ([row, None, None], [row, [], None], [None, row], [[1], row, [], None], [[], row, [2, 3]]):
+        assert hashes(context)[context.index(row)] == alone, context
+    assert len({alone, hashes([[5, 7]])[0], hashes([[7, 5, 9]])[0], hashes([[]])[0]}) == 4  # order and items count

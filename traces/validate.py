@@ -364,8 +364,10 @@ def _ragged_hash(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     pos = np.arange(len(flat)) - np.repeat(starts, lengths)
     with np.errstate(over="ignore"):
         elem = _mix64(flat ^ _mix64(pos.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)))
-        sums = np.add.reduceat(elem, np.minimum(starts, len(flat) - 1))
-    sums = np.where(lengths > 0, sums, np.uint64(0))
+        # per-row sums as differences of one running sum (mod 2^64): exact for empty rows anywhere; a
+        # reduceat with clipped starts dropped the last item of a row followed only by empty rows
+        total = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(elem, dtype=np.uint64)])
+        sums = total[starts + lengths] - total[starts]
     return _mix64(sums ^ lengths.astype(np.uint64))
 
 
