@@ -431,7 +431,10 @@ def main(experiment: Path, params_file: Path | None = None, dry_run: bool = Fals
     moves: list = []
     manifest = None
     artifacts = {"gate.md": md, "gate.png": png, "decision.json": out_dir / "decision.json"}
-    if decision.promote:
+    if not decision.promote:  # a blocked gate still repairs what a killed mover left, so the champion is served
+        with registry.alias_lock(uri):
+            recover(bundle, uri, say)
+    else:
         with registry.alias_lock(uri):
             moves, manifest = move_and_export(registry.plan_promote, bundle, uri, say)
             if not moves:

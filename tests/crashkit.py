@@ -12,6 +12,7 @@ kill points are the events themselves, so they are deterministic and cover every
 from __future__ import annotations
 
 import builtins
+import json
 import multiprocessing
 import os
 import shutil
@@ -30,13 +31,14 @@ def context() -> multiprocessing.context.BaseContext:
     return _CTX
 
 
-def _install(kill_at: int | None, counter: list[int]) -> None:
+def _install(kill_at: int | None, counter: list[int], names: list[str]) -> None:
     """Wrap every event function: count it; at event `kill_at`, SIGKILL this process before it happens."""
 
     def hook(fn: Callable, is_event: Callable[..., bool] = lambda *a, **k: True) -> Callable:
         def wrapped(*args, **kwargs):
             if is_event(*args, **kwargs):
                 counter[0] += 1
+                names.append(fn.__name__)
                 if counter[0] == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
             return fn(*args, **kwargs)
@@ -58,15 +60,15 @@ def _install(kill_at: int | None, counter: list[int]) -> None:
 
 
 def _child(op: Callable[..., None], args: tuple, kill_at: int | None, out: str) -> None:
-    counter = [0]
-    _install(kill_at, counter)
+    counter, names = [0], []
+    _install(kill_at, counter, names)
     op(*args)
     with builtins.open(out, "w") as fh:  # counted too, after the operation: harmless
-        fh.write(str(counter[0]))
+        fh.write(json.dumps(names[: counter[0]]))
 
 
-def run(op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str, timeout: float = 120) -> tuple[int, int | None]:
-    """(exit code, events made): exit code -9 when killed; events only when the operation finished."""
+def run(op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str, timeout: float = 120) -> tuple[int, list[str] | None]:
+    """(exit code, events made, by function name): exit code -9 when killed; events only when it finished."""
     out = os.path.join(scratch, f"events-{os.getpid()}-{kill_at}")
     if os.path.exists(out):
         os.unlink(out)
@@ -77,15 +79,20 @@ def run(op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str,
         p.kill()
         p.join()
         raise TimeoutError(f"{op.__name__} did not finish in {timeout} s")
-    events = int(open(out).read()) if os.path.exists(out) else None
+    events = json.loads(open(out).read()) if os.path.exists(out) else None
     return p.exitcode, events
 
 
-def count_events(op: Callable[..., None], args: tuple, scratch: str) -> int:
+def event_names(op: Callable[..., None], args: tuple, scratch: str) -> list[str]:
+    """The events `op` makes when nothing kills it, in order (event k is names[k - 1])."""
     code, events = run(op, args, None, scratch)
     if code != 0 or events is None:
         raise RuntimeError(f"{op.__name__} failed without a kill (exit {code})")
     return events
+
+
+def count_events(op: Callable[..., None], args: tuple, scratch: str) -> int:
+    return len(event_names(op, args, scratch))
 
 
 def kill_at(op: Callable[..., None], args: tuple, k: int, scratch: str) -> bool:

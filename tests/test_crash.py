@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crashkit import count_events, kill_at
+from crashkit import count_events, event_names, kill_at
 
 from conftest import ROOT
 
@@ -85,6 +85,7 @@ def test_ingest_killed_anywhere_keeps_rows_exactly_once_and_a_rerun_completes(tr
         quarantined = sum(1 for q in (work / "quarantine").glob("*.jsonl") for _ in q.open())
         assert quarantined == 400 - len(good), f"kill point {k}/{n}: {quarantined} quarantined rows"
     assert killed == len(points) >= 20
+    print(f"ingest: {n} events, {len(points)} kill points, every one killed, state consistent, rerun complete")
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -136,6 +137,7 @@ def test_export_killed_anywhere_leaves_a_whole_bundle_and_a_rerun_completes(tmp_
         assert _bundle_state(work / "bundle") == 0.2
         assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == [], f"kill point {k}/{n}: leftovers after the rerun"
     assert killed == len(points) >= 25
+    print(f"export: {n} events, {len(points)} kill points, every one killed, a whole bundle always served")
 
 
 def test_kill_points_total_at_least_fifty() -> None:
@@ -184,10 +186,18 @@ def test_alias_moves_killed_anywhere_end_with_aliases_and_bundle_agreeing(tmp_pa
 
     dry = tmp_path / "dry"
     shutil.copytree(base, dry)
-    n = count_events(op_gate, args(dry), str(tmp_path))
+    names = event_names(op_gate, args(dry), str(tmp_path))
+    n = len(names)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", args(dry)[3])
     assert _aliases(args(dry)[3]) == {p: ("2", "1") for p in registry.REGISTERED} and _served(dry / "bundle") == {"2"}
-    points = _sample(n, 8, 3)
+    # most of a gate's events are its report and MLflow logging; the kill points that matter are from the
+    # journal to the end of the export: before each alias move, right after the last, and in the export
+    moves = [i + 1 for i, name in enumerate(names) if name == "_apply"]
+    assert len(moves) == 3
+    window = list(range(moves[0] - 1, min(n, moves[-1] + 30) + 1))
+    must = {*moves, moves[-1] + 1}
+    rng = random.Random(SEED)
+    points = sorted(must | set(rng.sample([w for w in window if w not in must], 3)) | {rng.choice([i for i in range(1, n + 1) if i not in window])})
     for k in points:
         work = tmp_path / f"k{k}"
         shutil.copytree(base, work)
@@ -198,3 +208,15 @@ def test_alias_moves_killed_anywhere_end_with_aliases_and_bundle_agreeing(tmp_pa
         assert _aliases(args(work)[3]) == {p: ("2", "1") for p in registry.REGISTERED}, f"kill point {k}/{n}"
         assert _served(work / "bundle") == {"2"} and registry.pending_moves(args(work)[3]) == [], f"kill point {k}/{n}"
     assert len(points) == 8 and experiment.exists() and params.exists()
+
+    # killed between two predictors' moves, then the next gate blocks: the journal puts the aliases back
+    work = tmp_path / "blocked"
+    shutil.copytree(base, work)
+    assert kill_at(op_gate, args(work), moves[1], str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", args(work)[3])
+    assert registry.pending_moves(args(work)[3]) and _aliases(args(work)[3])["quality"] == ("2", "1")
+    _write_experiment(work / "good.jsonl", 300, dq=-0.2)  # the same file now blocks
+    op_gate(*args(work))
+    assert _aliases(args(work)[3]) == {p: ("1", None) for p in registry.REGISTERED} and _served(work / "bundle") == {"1"}
+    assert registry.pending_moves(args(work)[3]) == []
+    print(f"gate: {n} events, {len(points)} kill points, aliases and bundle agree after every restart")
