@@ -67,7 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from models.common import Evaluation, Split, TuningProblem, time_split, train_booster
+from models.common import Evaluation, Split, TooLittleData, TuningProblem, time_split, train_booster
 
 FEATURES: tuple[str, ...] = (
     "input_tokens",
@@ -310,13 +310,13 @@ def fit_and_evaluate(traces: pd.DataFrame, params: CacheParams) -> tuple[CachePr
     """Select rows, build features and labels, fit on the early part of the trace, score on the late part."""
     frame = select_rows(traces)
     if len(frame) == 0:
-        raise ValueError("cache predictor: no rows with prefix_blocks in the traces")
+        raise TooLittleData("cache predictor: no rows with prefix_blocks in the traces")
     X = cache_features(frame)
     y = cache_labels(frame, params.horizon_s)
     rows = split_rows(frame, params)
     train, test = rows.train, rows.test
     if train.sum() == 0 or test.sum() == 0:
-        raise ValueError(f"cache predictor: empty side after purging (train {train.sum()}, test {test.sum()} rows)")
+        raise TooLittleData(f"cache predictor: empty side after purging (train {train.sum()}, test {test.sum()} rows)")
 
     booster = train_booster(X[train], y[train], params.booster_params(), params.num_boost_round)
     predictor = CachePredictor(booster, FEATURES, params)

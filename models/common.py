@@ -17,6 +17,11 @@ import numpy as np
 import pandas as pd
 
 
+class TooLittleData(ValueError):
+    """The traces cannot train this predictor (no labelled rows, an empty side of the split): a data problem
+    the user fixes by adding traces, so the CLI reports it in one line instead of a traceback."""
+
+
 @dataclass(frozen=True)
 class Split:
     """Boolean masks over the rows of one frame; disjoint, together all rows."""

@@ -25,7 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.context import CONTEXT_FEATURES
 from features.models import MODEL_FEATURES, ModelCard
-from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
+from models.common import Evaluation, Split, TooLittleData, TuningProblem, group_split, train_booster
 from traces.prices import PriceTable
 
 HEADS = ("shared", "per_model")
@@ -206,7 +206,7 @@ def fit_and_evaluate(
     """Pure: split by prompt, `fit` on the train prompts, evaluate on the test prompts beside the baselines."""
     rows = quality_rows(traces)
     if rows.empty:
-        raise ValueError("no rows with quality, prompt and prompt_id: nothing to train the quality predictor on")
+        raise TooLittleData("no rows with quality, prompt and prompt_id: nothing to train the quality predictor on")
     split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
     train_rows = rows[split.train].reset_index(drop=True)
     predictor = fit(train_rows, params, features, cards, prices)

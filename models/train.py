@@ -25,7 +25,7 @@ from beast.files import write_atomic
 from features.build import FeatureParams, build_features
 from features.models import load_cards
 from models import cache, cost, plots, quality
-from models.common import Evaluation
+from models.common import Evaluation, TooLittleData
 from traces.prices import PriceTable, load_prices
 
 PREDICTORS = ("quality", "cost", "cache")
@@ -167,7 +167,10 @@ def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence
     results = []
     for name in which:
         started = time.perf_counter()
-        trained = TRAINERS[name](inputs)
+        try:
+            trained = TRAINERS[name](inputs)
+        except TooLittleData as exc:
+            raise BeastError(f"train {name}: {exc}; nothing was written") from None
         files = write_outputs(name, trained, params)
         print(f"\n== {name}: {time.perf_counter() - started:.1f} s ==\n{trained.evaluation.table()}")
         for note in trained.evaluation.notes:

@@ -71,6 +71,7 @@ def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, mon
         retrain(params)  # a second retrain: new challengers (version 2), then the replay task fails
     assert calls == ["quality", "cost", "cache"] * 2
     assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "running"
+    assert {e["version"] for e in verify(tmp / "bundle").predictors.values()} == {"1"}  # the failed flow left the champion served
 
     monkeypatch.setattr(abtest.replay, "main", real_replay)
     resumed = retrain(params)  # same inputs: the unfinished run's key, its completed tasks come from the cache

@@ -68,3 +68,18 @@ def test_metrics_summary_prints_predictor_beside_baselines(trained) -> None:
     text = metrics_summary(tmp / "metrics")
     assert text.count("== ") == 3 and "recency_frequency" in text and "auc_vs_strongest" in text
     assert "no predictor metrics" in metrics_summary(tmp / "nowhere")
+
+
+def test_traces_that_cannot_train_a_predictor_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """No quality labels (Azure rows) or no prefix blocks: exit 2 naming the predictor and why, no traceback,
+    nothing written."""
+    from beast.cli import main as cli_main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  plots: {tmp_path / 'plots'}\n  prices: {ROOT / 'data/prices.yaml'}\n")
+    azure = str(ROOT / "data" / "sample" / "azure_code.csv.gz")
+    for predictor, why in (("quality", "no rows with quality, prompt and prompt_id"), ("cache", "cache predictor: no rows with prefix_blocks")):
+        code = cli_main(["train", predictor, "--params", str(params), "--traces", azure, "--no-register"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"beast train: error: train {predictor}: {why}" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
