@@ -212,7 +212,7 @@ main{padding:8px 28px 40px;max-width:1300px}section{background:#fff;border:1px s
 h2{font-size:17px;margin:4px 0 10px}.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #e3e6ea;border-radius:6px;padding:8px 14px;min-width:140px}
 .card b{display:block;font-size:19px}.card span{color:#5b6475;font-size:12px}table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border-bottom:1px solid #eceef1;padding:3px 10px;text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f0f2f5}
-img.plot{max-width:100%;display:block;margin:8px 0}.note{color:#5b6475}.warn{color:#a33}.more{color:#5b6475;font-size:12px}
+img.plot{max-width:100%;display:block;margin:8px 0}.text-table td:nth-child(2){text-align:left;max-width:760px}.text-table td{vertical-align:top}.note{color:#5b6475}.warn{color:#a33}.more{color:#5b6475;font-size:12px}
 """
 
 SCRIPT = """

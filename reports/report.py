@@ -159,8 +159,10 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
         files["latency"] = h.latency_plot(doc["latency_by_model"], plots / "latency.png")
     else:
         doc["missing"]["latency"] = "no successful request has latency_ms"
-    if doc["cached_savings"]["by_model"]:
+    if numbers.overview.cached_savings_usd > 0:
         files["savings"] = h.savings_plot(doc["cached_savings"]["by_model"], plots / "savings.png")
+    elif doc["cached_savings"]["by_model"]:
+        doc["missing"]["cached_savings"] = "cached input tokens were priced at the full input price (no cached-input discount in the price table): nothing saved"
     else:
         doc["missing"]["cached_savings"] = "no request has cached_input_tokens > 0 with a known price"
     if doc["quality_by_model"]:
@@ -352,7 +354,7 @@ def _recommend_html(rec: dict | None) -> str:
     )
     if not rows:
         return h.note("No move passes the filters. " + basis)
-    return h.table(["#", "recommendation", "requests/day", "saves $/day", "quality change (95% CI)"], rows) + h.note(basis)
+    return '<div class="text-table">' + h.table(["#", "recommendation", "requests/day", "saves $/day", "quality change (95% CI)"], rows) + "</div>" + h.note(basis)
 
 
 def _drift_html(drift: dict | None) -> str:
