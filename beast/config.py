@@ -24,6 +24,12 @@ def read_yaml(path: Path) -> Any:
         raise BeastError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise BeastError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except UnicodeDecodeError as exc:
+        raise BeastError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise BeastError(f"{path}: not valid YAML: nested too deeply") from None
+    except OSError as exc:
+        raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -31,6 +37,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_mapping(hint, value, where)
     if hint is Path:
+        if not isinstance(value, str):
+            raise BeastError(f"{where}: expected a path (text), got {value!r}")
         return Path(value)
     if origin is tuple:
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
@@ -41,6 +49,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(value, args[0], where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 1e300:
+            raise BeastError(f"{where}: expected float, got an integer beyond float range ({len(str(abs(value)))} digits)")
         return float(value)
     if isinstance(hint, type) and not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
         raise BeastError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
@@ -49,11 +59,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     """Build dataclass `cls` from a mapping; unknown keys and wrong types are errors naming `where`."""
-    data = data or {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise BeastError(f"{where}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(map(str, set(data) - set(fields)))
     if unknown:
         raise BeastError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)

@@ -115,7 +115,7 @@ class BudgetConfig:
 
 
 def _positive(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e300:  # also NaN, inf, huge ints
         raise BeastError(f"{where}: expected a number > 0, got {value!r}")
     return float(value)
 
@@ -126,7 +126,7 @@ def parse_budgets(doc: Any, source: str) -> BudgetConfig:
         raise BeastError(f"{source}: expected a top-level `budgets:` list")
     unknown = set(doc) - {"budgets", "prices"}
     if unknown:
-        raise BeastError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: budgets, prices")
+        raise BeastError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: budgets, prices")
     specs: list[BudgetSpec] = []
     for i, raw in enumerate(doc["budgets"]):
         where = f"{source}: budgets[{i}]"
@@ -134,7 +134,7 @@ def parse_budgets(doc: Any, source: str) -> BudgetConfig:
             raise BeastError(f"{where}: expected a mapping with scope, period, usd")
         bad = set(raw) - {"name", "scope", "period", "usd", "alerts"}
         if bad:
-            raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(bad))}; known: name, scope, period, usd, alerts")
+            raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))}; known: name, scope, period, usd, alerts")
         scope, period = str(raw.get("scope", "all")), raw.get("period")
         if period not in PERIODS:
             raise BeastError(f"{where}.period: expected one of {', '.join(PERIODS)}, got {period!r}")

@@ -67,9 +67,17 @@ def _time(raw: Mapping[str, object], key: str, where: str) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
+def _finite(value: int | float) -> bool:
+    """math.isfinite, False (not OverflowError) for an integer beyond float range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _usd(raw: Mapping[str, object], key: str, where: str) -> float:
     value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or value < 0:
         raise BudgetFileError(f"{where}: {key}: expected a finite number >= 0 (USD), got {value!r}")
     return float(value)
 
@@ -100,7 +108,7 @@ def read_state(path: Path) -> BudgetState:
         raise BudgetFileError(f"{path}: larger than {MAX_BYTES} bytes; not a budget file")
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
         raise BudgetFileError(f"{path}: not JSON ({exc})") from None
     return parse_state(raw, str(path))
 

@@ -112,7 +112,7 @@ class Bundle:
     def json(self, rel: str) -> Any:
         try:
             return json.loads(self.text(rel))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
             raise BundleError(f"{self.root}: {rel}: not valid JSON ({exc})") from None
 
     def side(self, predictor: str) -> Mapping[str, Any]:
@@ -180,7 +180,7 @@ def check_signature(root: Path, manifest_bytes: bytes, key: bytes) -> None:
         raise BundleError(f"{root}: {SIGNATURE}: missing: this router only loads signed bundles ({KEY_ENV} is set)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
         raise BundleError(f"{root}: {SIGNATURE}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("kind") != SIGNATURE_KIND or doc.get("algorithm") != "hmac-sha256" or not isinstance(doc.get("hmac"), str):
         raise BundleError(f"{root}: {SIGNATURE}: not a hmac-sha256 bundle signature")
@@ -198,7 +198,7 @@ def _load_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
         raise BundleError(f"{root}: {MANIFEST}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
         raise BundleError(f"{root}: {MANIFEST}: not a beast bundle manifest (kind={manifest.get('kind') if isinstance(manifest, dict) else None!r})")
@@ -223,6 +223,8 @@ def _check_listing(root: Path, manifest: Mapping[str, Any]) -> None:
                 raise BundleError(f"{root}: {MANIFEST}: predictors.{name}.files.{key}: expected text and json paths")
             named += [paths["text"], paths["json"]]
     for rel in named:
+        if not isinstance(rel, str):
+            raise BundleError(f"{root}: {MANIFEST}: predictor file path {rel!r}: expected text")
         if rel not in files:
             raise BundleError(f"{root}: {rel}: named by {MANIFEST} but not listed in its files")
 
@@ -245,14 +247,18 @@ def verify(root: Path, key: bytes | None = None) -> Bundle:
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int:
             raise BundleError(f"{root}: {rel}: manifest entry needs sha256 (64 hex) and bytes (int), got {entry!r}")
         path = root.joinpath(*safe.parts)
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            raise BundleError(f"{root}: {rel}: not a regular file (symlink or folder)")
-        if not path.is_file():
-            raise BundleError(f"{root}: {rel}: missing")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise BundleError(f"{root}: {rel}: tampered: size mismatch ({size} bytes, manifest says {entry['bytes']})")
-        if sha256_file(path) != entry["sha256"]:
+        try:
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise BundleError(f"{root}: {rel}: not a regular file (symlink or folder)")
+            if not path.is_file():
+                raise BundleError(f"{root}: {rel}: missing")
+            size = path.stat().st_size
+            if size != entry["bytes"]:
+                raise BundleError(f"{root}: {rel}: tampered: size mismatch ({size} bytes, manifest says {entry['bytes']})")
+            digest = sha256_file(path)
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise BundleError(f"{root}: {rel}: cannot read ({exc.strerror or exc})") from None
+        if digest != entry["sha256"]:
             raise BundleError(f"{root}: {rel}: tampered: sha256 mismatch")
     for dirpath, dirnames, filenames in os.walk(root):
         base = Path(dirpath)

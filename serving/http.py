@@ -87,7 +87,10 @@ def make_server(router: Router, host: str = "127.0.0.1", port: int = 8808) -> Th
                 self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST, {"error": f"body must be 0..{MAX_BODY} bytes with a Content-Length"})
                 return
             try:
-                body = json.loads(self.rfile.read(length) or b"null")
+                try:
+                    body = json.loads(self.rfile.read(length) or b"null")
+                except RecursionError:
+                    raise ValueError("body: JSON nested too deeply") from None
                 if isinstance(body, list):
                     if not 1 <= len(body) <= MAX_BATCH:
                         raise ValueError(f"a batch holds 1..{MAX_BATCH} requests, got {len(body)}")

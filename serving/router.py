@@ -32,6 +32,9 @@ from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
 
 
+MAX_TOKENS = 2**63 - 1  # the contract's int64; beyond it log1p / float64 overflow
+
+
 @dataclass(frozen=True)
 class RouteRequest:
     prompt: str | None = None
@@ -46,8 +49,8 @@ class RouteRequest:
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise ValueError(f"{key}: expected text or null, got {type(d[key]).__name__}")
         tokens = d.get("input_tokens")
-        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
-            raise ValueError(f"input_tokens: expected an integer >= 0, got {tokens!r}")
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_TOKENS):
+            raise ValueError(f"input_tokens: expected an integer in 0..{MAX_TOKENS}, got {tokens!r}")
         ts = d.get("timestamp")
         return cls(d.get("prompt"), tokens, d.get("task"), None if ts is None else parse_timestamp(ts))
 
@@ -482,7 +485,10 @@ def route_stream(router: Router, lines: Iterable[str], out: TextIO) -> int:
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
+            try:
+                request = json.loads(line)
+            except RecursionError:
+                raise ValueError("not JSON: nested too deeply") from None
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
             decision = router.route(RouteRequest.from_dict(request))

@@ -6,7 +6,6 @@ text stays data: no shell, eval or exec anywhere, so a prompt can never become a
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import ROOT
 

@@ -41,7 +41,7 @@ class PriceTable:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value <= 1e300 or value < 0:  # also NaN, inf, huge ints
         raise BeastError(f"{where}: expected a number >= 0, got {value!r}")
     return float(value)
 
@@ -71,7 +71,7 @@ def parse_prices(doc: Any, source: str) -> PriceTable:
                 raise BeastError(f"{where}: expected a mapping with input and output, got {entry!r}")
             unknown = set(entry) - _KEYS
             if unknown:
-                raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+                raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
             for key in ("input", "output"):
                 if key not in entry:
                     raise BeastError(f"{where}: missing `{key}` (USD per 1M tokens)")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,71 @@ def _nonblank(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+# JSON nested deeper than this is a bad line (bad_json). pyarrow's parser overflows the C stack (the
+# process dies) near 10,000 levels, Python's json raises RecursionError near 1,000, pandas' JSON writer
+# (unknown fields -> `extra`) stops at 1,024. pyarrow never sees a line that might hold > _GUARD_OPENS
+# opening brackets; a block it parsed whose schema nests deeper than MAX_DEPTH is re-read line by line.
+MAX_DEPTH = 256
+_GUARD_OPENS = 4096
+_GUARD_WINDOW = 1 << 16
+# pyarrow 25's JSON reader segfaults on a buffer whose first value is `null` (a file or block starting
+# with a `null` line); such a block is read line by line instead.
+_LEADING_NULL = re.compile(rb"(?:\xef\xbb\xbf)?\s*null")
+
+
+def _may_nest_deep(data: bytes, lo: int, hi: int) -> bool:
+    """Could a line of data[lo:hi] hold more than _GUARD_OPENS opening brackets? A sound over-estimate from
+    per-window byte counts (memchr speed, no copy): a line's brackets are at most those of the windows it
+    touches, and the windows inside a line have no newline."""
+    run = 0  # brackets from the last window with a newline (inclusive) up to here
+    for a in range(lo, hi, _GUARD_WINDOW):
+        b = min(a + _GUARD_WINDOW, hi)
+        opens = data.count(b"[", a, b) + data.count(b"{", a, b)
+        if data.find(b"\n", a, b) >= 0:
+            if run + opens > _GUARD_OPENS:
+                return True
+            run = opens
+        else:
+            run += opens
+            if run > _GUARD_OPENS:
+                return True
+    return False
+
+
+def _nesting(schema: pa.Schema) -> int:
+    """Containers deep of the deepest row pyarrow parsed (the row object counts 1). Iterative."""
+    deepest, stack = 1, [(f.type, 2) for f in schema]
+    while stack:
+        t, depth = stack.pop()
+        if pa.types.is_nested(t):
+            deepest = max(deepest, depth)
+            stack.extend((t.field(i).type, depth + 1) for i in range(t.num_fields))
+    return deepest
+
+
+def _valid_utf8(table: pa.Table) -> bool:
+    """pyarrow's JSON parser passes invalid UTF-8 inside strings through; Arrow's full validation finds it."""
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _too_deep(value: object) -> bool:
+    """Does parsed JSON `value` nest more than MAX_DEPTH containers deep? Iterative: no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((c, depth + 1) for c in children)
+    return False
+
+
 def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
     try:
         value = json.loads(line)
@@ -83,8 +151,17 @@ def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
         return None, Reason.BAD_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"
     except ValueError as exc:
         return None, Reason.BAD_JSON, f"not JSON: {exc}"
+    except RecursionError:
+        return None, Reason.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH} levels"
     if not isinstance(value, dict):
         return None, Reason.NOT_AN_OBJECT, f"a JSON {type(value).__name__}, expected an object"
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _too_deep(value):
+        return None, Reason.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH} levels"
+    if b"\\ud" in line or b"\\uD" in line or b"\xed" in line:  # a \uD800-\uDFFF escape (json decodes bytes with surrogatepass)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return None, Reason.BAD_ENCODING, f"not Unicode: a lone surrogate escape ({exc.object[exc.start]!r})"
     return value, None, ""
 
 
@@ -111,7 +188,10 @@ def read_jsonl(path: Path, block_rows: int) -> Iterator[Block]:
         nl = data.find(b"\n", min(lo + target, len(data)) - 1)
         hi = len(data) if nl < 0 else nl + 1
         n_lines = data.count(b"\n", lo, hi) + (data[hi - 1] != 10)
-        table = _parse_block(view[lo:hi])
+        unsafe = _LEADING_NULL.match(data, lo, hi) is not None or _may_nest_deep(data, lo, hi)
+        table = None if unsafe else _parse_block(view[lo:hi])
+        if table is not None and (_nesting(table.schema) > MAX_DEPTH or not _valid_utf8(table)):
+            table = None  # too deep or not UTF-8 somewhere: line by line, so only that line is quarantined
         yield _jsonl_block(source, data, lo, hi, first_line, n_lines, table)
         lo, first_line = hi, first_line + n_lines
 
@@ -173,10 +253,36 @@ def _cells_raw(frame: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
     return raw
 
 
+@contextmanager
+def _csv_field_limit(size: int, source: str, what: str) -> Iterator[None]:
+    """Python's csv refuses fields over 128 KiB by default; a field can be as long as the text (a long
+    prompt), which is in memory anyway. Any other csv.Error is one BeastError naming the file."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, min(size + 1, 2**31 - 1)))
+    try:
+        yield
+    except csv.Error as exc:
+        raise BeastError(f"{source}: unreadable CSV {what}: {exc}") from None
+    finally:
+        csv.field_size_limit(old)
+
+
 def _csv_slow(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
     """Python's csv module: knows each record's number, so short/long records are quarantined exactly."""
+    with _csv_field_limit(len(text), source, "text"):
+        return _csv_records(source, text)
+
+
+def _check_header(source: str, header: list[str]) -> None:
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise BeastError(f"{source}: CSV header repeats column(s) {', '.join(map(repr, dup)) if any(not h.isprintable() for h in dup) else ', '.join(dup)}")
+
+
+def _csv_records(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, [])
+    _check_header(source, header)  # the full header record (a quoted name may span lines)
     cells, numbers, rejects = [], [], []
     record = 0
     for fields in reader:
@@ -205,13 +311,16 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     first = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
-    header = next(csv.reader([first]), [])
+    with _csv_field_limit(len(first), source, "header"):
+        header = next(csv.reader([first]), [])
     if not header:
         return
-    if len(set(header)) != len(header):
-        dup = sorted({h for h in header if header.count(h) > 1})
-        raise BeastError(f"{path}: CSV header repeats column(s) {', '.join(dup)}")
+    _check_header(source, header)
     invalid = []
+    # pyarrow decodes a short / long record to text before calling the handler; on bytes that are not UTF-8
+    # that fails, is printed as "Exception ignored ..." and the read raises ArrowInvalid: the line-by-line
+    # path below then quarantines the record (bad_csv_row / bad_encoding). Silence the print, keep the rest.
+    hook, sys.unraisablehook = sys.unraisablehook, lambda _: None
     try:
         table = pa_csv.read_csv(
             io.BytesIO(data),
@@ -220,6 +329,10 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         table = None
+    finally:
+        sys.unraisablehook = hook
+    if table is not None:
+        _check_header(source, table.column_names)  # the header as pyarrow read it (quoted newlines included)
     if table is not None and not invalid:
         frame, rows, rejects = arrow_to_pandas(table), np.arange(1, table.num_rows + 1), []
     else:

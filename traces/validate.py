@@ -85,7 +85,13 @@ def _as_number(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
         is_bool, is_num, is_str = _types(s)
         missing |= is_str & (s.where(is_str, "x").astype(str).str.strip() == "").to_numpy()
         usable = (is_num | is_str) & ~missing
-        vals = pd.to_numeric(s.where(usable), errors="coerce").astype(float)
+        try:
+            vals = pd.to_numeric(s.where(usable), errors="coerce").astype(float)
+        except OverflowError:  # an integer beyond float range (a 309+ digit JSON number): not finite, so invalid
+            huge = s.where(usable).map(lambda v: (np.inf if v > 0 else -np.inf) if isinstance(v, int) and abs(v) > 1e308 else v)
+            vals = pd.to_numeric(huge, errors="coerce").astype(float)
+    elif not pd.api.types.is_string_dtype(s.dtype):  # timestamps, durations, ... (e.g. from Parquet): not a number
+        return pd.Series(np.full(n, np.nan)), missing, ~missing
     else:
         vals = pd.to_numeric(s.str.strip(), errors="coerce").astype(float)
     vals = pd.Series(vals.to_numpy(dtype=float, na_value=np.nan))
@@ -181,8 +187,8 @@ def convert_timestamp(spec: FieldSpec, s: pd.Series) -> Converted:
         ms = ts.astype("datetime64[ms, UTC]").astype("int64").to_numpy(dtype=float, copy=True)
         ms[missing] = np.nan
         unparsed = np.zeros(n, dtype=bool)
-    elif pd.api.types.is_bool_dtype(s.dtype):
-        unparsed = ~missing
+    elif pd.api.types.is_bool_dtype(s.dtype) or not (_is_obj(s) or pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)):
+        unparsed = ~missing  # booleans, durations, ... (e.g. from Parquet): not a time
     elif pd.api.types.is_numeric_dtype(s.dtype):
         ms = s.to_numpy(dtype=float, na_value=np.nan)
         unparsed = ~missing & ~np.isfinite(ms)
@@ -282,7 +288,11 @@ def extra_json(raw: pd.DataFrame) -> pd.Series:
         return pd.Series(np.full(len(raw), None, dtype=object))
     sub = raw[unknown].reset_index(drop=True)
     present = sub.notna().any(axis=1).to_numpy()
-    text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    try:
+        text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    except UnicodeDecodeError:  # bytes that are not UTF-8 (a Parquet binary column): kept, escaped
+        sub = sub.map(lambda v: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v)
+        text = sub.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
     lines = np.array(text.rstrip("\n").split("\n") if text else [], dtype=object)
     return pd.Series(np.where(present, lines, None), dtype=object)
 
