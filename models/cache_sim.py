@@ -727,10 +727,7 @@ COLORS = {"lru": "tab:blue", "lfu": "tab:orange", "fifo": "tab:green", "s3fifo":
 
 def plot(report: CacheSimReport, path: Path) -> Path:
     """Hit ratio vs capacity, one line per policy, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from models.plots import plt, save_figure  # Agg backend: no display needed
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy, ratios in report.policies().items():
@@ -742,11 +739,7 @@ def plot(report: CacheSimReport, path: Path) -> Path:
     ax.set_title(f"{report.trace}\nprefix-block cache, lookups counted from {report.eval_from:g} of the time range", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary(report: CacheSimReport) -> str:

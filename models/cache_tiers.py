@@ -179,10 +179,7 @@ def simulate_tiers(frame: pd.DataFrame, params: TiersParams, name: str = "trace"
 
 def plot(report: TiersReport, path: Path) -> Path:
     """Latency saved per lookup vs slow-tier capacity, one line per fast-tier capacity, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from models.plots import plt, save_figure  # Agg backend: no display needed
 
     p = report.params
     slows = list(p.slow_capacities)
@@ -199,11 +196,7 @@ def plot(report: TiersReport, path: Path) -> Path:
     )
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary(report: TiersReport) -> str:

@@ -13,10 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write atomically as PNG (a reader never sees half a file) and close: every plot goes here."""
+    from beast.files import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
 
@@ -28,7 +32,7 @@ def reliability_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.scatter(table["predicted"], table["actual"], s=20 + 200 * table["rows"] / table["rows"].max(), alpha=0.8, label="bins")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted", ylabel="mean actual", title=title)
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def importance_plot(booster: lgb.Booster, path: Path, title: str, top: int = 20) -> Path:
@@ -37,7 +41,7 @@ def importance_plot(booster: lgb.Booster, path: Path, title: str, top: int = 20)
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(gain) + 1.2))
     ax.barh(gain.index, gain.to_numpy())
     ax.set(xlabel="total gain", title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def error_by_group_plot(values: pd.Series, path: Path, title: str, xlabel: str) -> Path:
@@ -46,4 +50,4 @@ def error_by_group_plot(values: pd.Series, path: Path, title: str, xlabel: str) 
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(values) + 1.2))
     ax.barh(values.index.astype(str), values.to_numpy())
     ax.set(xlabel=xlabel, title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)

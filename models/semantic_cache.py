@@ -385,10 +385,7 @@ def run_experiment(prompts: Sequence[str], params: SemanticParams, speed_seconds
 
 def plot(report: SemanticReport, path: Path) -> Path:
     """Hit rate and false-hit share vs threshold per representation; chosen thresholds marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from models.plots import plt, save_figure  # Agg backend: no display needed
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = {"tfidf": "tab:blue", "svd": "tab:orange"}
@@ -409,11 +406,7 @@ def plot(report: SemanticReport, path: Path) -> Path:
     ax.set_title(f"semantic cache: {report.cached} cached prompts, {report.rewrites} rewrites, {report.held_out} novel prompts", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="center left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary(report: SemanticReport) -> str:

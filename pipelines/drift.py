@@ -53,7 +53,7 @@ from scipy import stats as sps
 from abtest import stats
 from beast.config import load_params
 from beast.errors import BeastError
-from beast.files import atomic_path, write_atomic
+from beast.files import write_atomic
 from features.prompt import PROMPT_FEATURES, prompt_features
 from traces.contract import STATUS_ERROR
 
@@ -413,10 +413,7 @@ def to_markdown(report: DriftReport) -> str:
 
 def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
     """PSI per feature (features not tested shown as 0, labelled with their code) and the threshold line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from models.plots import plt, save_figure  # Agg backend: no display needed
 
     names = [f.feature if f.code in (CheckCode.OK, CheckCode.DRIFT) else f"{f.feature} ({f.code.value})" for f in report.features]
     values = [0.0 if math.isnan(f.psi) else f.psi for f in report.features]
@@ -426,12 +423,7 @@ def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
     ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.set(xlabel="PSI (recent vs reference)", title="Feature drift (red: drift)")
     ax.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary(report: DriftReport, out: Path) -> str:
