@@ -69,11 +69,37 @@ def gzip_bytes(data: bytes, level: int = 9) -> bytes:
     return buf.getvalue()
 
 
+MAX_INPUT_ENV = "BEAST_MAX_INPUT_BYTES"
+MAX_INPUT_BYTES = 8 * 2**30  # a trace file read whole, after gunzip; bigger files are split (or the limit raised)
+
+
+def max_input_bytes() -> int:
+    """The input size limit: `BEAST_MAX_INPUT_BYTES` when set, else 8 GiB."""
+    value = os.environ.get(MAX_INPUT_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_INPUT_BYTES
+
+
+def _gunzip(data: bytes, path: Path, limit: int) -> bytes:
+    """Decompress in chunks, stopping at `limit` bytes: a gzip bomb fails fast instead of filling memory."""
+    parts, total = [], 0
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+        while chunk := gz.read(min(1 << 24, limit + 1 - total)):
+            total += len(chunk)
+            if total > limit:
+                raise BeastError(f"{path}: decompresses to more than {limit:,} bytes ({MAX_INPUT_ENV}); split the file or raise the limit")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 def read_bytes(path: Path) -> bytes:
-    """Whole file, gunzipped when it ends in .gz; any failure is one line naming the file."""
+    """Whole file, gunzipped when it ends in .gz, at most `max_input_bytes()` either way; any failure is one
+    line naming the file."""
+    limit = max_input_bytes()
     try:
+        if path.is_file() and path.stat().st_size > limit:
+            raise BeastError(f"{path}: {path.stat().st_size:,} bytes, more than {limit:,} ({MAX_INPUT_ENV}); split the file or raise the limit")
         data = path.read_bytes()
-        return gzip.decompress(data) if path.suffix == ".gz" else data
+        return _gunzip(data, path, limit) if path.suffix == ".gz" else data
     except FileNotFoundError:
         raise BeastError(f"{path}: file not found") from None
     except IsADirectoryError:

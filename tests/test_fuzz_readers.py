@@ -743,3 +743,31 @@ def test_beast_ingest_never_shows_a_traceback(name: str, tmp_path: Path, capsys)
         expected = {"t.jsonl": "not_an_object", "deep.jsonl": "bad_json", "big.jsonl": "bad_type", "long.csv": "bad_csv_row"}[name]
         assert [r["reason"] for r in rejects] == [expected]
         assert re.search(r"accepted +1 ", captured.out)  # the summary table: one good row stored
+
+
+def test_a_gzip_bomb_stops_at_the_input_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 MB of zeros in a 200 KB .gz: with a 10 MB limit the reader stops after at most ~26 MB, naming the
+    file and the limit; a file under the limit reads as before."""
+    import gzip
+    import resource
+
+    from beast.errors import BeastError
+    from beast.files import MAX_INPUT_ENV, read_bytes
+
+    bomb = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as fh:
+        for _ in range(200):
+            fh.write(b"\0" * 2**20)
+    assert bomb.stat().st_size < 400_000
+    monkeypatch.setenv(MAX_INPUT_ENV, str(10 * 2**20))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BeastError, match=f"bomb.jsonl.gz: decompresses to more than 10,485,760 bytes \\({MAX_INPUT_ENV}\\)"):
+        read_bytes(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no 200 MB spike
+    small = tmp_path / "ok.jsonl.gz"
+    small.write_bytes(gzip.compress(b'{"a": 1}\n' * 1000))
+    assert read_bytes(small) == b'{"a": 1}\n' * 1000
+    plain = tmp_path / "big.jsonl"
+    plain.write_bytes(b"x" * (10 * 2**20 + 1))
+    with pytest.raises(BeastError, match="more than 10,485,760"):
+        read_bytes(plain)
