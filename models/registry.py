@@ -146,10 +146,13 @@ def _client(uri: str | None) -> tuple[MlflowClient, str]:
     uri = uri or tracking_uri()
     db = _sqlite_file(uri)
     with _mlflow_errors(f"open tracking store {uri}"):  # the client opens (and creates) the store eagerly
-        if db is None or uri in _OPENED:
+        init_lock = db.parent / f"{db.name}.init.lock" if db is not None else None
+        if db is None or uri in _OPENED or (db.exists() and db.stat().st_size > 0 and not init_lock.exists()):
             return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
-        # two processes creating one new sqlite store at once race on its schema ("table ... already exists")
-        with file_lock(db.parent / f"{db.name}.init.lock", "MLflow store initialisation"):
+        # two processes creating one new sqlite store at once race on its schema ("table ... already exists"):
+        # stores created here keep their init lock beside them and are opened under it; a store made
+        # elsewhere is opened as it is (a broken one is reported, nothing is created beside it)
+        with file_lock(init_lock, "MLflow store initialisation"):
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_registered_models(max_results=1)  # the registry tables too
         _OPENED.add(uri)
@@ -297,10 +300,16 @@ def log_predictor(
             if not client.search_registered_models(filter_string=f"name = '{name}'"):
                 client.create_registered_model(name, description=f"beast-mode {predictor} predictor (LightGBM)")
             mv = client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
-            client.set_registered_model_alias(name, CHALLENGER, mv.version)
-            if CHAMPION not in client.get_registered_model(name).aliases:
-                client.set_registered_model_alias(name, CHAMPION, mv.version)
+            _alias_new_version(client, name, mv.version)
             return _as_version(client.get_model_version(name, mv.version))
+
+
+def _alias_new_version(client: MlflowClient, name: str, version: str) -> None:
+    """A new version is the challenger, and the champion when there is none yet (a process killed before
+    this leaves a version without aliases: harmless, the next registration moves past it)."""
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if CHAMPION not in client.get_registered_model(name).aliases:
+        client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def optuna_callback(predictor: str, uri: str | None = None) -> Callable[[object, object], None]:

@@ -2,7 +2,7 @@
 
 Events are the calls that change what is on disk and in what order: rename / replace / link / symlink /
 unlink / rmdir / mkdir / fsync, `shutil.rmtree` / `copytree` / `move`, opening a file for writing, and each
-predictor's alias move in the registry (a database write that no Python file call shows). The
+predictor's alias move or new-version aliasing in the registry (database writes no Python file call shows). The
 child is forked from a `forkserver` that has imported the project but never run LightGBM or opened a
 database, so OpenMP and SQLAlchemy state is never inherited. `count_events(op)` runs an operation to the end
 and returns how many events it made; `kill_at(op, k)` runs it again and kills it just before event k (the
@@ -57,6 +57,7 @@ def _install(kill_at: int | None, counter: list[int], names: list[str]) -> None:
     from models import registry  # the one module that talks to MLflow: one event per predictor's alias move
 
     registry._apply = hook(registry._apply)
+    registry._alias_new_version = hook(registry._alias_new_version)
 
 
 def _child(op: Callable[..., None], args: tuple, kill_at: int | None, out: str) -> None:

@@ -141,7 +141,51 @@ def test_export_killed_anywhere_leaves_a_whole_bundle_and_a_rerun_completes(tmp_
 
 
 def test_kill_points_total_at_least_fifty() -> None:
-    assert 2 * KILLS_PER_OPERATION >= 50
+    assert KILLS_PER_OPERATION + 25 + 6 + 8 >= 50  # ingest, export (>= 25, every event), registration, gate
+
+
+# ------------------------------------------------------------------------------------------- registration
+
+
+def op_register(folder: str, uri: str) -> None:
+    """What `beast train` does after fitting: log each predictor's run and register a new version."""
+    import os
+
+    from conftest import SIDES, fake_boosters, register_fake
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    register_fake(Path(folder), fake_boosters(), SIDES)
+
+
+def test_registration_killed_anywhere_leaves_a_loadable_champion_and_a_rerun_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from models import registry
+
+    base = tmp_path / "base"
+    base.mkdir()
+    uri_of = lambda work: f"sqlite:///{work}/mlflow.db"  # noqa: E731
+    op_register(str(base), uri_of(base))  # version 1 of each predictor: champion and challenger
+    dry = tmp_path / "dry"
+    shutil.copytree(base, dry)
+    names = event_names(op_register, (str(dry), uri_of(dry)), str(tmp_path))
+    n = len(names)
+    aliasing = [i + 1 for i, name in enumerate(names) if name == "_alias_new_version"]
+    assert len(aliasing) == 3
+    rng = random.Random(SEED + 4)
+    points = sorted({*aliasing, *rng.sample([i for i in range(1, n + 1) if i not in aliasing], 3)})
+    for k in points:
+        work = tmp_path / f"k{k}"
+        shutil.copytree(base, work)
+        assert kill_at(op_register, (str(work), uri_of(work)), k, str(tmp_path))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri_of(work))
+        for p in registry.REGISTERED:  # what routers are exported from is whole at every kill point
+            assert registry.load_predictor(p, "champion", uri_of(work)).version.version == "1", f"kill point {k}/{n}: {p}"
+        op_register(str(work), uri_of(work))  # the retrain runs again
+        for p in registry.REGISTERED:
+            challenger = registry.load_predictor(p, "challenger", uri_of(work))
+            assert int(challenger.version.version) >= 2 and set(challenger.boosters), f"kill point {k}/{n}: {p}"
+    print(f"registration: {n} events, {len(points)} kill points, champion loadable throughout, rerun complete")
 
 
 # ------------------------------------------------------------------------------------------- alias moves
