@@ -767,6 +767,7 @@ def main(
     """`beast cache-sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
     from beast.config import load_params
     from beast.errors import BeastError
+    from beast.files import write_atomic
     from models.train import TrainParams, read_inputs
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
@@ -783,7 +784,7 @@ def main(
         raise BeastError(str(exc)) from None
     params.out.mkdir(parents=True, exist_ok=True)
     json_path = params.out / "cache_report.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
     png = plot(report, params.out / "cache_sim.png")
     print(f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n")
     print(summary(report))

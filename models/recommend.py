@@ -444,6 +444,7 @@ def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params
     write recommendations.json and recommendations.md to `out` (default recommend.out), print the top."""
     from beast.config import load_params
     from beast.errors import BeastError
+    from beast.files import write_atomic
     from models.train import TrainParams, read_inputs
     from serving.bundle import BundleError
     from serving.router import Router
@@ -466,8 +467,8 @@ def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params
     report = recommend_for_frame(frame, router, params)
     params.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = params.out / "recommendations.json", params.out / "recommendations.md"
-    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    md_path.write_text(f"# What-if recommendations\n\nTraces: {name}; bundle: {bundle}; written {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%MZ}.\n\n{report.markdown()}\n")
+    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    write_atomic(md_path, f"# What-if recommendations\n\nTraces: {name}; bundle: {bundle}; written {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%MZ}.\n\n{report.markdown()}\n".encode())
     print(report.markdown())
     print(f"wrote {json_path} and {md_path}")
     return report

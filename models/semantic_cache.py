@@ -462,7 +462,9 @@ def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, 
         raise BeastError(f"semantic-cache: {exc}") from None
     params.out.mkdir(parents=True, exist_ok=True)
     json_path = params.out / "semantic_report.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    from beast.files import write_atomic
+
+    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
     png = plot(report, params.out / "semantic_cache.png")
     print(f"\n{report.cached} cached prompts, {report.rewrites} rewrites, {report.held_out} held-out prompts\n")
     print(summary(report))
