@@ -457,10 +457,9 @@ def rollback(uri: str | None = None, bundle: Path = Path("data/bundle"), out_dir
     from models import registry
 
     with registry.alias_lock(uri):
-        recover(bundle, uri, print)
-        if not registry.plan_rollback(uri=uri):
+        moves, manifest = move_and_export(registry.plan_rollback, bundle, uri, print)  # recovers first
+        if not moves:
             raise BeastError(f"rollback: no predictor has a {registry.PREVIOUS!r} version other than its {registry.CHAMPION}; nothing to roll back")
-        moves, manifest = move_and_export(registry.plan_rollback, bundle, uri, print)
     out_dir.mkdir(parents=True, exist_ok=True)
     note = out_dir / "rollback.md"
     note.write_text("# Rollback\n\n" + "\n".join(f"- {m.describe()}" for m in moves) + "\n")

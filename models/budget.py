@@ -410,7 +410,7 @@ def format_backtest(report: BacktestReport) -> str:
 # ------------------------------------------------------------------------------------------ edges
 
 
-def _table(params: BudgetParams, config: BudgetConfig) -> PriceTable:
+def budget_prices(params: BudgetParams, config: BudgetConfig) -> PriceTable:
     return merge_prices(load_prices(params.prices), config.prices)
 
 
@@ -418,9 +418,6 @@ def _read(paths: Sequence[Path], params: BudgetParams) -> pd.DataFrame:
     """Stored traces (a dataset folder) or trace files validated through a throwaway ingest."""
     from models.train import TrainParams, read_inputs
 
-    for p in paths:
-        if not p.exists():
-            raise BeastError(f"{p}: file not found")
     return read_inputs(list(paths), TrainParams(prices=params.prices))
 
 
@@ -443,7 +440,7 @@ def status_main(params_file: Path | None = None, at: str | None = None, traces: 
     params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
     cfg = load_budgets(params.config)
     when = parse_at(at)
-    rows = cost_rows(_read(list(traces) or [params.traces], params), _table(params, cfg))
+    rows = cost_rows(_read(list(traces) or [params.traces], params), budget_prices(params, cfg))
     rows = rows[rows["timestamp"] < when].reset_index(drop=True)
     statuses = [budget_status(rows, spec, when, params) for spec in cfg.budgets]
     ledger = summarise(rows)
@@ -460,7 +457,7 @@ def backtest_main(params_file: Path | None = None, traces: Sequence[Path] = (), 
     params = load_params(params_file, "budget", BudgetParams)
     params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
     cfg = load_budgets(params.config)
-    table = _table(params, cfg)
+    table = budget_prices(params, cfg)
     by_trace = {Path(p).name: cost_rows(_read([Path(p)], params), table) for p in (list(traces) or params.backtest_traces)}
     report = backtest(by_trace, params)
     write_atomic(params.out / "backtest.json", (report.to_json() + "\n").encode())

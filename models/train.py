@@ -134,18 +134,22 @@ def metrics_summary(folder: Path) -> str:
     return "\n\n".join(parts) if parts else f"no predictor metrics in {folder}: run `beast train` (or `make run`)"
 
 
-def read_inputs(paths: Sequence[Path], params: TrainParams) -> pd.DataFrame:
-    """Traces from dataset folders as they are, or from trace files validated through a throwaway ingest."""
+def read_inputs(paths: Sequence[Path], params: TrainParams, columns: list[str] | None = None) -> pd.DataFrame:
+    """Traces from dataset folders as they are, or from trace files validated through a throwaway ingest
+    (only `columns` when given: a 1M-row dataset reads in a second without its prefix-block lists)."""
     from traces.ingest import IngestParams, ingest
     from traces.store import read_traces
 
+    for p in paths:
+        if not p.exists():
+            raise BeastError(f"{p}: file not found")
     folders, files = [p for p in paths if p.is_dir()], [p for p in paths if not p.is_dir()]
-    frames = [read_traces(p) for p in folders]
+    frames = [read_traces(p, columns) for p in folders]
     if files:
         with tempfile.TemporaryDirectory(prefix="beast-train-") as tmp:
             ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=params.prices)
             ingest(files, ip, load_prices(params.prices))
-            frames.append(read_traces(ip.out))
+            frames.append(read_traces(ip.out, columns))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if frame.empty:
         raise BeastError(f"no traces in {', '.join(map(str, paths))}: run `beast ingest` (or `make run`) first")

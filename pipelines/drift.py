@@ -54,6 +54,7 @@ from abtest import stats
 from beast.config import load_params
 from beast.errors import BeastError
 from beast.files import write_atomic
+from beast.jsonable import plain
 from features.prompt import PROMPT_FEATURES, prompt_features
 from traces.contract import STATUS_ERROR
 
@@ -133,7 +134,7 @@ class DriftReport:
 
     def to_dict(self) -> dict:
         """JSON-ready: enums as their value, NaN / inf (not computed) as null."""
-        return _plain(asdict(self))
+        return plain(asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -143,20 +144,6 @@ class DriftReport:
         for c in [f.code for f in self.features] + [s.code for s in self.shifts]:
             out[c.value] = out.get(c.value, 0) + 1
         return dict(sorted(out.items()))
-
-
-def _plain(x: object) -> object:
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, StrEnum):
-        return x.value
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -361,7 +348,7 @@ def compare(reference: Profile, recent: Profile, params: MonitorParams) -> Drift
     return DriftReport(
         retrain=bool(reasons), reasons=reasons, reference_rows=len(reference), recent_rows=len(recent),
         reference_span=reference.span, recent_span=recent.span, features=features, shifts=shifts,
-        params=_plain(asdict(params)),
+        params=plain(asdict(params)),
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from beast.jsonable import plain
 from traces.contract import STATUS_ERROR
 from traces.ledger import Ledger, cost_rows, summarise
 from traces.prices import PriceTable, price_rows
@@ -122,7 +123,7 @@ class MonitorNumbers:
 
     def to_dict(self) -> dict[str, Any]:
         ledger = self.ledger.to_dict()
-        return _plain(
+        return plain(
             {
                 "overview": asdict(self.overview),
                 "timeline": asdict(self.timeline) | {"rps": self.timeline.rps().tolist()},
@@ -141,19 +142,6 @@ class MonitorNumbers:
                 "quality_by_model": [asdict(q) for q in self.quality],
             }
         )
-
-
-def _plain(x: Any) -> Any:
-    """JSON-ready: NaN / inf as null, numpy scalars as Python numbers."""
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else float(x)
-    return x
 
 
 def _col(frame: pd.DataFrame, name: str, fill: object = None) -> pd.Series:

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from models.recommend import route_requests
+from models.recommend import SkipCode, route_requests, row_skips
 from serving.router import Router
-from traces.contract import STATUS_ERROR
 
 
 class Skip(StrEnum):
@@ -94,10 +93,10 @@ class ChampionCheck:
 
 def comparable_rows(frame: pd.DataFrame, models: tuple[str, ...], max_rows: int, seed: int) -> tuple[np.ndarray, dict[str, int]]:
     """Indices of the rows to predict (a seeded sample of successes of candidate models) and skip counts."""
-    error = (frame["status"] == STATUS_ERROR).to_numpy(dtype=bool, na_value=False)
-    known = frame["model"].isin(models).to_numpy()
-    eligible = np.flatnonzero(~error & known)
-    skipped = {Skip.FAILED.value: int(error.sum()), Skip.NOT_CANDIDATE.value: int((~error & ~known).sum()), Skip.NOT_SAMPLED.value: 0}
+    skip = row_skips(frame, models).to_numpy()  # the recommendations' rule: failed first, then unknown model
+    eligible = np.flatnonzero(skip == "")
+    failed, unknown = int((skip == SkipCode.ERROR_STATUS).sum()), int((skip == SkipCode.NOT_A_CANDIDATE).sum())
+    skipped = {Skip.FAILED.value: failed, Skip.NOT_CANDIDATE.value: unknown, Skip.NOT_SAMPLED.value: 0}
     if len(eligible) > max_rows:
         skipped[Skip.NOT_SAMPLED.value] = len(eligible) - max_rows
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, size=max_rows, replace=False))

@@ -22,10 +22,10 @@ from typing import Any
 import pandas as pd
 
 from beast.config import load_params
-from beast.errors import BeastError
 from beast.files import write_atomic
+from beast.jsonable import plain
 from reports import html as h
-from reports.monitoring import _plain, monitor_numbers
+from reports.monitoring import monitor_numbers
 
 READ_COLUMNS = [
     "request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt", "latency_ms", "cost_usd",
@@ -72,20 +72,10 @@ class Timer:
 
 
 def read_frame(traces: Sequence[Path], prices: Path) -> pd.DataFrame:
-    """Dataset folders as stored (only the columns the report needs), trace files through a throwaway ingest."""
+    """The columns the report needs, from dataset folders or trace files (`models.train.read_inputs`), by time."""
     from models.train import TrainParams, read_inputs
-    from traces.store import read_traces
 
-    for p in traces:
-        if not p.exists():
-            raise BeastError(f"{p}: file not found")
-    folders, files = [p for p in traces if p.is_dir()], [p for p in traces if not p.is_dir()]
-    frames = [read_traces(p, columns=READ_COLUMNS) for p in folders]
-    if files:
-        frames.append(read_inputs(files, TrainParams(prices=prices))[READ_COLUMNS])
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if frame.empty:
-        raise BeastError(f"no trace rows in {', '.join(map(str, traces))}")
+    frame = read_inputs(list(traces), TrainParams(prices=prices), columns=READ_COLUMNS)
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
@@ -110,16 +100,15 @@ def drift_window_hours(timestamps: pd.Series, window_hours: float) -> float:
 
 
 def _budgets(frame: pd.DataFrame, params: ReportParams, params_file: Path | None) -> tuple[list[dict] | None, str | None]:
-    from models.budget import BudgetParams, budget_status, load_budgets
-    from traces.ledger import cost_rows, merge_prices
-    from traces.prices import load_prices
+    from models.budget import BudgetParams, budget_prices, budget_status, load_budgets
+    from traces.ledger import cost_rows
 
     if not params.budgets.exists():
         return None, f"no budgets file at {params.budgets}"
     cfg = load_budgets(params.budgets)
-    rows = cost_rows(frame, merge_prices(load_prices(params.prices), cfg.prices))
+    bp = replace(load_params(params_file, "budget", BudgetParams), prices=params.prices)
+    rows = cost_rows(frame, budget_prices(bp, cfg))
     at = rows["timestamp"].max() + pd.Timedelta(milliseconds=1)  # "now" = just after the newest row
-    bp = load_params(params_file, "budget", BudgetParams)
     return [asdict(budget_status(rows, spec, at, bp)) for spec in cfg.budgets], None
 
 
@@ -171,14 +160,14 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
         doc["missing"]["quality"] = "no request has a quality label"
     timer.step("plots")
     budgets, why = _budgets(frame, params, params_file)
-    doc["budgets"] = _plain(budgets)
+    doc["budgets"] = plain(budgets)
     if budgets:
         files["budgets"] = h.budget_plot(budgets, plots / "budgets.png")
     elif why:
         doc["missing"]["budgets"] = why
     timer.step("budgets")
     check, router, why = _champion(frame, params)
-    doc["champion"] = _plain(check)
+    doc["champion"] = plain(check)
     if check is not None:
         files["champion"] = h.predicted_plot(doc["champion"], plots / "champion.png")
     else:
@@ -195,7 +184,7 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
     doc["drift"] = None
     if params.drift:
         drift, why, psi = _drift(frame, params_file, params.out)
-        doc["drift"] = _plain(drift)
+        doc["drift"] = plain(drift)
         if psi is not None:
             files["drift"] = psi
         if why:
@@ -388,7 +377,7 @@ def main(traces: Sequence[Path], params_file: Path | None = None, out: Path | No
     seconds = time.perf_counter() - started
     doc["meta"] = {"traces": [str(p) for p in traces], "rows": len(frame), "seconds": round(seconds, 2), "step_seconds": times, "plots": {k: str(v) for k, v in files.items()}}
     html_path, json_path = params.out / "index.html", params.out / "report.json"
-    write_atomic(json_path, (json.dumps(_plain(doc), indent=1) + "\n").encode())
+    write_atomic(json_path, (json.dumps(plain(doc), indent=1) + "\n").encode())
     write_atomic(html_path, page.encode("utf-8"))
     missing = dict(doc["missing"])
     print(f"report: {html_path} ({len(page) / 1e6:.1f} MB, self-contained) and {json_path}; {len(frame):,} rows in {seconds:.1f} s")
