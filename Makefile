@@ -16,7 +16,7 @@ PYTHON ?= python3
 SAMPLES := data/sample/alpaca_eval.parquet data/sample/mooncake_conversation.jsonl.gz \
            data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz
 
-.PHONY: help install run repro test bench data docs clean mlflow-ui prefect-server tune
+.PHONY: help install run repro test bench data docs clean mlflow-ui prefect-server tune stack stack-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ repro: install  ## the DVC pipeline (dvc repro): same stage functions, versioned
 
 prefect-server: install  ## a Prefect server on http://127.0.0.1:4200 (UI + API; `beast deploy` schedules need it)
 	$(UV) run prefect server start --host 127.0.0.1 --port 4200
+
+stack: install  ## PostgreSQL + MLflow server (:5000) + Prefect server (:4200) on localhost, state in .stack/ (params.yaml stack)
+	$(UV) run beast stack up
+
+stack-down: install  ## stop what `make stack` started (no process left behind)
+	$(UV) run beast stack down
 
 test: install  ## run the test suite
 	$(UV) run pytest -q

@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS, main
 
     which = PREDICTORS if args.predictor == "all" else (args.predictor,)
-    main(which, params_file=args.params, traces=args.traces or (), register=False if args.no_register else None)
+    main(which, params_file=args.params, traces=args.traces or (), register=False if args.no_register else None, engine=args.engine)
     return EXIT_OK
 
 
@@ -249,6 +249,24 @@ def _cache_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from beast.config import load_params
+    from pipelines.stack import StackParams, down, exports, render_status, status, up, urls
+
+    params = load_params(args.params, "stack", StackParams)
+    if args.action == "up":
+        u = up(params)
+        print(f"\nstack up (state in {params.state}/):\n  optuna storage   {u.optuna_storage}\n  MLflow tracking  {u.mlflow_tracking}\n  Prefect API      {u.prefect_api}\nuse it from a shell:")
+        print(exports(u), end="")
+    elif args.action == "down":
+        print("\n".join(down(params)))
+    elif args.action == "status":
+        print(render_status(status(params)), end="")
+    else:
+        print(exports(urls(params)), end="")
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -319,11 +337,17 @@ def _parser() -> argparse.ArgumentParser:
         "Fit, evaluate (held out, against baselines), save and register the quality / cost / cache predictors.",
         "beast train all            # or: beast train quality --traces data/traces --no-register",
         _train,
-        "`train`, `features`",
+        "`train`, `features`, `dask`",
     )
     predictor_arg(p)
     p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "single", "dask"),
+        help="where the cost predictor trains: in this process, on Dask (lightgbm.dask; params.yaml `dask` names the "
+        "cluster, default a LocalCluster), or auto = Dask from dask.auto_rows stored rows (default: params.yaml dask.engine)",
+    )
 
     p = command(
         "export",
@@ -465,6 +489,15 @@ def _parser() -> argparse.ArgumentParser:
         _retrain,
         "`retrain`, `ingest`, `train`, `features`, `bench`, `gate`",
     )
+    p = command(
+        "stack",
+        "Local tracking stack: PostgreSQL (databases mlflow, prefect, optuna) + MLflow tracking server + Prefect server, state in stack.state (.stack/); `up` is idempotent, `down` leaves no process.",
+        'beast stack up && eval "$(beast stack env)"   # later: beast stack status; beast stack down',
+        _stack,
+        "`stack`",
+    )
+    p.add_argument("action", choices=("up", "down", "status", "env"), help="up: start what is not running and wait until healthy; down: stop everything; status: one line per component; env: the shell exports only")
+
     command(
         "deploy",
         "Serve the retrain (cron) and monitor (interval) flows as Prefect deployments with the schedules in params.yaml; needs a Prefect server (make prefect-server).",

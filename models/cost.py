@@ -26,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.common import Evaluation, Split, TuningProblem, group_split, time_split, train_booster
+from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
@@ -100,6 +100,13 @@ def cost_features(frame: pd.DataFrame, categories: Mapping[str, tuple[str, ...]]
 
 # ------------------------------------------------------------------------------------------ predictor
 
+# head -> (LightGBM objective, target from output tokens): P50 / P90 on log1p tokens, mean on raw tokens
+HEAD_OBJECTIVES: dict[str, tuple[dict[str, object], Callable[[np.ndarray], np.ndarray]]] = {
+    "p50": ({"objective": "quantile", "alpha": 0.5}, np.log1p),
+    "p90": ({"objective": "quantile", "alpha": 0.9}, np.log1p),
+    "mean": ({"objective": "regression"}, lambda y: y),
+}
+
 
 @dataclass(frozen=True)
 class CostPredictor:
@@ -142,7 +149,7 @@ def token_costs(frame: pd.DataFrame, tokens: pd.DataFrame, prices: PriceTable) -
     return pd.DataFrame(usd, index=frame.index)
 
 
-def _booster_params(params: CostParams, objective: dict[str, object]) -> dict[str, object]:
+def booster_params(params: CostParams, objective: dict[str, object]) -> dict[str, object]:
     return {
         "num_leaves": params.num_leaves,
         "learning_rate": params.learning_rate,
@@ -154,35 +161,35 @@ def _booster_params(params: CostParams, objective: dict[str, object]) -> dict[st
     } | objective
 
 
-def _calibration_rows(frame: pd.DataFrame, fraction: float, salt: str) -> np.ndarray:
-    """Rows held out to calibrate P90, as leak-free as the evaluation: a `fraction` of the prompt_ids, and the
-    last `fraction` of the time range of the rows without a prompt_id."""
+def calibration_cut(timestamps: pd.Series, fraction: float) -> pd.Timestamp | None:
+    """Rows without a prompt_id after this instant calibrate P90: the last `fraction` of their time range."""
+    return None if timestamps.empty else timestamps.max() - (timestamps.max() - timestamps.min()) * fraction
+
+
+def calibration_mask(frame: pd.DataFrame, fraction: float, salt: str, cut: pd.Timestamp | None) -> np.ndarray:
+    """Calibration rows given the global `cut` (`calibration_cut` of the rows without a prompt_id): a function
+    of each row alone, so a partitioned frame is masked partition by partition."""
     n = len(frame)
     pid = frame["prompt_id"] if "prompt_id" in frame.columns else pd.Series([None] * n, index=frame.index, dtype=object)
     grouped = pid.notna().to_numpy()
     calib = np.zeros(n, dtype=bool)
     if grouped.any():
         calib[grouped] = group_split(pid[grouped], fraction, salt).test
-    if (~grouped).any():
-        ts = frame["timestamp"][~grouped]
-        calib[~grouped] = time_split(ts, (ts.max() - ts.min()) * fraction).test
+    if (~grouped).any() and cut is not None:
+        calib[~grouped] = (frame["timestamp"][~grouped] > cut).to_numpy()
     return calib
 
 
-def _p90_shift(
-    X: pd.DataFrame, log_y: np.ndarray, models: pd.Series, calib: np.ndarray, params: CostParams
-) -> dict[str, float]:
-    """Split-conformal shift (log scale) per model that makes the P90 head cover 90% of calibration rows.
+def _calibration_rows(frame: pd.DataFrame, fraction: float, salt: str) -> np.ndarray:
+    """Rows held out to calibrate P90, as leak-free as the evaluation: a `fraction` of the prompt_ids, and the
+    last `fraction` of the time range of the rows without a prompt_id."""
+    ungrouped = frame["prompt_id"].isna() if "prompt_id" in frame.columns else pd.Series(True, index=frame.index)
+    return calibration_mask(frame, fraction, salt, calibration_cut(frame["timestamp"][ungrouped], fraction))
 
-    A quantile booster fit on the other rows is scored on `calib`; the shift of a model is the 0.9 quantile
-    (finite-sample corrected) of log1p(y) - predicted log-P90 over its calibration rows ("" = all rows, used
-    for a model with fewer than `MIN_CALIBRATION_ROWS` of them). Without calibration rows: no shift."""
-    if calib.sum() == 0 or (~calib).sum() == 0:
-        return {"": 0.0}
-    p90_params = _booster_params(params, {"objective": "quantile", "alpha": 0.9})
-    booster = train_booster(X[~calib], log_y[~calib], p90_params, params.num_boost_round, CATEGORICAL)
-    resid = log_y[calib] - booster.predict(X[calib])
-    names = models.to_numpy()[calib].astype(str)
+
+def conformal_shifts(resid: np.ndarray, names: np.ndarray) -> dict[str, float]:
+    """Per model, the finite-sample-corrected 0.9 quantile of log1p(y) - predicted log-P90 ("" = all rows, used
+    for a model with fewer than `MIN_CALIBRATION_ROWS` calibration rows)."""
 
     def q(r: np.ndarray) -> float:
         level = min(1.0, 0.9 * (1 + 1 / len(r)))
@@ -196,6 +203,21 @@ def _p90_shift(
     return shifts
 
 
+def _p90_shift(
+    X: pd.DataFrame, log_y: np.ndarray, models: pd.Series, calib: np.ndarray, params: CostParams
+) -> dict[str, float]:
+    """Split-conformal shift (log scale) per model that makes the P90 head cover 90% of calibration rows.
+
+    A quantile booster fit on the other rows is scored on `calib`; the shifts are `conformal_shifts` of its
+    residuals. Without calibration rows: no shift."""
+    if calib.sum() == 0 or (~calib).sum() == 0:
+        return {"": 0.0}
+    p90_params = booster_params(params, {"objective": "quantile", "alpha": 0.9})
+    booster = train_booster(X[~calib], log_y[~calib], p90_params, params.num_boost_round, CATEGORICAL)
+    resid = log_y[calib] - booster.predict(X[calib])
+    return conformal_shifts(resid, models.to_numpy()[calib].astype(str))
+
+
 def fit(frame: pd.DataFrame, params: CostParams) -> CostPredictor:
     """Fit the three heads on `frame` (ok rows only: a failed request's 0 tokens are not an answer length),
     then calibrate P90 on held-out rows (`_p90_shift`)."""
@@ -203,14 +225,9 @@ def fit(frame: pd.DataFrame, params: CostParams) -> CostPredictor:
     categories = fit_categories(rows)
     X = cost_features(rows, categories)
     y = rows["output_tokens"].to_numpy(dtype=np.float64)
-    objectives: dict[str, tuple[dict[str, object], np.ndarray]] = {
-        "p50": ({"objective": "quantile", "alpha": 0.5}, np.log1p(y)),
-        "p90": ({"objective": "quantile", "alpha": 0.9}, np.log1p(y)),
-        "mean": ({"objective": "regression"}, y),
-    }
     boosters = {
-        head: train_booster(X, target, _booster_params(params, obj), params.num_boost_round, categorical=CATEGORICAL)
-        for head, (obj, target) in objectives.items()
+        head: train_booster(X, target(y), booster_params(params, obj), params.num_boost_round, categorical=CATEGORICAL)
+        for head, (obj, target) in HEAD_OBJECTIVES.items()
     }
     shift: dict[str, float] = {"": 0.0}
     if params.p90_calibration_fraction > 0:
@@ -226,7 +243,7 @@ def tuning_problem(traces: pd.DataFrame, params: CostParams) -> TuningProblem:
     valid = _calibration_rows(rows, params.p90_calibration_fraction or 0.2, "cost-tuning")
     X = cost_features(rows, fit_categories(rows[~valid]))
     y = np.log1p(rows["output_tokens"].to_numpy(dtype=np.float64))
-    base = _booster_params(params, {"objective": "quantile", "alpha": 0.5, "metric": "quantile"})
+    base = booster_params(params, {"objective": "quantile", "alpha": 0.5, "metric": "quantile"})
     return TuningProblem(X[~valid], y[~valid], X[valid], y[valid], base, "quantile", False, params.num_boost_round, CATEGORICAL)
 
 
@@ -247,26 +264,30 @@ class CostSplits:
         return (self.azure_rows & self.azure.train) | (self.alpaca_rows & self.alpaca.train)
 
 
-def cost_splits(traces: pd.DataFrame, params: CostParams) -> CostSplits:
-    """Azure: time split of the `time_split_models` rows; AlpacaEval: prompt_id group split of the other rows
-    with a prompt_id. Other rows (e.g. Mooncake: no model, no prompt) are on neither side."""
+def split_cut(traces: pd.DataFrame, params: CostParams) -> pd.Timestamp | None:
+    """Time-split rows after this instant are the azure test side: the last `azure_holdout_minutes` of their range."""
+    ts = traces["timestamp"][traces["model"].isin(params.time_split_models).to_numpy()]
+    return None if ts.empty else ts.max() - pd.Timedelta(minutes=params.azure_holdout_minutes)
+
+
+def row_sides(traces: pd.DataFrame, params: CostParams, cut: pd.Timestamp | None) -> CostSplits:
+    """The splits given the global `cut` (`split_cut` over all rows): each row's side is a function of that
+    row alone, so a partitioned frame splits partition by partition with the same answer."""
     n = len(traces)
     azure_rows = traces["model"].isin(params.time_split_models).to_numpy()
     pid = traces["prompt_id"] if "prompt_id" in traces.columns else pd.Series([None] * n, index=traces.index)
     alpaca_rows = pid.notna().to_numpy() & ~azure_rows
-    holdout = pd.Timedelta(minutes=params.azure_holdout_minutes)
-    azure = _within(azure_rows, lambda idx: time_split(traces["timestamp"].iloc[idx], holdout))
-    alpaca = _within(alpaca_rows, lambda idx: group_split(pid.iloc[idx], params.alpaca_test_fraction, params.split_salt))
-    return CostSplits(azure, alpaca, azure_rows, alpaca_rows)
+    azure_test = azure_rows & (traces["timestamp"] > cut).to_numpy() if cut is not None else np.zeros(n, dtype=bool)
+    alpaca_test = np.zeros(n, dtype=bool)
+    if alpaca_rows.any():
+        alpaca_test[alpaca_rows] = group_split(pid[alpaca_rows], params.alpaca_test_fraction, params.split_salt).test
+    return CostSplits(Split(~azure_test, azure_test), Split(~alpaca_test, alpaca_test), azure_rows, alpaca_rows)
 
 
-def _within(rows: np.ndarray, split_of: Callable[[np.ndarray], Split]) -> Split:
-    """A split over the whole frame: `split_of` decides the `rows`; every other row counts as train (masked later)."""
-    test = np.zeros(len(rows), dtype=bool)
-    idx = np.flatnonzero(rows)
-    if len(idx):
-        test[idx] = split_of(idx).test
-    return Split(~test, test)
+def cost_splits(traces: pd.DataFrame, params: CostParams) -> CostSplits:
+    """Azure: time split of the `time_split_models` rows; AlpacaEval: prompt_id group split of the other rows
+    with a prompt_id. Other rows (e.g. Mooncake: no model, no prompt) are on neither side."""
+    return row_sides(traces, params, split_cut(traces, params))
 
 
 def _token_metrics(y: np.ndarray, p50: np.ndarray, p90: np.ndarray, mean: np.ndarray) -> dict[str, float]:
@@ -293,13 +314,32 @@ def _cost_metrics(test: pd.DataFrame, tokens: pd.DataFrame, y: np.ndarray, price
     }
 
 
+def baseline_stats(y: pd.Series, models: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
+    """Per model and over all rows: median / P90 / mean of the train side's output tokens (the baseline)."""
+    y = y.astype(np.float64)
+    stats = y.groupby(models).agg(p50="median", p90=lambda s: s.quantile(0.9), mean="mean")
+    return stats, pd.Series({"p50": y.median(), "p90": y.quantile(0.9), "mean": y.mean()})
+
+
+def baseline_tokens(stats: pd.DataFrame, glob: pd.Series, test: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's tokens for `test`: its model's train-side stats, the global ones for an unseen model."""
+    return stats.reindex(test["model"].to_numpy()).fillna(glob).set_axis(test.index)
+
+
 def _per_model_baseline(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the train side's median / P90 / mean of output tokens (global ones for an unseen model)."""
-    y = train["output_tokens"].astype(np.float64)
-    stats = y.groupby(train["model"].to_numpy()).agg(p50="median", p90=lambda s: s.quantile(0.9), mean="mean")
-    glob = pd.Series({"p50": y.median(), "p90": y.quantile(0.9), "mean": y.mean()})
-    out = stats.reindex(test["model"].to_numpy()).fillna(glob)
-    return out.set_axis(test.index)
+    return baseline_tokens(*baseline_stats(train["output_tokens"], train["model"].to_numpy()), test)
+
+
+def score_set(name: str, test: pd.DataFrame, pred: pd.DataFrame, base: pd.DataFrame, priced: bool, prices: PriceTable) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics (`<name>.<metric>`) of the predictor's and the baseline's tokens on one test side."""
+    y = test["output_tokens"].to_numpy(dtype=np.float64)
+    out = []
+    for tokens in (pred, base):
+        m = _token_metrics(y, *(tokens[c].to_numpy() for c in HEADS))
+        if priced:
+            m |= _cost_metrics(test, tokens, y, prices)
+        out.append({f"{name}.{k}": v for k, v in m.items()})
+    return out[0], out[1]
 
 
 def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParams) -> tuple[CostPredictor, Evaluation]:
@@ -318,19 +358,18 @@ def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParam
         if test.empty:
             continue
         n_test += len(test)
-        y = test["output_tokens"].to_numpy(dtype=np.float64)
-        pred = predictor.predict_tokens(test)
         base = _per_model_baseline(traces[rows & split.train & ok], test)
-        for target, tokens in ((metrics, pred), (baseline, base)):
-            m = _token_metrics(y, *(tokens[c].to_numpy() for c in HEADS))
-            if priced:
-                m |= _cost_metrics(test, tokens, y, prices)
-            target.update({f"{name}.{k}": v for k, v in m.items()})
-    notes = (
+        m, b = score_set(name, test, predictor.predict_tokens(test), base, priced, prices)
+        metrics |= m
+        baseline |= b
+    counts = (int((splits.azure_rows & splits.azure.train & ok).sum()), int((splits.alpaca_rows & splits.alpaca.train & ok).sum()), int((~splits.azure_rows & ~splits.alpaca_rows).sum()))
+    return predictor, Evaluation("cost", metrics, {"per_model": baseline}, len(train), n_test, evaluation_notes(params, *counts))
+
+
+def evaluation_notes(params: CostParams, azure_train: int, alpaca_train: int, neither: int) -> tuple[str, ...]:
+    return (
         "sums use the `mean` head (L2 on tokens); `p50` underestimates the sum of a right-skewed length",
         f"P90 calibrated per model on {params.p90_calibration_fraction:g} of the train side (log-scale shift)",
-        f"train rows: {len(train):,} (azure {int((splits.azure_rows & splits.azure.train & ok).sum()):,}, "
-        f"alpaca {int((splits.alpaca_rows & splits.alpaca.train & ok).sum()):,}); "
-        f"{int((~splits.azure_rows & ~splits.alpaca_rows).sum()):,} rows in neither set (no time-split model, no prompt_id)",
+        f"train rows: {azure_train + alpaca_train:,} (azure {azure_train:,}, alpaca {alpaca_train:,}); "
+        f"{neither:,} rows in neither set (no time-split model, no prompt_id)",
     )
-    return predictor, Evaluation("cost", metrics, {"per_model": baseline}, len(train), n_test, notes)

@@ -13,16 +13,20 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import lightgbm as lgb
 import pandas as pd
 
+from beast.cluster import ClusterParams, use_dask
+from beast.cluster import client as cluster_client
 from beast.config import load_params
 from beast.errors import BeastError
 from beast.files import write_atomic
 from features.build import FeatureParams, build_features
+from features.distributed import read_dataset, stored_rows
 from features.models import load_cards
 from models import cache, cost, plots, quality
 from models.common import Evaluation, TooLittleData
@@ -60,11 +64,25 @@ class Trained:
 
 @dataclass(frozen=True)
 class Inputs:
-    traces: pd.DataFrame
+    paths: tuple[Path, ...]  # dataset folders or trace files
     prices: PriceTable
     params: TrainParams
     features: FeatureParams
     cards_path: Path
+    cluster: ClusterParams = field(default_factory=ClusterParams)
+
+    @cached_property
+    def traces(self) -> pd.DataFrame:
+        """Read on first use: a predictor trained on Dask never holds the whole dataset in this process."""
+        return read_inputs(list(self.paths), self.params)
+
+    @cached_property
+    def on_dask(self) -> bool:
+        """A single dataset folder with at least `dask.auto_rows` rows (or `dask.engine: dask`) trains on Dask."""
+        folder = len(self.paths) == 1 and self.paths[0].is_dir()
+        if self.cluster.engine == "dask" and not folder:
+            raise BeastError(f"dask.engine: dask reads one stored dataset folder, got {', '.join(map(str, self.paths))}: run `beast ingest` first")
+        return folder and use_dask(self.cluster, stored_rows(self.paths[0]))
 
 
 def _quality(inp: Inputs) -> Trained:
@@ -76,8 +94,17 @@ def _quality(inp: Inputs) -> Trained:
 
 
 def _cost(inp: Inputs) -> Trained:
-    predictor, evaluation = cost.fit_and_evaluate(inp.traces, inp.prices, inp.params.cost)
-    example = predictor.features(inp.traces.head(5))
+    if inp.on_dask:
+        from models import cost_dask
+
+        with cluster_client(inp.cluster) as client:
+            traces = read_dataset(inp.paths[0], cost_dask.COLUMNS, inp.cluster.partition_rows)
+            predictor, evaluation = cost_dask.fit_and_evaluate(client, traces, inp.prices, inp.params.cost)
+            head = traces.head(5)
+    else:
+        predictor, evaluation = cost.fit_and_evaluate(inp.traces, inp.prices, inp.params.cost)
+        head = inp.traces.head(5)
+    example = predictor.features(head)
     side = {"feature_names": list(predictor.feature_names), "categories": {k: list(v) for k, v in predictor.categories.items()}, "p90_shift": dict(predictor.p90_shift)}
     return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.cost))
 
@@ -164,10 +191,16 @@ class TrainResult:
     version: object | None  # registry.RegisteredVersion when registered
 
 
-def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence[Path] = (), register: bool | None = None) -> list[TrainResult]:
-    """`beast train`: each named predictor in turn; prints its metrics table, files and registered version."""
+def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence[Path] = (), register: bool | None = None, engine: str | None = None) -> list[TrainResult]:
+    """`beast train`: each named predictor in turn; prints its metrics table, files and registered version.
+    The cost predictor trains on Dask when `engine` (or params.yaml `dask.engine`) says so; quality and cache
+    always train in this process (their rows: judge-labelled prompts and prefix-block traces, not all traffic)."""
     params = load_params(params_file, "train", TrainParams)
-    inputs = Inputs(read_inputs(list(traces) or [params.traces], params), load_prices(params.prices), params, load_params(params_file, "features", FeatureParams), params.cards)
+    cluster = load_params(params_file, "dask", ClusterParams)
+    if engine is not None:
+        cluster = replace(cluster, engine=engine)
+    paths = tuple(traces) or (params.traces,)
+    inputs = Inputs(paths, load_prices(params.prices), params, load_params(params_file, "features", FeatureParams), params.cards, cluster)
     results = []
     for name in which:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ import fcntl
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,8 @@ from beast.errors import BeastError
 from beast.files import atomic_path, os_reason, write_atomic
 from traces.contract import STORE_SCHEMA
 
+# Rows per Parquet row group: the smallest unit a partitioned reader (Dask) can split a part file into.
+ROW_GROUP_ROWS = 65_536
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
 
@@ -71,6 +74,51 @@ def read_traces(root: Path, columns: list[str] | None = None, filter: ds.Express
     if dataset is None:
         return arrow_to_pandas(STORE_SCHEMA.empty_table().select(columns or STORE_SCHEMA.names))
     return arrow_to_pandas(dataset.to_table(columns=columns, filter=filter))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Some row groups of one committed part file: the unit a partitioned reader (Dask) reads in one go."""
+
+    path: Path
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+def pieces(root: Path, max_rows: int) -> list[Piece]:
+    """The committed dataset cut into pieces of at most about `max_rows` rows (consecutive row groups of a file;
+    a single larger row group is a piece of its own). Reads only the files' footers."""
+    out = []
+    for path in part_files(root):
+        meta = pq.ParquetFile(path).metadata
+        groups: list[int] = []
+        rows = 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if groups and rows + n > max_rows:
+                out.append(Piece(path, tuple(groups), rows))
+                groups, rows = [], 0
+            groups.append(g)
+            rows += n
+        if groups:
+            out.append(Piece(path, tuple(groups), rows))
+    return out
+
+
+def read_piece(piece: Piece, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` of one piece with exactly the types `read_traces` gives (absent columns as typed nulls)."""
+    table = pq.ParquetFile(piece.path).read_row_groups(list(piece.row_groups), columns=[c for c in columns if c != "date"])
+    date = piece.path.parent.name.removeprefix("date=")
+    arrays = []
+    for name in columns:
+        field = STORE_SCHEMA.field(name) if name != "date" else pa.field("date", pa.string())
+        if name == "date":
+            arrays.append(pa.array([date] * table.num_rows, pa.string()))
+        elif name in table.column_names:
+            arrays.append(table.column(name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    return arrow_to_pandas(pa.table(arrays, names=list(columns)))
 
 
 def stored_keys(root: Path) -> pd.DataFrame:
@@ -152,7 +200,7 @@ def append(root: Path, table: pa.Table, ingest_id: str) -> list[Path]:
             if not target.parent.exists():
                 created.append(target.parent)
             with atomic_path(target) as tmp:  # hidden while written: dataset discovery skips dot-files
-                pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd")
+                pq.write_table(part.drop_columns(["date"]), tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             written.append(target)
     except OSError as exc:
         for path in written:
@@ -185,7 +233,7 @@ def replace_parts(tables: Mapping[Path, pa.Table]) -> list[Path]:
         with ExitStack() as stack:
             for path, table in tables.items():
                 tmp = stack.enter_context(atomic_path(path))
-                pq.write_table(table, tmp, compression="zstd")
+                pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
                 done.append(path)
     except OSError as exc:
         raise BeastError(f"{next(iter(tables)).parents[1]}: cannot rewrite the dataset ({exc.strerror or exc}); "
