@@ -135,7 +135,8 @@ def _tune(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS
     from models.tune import main
 
-    main(PREDICTORS if args.predictor == "all" else (args.predictor,), params_file=args.params, trials=args.trials, track=not args.no_track)
+    which = PREDICTORS if args.predictor == "all" else (args.predictor,)
+    main(which, params_file=args.params, trials=args.trials, track=not args.no_track, workers=args.workers, storage=args.storage)
     return EXIT_OK
 
 
@@ -161,9 +162,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from pipelines.flows import retrain
+    from pipelines.flows import configured_retrain
 
-    retrain(str(args.params or "params.yaml"))
+    params_file = str(args.params or "params.yaml")
+    configured_retrain(params_file)(params_file)
     print("\nopen the UIs:  make mlflow-ui   (runs, registered beast-* models, aliases, beast-gate decisions)")
     print("               make prefect-server, then http://127.0.0.1:4200 (flow runs, the retrain-summary artifact)")
     return EXIT_OK
@@ -392,13 +394,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(
         "tune",
-        "Optuna study per predictor (TPE + pruning, resumable SQLite storage), then default vs tuned on the test side.",
-        "beast tune cache --trials 30",
+        "Optuna study per predictor (TPE + pruning, resumable storage), then default vs tuned on the test side.",
+        "beast tune cache --trials 30\n  beast tune cost --trials 40 --workers 2 --storage postgresql+psycopg2://beast@127.0.0.1:5433/optuna   # after `make stack`",
         _tune,
-        "`tune`, `train`, `features`",
+        "`tune`, `train`, `features`, `dask`",
     )
     predictor_arg(p)
     p.add_argument("--trials", type=int, help="trials to add to the study (default: params.yaml tune.trials)")
+    p.add_argument("--workers", type=int, help="Dask workers running trials at once on one shared study (default: params.yaml tune.workers; > 1 needs --storage on a server)")
+    p.add_argument("--storage", help="Optuna storage URL (default: params.yaml tune.storage, SQLite); e.g. the PostgreSQL of `make stack`")
     p.add_argument("--no-track", action="store_true", help="do not log trials to MLflow")
 
     p = command(

@@ -20,6 +20,7 @@ import lightgbm as lgb
 import optuna
 from optuna_integration import LightGBMPruningCallback
 
+from beast.cluster import ClusterParams
 from beast.config import load_params
 from beast.errors import BeastError
 from beast.files import write_atomic
@@ -56,6 +57,7 @@ class TuneParams:
     early_stopping_rounds: int = 50
     seed: int = 0
     report: Path = Path("data/metrics")  # tune_<predictor>.json
+    workers: int = 1  # > 1: trials on this many Dask workers sharing the study (needs a server storage, e.g. PostgreSQL)
     space: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: DEFAULT_SPACE)
 
 
@@ -141,18 +143,68 @@ def problems(traces, train: TrainParams, features: FeatureParams) -> dict[str, P
     }
 
 
-def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Callable] = ()) -> TuneReport:
-    check_space(params.space, type(job.params), "params.yaml:tune.space")
-    problem = job.problem(job.params)
-    study = optuna.create_study(
+def _study(name: str, params: TuneParams, maximize: bool, sampler_seed: int, parallel: bool) -> optuna.Study:
+    """The shared study `beast-<name>` (created once, loaded by every worker). In parallel, TPE's constant liar
+    keeps workers from proposing the same point while each other's trials run."""
+    return optuna.create_study(
         study_name=f"beast-{name}",
         storage=params.storage,
         load_if_exists=True,
-        direction="maximize" if problem.maximize else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=params.seed),
+        direction="maximize" if maximize else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=parallel),
         pruner=PRUNERS[params.pruner](),
     )
-    study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))
+
+
+def worker_trials(name: str, problem: TuningProblem, params: TuneParams, worker: int, n_trials: int) -> int:
+    """One Dask worker's share of the trials, run against the shared study; returns the trials it finished."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(name, params, problem.maximize, params.seed + worker, parallel=True)
+    mine: list[int] = []  # the other workers' trials land in the same study meanwhile
+    study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=n_trials, timeout=params.timeout_s or None, callbacks=[lambda _, t: mine.append(t.number)])
+    return len(mine)
+
+
+def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> None:
+    """`params.trials` split over `params.workers` Dask workers (one task each); callbacks see every new trial
+    once they are all done (a worker process has no MLflow client of ours)."""
+    from beast.cluster import client
+
+    shares = [params.trials // params.workers + (i < params.trials % params.workers) for i in range(params.workers)]
+    with client(replace(cluster, n_workers=params.workers)) as dask_client:
+        known = {t.number for t in _study(name, params, problem.maximize, params.seed, parallel=True).trials}
+        data = dask_client.scatter(problem, broadcast=True)
+        futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares) if n]
+        done = sum(dask_client.gather(futures))
+    study = _study(name, params, problem.maximize, params.seed, parallel=True)
+    print(f"  {name}: {done} trials on {len(futures)} workers sharing {study.study_name}", flush=True)
+    for trial in study.trials:
+        if trial.number not in known and trial.state.is_finished():
+            for callback in callbacks:
+                callback(study, trial)
+
+
+def check_parallel(params: TuneParams) -> None:
+    """Workers share the study through its storage: a SQLite file is one machine's single writer."""
+    if params.workers < 1:
+        raise BeastError(f"params.yaml:tune.workers: expected >= 1, got {params.workers}")
+    if params.workers > 1 and params.storage.startswith("sqlite"):
+        raise BeastError(
+            f"params.yaml:tune.workers: {params.workers} workers need a server storage, not {params.storage}: "
+            "start PostgreSQL with `make stack` and set tune.storage to postgresql+psycopg2://beast@127.0.0.1:5433/optuna"
+        )
+
+
+def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Callable] = (), cluster: ClusterParams | None = None) -> TuneReport:
+    check_space(params.space, type(job.params), "params.yaml:tune.space")
+    check_parallel(params)
+    problem = job.problem(job.params)
+    if params.workers > 1:
+        _parallel(name, problem, params, cluster or ClusterParams(), callbacks)
+        study = _study(name, params, problem.maximize, params.seed, parallel=True)
+    else:
+        study = _study(name, params, problem.maximize, params.seed, parallel=False)
+        study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))
     best = study.best_trial
     tuned = replace(job.params, **best.params, num_boost_round=int(best.user_attrs["best_iteration"]))
     metric, higher = PRIMARY[name]
@@ -179,13 +231,21 @@ def _storage_ready(storage: str) -> None:
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def main(which: Sequence[str], params_file: Path | None = None, trials: int | None = None, track: bool = True) -> list[TuneReport]:
+def main(
+    which: Sequence[str], params_file: Path | None = None, trials: int | None = None, track: bool = True, workers: int | None = None, storage: str | None = None
+) -> list[TuneReport]:
     """`beast tune`: one study per predictor; writes data/metrics/tune_<predictor>.json and prints a verdict."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train = load_params(params_file, "train", TrainParams)
     params = load_params(params_file, "tune", TuneParams)
     if trials is not None:
         params = replace(params, trials=trials)
+    if workers is not None:
+        params = replace(params, workers=workers)
+    if storage is not None:
+        params = replace(params, storage=storage)
+    check_parallel(params)
+    cluster = load_params(params_file, "dask", ClusterParams)
     if params.pruner not in PRUNERS:
         raise BeastError(f"params.yaml:tune.pruner: expected one of {', '.join(PRUNERS)}, got {params.pruner!r}")
     _storage_ready(params.storage)
@@ -198,7 +258,7 @@ def main(which: Sequence[str], params_file: Path | None = None, trials: int | No
 
             callbacks.append(registry.optuna_callback(name))
         started = time.perf_counter()
-        report = tune_one(name, jobs[name], params, callbacks)
+        report = tune_one(name, jobs[name], params, callbacks, cluster)
         write_atomic(params.report / f"tune_{name}.json", (json.dumps(asdict(report), indent=2) + "\n").encode())
         print(report.line(time.perf_counter() - started))
         print(f"  best params: {json.dumps(report.best_params)}")

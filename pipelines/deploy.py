@@ -9,14 +9,14 @@ from pathlib import Path
 
 from beast.config import load_params
 from beast.errors import BeastError
-from pipelines.flows import RetrainParams, monitor, retrain
+from pipelines.flows import RetrainParams, configured_retrain, monitor
 
 
 def deployments(params_file: str) -> list:
     """The two deployments, with their schedules and the params file as a flow parameter."""
     params = load_params(Path(params_file), "retrain", RetrainParams)
     return [
-        retrain.to_deployment(name="nightly", cron=params.cron, parameters={"params_file": params_file}, tags=["beast"]),
+        configured_retrain(params_file).to_deployment(name="nightly", cron=params.cron, parameters={"params_file": params_file}, tags=["beast"]),
         monitor.to_deployment(name="drift", interval=params.monitor_interval_s, parameters={"params_file": params_file}, tags=["beast"]),
     ]
 

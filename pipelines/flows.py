@@ -25,9 +25,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from beast.cluster import ClusterParams
 from beast.config import load_params
+from beast.errors import BeastError
 from beast.files import file_lock, write_atomic
 
 SAMPLES = ("data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz")
@@ -47,6 +50,7 @@ class RetrainParams:
     retries: int = 2  # I/O tasks (ingest, export): attempts after the first, exponential backoff
     retry_delay_s: float = 2.0
     lock_timeout_s: float = 600.0  # a second retrain waits this long for the first
+    task_runner: str = "sequential"  # or dask: the three trainings and the benchmark run at once on Dask workers
     cron: str = "0 3 * * *"  # `beast deploy`: nightly retrain
     monitor_interval_s: int = 3600  # `beast deploy`: hourly drift check
 
@@ -191,7 +195,32 @@ def summary_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="retrain", log_prints=True)
+TASK_RUNNERS = ("sequential", "dask")
+
+
+def task_runner(params: RetrainParams, cluster: ClusterParams):
+    """`sequential`: one task at a time in this process. `dask`: submitted tasks on the `dask` section's cluster
+    (a LocalCluster, or the scheduler it names); pays where independent tasks take long (training + benchmark)."""
+    if params.task_runner not in TASK_RUNNERS:
+        raise BeastError(f"params.yaml:retrain.task_runner: expected one of {', '.join(TASK_RUNNERS)}, got {params.task_runner!r}")
+    if params.task_runner == "sequential":
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if cluster.scheduler:
+        return DaskTaskRunner(address=cluster.scheduler)
+    kwargs = {"n_workers": cluster.n_workers, "threads_per_worker": cluster.threads_per_worker, "memory_limit": cluster.memory_limit, "processes": True, "dashboard_address": None}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+
+
+def configured_retrain(params_file: str = "params.yaml"):
+    """The `retrain` flow with the task runner params.yaml asks for (what `beast retrain` and `beast deploy` run)."""
+    path = Path(params_file)
+    runner = task_runner(load_params(path, "retrain", RetrainParams), load_params(path, "dask", ClusterParams))
+    return retrain.with_options(task_runner=runner)
+
+
+@flow(name="retrain", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def retrain(params_file: str = "params.yaml") -> dict:
     """Ingest -> train the three predictors (new challengers) -> routing benchmark -> export the challenger ->
     replay it against the champion on held-out prompts -> gate (promote: aliases + bundle). Returns the summary."""
@@ -209,8 +238,11 @@ def retrain(params_file: str = "params.yaml") -> dict:
         cached = {"result_storage": f"local-file-system/{block}"}
         io = cached | _io(params)
         ingested = ingest_task.with_options(**io)(list(params.traces), key, params_file)
-        trained = {p: train_task.with_options(**cached)(p, key, params_file) for p in PREDICTORS}
-        evaluation = evaluate_task.with_options(**cached)(params.replay_traces, str(work / "bench"), key, params_file) if params.evaluate else None
+        # independent of each other: on a Dask task runner they run at once (sequential by default)
+        training = {p: train_task.with_options(**cached).submit(p, key, params_file) for p in PREDICTORS}
+        benchmark = evaluate_task.with_options(**cached).submit(params.replay_traces, str(work / "bench"), key, params_file) if params.evaluate else None
+        trained = {p: f.result() for p, f in training.items()}
+        evaluation = benchmark.result() if benchmark is not None else None
         versions = aliases_task()
         gate: dict
         if all(v["champion"] == v["challenger"] for v in versions.values()):
@@ -245,5 +277,5 @@ def monitor(params_file: str = "params.yaml", recent: str | None = None) -> dict
     out = {"retrain": bool(report.retrain), "reasons": reasons}
     create_markdown_artifact(markdown=f"# monitor\n\nretrain: **{out['retrain']}**\n\n" + "\n".join(f"- {r}" for r in reasons) + "\n", key="monitor-summary")
     if report.retrain:
-        out["summary"] = retrain(params_file)
+        out["summary"] = configured_retrain(params_file)(params_file)
     return out
