@@ -52,9 +52,17 @@ def use_dask(params: ClusterParams, rows: int) -> bool:
 @contextmanager
 def client(params: ClusterParams) -> Iterator[object]:
     """A `distributed.Client` on the configured cluster; a LocalCluster started here is stopped on exit."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_worker, worker_client
 
     started = time.perf_counter()
+    try:
+        get_worker()
+    except ValueError:
+        pass
+    else:  # a task on a Dask worker (the retrain flow's Dask task runner): use its cluster, seceding our slot
+        with worker_client() as dask_client:
+            yield dask_client
+        return
     address = params.scheduler
     if address:
         try:

@@ -135,11 +135,12 @@ def evaluate_task(traces: str, out: str, key: str, params_file: str) -> dict:
 
 
 @task(name="export", **_CACHED)
-def export_task(alias: str, out: str, key: str) -> dict:
-    """`alias`'s versions as a bundle at `out` (replaced atomically)."""
+def export_task(alias: str, out: str, key: str, params_file: str) -> dict:
+    """`alias`'s versions as a bundle at `out` (replaced atomically), priced with params.yaml train.prices."""
     from models.export import export
+    from models.train import TrainParams
 
-    result = export(alias, Path(out), overwrite=True)
+    result = export(alias, Path(out), prices_file=load_params(Path(params_file), "train", TrainParams).prices, overwrite=True)
     return {"path": str(result.path), "versions": {p: e.get("version") for p, e in result.manifest["predictors"].items()}}
 
 
@@ -248,13 +249,13 @@ def retrain(params_file: str = "params.yaml") -> dict:
         if all(v["champion"] == v["challenger"] for v in versions.values()):
             gate = {"promote": None, "reasons": ["first version: the challenger already is the champion"]}
         else:
-            challenger = export_task.with_options(**io)("challenger", str(work / "challenger-bundle"), key)
-            champion = export_task.with_options(**io)("champion", str(work / "champion-bundle"), key)
+            challenger = export_task.with_options(**io)("challenger", str(work / "challenger-bundle"), key, params_file)
+            champion = export_task.with_options(**io)("champion", str(work / "champion-bundle"), key, params_file)
             replayed = replay_task.with_options(**cached)(champion["path"], challenger["path"], params.replay_traces, str(work / "replay.jsonl"), key, params_file)
             gate = gate_task.with_options(**cached)(replayed["experiment"], params.bundle, str(work / "gate"), key, params_file)
         bundle = Path(params.bundle)
         if not (bundle / "manifest.json").exists() or gate.get("promote") is None:
-            export_task.with_options(**io)("champion", str(bundle), key)  # routers always find the champion here
+            export_task.with_options(**io)("champion", str(bundle), key, params_file)  # routers always find the champion here
         manifest = json.loads((bundle / "manifest.json").read_text())
         summary = {
             "key": key, "resumed": resumed, "ingest": ingested, "trained": trained, "evaluation": evaluation, "gate": gate,

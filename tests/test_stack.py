@@ -181,6 +181,68 @@ def test_prefect_flow_run_is_recorded_in_postgres(running: Running) -> None:
     assert [str(r[0]) for r in rows] == ["COMPLETED"]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+E2E_TIMEOUT_S = 300  # per command; the whole test takes ~2 min on 2 cores
+
+
+def beast(args: list[str], work: Path, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", "beast.cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=E2E_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"beast {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def scale_out_params(work: Path, urls: StackUrls) -> Path:
+    """The repo's params.yaml with every output under `work`, the Dask engine and task runner on, and the Optuna
+    study in the stack's PostgreSQL: the scale-out mode of the README."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = ROOT / "data"
+    for section in params.values():  # the committed inputs every stage reads, wherever it runs
+        for key in ("prices", "cards"):
+            if isinstance(section, dict) and isinstance(section.get(key), str):
+                section[key] = str(ROOT / section[key])
+    params["ingest"] |= {"out": str(work / "traces"), "quarantine": str(work / "quarantine"), "metrics": None, "prices": str(data / "prices.yaml")}
+    params["train"] |= {"traces": str(work / "traces"), "out": str(work / "models"), "metrics": str(work / "metrics"), "plots": str(work / "plots"), "prices": str(data / "prices.yaml"), "cards": str(data / "models.yaml")}
+    params["dask"] |= {"engine": "dask", "n_workers": 2, "partition_rows": 20000}
+    params["tune"] |= {"storage": urls.optuna_storage, "workers": 2, "trials": 4, "report": str(work / "metrics")}
+    samples = [str(data / "sample" / n) for n in ("alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz")]
+    params["retrain"] |= {"traces": samples, "replay_traces": samples[0], "evaluate": False, "bundle": str(work / "bundle"), "work": str(work / "prefect"), "task_runner": "dask"}
+    path = work / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_scale_out_end_to_end(running: Running, tmp_path: Path) -> None:
+    """The retrain flow on the Prefect server with a Dask task runner (cost trained with lightgbm.dask inside it),
+    every version registered in the MLflow server on PostgreSQL, then 2 Optuna workers sharing one PostgreSQL study."""
+    urls, params = running.urls, running.params
+    env = {**os.environ, **stack.TELEMETRY_OFF, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": urls.mlflow_tracking, "PREFECT_API_URL": urls.prefect_api, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("BEAST_DASK_ADDRESS", None)
+    params_file = scale_out_params(tmp_path, urls)
+
+    out = beast(["retrain", "--params", str(params_file)], tmp_path, env)
+    assert "trained on Dask (lightgbm.dask, data-parallel)" in out
+    for predictor in ("quality", "cost", "cache"):
+        assert f"registered beast-{predictor} version 1 (challenger, champion)" in out
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["predictors"]["cost"]["version"] == "1"
+
+    flows = query(params, "prefect", "SELECT fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain'")
+    assert [str(r[0]) for r in flows] == ["COMPLETED"]
+    tasks = query(params, "prefect", "SELECT tr.name, tr.state_type FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain' AND tr.name LIKE 'train-%%'")
+    assert len(tasks) == 3 and {str(t[1]) for t in tasks} == {"COMPLETED"}
+    aliases = query(params, "mlflow", "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias")
+    assert aliases == [(f"beast-{p}", a, 1) for p in ("cache", "cost", "quality") for a in ("challenger", "champion")]
+    assert list((params.state / "mlartifacts").rglob("p90.txt")), "the cost boosters were uploaded through the tracking server"
+
+    out = beast(["tune", "cost", "--params", str(params_file)], tmp_path, env)
+    assert "cost: 4 trials on 2 workers sharing beast-cost" in out
+    trials = query(params, "optuna", "SELECT t.state FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = 'beast-cost'")
+    assert len(trials) == 4 and {str(t[0]) for t in trials} <= {"COMPLETE", "PRUNED"}
+    logged = query(params, "mlflow", "SELECT count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = 'beast-cost-tuning'")
+    assert logged == [(4,)]
+
+
 def test_down_leaves_nothing_and_is_idempotent(running: Running) -> None:
     params = running.params
     family = {pid for pid in running.pids.values()}
