@@ -16,7 +16,7 @@ PYTHON ?= python3
 SAMPLES := data/sample/alpaca_eval.parquet data/sample/mooncake_conversation.jsonl.gz \
            data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz
 
-.PHONY: help install run repro test bench data docs clean mlflow-ui prefect-server tune stack stack-down
+.PHONY: help install run repro test bench bench-scale data docs clean mlflow-ui prefect-server tune stack stack-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ test: install  ## run the test suite
 bench: install  ## benchmarks: 1M-row ingest vs plain pyarrow; 100k-row features + training + tuning vs 10 min
 	$(UV) run beast bench-ingest --rows 1000000
 	$(UV) run beast bench-train --rows 100000 --trials 30
+
+bench-scale: install  ## benchmark: 2M-row cost training one process vs Dask (time, peak memory, metrics); Optuna trials/min 1 vs 2 workers (needs make stack)
+	$(UV) run beast bench-scale --rows 2000000
 
 tune: install  ## Optuna studies for the three predictors (resumable, data/optuna.db), default vs tuned verdict
 	$(UV) run beast tune all

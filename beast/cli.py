@@ -147,6 +147,13 @@ def _bench_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_scale(args: argparse.Namespace) -> int:
+    from models.bench_scale import main
+
+    main(rows=args.rows, workers=args.workers, trials=args.trials, tune_rows=args.tune_rows, storage=args.storage, work=args.work, out=args.out, params_file=args.params)
+    return EXIT_OK
+
+
 def _gate(args: argparse.Namespace) -> int:
     from abtest.gate import main
 
@@ -445,6 +452,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
     p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
+
+    p = command(
+        "bench-scale",
+        "Benchmark: cost predictor features + training in one process vs on Dask (wall, peak memory, metrics), and Optuna trials/min on 1 vs 2 Dask workers.",
+        "beast bench-scale --rows 2000000 --workers 2 --trials 12   # about 5-10 min on 2 idle cores; --rows 200000: ~1.5 min",
+        _bench_scale,
+        "`train`, `dask`, `tune`",
+    )
+    p.description += (
+        "\n\nData: --rows synthetic rows (seed 0) are ingested into --work/traces (reused on a rerun; not timed in the comparison)."
+        "\nTraining: `beast train cost` on each engine, each in a fresh subprocess; the parent samples the summed RSS of the"
+        "\nsubprocess and all its descendants (Dask nanny + workers) every 0.1 s. Dask's time includes starting the LocalCluster."
+        "\nEvery model is on the time split (synthetic rows rarely carry a prompt_id), so alpaca.* metrics are empty."
+        "\nOptuna: the cost tuning problem on a --tune-rows sample, --trials trials on 1 then 2 Dask workers sharing a fresh"
+        "\nstudy (as `beast tune --workers N`), timed from submit to gather; needs the PostgreSQL of `make stack` (skipped"
+        "\nwith a message when it is not reachable). Benchmark studies are deleted afterwards. Results: --out (JSON)."
+    )
+    p.add_argument("--rows", type=int, default=2_000_000, help="synthetic rows to ingest (default: 2,000,000)")
+    p.add_argument("--workers", type=int, default=2, help="Dask workers of the training run (default: 2)")
+    p.add_argument("--trials", type=int, default=12, help="Optuna trials per worker count (default: 12)")
+    p.add_argument("--tune-rows", type=int, default=200_000, help="rows sampled from the dataset for the tuning problem (default: 200,000)")
+    p.add_argument("--storage", default="postgresql+psycopg2://beast@127.0.0.1:5433/optuna", help="Optuna storage shared by the workers (default: the PostgreSQL of `make stack`)")
+    p.add_argument("--work", type=Path, help="folder for the dataset, logs and per-mode results, reused on a rerun (default: a temporary folder)")
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench_scale.json"), help="results JSON (default: /tmp/bench_scale.json)")
 
     p = command(
         "bench",

@@ -165,16 +165,20 @@ def worker_trials(name: str, problem: TuningProblem, params: TuneParams, worker:
     return len(mine)
 
 
+def shares(trials: int, workers: int) -> list[int]:
+    """Trials per worker: as even as possible, the first ones take the remainder."""
+    return [trials // workers + (i < trials % workers) for i in range(workers)]
+
+
 def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> None:
     """`params.trials` split over `params.workers` Dask workers (one task each); callbacks see every new trial
     once they are all done (a worker process has no MLflow client of ours)."""
     from beast.cluster import client
 
-    shares = [params.trials // params.workers + (i < params.trials % params.workers) for i in range(params.workers)]
     with client(replace(cluster, n_workers=params.workers)) as dask_client:
         known = {t.number for t in _study(name, params, problem.maximize, params.seed, parallel=True).trials}
         data = dask_client.scatter(problem, broadcast=True)
-        futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares) if n]
+        futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares(params.trials, params.workers)) if n]
         done = sum(dask_client.gather(futures))
     study = _study(name, params, problem.maximize, params.seed, parallel=True)
     print(f"  {name}: {done} trials on {len(futures)} workers sharing {study.study_name}", flush=True)

@@ -17,7 +17,7 @@ from traces.contract import render_markdown
 
 from conftest import ROOT, good_row, write_jsonl
 
-COMMANDS = ["ingest", "import", "synth", "contract", "train", "metrics", "export", "route", "serve-router", "tune", "bench-ingest", "bench-route", "bench-serve", "bench-train", "bench", "gate", "replay", "rollback", "feedback", "monitor", "retrain", "deploy", "budget", "report", "recommend", "cache-sim", "cache-tiers", "semantic-cache", "stack"]
+COMMANDS = ["ingest", "import", "synth", "contract", "train", "metrics", "export", "route", "serve-router", "tune", "bench-ingest", "bench-route", "bench-serve", "bench-train", "bench-scale", "bench", "gate", "replay", "rollback", "feedback", "monitor", "retrain", "deploy", "budget", "report", "recommend", "cache-sim", "cache-tiers", "semantic-cache", "stack"]
 
 
 def beast(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
