@@ -122,3 +122,19 @@ def test_cli_dask_engine_needs_a_dataset_folder(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "dask.engine: dask reads one stored dataset folder" in out.stderr and "run `beast ingest` first" in out.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_a_running_cluster_named_by_address_is_used_and_left_running(sample_dataset: Path, prices: PriceTable, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`$BEAST_DASK_ADDRESS` (or dask.address) selects an existing cluster: the training runs on its workers and
+    the cluster outlives the call (we never stop what we did not start)."""
+    from distributed import LocalCluster
+
+    quick = cost.CostParams(learning_rate=0.2, num_boost_round=5)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40) as running:
+        monkeypatch.setenv(ADDRESS_ENV, running.scheduler_address)
+        with client(ClusterParams(address="tcp://ignored:1")) as c:
+            assert c.scheduler.address == running.scheduler_address
+            _, evaluation = cost_dask.fit_and_evaluate(c, read_dataset(sample_dataset, cost_dask.COLUMNS, 10_000), prices, quick)
+        assert f"dask: connected to {running.scheduler_address} (2 workers)" in capsys.readouterr().out
+        assert len(running.scheduler_info["workers"]) == 2  # still up
+    assert evaluation.n_train > 20_000 and evaluation.metrics["azure.p90_coverage"] > 0.5
