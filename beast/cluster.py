@@ -31,6 +31,7 @@ class ClusterParams:
     threads_per_worker: int = 1  # LightGBM runs one thread per worker (num_threads) either way
     memory_limit: str = "auto"  # per LocalCluster worker: "auto" = machine memory / n_workers, or e.g. "4GiB"
     partition_rows: int = 250_000  # rows per Dask partition when reading the dataset (row groups are merged up to it)
+    connect_timeout_s: float = 30.0  # waiting for the scheduler at `address`
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -66,7 +67,7 @@ def client(params: ClusterParams) -> Iterator[object]:
     address = params.scheduler
     if address:
         try:
-            dask_client = Client(address, timeout="30s")
+            dask_client = Client(address, timeout=f"{params.connect_timeout_s}s")
         except (OSError, TimeoutError) as exc:
             raise BeastError(f"dask: cannot reach the scheduler at {address} ({exc}); check params.yaml dask.address or ${ADDRESS_ENV}") from None
         with dask_client:

@@ -25,6 +25,7 @@ from models.common import Evaluation, TooLittleData
 from models.cost import (
     CATEGORICAL,
     HEAD_OBJECTIVES,
+    HEADS,
     CostParams,
     CostPredictor,
     baseline_stats,
@@ -74,7 +75,7 @@ def _predict(part: pd.DataFrame, predictor: CostPredictor) -> pd.DataFrame:
     """The evaluation columns of a test partition and the predicted tokens of each head (a filtered partition
     may be empty: LightGBM refuses zero rows)."""
     part = part.reset_index(drop=True)
-    tokens = predictor.predict_tokens(part) if len(part) else pd.DataFrame({h: np.zeros(0) for h in ("p50", "p90", "mean")})
+    tokens = predictor.predict_tokens(part) if len(part) else pd.DataFrame({h: np.zeros(0) for h in HEADS})
     return pd.concat([part[list(EVAL_COLUMNS)], tokens.add_prefix("pred_")], axis=1)
 
 
@@ -132,7 +133,7 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     n_calib = int(calib_rows.sum().compute())
     if fraction > 0 and 0 < n_calib < n["_train"]:
         rest = design[~calib_rows]
-        p90 = _fit_head(client, rest[features], np.log1p(rest["_y"]), booster_params(params, {"objective": "quantile", "alpha": 0.9}), params.num_boost_round)
+        p90 = _fit_head(client, rest[features], np.log1p(rest["_y"]), booster_params(params, HEAD_OBJECTIVES["p90"][0]), params.num_boost_round)
         resid = map_frames(design[calib_rows], _log_residual, p90, features).compute()
         shift = conformal_shifts(resid["resid"].to_numpy(), resid["model"].astype(str).to_numpy())
         _progress(f"P90 calibrated on {n_calib:,} rows", started)
@@ -147,7 +148,7 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
         scored = map_frames(rows[rows[f"_{name}_test"]], _predict, predictor).compute()
         side = rows[rows[f"_{name}_train"]][["model", "output_tokens"]].compute()
         test = scored[list(EVAL_COLUMNS)]
-        pred = scored[[f"pred_{h}" for h in ("p50", "p90", "mean")]].rename(columns=lambda c: c.removeprefix("pred_"))
+        pred = scored[[f"pred_{h}" for h in HEADS]].rename(columns=lambda c: c.removeprefix("pred_"))
         base = baseline_tokens(*baseline_stats(side["output_tokens"], side["model"].to_numpy()), test)
         m, b = score_set(name, test, pred, base, priced, prices)
         metrics |= m

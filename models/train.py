@@ -97,10 +97,15 @@ def _cost(inp: Inputs) -> Trained:
     if inp.on_dask:
         from models import cost_dask
 
-        with cluster_client(inp.cluster) as client:
-            traces = read_dataset(inp.paths[0], cost_dask.COLUMNS, inp.cluster.partition_rows)
-            predictor, evaluation = cost_dask.fit_and_evaluate(client, traces, inp.prices, inp.params.cost)
-            head = traces.head(5)
+        from distributed import KilledWorker
+
+        try:
+            with cluster_client(inp.cluster) as client:
+                traces = read_dataset(inp.paths[0], cost_dask.COLUMNS, inp.cluster.partition_rows)
+                predictor, evaluation = cost_dask.fit_and_evaluate(client, traces, inp.prices, inp.params.cost)
+                head = traces.head(5)
+        except KilledWorker as exc:
+            raise BeastError(f"train cost on dask: a worker died running {exc.task} (out of memory? raise dask.memory_limit or add workers); nothing was written") from None
     else:
         predictor, evaluation = cost.fit_and_evaluate(inp.traces, inp.prices, inp.params.cost)
         head = inp.traces.head(5)

@@ -71,7 +71,7 @@ def test_engine_choice_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_unreachable_scheduler_is_one_clear_error() -> None:
     with pytest.raises(BeastError, match="cannot reach the scheduler at tcp://127.0.0.1:9"):
-        with client(ClusterParams(address="tcp://127.0.0.1:9")):
+        with client(ClusterParams(address="tcp://127.0.0.1:9", connect_timeout_s=2.0)):
             pass
 
 
@@ -138,3 +138,31 @@ def test_a_running_cluster_named_by_address_is_used_and_left_running(sample_data
         assert f"dask: connected to {running.scheduler_address} (2 workers)" in capsys.readouterr().out
         assert len(running.scheduler_info["workers"]) == 2  # still up
     assert evaluation.n_train > 20_000 and evaluation.metrics["azure.p90_coverage"] > 0.5
+
+
+def test_parallel_tuning_needs_a_server_storage_and_splits_trials_evenly() -> None:
+    from models.tune import TuneParams, check_parallel, shares
+
+    assert shares(12, 2) == [6, 6] and shares(7, 3) == [3, 2, 2] and shares(1, 2) == [1, 0]
+    check_parallel(TuneParams(workers=1))  # SQLite is fine for one worker
+    check_parallel(TuneParams(workers=2, storage="postgresql+psycopg2://beast@127.0.0.1:5433/optuna"))
+    with pytest.raises(BeastError, match=r"tune.workers: 2 workers need a server storage, not sqlite:///data/optuna.db: start PostgreSQL with `make stack`"):
+        check_parallel(TuneParams(workers=2))
+    with pytest.raises(BeastError, match="tune.workers: expected >= 1, got 0"):
+        check_parallel(TuneParams(workers=0))
+
+
+def test_a_dead_worker_is_one_clear_error_and_writes_nothing(sample_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import KilledWorker
+
+    from models import train
+
+    def die(*_: object) -> None:
+        raise KilledWorker("('read-traces', 3)", None, 3)
+
+    monkeypatch.setattr(cost_dask, "fit_and_evaluate", die)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  traces: {sample_dataset}\n  prices: {ROOT / 'data' / 'prices.yaml'}\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  register: false\n")
+    with pytest.raises(BeastError, match=r"train cost on dask: a worker died running \('read-traces', 3\) \(out of memory\? raise dask.memory_limit or add workers\); nothing was written"):
+        train.main(["cost"], params_file=params, engine="dask")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
