@@ -30,7 +30,7 @@ from beast.errors import BeastError
 from features.distributed import read_dataset, stored_rows
 from models import cost, cost_dask
 from models.train import TrainParams
-from models.tune import TuneParams, _study, check_parallel, shares, worker_trials
+from models.tune import TuneParams, check_parallel, shared_study, shares, worker_trials
 from traces.ingest import IngestParams, ingest
 from traces.prices import load_prices
 from traces.store import read_traces
@@ -222,7 +222,7 @@ def tune_run(problem, params: TuneParams, cluster: ClusterParams) -> TuneRun:
     import optuna
 
     name = f"bench-scale-{uuid.uuid4().hex[:12]}"
-    study = _study(name, params, problem.maximize, params.seed, parallel=True)
+    study = shared_study(name, params, problem.maximize, params.seed, parallel=True)
     try:
         with client(replace(cluster, n_workers=params.workers)) as dask_client:
             data = dask_client.scatter(problem, broadcast=True)

@@ -143,7 +143,7 @@ def problems(traces, train: TrainParams, features: FeatureParams) -> dict[str, P
     }
 
 
-def _study(name: str, params: TuneParams, maximize: bool, sampler_seed: int, parallel: bool) -> optuna.Study:
+def shared_study(name: str, params: TuneParams, maximize: bool, sampler_seed: int, parallel: bool) -> optuna.Study:
     """The shared study `beast-<name>` (created once, loaded by every worker). In parallel, TPE's constant liar
     keeps workers from proposing the same point while each other's trials run."""
     return optuna.create_study(
@@ -159,7 +159,7 @@ def _study(name: str, params: TuneParams, maximize: bool, sampler_seed: int, par
 def worker_trials(name: str, problem: TuningProblem, params: TuneParams, worker: int, n_trials: int) -> int:
     """One Dask worker's share of the trials, run against the shared study; returns the trials it finished."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _study(name, params, problem.maximize, params.seed + worker, parallel=True)
+    study = shared_study(name, params, problem.maximize, params.seed + worker, parallel=True)
     mine: list[int] = []  # the other workers' trials land in the same study meanwhile
     study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=n_trials, timeout=params.timeout_s or None, callbacks=[lambda _, t: mine.append(t.number)])
     return len(mine)
@@ -176,11 +176,11 @@ def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: Cl
     from beast.cluster import client
 
     with client(replace(cluster, n_workers=params.workers)) as dask_client:
-        known = {t.number for t in _study(name, params, problem.maximize, params.seed, parallel=True).trials}
+        known = {t.number for t in shared_study(name, params, problem.maximize, params.seed, parallel=True).trials}
         data = dask_client.scatter(problem, broadcast=True)
         futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares(params.trials, params.workers)) if n]
         done = sum(dask_client.gather(futures))
-    study = _study(name, params, problem.maximize, params.seed, parallel=True)
+    study = shared_study(name, params, problem.maximize, params.seed, parallel=True)
     print(f"  {name}: {done} trials on {len(futures)} workers sharing {study.study_name}", flush=True)
     for trial in study.trials:
         if trial.number not in known and trial.state.is_finished():
@@ -205,9 +205,9 @@ def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Ca
     problem = job.problem(job.params)
     if params.workers > 1:
         _parallel(name, problem, params, cluster or ClusterParams(), callbacks)
-        study = _study(name, params, problem.maximize, params.seed, parallel=True)
+        study = shared_study(name, params, problem.maximize, params.seed, parallel=True)
     else:
-        study = _study(name, params, problem.maximize, params.seed, parallel=False)
+        study = shared_study(name, params, problem.maximize, params.seed, parallel=False)
         study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))
     best = study.best_trial
     tuned = replace(job.params, **best.params, num_boost_round=int(best.user_attrs["best_iteration"]))
