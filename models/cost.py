@@ -161,9 +161,14 @@ def booster_params(params: CostParams, objective: dict[str, object]) -> dict[str
     } | objective
 
 
+def calibration_cut_between(first: pd.Timestamp, last: pd.Timestamp, fraction: float) -> pd.Timestamp | None:
+    """Rows without a prompt_id after this instant calibrate P90: the last `fraction` of their time range
+    [first, last] (None without such rows). Takes the extremes so a partitioned frame can reduce them first."""
+    return None if pd.isna(last) else last - (last - first) * fraction
+
+
 def calibration_cut(timestamps: pd.Series, fraction: float) -> pd.Timestamp | None:
-    """Rows without a prompt_id after this instant calibrate P90: the last `fraction` of their time range."""
-    return None if timestamps.empty else timestamps.max() - (timestamps.max() - timestamps.min()) * fraction
+    return calibration_cut_between(timestamps.min(), timestamps.max(), fraction)
 
 
 def calibration_mask(frame: pd.DataFrame, fraction: float, salt: str, cut: pd.Timestamp | None) -> np.ndarray:
@@ -264,10 +269,14 @@ class CostSplits:
         return (self.azure_rows & self.azure.train) | (self.alpaca_rows & self.alpaca.train)
 
 
+def holdout_cut(latest: pd.Timestamp, params: CostParams) -> pd.Timestamp | None:
+    """Time-split rows after this instant are the azure test side: the last `azure_holdout_minutes` before the
+    `latest` time-split row (None without such rows)."""
+    return None if pd.isna(latest) else latest - pd.Timedelta(minutes=params.azure_holdout_minutes)
+
+
 def split_cut(traces: pd.DataFrame, params: CostParams) -> pd.Timestamp | None:
-    """Time-split rows after this instant are the azure test side: the last `azure_holdout_minutes` of their range."""
-    ts = traces["timestamp"][traces["model"].isin(params.time_split_models).to_numpy()]
-    return None if ts.empty else ts.max() - pd.Timedelta(minutes=params.azure_holdout_minutes)
+    return holdout_cut(traces["timestamp"][traces["model"].isin(params.time_split_models).to_numpy()].max(), params)
 
 
 def row_sides(traces: pd.DataFrame, params: CostParams, cut: pd.Timestamp | None) -> CostSplits:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import dask
 import numpy as np
 import pandas as pd
 
@@ -31,10 +32,12 @@ from models.cost import (
     baseline_stats,
     baseline_tokens,
     booster_params,
+    calibration_cut_between,
     calibration_mask,
     conformal_shifts,
     cost_features,
     evaluation_notes,
+    holdout_cut,
     row_sides,
     score_set,
 )
@@ -103,18 +106,18 @@ def _progress(label: str, started: float) -> None:
 def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> tuple[CostPredictor, Evaluation]:
     """`cost.fit_and_evaluate` for a Dask DataFrame of `COLUMNS` (`features.distributed.read_dataset`)."""
     started = time.perf_counter()
-    timed = traces["timestamp"][traces["model"].isin(list(params.time_split_models))].max().compute()
-    cut = None if pd.isna(timed) else timed - pd.Timedelta(minutes=params.azure_holdout_minutes)
+    cut = holdout_cut(traces["timestamp"][traces["model"].isin(list(params.time_split_models))].max().compute(), params)
     rows = map_frames(traces, _with_sides, params, cut).persist()
     train = rows[rows["_train"]]
-    n = {flag: int(v) for flag, v in rows[list(FLAGS)].sum().compute().items()}
-    if n["_train"] == 0:
-        raise TooLittleData("no successful rows on the train side of the cost splits")
-    categories = {col: tuple(sorted(map(str, train[col].dropna().astype(str).unique().compute()))) for col in CATEGORICAL}
     fraction = params.p90_calibration_fraction
     ungrouped = train["timestamp"][train["prompt_id"].isna()]
-    lo, hi = (ungrouped.min().compute(), ungrouped.max().compute()) if fraction > 0 else (pd.NaT, pd.NaT)
-    calib_cut = None if pd.isna(hi) else hi - (hi - lo) * fraction
+    # one pass over the persisted rows for every global fact the next steps need
+    counts, first, last, *distinct = dask.compute(rows[list(FLAGS)].sum(), ungrouped.min(), ungrouped.max(), *(train[c].dropna().astype(str).unique() for c in CATEGORICAL))
+    n = {flag: int(v) for flag, v in counts.items()}
+    if n["_train"] == 0:
+        raise TooLittleData("no successful rows on the train side of the cost splits")
+    categories = {col: tuple(sorted(map(str, values))) for col, values in zip(CATEGORICAL, distinct, strict=True)}
+    calib_cut = calibration_cut_between(first, last, fraction) if fraction > 0 else None
     # Shuffled by a hash of request_id: LightGBM's data-parallel learner builds each feature's bins from one
     # worker's rows, so every worker must hold a random mix (dataset partitions follow date and source: on
     # the committed samples, unshuffled, alpaca MdAPE was 0.52 instead of 0.41).
@@ -145,8 +148,7 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     for name, priced in (("azure", False), ("alpaca", True)):
         if n[f"_{name}_test"] == 0:
             continue
-        scored = map_frames(rows[rows[f"_{name}_test"]], _predict, predictor).compute()
-        side = rows[rows[f"_{name}_train"]][["model", "output_tokens"]].compute()
+        scored, side = dask.compute(map_frames(rows[rows[f"_{name}_test"]], _predict, predictor), rows[rows[f"_{name}_train"]][["model", "output_tokens"]])
         test = scored[list(EVAL_COLUMNS)]
         pred = scored[[f"pred_{h}" for h in HEADS]].rename(columns=lambda c: c.removeprefix("pred_"))
         base = baseline_tokens(*baseline_stats(side["output_tokens"], side["model"].to_numpy()), test)

@@ -95,9 +95,9 @@ def _quality(inp: Inputs) -> Trained:
 
 def _cost(inp: Inputs) -> Trained:
     if inp.on_dask:
-        from models import cost_dask
-
         from distributed import KilledWorker
+
+        from models import cost_dask
 
         try:
             with cluster_client(inp.cluster) as client:

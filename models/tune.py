@@ -170,9 +170,9 @@ def shares(trials: int, workers: int) -> list[int]:
     return [trials // workers + (i < trials % workers) for i in range(workers)]
 
 
-def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> None:
+def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> optuna.Study:
     """`params.trials` split over `params.workers` Dask workers (one task each); callbacks see every new trial
-    once they are all done (a worker process has no MLflow client of ours)."""
+    once they are all done (a worker process has no MLflow client of ours). Returns the study, reloaded."""
     from beast.cluster import client
 
     with client(replace(cluster, n_workers=params.workers)) as dask_client:
@@ -186,6 +186,7 @@ def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: Cl
         if trial.number not in known and trial.state.is_finished():
             for callback in callbacks:
                 callback(study, trial)
+    return study
 
 
 def check_parallel(params: TuneParams) -> None:
@@ -204,8 +205,7 @@ def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Ca
     check_parallel(params)
     problem = job.problem(job.params)
     if params.workers > 1:
-        _parallel(name, problem, params, cluster or ClusterParams(), callbacks)
-        study = shared_study(name, params, problem.maximize, params.seed, parallel=True)
+        study = _parallel(name, problem, params, cluster or ClusterParams(), callbacks)
     else:
         study = shared_study(name, params, problem.maximize, params.seed, parallel=False)
         study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))

@@ -386,16 +386,17 @@ class Server:
 
     name: str
     port: int
-    health: str
+    url: str  # what clients use (`urls`)
     argv: Callable[[StackParams], list[str]]
+
+    @property
+    def health(self) -> str:
+        return f"{self.url}/health"
 
 
 def servers(params: StackParams) -> tuple[Server, ...]:
-    base = f"http://{params.host}"
-    return (
-        Server("mlflow", params.mlflow_port, f"{base}:{params.mlflow_port}/health", mlflow_argv),
-        Server("prefect", params.prefect_port, f"{base}:{params.prefect_port}/api/health", prefect_argv),
-    )
+    u = urls(params)
+    return (Server("mlflow", params.mlflow_port, u.mlflow_tracking, mlflow_argv), Server("prefect", params.prefect_port, u.prefect_api, prefect_argv))
 
 
 def _spawn(params: StackParams, server: Server) -> subprocess.Popen:
@@ -477,8 +478,8 @@ def up(params: StackParams) -> StackUrls:
                     _check(params, server.name, proc, deadline)
                     continue
                 pending.remove(item)
-                url = f"http://{params.host}:{server.port}"
-                print(f"{server.name}: " + (f"already up on {url} (pid {_server_pid(params, server.name)})" if proc is None else f"up on {url} ({time.monotonic() - t0:.1f} s)"), flush=True)
+                started_in = f"({time.monotonic() - t0:.1f} s)" if proc is not None else f"(pid {_server_pid(params, server.name)})"
+                print(f"{server.name}: {'up' if proc is not None else 'already up'} on {server.url} {started_in}", flush=True)
             time.sleep(0.25 if pending else 0)
     except BaseException:
         _stop(params, [n for n in ("prefect", "mlflow", "postgres") if n in started])
@@ -510,12 +511,11 @@ def down(params: StackParams) -> list[str]:
 
 def status(params: StackParams) -> list[Status]:
     """Each component: up (process alive and answering), pid, url."""
-    u = urls(params)
     pg = _pg_pid(params)
-    rows = [Status("postgres", pg is not None and pg_ok(params), pg, f"{u.postgres}/{{{params.databases.mlflow},{params.databases.prefect},{params.databases.optuna}}}")]
-    for server, url in zip(servers(params), (u.mlflow_tracking, u.prefect_api), strict=True):
+    rows = [Status("postgres", pg is not None and pg_ok(params), pg, f"{urls(params).postgres}/{{{params.databases.mlflow},{params.databases.prefect},{params.databases.optuna}}}")]
+    for server in servers(params):
         pid = _server_pid(params, server.name)
-        rows.append(Status(server.name, pid is not None and http_ok(server.health), pid, url))
+        rows.append(Status(server.name, pid is not None and http_ok(server.health), pid, server.url))
     return rows
 
 
