@@ -79,6 +79,8 @@ data: install  ## re-create data/sample from ../shared/data (needs the raw data)
 	$(UV) run beast import alpaca-eval --out data/sample
 	$(UV) run beast import mooncake --out data/sample
 	$(UV) run beast import azure --out data/sample
+	$(UV) run beast import routellm-mmlu --out data/sample
+	$(UV) run beast import routellm-mt-bench --out data/sample
 
 docs: install  ## regenerate docs/trace-contract.md from the code
 	$(UV) run beast contract > docs/trace-contract.md

@@ -317,7 +317,22 @@ def _parser() -> argparse.ArgumentParser:
         "beast import alpaca-eval ../shared/data/alpaca_eval --out data/sample",
         _import,
     )
-    p.add_argument("source", choices=("alpaca-eval", "mooncake", "azure", "prices"), help="which data set")
+    p.epilog = (p.epilog or "") + (
+        "\n\nsources (rules: data/README.md):\n"
+        "  alpaca-eval        AlpacaEval 2.0 annotations -> alpaca_eval.parquet (805 prompts x 14 models, judge quality)\n"
+        "  mooncake           Mooncake conversation trace -> mooncake_conversation.jsonl.gz (tokens, prefix blocks)\n"
+        "  azure              Azure LLM inference traces 2023 -> azure_{conv,code}.csv.gz (times, tokens)\n"
+        "  prices             shared price table -> <out>/prices.yaml (use --out data), plus documented aliases\n"
+        "  routellm-mmlu      RouteLLM MMLU folder (mmlu_<subject>.csv.gz) -> routellm_mmlu.parquet:\n"
+        "                     one row per (question, model), quality 1 correct / 0 wrong, 1 output token\n"
+        "  routellm-mt-bench  RouteLLM MT-Bench judgements (.jsonl.gz or its folder) -> routellm_mt_bench.parquet:\n"
+        "                     one row per (question, turn, model), quality (score - 1) / 9"
+    )
+    p.add_argument(
+        "source",
+        choices=("alpaca-eval", "mooncake", "azure", "prices", "routellm-mmlu", "routellm-mt-bench"),
+        help="which data set (see the list below)",
+    )
     p.add_argument("src", nargs="?", help="raw data folder or file (default: the one under ../shared/data)")
     p.add_argument("--out", type=Path, default=Path("data/sample"), help="output directory (default: data/sample)")
 

@@ -56,7 +56,7 @@ def test_context_never_looks_ahead() -> None:
 
 def test_model_features_from_cards_and_prices(prices) -> None:
     cards = load_cards(ROOT / "data" / "models.yaml")
-    assert len(cards) == 14 and {c.model for c in cards} == set(prices.models)
+    assert len(cards) == 15 and {c.model for c in cards} == set(prices.models)
     spec = fit_model_spec(pd.Series(["gemma-2b-it", "claude-2.1", None]), cards, prices)
     got = model_features(pd.Series(["claude-2.1", "gemma-2b-it", "never-seen"]), spec)
     assert tuple(got.columns) == MODEL_FEATURES

@@ -5,21 +5,25 @@ The sample tests need only the repository; the re-run tests need ../shared/data 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from beast.errors import BeastError
 from traces.contract import FIELD_BY_NAME, FIELDS
 from traces.importers import (
     DEFAULT_SRC,
+    PRICE_ALIASES,
     SOURCES,
     ImportResult,
     alpaca_eval_frame,
@@ -27,13 +31,17 @@ from traces.importers import (
     csv_bytes,
     estimate_tokens,
     jsonl_bytes,
+    mmlu_frame,
     mooncake_frame,
+    mt_bench_frame,
+    mt_bench_turn,
+    price_aliases_text,
     prompt_ids,
     rfc3339_ms,
     run_import,
 )
 from beast.files import gzip_bytes, write_atomic
-from traces.prices import load_prices
+from traces.prices import load_prices, parse_prices
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -204,9 +212,12 @@ def test_azure_known_answers(azure: dict[str, pd.DataFrame], service: str, rows:
     assert (int(df["input_tokens"].astype(int).sum()), int(df["output_tokens"].astype(int).sum())) == tokens
 
 
-def test_all_request_ids_unique_across_samples(alpaca: pd.DataFrame, mooncake: pd.DataFrame, azure: dict[str, pd.DataFrame]) -> None:
-    ids = pd.concat([alpaca["request_id"], mooncake["request_id"], azure["conv"]["request_id"], azure["code"]["request_id"]])
-    assert ids.is_unique and len(ids) == 11270 + 12031 + 19366 + 8819
+def test_all_request_ids_unique_across_samples(
+    alpaca: pd.DataFrame, mooncake: pd.DataFrame, azure: dict[str, pd.DataFrame], mmlu: pd.DataFrame, mt_bench: pd.DataFrame
+) -> None:
+    ids = pd.concat([alpaca["request_id"], mooncake["request_id"], azure["conv"]["request_id"], azure["code"]["request_id"],
+                     mmlu["request_id"], mt_bench["request_id"]])  # fmt: skip
+    assert ids.is_unique and len(ids) == 11270 + 12031 + 19366 + 8819 + 28084 + 320
 
 
 @pytest.mark.parametrize("name", ["mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz"])
@@ -219,7 +230,88 @@ def test_sample_gzip_headers_are_deterministic(name: str) -> None:
 
 def test_sample_sizes_stay_small() -> None:
     total = sum(p.stat().st_size for p in SAMPLE.iterdir() if p.is_file())
-    assert total < 3_000_000
+    assert total < 4_000_000  # 3.39 MB: the RouteLLM MMLU question texts are 2.0 MB of it
+
+
+# ---------------------------------------------------------------------------------------------- RouteLLM samples
+
+ROUTELLM_COLUMNS = ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt", "prompt_id", "quality", "task"]
+MIXTRAL, GPT4 = "Mixtral-8x7B-Instruct-v0.1", "gpt4_1106_preview"
+
+
+@pytest.fixture(scope="module")
+def mmlu() -> pd.DataFrame:
+    return pd.read_parquet(SAMPLE / "routellm_mmlu.parquet")
+
+
+@pytest.fixture(scope="module")
+def mt_bench() -> pd.DataFrame:
+    return pd.read_parquet(SAMPLE / "routellm_mt_bench.parquet")
+
+
+@pytest.mark.parametrize("name", ["routellm_mmlu.parquet", "routellm_mt_bench.parquet"])
+def test_routellm_parquet_schema_is_the_contract(name: str) -> None:
+    schema = pq.read_schema(SAMPLE / name)
+    assert schema.names == ROUTELLM_COLUMNS
+    for field in schema:
+        assert field.type == FIELD_BY_NAME[field.name].arrow_type, field.name
+    assert schema.metadata == {b"beast.trace_contract": b"1"}
+
+
+def test_routellm_models_are_priced_and_carded() -> None:
+    prices = load_prices(ROOT / "data" / "prices.yaml")
+    cards = yaml.safe_load((ROOT / "data" / "models.yaml").read_text())["models"]
+    for model in (MIXTRAL, GPT4):
+        assert model in prices.models and model in cards
+    concise = "Mixtral-8x7B-Instruct-v0.1_concise"
+    assert cards[MIXTRAL] == cards[concise]
+    assert prices.current(MIXTRAL) == dataclasses.replace(prices.current(concise), model=MIXTRAL)
+    assert (prices.current(MIXTRAL).input, prices.current(MIXTRAL).output) == (0.60, 0.60)
+
+
+def test_mmlu_known_answers(mmlu: pd.DataFrame) -> None:
+    assert len(mmlu) == 28084 and mmlu["request_id"].is_unique
+    assert mmlu["model"].value_counts().to_dict() == {MIXTRAL: 14042, GPT4: 14042}
+    assert mmlu["prompt_id"].nunique() == 14042 and mmlu["task"].nunique() == 57
+    assert mmlu.groupby("model")["quality"].sum().to_dict() == {MIXTRAL: 9560.0, GPT4: 11315.0}  # 0.6808 / 0.8058
+    assert set(mmlu["quality"]) == {0.0, 1.0}
+    assert (mmlu["output_tokens"] == 1).all() and (mmlu["status"] == "ok").all()
+    assert (mmlu["input_tokens"] == mmlu["prompt"].map(lambda s: math.ceil(len(s) / 4))).all()
+    assert int(mmlu["input_tokens"].sum()) == 3283212
+    assert (mmlu["request_id"] == mmlu["prompt_id"] + "-" + mmlu["model"]).all()
+    assert (mmlu["task"] == "mmlu/" + mmlu["prompt_id"].str.extract(r"^mmlu-(\w+)-\d{4}$")[0]).all()
+    assert mmlu["model"].tolist()[:2] == [MIXTRAL, GPT4] and mmlu["prompt_id"].iloc[0] == "mmlu-abstract_algebra-0000"
+    assert mmlu["prompt"].iloc[0] == "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+    assert mmlu["request_id"].iloc[-1] == f"mmlu-world_religions-0170-{GPT4}"
+    ts = mmlu["timestamp"]
+    assert ts.is_monotonic_increasing and ts.is_unique and str(ts.dt.tz) == "UTC"
+    assert ts.iloc[0] == pd.Timestamp("2024-07-01T00:00:00Z")
+    assert ts.iloc[-1] == pd.Timestamp("2024-07-01T00:00:00Z") + pd.Timedelta(minutes=14041, seconds=1)
+    assert (mmlu.drop_duplicates("prompt_id")["prompt"].duplicated().sum()) == 105  # repeated texts keep own ids
+
+
+def test_mt_bench_known_answers(mt_bench: pd.DataFrame) -> None:
+    df = mt_bench
+    assert len(df) == 320 and df["request_id"].is_unique and (df["status"] == "ok").all()
+    assert df["model"].value_counts().to_dict() == {MIXTRAL: 160, GPT4: 160}
+    means = df.groupby("model")["quality"].mean()
+    assert means[MIXTRAL] == pytest.approx((8.340625 - 1) / 9) and means[GPT4] == pytest.approx((9.228125 - 1) / 9)
+    assert df["quality"].between(0, 1).all() and df["quality"].notna().all()
+    assert df.groupby("model")["output_tokens"].sum().to_dict() == {MIXTRAL: 50596, GPT4: 66267}
+    assert (df["input_tokens"] == df["prompt"].map(lambda s: math.ceil(len(s) / 4))).all()
+    assert int(df["input_tokens"].sum()) == 28360
+    assert df["task"].value_counts().to_dict() == {f"mt-bench/{c}": 40 for c in
+        ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")}  # fmt: skip
+    assert df["prompt_id"].tolist()[:4] == ["mtbench-81-t1"] * 2 + ["mtbench-81-t2"] * 2
+    first = "Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences and must-see attractions."
+    assert df["prompt"].iloc[0] == first
+    assert df["prompt"].iloc[2] == first + "\n\nRewrite your previous response. Start every sentence with the letter A."
+    by_id = df.drop_duplicates("prompt_id").set_index("prompt_id")["prompt"]
+    for q in range(81, 161):  # a turn-2 prompt starts with its turn-1 question
+        assert by_id[f"mtbench-{q}-t2"].startswith(by_id[f"mtbench-{q}-t1"] + "\n\n")
+    ts = df["timestamp"]
+    assert ts.is_monotonic_increasing and ts.is_unique
+    assert (ts.iloc[0], ts.iloc[-1]) == (pd.Timestamp("2024-07-15T00:00:00Z"), pd.Timestamp("2024-07-15T02:39:01Z"))
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -370,11 +462,241 @@ def test_write_atomic_leaves_no_temp(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
 
 
+# ---------------------------------------------------------------------------------------------- RouteLLM tiny inputs
+
+MMLU_CSV = (
+    'prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n'
+    '"What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:",True,True\n'
+    'NA,False,True\n'  # a question reading NA stays text
+    '"Café?\nA. oui\nAnswer:",True,False\n'
+)
+
+
+def _mmlu_dir(tmp_path: Path, text: str = MMLU_CSV, subject: str = "tiny_subject") -> Path:
+    src = tmp_path / "mmlu"
+    src.mkdir(exist_ok=True)
+    (src / f"mmlu_{subject}.csv.gz").write_bytes(gzip_bytes(text.encode()))
+    return src
+
+
+def test_run_import_mmlu_tiny_exact_rows(tmp_path: Path) -> None:
+    result = run_import("routellm-mmlu", _mmlu_dir(tmp_path), tmp_path / "out")
+    assert result.rows == 6 and result.outputs == (tmp_path / "out" / "routellm_mmlu.parquet",)
+    df = pd.read_parquet(result.outputs[0])
+    assert list(df.columns) == ROUTELLM_COLUMNS
+    q0 = "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
+    base = pd.Timestamp("2024-07-01T00:00:00Z")
+    expected = pd.DataFrame(
+        {
+            "request_id": [f"mmlu-tiny_subject-000{i}-{m}" for i in range(3) for m in (MIXTRAL, GPT4)],
+            "timestamp": [base + pd.Timedelta(minutes=i, seconds=j) for i in range(3) for j in range(2)],
+            "model": [MIXTRAL, GPT4] * 3,
+            "input_tokens": [10, 10, 1, 1, 5, 5],  # ceil(40 / 4), ceil(2 / 4), ceil(19 / 4)
+            "output_tokens": [1] * 6,
+            "status": ["ok"] * 6,
+            "prompt": [q0, q0, "NA", "NA", "Café?\nA. oui\nAnswer:", "Café?\nA. oui\nAnswer:"],
+            "prompt_id": [f"mmlu-tiny_subject-000{i}" for i in range(3) for _ in range(2)],
+            "quality": [1.0, 1.0, 0.0, 1.0, 1.0, 0.0],
+            "task": ["mmlu/tiny_subject"] * 6,
+        }
+    )
+    expected["timestamp"] = expected["timestamp"].astype("datetime64[ms, UTC]")
+    pd.testing.assert_frame_equal(df, expected, check_dtype=False)
+    assert df["timestamp"].dtype == "datetime64[ms, UTC]" and df["input_tokens"].dtype == np.int64
+    assert f"mean quality {MIXTRAL} 0.6667, {GPT4} 0.6667" in result.notes
+    again = run_import("routellm-mmlu", tmp_path / "mmlu", tmp_path / "out2")
+    assert again.outputs[0].read_bytes() == result.outputs[0].read_bytes()
+
+
+def test_mmlu_frame_orders_subjects_and_keeps_missing_labels() -> None:
+    cols = ("prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
+    subjects = {"b": pd.DataFrame([["q-b", "False", ""]], columns=cols), "a": pd.DataFrame([["q-a", True, False]], columns=cols)}
+    df = mmlu_frame(subjects)
+    assert df["prompt_id"].tolist() == ["mmlu-a-0000"] * 2 + ["mmlu-b-0000"] * 2
+    assert df["quality"].tolist()[:3] == [1.0, 0.0, 0.0] and np.isnan(df["quality"].iloc[3])
+    assert df["timestamp"].iloc[2] == pd.Timestamp("2024-07-01T00:01:00Z")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1\nq,True\n", "missing column(s) gpt-4-1106-preview"),
+        ("question,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\nq,True,True\n", "missing column(s) prompt"),
+        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview,claude\nq,True,True,True\n", "unexpected column(s) claude"),
+        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\nq,yes,True\n", "expected True or False, got 'yes'"),
+        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n,True,True\n", "`prompt` must be non-empty text"),
+    ],
+)
+def test_run_import_mmlu_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(BeastError, match=re.escape(message)) as info:
+        run_import("routellm-mmlu", _mmlu_dir(tmp_path, text), tmp_path / "out")
+    assert "routellm-mmlu tiny_subject" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_import_mmlu_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(BeastError, match="no mmlu_\\*.csv.gz files"):
+        run_import("routellm-mmlu", tmp_path, tmp_path / "out")
+
+
+def _t1_prompt(question: str, answer: str, reference: str | None = None) -> str:
+    ref = f"[The Start of Reference Answer]\n{reference}\n[The End of Reference Answer]\n\n" if reference else ""
+    return (f"[Instruction]\nPlease act as an impartial judge ...\n\n[Question]\n{question}\n\n{ref}"
+            f"[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]")  # fmt: skip
+
+
+def _t2_prompt(q1: str, a1: str, q2: str, a2: str) -> str:
+    return ("<|The Start of Assistant A's Conversation with User|>\n\n"
+            f"### User:\n{q1}\n\n### Assistant A:\n{a1}\n\n### User:\n{q2}\n\n### Assistant A:\n{a2}\n\n"
+            "<|The End of Assistant A's Conversation with User|>")  # fmt: skip
+
+
+def _judgement(qid: int, model: str, judge: str, user_prompt: str, score: float, turn: int) -> dict:
+    return {"question_id": qid, "model": model, "judge": ["gpt-4", judge], "user_prompt": user_prompt,
+            "judgment": "... Rating: [[x]]", "score": score, "turn": turn, "tstamp": 1711862000.5}  # fmt: skip
+
+
+MTB_LINES = [
+    _judgement(111, "gpt-4-1106-preview", "single-math-v1", _t1_prompt("Area of the triangle?", "It is 3.", reference="3"), 10.0, 1),
+    _judgement(81, "mistralai/Mixtral-8x7B-Instruct-v0.1", "single-v1-multi-turn",
+               _t2_prompt("Write a blog post.", "Aloha! " * 10, "Start every sentence with A.", "A trip."), 5.5, 2),  # fmt: skip
+]
+
+
+def _mt_bench_file(tmp_path: Path, lines: list[dict]) -> Path:
+    src = tmp_path / "mt_bench_judgements.jsonl.gz"
+    src.write_bytes(gzip_bytes("".join(json.dumps(r) + "\n" for r in lines).encode()))
+    return src
+
+
+def test_run_import_mt_bench_tiny_exact_rows(tmp_path: Path) -> None:
+    src = _mt_bench_file(tmp_path, MTB_LINES)
+    result = run_import("routellm-mt-bench", tmp_path, tmp_path / "out")  # the folder: its mt_bench_judgements.jsonl.gz
+    assert result.rows == 2 and result.outputs == (tmp_path / "out" / "routellm_mt_bench.parquet",)
+    df = pd.read_parquet(result.outputs[0])
+    assert list(df.columns) == ROUTELLM_COLUMNS
+    turn2 = "Write a blog post.\n\nStart every sentence with A."
+    expected = pd.DataFrame(
+        {
+            "request_id": [f"mtbench-81-t2-{MIXTRAL}", f"mtbench-111-t1-{GPT4}"],
+            # prompt 0 (question 81, turn 2) with model 0, prompt 1 (question 111, turn 1) with model 1
+            "timestamp": pd.to_datetime(["2024-07-15T00:00:00Z", "2024-07-15T00:01:01Z"]).astype("datetime64[ms, UTC]"),
+            "model": [MIXTRAL, GPT4],
+            "input_tokens": [math.ceil(len(turn2) / 4), 6],  # ceil(48 / 4), ceil(21 / 4)
+            "output_tokens": [2, 2],  # "A trip." and "It is 3.": the judged answer of the turn, not a1
+            "status": ["ok", "ok"],
+            "prompt": [turn2, "Area of the triangle?"],
+            "prompt_id": ["mtbench-81-t2", "mtbench-111-t1"],
+            "quality": [0.5, 1.0],  # (5.5 - 1) / 9, (10 - 1) / 9
+            "task": ["mt-bench/writing", "mt-bench/math"],
+        }
+    )
+    pd.testing.assert_frame_equal(df, expected, check_dtype=False)
+    assert df["input_tokens"].tolist() == [12, 6]
+    again = run_import("routellm-mt-bench", src, tmp_path / "out2")
+    assert again.outputs[0].read_bytes() == result.outputs[0].read_bytes()
+    assert "one judgement per (question, turn, model)" in result.notes
+
+
+def test_mt_bench_turn_extraction() -> None:
+    assert mt_bench_turn(_t1_prompt("Q?", "A.", reference="R"), 1) == (["Q?"], "A.")
+    assert mt_bench_turn(_t1_prompt("Q?\n\nwith lines", ""), 1) == (["Q?\n\nwith lines"], "")
+    assert mt_bench_turn(_t2_prompt("q1", "a1", "q2", "a2\n\nmore"), 2) == (["q1", "q2"], "a2\n\nmore")
+    # the math judge's reference conversation sits outside the assistant's block
+    ref = "<|The Start of Reference Answer|>\n\n### User:\nq1\n\n### Reference answer:\nr1\n\n<|The End of Reference Answer|>\n\n\n"
+    assert mt_bench_turn(ref + _t2_prompt("q1", "a1", "q2", "a2"), 2) == (["q1", "q2"], "a2")
+    with pytest.raises(ValueError, match="once, found it 2"):
+        mt_bench_turn(_t1_prompt("Q?", "A.\n[The End of Assistant's Answer]"), 1)
+    with pytest.raises(ValueError, match="twice each"):
+        mt_bench_turn(_t2_prompt("q1", "a1 ### User:\n", "q2", "a2"), 2)
+    with pytest.raises(ValueError, match="turn 1: expected one"):
+        mt_bench_turn("no markers", 1)
+
+
+def test_mt_bench_frame_keeps_the_reference_guided_judgement() -> None:
+    plain = _judgement(111, "gpt-4-1106-preview", "single-v1", _t1_prompt("Q?", "A."), 1.0, 1)
+    math_ = _judgement(111, "gpt-4-1106-preview", "single-math-v1", _t1_prompt("Q?", "A.", reference="R"), 7.0, 1)
+    df = mt_bench_frame(pd.DataFrame([plain, math_]))
+    assert len(df) == 1 and df["quality"].tolist() == [(7.0 - 1) / 9]
+    with pytest.raises(BeastError, match="several single-v1 judgements of question 111 turn 1"):
+        mt_bench_frame(pd.DataFrame([plain, plain]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"drop": "user_prompt"}, "routellm-mt-bench: missing column(s) user_prompt"),
+        ({"drop": "score"}, "routellm-mt-bench: missing column(s) score"),
+        ({"model": "claude-2.1"}, "unknown model 'claude-2.1'"),
+        ({"score": 11.0}, "score must be in [1, 10]"),
+        ({"turn": 3}, "turn must be 1 or 2"),
+        ({"question_id": 7}, "question_id 7 is not an MT-Bench question (81-160)"),
+        ({"judge": ["gpt-4", "single-v1-multi-turn"]}, "does not grade turn 1"),
+        ({"user_prompt": "[Question]\nQ?\n\n[The Start of Assistant's Answer]\nno end"}, "record 0 (question 111, turn 1, gpt-4-1106-preview): turn 1"),
+    ],
+)
+def test_mt_bench_frame_errors(change: dict, message: str) -> None:
+    record = dict(MTB_LINES[0])
+    if "drop" in change:
+        del record[change["drop"]]
+    else:
+        record |= change
+    with pytest.raises(BeastError, match=re.escape(message)):
+        mt_bench_frame(pd.DataFrame([record]))
+
+
+def test_mt_bench_frame_checks_question_texts_agree() -> None:
+    t1 = _judgement(81, "gpt-4-1106-preview", "single-v1", _t1_prompt("Write a blog post.", "x"), 9.0, 1)
+    t2 = dict(MTB_LINES[1])
+    assert len(mt_bench_frame(pd.DataFrame([t1, t2]))) == 2
+    with pytest.raises(BeastError, match="question 81: question 1 differs"):
+        mt_bench_frame(pd.DataFrame([t1 | {"user_prompt": _t1_prompt("Another post.", "x")}, t2]))
+
+
+def test_mt_bench_failed_judgement_leaves_quality_null(tmp_path: Path) -> None:
+    _mt_bench_file(tmp_path, [MTB_LINES[0] | {"score": -1}])
+    result = run_import("routellm-mt-bench", tmp_path, tmp_path / "out")
+    assert "1 rows without a label: quality left null" in result.notes
+    assert pd.read_parquet(result.outputs[0])["quality"].isna().all()
+
+
+def test_routellm_rejects_model_without_price() -> None:
+    with pytest.raises(BeastError, match="model gpt4_1106_preview .* is not in the price table"):
+        mt_bench_frame(pd.DataFrame([MTB_LINES[0]]), known_models={"claude-2.1"})
+
+
+# ---------------------------------------------------------------------------------------------- prices aliases
+
+
+def test_price_aliases_appended_once() -> None:
+    shared = (SHARED / "prices.yaml") if (SHARED / "prices.yaml").is_file() else None
+    text = "models:\n  gpt4_1106_preview:                  {input: 10.00, output: 30.00}\n" \
+           "  Mixtral-8x7B-Instruct-v0.1_concise: {input: 0.60,  output: 0.60}\n"  # fmt: skip
+    out, added = price_aliases_text(text)
+    assert added == ["Mixtral-8x7B-Instruct-v0.1"]
+    assert out == text + "  Mixtral-8x7B-Instruct-v0.1:         {input: 0.60,  output: 0.60}  # alias of Mixtral-8x7B-Instruct-v0.1_concise (beast import prices)\n"
+    assert price_aliases_text(out) == (out, [])  # idempotent: the alias is there now
+    if shared is not None:  # the shared table lacks the alias; the project table is the shared one plus it
+        merged, added = price_aliases_text(shared.read_text())
+        assert added == list(PRICE_ALIASES) and merged == (ROOT / "data" / "prices.yaml").read_text()
+
+
+def test_price_aliases_other_layouts() -> None:
+    dated = "models:\n  Mixtral-8x7B-Instruct-v0.1_concise:\n    - {input: 1, output: 2, effective_from: 2024-01-01}\n"
+    out, _ = price_aliases_text(dated)
+    got = {p.model: (p.input, p.output, p.effective_from) for p in parse_prices(yaml.safe_load(out), "x").prices}
+    assert got["Mixtral-8x7B-Instruct-v0.1"] == got["Mixtral-8x7B-Instruct-v0.1_concise"]
+    with pytest.raises(BeastError, match="its model Mixtral-8x7B-Instruct-v0.1_concise is not in the price table"):
+        price_aliases_text("models:\n  m: {input: 1, output: 1}\n")
+    with pytest.raises(BeastError, match="is `models:` the last section"):
+        price_aliases_text("models:\n  Mixtral-8x7B-Instruct-v0.1_concise: {input: 1, output: 1}\nother: 1\n")
+
+
 # ---------------------------------------------------------------------------------------------- run_import errors
 
 
 def test_api_names() -> None:
-    assert SOURCES == ("alpaca-eval", "mooncake", "azure", "prices")
+    assert SOURCES == ("alpaca-eval", "mooncake", "azure", "prices", "routellm-mmlu", "routellm-mt-bench")
     assert set(DEFAULT_SRC) == set(SOURCES)
 
 
@@ -383,7 +705,7 @@ def test_run_import_unknown_source(tmp_path: Path) -> None:
         run_import("lmsys", tmp_path, tmp_path)
 
 
-@pytest.mark.parametrize("source", ["alpaca-eval", "azure"])
+@pytest.mark.parametrize("source", ["alpaca-eval", "azure", "routellm-mmlu"])
 def test_run_import_missing_folder(tmp_path: Path, source: str) -> None:
     with pytest.raises(BeastError, match=f"{tmp_path / 'nope'}: .*source folder not found"):
         run_import(source, tmp_path / "nope", tmp_path / "out")
@@ -431,9 +753,11 @@ def test_run_import_mooncake_tiny(tmp_path: Path) -> None:
 
 
 def test_run_import_prices(tmp_path: Path) -> None:
-    src = ROOT / "data" / "prices.yaml"
+    src = ROOT / "data" / "prices.yaml"  # already has the alias: copied byte for byte
     result = run_import("prices", src, tmp_path)
-    assert result.rows == 14 and (tmp_path / "prices.yaml").read_bytes() == src.read_bytes()
+    assert result.rows == 15 and (tmp_path / "prices.yaml").read_bytes() == src.read_bytes()
+    with pytest.raises(BeastError, match="file not found"):
+        run_import("routellm-mt-bench", tmp_path / "nope.jsonl.gz", tmp_path / "out")
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  m: {input: -1, output: 1}\n")
     with pytest.raises(BeastError, match="bad.yaml: models.m.input"):
@@ -453,7 +777,9 @@ def rerun(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImportResult]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz"]
+    "name",
+    ["alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz",
+     "routellm_mmlu.parquet", "routellm_mt_bench.parquet"],  # fmt: skip
 )
 def test_rerun_is_byte_identical(rerun: dict[str, ImportResult], name: str) -> None:
     (fresh,) = [p for r in rerun.values() for p in r.outputs if p.name == name]
@@ -462,6 +788,9 @@ def test_rerun_is_byte_identical(rerun: dict[str, ImportResult], name: str) -> N
 
 @pytest.mark.slow
 def test_rerun_results(rerun: dict[str, ImportResult]) -> None:
-    assert {s: r.rows for s, r in rerun.items()} == {"alpaca-eval": 11270, "mooncake": 12031, "azure": 28185, "prices": 14}
+    assert {s: r.rows for s, r in rerun.items()} == {
+        "alpaca-eval": 11270, "mooncake": 12031, "azure": 28185, "prices": 15, "routellm-mmlu": 28084, "routellm-mt-bench": 320,
+    }  # fmt: skip
+    assert any("aliases added: Mixtral-8x7B-Instruct-v0.1" in n for n in rerun["prices"].notes)
     assert rerun["prices"].outputs[0].read_bytes() == (ROOT / "data" / "prices.yaml").read_bytes()
     assert not any("quality left null" in n for n in rerun["alpaca-eval"].notes)
