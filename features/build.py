@@ -1,6 +1,6 @@
 """Stage `features`: one feature frame per request x candidate model, and the versioned spec that rebuilds it.
 
-The spec is plain JSON (text hashing + TF-IDF + SVD weights, model categories and attributes, context
+The spec is plain JSON (text hashing + TF-IDF + SVD weights, embedding projection, model categories and attributes, context
 window, column order); `build_features(frame, spec)` uses nothing else, so training, the Python router
 and a router in another language compute the same numbers. Text features are computed once per distinct
 prompt and broadcast: AlpacaEval sends each prompt to 14 models.
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from beast.errors import BeastError
+from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.context import CONTEXT_FEATURES, ContextSpec, context_features, fit_context_spec
 from features.models import MODEL_FEATURES, ModelCard, ModelSpec, fit_model_spec, model_features
 from features.prompt import PROMPT_FEATURES, prompt_features
@@ -34,8 +35,10 @@ class FeatureParams:
     """Mirrors params.yaml -> features."""
 
     text: TextParams = field(default_factory=TextParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
     context_window_s: float = 300.0
     use_text: bool = True
+    use_embed: bool = True  # pretrained WordLlama prompt embedding (features/embed.py)
     use_context: bool = True
 
 
@@ -45,6 +48,7 @@ class FeatureSpec:
     models: ModelSpec
     context: ContextSpec | None
     text: TextSpec | None
+    embed: EmbedSpec | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +58,7 @@ class FeatureSpec:
             "models": self.models.to_dict(),
             "context": self.context.to_dict() if self.context else None,
             "text": json.loads(self.text.to_json()) if self.text else None,
+            "embed": self.embed.to_dict() if self.embed else None,
         }
 
     @property
@@ -75,6 +80,7 @@ class FeatureSpec:
                 ModelSpec.from_dict(d["models"]),
                 ContextSpec.from_dict(d["context"]) if d["context"] else None,
                 TextSpec.from_json(json.dumps(d["text"])) if d["text"] else None,
+                EmbedSpec.from_dict(d["embed"]) if d.get("embed") else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BeastError(f"feature spec: cannot read it ({exc})") from None
@@ -92,6 +98,9 @@ def _per_prompt(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     if spec.text is not None:
         text = transform_text(spec.text, distinct)  # no prompt: NaN (unknown), not the embedding of ""
         parts.append(pd.DataFrame(text, columns=[f"text_{i}" for i in range(text.shape[1])]))
+    if spec.embed is not None:
+        emb = transform_embed(spec.embed, distinct)
+        parts.append(pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])]))
     table = pd.concat(parts, axis=1)
     return table.iloc[np.where(codes < 0, len(distinct) - 1, codes)].reset_index(drop=True)
 
@@ -107,14 +116,18 @@ def token_features(frame: pd.DataFrame) -> pd.DataFrame:
 
 def fit_features(frame: pd.DataFrame, params: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> FeatureSpec:
     """Fit every transform on the training rows only (text weights, categories, tenants)."""
-    text = None
-    if params.use_text and "prompt" in frame and frame["prompt"].notna().any():
+    text = embed = None
+    has_prompts = "prompt" in frame and frame["prompt"].notna().any()
+    if params.use_text and has_prompts:
         text = fit_text(frame["prompt"].dropna().drop_duplicates(), params.text)
+    if params.use_embed and has_prompts:
+        embed = fit_embed(frame["prompt"].dropna().drop_duplicates(), params.embed)
     context = fit_context_spec(frame, params.context_window_s) if params.use_context else None
     columns = [*MODEL_FEATURES, *TOKEN_FEATURES, *PROMPT_FEATURES]
     columns += [f"text_{i}" for i in range(text.components.shape[0])] if text is not None else []
+    columns += [f"emb_{i}" for i in range(embed.params.k)] if embed is not None else []
     columns += list(CONTEXT_FEATURES) if context is not None else []
-    return FeatureSpec(tuple(columns), fit_model_spec(frame["model"], cards, prices), context, text)
+    return FeatureSpec(tuple(columns), fit_model_spec(frame["model"], cards, prices), context, text, embed)
 
 
 def build_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

@@ -166,6 +166,11 @@ def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: Price
         extra |= {"horizon_s": sides[p]["horizon_s"]} if "horizon_s" in sides[p] else {}
         predictors[p] = entry | {"keys": list(models), "num_trees": trees, "side": f"{p}.json", "files": models} | extra
     _stage(tmp, "feature_spec.json", json.dumps(spec, sort_keys=True).encode(), files)  # byte-identical to FeatureSpec.to_json()
+    if spec.get("embed"):  # the projected embedding table and the tokenizer, checked against the spec's hashes
+        from features.embed import EmbedSpec
+
+        for rel, data in EmbedSpec.from_dict(spec["embed"]).bundle_files().items():
+            _stage(tmp, rel, data, files)
     _stage(tmp, "policy.json", _dumps(policy), files)
     manifest = {
         "kind": KIND,

@@ -50,6 +50,7 @@ class QualityParams:
     knn_k: int = 25
     ece_bins: int = 10
     seed: int = 0
+    prior_fallback: bool = True  # validation says the heads beat no per-model mean: ship the means (constant heads)
 
     def lgb_params(self) -> dict[str, object]:
         keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
@@ -62,7 +63,8 @@ class QualityPredictor:
     boosters: Mapping[str, lgb.Booster]  # {"shared": b} or {model name: b}
     feature_names: tuple[str, ...]
     spec: FeatureSpec
-    valid_loss: Mapping[str, float] = field(default_factory=dict)  # validation log loss of each heads candidate
+    valid_loss: Mapping[str, float] = field(default_factory=dict)  # validation log loss of each heads candidate and of the prior
+    fallback: str | None = None  # "prior": the heads added nothing on validation, each head is its model's training mean
 
     def predict(self, X: pd.DataFrame, models: pd.Series) -> np.ndarray:
         """Predicted quality per row; NaN for a model without a head (per_model only)."""
@@ -91,21 +93,33 @@ def feature_columns(spec: FeatureSpec, heads: str) -> tuple[str, ...]:
     return tuple(c for c in spec.columns if c not in drop)
 
 
+# A one-tree booster that cannot split predicts its training rows' mean (boost_from_average): the per-model
+# prior, in the same LightGBM format as any head, so the bundle and every router read it unchanged.
+CONSTANT = {"min_data_in_leaf": 2**31 - 1, "min_data_in_bin": 1}
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
 def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], float]:
-    """Fit `heads` on split.train; validation loss on split.test (early stopping when `rounds` is None)."""
+    """Fit `heads` (or "prior": constant per-model heads) on split.train; validation loss on split.test
+    (early stopping when `rounds` is None)."""
     y = rows["quality"].to_numpy(dtype=float)
     groups = {"shared": np.ones(len(rows), dtype=bool)} if heads == "shared" else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
     boosters, loss, n = {}, 0.0, 0
     for key, mask in groups.items():
         tr, va = mask & split.train, mask & split.test
-        if rounds is None:
+        if heads == "prior":
+            b = train_booster(X[tr], y[tr], params.lgb_params() | CONSTANT, 1)
+        elif rounds is None:
             b = train_booster(X[tr], y[tr], params.lgb_params(), params.num_boost_round, valid=(X[va], y[va]), callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
         else:
             b = train_booster(X[tr], y[tr], params.lgb_params(), rounds[key])
         boosters[key] = b
         if va.any():
-            p = np.clip(b.predict(X[va]), 1e-6, 1 - 1e-6)
-            loss += float(-(y[va] * np.log(p) + (1 - y[va]) * np.log(1 - p)).sum())
+            loss += log_loss(y[va], b.predict(X[va])) * int(va.sum())
             n += int(va.sum())
     return boosters, loss / max(n, 1)
 
@@ -142,9 +156,8 @@ def quality_metrics(rows: pd.DataFrame, pred: np.ndarray, strongest: str, bins: 
     others = df[df["model"] != strongest].join(best, on="prompt_id").dropna(subset=["q_best"])
     label = (others["q"] >= others["q_best"]).to_numpy()
     auc = roc_auc_score(label, (others["p"] - others["p_best"]).to_numpy()) if 0 < label.sum() < len(label) else float("nan")
-    p = np.clip(pred, 1e-6, 1 - 1e-6)
     return {
-        "logloss": float(-(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean()),
+        "logloss": log_loss(actual, pred),
         "auc_vs_strongest": float(auc),
         "spearman": float(spearmanr(pred, actual).statistic),
         "mae": float(np.abs(pred - actual).mean()),
@@ -193,11 +206,18 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
         cols = list(feature_columns(spec, heads))
         chosen[heads] = _fit_heads(X_train[cols], train_rows, heads, params, inner, None)
     heads = min(chosen, key=lambda h: chosen[h][1])
+    valid_loss = {h: loss for h, (_, loss) in chosen.items()}
+    everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
+    if params.prior_fallback:
+        cols = list(feature_columns(spec, "per_model"))
+        valid_loss["prior"] = _fit_heads(X_train[cols], train_rows, "prior", params, inner, None)[1]
+        if valid_loss["prior"] <= valid_loss[heads]:  # the features add nothing on prompts held out of training
+            boosters, _ = _fit_heads(X_train[cols], train_rows, "prior", params, everything, None)
+            return QualityPredictor("per_model", boosters, tuple(cols), spec, valid_loss, fallback="prior")
     cols = list(feature_columns(spec, heads))
     rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
-    everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
     boosters, _ = _fit_heads(X_train[cols], train_rows, heads, params, everything, rounds)
-    return QualityPredictor(heads, boosters, tuple(cols), spec, {h: loss for h, (_, loss) in chosen.items()})
+    return QualityPredictor(heads, boosters, tuple(cols), spec, valid_loss)
 
 
 def fit_and_evaluate(
@@ -225,7 +245,8 @@ def fit_and_evaluate(
         "per_model_mean": quality_metrics(test_rows, test_rows["model"].map(model_mean).to_numpy(dtype=float), strongest, params.ece_bins),
         "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
     }
-    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())})", f"strongest model on train prompts: {strongest}")
+    fallback = " -> fallback to the per-model prior: the heads did not beat it on validation" if predictor.fallback else ""
+    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())}){fallback}", f"strongest model on train prompts: {strongest}")
     per_model = pd.DataFrame({"model": test_rows["model"].to_numpy(), "abs_error": np.abs(pred - test_rows["quality"].to_numpy(dtype=float))})
     by_model = per_model.groupby("model")["abs_error"].mean().sort_index()
     tables = {

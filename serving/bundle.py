@@ -8,6 +8,8 @@ A bundle is a directory (and a ``.tar.gz`` of it) written by `models/export.py`:
     models/<predictor>/<key>.json   the same model as LightGBM JSON (for routers without LightGBM)
     <predictor>.json                side data: feature names, categories, p90 shift, heads, horizon
     feature_spec.json               the quality predictor's feature spec
+    embedding/table.f32             (with an `embed` spec) projected token-embedding table, float32 LE, vocab x k
+    embedding/tokenizer.json        (with an `embed` spec) the Llama-2 tokenizer (HF tokenizers JSON)
     policy.json                     the default routing policy config
 
 `verify` trusts nothing but the manifest: every listed file must exist with its size and sha256, and no
@@ -129,6 +131,22 @@ class Bundle:
 
     def feature_spec(self) -> Mapping[str, Any]:
         return self.json("feature_spec.json")
+
+    def embed_files(self) -> tuple[str, bytes] | None:
+        """(tokenizer JSON, projected table bytes) of the spec's `embed` family, None without one; each
+        file must be listed and carry the sha256 the spec recorded at fit time."""
+        spec = self.feature_spec().get("embed")
+        if not spec:
+            return None
+        out = []
+        for rel_key, sha_key in (("tokenizer", "tokenizer_sha256"), ("table", "table_sha256")):
+            rel = spec.get(rel_key)
+            if not isinstance(rel, str) or rel not in self.files:
+                raise BundleError(f"{self.root}: feature_spec.json: embed.{rel_key} {rel!r} is not a file of the bundle")
+            if self.files[rel]["sha256"] != spec.get(sha_key):
+                raise BundleError(f"{self.root}: {rel}: sha256 differs from feature_spec.json embed.{sha_key}")
+            out.append(self.read_bytes(rel))
+        return out[0].decode("utf-8"), out[1]
 
     def policy(self) -> Mapping[str, Any]:
         return self.json("policy.json")

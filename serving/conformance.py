@@ -26,11 +26,12 @@ def record(router: Router, request: Mapping[str, object]) -> dict:
     """One vector: the request as given, the shared features, per-candidate predictions, the decision."""
     req = RouteRequest.from_dict(request)
     tokens, prompt, text = router.request_features(req)
+    embed = router.embed_features(req)
     quality, cost = router.predict(req)
     decision = router.route(req)
     return {
         "request": dict(request),
-        "features": {"input_tokens": tokens, "prompt": _floats(prompt), "text": _floats(text)},
+        "features": {"input_tokens": tokens, "prompt": _floats(prompt), "text": _floats(text), "embed": _floats(embed)},
         "candidates": list(router.models),
         "quality": _floats(quality),
         "cost_usd": _floats(cost),
@@ -54,8 +55,8 @@ def check(router: Router, vectors: Iterable[Mapping], rtol: float = 1e-6, atol: 
     problems = []
     for n, vec in enumerate(vectors, 1):
         got = record(router, vec["request"])
-        for key in ("prompt", "text"):
-            a, b = vec["features"][key], got["features"][key]
+        for key in ("prompt", "text", "embed"):
+            a, b = vec["features"].get(key), got["features"][key]
             if (a is None) != (b is None) or (a is not None and not np.allclose(np.array(a, dtype=float), np.array(b, dtype=float), rtol=rtol, atol=atol, equal_nan=True)):
                 problems.append(f"vector {n}: features.{key} differ")
         for key in ("quality", "cost_usd"):

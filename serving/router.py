@@ -25,6 +25,8 @@ from typing import TextIO
 import lightgbm as lgb
 import numpy as np
 
+from beast.errors import BeastError
+from features.embed import EmbedSpec, Encoder
 from features.models import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_vector
 from features.text import TextSpec, text_vector
@@ -327,6 +329,27 @@ def _booster(bundle: Bundle, predictor: str, key: str) -> lgb.Booster:
     return lgb.Booster(model_str=bundle.model_text(predictor, key))
 
 
+def _encoder(bundle: Bundle) -> Encoder | None:
+    """The embedding family from the bundle's own files (tokenizer + projected table), None without one."""
+    files = bundle.embed_files()
+    if files is None:
+        return None
+    try:
+        spec = EmbedSpec.from_dict(bundle.feature_spec()["embed"])
+    except BeastError as exc:
+        raise BundleError(f"{bundle.root}: feature_spec.json: {exc}") from None
+    tokenizer, raw = files
+    if len(raw) != 4 * spec.vocab_size * spec.params.k:
+        raise BundleError(f"{bundle.root}: {spec.to_dict()['table']}: {len(raw)} bytes, vocab {spec.vocab_size} x k {spec.params.k} needs {4 * spec.vocab_size * spec.params.k}")
+    table = np.frombuffer(raw, dtype="<f4").reshape(spec.vocab_size, spec.params.k)
+    if not np.isfinite(table).all():
+        raise BundleError(f"{bundle.root}: embedding table holds a value that is not finite")
+    try:
+        return Encoder(tokenizer, table, spec.offset, spec.params.max_chars)
+    except BeastError as exc:
+        raise BundleError(f"{bundle.root}: {exc}") from None
+
+
 def _codes(values: Sequence[str], categories: Sequence[str]) -> np.ndarray:
     """Category codes as the trainers encode them (index in the fitted categories; NaN if unseen)."""
     index = {c: float(i) for i, c in enumerate(categories)}
@@ -350,9 +373,11 @@ class Router:
         self.breaker = CircuitBreaker(**dict(config.get("breaker") or {}))
         spec = bundle.feature_spec()
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
+        self.embed = _encoder(bundle)
         k = self.text.params.k if self.text is not None else 0
-        # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text features...]
-        self._slots = ("log_input_tokens", "task", "hour", *PROMPT_FEATURES, *(f"text_{i}" for i in range(k)))
+        k_emb = self.embed.k if self.embed is not None else 0
+        # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text..., embedding...]
+        self._slots = ("log_input_tokens", "task", "hour", *PROMPT_FEATURES, *(f"text_{i}" for i in range(k)), *(f"emb_{i}" for i in range(k_emb)))
         quality = bundle.side("quality")
         self.heads = quality["heads"]
         self.q_names = list(quality["feature_names"])
@@ -395,12 +420,17 @@ class Router:
         text = text_vector(self.text, request.prompt) if self.text is not None else None
         return tokens, prompt_vector(request.prompt), text
 
+    def embed_features(self, request: RouteRequest) -> np.ndarray | None:
+        """The prompt's embedding features (float32), None when the bundle has no embedding family."""
+        return self.embed.vector(request.prompt) if self.embed is not None else None
+
     def request_vector(self, request: RouteRequest, now: dt.datetime | None = None) -> tuple[int, np.ndarray]:
         """Input tokens and the request vector (`_slots` order) that both feature layouts scatter from."""
         tokens, prompt, text = self.request_features(request)
+        emb = self.embed_features(request)
         when = request.timestamp or now or dt.datetime.now(dt.UTC)
         head = [math.log1p(tokens), self._task_code.get(request.task, math.nan) if request.task is not None else math.nan, float(when.astimezone(dt.UTC).hour)]
-        parts = [np.array(head), prompt] + ([text.astype(np.float64)] if text is not None else [])
+        parts = [np.array(head), prompt] + ([text.astype(np.float64)] if text is not None else []) + ([emb.astype(np.float64)] if emb is not None else [])
         return tokens, np.concatenate(parts)
 
     def quality_features(self, vector: np.ndarray) -> np.ndarray:

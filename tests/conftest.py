@@ -47,12 +47,16 @@ def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory: pytest.TempPathFactory, prices: PriceTable) -> Path:
-    """The committed samples, ingested once per test session: the dataset folder later stages read."""
+    """The samples the main job trains on (params.yaml retrain.traces), ingested once per test session: the
+    dataset folder later stages read. The RouteLLM routing samples are read by the routing-bench tests."""
+    import yaml
+
     from traces.ingest import ingest
 
     tmp = tmp_path_factory.mktemp("sample")
     params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None)
-    ingest(sorted((ROOT / "data" / "sample").iterdir()), params, prices)
+    traces = yaml.safe_load((ROOT / "params.yaml").read_text())["retrain"]["traces"]
+    ingest(sorted(ROOT / t for t in traces), params, prices)
     return params.out
 
 
@@ -70,7 +74,7 @@ def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     Shared by the router, report and recommendation tests (training once per session)."""
     import yaml
 
-    from models.export import build_bundle, default_policy
+    from models.export import DEFAULT_TARGET_QUALITY, build_bundle
     from models.train import main as train_main
     from serving.router import Router
 
@@ -82,7 +86,7 @@ def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     results = {r.name: r.trained for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])}
     prices = load_prices(ROOT / "data/prices.yaml")
-    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    policy = {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}}  # fallback order: the candidates, cheapest first
     build_bundle(tmp / "models", prices, tmp / "bundle", None, policy)
     return tmp, results, Router.load(tmp / "bundle")
 
@@ -96,7 +100,7 @@ def routed_per_model(routed, sample_dataset: Path):
 
     import yaml
 
-    from models.export import build_bundle, default_policy
+    from models.export import DEFAULT_TARGET_QUALITY, build_bundle
     from models.train import main as train_main
     from serving.router import Router
 
@@ -109,7 +113,7 @@ def routed_per_model(routed, sample_dataset: Path):
     (out / "params.yaml").write_text(yaml.safe_dump(params))
     train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
     prices = load_prices(ROOT / "data/prices.yaml")
-    policy = default_policy({m: {"input": prices.current(m).input, "output": prices.current(m).output} for m in prices.models})
+    policy = {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}}  # fallback order: the candidates, cheapest first
     build_bundle(out / "models", prices, out / "bundle", None, policy)
     return Router.load(out / "bundle")
 

@@ -40,13 +40,14 @@ def test_spec_round_trip_and_version(spec: FeatureSpec, alpaca) -> None:
 def test_frame_shape_order_and_broadcast(spec: FeatureSpec, alpaca, sample_traces) -> None:
     X = build_features(alpaca, spec)
     assert tuple(X.columns) == spec.columns and X.dtypes.eq(np.float32).all()
-    assert len(spec.columns) == 6 + 2 + 28 + 8 + 8
+    assert len(spec.columns) == 6 + 2 + 28 + 8 + 32 + 8  # model, tokens, prompt, text, embedding, context
     # the same prompt sent to 14 models has the same prompt and text features, different model features
     one = X[alpaca["prompt_id"] == alpaca["prompt_id"].iloc[0]]
     assert len(one) == 14 and one.filter(like="text_").nunique().max() == 1 and one["model_code"].nunique() == 14
+    assert one.filter(like="emb_").nunique().max() == 1 and one.filter(like="emb_").notna().all().all()
     # rows without a prompt (Mooncake, Azure): prompt and text features are NaN, not zeros
     no_prompt = build_features(sample_traces[sample_traces["prompt"].isna()].head(100), spec)
-    assert no_prompt["text_0"].isna().all() and no_prompt["chars"].isna().all()
+    assert no_prompt["text_0"].isna().all() and no_prompt["emb_0"].isna().all() and no_prompt["chars"].isna().all()
 
 
 def test_text_fitted_on_given_rows_only(alpaca, prices) -> None:

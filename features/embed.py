@@ -1,0 +1,319 @@
+"""Prompt text as k dense numbers from a pretrained static embedding (WordLlama), with no download at run time.
+
+Why: TF-IDF fitted on a few hundred training prompts carries almost no meaning; a token-embedding table
+trained on a large corpus does, and it ships inside a package wheel (`wordllama`, MIT: the Llama-2
+tokenizer config and a 32,000 x 256 table distilled from Llama-2-70B's token embeddings), so training
+reads it from site-packages and nothing is fetched.
+
+The recipe, for a port (serving/js/tokenizer.mjs is one):
+
+1. prompt None -> k NaN. Otherwise make the text well formed (a lone surrogate becomes U+FFFD; Python
+   `s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")`, JS `s.toWellFormed()`), then keep its
+   first `max_chars` code points (the cost is bounded for any prompt length).
+2. ids = the Llama-2 BPE tokenizer (HF `tokenizers` JSON, added tokens removed so "<s>" in text is text)
+   `encode(text, add_special_tokens=False).ids`.
+3. v = mean over ids of `table[id]` (accumulated in float64), minus `offset`; no ids: v = -offset.
+   `table` is the package's table projected on the k principal directions of the training prompts'
+   mean embeddings (`table = float32(T @ components.T)`, vocab x k) and `offset = mean @ components.T`:
+   averaging is linear, so projecting the table once equals projecting every prompt's 256-d mean.
+4. Features `emb_0 .. emb_{k-1}` as float32.
+
+The fitted spec (`EmbedSpec`) holds the k x 256 components and the offset (plain JSON); the projected table
+and the tokenizer travel in the export bundle as files whose sha256 the spec records, so a router needs
+neither this package nor the wheel.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import importlib.util
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from beast.errors import BeastError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no Rust thread pool to poison forked workers
+
+SPEC_KIND = "beast.features.embed"
+SPEC_VERSION = "1"
+PACKAGE = "wordllama"
+TABLE_FILE = "weights/l2_supercat_256.safetensors"
+TOKENIZER_FILE = "tokenizers/l2_supercat_tokenizer_config.json"
+BUNDLE_TABLE = "embedding/table.f32"  # float32 little-endian, row-major, vocab x k
+BUNDLE_TOKENIZER = "embedding/tokenizer.json"
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Mirrors params.yaml -> features.embed."""
+
+    k: int = 32  # principal directions kept (fitted on the training prompts)
+    max_chars: int = 4096  # code points of the prompt that are embedded
+
+
+@dataclass(frozen=True)
+class Source:
+    """The package's table (float32, vocab x 256) and tokenizer JSON (added tokens removed), with hashes."""
+
+    table: np.ndarray
+    tokenizer_json: str
+    table_sha256: str  # of the package file
+    version: str
+
+
+def _package_dir() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BeastError(f"features.embed: the `{PACKAGE}` package is not installed (uv sync installs it); or set features.use_embed: false")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def plain_tokenizer_json(config_text: str) -> str:
+    """The tokenizer config with its added (special) tokens removed, compact and key-sorted (stable bytes)."""
+    config = json.loads(config_text)
+    config["added_tokens"] = []
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.cache
+def load_source() -> Source:
+    """Read the wheel's table and tokenizer from site-packages (no network; once per process)."""
+    from importlib.metadata import version
+
+    from safetensors.numpy import load_file
+
+    root = _package_dir()
+    table_path = root / TABLE_FILE
+    try:
+        raw = table_path.read_bytes()
+        tensors = load_file(str(table_path))
+        tokenizer = plain_tokenizer_json((root / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BeastError(f"features.embed: cannot read {PACKAGE}'s files under {root} ({exc})") from None
+    table = np.ascontiguousarray(next(iter(tensors.values())), dtype=np.float32)
+    table.setflags(write=False)
+    return Source(table, tokenizer, hashlib.sha256(raw).hexdigest(), version(PACKAGE))
+
+
+def well_formed(prompt: str, max_chars: int) -> str:
+    """Step 1: lone surrogates -> U+FFFD, then the first `max_chars` code points. Work is bounded by the
+    window: fixing can only join surrogate pairs, so 2 x max_chars code points are enough to start from."""
+    head = prompt[: 2 * max_chars]
+    try:
+        head.encode("utf-8")
+    except UnicodeEncodeError:
+        head = head.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return head[:max_chars]
+
+
+class Encoder:
+    """Tokenizer + projected table + offset: the per-request and batch transforms (router and training)."""
+
+    def __init__(self, tokenizer_json: str, table: np.ndarray, offset: np.ndarray, max_chars: int):
+        from tokenizers import Tokenizer
+
+        try:
+            self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        except Exception as exc:  # the Rust side raises plain Exception on a bad config
+            raise BeastError(f"features.embed: not a tokenizer JSON ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        self.table, self.offset, self.max_chars = table, np.asarray(offset, dtype=np.float64), max_chars
+        self.k = table.shape[1]
+
+    def _pooled(self, ids: list[int]) -> np.ndarray:
+        if not ids:
+            return (-self.offset).astype(np.float32)
+        return (self.table[ids].sum(axis=0, dtype=np.float64) / len(ids) - self.offset).astype(np.float32)
+
+    def ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(well_formed(prompt, self.max_chars), add_special_tokens=False).ids
+
+    def vector(self, prompt: str | None) -> np.ndarray:
+        """The k features of one prompt (float32; NaN for None)."""
+        if prompt is None:
+            return np.full(self.k, np.nan, dtype=np.float32)
+        return self._pooled(self.ids(prompt))
+
+    def matrix(self, prompts: pd.Series) -> np.ndarray:
+        """n x k float32, each distinct prompt tokenised once (a batch through the Rust tokenizer)."""
+        codes, uniques = pd.factorize(prompts, use_na_sentinel=True)
+        texts = [well_formed(str(u), self.max_chars) for u in uniques]
+        encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        distinct = np.stack([self._pooled(e.ids) for e in encoded]) if encoded else np.empty((0, self.k), np.float32)
+        out = np.full((len(prompts), self.k), np.nan, dtype=np.float32)
+        known = codes >= 0
+        out[known] = distinct[codes[known]]
+        return out
+
+
+def table_bytes(table: np.ndarray) -> bytes:
+    return np.ascontiguousarray(table, dtype="<f4").tobytes()
+
+
+@dataclass(frozen=True, eq=False)
+class EmbedSpec:
+    """What the embedding family needs: fitted components and offset, and the hashes of the files derived
+    from the package (compare specs by `to_dict()`)."""
+
+    params: EmbedParams
+    components: np.ndarray  # float32, k x 256
+    offset: np.ndarray  # float64, k
+    explained_variance_ratio: tuple[float, ...]
+    vocab_size: int
+    table_sha256: str  # of BUNDLE_TABLE's bytes (the projected table)
+    tokenizer_sha256: str  # of BUNDLE_TOKENIZER's bytes
+    source: dict  # package, version, file, sha256 of the package table
+
+    def to_dict(self) -> dict:
+        blob = np.ascontiguousarray(self.components, dtype="<f4").tobytes()
+        return {
+            "kind": SPEC_KIND,
+            "version": SPEC_VERSION,
+            "params": asdict(self.params),
+            "components": {"dtype": "float32", "byteorder": "little", "shape": list(self.components.shape), "base64": base64.b64encode(blob).decode("ascii")},
+            "offset": [float(v) for v in self.offset],
+            "explained_variance_ratio": list(self.explained_variance_ratio),
+            "vocab_size": self.vocab_size,
+            "table": BUNDLE_TABLE,
+            "table_sha256": self.table_sha256,
+            "tokenizer": BUNDLE_TOKENIZER,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "source": dict(self.source),
+        }
+
+    @staticmethod
+    def from_dict(raw: object) -> EmbedSpec:
+        return _spec_from_dict(raw)
+
+    def bundle_files(self) -> dict[str, bytes]:
+        """The files a router needs (projected table, tokenizer), rebuilt from the package and checked
+        against the hashes recorded at fit time: a different wheel cannot slip into a bundle."""
+        src = load_source()
+        files = {BUNDLE_TABLE: table_bytes(project(src.table, self.components)), BUNDLE_TOKENIZER: src.tokenizer_json.encode()}
+        for rel, want in ((BUNDLE_TABLE, self.table_sha256), (BUNDLE_TOKENIZER, self.tokenizer_sha256)):
+            if hashlib.sha256(files[rel]).hexdigest() != want:
+                raise BeastError(f"features.embed: {rel} rebuilt from {PACKAGE} {src.version} does not match the spec's sha256: the package changed since training; retrain")
+        return files
+
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        """Training-side encoder, from the installed package (the router builds its own from the bundle)."""
+        src = load_source()
+        if src.table.shape[0] != self.vocab_size:
+            raise BeastError(f"features.embed: {PACKAGE} table has {src.table.shape[0]} rows, the spec {self.vocab_size}; retrain")
+        return Encoder(src.tokenizer_json, project(src.table, self.components), self.offset, self.params.max_chars)
+
+
+def project(table: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """vocab x k float32: every token's embedding on the k directions (float64 product, then float32)."""
+    return (table.astype(np.float64) @ components.astype(np.float64).T).astype(np.float32)
+
+
+def fit_embed(prompts: pd.Series, params: EmbedParams) -> EmbedSpec:
+    """Principal directions of the distinct training prompts' mean token embeddings (k is capped at the
+    number of prompts - 1; the spec records the k used); pure but for reading the package's files once."""
+    _check_params(params)
+    src = load_source()
+    corpus = list(pd.unique(prompts.dropna().astype(str)))
+    if len(corpus) < 2:
+        raise BeastError(f"features.embed: {len(corpus)} distinct prompt(s), need at least 2 to fit")
+    params = replace(params, k=min(params.k, len(corpus) - 1))  # no more directions than the prompts span
+    full = Encoder(src.tokenizer_json, src.table, np.zeros(src.table.shape[1]), params.max_chars)
+    E = full.matrix(pd.Series(corpus, dtype=object)).astype(np.float64)
+    mean = E.mean(axis=0)
+    _, s, vt = np.linalg.svd(E - mean, full_matrices=False)
+    comps = vt[: params.k]
+    comps *= np.sign(comps[np.arange(params.k), np.abs(comps).argmax(axis=1)])[:, None]  # deterministic signs
+    comps = comps.astype(np.float32)
+    evr = (s**2 / max(float((s**2).sum()), 1e-300))[: params.k]
+    offset = mean @ comps.astype(np.float64).T
+    table_sha = hashlib.sha256(table_bytes(project(src.table, comps))).hexdigest()
+    source = {"package": PACKAGE, "version": src.version, "file": TABLE_FILE, "sha256": src.table_sha256}
+    return _frozen(params, comps, offset, tuple(float(v) for v in evr), src.table.shape[0], table_sha, hashlib.sha256(src.tokenizer_json.encode()).hexdigest(), source)
+
+
+def transform_embed(spec: EmbedSpec, prompts: pd.Series) -> np.ndarray:
+    """n x k float32 embedding features (null prompt -> NaN row)."""
+    return spec.encoder.matrix(prompts)
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+
+def _check_params(p: EmbedParams) -> None:
+    if not 1 <= p.k <= 256 or p.max_chars < 1:
+        raise BeastError(f"features.embed: need 1 <= k <= 256 and max_chars >= 1; got {p}")
+
+
+def _frozen(params: EmbedParams, comps: np.ndarray, offset: np.ndarray, evr: tuple[float, ...], vocab: int, table_sha: str, tok_sha: str, source: dict) -> EmbedSpec:
+    comps, offset = np.array(comps, dtype=np.float32), np.array(offset, dtype=np.float64)
+    comps.setflags(write=False)
+    offset.setflags(write=False)
+    return EmbedSpec(params, comps, offset, evr, vocab, table_sha, tok_sha, source)
+
+
+def _bad(reason: str) -> BeastError:
+    return BeastError(f"embed spec: {reason}")
+
+
+def _spec_from_dict(raw: object) -> EmbedSpec:
+    if not isinstance(raw, dict) or raw.get("kind") != SPEC_KIND:
+        raise _bad(f"not a {SPEC_KIND} object")
+    if raw.get("version") != SPEC_VERSION:
+        raise _bad(f"version {raw.get('version')!r} is not supported (this code reads version {SPEC_VERSION!r})")
+    need = {"params", "components", "offset", "explained_variance_ratio", "vocab_size", "table_sha256", "tokenizer_sha256", "source"}
+    if need - raw.keys():
+        raise _bad(f"missing field(s) {sorted(need - raw.keys())}")
+    names = {f.name for f in fields(EmbedParams)}
+    p = raw["params"]
+    if not isinstance(p, dict) or set(p) != names or not all(type(v) is int for v in p.values()):
+        raise _bad(f"params must be integers {sorted(names)}, got {p!r}")
+    params = EmbedParams(**p)
+    try:
+        _check_params(params)
+    except BeastError as exc:
+        raise _bad(str(exc)) from None
+    comps = _matrix(raw["components"], params.k)
+    offset = _numbers(raw["offset"], "offset", params.k)
+    evr = _numbers(raw["explained_variance_ratio"], "explained_variance_ratio", params.k)
+    vocab = raw["vocab_size"]
+    if type(vocab) is not int or vocab < 1:
+        raise _bad(f"vocab_size must be a positive integer, got {vocab!r}")
+    for key in ("table_sha256", "tokenizer_sha256"):
+        if not isinstance(raw[key], str) or len(raw[key]) != 64:
+            raise _bad(f"{key} must be a sha256 hex digest")
+    if not isinstance(raw["source"], dict):
+        raise _bad("source must be an object")
+    return _frozen(params, comps, offset, tuple(float(v) for v in evr), vocab, raw["table_sha256"], raw["tokenizer_sha256"], raw["source"])
+
+
+def _numbers(raw: object, name: str, length: int) -> np.ndarray:
+    if not isinstance(raw, list) or len(raw) != length or not all(type(v) in (int, float) and math.isfinite(v) for v in raw):
+        raise _bad(f"{name} must be a list of {length} finite numbers")
+    return np.array(raw, dtype=np.float64)
+
+
+def _matrix(raw: object, k: int) -> np.ndarray:
+    if not isinstance(raw, dict) or raw.get("dtype") != "float32" or raw.get("byteorder") != "little":
+        raise _bad("components must be {dtype: float32, byteorder: little, shape, base64}")
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or len(shape) != 2 or shape[0] != k or type(shape[1]) is not int or shape[1] < 1:
+        raise _bad(f"components.shape must be [{k}, dim], got {shape!r}")
+    try:
+        blob = base64.b64decode(raw.get("base64", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise _bad(f"components.base64 is not base64 ({exc})") from None
+    if len(blob) != 4 * shape[0] * shape[1]:
+        raise _bad(f"components hold {len(blob)} bytes, shape {shape} needs {4 * shape[0] * shape[1]}")
+    comps = np.frombuffer(blob, dtype="<f4").reshape(shape)
+    if not np.isfinite(comps).all():
+        raise _bad("components hold a value that is not finite")
+    return comps
