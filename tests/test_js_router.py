@@ -323,3 +323,171 @@ def test_node_checks_the_bundle_signature_like_python(bundles, tmp_path: Path) -
     assert run("js-side-key-0123456789") == "ok" and run(None) == "ok"
     assert run("another-key-0123456789") == f"{copy}: signature.json: signature mismatch: signed with another key, or manifest.json changed after signing"
     assert run("short") == f"{KEY_ENV}: key too short (5 bytes); use at least 16 random bytes"
+
+
+# ------------------------------------------------------------------------- embedding family (emb_*)
+
+
+def _js_features(bundle: Path, prompts: list[str | None]) -> list[dict]:
+    """Node's request features (input tokens, text, embed) for each prompt, from the bundle's own files."""
+    return node_module(
+        'import {Router} from "./beast-router.mjs"; const {bundle, prompts} = JSON.parse(require_stdin());'
+        " const r = Router.load(bundle);"
+        " const nums = (a) => a === null ? null : Array.from(a, (v) => Number.isNaN(v) ? null : v);"
+        " process.stdout.write(JSON.stringify(prompts.map((p) => { const f = r.requestFeatures({prompt: p}); return {tokens: f.inputTokens, text: nums(f.text), embed: nums(f.embed)}; })));",
+        json.dumps({"bundle": str(bundle), "prompts": prompts}),
+    )
+
+
+@pytest.mark.parametrize("heads", ["shared", "per_model"])
+def test_bundles_carry_the_embedding_family(bundles, heads: str) -> None:
+    """The sample bundles have emb_* quality features, both embedding files, and vectors that record them."""
+    bundle = bundles[heads]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    spec = json.loads((bundle / "feature_spec.json").read_text())["embed"]
+    k = spec["params"]["k"]
+    names = json.loads((bundle / "quality.json").read_text())["feature_names"]
+    assert [n for n in names if n.startswith("emb_")] == [f"emb_{i}" for i in range(k)]
+    assert not any(n.startswith("emb_") for n in json.loads((bundle / "cost.json").read_text())["feature_names"])
+    for rel, sha in ((spec["table"], spec["table_sha256"]), (spec["tokenizer"], spec["tokenizer_sha256"])):
+        assert manifest["files"][rel]["sha256"] == sha
+    assert manifest["files"][spec["table"]]["bytes"] == 4 * spec["vocab_size"] * k
+    vectors = [json.loads(line) for line in (bundle / "conformance.jsonl").read_text().splitlines()]
+    recorded = [v["features"]["embed"] for v in vectors if v["request"]["prompt"] is not None]
+    assert recorded and all(isinstance(e, list) and len(e) == k and all(x is not None for x in e) for e in recorded)
+    assert all(v["features"]["embed"] == [None] * k for v in vectors if v["request"]["prompt"] is None)
+
+
+def test_node_embedding_equals_python_on_every_alpaca_prompt(bundles) -> None:
+    """JS tokenizer + table mean = the Python router's Encoder (the Rust tokenizer) on 805 real prompts and the
+    hostile ones (lone surrogates, 206,000 code points cut to max_chars, astral text, empty)."""
+    import pandas as pd
+
+    bundle = bundles["shared"]
+    router = Router.load(bundle)
+    prompts = sorted(set(pd.read_parquet(ROOT / "data/sample/alpaca_eval.parquet", columns=["prompt"])["prompt"].dropna()))
+    m = json.loads((bundle / "feature_spec.json").read_text())["embed"]["params"]["max_chars"]
+    at_the_cut = ["😀" * (m + 5), "x" * (m - 1) + "😀" + "tail", "x" * (m - 1) + "\ud800" + "tail", "\udc00" * (m + 3), "x" * (m - 2) + "😀\ud83d" + "😀" * 3]
+    prompts += [*HOSTILE_PROMPTS, *at_the_cut, "\ud83d" + "\ude00 split pair", "<s>[INST] hi [/INST]</s>", None]
+    want = np.array([router.embed.vector(p) for p in prompts], dtype=np.float64)
+    got = np.array([f["embed"] for f in _js_features(bundle, prompts)], dtype=np.float64)
+    assert want.shape == got.shape == (len(prompts), router.embed.k)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, equal_nan=True)
+    assert np.isnan(got[-1]).all() and not np.isnan(got[:-1]).any()
+    exact = (got == want) | (np.isnan(got) & np.isnan(want))
+    assert exact.mean() > 0.999  # in fact all equal (1.0 when written); a rare last-bit float32 difference is allowed
+
+
+def test_node_reports_an_embedding_disagreement(bundles, tmp_path: Path) -> None:
+    vectors = [json.loads(line) for line in (bundles["shared"] / "conformance.jsonl").read_text().splitlines()][:4]
+    vectors[0]["features"]["embed"][5] += 1e-3
+    vectors[1]["features"]["embed"] = None
+    del vectors[2]["features"]["embed"]  # a vector from before the family: not compared, the predictions still are
+    done = conformance(bundles["shared"], write_vectors(tmp_path / "wrong.jsonl", vectors))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("vector 1: features.embed differ at 1 position(s), first [5]")
+    assert lines[1] == "vector 2: features.embed: expected null, got numbers"
+    assert lines[-1] == "4 vectors, 2 mismatches"
+
+
+def _rewrite(bundle: Path, rel: str, data: bytes) -> None:
+    """Replace one file and fix its manifest entry (so only the embedding checks can object)."""
+    import hashlib
+
+    (bundle / rel).write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _with_spec(bundle: Path, change) -> None:
+    spec = json.loads((bundle / "feature_spec.json").read_text())
+    change(spec["embed"])
+    _rewrite(bundle, "feature_spec.json", json.dumps(spec, sort_keys=True).encode())
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("table sha", "embedding/table.f32: sha256 differs from feature_spec.json embed.table_sha256"),
+        ("tokenizer sha", "embedding/tokenizer.json: sha256 differs from feature_spec.json embed.tokenizer_sha256"),
+        ("unlisted", "feature_spec.json: embed.table \"embedding/other.f32\" is not a file of the bundle"),
+        ("short table", "embedding/table.f32: embed: 4 bytes, vocab 32000 x k "),
+        ("nan in table", "embedding/table.f32: embed: table holds a value that is not finite"),
+        ("added tokens", "embedding/tokenizer.json: tokenizer: added_tokens must be empty"),
+        ("params", "feature_spec.json: embed: params must be the integers k, max_chars"),
+        ("offset", "feature_spec.json: embed: offset must be a list of "),
+    ],
+)
+def test_node_refuses_a_bad_embedding(bundles, tmp_path: Path, case: str, reason: str) -> None:
+    """Listed files are hashed like every file; beyond that the spec must name them with the same sha256, and the
+    spec, table and tokenizer must be readable: each failure names the file."""
+    import hashlib
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["shared"], copy)
+    table, tok = copy / "embedding" / "table.f32", copy / "embedding" / "tokenizer.json"
+
+    def new_file(path: Path, data: bytes) -> None:  # a consistent replacement: manifest and spec agree on it
+        _rewrite(copy, str(path.relative_to(copy)), data)
+        key = "table_sha256" if path == table else "tokenizer_sha256"
+        _with_spec(copy, lambda e: e.__setitem__(key, hashlib.sha256(data).hexdigest()))
+
+    if case == "table sha":
+        _with_spec(copy, lambda e: e.__setitem__("table_sha256", "0" * 64))
+    elif case == "tokenizer sha":
+        _rewrite(copy, "embedding/tokenizer.json", tok.read_bytes() + b" ")
+    elif case == "unlisted":
+        _with_spec(copy, lambda e: e.__setitem__("table", "embedding/other.f32"))
+    elif case == "short table":
+        new_file(table, table.read_bytes()[:4])
+    elif case == "nan in table":
+        data = bytearray(table.read_bytes())
+        data[400:404] = np.array([np.nan], dtype="<f4").tobytes()
+        new_file(table, bytes(data))
+    elif case == "added tokens":
+        config = json.loads(tok.read_text(encoding="utf-8")) | {"added_tokens": [{"id": 1, "content": "<s>", "special": True}]}
+        new_file(tok, json.dumps(config).encode())
+    elif case == "params":
+        _with_spec(copy, lambda e: e["params"].__setitem__("extra", 1))
+    else:
+        _with_spec(copy, lambda e: e.__setitem__("offset", e["offset"][:-1]))
+    done = conformance(copy)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"error: {copy}: {reason}"), done.stderr
+
+
+@pytest.fixture(scope="module")
+def bundle_without_embed(routed, sample_dataset: Path) -> Path:
+    """The `routed` bundle's cost and cache predictors with a quality predictor trained with use_embed false."""
+    import yaml
+
+    from models.export import DEFAULT_TARGET_QUALITY
+    from models.train import main as train_main
+
+    tmp, _, _ = routed
+    out = tmp / "no_embed"
+    if not (out / "bundle").exists():
+        shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [], dirs_exist_ok=True)
+        params = yaml.safe_load((tmp / "params.yaml").read_text())
+        params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
+        params["train"]["quality"] |= {"num_boost_round": 40}
+        params["features"]["use_embed"] = False
+        (out / "params.yaml").write_text(yaml.safe_dump(params))
+        train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
+        build_bundle(out / "models", load_prices(ROOT / "data/prices.yaml"), out / "bundle", None, {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}})
+    return out / "bundle"
+
+
+def test_a_bundle_without_the_embedding_family_routes_as_before(bundle_without_embed: Path, tmp_path: Path) -> None:
+    bundle = bundle_without_embed
+    assert json.loads((bundle / "feature_spec.json").read_text()).get("embed") is None
+    assert not (bundle / "embedding").exists()
+    router = Router.load(bundle)
+    vectors = [json.loads(line) for line in (bundle / "conformance.jsonl").read_text().splitlines()] + [record(router, r) for r in HOSTILE_REQUESTS]
+    assert all(v["features"].get("embed") is None for v in vectors)
+    done = conformance(bundle, write_vectors(tmp_path / "all.jsonl", vectors))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert done.stdout.splitlines() == [f"{len(vectors)} vectors, 0 mismatches"]
+    assert all(f["embed"] is None for f in _js_features(bundle, ["hello", None]))

@@ -8,11 +8,13 @@
 import { performance } from "node:perf_hooks";
 
 import { Bundle, BundleError, loadBundle, orderedKeys } from "./bundle.mjs";
-import { CHARS_PER_TOKEN, PROMPT_FEATURES, TextSpec, codePoints, promptVector } from "./features.mjs";
+import { CHARS_PER_TOKEN, EmbedSpec, EmbedSpecError, PROMPT_FEATURES, TextSpec, checkEmbedSpec, codePoints, promptVector, readEmbedTable } from "./features.mjs";
+import { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 import { TreeModel } from "./trees.mjs";
 
 export { Bundle, BundleError, loadBundle } from "./bundle.mjs";
-export { PATTERNS, PROMPT_FEATURES, promptVector, TextSpec, textKeys, murmur3 } from "./features.mjs";
+export { PATTERNS, PROMPT_FEATURES, promptVector, TextSpec, textKeys, murmur3, EmbedSpec, EmbedSpecError } from "./features.mjs";
+export { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 export { TreeModel, TreeModelError } from "./trees.mjs";
 
 export const MODEL_FEATURES = ["model_code", "price_in", "price_out", "params_b", "size_class", "open_weights"];
@@ -351,6 +353,28 @@ function fail(bundle, what) {
   return new BundleError(`${bundle.root}: ${what}`);
 }
 
+/**
+ * The embedding family from the bundle's own files (tokenizer + projected table), null without one; a bad
+ * spec, table or tokenizer is a BundleError naming the file.
+ */
+function loadEmbed(bundle) {
+  const files = bundle.embedFiles();
+  if (files === null) return null;
+  const raw = bundle.featureSpec().embed;
+  const step = (where, make) => {
+    try {
+      return make();
+    } catch (exc) {
+      if (exc instanceof EmbedSpecError || exc instanceof TokenizerError || exc instanceof SyntaxError) throw fail(bundle, `${where}: ${exc.message}`);
+      throw exc;
+    }
+  };
+  const { vocabSize, k } = step("feature_spec.json", () => checkEmbedSpec(raw));
+  const table = step(raw.table, () => readEmbedTable(files.table, vocabSize, k));
+  const tokenizer = step(raw.tokenizer, () => LlamaTokenizer.fromJSON(files.tokenizer));
+  return step("feature_spec.json", () => new EmbedSpec(raw, tokenizer, table));
+}
+
 function compile(bundle, predictor, key, names) {
   const model = new TreeModel(bundle.modelJson(predictor, key), `${bundle.predictor(predictor).files[key].json}`);
   if (model.nFeatures !== names.length) throw fail(bundle, `${predictor} booster '${key}' has ${model.nFeatures} features, ${predictor}.json lists ${names.length}`);
@@ -375,6 +399,7 @@ export class Router {
     this.breaker = new CircuitBreaker(config.breaker ?? {});
     const spec = bundle.featureSpec();
     this.text = spec.text ? new TextSpec(spec.text) : null;
+    this.embed = loadEmbed(bundle);
 
     const quality = bundle.side("quality");
     this.heads = quality.heads;
@@ -406,10 +431,12 @@ export class Router {
 
   // Column plan, as serving/router.py FeatureLayout: candidate columns first (quality: the model features;
   // cost: "model"), then the request vector's slots (log_input_tokens, task, hour, prompt features -- named
-  // "prompt_<f>" for cost -- and text_<i>), anything else NaN. Kinds: 0 NaN, 1 log_input_tokens, 2 prompt
-  // feature, 3 text, 4 model feature (per candidate), 5 cost model code (per candidate), 6 task code, 7 hour.
+  // "prompt_<f>" for cost -- then, quality only, text_<i> and emb_<i>), anything else NaN. Kinds: 0 NaN,
+  // 1 log_input_tokens, 2 prompt feature, 3 text, 4 model feature (per candidate), 5 cost model code (per
+  // candidate), 6 task code, 7 hour, 8 embedding.
   _plan(names, isCost) {
     const k = this.text ? this.text.k : 0;
+    const kEmb = this.embed ? this.embed.k : 0;
     const slot = (name) => {
       if (name === "log_input_tokens") return [1, 0];
       if (name === "task") return [6, 0];
@@ -419,6 +446,8 @@ export class Router {
       if (j >= 0) return [2, j];
       const t = isCost ? null : /^text_(0|[1-9][0-9]*)$/.exec(name);
       if (t && Number(t[1]) < k) return [3, Number(t[1])];
+      const e = isCost ? null : /^emb_(0|[1-9][0-9]*)$/.exec(name);
+      if (e && Number(e[1]) < kEmb) return [8, Number(e[1])];
       return [0, 0]; // not a request value (e.g. cached_share): missing
     };
     const plan = names.map((name) => {
@@ -439,12 +468,14 @@ export class Router {
     });
   }
 
-  /** What every candidate shares: input tokens, prompt features, text features (null without a text spec). */
+  /** What every candidate shares: input tokens, prompt features, text and embedding features (each null
+   * without its family in the bundle). */
   requestFeatures(request) {
     const req = asRequest(request);
     const tokens = req.inputTokens ?? Math.ceil(codePoints(req.prompt ?? "") / CHARS_PER_TOKEN);
     const text = this.text ? this.text.vector(req.prompt) : null;
-    return { inputTokens: tokens, prompt: promptVector(req.prompt), text };
+    const embed = this.embed ? this.embed.vector(req.prompt) : null;
+    return { inputTokens: tokens, prompt: promptVector(req.prompt), text, embed };
   }
 
   _fill(row, plan, i, shared) {
@@ -459,6 +490,7 @@ export class Router {
         case 5: row[c] = this.cModelCodes[i]; break;
         case 6: row[c] = shared.task; break;
         case 7: row[c] = shared.hour; break;
+        case 8: row[c] = shared.embed[j]; break;
         default: row[c] = NaN;
       }
     }
@@ -468,12 +500,13 @@ export class Router {
   /** { quality, costUsd } per candidate (Float64Arrays aligned with `models`). */
   predict(request) {
     const req = asRequest(request);
-    const { inputTokens, prompt, text } = this.requestFeatures(req);
+    const { inputTokens, prompt, text, embed } = this.requestFeatures(req);
     const taskIndex = req.task === null ? -1 : this.cTasks.indexOf(req.task);
     const shared = {
       logTokens: Math.log1p(inputTokens),
       prompt,
       text,
+      embed,
       task: taskIndex >= 0 ? taskIndex : NaN,
       hour: req.hour ?? new Date().getUTCHours(),
     };

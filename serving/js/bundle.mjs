@@ -290,6 +290,26 @@ export class Bundle {
     return this.json("feature_spec.json");
   }
 
+  /**
+   * The embedding family's files, { tokenizer: JSON text, table: bytes }, or null when feature_spec.json has no
+   * `embed`; each must be a listed file whose manifest sha256 is the one the spec recorded at fit time.
+   */
+  embedFiles() {
+    const spec = this.featureSpec().embed;
+    const empty = typeof spec === "object" && spec !== null && Object.keys(spec).length === 0; // {} and [] are falsy in Python
+    if (!spec || empty) return null;
+    const out = {};
+    for (const [relKey, shaKey] of [["tokenizer", "tokenizer_sha256"], ["table", "table_sha256"]]) {
+      const rel = spec[relKey];
+      if (typeof rel !== "string" || !Object.hasOwn(this.files, rel)) {
+        throw new BundleError(`${this.root}: feature_spec.json: embed.${relKey} ${JSON.stringify(rel ?? null)} is not a file of the bundle`);
+      }
+      if (this.files[rel].sha256 !== spec[shaKey]) throw new BundleError(`${this.root}: ${rel}: sha256 differs from feature_spec.json embed.${shaKey}`);
+      out[relKey] = relKey === "table" ? this.bytes(rel) : this.text(rel);
+    }
+    return out;
+  }
+
   policy() {
     return this.json("policy.json");
   }

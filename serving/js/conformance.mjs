@@ -4,8 +4,9 @@
 //   node serving/js/conformance.mjs BUNDLE_DIR [--vectors FILE]
 //
 // Vectors come from BUNDLE_DIR/conformance.jsonl (checked against the manifest like every bundle file) or
-// from FILE. Each must reproduce: input tokens exactly, prompt / text features within 1e-6 relative or
-// 1e-9 absolute (null = NaN), predicted quality and cost the same way, the candidate order, and the
+// from FILE. Each must reproduce: input tokens exactly, prompt / text / embedding features within 1e-6
+// relative or 1e-9 absolute (null = NaN; a vector without features.embed, written before that family
+// existed, does not check it), predicted quality and cost the same way, the candidate order, and the
 // decision's model and code exactly. Optional fields beyond serving/conformance.py `record`: "observe"
 // ([[model, ok, now], ...] fed to the circuit breaker first) and "now" (seconds, passed to route).
 // Prints one line per disagreement and "N vectors, M mismatches"; exit 0 only if N > 0 and M = 0,
@@ -56,6 +57,8 @@ export function replay(router, vectors) {
       if (f.inputTokens !== vec.features.input_tokens) problems.push(`vector ${n}: features.input_tokens: expected ${vec.features.input_tokens}, got ${f.inputTokens}`);
       compareList(n, "features.prompt", vec.features.prompt, Array.from(f.prompt), problems);
       compareList(n, "features.text", vec.features.text, f.text === null ? null : Array.from(f.text), problems);
+      // embedding features: compared when the vector records them (null = the bundle has no embedding family)
+      if (vec.features.embed !== undefined) compareList(n, "features.embed", vec.features.embed, f.embed === null ? null : Array.from(f.embed), problems);
       if (JSON.stringify(vec.candidates) !== JSON.stringify(router.models)) problems.push(`vector ${n}: candidates differ: expected ${JSON.stringify(vec.candidates)}, got ${JSON.stringify(router.models)}`);
       const { quality, costUsd } = router.predict(req);
       compareList(n, "quality", vec.quality, Array.from(quality), problems);

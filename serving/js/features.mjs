@@ -1,10 +1,13 @@
-// Per-request features, ported from features/prompt.py (`prompt_vector`) and features/text.py (`text_vector`).
+// Per-request features, ported from features/prompt.py (`prompt_vector`), features/text.py (`text_vector`)
+// and features/embed.py (`Encoder.vector`; its tokenizer is tokenizer.mjs).
 //
 // Unicode rules (Python str semantics): lengths are code points, not UTF-16 units; every regex runs with the
 // `u` flag so a class matches one code point (an astral character is one match, as in Python `re`); "lower"
 // is String.prototype.toLowerCase (full Unicode mapping, like Python str.lower); the text recipe normalises
 // with NFKC before lowercasing. The pattern sources below are byte-identical to features/prompt.py PATTERNS
 // (tests/test_js_router.py compares them), and none of them uses \s, \w, \d or \b.
+
+import { LlamaTokenizer } from "./tokenizer.mjs";
 
 export const CHARS_PER_TOKEN = 4;
 export const CODE_TOKENS_FOR_CODE = 3;
@@ -295,6 +298,117 @@ export class TextSpec {
       for (let r = 0; r < k; r++) out[r] += this.columns[base + r] * x;
     }
     for (let r = 0; r < k; r++) out[r] = Math.fround(out[r]); // stored as float32, like the Python path
+    return out;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ embedding
+
+export class EmbedSpecError extends Error {
+  constructor(message) {
+    super(`embed: ${message}`);
+    this.name = "EmbedSpecError";
+  }
+}
+
+const EMBED_KIND = "beast.features.embed";
+const EMBED_VERSION = "1";
+const EMBED_FIELDS = ["params", "components", "offset", "explained_variance_ratio", "vocab_size", "table_sha256", "tokenizer_sha256", "source"];
+const EMBED_PARAMS = ["k", "max_chars"];
+
+/** The first `n` code points of `s` (a surrogate pair is one, a lone surrogate one; Python s[:n]). */
+export function headCodePoints(s, n) {
+  if (s.length <= n) return s;
+  let i = 0;
+  for (let count = 0; count < n && i < s.length; count++) {
+    const c = s.charCodeAt(i);
+    i += c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00 ? 2 : 1;
+  }
+  return s.slice(0, i);
+}
+
+/** feature_spec.json `embed` checked as features/embed.py EmbedSpec.from_dict does: { k, maxChars, vocabSize, offset }. */
+export function checkEmbedSpec(raw) {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw) || raw.kind !== EMBED_KIND) throw new EmbedSpecError(`not a ${EMBED_KIND} object`);
+  if (raw.version !== EMBED_VERSION) throw new EmbedSpecError(`version ${JSON.stringify(raw.version)} is not supported (this code reads version "${EMBED_VERSION}")`);
+  const missing = EMBED_FIELDS.filter((f) => !Object.hasOwn(raw, f));
+  if (missing.length) throw new EmbedSpecError(`missing field(s) ${missing.join(", ")}`);
+  const p = raw.params;
+  if (p === null || typeof p !== "object" || Object.keys(p).sort().join() !== EMBED_PARAMS.join() || !EMBED_PARAMS.every((k) => Number.isInteger(p[k]))) {
+    throw new EmbedSpecError(`params must be the integers ${EMBED_PARAMS.join(", ")}, got ${JSON.stringify(p)}`);
+  }
+  if (!(p.k >= 1 && p.k <= 256 && p.max_chars >= 1)) throw new EmbedSpecError(`need 1 <= k <= 256 and max_chars >= 1, got k=${p.k} max_chars=${p.max_chars}`);
+  if (!Number.isInteger(raw.vocab_size) || raw.vocab_size < 1) throw new EmbedSpecError(`vocab_size must be a positive integer, got ${JSON.stringify(raw.vocab_size)}`);
+  for (const key of ["table_sha256", "tokenizer_sha256"]) {
+    if (typeof raw[key] !== "string" || !/^[0-9a-f]{64}$/.test(raw[key])) throw new EmbedSpecError(`${key} must be a sha256 hex digest`);
+  }
+  const offset = raw.offset;
+  if (!Array.isArray(offset) || offset.length !== p.k || !offset.every((v) => typeof v === "number" && Number.isFinite(v))) {
+    throw new EmbedSpecError(`offset must be a list of ${p.k} finite numbers`);
+  }
+  return { k: p.k, maxChars: p.max_chars, vocabSize: raw.vocab_size, offset: Float64Array.from(offset) };
+}
+
+/** The table file's bytes (float32 little-endian, row-major vocab x k) as a Float32Array; every value finite. */
+export function readEmbedTable(bytes, vocabSize, k) {
+  const need = 4 * vocabSize * k;
+  if (bytes.length !== need) throw new EmbedSpecError(`${bytes.length} bytes, vocab ${vocabSize} x k ${k} needs ${need}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const table = new Float32Array(vocabSize * k);
+  for (let i = 0; i < table.length; i++) {
+    const v = view.getFloat32(4 * i, true);
+    if (!Number.isFinite(v)) throw new EmbedSpecError("table holds a value that is not finite");
+    table[i] = v;
+  }
+  return table;
+}
+
+/**
+ * The embedding family (features/embed.py): the Llama-2 BPE tokenizer, the projected token table (vocab x k,
+ * float32) and the offset. Per prompt: well formed (lone surrogates -> U+FFFD), its first max_chars code
+ * points, token ids, the float64 mean of their table rows in token order minus offset (no token: -offset),
+ * as float32. `EmbedSpec.fromFiles(spec.embed, tokenizer JSON, table bytes)` builds it from the bundle's files.
+ */
+export class EmbedSpec {
+  /** `raw`: feature_spec.json `embed`; `tokenizer`: a LlamaTokenizer; `table`: Float32Array, vocab_size x k. */
+  constructor(raw, tokenizer, table) {
+    Object.assign(this, checkEmbedSpec(raw));
+    if (!(table instanceof Float32Array) || table.length !== this.vocabSize * this.k) throw new EmbedSpecError(`table must hold vocab_size x k = ${this.vocabSize * this.k} float32 values`);
+    if (!(tokenizer instanceof LlamaTokenizer)) throw new TypeError("EmbedSpec needs a LlamaTokenizer");
+    if (tokenizer.width > this.vocabSize) throw new EmbedSpecError(`the tokenizer has ids up to ${tokenizer.width - 1}, the table ${this.vocabSize} rows`);
+    this.table = table;
+    this.tokenizer = tokenizer;
+  }
+
+  /** From the bundle's files: the tokenizer JSON (text or parsed) and the table's bytes. */
+  static fromFiles(raw, tokenizerJson, tableBytes) {
+    const { vocabSize, k } = checkEmbedSpec(raw); // the spec first, then the table, then the tokenizer
+    const table = readEmbedTable(tableBytes, vocabSize, k);
+    return new EmbedSpec(raw, LlamaTokenizer.fromJSON(tokenizerJson), table);
+  }
+
+  /** The token ids of a prompt as embedded: its first max_chars code points, well formed. (Cutting first is the
+   * same text, since toWellFormed turns each lone surrogate into one U+FFFD, and bounds the work.) */
+  ids(prompt) {
+    return this.tokenizer.encode(headCodePoints(prompt, this.maxChars).toWellFormed());
+  }
+
+  /** The k embedding features of one prompt (float32 values as numbers; NaN for null / undefined). */
+  vector(prompt) {
+    const k = this.k;
+    const out = new Float64Array(k);
+    if (prompt === null || prompt === undefined) return out.fill(NaN);
+    const ids = this.ids(prompt);
+    const { table, offset } = this;
+    if (ids.length === 0) {
+      for (let j = 0; j < k; j++) out[j] = Math.fround(-offset[j]);
+      return out;
+    }
+    for (let t = 0; t < ids.length; t++) {
+      const base = ids[t] * k;
+      for (let j = 0; j < k; j++) out[j] += table[base + j]; // float64 sums, token order
+    }
+    for (let j = 0; j < k; j++) out[j] = Math.fround(out[j] / ids.length - offset[j]); // stored as float32, like the Python path
     return out;
   }
 }
