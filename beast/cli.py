@@ -17,7 +17,7 @@ EXIT_OK, EXIT_STRICT, EXIT_ERROR = 0, 1, 2
 def _ingest(args: argparse.Namespace) -> int:
     from traces.ingest import StrictFailure, main
 
-    overrides = {"prices": args.prices, "out": args.out, "quarantine": args.quarantine, "strict": args.strict or None}
+    overrides = {"prices": args.prices, "out": args.out, "quarantine": args.quarantine, "metrics": args.metrics, "strict": args.strict or None}
     try:
         main(args.paths, params_file=args.params, overrides=overrides, ingest_id=args.ingest_id)
     except StrictFailure as failure:
@@ -193,9 +193,12 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from models.route_bench import main
+    from models.route_bench import main, write_dvc_outputs
 
-    main(args.traces, args.out, params_file=args.params, folds=args.folds, seed=args.seed, strong=args.strong, weak=args.weak)
+    report = main(args.traces, args.out, params_file=args.params, folds=args.folds, seed=args.seed, strong=args.strong, weak=args.weak, train_traces=args.train_traces)
+    if args.metrics is not None or args.plots is not None:  # only when asked: the dvc.yaml stage names these outputs
+        files = write_dvc_outputs(report, args.metrics, args.plots)
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
     return EXIT_OK
 
 
@@ -310,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
     p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
     p.add_argument("--ingest-id", help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix")
+    p.add_argument("--metrics", type=Path, metavar="FILE", help="also write the DVC metrics JSON (counts, cost, error rate) to FILE (default: not written; dvc.yaml passes data/metrics/ingest.json)")
 
     p = command(
         "import",
@@ -494,17 +498,23 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(
         "bench",
-        "Routing benchmark: k-fold by prompt, learned router (each policy swept) vs random, always-one-model, per-model prior, kNN and the oracle; AIQ, APGR, CPT, savings, regret.",
-        "beast bench --traces data/sample/alpaca_eval.parquet --out data/bench",
+        "Routing benchmark on prompts the predictors never saw (k-fold by prompt, or --train-traces: train on one data set, test on another): "
+        "the learned router (each policy swept over knobs calibrated on the training side) vs random (200 seeds), always-one-model, per-model prior, kNN and the oracle; "
+        "AIQ, APGR / CPT50 / CPT80 with bootstrap CIs, cost saved at >= 95 and 100 percent of the strong model's quality, regret.",
+        "beast bench --traces data/sample/alpaca_eval.parquet --out data/bench\n"
+        "  beast bench --traces data/sample/routellm_mt_bench.parquet --train-traces data/sample/routellm_mmlu.parquet --out /tmp/transfer",
         _bench,
         "`bench`, `features`, `train.quality`, `train.cost`",
     )
     p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (.parquet/.jsonl/.csv, .gz) or dataset folder with quality labels and prompt_ids")
     p.add_argument("--out", type=Path, required=True, help="output folder: report.json, decisions.jsonl, report.md, cost_quality.png, pgr.png")
+    p.add_argument("--train-traces", type=Path, nargs="+", metavar="FILE", help="cross-dataset transfer: fit on these files (or dataset folders) and test on every prompt of --traces (prompt_ids must be disjoint); default: k-fold on --traces")
     p.add_argument("--folds", type=int, help="group k-fold by prompt_id (default: params.yaml bench.folds)")
     p.add_argument("--seed", type=int, help="seed of the folds, the random router and the bootstrap (default: params.yaml bench.seed)")
     p.add_argument("--strong", help="strong model of the pair (default: highest mean logged quality)")
     p.add_argument("--weak", help="weak model of the pair (default: lowest mean cost)")
+    p.add_argument("--metrics", type=Path, metavar="FILE", help="also write the DVC metrics JSON (AIQ per router, APGR / CPT, savings; no timings) to FILE (default: not written; dvc.yaml passes data/metrics/bench.json)")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="also write the DVC plot data (cost_quality.csv, pgr.csv, aiq.csv) into DIR (default: not written; dvc.yaml passes data/plots/bench)")
 
     p = command(
         "gate",

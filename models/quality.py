@@ -51,6 +51,7 @@ class QualityParams:
     ece_bins: int = 10
     seed: int = 0
     prior_fallback: bool = True  # validation says the heads beat no per-model mean: ship the means (constant heads)
+    fallback_z: float = 1.645  # the heads must beat the prior's validation log loss by this many standard errors
 
     def lgb_params(self) -> dict[str, object]:
         keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
@@ -98,17 +99,31 @@ def feature_columns(spec: FeatureSpec, heads: str) -> tuple[str, ...]:
 CONSTANT = {"min_data_in_leaf": 2**31 - 1, "min_data_in_bin": 1}
 
 
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+def row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], float]:
-    """Fit `heads` (or "prior": constant per-model heads) on split.train; validation loss on split.test
-    (early stopping when `rounds` is None)."""
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(row_log_loss(y, p).mean())
+
+
+def beats(loss: np.ndarray, baseline: np.ndarray, prompt_ids: np.ndarray, z: float) -> bool:
+    """Is `loss` lower than `baseline` (per validation row) by more than z standard errors? Rows of one prompt
+    are one cluster (14 answers to one prompt are not 14 independent tests); early stopping picked the heads'
+    length on these rows, so a bare "lower" would favour them."""
+    d = pd.Series(baseline - loss).groupby(prompt_ids).sum()
+    if len(d) < 2:
+        return False
+    return bool(d.mean() > z * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], np.ndarray]:
+    """Fit `heads` (or "prior": constant per-model heads) on split.train; log loss of every split.test row
+    (NaN elsewhere); early stopping on split.test when `rounds` is None."""
     y = rows["quality"].to_numpy(dtype=float)
     groups = {"shared": np.ones(len(rows), dtype=bool)} if heads == "shared" else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
-    boosters, loss, n = {}, 0.0, 0
+    boosters, loss = {}, np.full(len(rows), np.nan)
     for key, mask in groups.items():
         tr, va = mask & split.train, mask & split.test
         if heads == "prior":
@@ -119,9 +134,8 @@ def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityP
             b = train_booster(X[tr], y[tr], params.lgb_params(), rounds[key])
         boosters[key] = b
         if va.any():
-            loss += log_loss(y[va], b.predict(X[va])) * int(va.sum())
-            n += int(va.sum())
-    return boosters, loss / max(n, 1)
+            loss[va] = row_log_loss(y[va], b.predict(X[va]))
+    return boosters, loss
 
 
 def ece(pred: np.ndarray, actual: np.ndarray, bins: int) -> float:
@@ -179,8 +193,8 @@ def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: Featur
 
 def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, column: str = "quality") -> np.ndarray:
     """Model m's mean `column` (quality; the routing bench also asks for cost_usd) on the k training prompts
-    nearest (cosine, text features) to each test prompt."""
-    text_cols = [c for c in X.columns if c.startswith("text_")]
+    nearest (cosine over the text features the learned heads see: TF-IDF SVD and embedding) to each test prompt."""
+    text_cols = [c for c in X.columns if c.startswith(("text_", "emb_"))]
     prompts = pd.DataFrame(X[text_cols].to_numpy(), index=rows["prompt_id"].to_numpy())
     train_p = prompts[split.train].groupby(level=0).first()
     table = rows[split.train].pivot_table(index="prompt_id", columns="model", values=column, aggfunc="mean").reindex(train_p.index)
@@ -201,17 +215,19 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
     inner = group_split(train_rows["prompt_id"], params.valid_fraction, salt=f"quality-valid-{params.seed}")
 
     candidates = HEADS if params.heads == "auto" else (params.heads,)
-    chosen: dict[str, tuple[dict[str, lgb.Booster], float]] = {}
+    chosen: dict[str, tuple[dict[str, lgb.Booster], np.ndarray]] = {}
     for heads in candidates:
         cols = list(feature_columns(spec, heads))
         chosen[heads] = _fit_heads(X_train[cols], train_rows, heads, params, inner, None)
-    heads = min(chosen, key=lambda h: chosen[h][1])
-    valid_loss = {h: loss for h, (_, loss) in chosen.items()}
+    valid_loss = {h: float(np.nanmean(loss)) if inner.test.any() else float("nan") for h, (_, loss) in chosen.items()}
+    heads = min(chosen, key=lambda h: valid_loss[h])
     everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
-    if params.prior_fallback:
+    if params.prior_fallback and inner.test.any():
         cols = list(feature_columns(spec, "per_model"))
-        valid_loss["prior"] = _fit_heads(X_train[cols], train_rows, "prior", params, inner, None)[1]
-        if valid_loss["prior"] <= valid_loss[heads]:  # the features add nothing on prompts held out of training
+        prior_loss = _fit_heads(X_train[cols], train_rows, "prior", params, inner, None)[1]
+        valid_loss["prior"] = float(np.nanmean(prior_loss))
+        ids = train_rows["prompt_id"].to_numpy()[inner.test]
+        if not beats(chosen[heads][1][inner.test], prior_loss[inner.test], ids, params.fallback_z):  # the features add nothing on held-out prompts
             boosters, _ = _fit_heads(X_train[cols], train_rows, "prior", params, everything, None)
             return QualityPredictor("per_model", boosters, tuple(cols), spec, valid_loss, fallback="prior")
     cols = list(feature_columns(spec, heads))

@@ -78,13 +78,12 @@ class BenchParams:
     seed: int = 0
     prices: Path = Path("data/prices.yaml")  # to cost rows without cost_usd (through a throwaway ingest)
     cards: Path = Path("data/models.yaml")
-    lambdas: Grid = field(default_factory=lambda: Grid(0.001, 1000.0, 25, log=True, zero=True))  # tradeoff: quality per USD / 1k requests
-    targets: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 21))  # threshold: target predicted quality
-    shares: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 41))  # random / pair: share of calls to strong
-    bootstrap: int = 1000  # resamples of test prompts for the savings CI
+    grid: int = 41  # knob values per policy router, calibrated on the training folds' predictions (levels 0..1)
+    shares: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 41))  # random / pair: target share of calls to strong
+    random_seeds: int = 200  # random strong/weak routers: APGR mean and 95th percentile over this many seeds
+    bootstrap: int = 1000  # resamples of test prompts for the savings, APGR and CPT CIs
     level: float = 0.95
-    metrics: Path | None = None  # DVC metrics summary (`summary()`), e.g. data/metrics/bench.json; None: not written
-    plots: Path | None = None  # DVC plot data (`plot_tables()`: CSV files) folder, e.g. data/plots/bench; None: not written
+    quality_share: float = 0.95  # cost saved at >= this share of the strong model's mean quality (and at 100%)
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,8 @@ class RouterScore:
     cost_savings_ci: tuple[float | None, float | None]
     savings_reached: float  # share of bootstrap resamples in which some point reached the strong model's quality
     savings_vs_oracle: float | None
+    cost_savings_95: float | None  # the same at >= `quality_share` (0.95) of the strong model's mean quality
+    cost_savings_95_ci: tuple[float | None, float | None]
     regret: float  # mean over knob values of the mean selection regret
     regret_by_knob: tuple[float, ...]
     prompts: int
@@ -111,10 +112,16 @@ class PairCurve:
     cpt80: float | None
     shares: tuple[float, ...]  # realised share of strong calls
     pgr: tuple[float, ...]
+    apgr_ci: tuple[float | None, float | None] = (None, None)  # bootstrap over test prompts, decisions fixed
+    cpt50_ci: tuple[float | None, float | None] = (None, None)
+    cpt80_ci: tuple[float | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True)
 class PairScore:
+    """The strong/weak pair. Top-level apgr / cpt / curve = `pair/learned`; every pair router in `routers`;
+    `random` is one seeded random router (its decisions are in decisions.jsonl), `random_seeds` many."""
+
     strong: str
     weak: str
     q_strong: float
@@ -126,12 +133,15 @@ class PairScore:
     shares: tuple[float, ...]
     pgr: tuple[float, ...]
     random: PairCurve
+    apgr_ci: tuple[float | None, float | None] = (None, None)
+    routers: Mapping[str, PairCurve] = field(default_factory=dict)
+    random_seeds: rm.RandomPair | None = None
 
 
 @dataclass(frozen=True)
 class BenchReport:
     traces: str
-    folds: int
+    folds: int  # 0: transfer (trained on `train_traces`, tested on every prompt of `traces`)
     seed: int
     prompts: int
     models: tuple[str, ...]
@@ -142,6 +152,8 @@ class BenchReport:
     pair: PairScore
     notes: tuple[str, ...]
     seconds: float
+    train_traces: str | None = None
+    fallback_folds: int = 0  # folds whose quality heads fell back to the per-model prior
 
     def to_json(self) -> str:
         return json.dumps({"schema": SCHEMA} | asdict(self), indent=1, allow_nan=False)
@@ -206,39 +218,59 @@ def pick_pair(rows: pd.DataFrame, strong: str | None, weak: str | None) -> tuple
 # ------------------------------------------------------------------------------------------ predictions
 
 
+PREDICTED = ("q_learned", "c_learned", "q_knn", "c_knn", "q_prior", "c_prior")
+
+
 @dataclass(frozen=True)
 class FoldFit:
-    """Predictions for one fold's test candidates (aligned with them) and what was fit."""
+    """Predictions (columns `PREDICTED`) for one fold's test candidates and for its training candidates (the
+    knob grids are calibrated on the latter), aligned with the candidate frames given to `fit_fold`."""
 
-    q_learned: np.ndarray
-    c_learned: np.ndarray
-    q_knn: np.ndarray
-    c_knn: np.ndarray
-    q_prior: np.ndarray
-    c_prior: np.ndarray
+    test: Mapping[str, np.ndarray]
+    train: Mapping[str, np.ndarray]
     heads: str
+    fallback: str | None
+
+
+def _predict(qpred: quality.QualityPredictor, cpred: cost.CostPredictor, rows: pd.DataFrame, prices: PriceTable, means: pd.DataFrame, default_q: float) -> dict[str, np.ndarray]:
+    """Learned and prior predictions for candidate rows; a model the training side never saw gets the
+    training mean quality (no head, no prior of its own)."""
+    q_prior = rows["model"].map(means["quality"]).to_numpy(dtype=float)
+    q_prior = np.where(np.isnan(q_prior), default_q, q_prior)
+    c_learned = cpred.predict_cost(rows, prices)["p50"].to_numpy(dtype=float)
+    c_prior = rows["model"].map(means["cost_usd"]).to_numpy(dtype=float)
+    q_learned = qpred.predict(build_features(rows, qpred.spec), rows["model"])
+    return {"q_learned": np.where(np.isnan(q_learned), q_prior, q_learned), "c_learned": c_learned, "q_prior": q_prior, "c_prior": np.where(np.isnan(c_prior), c_learned, c_prior)}
+
+
+def _knn(qpred: quality.QualityPredictor, train: pd.DataFrame, test: pd.DataFrame, k: int, prior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """kNN estimates for `test` candidates from `train` rows (each model's mean over the k nearest training
+    prompts on the same text features as the learned heads); no neighbour answered: the prior."""
+    both = pd.concat([train, test], ignore_index=True)
+    side = Split(np.arange(len(both)) < len(train), np.arange(len(both)) >= len(train))
+    X = build_features(both, qpred.spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a model no neighbour answered: NaN, then its prior
+        q = quality.knn_baseline(X, both, side, k, "quality")
+        c = quality.knn_baseline(X, both, side, k, "cost_usd")
+    return {"q_knn": np.where(np.isnan(q), prior["q_prior"], q), "c_knn": np.where(np.isnan(c), prior["c_prior"], c)}
 
 
 def fit_fold(
     train: pd.DataFrame, test: pd.DataFrame, qp: quality.QualityParams, cp: cost.CostParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
 ) -> FoldFit:
-    """Pure: predictors and baselines fit on `train` rows only, predictions for the `test` candidates."""
+    """Pure: predictors and baselines fit on `train` rows only; predictions for the `test` candidates and for
+    the training candidates (`candidates(train)`, in-sample: only for calibrating knob grids)."""
     qpred = quality.fit(train, qp, features, cards, prices)
     cpred = cost.fit(train, cp)
-    q_learned = qpred.predict(build_features(test, qpred.spec), test["model"])
-    c_learned = cpred.predict_cost(test, prices)["p50"].to_numpy(dtype=float)
-    both = pd.concat([train, test], ignore_index=True)
-    side = Split(np.arange(len(both)) < len(train), np.arange(len(both)) >= len(train))
-    X = build_features(both, qpred.spec)
     means = train.groupby("model")[["quality", "cost_usd"]].mean()
-    q_prior = test["model"].map(means["quality"]).to_numpy(dtype=float)
-    c_prior = test["model"].map(means["cost_usd"]).to_numpy(dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a model no neighbour answered: NaN, then its prior
-        q_knn = quality.knn_baseline(X, both, side, qp.knn_k, "quality")
-        c_knn = quality.knn_baseline(X, both, side, qp.knn_k, "cost_usd")
-    q_knn, c_knn = np.where(np.isnan(q_knn), q_prior, q_knn), np.where(np.isnan(c_knn), c_prior, c_knn)
-    return FoldFit(q_learned, c_learned, q_knn, c_knn, q_prior, c_prior, qpred.heads)
+    default_q = float(train["quality"].mean())
+    train_cand = candidates(train)
+    out = {}
+    for side, rows in (("test", test), ("train", train_cand)):
+        pred = _predict(qpred, cpred, rows, prices, means, default_q)
+        out[side] = pred | _knn(qpred, train, rows, qp.knn_k, pred)
+    return FoldFit(out["test"], out["train"], qpred.heads, qpred.fallback)
 
 
 # ------------------------------------------------------------------------------------------ routing
@@ -246,28 +278,51 @@ def fit_fold(
 
 @dataclass(frozen=True)
 class PolicyRouter:
-    """A shipped policy swept over one constructor argument, on two columns of the candidate table."""
+    """A shipped policy swept over one constructor argument, on two columns of the candidate table. Its knob
+    values are calibrated per fold on that fold's training-side predictions (`calibrate`) and named by their
+    level in [0, 1], the same levels in every fold."""
 
     name: str
     policy: str  # key of serving.router.POLICIES
     knob: str  # the policy's constructor argument
-    values: tuple[float, ...]
     quality: str
     cost: str
 
+    def calibrate(self, train: pd.DataFrame, n: int) -> np.ndarray:
+        """Knob values at `n` levels from training candidates (sorted by prompt): threshold targets span the
+        predicted qualities, tradeoff lambdas the break-even lambdas, so each sweep runs from the cheapest
+        model to the best predicted one."""
+        q, c = train[self.quality].to_numpy(dtype=float), train[self.cost].to_numpy(dtype=float)
+        if self.policy == "threshold":
+            return rm.threshold_grid(q, n)
+        return rm.tradeoff_grid(q, c, prompt_starts(train), n)
 
-def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter) -> list[tuple[float, np.ndarray]]:
-    """(knob value, chosen candidate row per prompt) for each knob value, through the policy's own choose()."""
+
+def prompt_starts(cand: pd.DataFrame) -> np.ndarray:
+    """Row offsets where each prompt's candidates start (candidates are sorted by prompt_id), plus the end."""
+    pid = cand["prompt_id"].to_numpy()
+    return np.flatnonzero(np.r_[True, pid[1:] != pid[:-1], True])
+
+
+def knob_label(level: float) -> float:
+    return float(f"{level:.6g}")  # short decimals: decisions.jsonl stays small and exact
+
+
+def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter, grids: Mapping[int, np.ndarray]) -> list[tuple[float, np.ndarray]]:
+    """(knob level, chosen candidate row per prompt) for each level, through the policy's own choose(), each
+    prompt with the knob value calibrated on its fold's training side (`grids`: fold -> values per level)."""
     from serving.router import POLICIES
 
     q, c = cand[router.quality].to_numpy(dtype=float), cand[router.cost].to_numpy(dtype=float)
     models = cand["model"].astype(str).to_numpy()
+    folds = cand["fold"].to_numpy()[starts[:-1]]
     bounds = list(zip(starts[:-1], starts[1:], strict=True))
+    n = len(next(iter(grids.values())))
     out = []
-    for value in router.values:
-        policy = POLICIES[router.policy](**{router.knob: value})
-        chosen = np.array([s + policy.choose(tuple(models[s:e]), q[s:e], c[s:e])[0] for s, e in bounds])
-        out.append((value, chosen))
+    for j, level in enumerate(rm.quantile_levels(n)):
+        policies = {f: POLICIES[router.policy](**{router.knob: float(g[j])}) for f, g in grids.items()}
+        chosen = np.array([s + policies[f].choose(tuple(models[s:e]), q[s:e], c[s:e])[0] for (s, e), f in zip(bounds, folds, strict=True)], dtype=np.intp)
+        out.append((knob_label(level), chosen))
     return out
 
 
@@ -280,6 +335,28 @@ def route_pair(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, o
         to_strong[order[: int(round(x * len(rows_strong)))]] = True
         out.append((float(x), np.where(to_strong, rows_strong, rows_weak)))
     return out
+
+
+def route_pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, column: str, thresholds: Mapping[int, np.ndarray], shares: Sequence[float]) -> list[tuple[float, np.ndarray]]:
+    """Pair router on a score (predicted quality of strong minus weak, from `column`): at target share x a
+    prompt goes to strong when its score exceeds the threshold that sends a share x of its fold's *training*
+    prompts there (RouteLLM's calibration; the realised test share is what the curves use)."""
+    rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
+    v = cand[column].to_numpy(dtype=float)
+    score = v[rows_strong] - v[rows_weak]
+    folds = cand["fold"].to_numpy()[rows_strong]
+    out = []
+    for j, x in enumerate(shares):
+        tau = np.array([thresholds[f][j] for f in folds])
+        out.append((float(x), np.where(score > tau, rows_strong, rows_weak)))
+    return out
+
+
+def pair_scores(cand: pd.DataFrame, strong: str, weak: str, column: str) -> np.ndarray:
+    """Score (strong minus weak on `column`) of every prompt both models answered."""
+    rows_strong, rows_weak = _pair_rows(cand, prompt_starts(cand), strong, weak)
+    v = cand[column].to_numpy(dtype=float)
+    return v[rows_strong] - v[rows_weak]
 
 
 def _pair_rows(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str) -> tuple[np.ndarray, np.ndarray]:
@@ -339,12 +416,15 @@ def score_routers(
             regrets.append(rm.selection_regret(q[rows], c[rows], Q[prompt[rows]], C[prompt[rows]]))
         ci = rm.savings_bootstrap(cost_m[:, keep], qual_m[:, keep], ref_c[keep], ref_q[keep], params.bootstrap, params.seed, params.level)
         saving = rm.savings(pts, float(np.nanmean(ref_c)), float(np.nanmean(ref_q)))
+        share = params.quality_share
+        ci95 = rm.savings_bootstrap(cost_m[:, keep], qual_m[:, keep], ref_c[keep], share * ref_q[keep], params.bootstrap, params.seed, params.level)
+        saving95 = rm.savings(pts, float(np.nanmean(ref_c)), share * float(np.nanmean(ref_q)))
         areas = (rm.aiq(pts, lo, hi, singles[cheapest]), rm.aiq(pts, lo, singles[strong][0], singles[cheapest]))
-        raw[name] = (runs, pts, areas, saving, ci, regrets, int(covered.sum()))
+        raw[name] = (runs, pts, areas, saving, ci, regrets, int(covered.sum()), saving95, ci95)
 
     oracle_aiq, oracle_saving = raw[ORACLE][2], raw[ORACLE][3]
     scores = {}
-    for name, (runs, pts, areas, saving, ci, regrets, n) in raw.items():
+    for name, (runs, pts, areas, saving, ci, regrets, n, saving95, ci95) in raw.items():
         scores[name] = RouterScore(
             knobs=tuple(k for k, _ in runs),
             points=tuple((float(x), float(y)) for x, y in pts),
@@ -356,6 +436,8 @@ def score_routers(
             cost_savings_ci=(ci.low, ci.high) if saving is not None else (None, None),  # no CI around "never reached"
             savings_reached=ci.reached,
             savings_vs_oracle=_ratio(saving, oracle_saving),
+            cost_savings_95=saving95,
+            cost_savings_95_ci=(ci95.low, ci95.high) if saving95 is not None else (None, None),
             regret=float(np.mean(regrets)),
             regret_by_knob=tuple(regrets),
             prompts=n,
@@ -367,11 +449,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 or not math.isfinite(a) else float(a / b)
 
 
-def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], n: int, q_weak: float, q_strong: float, strong_rows: set[int]) -> PairCurve:
-    """PGR of each run (by realised share of strong calls) and its APGR, CPT(50%), CPT(80%)."""
-    shares = np.array([np.isin(rows, list(strong_rows)).sum() / n for _, rows in runs])
+def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_strong: np.ndarray, rows_weak: np.ndarray, params: BenchParams | None = None) -> PairCurve:
+    """PGR of each run (by realised share of strong calls), its APGR, CPT(50%), CPT(80%), and (with `params`)
+    their bootstrap CIs over the pair prompts."""
+    q_strong, q_weak = float(q[rows_strong].mean()), float(q[rows_weak].mean())
+    to_strong = np.array([rows == rows_strong for _, rows in runs])  # runs list the pair prompts in order
+    shares = to_strong.mean(axis=1)
     values = rm.pgr(np.array([q[rows].mean() for _, rows in runs]), q_weak, q_strong)
-    return PairCurve(rm.apgr(shares, values), rm.cpt(shares, values, 0.5), rm.cpt(shares, values, 0.8), tuple(map(float, shares)), tuple(map(float, values)))
+    st = rm.pair_stats(shares, values)
+    ci = rm.pair_bootstrap(to_strong, q[rows_strong], q[rows_weak], params.bootstrap, params.seed, params.level) if params is not None else None
+    extra = {"apgr_ci": ci.apgr, "cpt50_ci": ci.cpt50, "cpt80_ci": ci.cpt80} if ci is not None else {}
+    return PairCurve(st.apgr, st.cpt50, st.cpt80, tuple(map(float, shares)), tuple(map(float, values)), **extra)
 
 
 # ------------------------------------------------------------------------------------------ the bench
@@ -389,43 +477,68 @@ def run_bench(
     weak: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
     source: str = "",
+    train_traces: pd.DataFrame | None = None,
+    train_source: str | None = None,
 ) -> tuple[BenchReport, pd.DataFrame]:
-    """Pure (no files): k-fold fit, route, score. Returns the report and the decisions table."""
+    """Pure (no files): fit, route, score; returns the report and the decisions table. k-fold by prompt on
+    `traces`, or, with `train_traces`, one fit on those and every prompt of `traces` as the test side
+    (cross-dataset transfer)."""
     started = time.perf_counter()
     rows, notes = bench_rows(traces)
     strong, weak = pick_pair(rows, strong, weak)
     progress(f"strong = {strong} (mean quality {rows.loc[rows['model'] == strong, 'quality'].mean():.3f}), weak = {weak} (mean cost ${rows.loc[rows['model'] == weak, 'cost_usd'].mean() * 1000:.4f} / 1k requests)")
     cand = candidates(rows)
-    fold_cand = assign_folds(cand["prompt_id"], params.folds, params.seed)
-    fold_rows = assign_folds(rows["prompt_id"], params.folds, params.seed)
-    for col in ("q_learned", "c_learned", "q_knn", "c_knn", "q_prior", "c_prior"):
+    if train_traces is None:
+        folds = params.folds
+        cand["fold"] = assign_folds(cand["prompt_id"], folds, params.seed)
+        fold_rows = assign_folds(rows["prompt_id"], folds, params.seed)
+        sides = [(rows[fold_rows != f].reset_index(drop=True), cand["fold"].to_numpy() == f) for f in range(folds)]
+    else:
+        folds = 0
+        train_rows, train_notes = bench_rows(train_traces)
+        notes = (*notes, *(f"train traces: {n}" for n in train_notes))
+        unseen = sorted(set(cand["model"].astype(str)) - set(train_rows["model"].astype(str)))
+        if unseen:
+            notes = (*notes, f"models absent from the train traces (scored with the training mean quality as their prior): {', '.join(unseen)}")
+        overlap = set(train_rows["prompt_id"].astype(str)) & set(cand["prompt_id"].astype(str))
+        if overlap:
+            raise BeastError(f"--train-traces shares {len(overlap):,} prompt_id(s) with --traces (e.g. {sorted(overlap)[0]!r}): a transfer test needs disjoint prompts")
+        cand["fold"] = 0
+        sides = [(train_rows, np.ones(len(cand), dtype=bool))]
+    for col in PREDICTED:
         cand[col] = np.nan
-    cand["fold"] = fold_cand
-    heads = []
-    for f in range(params.folds):
-        t0 = time.perf_counter()
-        test = fold_cand == f
-        fit = fit_fold(rows[fold_rows != f].reset_index(drop=True), cand[test].reset_index(drop=True), qp, cp, features, cards, prices)
-        for col in ("q_learned", "c_learned", "q_knn", "c_knn", "q_prior", "c_prior"):
-            cand.loc[test, col] = getattr(fit, col)
-        heads.append(fit.heads)
-        progress(f"fold {f + 1}/{params.folds}: {cand.loc[~test, 'prompt_id'].nunique():,} train / {cand.loc[test, 'prompt_id'].nunique():,} test prompts, quality heads={fit.heads}, {time.perf_counter() - t0:.1f} s")
-
-    starts = np.flatnonzero(np.r_[True, cand["prompt_id"].to_numpy()[1:] != cand["prompt_id"].to_numpy()[:-1], True])
-    models = tuple(sorted(cand["model"].astype(str).unique()))
-    lambdas, targets, shares = params.lambdas.values(), params.targets.values(), params.shares.values()
+    shares = params.shares.values()
     policy_routers = (
-        PolicyRouter("learned/threshold", "threshold", "target_quality", targets, "q_learned", "c_learned"),
-        PolicyRouter("learned/tradeoff", "tradeoff", "lam", lambdas, "q_learned", "c_learned"),
-        PolicyRouter("knn/threshold", "threshold", "target_quality", targets, "q_knn", "c_knn"),
-        PolicyRouter("knn/tradeoff", "tradeoff", "lam", lambdas, "q_knn", "c_knn"),
-        PolicyRouter("prior/tradeoff", "tradeoff", "lam", lambdas, "q_prior", "c_prior"),
-        PolicyRouter(ORACLE, "tradeoff", "lam", lambdas, "quality", "cost_usd"),
+        PolicyRouter("learned/threshold", "threshold", "target_quality", "q_learned", "c_learned"),
+        PolicyRouter("learned/tradeoff", "tradeoff", "lam", "q_learned", "c_learned"),
+        PolicyRouter("knn/threshold", "threshold", "target_quality", "q_knn", "c_knn"),
+        PolicyRouter("knn/tradeoff", "tradeoff", "lam", "q_knn", "c_knn"),
+        PolicyRouter("prior/tradeoff", "tradeoff", "lam", "q_prior", "c_prior"),
+        PolicyRouter(ORACLE, "tradeoff", "lam", "quality", "cost_usd"),
     )
-    decisions: dict[str, list[tuple[float | None, np.ndarray]]] = {r.name: route_policy(cand, starts, r) for r in policy_routers}
+    pair_routers = {"pair/learned": "q_learned", "pair/knn": "q_knn"}
+    grids: dict[str, dict[int, np.ndarray]] = {r.name: {} for r in policy_routers} | {name: {} for name in pair_routers}
+    heads, fallbacks = [], 0
+    for f, (train, test) in enumerate(sides):
+        t0 = time.perf_counter()
+        fit = fit_fold(train, cand[test].reset_index(drop=True), qp, cp, features, cards, prices)
+        for col in PREDICTED:
+            cand.loc[test, col] = fit.test[col]
+        train_cand = candidates(train).assign(**fit.train)
+        for r in policy_routers:
+            grids[r.name][f] = r.calibrate(train_cand, params.grid)
+        for name, column in pair_routers.items():
+            grids[name][f] = rm.share_thresholds(pair_scores(train_cand, strong, weak, column), np.array(shares))
+        heads.append(fit.heads + ("->prior" if fit.fallback else ""))
+        fallbacks += fit.fallback is not None
+        where = f"fold {f + 1}/{folds}" if folds else "transfer"
+        progress(f"{where}: {train['prompt_id'].nunique():,} train / {cand.loc[test, 'prompt_id'].nunique():,} test prompts, quality heads={heads[-1]}, {time.perf_counter() - t0:.1f} s")
+
+    starts = prompt_starts(cand)
+    models = tuple(sorted(cand["model"].astype(str).unique()))
+    decisions: dict[str, list[tuple[float | None, np.ndarray]]] = {r.name: route_policy(cand, starts, r, grids[r.name]) for r in policy_routers}
     rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
-    gain = cand["q_learned"].to_numpy()[rows_strong] - cand["q_learned"].to_numpy()[rows_weak]
-    decisions["pair/learned"] = route_pair(cand, starts, strong, weak, np.argsort(-gain, kind="stable"), shares)
+    decisions |= {name: route_pair_scores(cand, starts, strong, weak, column, grids[name], shares) for name, column in pair_routers.items()}
     decisions["random"] = route_pair(cand, starts, strong, weak, np.random.default_rng(params.seed).permutation(len(rows_strong)), shares)
     decisions |= {f"always/{m}": always(cand, m) for m in models}
     t0 = time.perf_counter()
@@ -433,23 +546,30 @@ def run_bench(
     progress(f"routed and scored {len(decisions)} routers ({sum(len(r) for r in decisions.values())} operating points) in {time.perf_counter() - t0:.1f} s")
 
     q = cand["quality"].to_numpy(dtype=float)
-    q_strong, q_weak = float(q[rows_strong].mean()), float(q[rows_weak].mean())
-    strong_set = set(rows_strong.tolist())
-    learned = pair_curve(q, decisions["pair/learned"], len(rows_strong), q_weak, q_strong, strong_set)
-    rand = pair_curve(q, decisions["random"], len(rows_strong), q_weak, q_strong, strong_set)
-    pair = PairScore(strong, weak, q_strong, q_weak, len(rows_strong), learned.apgr, learned.cpt50, learned.cpt80, learned.shares, learned.pgr, rand)
-
+    curves = {name: pair_curve(q, decisions[name], rows_strong, rows_weak, params) for name in pair_routers}
+    rand = pair_curve(q, decisions["random"], rows_strong, rows_weak, params)
+    many = rm.random_pair(q[rows_strong], q[rows_weak], np.array(shares), params.random_seeds, params.seed)
+    learned = curves["pair/learned"]
+    pair = PairScore(
+        strong, weak, float(q[rows_strong].mean()), float(q[rows_weak].mean()), len(rows_strong), learned.apgr, learned.cpt50, learned.cpt80, learned.shares, learned.pgr, rand,
+        learned.apgr_ci, curves, many,
+    )
+    protocol = f"{folds}-fold group CV by prompt_id" if folds else f"trained on {train_source or 'the train traces'}, tested on every prompt"
     notes = (
         *notes,
+        f"protocol: {protocol}; every knob grid is calibrated on the training side's predictions (threshold: quantiles of predicted quality; tradeoff: quantiles of break-even lambdas; pair routers: the score threshold that sends a share x of the training prompts to strong)",
         f"AIQ range = mean cost of the cheapest single model ({cheapest}) .. of the most expensive; every router's set includes the cheapest model's point; hull flat beyond its best point",
-        f"cost_savings = 1 - (mean cost of the cheapest operating point with mean quality >= always-{strong}'s) / always-{strong}'s mean cost; CI: {params.bootstrap} bootstrap resamples of test prompts",
+        f"cost_savings = 1 - (mean cost of the cheapest operating point with mean quality >= always-{strong}'s) / always-{strong}'s mean cost; cost_savings_95: at >= {params.quality_share:g} x its quality; CI: {params.bootstrap} bootstrap resamples of test prompts",
+        f"random: one seeded router (decisions.jsonl); random_seeds: APGR mean / 95th percentile over {params.random_seeds} seeds",
         "regret = mean over knob values of mean(best actual quality among models no dearer on that prompt - chosen quality)",
         "learned and knn policies use predicted USD (learned: cost predictor P50 head, as the router); oracle uses actual quality and cost",
         "budget policy not swept: it is tradeoff with a lambda its controller moves toward a spend rate, so its operating points lie on learned/tradeoff",
-        f"quality heads per fold: {', '.join(heads)}",
+        f"quality heads per fold: {', '.join(heads)} (->prior: validation said the heads add nothing, the per-model prior is used)",
     )
     table = decisions_table(cand, decisions)
-    report = BenchReport(source, params.folds, params.seed, int(cand["prompt_id"].nunique()), models, cheapest, cost_range, strong, scores, pair, notes, round(time.perf_counter() - started, 1))
+    report = BenchReport(
+        source, folds, params.seed, int(cand["prompt_id"].nunique()), models, cheapest, cost_range, strong, scores, pair, notes, round(time.perf_counter() - started, 1), train_source, fallbacks
+    )
     return report, table
 
 
@@ -475,52 +595,65 @@ def _ci(s: RouterScore, sep: str) -> str:
     return "-" if lo is None or hi is None else f"{_num(lo)}{sep}{_num(hi)}"
 
 
-def _pair_line(p: PairScore) -> str:
-    return (
-        f"pair {p.strong} (q {p.q_strong:.3f}) vs {p.weak} (q {p.q_weak:.3f}), {p.prompts} prompts: APGR {p.apgr:.3f} (random {p.random.apgr:.3f}), "
-        f"CPT50 {_num(p.cpt50)} (random {_num(p.random.cpt50)}), CPT80 {_num(p.cpt80)} (random {_num(p.random.cpt80)})"
-    )
+def _interval(ci: tuple[float | None, float | None], sep: str = " .. ") -> str:
+    return "-" if ci[0] is None or ci[1] is None else f"{_num(ci[0])}{sep}{_num(ci[1])}"
+
+
+def _pair_lines(p: PairScore) -> list[str]:
+    lines = [f"pair {p.strong} (q {p.q_strong:.3f}) vs {p.weak} (q {p.q_weak:.3f}), {p.prompts} prompts:"]
+    for name, c in p.routers.items():
+        lines.append(f"  {name:<13} APGR {c.apgr:.3f} ({_interval(c.apgr_ci)})  CPT50 {_num(c.cpt50)} ({_interval(c.cpt50_ci)})  CPT80 {_num(c.cpt80)} ({_interval(c.cpt80_ci)})")
+    r = p.random_seeds
+    if r is not None:
+        lines.append(f"  random        APGR mean {r.apgr_mean:.3f}, 95th percentile {r.apgr_p95:.3f} over {r.seeds} seeds; CPT50 mean {_num(r.cpt50_mean)}, CPT80 mean {_num(r.cpt80_mean)}")
+    return lines
 
 
 def summary_table(report: BenchReport) -> str:
     """One line per router, best AIQ first (what stdout shows; report.md has the same in Markdown)."""
-    head = f"{'router':<44} {'AIQ':>7} {'/oracle':>7} {'AIQ<=s':>7} {'/oracle':>7} {'saved':>7} {'95% CI':>16} {'/oracle':>7} {'regret':>7}"
+    head = f"{'router':<40} {'AIQ':>7} {'/oracle':>7} {'AIQ<=s':>7} {'/oracle':>7} {'saved':>7} {'95% CI':>14} {'saved95':>7} {'95% CI':>14} {'regret':>7}"
     lines = [head]
     for name, s in sorted(report.routers.items(), key=lambda kv: (-kv[1].aiq, -kv[1].aiq_to_strong)):
         lines.append(
-            f"{name:<44} {s.aiq:>7.4f} {_num(s.aiq_vs_oracle):>7} {s.aiq_to_strong:>7.4f} {_num(s.aiq_to_strong_vs_oracle):>7} "
-            f"{_num(s.cost_savings):>7} {_ci(s, ', '):>16} {_num(s.savings_vs_oracle):>7} {s.regret:>7.4f}"
+            f"{name:<40} {s.aiq:>7.4f} {_num(s.aiq_vs_oracle):>7} {s.aiq_to_strong:>7.4f} {_num(s.aiq_to_strong_vs_oracle):>7} "
+            f"{_num(s.cost_savings):>7} {_ci(s, ', '):>14} {_num(s.cost_savings_95):>7} {_interval(s.cost_savings_95_ci, ', '):>14} {s.regret:>7.4f}"
         )
-    lines.append(f"(AIQ<=s: area over [cheapest model's cost, {report.savings_reference}'s cost]; saved: share of always-{report.savings_reference}'s cost at >= its quality)")
-    lines.append(_pair_line(report.pair))
+    lines.append(f"(AIQ<=s: area over [cheapest model's cost, {report.savings_reference}'s cost]; saved / saved95: share of always-{report.savings_reference}'s cost saved at >= 100% / 95% of its quality)")
+    lines += _pair_lines(report.pair)
     return "\n".join(lines)
 
 
 def markdown(report: BenchReport) -> str:
+    protocol = f"{report.folds}-fold group CV by prompt_id (seed {report.seed})" if report.folds else f"trained on {report.train_traces}, tested on every prompt (transfer)"
     lines = [
         f"# Routing benchmark: {report.traces}",
         "",
-        f"{report.prompts} prompts, {len(report.models)} models, {report.folds}-fold group CV by prompt_id (seed {report.seed}), {report.seconds:.0f} s.",
+        f"{report.prompts} prompts, {len(report.models)} models, {protocol}, {report.seconds:.0f} s.",
         f"AIQ cost range ${report.cost_range[0] * 1000:.4f} .. ${report.cost_range[1] * 1000:.4f} per 1k requests; AIQ<=strong stops at {report.savings_reference}'s cost; "
         f"savings vs always-{report.savings_reference}.",
         "",
-        "| router | AIQ | / oracle | AIQ<=strong | / oracle | cost saved | 95% CI | / oracle's | regret |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| router | AIQ | / oracle | AIQ<=strong | / oracle | saved at 100% | 95% CI | / oracle's | saved at 95% | 95% CI | regret |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in sorted(report.routers.items(), key=lambda kv: (-kv[1].aiq, -kv[1].aiq_to_strong)):
         lines.append(
             f"| {name} | {s.aiq:.4f} | {_num(s.aiq_vs_oracle)} | {s.aiq_to_strong:.4f} | {_num(s.aiq_to_strong_vs_oracle)} | "
-            f"{_num(s.cost_savings)} | {_ci(s, ' .. ')} | {_num(s.savings_vs_oracle)} | {s.regret:.4f} |"
+            f"{_num(s.cost_savings)} | {_ci(s, ' .. ')} | {_num(s.savings_vs_oracle)} | {_num(s.cost_savings_95)} | {_interval(s.cost_savings_95_ci)} | {s.regret:.4f} |"
         )
     p = report.pair
     lines += [
         "",
         f"Pair: strong = {p.strong} (mean quality {p.q_strong:.3f}), weak = {p.weak} ({p.q_weak:.3f}), {p.prompts} prompts.",
         "",
-        "| pair router | APGR | CPT(50%) | CPT(80%) |",
-        "|---|---|---|---|",
-        f"| pair/learned | {p.apgr:.3f} | {_num(p.cpt50)} | {_num(p.cpt80)} |",
-        f"| random | {p.random.apgr:.3f} | {_num(p.random.cpt50)} | {_num(p.random.cpt80)} |",
+        "| pair router | APGR | 95% CI | CPT(50%) | 95% CI | CPT(80%) | 95% CI |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {n} | {c.apgr:.3f} | {_interval(c.apgr_ci)} | {_num(c.cpt50)} | {_interval(c.cpt50_ci)} | {_num(c.cpt80)} | {_interval(c.cpt80_ci)} |" for n, c in p.routers.items()),
+        f"| random (seed {report.seed}) | {p.random.apgr:.3f} | {_interval(p.random.apgr_ci)} | {_num(p.random.cpt50)} | - | {_num(p.random.cpt80)} | - |",
+    ]
+    if p.random_seeds is not None:
+        r = p.random_seeds
+        lines.append(f"| random ({r.seeds} seeds) | mean {r.apgr_mean:.3f}, 95th pct {r.apgr_p95:.3f} | - | mean {_num(r.cpt50_mean)} | - | mean {_num(r.cpt80_mean)} | - |")
+    lines += [
         "",
         *[f"- {n}" for n in report.notes],
         "",
@@ -562,14 +695,16 @@ def cost_quality_plot(report: BenchReport, path: Path) -> Path:
 
 
 def pgr_plot(report: BenchReport, path: Path) -> Path:
-    """PGR against the share of calls to the strong model: learned pair router vs random (the diagonal)."""
+    """PGR against the share of calls to the strong model: every pair router vs random (the diagonal)."""
     from models.plots import plt
 
     p = report.pair
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="expected random")
-    ax.plot(p.shares, p.pgr, label=f"pair/learned (APGR {p.apgr:.3f})")
-    ax.plot(p.random.shares, p.random.pgr, label=f"random (APGR {p.random.apgr:.3f})", alpha=0.8)
+    extra = f"; over {p.random_seeds.seeds} seeds mean {p.random_seeds.apgr_mean:.3f}, 95th pct {p.random_seeds.apgr_p95:.3f}" if p.random_seeds else ""
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label=f"expected random{extra}")
+    for name, c in p.routers.items():
+        ax.plot(c.shares, c.pgr, marker=".", ms=3, label=f"{name} (APGR {c.apgr:.3f}, 95% CI {_interval(c.apgr_ci)})")
+    ax.plot(p.random.shares, p.random.pgr, label=f"random, seed {report.seed} (APGR {p.random.apgr:.3f})", alpha=0.8)
     for level in (0.5, 0.8):
         ax.axhline(level, color="grey", lw=0.5)
     ax.set(xlabel=f"share of calls to {p.strong}", ylabel="performance gap recovered", title=f"{p.strong} vs {p.weak}")
@@ -612,11 +747,16 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
                 "aiq_to_strong": r(s.aiq_to_strong),
                 "aiq_to_strong_vs_oracle": r(s.aiq_to_strong_vs_oracle),
                 "cost_savings": r(s.cost_savings),
+                "cost_savings_95": r(s.cost_savings_95),
                 "regret": r(s.regret),
             }
             for name, s in routers.items()
         },
-        "pair": {"apgr": r(p.apgr), "cpt50": r(p.cpt50), "cpt80": r(p.cpt80), "random_apgr": r(p.random.apgr), "random_cpt50": r(p.random.cpt50), "random_cpt80": r(p.random.cpt80)},
+        "pair": {
+            "apgr": r(p.apgr), "cpt50": r(p.cpt50), "cpt80": r(p.cpt80), "random_apgr": r(p.random.apgr), "random_cpt50": r(p.random.cpt50), "random_cpt80": r(p.random.cpt80),
+            "random_apgr_mean": r(p.random_seeds.apgr_mean) if p.random_seeds else None, "random_apgr_p95": r(p.random_seeds.apgr_p95) if p.random_seeds else None,
+            "routers": {n: {"apgr": r(c.apgr), "apgr_ci": [r(v) for v in c.apgr_ci], "cpt50": r(c.cpt50), "cpt80": r(c.cpt80)} for n, c in p.routers.items()},
+        },
     }
 
 
@@ -625,7 +765,8 @@ def plot_tables(report: BenchReport, points: int = 60, digits: int = 6) -> dict[
 
     - `cost_quality.csv`: x = mean cost in USD per 1k requests on a log grid over the AIQ range, one column per
       router (single models excluded): the quality of its hull (with the cheapest model's point), whose mean is AIQ;
-    - `pgr.csv`: x = share of calls to the strong model, PGR of the learned pair router and of random;
+    - `pgr.csv`: x = share of calls to the strong model (0..1 by 0.025), PGR of every pair router and of the
+      seeded random router, each curve interpolated between its realised shares;
     - `aiq.csv`: one row per router (single models included): AIQ and AIQ<=strong."""
     lo, hi = report.cost_range
     grid = np.geomspace(lo, hi, points)
@@ -635,11 +776,12 @@ def plot_tables(report: BenchReport, points: int = 60, digits: int = 6) -> dict[
         if not name.startswith("always/"):
             curves[name] = rm.hull_value(rm.hull(np.vstack([np.array(s.points), anchor])), grid)
     p = report.pair
-    random_pgr = np.interp(p.shares, p.random.shares, p.random.pgr) if p.random.shares != p.shares else np.array(p.random.pgr)
+    at = np.linspace(0.0, 1.0, 41)
+    pgr = {"share": at} | {n: rm.curve_at(c.shares, c.pgr, at) for n, c in p.routers.items()} | {"random": rm.curve_at(p.random.shares, p.random.pgr, at)}
     aiq = pd.DataFrame([{"router": n, "aiq": s.aiq, "aiq_to_strong": s.aiq_to_strong} for n, s in sorted(report.routers.items(), key=lambda kv: -kv[1].aiq)])
     return {
         "cost_quality.csv": pd.DataFrame(curves).round(digits),
-        "pgr.csv": pd.DataFrame({"share": p.shares, "pair/learned": p.pgr, "random": random_pgr}).round(digits),
+        "pgr.csv": pd.DataFrame(pgr).round(digits),
         "aiq.csv": aiq.round(digits),
     }
 
@@ -654,17 +796,26 @@ def write_dvc_outputs(report: BenchReport, metrics: Path | None, plots: Path | N
     return files
 
 
-def read_traces_input(path: Path, prices: Path) -> pd.DataFrame:
-    """A dataset folder as it is, or a trace file validated and costed through a throwaway ingest."""
+def read_traces_input(paths: Path | Sequence[Path], prices: Path) -> pd.DataFrame:
+    """Dataset folders as they are, or trace files validated and costed through a throwaway ingest."""
     from models.train import TrainParams, read_inputs
 
-    if not path.exists():
-        raise BeastError(f"{path}: file not found")
-    return read_inputs([path], TrainParams(prices=prices))
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    for path in paths:
+        if not path.exists():
+            raise BeastError(f"{path}: file not found")
+    return read_inputs(paths, TrainParams(prices=prices))
 
 
 def main(
-    traces: Path, out: Path, params_file: Path | None = None, folds: int | None = None, seed: int | None = None, strong: str | None = None, weak: str | None = None
+    traces: Path,
+    out: Path,
+    params_file: Path | None = None,
+    folds: int | None = None,
+    seed: int | None = None,
+    strong: str | None = None,
+    weak: str | None = None,
+    train_traces: Sequence[Path] | None = None,
 ) -> BenchReport:
     """`beast bench`: read params (bench, features, train.quality, train.cost) once, run, write, print the table."""
     params = load_params(params_file, "bench", BenchParams)
@@ -679,8 +830,13 @@ def main(
 
     frame = read_traces_input(traces, params.prices)
     progress(f"read {len(frame):,} rows from {traces}")
-    report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces))
-    files = write_outputs(report, decisions, out) | write_dvc_outputs(report, params.metrics, params.plots)
+    train_frame, train_source = None, None
+    if train_traces:
+        train_frame = read_traces_input(train_traces, params.prices)
+        train_source = " + ".join(map(str, train_traces))
+        progress(f"read {len(train_frame):,} training rows from {train_source}")
+    report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces), train_frame, train_source)
+    files = write_outputs(report, decisions, out)  # DVC metrics / plot data: only `beast bench --metrics FILE --plots DIR`
     print(summary_table(report))
     print(f"({report.seconds:.1f} s; {len(decisions):,} decisions) wrote {', '.join(str(p) for p in files.values())}")
     return report

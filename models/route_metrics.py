@@ -85,12 +85,17 @@ def _curve(share: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return xs, ys
 
 
+def curve_at(share: np.ndarray, pgr_values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The PGR curve (linear between realised shares, flat beyond them) at the shares `at`."""
+    xs, ys = _curve(share, pgr_values)
+    return np.interp(np.asarray(at, dtype=float), xs, ys)
+
+
 def apgr(share: np.ndarray, pgr_values: np.ndarray, grid: int = 1001) -> float:
     """Area under PGR over the share of strong calls in [0, 1]: the curve linearly interpolated and
     integrated with the trapezoid rule on `grid` evenly spaced shares (flat beyond the given shares)."""
-    xs, ys = _curve(share, pgr_values)
     g = np.linspace(0.0, 1.0, grid)
-    return float(np.trapezoid(np.interp(g, xs, ys), g))
+    return float(np.trapezoid(curve_at(share, pgr_values, g), g))
 
 
 def cpt(share: np.ndarray, pgr_values: np.ndarray, p: float) -> float | None:
@@ -160,3 +165,141 @@ def selection_regret(chosen_quality: np.ndarray, chosen_cost: np.ndarray, qualit
     affordable = np.isfinite(q) & (c <= cc[:, None])
     best = np.where(affordable, q, -np.inf).max(axis=1)
     return float(np.mean(np.maximum(best, cq) - cq))
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+
+def quantile_levels(n: int) -> np.ndarray:
+    """n evenly spaced levels in [0, 1]: a calibrated knob is named by its level, the same in every fold."""
+    return np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+
+
+def threshold_grid(train_quality: np.ndarray, n: int) -> np.ndarray:
+    """Target qualities for the threshold policy at `n` levels, from training-side predictions: level 0 is the
+    lowest prediction (every model qualifies: the cheapest is chosen), level 1 lies above the highest (none
+    does: the best predicted is chosen), levels between are quantiles. The sweep spans cheapest to best."""
+    q = np.asarray(train_quality, dtype=float)
+    q = q[np.isfinite(q)]
+    if len(q) == 0:
+        return np.zeros(n)
+    out = np.quantile(q, quantile_levels(n))
+    out[-1] = np.nextafter(q.max(), np.inf)
+    return out
+
+
+def break_even_lambdas(quality: np.ndarray, cost: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per prompt (rows starts[i]..starts[i+1]), every lambda at which `quality - lambda x cost x 1000`
+    prefers a dearer model to a cheaper one: (q_i - q_j) / ((c_i - c_j) x 1000) for c_i > c_j, q_i > q_j."""
+    q, c = np.asarray(quality, dtype=float), np.asarray(cost, dtype=float)
+    out = []
+    for s, e in zip(starts[:-1], starts[1:], strict=True):
+        dq = q[s:e, None] - q[None, s:e]
+        dc = (c[s:e, None] - c[None, s:e]) * 1000
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lam = dq / dc
+        ok = (dc > 0) & (dq > 0) & np.isfinite(lam)
+        out.append(lam[ok])
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def tradeoff_grid(train_quality: np.ndarray, train_cost: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """Lambdas for the tradeoff policy at `n` levels, from training-side predictions: level 0 is lambda 0 (best
+    predicted quality), level 1 is twice the largest break-even lambda (the cheapest model everywhere), the
+    levels between are quantiles of the break-even lambdas, where the choices actually change."""
+    lam = break_even_lambdas(train_quality, train_cost, starts)
+    if len(lam) == 0:
+        return np.concatenate([[0.0], np.full(n - 1, 1e12)]) if n > 1 else np.zeros(1)
+    inner = np.quantile(lam, quantile_levels(max(n - 2, 1))) if n > 2 else np.empty(0)
+    return np.concatenate([[0.0], inner, [2.0 * lam.max()]])[:n]
+
+
+def share_thresholds(train_scores: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """RouteLLM-style calibration: for each target share x of strong calls, the score above which a request
+    goes to the strong model, set so that a share x of the *training* prompts would (x = 0: +inf, x = 1: -inf)."""
+    s = np.asarray(train_scores, dtype=float)
+    s = s[np.isfinite(s)]
+    x = np.asarray(shares, dtype=float)
+    out = np.quantile(s, np.clip(1.0 - x, 0.0, 1.0)) if len(s) else np.zeros(len(x))
+    return np.where(x <= 0, np.inf, np.where(x >= 1, -np.inf, out))
+
+
+# ------------------------------------------------------------------------------------------ pair curves
+
+
+@dataclass(frozen=True)
+class PairStats:
+    apgr: float
+    cpt50: float | None
+    cpt80: float | None
+
+
+def pair_stats(shares: np.ndarray, pgr_values: np.ndarray) -> PairStats:
+    return PairStats(apgr(shares, pgr_values), cpt(shares, pgr_values, 0.5), cpt(shares, pgr_values, 0.8))
+
+
+def _percentiles(values: list[float | None], level: float) -> tuple[float | None, float | None]:
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return None, None
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))
+
+
+@dataclass(frozen=True)
+class PairIntervals:
+    apgr: tuple[float | None, float | None]
+    cpt50: tuple[float | None, float | None]
+    cpt80: tuple[float | None, float | None]
+
+
+def pair_bootstrap(to_strong: np.ndarray, q_strong: np.ndarray, q_weak: np.ndarray, samples: int, seed: int, level: float = 0.95) -> PairIntervals:
+    """Percentile CIs of APGR, CPT(50%), CPT(80%) over prompts resampled with replacement, the decisions fixed.
+
+    to_strong: (operating points x prompts) bool, which prompts each point sends to the strong model;
+    q_strong, q_weak: (prompts,) the two models' actual qualities. Each resample recomputes every point's
+    realised share and mean quality, the two models' means, and so the PGR curve."""
+    S = np.atleast_2d(np.asarray(to_strong, dtype=float))
+    qs, qw = np.asarray(q_strong, dtype=float), np.asarray(q_weak, dtype=float)
+    n = S.shape[1]
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=samples).T.astype(float) / n  # prompts x samples
+    share = S @ W
+    chosen = (S * qs + (1 - S) * qw) @ W
+    ms, mw = qs @ W, qw @ W
+    stats = []
+    for b in range(samples):
+        gap = ms[b] - mw[b]
+        if gap != 0:
+            stats.append(pair_stats(share[:, b], (chosen[:, b] - mw[b]) / gap))
+    return PairIntervals(
+        _percentiles([s.apgr for s in stats], level), _percentiles([s.cpt50 for s in stats], level), _percentiles([s.cpt80 for s in stats], level)
+    )
+
+
+@dataclass(frozen=True)
+class RandomPair:
+    """The random strong/weak router over many seeds: what "better than random" has to beat."""
+
+    seeds: int
+    apgr_mean: float
+    apgr_p95: float
+    cpt50_mean: float | None
+    cpt80_mean: float | None
+
+
+def random_pair(q_strong: np.ndarray, q_weak: np.ndarray, shares: np.ndarray, seeds: int, seed: int) -> RandomPair:
+    """APGR / CPT of `seeds` random routers (a seeded permutation per seed; the first round(x n) prompts go to
+    strong at share x): mean and 95th percentile of APGR, mean CPTs."""
+    qs, qw = np.asarray(q_strong, dtype=float), np.asarray(q_weak, dtype=float)
+    n, gap = len(qs), float(qs.mean() - qw.mean())
+    k = np.round(np.asarray(shares, dtype=float) * n).astype(int)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(seeds):
+        cs = np.concatenate([[0.0], np.cumsum((qs - qw)[rng.permutation(n)])])
+        stats.append(pair_stats(k / n, cs[k] / n / gap))
+    apgrs = np.array([s.apgr for s in stats])
+    c50 = [s.cpt50 for s in stats if s.cpt50 is not None]
+    c80 = [s.cpt80 for s in stats if s.cpt80 is not None]
+    return RandomPair(seeds, float(apgrs.mean()), float(np.percentile(apgrs, 95)), float(np.mean(c50)) if c50 else None, float(np.mean(c80)) if c80 else None)

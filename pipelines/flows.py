@@ -124,7 +124,8 @@ def train_task(predictor: str, key: str, params_file: str) -> dict:
 
 @task(name="evaluate", **_CACHED)
 def evaluate_task(traces: str, out: str, key: str, params_file: str) -> dict:
-    """The routing benchmark of the freshly trained predictors (k-fold on `traces`)."""
+    """The routing benchmark of the freshly trained predictors (k-fold on `traces`) into `out`; the committed DVC
+    metrics / plot data (data/metrics/bench.json, data/plots/bench) are the `evaluate` stage's, not written here."""
     from models.route_bench import main
 
     main(Path(traces), Path(out), params_file=Path(params_file))

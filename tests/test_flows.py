@@ -27,7 +27,6 @@ def small_params(tmp: Path) -> Path:
                    "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml"), "register": True}  # fmt: skip
     p["train"]["quality"] |= {"heads": "shared", "num_boost_round": 60}
     p["features"]["text"] |= {"k": 8, "n_features": 1024}
-    p["bench"] |= {"metrics": str(tmp / "metrics" / "bench.json"), "plots": str(tmp / "plots" / "bench")}
     p["monitor"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "monitor"), "prices": str(ROOT / "data/prices.yaml")}
     p["retrain"] |= {"traces": [str(ROOT / s) for s in SAMPLES], "replay_traces": str(ROOT / SAMPLES[0]), "evaluate": False,
                      "bundle": str(tmp / "bundle"), "work": str(tmp / "prefect"), "retry_delay_s": 0.1, "lock_timeout_s": 1.0}  # fmt: skip

@@ -50,7 +50,7 @@ PARAMS = {
         "quality": {"heads": "auto", "num_leaves": 4, "min_data_in_leaf": 5, "num_boost_round": 120, "early_stopping_rounds": 15, "learning_rate": 0.1, "knn_k": 5},
         "cost": {"num_boost_round": 30, "min_data_in_leaf": 5},
     },
-    "bench": {"folds": 4, "seed": 0, "bootstrap": 200, "lambdas": {"low": 0.001, "high": 1000.0, "n": 61, "log": True, "zero": True}},
+    "bench": {"folds": 4, "seed": 0, "bootstrap": 200, "grid": 61, "random_seeds": 50},
 }
 
 
@@ -132,3 +132,41 @@ def test_bench_help_has_an_example(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert "example:\n  beast bench --traces" in capsys.readouterr().out
+
+
+def test_calibrated_sweeps_run_from_the_cheapest_model_to_the_best_predicted(bench_run) -> None:
+    """Knob grids come from the training folds' predictions: level 1 of tradeoff is cheapest everywhere,
+    level 0 of threshold too, and every pair router's curve starts at always-weak and ends at always-strong."""
+    _, out, report = bench_run
+    d = pd.DataFrame([json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()])
+    cheapest = d[d["router"] == "learned/tradeoff"].groupby("knob")["model"].agg(lambda m: (m == "gemma-2b-it").mean())
+    assert cheapest.loc[1.0] == 1.0 and cheapest.loc[0.0] < 0.6  # lambda 0 picks by quality: not the cheap model on sums
+    assert (d[(d["router"] == "learned/threshold") & (d["knob"] == 0.0)]["model"] == "gemma-2b-it").all()
+    for name, curve in report["pair"]["routers"].items():
+        assert curve["shares"][0] == 0.0 and curve["shares"][-1] == 1.0, name
+        assert curve["pgr"][0] == pytest.approx(0.0) and curve["pgr"][-1] == pytest.approx(1.0), name
+        lo, hi = curve["apgr_ci"]
+        assert lo <= curve["apgr"] <= hi, name
+    rnd = report["pair"]["random_seeds"]
+    assert rnd["seeds"] == 50 and 0.45 < rnd["apgr_mean"] < 0.55 and rnd["apgr_p95"] > rnd["apgr_mean"]
+    assert report["pair"]["apgr"] > rnd["apgr_p95"]  # the learned pair router beats 95% of random routers
+    for name in ("learned/tradeoff", "knn/tradeoff"):
+        assert report["routers"][name]["cost_savings_95"] >= report["routers"][name]["cost_savings"], name
+
+
+def test_transfer_trains_on_one_file_and_tests_on_every_prompt_of_another(tmp_path: Path) -> None:
+    def renamed(rows: list[dict], prefix: str) -> list[dict]:
+        return [r | {"prompt_id": prefix + r["prompt_id"], "request_id": prefix + r["request_id"]} for r in rows]
+
+    train = write_jsonl(tmp_path / "train.jsonl", renamed(synthetic_rows(60, seed=1), "a-"))
+    test = write_jsonl(tmp_path / "test.jsonl", renamed(synthetic_rows(40, seed=2), "b-"))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(PARAMS))
+    out = tmp_path / "out"
+    assert main(["bench", "--traces", str(test), "--train-traces", str(train), "--out", str(out), "--params", str(params)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["folds"] == 0 and report["train_traces"] == str(train) and report["prompts"] == 40
+    assert {json.loads(line)["fold"] for line in (out / "decisions.jsonl").read_text().splitlines()} == {0}
+    assert report["pair"]["apgr"] > 0.7  # the poem / sum split transfers to new prompts of the same kinds
+    # the same prompts on both sides is not a transfer test
+    assert main(["bench", "--traces", str(train), "--train-traces", str(train), "--out", str(tmp_path / "o2"), "--params", str(params)]) == 2

@@ -39,7 +39,7 @@ class IngestParams:
     out: Path = Path("data/traces")
     quarantine: Path = Path("data/quarantine")
     prices: Path = Path("data/prices.yaml")
-    metrics: Path | None = Path("data/metrics/ingest.json")
+    metrics: Path | None = None  # DVC metrics JSON (`IngestReport.metrics()`); set only by `beast ingest --metrics FILE` (dvc.yaml)
     strict: bool = False
     block_rows: int = 200_000
 
@@ -337,7 +337,8 @@ def main(
     overrides: Mapping[str, object] | None = None,
     ingest_id: str | None = None,
 ) -> IngestReport:
-    """CLI / DVC edge: params `ingest` section (params.yaml when present), overridden by flags; writes metrics."""
+    """CLI / DVC edge: params `ingest` section (params.yaml when present), overridden by flags; writes the metrics
+    JSON only when `metrics` is set (`--metrics FILE`: the dvc.yaml stage names its output)."""
     params = load_params(params_file, "ingest", IngestParams)
     if overrides:
         params = IngestParams(**(asdict(params) | {k: v for k, v in overrides.items() if v is not None}))
