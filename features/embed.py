@@ -25,13 +25,10 @@ neither this package nor the wheel.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import importlib.util
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -40,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from beast.errors import BeastError
+from features.text import floats_from_json, matrix_from_json, matrix_json
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no Rust thread pool to poison forked workers
 
@@ -50,6 +48,7 @@ TABLE_FILE = "weights/l2_supercat_256.safetensors"
 TOKENIZER_FILE = "tokenizers/l2_supercat_tokenizer_config.json"
 BUNDLE_TABLE = "embedding/table.f32"  # float32 little-endian, row-major, vocab x k
 BUNDLE_TOKENIZER = "embedding/tokenizer.json"
+DIM = 256  # width of the package's table
 
 
 @dataclass(frozen=True)
@@ -173,12 +172,11 @@ class EmbedSpec:
     source: dict  # package, version, file, sha256 of the package table
 
     def to_dict(self) -> dict:
-        blob = np.ascontiguousarray(self.components, dtype="<f4").tobytes()
         return {
             "kind": SPEC_KIND,
             "version": SPEC_VERSION,
             "params": asdict(self.params),
-            "components": {"dtype": "float32", "byteorder": "little", "shape": list(self.components.shape), "base64": base64.b64encode(blob).decode("ascii")},
+            "components": matrix_json(self.components),
             "offset": [float(v) for v in self.offset],
             "explained_variance_ratio": list(self.explained_variance_ratio),
             "vocab_size": self.vocab_size,
@@ -249,7 +247,7 @@ def transform_embed(spec: EmbedSpec, prompts: pd.Series) -> np.ndarray:
 
 
 def _check_params(p: EmbedParams) -> None:
-    if not 1 <= p.k <= 256 or p.max_chars < 1:
+    if not 1 <= p.k <= DIM or p.max_chars < 1:
         raise BeastError(f"features.embed: need 1 <= k <= 256 and max_chars >= 1; got {p}")
 
 
@@ -281,9 +279,9 @@ def _spec_from_dict(raw: object) -> EmbedSpec:
         _check_params(params)
     except BeastError as exc:
         raise _bad(str(exc)) from None
-    comps = _matrix(raw["components"], params.k)
-    offset = _numbers(raw["offset"], "offset", params.k)
-    evr = _numbers(raw["explained_variance_ratio"], "explained_variance_ratio", params.k)
+    comps = matrix_from_json(raw["components"], [params.k, DIM], _bad)
+    offset = floats_from_json(raw["offset"], "offset", params.k, _bad)
+    evr = floats_from_json(raw["explained_variance_ratio"], "explained_variance_ratio", params.k, _bad)
     vocab = raw["vocab_size"]
     if type(vocab) is not int or vocab < 1:
         raise _bad(f"vocab_size must be a positive integer, got {vocab!r}")
@@ -293,27 +291,3 @@ def _spec_from_dict(raw: object) -> EmbedSpec:
     if not isinstance(raw["source"], dict):
         raise _bad("source must be an object")
     return _frozen(params, comps, offset, tuple(float(v) for v in evr), vocab, raw["table_sha256"], raw["tokenizer_sha256"], raw["source"])
-
-
-def _numbers(raw: object, name: str, length: int) -> np.ndarray:
-    if not isinstance(raw, list) or len(raw) != length or not all(type(v) in (int, float) and math.isfinite(v) for v in raw):
-        raise _bad(f"{name} must be a list of {length} finite numbers")
-    return np.array(raw, dtype=np.float64)
-
-
-def _matrix(raw: object, k: int) -> np.ndarray:
-    if not isinstance(raw, dict) or raw.get("dtype") != "float32" or raw.get("byteorder") != "little":
-        raise _bad("components must be {dtype: float32, byteorder: little, shape, base64}")
-    shape = raw.get("shape")
-    if not isinstance(shape, list) or len(shape) != 2 or shape[0] != k or type(shape[1]) is not int or shape[1] < 1:
-        raise _bad(f"components.shape must be [{k}, dim], got {shape!r}")
-    try:
-        blob = base64.b64decode(raw.get("base64", ""), validate=True)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise _bad(f"components.base64 is not base64 ({exc})") from None
-    if len(blob) != 4 * shape[0] * shape[1]:
-        raise _bad(f"components hold {len(blob)} bytes, shape {shape} needs {4 * shape[0] * shape[1]}")
-    comps = np.frombuffer(blob, dtype="<f4").reshape(shape)
-    if not np.isfinite(comps).all():
-        raise _bad("components hold a value that is not finite")
-    return comps

@@ -37,6 +37,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -81,7 +82,6 @@ class TextSpec:
         return np.ascontiguousarray(self.components.T, dtype=np.float64)
 
     def to_json(self) -> str:
-        blob = np.ascontiguousarray(self.components, dtype="<f4").tobytes()
         return json.dumps(
             {
                 "kind": SPEC_KIND,
@@ -89,12 +89,7 @@ class TextSpec:
                 "params": asdict(self.params),
                 "n_docs": self.n_docs,
                 "idf": [float(v) for v in self.idf],
-                "components": {
-                    "dtype": "float32",
-                    "byteorder": "little",
-                    "shape": list(self.components.shape),
-                    "base64": base64.b64encode(blob).decode("ascii"),
-                },
+                "components": matrix_json(self.components),
                 "explained_variance_ratio": list(self.explained_variance_ratio),
             },
             separators=(",", ":"),
@@ -281,9 +276,9 @@ def _spec_from_json(text: str) -> TextSpec:
     if missing:
         raise _bad(f"missing field(s) {sorted(missing)}")
     params = _params_from(raw["params"])
-    idf = _floats(raw["idf"], "idf", params.n_features)
-    comps = _components_from(raw["components"], params)
-    evr = _floats(raw["explained_variance_ratio"], "explained_variance_ratio", params.k)
+    idf = floats_from_json(raw["idf"], "idf", params.n_features, _bad)
+    comps = matrix_from_json(raw["components"], [params.k, params.n_features], _bad)
+    evr = floats_from_json(raw["explained_variance_ratio"], "explained_variance_ratio", params.k, _bad)
     if type(raw["n_docs"]) is not int or raw["n_docs"] < 1:
         raise _bad(f"n_docs must be a positive integer, got {raw['n_docs']!r}")
     return _frozen_spec(params, raw["n_docs"], idf, comps, tuple(float(v) for v in evr))
@@ -305,27 +300,34 @@ def _params_from(raw: object) -> TextParams:
     return params
 
 
-def _floats(raw: object, name: str, length: int) -> np.ndarray:
+def floats_from_json(raw: object, name: str, length: int, bad: Callable[[str], BeastError]) -> np.ndarray:
+    """A JSON list of `length` finite numbers as float64; anything else -> bad(reason) naming `name`."""
     if not isinstance(raw, list) or len(raw) != length:
-        raise _bad(f"{name} must be a list of {length} numbers")
+        raise bad(f"{name} must be a list of {length} numbers")
     if not all(type(v) in (int, float) and math.isfinite(v) for v in raw):
-        raise _bad(f"{name} holds a value that is not a finite number")
+        raise bad(f"{name} holds a value that is not a finite number")
     return np.array(raw, dtype=np.float64)
 
 
-def _components_from(raw: object, params: TextParams) -> np.ndarray:
-    shape = [params.k, params.n_features]
+def matrix_json(a: np.ndarray) -> dict:
+    """A float32 matrix as JSON: {dtype, byteorder, shape, base64 of its row-major little-endian bytes}."""
+    blob = np.ascontiguousarray(a, dtype="<f4").tobytes()
+    return {"dtype": "float32", "byteorder": "little", "shape": list(a.shape), "base64": base64.b64encode(blob).decode("ascii")}
+
+
+def matrix_from_json(raw: object, shape: list[int], bad: Callable[[str], BeastError], name: str = "components") -> np.ndarray:
+    """The inverse of `matrix_json`, checked: the shape must be `shape`, the values finite."""
     if not isinstance(raw, dict) or raw.get("dtype") != "float32" or raw.get("byteorder") != "little":
-        raise _bad("components must be {dtype: float32, byteorder: little, shape, base64}")
+        raise bad(f"{name} must be {{dtype: float32, byteorder: little, shape, base64}}")
     if raw.get("shape") != shape:
-        raise _bad(f"components.shape is {raw.get('shape')!r}, params say {shape}")
+        raise bad(f"{name}.shape is {raw.get('shape')!r}, params say {shape}")
     try:
         blob = base64.b64decode(raw.get("base64", ""), validate=True)
     except (binascii.Error, TypeError, ValueError) as exc:
-        raise _bad(f"components.base64 is not base64 ({exc})") from None
+        raise bad(f"{name}.base64 is not base64 ({exc})") from None
     if len(blob) != 4 * shape[0] * shape[1]:
-        raise _bad(f"components hold {len(blob)} bytes, shape {shape} needs {4 * shape[0] * shape[1]}")
-    comps = np.frombuffer(blob, dtype="<f4").reshape(shape)
-    if not np.isfinite(comps).all():
-        raise _bad("components hold a value that is not finite")
-    return comps
+        raise bad(f"{name} hold {len(blob)} bytes, shape {shape} needs {4 * shape[0] * shape[1]}")
+    out = np.frombuffer(blob, dtype="<f4").reshape(shape)
+    if not np.isfinite(out).all():
+        raise bad(f"{name} hold a value that is not finite")
+    return out
