@@ -52,6 +52,8 @@ class QualityParams:
     seed: int = 0
     prior_fallback: bool = True  # validation says the heads beat no per-model mean: ship the means (constant heads)
     fallback_z: float = 1.645  # the heads must beat the prior's validation log loss by this many standard errors
+    fallback_cv_prompts: int = 2000  # up to this many training prompts, that test scores every prompt (k-fold, rounds fixed)
+    fallback_folds: int = 5
 
     def lgb_params(self) -> dict[str, object]:
         keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
@@ -222,18 +224,40 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
     valid_loss = {h: float(np.nanmean(loss)) if inner.test.any() else float("nan") for h, (_, loss) in chosen.items()}
     heads = min(chosen, key=lambda h: valid_loss[h])
     everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
+    rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
     if params.prior_fallback and inner.test.any():
-        cols = list(feature_columns(spec, "per_model"))
-        prior_loss = _fit_heads(X_train[cols], train_rows, "prior", params, inner, None)[1]
-        valid_loss["prior"] = float(np.nanmean(prior_loss))
-        ids = train_rows["prompt_id"].to_numpy()[inner.test]
-        if not beats(chosen[heads][1][inner.test], prior_loss[inner.test], ids, params.fallback_z):  # the features add nothing on held-out prompts
+        head_loss, prior_loss, ids = _fallback_losses(X_train, train_rows, spec, heads, chosen[heads][1], rounds, params, inner)
+        valid_loss["prior"] = float(prior_loss.mean())
+        if not beats(head_loss, prior_loss, ids, params.fallback_z):  # the features add nothing on held-out prompts
+            cols = list(feature_columns(spec, "per_model"))
             boosters, _ = _fit_heads(X_train[cols], train_rows, "prior", params, everything, None)
             return QualityPredictor("per_model", boosters, tuple(cols), spec, valid_loss, fallback="prior")
     cols = list(feature_columns(spec, heads))
-    rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
     boosters, _ = _fit_heads(X_train[cols], train_rows, heads, params, everything, rounds)
     return QualityPredictor(heads, boosters, tuple(cols), spec, valid_loss)
+
+
+def _fallback_losses(
+    X: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec, heads: str, inner_loss: np.ndarray, rounds: Mapping[str, int], params: QualityParams, inner: Split
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row held-out log loss of the chosen heads and of the prior, and the rows' prompt ids. Up to
+    `fallback_cv_prompts` training prompts: k-fold over all of them with the heads' rounds fixed (chosen on the
+    inner split, so no row is scored by a model stopped on it): honest, and a small data set gets every prompt
+    as evidence. Larger: the inner split, where early stopping's optimism is small beside the evidence."""
+    ids = rows["prompt_id"].to_numpy()
+    per_model = list(feature_columns(spec, "per_model"))
+    if rows["prompt_id"].nunique() > params.fallback_cv_prompts:
+        prior = _fit_heads(X[per_model], rows, "prior", params, inner, None)[1]
+        return inner_loss[inner.test], prior[inner.test], ids[inner.test]
+    codes, uniques = pd.factorize(rows["prompt_id"])
+    fold = np.random.default_rng(params.seed).permutation(len(uniques))[codes] % params.fallback_folds
+    head_loss, prior_loss = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    cols = list(feature_columns(spec, heads))
+    for f in range(params.fallback_folds):
+        split = Split(fold != f, fold == f)
+        head_loss[split.test] = _fit_heads(X[cols], rows, heads, params, split, rounds)[1][split.test]
+        prior_loss[split.test] = _fit_heads(X[per_model], rows, "prior", params, split, None)[1][split.test]
+    return head_loss, prior_loss, ids
 
 
 def fit_and_evaluate(
