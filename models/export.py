@@ -57,6 +57,16 @@ def default_policy(candidates: Mapping[str, Mapping[str, float]], target_quality
     return {"name": "threshold", "args": {"target_quality": target_quality}, "fallback_order": order}
 
 
+def trained_policy(sides: Mapping[str, Mapping[str, Any]], candidates: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """The policy the quality training calibrated on held-out training prompts (side JSON `policy`: tradeoff at
+    the lambda of the cheapest routing with >= 95% of the best model's quality), else `default_policy`."""
+    calibrated = sides["quality"].get("policy") or {}
+    policy = default_policy(candidates)
+    if calibrated.get("policy") == "tradeoff" and isinstance(calibrated.get("lam"), (int, float)):
+        policy |= {"name": "tradeoff", "args": {"lam": float(calibrated["lam"])}}
+    return policy
+
+
 def _dumps(obj: Any, indent: int | None = 1) -> bytes:
     try:
         return (json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n").encode()
@@ -351,7 +361,7 @@ def export(alias: str, out: Path, prices_file: Path = Path("data/prices.yaml"), 
     boosters = {p: v.boosters for p, v in loaded.items()}
     prices = load_prices(prices_file)
     if policy is None:
-        policy = default_policy(_candidates(sides, list(boosters["quality"]), prices))
+        policy = trained_policy(sides, _candidates(sides, list(boosters["quality"]), prices))
     versions = {p: v.version for p, v in loaded.items()}
     return build_bundle(Path("."), prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests, sides=sides)
 
@@ -361,5 +371,5 @@ def export_local(models_dir: Path, out: Path, prices_file: Path = Path("data/pri
     fits, unregistered: no MLflow version in the manifest). The DVC `export` stage; serving uses `export`."""
     prices = load_prices(prices_file)
     sides = {p: _read_side(models_dir, p) for p in PREDICTORS}
-    policy = default_policy(_candidates(sides, local_keys(models_dir, "quality"), prices))
+    policy = trained_policy(sides, _candidates(sides, local_keys(models_dir, "quality"), prices))
     return build_bundle(models_dir, prices, out, None, policy, overwrite=overwrite)

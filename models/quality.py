@@ -25,6 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.context import CONTEXT_FEATURES
 from features.models import MODEL_FEATURES, ModelCard
+from models.calibration import PolicyCalibration, calibrate_tradeoff
 from models.common import Evaluation, Split, TooLittleData, TuningProblem, group_split, train_booster
 from traces.prices import PriceTable
 
@@ -54,6 +55,7 @@ class QualityParams:
     fallback_z: float = 1.645  # the heads must beat the prior's validation log loss by this many standard errors
     fallback_cv_prompts: int = 2000  # up to this many training prompts, that test scores every prompt (k-fold, rounds fixed)
     fallback_folds: int = 5
+    policy_quality_share: float = 0.95  # the bundle's tradeoff lambda: cheapest routing at >= this share of the best model's quality
 
     def lgb_params(self) -> dict[str, object]:
         keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
@@ -68,6 +70,7 @@ class QualityPredictor:
     spec: FeatureSpec
     valid_loss: Mapping[str, float] = field(default_factory=dict)  # validation log loss of each heads candidate and of the prior
     fallback: str | None = None  # "prior": the heads added nothing on validation, each head is its model's training mean
+    policy: PolicyCalibration | None = None  # the bundle's tradeoff lambda, calibrated on held-out training prompts
 
     def predict(self, X: pd.DataFrame, models: pd.Series) -> np.ndarray:
         """Predicted quality per row; NaN for a model without a head (per_model only)."""
@@ -121,11 +124,11 @@ def beats(loss: np.ndarray, baseline: np.ndarray, prompt_ids: np.ndarray, z: flo
 
 
 def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], np.ndarray]:
-    """Fit `heads` (or "prior": constant per-model heads) on split.train; log loss of every split.test row
-    (NaN elsewhere); early stopping on split.test when `rounds` is None."""
+    """Fit `heads` (or "prior": constant per-model heads) on split.train; the prediction of every split.test
+    row (NaN elsewhere); early stopping on split.test when `rounds` is None."""
     y = rows["quality"].to_numpy(dtype=float)
     groups = {"shared": np.ones(len(rows), dtype=bool)} if heads == "shared" else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
-    boosters, loss = {}, np.full(len(rows), np.nan)
+    boosters, pred = {}, np.full(len(rows), np.nan)
     for key, mask in groups.items():
         tr, va = mask & split.train, mask & split.test
         if heads == "prior":
@@ -136,8 +139,8 @@ def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityP
             b = train_booster(X[tr], y[tr], params.lgb_params(), rounds[key])
         boosters[key] = b
         if va.any():
-            loss[va] = row_log_loss(y[va], b.predict(X[va]))
-    return boosters, loss
+            pred[va] = b.predict(X[va])
+    return boosters, pred
 
 
 def ece(pred: np.ndarray, actual: np.ndarray, bins: int) -> float:
@@ -221,43 +224,47 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
     for heads in candidates:
         cols = list(feature_columns(spec, heads))
         chosen[heads] = _fit_heads(X_train[cols], train_rows, heads, params, inner, None)
-    valid_loss = {h: float(np.nanmean(loss)) if inner.test.any() else float("nan") for h, (_, loss) in chosen.items()}
+    y = train_rows["quality"].to_numpy(dtype=float)
+    valid_loss = {h: float(row_log_loss(y[inner.test], pred[inner.test]).mean()) if inner.test.any() else float("nan") for h, (_, pred) in chosen.items()}
     heads = min(chosen, key=lambda h: valid_loss[h])
     everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
     rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
-    if params.prior_fallback and inner.test.any():
-        head_loss, prior_loss, ids = _fallback_losses(X_train, train_rows, spec, heads, chosen[heads][1], rounds, params, inner)
+    fallback, policy = None, None
+    if inner.test.any():
+        head_pred, prior_pred, scored = _held_out(X_train, train_rows, spec, heads, chosen[heads][1], rounds, params, inner)
+        ids = train_rows["prompt_id"].to_numpy()[scored]
+        head_loss, prior_loss = row_log_loss(y[scored], head_pred[scored]), row_log_loss(y[scored], prior_pred[scored])
         valid_loss["prior"] = float(prior_loss.mean())
-        if not beats(head_loss, prior_loss, ids, params.fallback_z):  # the features add nothing on held-out prompts
-            cols = list(feature_columns(spec, "per_model"))
-            boosters, _ = _fit_heads(X_train[cols], train_rows, "prior", params, everything, None)
-            return QualityPredictor("per_model", boosters, tuple(cols), spec, valid_loss, fallback="prior")
+        if params.prior_fallback and not beats(head_loss, prior_loss, ids, params.fallback_z):  # the features add nothing on held-out prompts
+            fallback, head_pred = "prior", prior_pred
+        policy = calibrate_tradeoff(train_rows[scored], head_pred[scored], params.policy_quality_share)
+    if fallback is not None:
+        heads, rounds = "per_model", None
     cols = list(feature_columns(spec, heads))
-    boosters, _ = _fit_heads(X_train[cols], train_rows, heads, params, everything, rounds)
-    return QualityPredictor(heads, boosters, tuple(cols), spec, valid_loss)
+    boosters, _ = _fit_heads(X_train[cols], train_rows, fallback or heads, params, everything, rounds)
+    return QualityPredictor(heads, boosters, tuple(cols), spec, valid_loss, fallback, policy)
 
 
-def _fallback_losses(
-    X: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec, heads: str, inner_loss: np.ndarray, rounds: Mapping[str, int], params: QualityParams, inner: Split
+def _held_out(
+    X: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec, heads: str, inner_pred: np.ndarray, rounds: Mapping[str, int], params: QualityParams, inner: Split
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row held-out log loss of the chosen heads and of the prior, and the rows' prompt ids. Up to
+    """Held-out predictions of the chosen heads and of the prior, and the mask of rows that have them. Up to
     `fallback_cv_prompts` training prompts: k-fold over all of them with the heads' rounds fixed (chosen on the
     inner split, so no row is scored by a model stopped on it): honest, and a small data set gets every prompt
     as evidence. Larger: the inner split, where early stopping's optimism is small beside the evidence."""
-    ids = rows["prompt_id"].to_numpy()
     per_model = list(feature_columns(spec, "per_model"))
     if rows["prompt_id"].nunique() > params.fallback_cv_prompts:
-        prior = _fit_heads(X[per_model], rows, "prior", params, inner, None)[1]
-        return inner_loss[inner.test], prior[inner.test], ids[inner.test]
+        return inner_pred, _fit_heads(X[per_model], rows, "prior", params, inner, None)[1], inner.test
     codes, uniques = pd.factorize(rows["prompt_id"])
     fold = np.random.default_rng(params.seed).permutation(len(uniques))[codes] % params.fallback_folds
-    head_loss, prior_loss = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    head_pred, prior_pred = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
     cols = list(feature_columns(spec, heads))
     for f in range(params.fallback_folds):
         split = Split(fold != f, fold == f)
-        head_loss[split.test] = _fit_heads(X[cols], rows, heads, params, split, rounds)[1][split.test]
-        prior_loss[split.test] = _fit_heads(X[per_model], rows, "prior", params, split, None)[1][split.test]
-    return head_loss, prior_loss, ids
+        head_pred[split.test] = _fit_heads(X[cols], rows, heads, params, split, rounds)[1][split.test]
+        prior_pred[split.test] = _fit_heads(X[per_model], rows, "prior", params, split, None)[1][split.test]
+    return head_pred, prior_pred, np.ones(len(rows), dtype=bool)
+
 
 
 def fit_and_evaluate(

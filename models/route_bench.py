@@ -44,6 +44,7 @@ from beast.errors import BeastError
 from beast.files import atomic_path, write_atomic
 from features.build import FeatureParams, build_features
 from features.models import ModelCard, load_cards
+from models import calibration as cal
 from models import cost, quality
 from models import route_metrics as rm
 from models.common import Split
@@ -294,8 +295,8 @@ class PolicyRouter:
         model to the best predicted one."""
         q, c = train[self.quality].to_numpy(dtype=float), train[self.cost].to_numpy(dtype=float)
         if self.policy == "threshold":
-            return rm.threshold_grid(q, n)
-        return rm.tradeoff_grid(q, c, prompt_starts(train), n)
+            return cal.threshold_grid(q, n)
+        return cal.tradeoff_grid(q, c, prompt_starts(train), n)
 
 
 def prompt_starts(cand: pd.DataFrame) -> np.ndarray:
@@ -319,7 +320,7 @@ def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter, g
     bounds = list(zip(starts[:-1], starts[1:], strict=True))
     n = len(next(iter(grids.values())))
     out = []
-    for j, level in enumerate(rm.quantile_levels(n)):
+    for j, level in enumerate(cal.quantile_levels(n)):
         policies = {f: POLICIES[router.policy](**{router.knob: float(g[j])}) for f, g in grids.items()}
         chosen = np.array([s + policies[f].choose(tuple(models[s:e]), q[s:e], c[s:e])[0] for (s, e), f in zip(bounds, folds, strict=True)], dtype=np.intp)
         out.append((knob_label(level), chosen))
@@ -528,7 +529,7 @@ def run_bench(
         for r in policy_routers:
             grids[r.name][f] = r.calibrate(train_cand, params.grid)
         for name, column in pair_routers.items():
-            grids[name][f] = rm.share_thresholds(pair_scores(train_cand, strong, weak, column), np.array(shares))
+            grids[name][f] = cal.share_thresholds(pair_scores(train_cand, strong, weak, column), np.array(shares))
         heads.append(fit.heads + ("->prior" if fit.fallback else ""))
         fallbacks += fit.fallback is not None
         where = f"fold {f + 1}/{folds}" if folds else "transfer"

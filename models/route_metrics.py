@@ -167,63 +167,6 @@ def selection_regret(chosen_quality: np.ndarray, chosen_cost: np.ndarray, qualit
     return float(np.mean(np.maximum(best, cq) - cq))
 
 
-# ------------------------------------------------------------------------------------------ calibration
-
-
-def quantile_levels(n: int) -> np.ndarray:
-    """n evenly spaced levels in [0, 1]: a calibrated knob is named by its level, the same in every fold."""
-    return np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
-
-
-def threshold_grid(train_quality: np.ndarray, n: int) -> np.ndarray:
-    """Target qualities for the threshold policy at `n` levels, from training-side predictions: level 0 is the
-    lowest prediction (every model qualifies: the cheapest is chosen), level 1 lies above the highest (none
-    does: the best predicted is chosen), levels between are quantiles. The sweep spans cheapest to best."""
-    q = np.asarray(train_quality, dtype=float)
-    q = q[np.isfinite(q)]
-    if len(q) == 0:
-        return np.zeros(n)
-    out = np.quantile(q, quantile_levels(n))
-    out[-1] = np.nextafter(q.max(), np.inf)
-    return out
-
-
-def break_even_lambdas(quality: np.ndarray, cost: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per prompt (rows starts[i]..starts[i+1]), every lambda at which `quality - lambda x cost x 1000`
-    prefers a dearer model to a cheaper one: (q_i - q_j) / ((c_i - c_j) x 1000) for c_i > c_j, q_i > q_j."""
-    q, c = np.asarray(quality, dtype=float), np.asarray(cost, dtype=float)
-    out = []
-    for s, e in zip(starts[:-1], starts[1:], strict=True):
-        dq = q[s:e, None] - q[None, s:e]
-        dc = (c[s:e, None] - c[None, s:e]) * 1000
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lam = dq / dc
-        ok = (dc > 0) & (dq > 0) & np.isfinite(lam)
-        out.append(lam[ok])
-    return np.concatenate(out) if out else np.empty(0)
-
-
-def tradeoff_grid(train_quality: np.ndarray, train_cost: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
-    """Lambdas for the tradeoff policy at `n` levels, from training-side predictions: level 0 is lambda 0 (best
-    predicted quality), level 1 is twice the largest break-even lambda (the cheapest model everywhere), the
-    levels between are quantiles of the break-even lambdas, where the choices actually change."""
-    lam = break_even_lambdas(train_quality, train_cost, starts)
-    if len(lam) == 0:
-        return np.concatenate([[0.0], np.full(n - 1, 1e12)]) if n > 1 else np.zeros(1)
-    inner = np.quantile(lam, quantile_levels(max(n - 2, 1))) if n > 2 else np.empty(0)
-    return np.concatenate([[0.0], inner, [2.0 * lam.max()]])[:n]
-
-
-def share_thresholds(train_scores: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """RouteLLM-style calibration: for each target share x of strong calls, the score above which a request
-    goes to the strong model, set so that a share x of the *training* prompts would (x = 0: +inf, x = 1: -inf)."""
-    s = np.asarray(train_scores, dtype=float)
-    s = s[np.isfinite(s)]
-    x = np.asarray(shares, dtype=float)
-    out = np.quantile(s, np.clip(1.0 - x, 0.0, 1.0)) if len(s) else np.zeros(len(x))
-    return np.where(x <= 0, np.inf, np.where(x >= 1, -np.inf, out))
-
-
 # ------------------------------------------------------------------------------------------ pair curves
 
 

@@ -89,7 +89,14 @@ def _quality(inp: Inputs) -> Trained:
     predictor, evaluation = quality.fit_and_evaluate(inp.traces, inp.params.quality, inp.features, load_cards(inp.cards_path), inp.prices)
     rows = quality.quality_rows(inp.traces).head(5)
     example = build_features(rows, predictor.spec)[list(predictor.feature_names)]
-    side = {"heads": predictor.heads, "fallback": predictor.fallback, "valid_loss": dict(predictor.valid_loss), "feature_names": list(predictor.feature_names), "feature_spec": json.loads(predictor.spec.to_json())}
+    side = {
+        "heads": predictor.heads,
+        "fallback": predictor.fallback,
+        "valid_loss": dict(predictor.valid_loss),
+        "policy": asdict(predictor.policy) if predictor.policy else None,
+        "feature_names": list(predictor.feature_names),
+        "feature_spec": json.loads(predictor.spec.to_json()),
+    }
     return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.quality) | {"features": asdict(inp.features)})
 
 

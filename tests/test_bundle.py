@@ -390,3 +390,12 @@ def test_a_router_with_a_key_refuses_unsigned_bundles(built: ExportResult, monke
         bundle_key()
     monkeypatch.setenv(KEY_ENV, "")
     assert bundle_key() is None
+
+
+def test_the_bundle_policy_is_the_one_training_calibrated() -> None:
+    from models.export import trained_policy
+
+    candidates = {"small": {"input": 0.1, "output": 0.2}, "big": {"input": 10.0, "output": 30.0}}
+    calibrated = {"quality": {"policy": {"policy": "tradeoff", "lam": 0.25, "reached": True}}}
+    assert trained_policy(calibrated, candidates) == {"name": "tradeoff", "args": {"lam": 0.25}, "fallback_order": ["small", "big"]}
+    assert trained_policy({"quality": {"policy": None}}, candidates) == default_policy(candidates)  # older side JSON: threshold 0.5

@@ -5,22 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.route_metrics import (
-    aiq,
-    apgr,
-    break_even_lambdas,
-    cpt,
-    hull,
-    pair_bootstrap,
-    pgr,
-    random_pair,
-    savings,
-    savings_bootstrap,
-    selection_regret,
-    share_thresholds,
-    threshold_grid,
-    tradeoff_grid,
-)
+from models.route_metrics import aiq, apgr, cpt, hull, pair_bootstrap, pgr, random_pair, savings, savings_bootstrap, selection_regret
 
 # Pareto front of these: (0, 0), (1, .5), (2, .6), (3, .9); (2, .6) lies under the chord (1, .5)-(3, .9)
 POINTS = [(0, 0), (1, 0.5), (2, 0.6), (3, 0.9), (1.5, 0.3), (4, 0.8)]
@@ -133,42 +118,6 @@ def test_selection_regret_known_answer() -> None:
     assert selection_regret(quality[:, 1], cost[:, 1], quality, cost) == pytest.approx(0.1)
     # choosing the dearest model is never regretted against cheaper ones only if it is the best
     assert selection_regret(quality[:, 2], cost[:, 2], quality, cost) == pytest.approx(0.0)
-
-
-# ------------------------------------------------------------------------------------------ calibrated knob grids
-
-
-def test_threshold_grid_runs_from_every_model_qualifying_to_none() -> None:
-    q = np.array([0.2, 0.9, 0.5, 0.4, np.nan])
-    grid = threshold_grid(q, 5)
-    assert grid[0] == 0.2 and grid[-1] > 0.9 and np.all(np.diff(grid) >= 0)
-    assert grid[2] == pytest.approx(0.45)  # the median of the finite predictions (0.2, 0.4, 0.5, 0.9)
-    # the shipped policy on these values: level 0 picks the cheapest, level 1 the best predicted
-    from serving.router import Threshold
-
-    models, cost = ("cheap", "mid", "dear"), np.array([1.0, 2.0, 3.0])
-    quality = np.array([0.2, 0.5, 0.9])
-    assert Threshold(grid[0]).choose(models, quality, cost)[0] == 0
-    assert Threshold(grid[-1]).choose(models, quality, cost)[0] == 2
-
-
-def test_break_even_lambdas_and_the_tradeoff_grid_span_best_to_cheapest() -> None:
-    # one prompt: (cost 1e-3, q .2), (2e-3, .5), (4e-3, .9) -> slopes per USD / 1k: .3, .7 / 3, .2
-    q, c, starts = np.array([0.2, 0.5, 0.9]), np.array([1e-3, 2e-3, 4e-3]), np.array([0, 3])
-    assert sorted(break_even_lambdas(q, c, starts)) == pytest.approx(sorted([0.3, 0.7 / 3, 0.2]))
-    grid = tradeoff_grid(q, c, starts, 5)
-    assert grid[0] == 0 and grid[-1] == pytest.approx(0.6) and len(grid) == 5
-    from serving.router import Tradeoff
-
-    assert Tradeoff(grid[0]).choose(("a", "b", "c"), q, c)[0] == 2  # lambda 0: best quality
-    assert Tradeoff(grid[-1]).choose(("a", "b", "c"), q, c)[0] == 0  # beyond every break-even: cheapest
-
-
-def test_share_thresholds_send_that_share_of_training_prompts_to_strong() -> None:
-    train = np.arange(100, dtype=float)
-    tau = share_thresholds(train, np.array([0.0, 0.25, 0.5, 1.0]))
-    assert tau[0] == np.inf and tau[-1] == -np.inf
-    assert [(train > t).mean() for t in tau] == pytest.approx([0.0, 0.25, 0.5, 1.0], abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------ pair CIs and random
