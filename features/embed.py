@@ -56,7 +56,7 @@ class EmbedParams:
     """Mirrors params.yaml -> features.embed."""
 
     k: int = 32  # principal directions kept (fitted on the training prompts)
-    max_chars: int = 4096  # code points of the prompt that are embedded
+    max_chars: int = 1024  # code points of the prompt that are embedded (cost ~0.17 us each)
 
 
 @dataclass(frozen=True)

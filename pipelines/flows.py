@@ -131,8 +131,10 @@ def evaluate_task(traces: str, out: str, key: str, params_file: str) -> dict:
     main(Path(traces), Path(out), params_file=Path(params_file))
     report = json.loads((Path(out) / "report.json").read_text())
     routers, pair = report["routers"], report["pair"]
-    keep = ("learned/threshold", "learned/tradeoff", "prior/tradeoff", "knn/tradeoff", "random", "oracle")
-    return {"routers": {k: {m: routers[k].get(m) for m in ("aiq", "aiq_vs_oracle", "cost_savings")} for k in keep if k in routers}, "apgr": pair.get("apgr"), "strong": pair.get("strong")}
+    keep = ("learned/threshold", "learned/tradeoff", "prior/tradeoff", "knn/tradeoff", "pair/learned", "random", "oracle")
+    metrics = ("aiq", "aiq_vs_oracle", "cost_savings", "cost_savings_95")
+    random_p95 = (pair.get("random_seeds") or {}).get("apgr_p95")
+    return {"routers": {k: {m: routers[k].get(m) for m in metrics} for k in keep if k in routers}, "apgr": pair.get("apgr"), "apgr_ci": pair.get("apgr_ci"), "random_apgr_p95": random_p95, "strong": pair.get("strong")}
 
 
 @task(name="export", **_CACHED)
@@ -188,10 +190,17 @@ def summary_markdown(s: dict) -> str:
         shown = ", ".join(f"{m} {t['metrics'][m]:.3f}" for m in picks[p] if m in t["metrics"])
         lines.append(f"| {p} | {t['version']} | {shown} |")
     if s.get("evaluation"):
-        lines += ["", f"Routing benchmark (strong model {s['evaluation']['strong']}; APGR {s['evaluation']['apgr']:.3f}):", "", "| router | AIQ / oracle | cost saved vs always-strong |", "|---|---|---|"]
-        for name, r in s["evaluation"]["routers"].items():
-            saved = "never reaches its quality" if r["cost_savings"] is None else f"{r['cost_savings']:.1%}"
-            lines.append(f"| {name} | {r['aiq_vs_oracle']:.3f} | {saved} |")
+        ev = s["evaluation"]
+        ci = ev.get("apgr_ci") or (None, None)
+        ci_text = f" (95% CI {ci[0]:.3f} .. {ci[1]:.3f})" if None not in ci else ""
+        p95 = f", random's 95th percentile {ev['random_apgr_p95']:.3f}" if ev.get("random_apgr_p95") is not None else ""
+        lines += ["", f"Routing benchmark (strong model {ev['strong']}; pair/learned APGR {ev['apgr']:.3f}{ci_text}{p95}):", "", "| router | AIQ / oracle | cost saved vs always-strong at >= 95% of its quality | at 100% |", "|---|---|---|---|"]
+
+        def saved(v: float | None) -> str:
+            return "never reaches it" if v is None else f"{v:.1%}"
+
+        for name, r in ev["routers"].items():
+            lines.append(f"| {name} | {r['aiq_vs_oracle']:.3f} | {saved(r.get('cost_savings_95'))} | {saved(r['cost_savings'])} |")
     gate = s["gate"]
     lines += ["", f"Gate: **{'PROMOTE' if gate.get('promote') else 'KEEP CHAMPION'}** ({', '.join(gate.get('reasons', []))})", "", f"Bundle: `{s['bundle']}` (versions {s['bundle_versions']})"]
     return "\n".join(lines) + "\n"
