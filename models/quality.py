@@ -12,6 +12,7 @@ quality, and kNN over prompt text (the model's mean quality on the k most simila
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -198,7 +199,8 @@ def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: Featur
 
 def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, column: str = "quality") -> np.ndarray:
     """Model m's mean `column` (quality; the routing bench also asks for cost_usd) on the k training prompts
-    nearest (cosine over the text features the learned heads see: TF-IDF SVD and embedding) to each test prompt."""
+    nearest (cosine over the text features the learned heads see: TF-IDF SVD and embedding) to each test prompt;
+    NaN where none of them was answered by m (pooled data sets: a model that only answers other kinds of prompt)."""
     text_cols = [c for c in X.columns if c.startswith(("text_", "emb_"))]
     prompts = pd.DataFrame(X[text_cols].to_numpy(), index=rows["prompt_id"].to_numpy())
     train_p = prompts[split.train].groupby(level=0).first()
@@ -206,7 +208,9 @@ def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, colu
     nn = NearestNeighbors(n_neighbors=min(k, len(train_p)), metric="cosine").fit(train_p.to_numpy())
     test_p = prompts[split.test].groupby(level=0).first()
     _, idx = nn.kneighbors(test_p.to_numpy())
-    means = pd.DataFrame(np.nanmean(table.to_numpy()[idx], axis=1), index=test_p.index, columns=table.columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no neighbour answered that model
+        means = pd.DataFrame(np.nanmean(table.to_numpy()[idx], axis=1), index=test_p.index, columns=table.columns)
     test_rows = rows[split.test]
     return means.stack().reindex(pd.MultiIndex.from_arrays([test_rows["prompt_id"], test_rows["model"]])).to_numpy(dtype=float)
 
@@ -284,13 +288,15 @@ def fit_and_evaluate(
     X_test = X_all[split.test].reset_index(drop=True)
     strongest = strongest_model(train_rows)
     model_mean = train_rows.groupby("model")["quality"].mean()
+    prior = test_rows["model"].map(model_mean).to_numpy(dtype=float)
+    knn = knn_baseline(X_all, rows, split, params.knn_k)
     pred = predictor.predict(X_test, test_rows["model"])
     metrics = quality_metrics(test_rows, pred, strongest, params.ece_bins)
     calibration = reliability(np.clip(pred, 0, 1), test_rows["quality"].to_numpy(dtype=float), params.ece_bins)
     metrics |= {f"valid_logloss_{h}": loss for h, loss in predictor.valid_loss.items()}
     baselines = {
-        "per_model_mean": quality_metrics(test_rows, test_rows["model"].map(model_mean).to_numpy(dtype=float), strongest, params.ece_bins),
-        "knn_text": quality_metrics(test_rows, knn_baseline(X_all, rows, split, params.knn_k), strongest, params.ece_bins),
+        "per_model_mean": quality_metrics(test_rows, prior, strongest, params.ece_bins),
+        "knn_text": quality_metrics(test_rows, np.where(np.isnan(knn), prior, knn), strongest, params.ece_bins),  # no neighbour answered: the prior
     }
     fallback = " -> fallback to the per-model prior: the heads did not beat it on validation" if predictor.fallback else ""
     notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())}){fallback}", f"strongest model on train prompts: {strongest}")

@@ -31,7 +31,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -250,10 +249,8 @@ def _knn(qpred: quality.QualityPredictor, train: pd.DataFrame, test: pd.DataFram
     both = pd.concat([train, test], ignore_index=True)
     side = Split(np.arange(len(both)) < len(train), np.arange(len(both)) >= len(train))
     X = build_features(both, qpred.spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a model no neighbour answered: NaN, then its prior
-        q = quality.knn_baseline(X, both, side, k, "quality")
-        c = quality.knn_baseline(X, both, side, k, "cost_usd")
+    q = quality.knn_baseline(X, both, side, k, "quality")
+    c = quality.knn_baseline(X, both, side, k, "cost_usd")
     return {"q_knn": np.where(np.isnan(q), prior["q_prior"], q), "c_knn": np.where(np.isnan(c), prior["c_prior"], c)}
 
 

@@ -7,7 +7,7 @@ previous state byte-identical afterwards (no staging, temp or partial file left)
 
 How the faults are made (chmod does not stop root, so mounts are used):
 - read-only: a tmpfs remounted read-only (`mount -o remount,ro`) after the good state is written into it;
-- disk full: a 1 MB tmpfs (4 MB for a bundle) filled to the last byte, or to `room` bytes, by a filler file
+- disk full: a 1 MB tmpfs (24 MB for a bundle: its embedding table and tokenizer take ~5 MB, twice with the archive) filled to the last byte, or to `room` bytes, by a filler file
   after the good state is written. Without mount rights, disk full falls back to RLIMIT_FSIZE in the child
   (SIGXFSZ ignored, so writes fail with EFBIG), and the read-only and partly-full cases skip.
 """
@@ -150,7 +150,7 @@ def full_disk(path: Path, size: str = "1m") -> Iterator[tuple[Path, Callable[...
 def read_only(path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
     if not can_mount():
         pytest.skip("read-only output needs a read-only tmpfs mount, i.e. root with mount rights (chmod 0o555 does not stop root)")
-    with tmpfs(path, "4m") as root:
+    with tmpfs(path, "24m") as root:
         yield root, lambda: remount_ro(root)
 
 
@@ -302,7 +302,7 @@ def test_export_onto_full_disk(models_dir: Path, work: Path, tmp_path: Path, roo
     """No room at all (the staging folder fails), or room for the staged bundle but not its .tar.gz."""
     if room == "tree_only" and not can_mount():
         pytest.skip("room for part of the output needs a tmpfs (RLIMIT_FSIZE limits every file)")
-    with full_disk(tmp_path / "mnt", "4m") as (root, make_full):
+    with full_disk(tmp_path / "mnt", "24m") as (root, make_full):
         bundle = good_bundle(models_dir, root)
         before = snapshot(root)
         leave = pages(bundle.rglob("*")) + pages(iter([root / "bundle.tar.gz"])) // 2 if room == "tree_only" else 0
