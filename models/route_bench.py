@@ -339,9 +339,7 @@ def route_pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak:
     """Pair router on a score (predicted quality of strong minus weak, from `column`): at target share x a
     prompt goes to strong when its score exceeds the threshold that sends a share x of its fold's *training*
     prompts there (RouteLLM's calibration; the realised test share is what the curves use)."""
-    rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
-    v = cand[column].to_numpy(dtype=float)
-    score = v[rows_strong] - v[rows_weak]
+    rows_strong, rows_weak, score = pair_scores(cand, starts, strong, weak, column)
     folds = cand["fold"].to_numpy()[rows_strong]
     out = []
     for j, x in enumerate(shares):
@@ -350,11 +348,12 @@ def route_pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak:
     return out
 
 
-def pair_scores(cand: pd.DataFrame, strong: str, weak: str, column: str) -> np.ndarray:
-    """Score (strong minus weak on `column`) of every prompt both models answered."""
-    rows_strong, rows_weak = _pair_rows(cand, prompt_starts(cand), strong, weak)
+def pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The strong and weak candidate rows of every prompt both models answered, and its score (strong minus
+    weak on `column`)."""
+    rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
     v = cand[column].to_numpy(dtype=float)
-    return v[rows_strong] - v[rows_weak]
+    return rows_strong, rows_weak, v[rows_strong] - v[rows_weak]
 
 
 def _pair_rows(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str) -> tuple[np.ndarray, np.ndarray]:
@@ -526,7 +525,7 @@ def run_bench(
         for r in policy_routers:
             grids[r.name][f] = r.calibrate(train_cand, params.grid)
         for name, column in pair_routers.items():
-            grids[name][f] = cal.share_thresholds(pair_scores(train_cand, strong, weak, column), np.array(shares))
+            grids[name][f] = cal.share_thresholds(pair_scores(train_cand, prompt_starts(train_cand), strong, weak, column)[2], np.array(shares))
         heads.append(fit.heads + ("->prior" if fit.fallback else ""))
         fallbacks += fit.fallback is not None
         where = f"fold {f + 1}/{folds}" if folds else "transfer"
