@@ -270,7 +270,6 @@ def _held_out(
     return head_pred, prior_pred, np.ones(len(rows), dtype=bool)
 
 
-
 def fit_and_evaluate(
     traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
 ) -> tuple[QualityPredictor, Evaluation]:
