@@ -1,1 +1,1 @@
-"""beast-mode: the learning side of an LLM model router (shared config, errors and the CLI)."""
+"""The `beast` command line: one group per package, handlers import their stage lazily."""

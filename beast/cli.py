@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 EXIT_OK, EXIT_STRICT, EXIT_ERROR = 0, 1, 2
 
@@ -57,7 +57,7 @@ def _contract(args: argparse.Namespace) -> int:
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:
-    from traces.bench import main
+    from benchmarks.ingest import main
 
     main(rows=args.rows, fmt=args.format, seed=args.seed)
     return EXIT_OK
@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from beast.config import load_params
+    from core.config import load_params
     from models.train import TrainParams, metrics_summary
 
     print(metrics_summary(args.folder or load_params(args.params, "train", TrainParams).metrics))
@@ -105,14 +105,14 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _bench_route(args: argparse.Namespace) -> int:
-    from serving.bench import main
+    from benchmarks.route import main
 
     main(args.bundle, n=args.requests)
     return EXIT_OK
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from serving.loadtest import main
+    from benchmarks.serve import main
 
     result = main(args.bundle, seconds=args.seconds, concurrency=args.concurrency, batch=args.batch, malformed=args.malformed)
     return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
@@ -141,28 +141,28 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from models.bench import main
+    from benchmarks.train import main
 
     main(rows=args.rows, trials=args.trials, params_file=args.params)
     return EXIT_OK
 
 
 def _bench_scale(args: argparse.Namespace) -> int:
-    from models.bench_scale import main
+    from benchmarks.scale import main
 
     main(rows=args.rows, workers=args.workers, trials=args.trials, tune_rows=args.tune_rows, storage=args.storage, work=args.work, out=args.out, params_file=args.params)
     return EXIT_OK
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from abtest.gate import main
+    from pipelines.promote import main
 
     decision = main(args.experiment, params_file=args.params, dry_run=args.dry_run, as_json=args.json, out_dir=args.out, bundle=args.bundle)
     return EXIT_OK if decision.promote or args.dry_run else EXIT_STRICT
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from abtest.replay import main
+    from evaluation.replay import main
 
     main(args.champion, args.challenger, args.traces, args.out, params_file=args.params, all_prompts=args.all_prompts)
     return EXIT_OK
@@ -186,14 +186,14 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from abtest.gate import rollback
+    from pipelines.promote import rollback
 
     rollback(bundle=args.bundle, out_dir=args.out)
     return EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from models.route_bench import main, write_dvc_outputs
+    from evaluation.routing import main, write_dvc_outputs
 
     report = main(args.traces, args.out, params_file=args.params, folds=args.folds, seed=args.seed, strong=args.strong, weak=args.weak, train_traces=args.train_traces)
     if args.metrics is not None or args.plots is not None:  # only when asked: the dvc.yaml stage names these outputs
@@ -210,42 +210,42 @@ def _feedback(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from pipelines.drift import main
+    from monitoring.drift import main
 
     main(args.recent, params_file=args.params)
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reports.report import main
+    from monitoring.report import main
 
     main(args.traces, params_file=args.params, out=args.out, bundle=args.bundle)
     return EXIT_OK
 
 
 def _cache_tiers(args: argparse.Namespace) -> int:
-    from models.cache_tiers import main
+    from caching.tiers import main
 
     main(args.traces, params_file=args.params, out=args.out, fast_capacities=args.fast, slow_capacities=args.slow, eval_from=args.eval_from, limit_rows=args.limit_rows)
     return EXIT_OK
 
 
 def _semantic_cache(args: argparse.Namespace) -> int:
-    from models.semantic_cache import main
+    from caching.semantic import main
 
     main(params_file=args.params, traces=args.traces, out=args.out)
     return EXIT_OK
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from models.recommend import main
+    from monitoring.recommend import main
 
     main(args.traces, bundle=args.bundle, params_file=args.params, out=args.out)
     return EXIT_OK
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from models.budget import backtest_main, status_main
+    from monitoring.budget import backtest_main, status_main
 
     if args.action == "backtest":
         backtest_main(params_file=args.params, traces=args.traces or (), config=args.config, out=args.out)
@@ -255,14 +255,14 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def _cache_sim(args: argparse.Namespace) -> int:
-    from models.cache_sim import main
+    from caching.sim import main
 
     main(args.traces, params_file=args.params, capacities=args.capacity, policies=args.policy, eval_from=args.eval_from, out=args.out, limit_rows=args.limit_rows)
     return EXIT_OK
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from beast.config import load_params
+    from core.config import load_params
     from pipelines.stack import StackParams, down, exports, render_status, status, up, urls
 
     params = load_params(args.params, "stack", StackParams)
@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beast {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # a write the file system refused (disk full, read-only, ...) that no stage named
-        from beast.files import WRITE_ERRNOS, os_reason
+        from core.files import WRITE_ERRNOS, os_reason
 
         if exc.errno not in WRITE_ERRNOS:
             raise

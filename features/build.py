@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.context import CONTEXT_FEATURES, ContextSpec, context_features, fit_context_spec
-from features.models import MODEL_FEATURES, ModelCard, ModelSpec, fit_model_spec, model_features
+from features.model_cards import MODEL_FEATURES, ModelCard, ModelSpec, fit_model_spec, model_features
 from features.prompt import PROMPT_FEATURES, prompt_features
 from features.text import TextParams, TextSpec, fit_text, transform_text
 from traces.prices import PriceTable
@@ -147,6 +147,6 @@ def throughput(frame: pd.DataFrame, spec: FeatureSpec) -> float:
 
 
 def write_spec(spec: FeatureSpec, path: Path) -> Path:
-    from beast.files import write_atomic
+    from core.files import write_atomic
 
     return write_atomic(path, spec.to_json().encode())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.models import category_codes
+from features.model_cards import category_codes
 from traces.contract import STATUS_ERROR
 
 CONTEXT_FEATURES = (

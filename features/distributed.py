@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from traces.store import pieces, read_piece
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.text import floats_from_json, matrix_from_json, matrix_json
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no Rust thread pool to poison forked workers

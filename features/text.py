@@ -46,7 +46,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.utils import murmurhash3_32
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 SPEC_KIND = "beast.features.text"
 SPEC_VERSION = "1"

@@ -1,1 +1,1 @@
-"""Predictors of quality, cost and cache hit (LightGBM), trained from features; one module per predictor."""
+"""Our predictors (quality, cost, cache hit: LightGBM) and their lifecycle: train, tune, register, export."""

@@ -31,7 +31,7 @@ from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
 from features.build import token_features
-from features.models import category_codes
+from features.model_cards import category_codes
 from features.prompt import prompt_features
 
 CATEGORICAL: tuple[str, ...] = ("model", "task")

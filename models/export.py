@@ -7,7 +7,7 @@ boosters passed in); `export` looks each predictor's version up by alias in the 
 
 Writing is atomic: everything goes into a hidden temp folder next to `out`, is verified with the
 router's own `serving.bundle.verify`, and is renamed into place; the ``.tar.gz`` beside it is written
-through `beast.files.atomic_path`. Models are LightGBM text + LightGBM JSON only; nothing is pickled.
+through `core.files.atomic_path`. Models are LightGBM text + LightGBM JSON only; nothing is pickled.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import lightgbm as lgb
 
-from beast.errors import BeastError
-from beast.files import WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
+from core.errors import BeastError
+from core.files import WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
 from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, SIGNATURE, BundleError, bundle_key, safe_relpath, sign, verify
 from traces.prices import PriceTable, load_prices
 

@@ -25,7 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.context import CONTEXT_FEATURES
-from features.models import MODEL_FEATURES, ModelCard
+from features.model_cards import MODEL_FEATURES, ModelCard
 from models.calibration import PolicyCalibration, calibrate_tradeoff
 from models.common import Evaluation, Split, TooLittleData, TuningProblem, group_split, train_booster
 from traces.prices import PriceTable

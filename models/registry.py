@@ -70,8 +70,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from sqlalchemy.exc import SQLAlchemyError
 
-from beast.errors import BeastError
-from beast.files import file_lock, git_commit
+from core.errors import BeastError
+from core.files import file_lock, git_commit
 
 REGISTERED: dict[str, str] = {"quality": "beast-quality", "cost": "beast-cost", "cache": "beast-cache"}
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -495,7 +495,7 @@ def _apply(move: AliasMove, uri: str) -> None:
 # A move of several predictors' aliases plus the bundle export after it is one transaction: its planned
 # moves are journalled beside the alias lock before the first alias changes and the journal is removed once
 # the bundle matches. A process killed in between leaves the journal; the next mover (under the lock) puts
-# every alias back where the journal says it was and re-exports the bundle (`abtest.gate.recover`).
+# every alias back where the journal says it was and re-exports the bundle (`pipelines.promote.recover`).
 
 
 def _journal_path(uri: str) -> Path:
@@ -506,7 +506,7 @@ def begin_moves(moves: list[AliasMove], uri: str | None = None) -> None:
     """Journal `moves` (durably) before any of them is applied; call under `alias_lock`."""
     from dataclasses import asdict
 
-    from beast.files import write_atomic
+    from core.files import write_atomic
 
     write_atomic(_journal_path(uri or tracking_uri()), (json.dumps({"moves": [asdict(m) for m in moves]}) + "\n").encode())
 

@@ -10,7 +10,6 @@ params.yaml `train` (+ `features`) read once, traces read through `traces.store`
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,16 +19,18 @@ from pathlib import Path
 import lightgbm as lgb
 import pandas as pd
 
-from beast.cluster import ClusterParams, use_dask
-from beast.cluster import client as cluster_client
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import write_atomic
+from core.cluster import ClusterParams, use_dask
+from core.cluster import client as cluster_client
+from core.config import load_params
+from core.errors import BeastError
+from core.files import write_atomic
 from features.build import FeatureParams, build_features
 from features.distributed import read_dataset, stored_rows
-from features.models import load_cards
-from models import cache, cost, plots, quality
+from features.model_cards import load_cards
+from core import plots
+from models import cache, cost, quality
 from models.common import Evaluation, TooLittleData
+from traces.load import load_traces
 from traces.prices import PriceTable, load_prices
 
 PREDICTORS = ("quality", "cost", "cache")
@@ -74,7 +75,7 @@ class Inputs:
     @cached_property
     def traces(self) -> pd.DataFrame:
         """Read on first use: a predictor trained on Dask never holds the whole dataset in this process."""
-        return read_inputs(list(self.paths), self.params)
+        return load_traces(list(self.paths), self.params.prices)
 
     @cached_property
     def on_dask(self) -> bool:
@@ -171,28 +172,6 @@ def metrics_summary(folder: Path) -> str:
             data["notes"], data["tables"] = tuple(data.get("notes", ())), {}
             parts.append(f"== {name} ({path}) ==\n{Evaluation(**data).table()}")
     return "\n\n".join(parts) if parts else f"no predictor metrics in {folder}: run `beast train` (or `make run`)"
-
-
-def read_inputs(paths: Sequence[Path], params: TrainParams, columns: list[str] | None = None) -> pd.DataFrame:
-    """Traces from dataset folders as they are, or from trace files validated through a throwaway ingest
-    (only `columns` when given: a 1M-row dataset reads in a second without its prefix-block lists)."""
-    from traces.ingest import IngestParams, ingest
-    from traces.store import read_traces
-
-    for p in paths:
-        if not p.exists():
-            raise BeastError(f"{p}: file not found")
-    folders, files = [p for p in paths if p.is_dir()], [p for p in paths if not p.is_dir()]
-    frames = [read_traces(p, columns) for p in folders]
-    if files:
-        with tempfile.TemporaryDirectory(prefix="beast-train-") as tmp:
-            ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=params.prices)
-            ingest(files, ip, load_prices(params.prices))
-            frames.append(read_traces(ip.out, columns))
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if frame.empty:
-        raise BeastError(f"no traces in {', '.join(map(str, paths))}: run `beast ingest` (or `make run`) first")
-    return frame
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,16 @@ import lightgbm as lgb
 import optuna
 from optuna_integration import LightGBMPruningCallback
 
-from beast.cluster import ClusterParams
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import write_atomic
+from core.cluster import ClusterParams
+from core.config import load_params
+from core.errors import BeastError
+from core.files import write_atomic
 from features.build import FeatureParams
-from features.models import load_cards
+from features.model_cards import load_cards
 from models import cache, cost, quality
 from models.common import Evaluation, TuningProblem, train_booster
-from models.train import TrainParams, read_inputs
+from models.train import TrainParams
+from traces.load import load_traces
 from traces.prices import load_prices
 
 DEFAULT_SPACE: dict[str, dict[str, object]] = {
@@ -173,7 +174,7 @@ def shares(trials: int, workers: int) -> list[int]:
 def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> optuna.Study:
     """`params.trials` split over `params.workers` Dask workers (one task each); callbacks see every new trial
     once they are all done (a worker process has no MLflow client of ours). Returns the study, reloaded."""
-    from beast.cluster import client
+    from core.cluster import client
 
     with client(replace(cluster, n_workers=params.workers)) as dask_client:
         known = {t.number for t in shared_study(name, params, problem.maximize, params.seed, parallel=True).trials}
@@ -253,7 +254,7 @@ def main(
     if params.pruner not in PRUNERS:
         raise BeastError(f"params.yaml:tune.pruner: expected one of {', '.join(PRUNERS)}, got {params.pruner!r}")
     _storage_ready(params.storage)
-    jobs = problems(read_inputs([train.traces], train), train, load_params(params_file, "features", FeatureParams))
+    jobs = problems(load_traces([train.traces], train.prices), train, load_params(params_file, "features", FeatureParams))
     reports = []
     for name in which:
         callbacks = []

@@ -1,1 +1,2 @@
-"""Prefect flows that orchestrate the stage modules; tasks are thin wrappers, flows hold no logic."""
+"""Running the stages: Prefect flows (thin tasks; flows only orchestrate), deployments, promotion and rollback
+after the gate, and the local tracking stack (PostgreSQL + MLflow + Prefect servers) they can run on."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from beast.config import load_params
-from beast.errors import BeastError
+from core.config import load_params
+from core.errors import BeastError
 from pipelines.flows import RetrainParams, configured_retrain, monitor
 
 

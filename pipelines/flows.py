@@ -28,10 +28,10 @@ from prefect.filesystems import LocalFileSystem
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from beast.cluster import ClusterParams
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import file_lock, write_atomic
+from core.cluster import ClusterParams
+from core.config import load_params
+from core.errors import BeastError
+from core.files import file_lock, write_atomic
 
 SAMPLES = ("data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz")
 PREDICTORS = ("quality", "cost", "cache")
@@ -126,7 +126,7 @@ def train_task(predictor: str, key: str, params_file: str) -> dict:
 def evaluate_task(traces: str, out: str, key: str, params_file: str) -> dict:
     """The routing benchmark of the freshly trained predictors (k-fold on `traces`) into `out`; the committed DVC
     metrics / plot data (data/metrics/bench.json, data/plots/bench) are the `evaluate` stage's, not written here."""
-    from models.route_bench import main
+    from evaluation.routing import main
 
     main(Path(traces), Path(out), params_file=Path(params_file))
     report = json.loads((Path(out) / "report.json").read_text())
@@ -162,7 +162,7 @@ def aliases_task() -> dict:
 @task(name="replay", **_CACHED)
 def replay_task(champion: str, challenger: str, traces: str, out: str, key: str, params_file: str) -> dict:
     """Both bundles on the quality predictor's held-out prompts; an experiment file for the gate."""
-    from abtest.replay import main
+    from evaluation.replay import main
 
     result = main(Path(champion), Path(challenger), Path(traces), Path(out), params_file=Path(params_file))
     return {"experiment": out, "prompts": result.prompts, "dropped": dict(result.dropped)}
@@ -171,7 +171,7 @@ def replay_task(champion: str, challenger: str, traces: str, out: str, key: str,
 @task(name="gate", **_CACHED)
 def gate_task(experiment: str, bundle: str, out_dir: str, key: str, params_file: str) -> dict:
     """The promotion gate on the replay; on promote it moves the aliases and re-exports the bundle."""
-    from abtest.gate import main
+    from pipelines.promote import main
 
     decision = main(Path(experiment), params_file=Path(params_file), out_dir=Path(out_dir), bundle=Path(bundle))
     quality = decision.stats.get("quality", {})
@@ -281,7 +281,7 @@ def retrain(params_file: str = "params.yaml") -> dict:
 @flow(name="monitor", log_prints=True)
 def monitor(params_file: str = "params.yaml", recent: str | None = None) -> dict:
     """Drift of recent traces against the training data; runs `retrain` when a threshold is crossed."""
-    from pipelines.drift import main as drift_main
+    from monitoring.drift import main as drift_main
 
     report = drift_main(Path(recent) if recent else None, Path(params_file))
     reasons = list(getattr(report, "reasons", ()))

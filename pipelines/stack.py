@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 PG_OS_USER = "postgres"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 KIND = "beast.budget-state"
 VERSION = "1"

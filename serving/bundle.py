@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 SCHEMA_VERSION = "1"
 KIND = "beast-bundle"

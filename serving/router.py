@@ -25,9 +25,9 @@ from typing import TextIO
 import lightgbm as lgb
 import numpy as np
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.embed import EmbedSpec, Encoder
-from features.models import MODEL_FEATURES
+from features.model_cards import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_vector
 from features.text import TextSpec, text_vector
 from serving.budget import BudgetFile

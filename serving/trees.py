@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 K_ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM kZeroThreshold (a float literal, 1e-35f)
 _AVOID_INF = 1e300  # Common::AvoidInf clamps the dump's thresholds to +-1e300

@@ -19,7 +19,7 @@ import shutil
 import signal
 from collections.abc import Callable
 
-PRELOAD = ["pandas", "pyarrow.parquet", "lightgbm", "numpy", "matplotlib.pyplot", "traces.ingest", "models.export", "serving.bundle", "models.registry", "abtest.gate", "pipelines.flows"]
+PRELOAD = ["pandas", "pyarrow.parquet", "lightgbm", "numpy", "matplotlib.pyplot", "traces.ingest", "models.export", "serving.bundle", "models.registry", "abtest.gate", "pipelines.promote", "pipelines.flows"]
 _CTX = None
 
 

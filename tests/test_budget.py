@@ -1,4 +1,4 @@
-"""Budgets (models/budget.py): config validation, periods, forecasts on synthetic series with known answers,
+"""Budgets (monitoring/budget.py): config validation, periods, forecasts on synthetic series with known answers,
 status -> remaining-budget files the router reads, and the backtest on the Azure traces."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
-from models.budget import BudgetParams, BudgetSpec, backtest_main, budget_status, forecast_spend, load_budgets, parse_budgets, period_bounds
+from core.errors import BeastError
+from monitoring.budget import BudgetParams, BudgetSpec, backtest_main, budget_status, forecast_spend, load_budgets, parse_budgets, period_bounds
 from serving.budget import read_state
 from serving.router import Budget
 

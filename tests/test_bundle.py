@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from models.export import ExportResult, build_bundle, default_policy, export
 from serving.bundle import Bundle, BundleError, extract, verify
 from traces.prices import parse_prices

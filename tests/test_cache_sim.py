@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from beast.cli import main as beast_main
-from models.cache_sim import (
+from caching.sim import (
     AGE_BUCKETS,
     LIBCACHESIM_POLICIES,
     CacheSimParams,

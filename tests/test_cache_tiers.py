@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.cache_sim import block_trace, select_rows, simulate_lru
-from models.cache_tiers import FAST, MISS, SLOW, TiersParams, main, simulate_tiers, simulate_two_tier, tier_run
+from caching.sim import block_trace, select_rows, simulate_lru
+from caching.tiers import FAST, MISS, SLOW, TiersParams, main, simulate_tiers, simulate_two_tier, tier_run
 
 from conftest import ROOT
 
@@ -130,7 +130,7 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 def test_main_names_a_trace_without_prefix_blocks(tmp_path: Path) -> None:
-    from beast.errors import BeastError
+    from core.errors import BeastError
     from conftest import good_row
 
     path = tmp_path / "t.jsonl"
@@ -140,6 +140,6 @@ def test_main_names_a_trace_without_prefix_blocks(tmp_path: Path) -> None:
 
 
 def test_params_yaml_section_equals_the_defaults() -> None:
-    from beast.config import load_params
+    from core.config import load_params
 
     assert load_params(ROOT / "params.yaml", "cache_tiers", TiersParams) == TiersParams()

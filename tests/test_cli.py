@@ -131,7 +131,7 @@ def test_ingest_writes_dvc_metrics_only_when_asked(tmp_path: Path, alpaca_slice:
 
 
 def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpaca_slice: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    from models.route_bench import OUTPUTS
+    from evaluation.routing import OUTPUTS
 
     src, _ = alpaca_slice
     work, out = checkout(tmp_path), tmp_path / "out"
@@ -148,11 +148,11 @@ def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpa
     assert (summary["prompts"], summary["folds"]) == (120, 2) and "oracle" in summary["routers"] and set(summary["routers"]) <= set(report["routers"])
 
 
-@pytest.mark.parametrize(("section", "module", "name"), [("ingest", "traces.ingest", "IngestParams"), ("bench", "models.route_bench", "BenchParams")])
+@pytest.mark.parametrize(("section", "module", "name"), [("ingest", "traces.ingest", "IngestParams"), ("bench", "evaluation.routing", "BenchParams")])
 def test_params_sections_are_the_defaults_and_name_no_dvc_outputs(section: str, module: str, name: str) -> None:
     import importlib
 
-    from beast.config import load_params
+    from core.config import load_params
 
     cls = getattr(importlib.import_module(module), name)
     assert load_params(ROOT / "params.yaml", section, cls) == cls()

@@ -9,7 +9,7 @@ import ast
 
 from conftest import ROOT
 
-PACKAGES = ("beast", "features", "models", "pipelines", "serving", "traces", "abtest", "reports")
+PACKAGES = ("beast", "core", "traces", "features", "models", "serving", "abtest", "evaluation", "caching", "monitoring", "benchmarks", "pipelines")
 BANNED_MODULES = {"pickle", "cPickle", "_pickle", "joblib", "dill", "cloudpickle", "shelve", "marshal", "torch"}
 BANNED_CALLS = {"read_pickle", "load_model", "load_pyfunc", "loads_pickle", "pickle_load"}
 

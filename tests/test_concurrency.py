@@ -66,7 +66,7 @@ def test_two_gates_promoting_at_once_make_exactly_one_move(registry_with_two_ver
     code = (
         "import sys; from pathlib import Path; from models import export as e; real = e.export\n"
         f"e.export = lambda *a, **k: real(*a, **k, prices_file=Path({str(prices)!r}), requests=())\n"
-        "from abtest.gate import main\n"
+        "from pipelines.promote import main\n"
         f"main(Path({str(experiment)!r}), Path({str(params)!r}), out_dir=Path(sys.argv[1]), uri={uri!r}, bundle=Path({str(tmp_path / 'bundle')!r}))\n"
     )
     env = ENV | {"MLFLOW_TRACKING_URI": uri}

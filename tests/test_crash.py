@@ -38,14 +38,14 @@ def op_flow_ingest(files: list[str], key: str, params_file: str) -> None:
 @pytest.fixture(scope="module")
 def traces_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
     """400 synthetic rows over ~3 UTC days (3 part files per ingest) with some malformed rows."""
-    from models.train import TrainParams, read_inputs
+    from traces.load import load_traces
     from traces.synth import main
 
     tmp = tmp_path_factory.mktemp("crash_traces")
     path = tmp / "t.jsonl"
     (tmp / "params.yaml").write_text("synth:\n  rows: 400\n  mean_rps: 0.0017\n  malformed: 0.05\n  seed: 3\n")
     main(path, params_file=tmp / "params.yaml", overrides={}, prices_file=ROOT / "data" / "prices.yaml")
-    good = read_inputs([path], TrainParams(prices=ROOT / "data" / "prices.yaml"))
+    good = load_traces([path], ROOT / "data" / "prices.yaml")
     assert good["date"].nunique() >= 3 and 0 < len(good) < 400
     return path, set(good["request_id"])
 
@@ -195,7 +195,7 @@ def op_gate(experiment: str, params: str, out_dir: str, uri: str, bundle: str, p
     """`beast gate` on a promoting experiment: journal, alias moves of three predictors, bundle export, log."""
     import os
 
-    from abtest.gate import main
+    from pipelines.promote import main
     from models import export as export_mod
 
     os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from pipelines.drift import CheckCode, MonitorParams, compare, drift_report, ks, main, profile, psi, split_window
+from monitoring.drift import CheckCode, MonitorParams, compare, drift_report, ks, main, profile, psi, split_window
 from traces.ingest import IngestParams, ingest
 from traces.store import read_traces
 from traces.synth import SynthParams, synth_frame, write_trace
@@ -177,6 +177,6 @@ def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
 
 
 def test_params_section_matches_the_dataclass() -> None:
-    from beast.config import load_section
+    from core.config import load_section
 
     assert load_section(ROOT / "params.yaml", "monitor", MonitorParams) == replace(MonitorParams(), traces=Path("data/traces"))

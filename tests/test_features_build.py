@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
-from features.models import load_cards
+from features.model_cards import load_cards
 from features.text import TextParams
 
 from conftest import ROOT

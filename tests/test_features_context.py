@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.context import CONTEXT_FEATURES, context_features, fit_context_spec
-from features.models import MODEL_FEATURES, ModelSpec, fit_model_spec, load_cards, model_features, parse_cards
+from features.model_cards import MODEL_FEATURES, ModelSpec, fit_model_spec, load_cards, model_features, parse_cards
 
 from conftest import ROOT
 

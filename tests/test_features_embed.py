@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.embed import EmbedParams, EmbedSpec, Encoder, fit_embed, load_source, project, transform_embed, well_formed
 
 from conftest import ROOT

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.utils import murmurhash3_32
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from features.prompt import (
     PATTERNS,
     PROMPT_FEATURE_DOCS,

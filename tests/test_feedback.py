@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from models.quality import quality_rows
 from traces import store
 from traces.feedback import apply_feedback, decide

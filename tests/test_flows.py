@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from conftest import ROOT
 from serving.bundle import verify
 
@@ -48,7 +48,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    import abtest.replay
+    import evaluation.replay
     import models.train
     from pipelines.flows import retrain
 
@@ -64,15 +64,15 @@ def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, mon
     assert verify(tmp / "bundle").manifest["conformance"]["vectors"] >= 200
     assert "| quality | 1 |" in (tmp / "prefect" / "summary.md").read_text()
 
-    real_replay = abtest.replay.main
-    monkeypatch.setattr(abtest.replay, "main", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected replay failure")))
+    real_replay = evaluation.replay.main
+    monkeypatch.setattr(evaluation.replay, "main", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected replay failure")))
     with pytest.raises(RuntimeError, match="injected replay failure"):
         retrain(params)  # a second retrain: new challengers (version 2), then the replay task fails
     assert calls == ["quality", "cost", "cache"] * 2
     assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "running"
     assert {e["version"] for e in verify(tmp / "bundle").predictors.values()} == {"1"}  # the failed flow left the champion served
 
-    monkeypatch.setattr(abtest.replay, "main", real_replay)
+    monkeypatch.setattr(evaluation.replay, "main", real_replay)
     resumed = retrain(params)  # same inputs: the unfinished run's key, its completed tasks come from the cache
     assert resumed["resumed"] and calls == ["quality", "cost", "cache"] * 2  # nothing retrained
     assert resumed["ingest"]["stored"] == 0 and {t["version"] for t in resumed["trained"].values()} == {"2"}
@@ -99,7 +99,7 @@ def test_a_second_retrain_waits_for_the_first(setup) -> None:
 
     tmp, params = setup
     lock = tmp / "prefect" / "retrain.lock"
-    code = f"from pathlib import Path; import time; from beast.files import file_lock\nwith file_lock(Path({str(lock)!r}), 'x'):\n    print('held', flush=True); time.sleep(20)"
+    code = f"from pathlib import Path; import time; from core.files import file_lock\nwith file_lock(Path({str(lock)!r}), 'x'):\n    print('held', flush=True); time.sleep(20)"
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -118,7 +118,7 @@ def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_
     import urllib.request
 
     params = small_params(tmp_path)
-    from serving.loadtest import free_port
+    from benchmarks.serve import free_port
 
     port = free_port()
     env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

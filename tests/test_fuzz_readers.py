@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beast.config import from_mapping, load_params
-from beast.errors import BeastError
+from core.config import from_mapping, load_params
+from core.errors import BeastError
 from conftest import ROOT, good_row
 from traces.contract import Reason
 from traces.ingest import IngestParams, ingest
@@ -321,12 +321,12 @@ def test_yaml_files_load_or_fail_naming_the_file(data: bytes) -> None:
 def _params_classes() -> list[type]:
     from abtest.gate import GateParams
     from features.build import FeatureParams
-    from models.budget import BudgetParams
+    from monitoring.budget import BudgetParams
     from models.cost import CostParams
     from models.quality import QualityParams
     from models.train import TrainParams
     from models.tune import TuneParams
-    from pipelines.drift import MonitorParams
+    from monitoring.drift import MonitorParams
 
     return [IngestParams, GateParams, FeatureParams, BudgetParams, CostParams, QualityParams, TrainParams, TuneParams, MonitorParams]
 
@@ -366,7 +366,7 @@ budget_entries = st.dictionaries(st.sampled_from(["name", "scope", "period", "us
 @SETTINGS
 @given(doc=st.one_of(docs, st.builds(lambda b, extra: {"budgets": b} | extra, st.lists(budget_entries | scalars, max_size=3), st.dictionaries(st.sampled_from(["prices", "x", 2]), docs, max_size=2))))
 def test_parse_budgets_accepts_or_names_the_problem(doc: object) -> None:
-    from models.budget import BudgetConfig, parse_budgets
+    from monitoring.budget import BudgetConfig, parse_budgets
 
     try:
         cfg = parse_budgets(doc, "budgets.yaml")
@@ -697,14 +697,14 @@ def test_gate_decides_on_any_experiment_frame(n: int, columns: dict, min_rows: i
 @FEW
 @given(lines=st.lists(hostile_lines, max_size=6))
 def test_gate_experiment_file_reads_or_names_it(lines: list[str]) -> None:
-    """The gate reads its experiment file with `models.train.read_inputs` (a throwaway ingest)."""
-    from models.train import TrainParams, read_inputs
+    """The gate reads its experiment file with `traces.load.load_traces` (a throwaway ingest)."""
+    from traces.load import load_traces
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "exp.jsonl"
         src.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass"))
         try:
-            frame = read_inputs([src], TrainParams(prices=ROOT / "data" / "prices.yaml"))
+            frame = load_traces([src], ROOT / "data" / "prices.yaml")
         except BeastError as exc:
             assert names(exc, str(src))
             return
@@ -751,8 +751,8 @@ def test_a_gzip_bomb_stops_at_the_input_limit(tmp_path: Path, monkeypatch: pytes
     import gzip
     import resource
 
-    from beast.errors import BeastError
-    from beast.files import MAX_INPUT_ENV, read_bytes
+    from core.errors import BeastError
+    from core.files import MAX_INPUT_ENV, read_bytes
 
     bomb = tmp_path / "bomb.jsonl.gz"
     with gzip.open(bomb, "wb", compresslevel=9) as fh:

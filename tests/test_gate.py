@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from abtest.gate import GateCode, GateParams, decide, main, report, rollback
+from abtest.gate import GateCode, GateParams, decide, report
+from pipelines.promote import main, rollback
 from beast.cli import main as cli_main
-from beast.errors import BeastError
+from core.errors import BeastError
 from conftest import good_row, write_jsonl
 from models.export import export as _real_export
 
@@ -182,7 +183,7 @@ def _aliases(uri: str) -> dict[str, tuple[str | None, str | None]]:
 
 
 def test_promotion_moves_aliases_exports_and_logs_and_rollback_undoes_it(tmp_path: Path, monkeypatch, capsys) -> None:
-    from beast.config import read_yaml
+    from core.config import read_yaml
     from models import export as export_mod
     from serving.bundle import verify
 
@@ -268,7 +269,7 @@ def test_report_handles_a_blocked_empty_experiment(tmp_path: Path) -> None:
 
 
 def test_params_yaml_gate_section_is_the_defaults() -> None:
-    from beast.config import load_section
+    from core.config import load_section
 
     assert load_section(ROOT / "params.yaml", "gate", GateParams) == GateParams()
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from traces.contract import FIELD_BY_NAME, FIELDS
 from traces.importers import (
     DEFAULT_SRC,
@@ -40,7 +40,7 @@ from traces.importers import (
     rfc3339_ms,
     run_import,
 )
-from beast.files import gzip_bytes, write_atomic
+from core.files import gzip_bytes, write_atomic
 from traces.prices import load_prices, parse_prices
 
 ROOT = Path(__file__).parents[1]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from traces.contract import COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN, STORE_SCHEMA
 from traces.ingest import IngestParams, StrictFailure, ingest
 from traces.prices import parse_prices

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from traces.prices import parse_prices, price_rows
 
 DATED = {"models": {"a": [{"input": 1, "output": 2, "effective_from": "2024-01-01"}, {"input": 2, "output": 4, "cached_input": 0.5, "effective_from": "2024-06-01"}], "b": {"input": 1, "output": 1}}}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.build import FeatureParams
-from features.models import load_cards
+from features.model_cards import load_cards
 from features.text import TextParams
 from models.common import group_split
 from models.quality import QualityParams, ece, fit_and_evaluate, quality_metrics, quality_rows

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.recommend import RecommendParams, SkipCode, quotas, rank_moves, recommend, recommend_for_frame, sample_rows, span_days
+from monitoring.recommend import RecommendParams, SkipCode, quotas, rank_moves, recommend, recommend_for_frame, sample_rows, span_days
 from serving.router import RouteRequest
 
 MODELS = ("big", "mid", "small")

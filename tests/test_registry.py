@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, RegisteredVersion
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.monitoring import monitor_numbers, pick_bucket
-from reports.predictions import Skip, calibration_bins, comparable_rows, prediction_check
-from reports.report import ReportParams, build, drift_window_hours, main
+from monitoring.traffic import monitor_numbers, pick_bucket
+from monitoring.predictions import Skip, calibration_bins, comparable_rows, prediction_check
+from monitoring.report import ReportParams, build, drift_window_hours, main
 from traces.prices import parse_prices
 
 PRICES = parse_prices(
@@ -145,8 +145,8 @@ def test_report_without_bundle_or_budgets_says_why_and_escapes_trace_text(tmp_pa
     assert set(doc["missing"]) == {"champion", "recommendations", "budgets", "drift"}
     assert "no champion bundle" in doc["missing"]["champion"] and "too few rows" in doc["missing"]["drift"]
     assert {"timeline", "errors", "cost", "latency", "savings", "quality"} <= set(files)
-    from reports import html as h
-    from reports.report import sections
+    from monitoring import html as h
+    from monitoring.report import sections
 
     page = h.page("t", "s", sections(doc, files))
     assert HOSTILE not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from beast.cli import main
-from models.route_bench import OUTPUTS, pick_pair
-from models.route_metrics import aiq, hull, hull_value
+from evaluation.routing import OUTPUTS, pick_pair
+from evaluation.metrics import aiq, hull, hull_value
 
 from conftest import write_jsonl
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.route_metrics import aiq, apgr, cpt, hull, pair_bootstrap, pgr, random_pair, savings, savings_bootstrap, selection_regret
+from evaluation.metrics import aiq, apgr, cpt, hull, pair_bootstrap, pgr, random_pair, savings, savings_bootstrap, selection_regret
 
 # Pareto front of these: (0, 0), (1, .5), (2, .6), (3, .9); (2, .6) lies under the chord (1, .5)-(3, .9)
 POINTS = [(0, 0), (1, 0.5), (2, 0.6), (3, 0.9), (1.5, 0.3), (4, 0.8)]

@@ -336,8 +336,8 @@ def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
 
 def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(routed, routed_per_model, sample_traces, tmp_path: Path) -> None:
     from abtest.gate import GateCode, GateParams, decide
-    from abtest.replay import replay, write_experiment
-    from models.train import TrainParams, read_inputs
+    from evaluation.replay import replay, write_experiment
+    from traces.load import load_traces
 
     _, _, shared = routed
     ids = sorted(sample_traces["prompt_id"].dropna().astype(str).unique())[:120]
@@ -352,7 +352,7 @@ def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
     assert sum(result.chosen["champion"].values()) == 120
     # through the file the gate reads: paired design, paired tests
     path = write_experiment(result, tmp_path / "replay.jsonl")
-    frame = read_inputs([path], TrainParams(prices=ROOT / "data/prices.yaml"))
+    frame = load_traces([path], ROOT / "data/prices.yaml")
     decision = decide(frame, GateParams(min_rows_per_arm=50, min_pairs=50))
     assert decision.stats["design"]["paired"] is True
     assert decision.stats["quality"]["name"] == "paired_non_inferiority" and decision.stats["quality"]["n_a"] == len(a)
@@ -373,7 +373,7 @@ def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
     import json
 
     from serving.http import batch_json
-    from serving.loadtest import main
+    from benchmarks.serve import main
 
     tmp, _, router = routed
     answers = batch_json(router, [{"prompt": "hi", "request_id": "a"}, {"prompt": 3}, "x", {"prompt": "bye"}])

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.cluster import ADDRESS_ENV, ClusterParams, client, use_dask
-from beast.errors import BeastError
+from core.cluster import ADDRESS_ENV, ClusterParams, client, use_dask
+from core.errors import BeastError
 from features.distributed import read_dataset, stored_rows
 from models import cost, cost_dask
 from traces.prices import PriceTable

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.text import TextParams, fit_text
-from models.semantic_cache import (
+from caching.semantic import (
     POLITE_PREFIXES,
     REWRITES,
     Queries,
@@ -174,7 +174,7 @@ def test_main_writes_report_and_plot(alpaca_run) -> None:
 
 
 def test_main_user_errors(tmp_path) -> None:
-    from beast.errors import BeastError
+    from core.errors import BeastError
 
     with pytest.raises(BeastError, match="file not found"):
         main(traces=[tmp_path / "nope.parquet"], out=tmp_path / "out")
@@ -184,7 +184,7 @@ def test_main_user_errors(tmp_path) -> None:
 
 
 def test_params_yaml_section_equals_the_defaults() -> None:
-    from beast.config import load_params
+    from core.config import load_params
 
     assert load_params(ROOT / "params.yaml", "semantic_cache", SemanticParams) == SemanticParams()
 

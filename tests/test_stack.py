@@ -23,7 +23,7 @@ import psutil
 import psycopg2
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from pipelines import stack
 from pipelines.stack import StackParams, StackUrls
 

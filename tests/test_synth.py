@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from traces.contract import FIELDS, REQUIRED, Kind, Reason
 from traces.prices import load_prices, parse_prices
 from traces.synth import (

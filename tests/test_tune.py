@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from beast.errors import BeastError
+from core.errors import BeastError
 from models.cache import CacheParams
 from models.tune import DEFAULT_SPACE, check_space, main
 

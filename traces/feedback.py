@@ -47,9 +47,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import atomic_path
+from core.config import load_params
+from core.errors import BeastError
+from core.files import atomic_path
 from traces import store
 from traces.contract import FIELD_BY_NAME, FieldSpec, Kind, Reason
 from traces.ingest import IngestParams

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from beast.errors import BeastError
-from beast.files import gzip_bytes, read_bytes, write_atomic
+from core.errors import BeastError
+from core.files import gzip_bytes, read_bytes, write_atomic
 from traces.contract import CONTRACT_VERSION, FIELD_BY_NAME, FIELDS, STATUS_OK
 from traces.prices import load_prices, parse_prices
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import atomic_path, os_reason, write_atomic
+from core.config import load_params
+from core.errors import BeastError
+from core.files import atomic_path, os_reason, write_atomic
 from traces import store
 from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
 from traces.prices import PriceTable, compute_costs, load_prices

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beast.config import read_yaml
-from beast.errors import BeastError
+from core.config import read_yaml
+from core.errors import BeastError
 from traces.contract import COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN
 
 _KEYS = {"input", "output", "cached_input", "effective_from"}

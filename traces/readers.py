@@ -24,8 +24,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from beast.errors import BeastError
-from beast.files import read_bytes
+from core.errors import BeastError
+from core.files import read_bytes
 from traces.contract import Reason
 from traces.store import arrow_to_pandas
 

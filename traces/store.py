@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from beast.errors import BeastError
-from beast.files import atomic_path, os_reason, write_atomic
+from core.errors import BeastError
+from core.files import atomic_path, os_reason, write_atomic
 from traces.contract import STORE_SCHEMA
 
 # Rows per Parquet row group: the smallest unit a partitioned reader (Dask) can split a part file into.

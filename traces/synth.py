@@ -47,9 +47,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import atomic_path, gzip_writer
+from core.config import load_params
+from core.errors import BeastError
+from core.files import atomic_path, gzip_writer
 from traces.contract import FIELD_BY_NAME, FIELDS, STATUS_ERROR, STATUS_OK, Kind, Reason
 from traces.prices import PriceTable, load_prices, price_rows
 

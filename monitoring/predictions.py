@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from models.recommend import SkipCode, route_requests, row_skips
+from monitoring.recommend import SkipCode, route_requests, row_skips
 from serving.router import Router
 
 

@@ -78,7 +78,7 @@ def replay(routers: Mapping[str, Router], traces: pd.DataFrame, prompt_ids: list
 
 def write_experiment(result: ReplayResult, path: Path) -> Path:
     """The experiment as contract-v1 JSON lines (what `beast gate --experiment` reads), written atomically."""
-    from beast.files import write_atomic
+    from core.files import write_atomic
 
     def row(r: Mapping[str, object]) -> dict:
         out = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
@@ -95,13 +95,14 @@ def write_experiment(result: ReplayResult, path: Path) -> Path:
 
 def main(champion: Path, challenger: Path, traces: Path, out: Path, params_file: Path | None = None, all_prompts: bool = False) -> ReplayResult:
     """`beast replay`: load both bundles, pick the held-out prompts, replay, write the experiment file."""
-    from beast.config import load_params
+    from core.config import load_params
     from models.common import group_split
     from models.quality import quality_rows
-    from models.train import TrainParams, read_inputs
+    from models.train import TrainParams
+    from traces.load import load_traces
 
     train = load_params(params_file, "train", TrainParams)
-    frame = read_inputs([Path(traces)], train)
+    frame = load_traces([Path(traces)], train.prices)
     ids = None
     if not all_prompts:
         rows = quality_rows(frame)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 
 # errno of a write the file system refused: disk full, quota, read-only, permission, file size limit
@@ -127,7 +127,7 @@ def file_lock(path: Path, what: str, timeout_s: float = 120.0) -> Iterator[Path]
     import fcntl
     import time
 
-    from beast.errors import BeastError
+    from core.errors import BeastError
 
     if path.is_dir():  # a folder is locked through its own descriptor: no lock file is left beside anything
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

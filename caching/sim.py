@@ -727,7 +727,7 @@ COLORS = {"lru": "tab:blue", "lfu": "tab:orange", "fifo": "tab:green", "s3fifo":
 
 def plot(report: CacheSimReport, path: Path) -> Path:
     """Hit ratio vs capacity, one line per policy, in one PNG."""
-    from models.plots import plt, save_figure  # Agg backend: no display needed
+    from core.plots import plt, save_figure  # Agg backend: no display needed
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy, ratios in report.policies().items():
@@ -765,15 +765,16 @@ def main(
     limit_rows: int | None = None,
 ) -> CacheSimReport:
     """`beast cache-sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
-    from beast.config import load_params
-    from beast.errors import BeastError
-    from beast.files import write_atomic
-    from models.train import TrainParams, read_inputs
+    from core.config import load_params
+    from core.errors import BeastError
+    from core.files import write_atomic
+    from traces.ingest import IngestParams
+    from traces.load import load_traces
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
     overrides = {"capacities": tuple(capacities) if capacities else None, "policies": tuple(policies) if policies else None, "eval_from": eval_from, "out": out}
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    frame = read_inputs(list(traces), load_params(params_file, "train", TrainParams))
+    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     name = ", ".join(p.name for p in traces)

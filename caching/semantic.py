@@ -385,7 +385,7 @@ def run_experiment(prompts: Sequence[str], params: SemanticParams, speed_seconds
 
 def plot(report: SemanticReport, path: Path) -> Path:
     """Hit rate and false-hit share vs threshold per representation; chosen thresholds marked."""
-    from models.plots import plt, save_figure  # Agg backend: no display needed
+    from core.plots import plt, save_figure  # Agg backend: no display needed
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = {"tfidf": "tab:blue", "svd": "tab:orange"}
@@ -428,14 +428,15 @@ def summary(report: SemanticReport) -> str:
 
 
 def read_prompts(paths: Sequence[Path]) -> list[str]:
-    """Non-null prompts of Parquet files (pandas) or other trace files (validated through `read_inputs`)."""
-    from beast.errors import BeastError
-    from models.train import TrainParams, read_inputs
+    """Non-null prompts of Parquet files (pandas) or other trace files (validated through `traces.load.load_traces`)."""
+    from core.errors import BeastError
+    from traces.ingest import IngestParams
+    from traces.load import load_traces
 
     frames = {str(p): pd.read_parquet(p) for p in paths if p.suffix == ".parquet"}
     others = [p for p in paths if p.suffix != ".parquet"]
     if others:
-        frames[", ".join(map(str, others))] = read_inputs(others, TrainParams())
+        frames[", ".join(map(str, others))] = load_traces(others, IngestParams().prices)
     no_prompt = [name for name, f in frames.items() if "prompt" not in f.columns]
     if no_prompt:
         raise BeastError(f"semantic-cache: no `prompt` column in {', '.join(no_prompt)}")
@@ -444,8 +445,8 @@ def read_prompts(paths: Sequence[Path]) -> list[str]:
 
 def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, out: Path | None = None) -> SemanticReport:
     """`beast semantic-cache`: run the experiment, write semantic_report.json and semantic_cache.png to `out`."""
-    from beast.config import load_params
-    from beast.errors import BeastError
+    from core.config import load_params
+    from core.errors import BeastError
 
     params = load_params(params_file, "semantic_cache", SemanticParams)
     if out is not None:
@@ -462,7 +463,7 @@ def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, 
         raise BeastError(f"semantic-cache: {exc}") from None
     params.out.mkdir(parents=True, exist_ok=True)
     json_path = params.out / "semantic_report.json"
-    from beast.files import write_atomic
+    from core.files import write_atomic
 
     write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
     png = plot(report, params.out / "semantic_cache.png")

@@ -1,6 +1,6 @@
 """Two-tier prefix-block cache: a small fast tier in front of a large slow one (`beast cache-tiers`).
 
-The block trace, its order and its evaluation window are `models/cache_sim.py`'s (`select_rows`,
+The block trace, its order and its evaluation window are `caching/sim.py`'s (`select_rows`,
 `block_trace`, `BlockTrace.counted`): one lookup per prompt-prefix block, the whole trace replayed, only
 lookups in the later `1 - eval_from` of the time range counted.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.cache_sim import BLOCK_TOKENS, BlockTrace, block_trace, select_rows
+from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, select_rows
 
 MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
 
@@ -153,7 +153,7 @@ class TiersReport:
             "distinct_blocks": self.distinct_blocks,
             "counted_lookups": self.counted_lookups,
             "capacity_unit": f"blocks of {self.params.block_tokens} tokens",
-            "latency_unit": "ms per block lookup (illustrative assumptions, see models/cache_tiers.py)",
+            "latency_unit": "ms per block lookup (illustrative assumptions, see caching/tiers.py)",
             "params": p,
             "overall_lookups_per_s": self.overall_lookups_per_s(),
             "runs": [asdict(r) for r in self.runs],
@@ -179,7 +179,7 @@ def simulate_tiers(frame: pd.DataFrame, params: TiersParams, name: str = "trace"
 
 def plot(report: TiersReport, path: Path) -> Path:
     """Latency saved per lookup vs slow-tier capacity, one line per fast-tier capacity, in one PNG."""
-    from models.plots import plt, save_figure  # Agg backend: no display needed
+    from core.plots import plt, save_figure  # Agg backend: no display needed
 
     p = report.params
     slows = list(p.slow_capacities)
@@ -223,10 +223,11 @@ def main(
     limit_rows: int | None = None,
 ) -> TiersReport:
     """`beast cache-tiers`: read the traces, simulate, write tiers_report.json and cache_tiers.png to `out`."""
-    from beast.config import load_params
-    from beast.errors import BeastError
-    from beast.files import write_atomic
-    from models.train import TrainParams, read_inputs
+    from core.config import load_params
+    from core.errors import BeastError
+    from core.files import write_atomic
+    from traces.ingest import IngestParams
+    from traces.load import load_traces
 
     params = load_params(params_file, "cache_tiers", TiersParams)
     overrides = {
@@ -236,7 +237,7 @@ def main(
         "out": out,
     }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    frame = read_inputs(list(traces), load_params(params_file, "train", TrainParams))
+    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     name = ", ".join(p.name for p in traces)

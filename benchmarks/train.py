@@ -16,12 +16,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beast.config import load_params
+from core.config import load_params
 from features.build import FeatureParams, build_features, fit_features
-from features.models import load_cards
+from features.model_cards import load_cards
 from models import cache, cost, quality
-from models.train import TrainParams, read_inputs
+from models.train import TrainParams
 from models.tune import TuneParams, problems, tune_one
+from traces.load import load_traces
 from traces.prices import load_prices
 
 GOAL_SECONDS = 600
@@ -60,7 +61,7 @@ def main(rows: int, trials: int, params_file: Path | None = None) -> float:
     train = load_params(params_file, "train", TrainParams)
     features = load_params(params_file, "features", FeatureParams)
     prices, cards = load_prices(train.prices), load_cards(train.cards)
-    traces = scaled(read_inputs([train.traces], train), rows)
+    traces = scaled(load_traces([train.traces], train.prices), rows)
     print(f"{len(traces):,} rows ({traces['model'].nunique()} models; {quality.quality_rows(traces).shape[0]:,} with quality labels)")
     steps: list[tuple[str, float]] = []
     rows_q = quality.quality_rows(traces)

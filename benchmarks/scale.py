@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from beast.cluster import ADDRESS_ENV, ClusterParams, client
-from beast.config import load_params
-from beast.errors import BeastError
+from core.cluster import ADDRESS_ENV, ClusterParams, client
+from core.config import load_params
+from core.errors import BeastError
 from features.distributed import read_dataset, stored_rows
 from models import cost, cost_dask
 from models.train import TrainParams
@@ -43,9 +43,9 @@ HOLDOUT_SHARE = 0.2  # of the dataset's time span: the azure test side of the be
 SAMPLE_S = 0.1
 GIB = 2**30
 LOG_TAIL = 30
-# `-c`, not `-m models.bench_scale`: Dask spawns its workers by re-importing the parent's __main__ module, and
+# `-c`, not `-m benchmarks.scale`: Dask spawns its workers by re-importing the parent's __main__ module, and
 # this one's imports would add seconds to every worker start that `beast train cost` does not pay
-CHILD = "import sys; from models.bench_scale import _child; sys.exit(_child(sys.argv[1:]))"
+CHILD = "import sys; from benchmarks.scale import _child; sys.exit(_child(sys.argv[1:]))"
 
 
 @dataclass(frozen=True)

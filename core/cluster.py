@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 ADDRESS_ENV = "BEAST_DASK_ADDRESS"
 ENGINES = ("auto", "single", "dask")

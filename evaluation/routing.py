@@ -20,7 +20,7 @@ Routers, all on the same test prompts:
   the RouteLLM 0.5-APGR reference). `pair/learned`: the share x of prompts with the largest predicted quality
   gain of strong over weak go to strong.
 
-Metrics are in `models/route_metrics.py`. Outputs (fixed names, in --out): `report.json`, `decisions.jsonl`
+Metrics are in `evaluation/metrics.py`. Outputs (fixed names, in --out): `report.json`, `decisions.jsonl`
 (one line per router, knob value and test prompt: every number is recomputable from it and the traces),
 `report.md`, `cost_quality.png`, `pgr.png`.
 """
@@ -38,15 +38,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import atomic_path, write_atomic
+from core.config import load_params
+from core.errors import BeastError
+from core.files import atomic_path, write_atomic
 from features.build import FeatureParams, build_features
-from features.models import ModelCard, load_cards
+from features.model_cards import ModelCard, load_cards
 from models import calibration as cal
 from models import cost, quality
-from models import route_metrics as rm
+from evaluation import metrics as rm
 from models.common import Split
+from traces.load import load_traces
 from traces.prices import PriceTable, load_prices
 
 SCHEMA = "beast.route_bench/1"
@@ -670,7 +671,7 @@ def _save_png(fig: object, path: Path) -> Path:
 
 def cost_quality_plot(report: BenchReport, path: Path) -> Path:
     """Every router's points and hull (log cost axis: prices span orders of magnitude); single models as dots."""
-    from models.plots import plt  # Agg backend
+    from core.plots import plt  # Agg backend
 
     fig, ax = plt.subplots(figsize=(9, 6))
     for name, s in sorted(report.routers.items()):
@@ -693,7 +694,7 @@ def cost_quality_plot(report: BenchReport, path: Path) -> Path:
 
 def pgr_plot(report: BenchReport, path: Path) -> Path:
     """PGR against the share of calls to the strong model: every pair router vs random (the diagonal)."""
-    from models.plots import plt
+    from core.plots import plt
 
     p = report.pair
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -793,17 +794,6 @@ def write_dvc_outputs(report: BenchReport, metrics: Path | None, plots: Path | N
     return files
 
 
-def read_traces_input(paths: Path | Sequence[Path], prices: Path) -> pd.DataFrame:
-    """Dataset folders as they are, or trace files validated and costed through a throwaway ingest."""
-    from models.train import TrainParams, read_inputs
-
-    paths = [paths] if isinstance(paths, Path) else list(paths)
-    for path in paths:
-        if not path.exists():
-            raise BeastError(f"{path}: file not found")
-    return read_inputs(paths, TrainParams(prices=prices))
-
-
 def main(
     traces: Path,
     out: Path,
@@ -825,11 +815,11 @@ def main(
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    frame = read_traces_input(traces, params.prices)
+    frame = load_traces([traces], params.prices)
     progress(f"read {len(frame):,} rows from {traces}")
     train_frame, train_source = None, None
     if train_traces:
-        train_frame = read_traces_input(train_traces, params.prices)
+        train_frame = load_traces(list(train_traces), params.prices)
         train_source = " + ".join(map(str, train_traces))
         progress(f"read {len(train_frame):,} training rows from {train_source}")
     report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces), train_frame, train_source)

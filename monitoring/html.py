@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from models.plots import save_figure  # noqa: E402
+from core.plots import save_figure  # noqa: E402
 
 TOP = 15  # rows of a bar chart or table before "the rest"
 

@@ -15,7 +15,7 @@ Definitions (each has a test that recomputes it directly with pandas):
 - cached-token savings: per row, `cached_input_tokens` x (input price - cached-input price) of the price in
   force; rows of a model without a price are counted in `unpriced_cached_rows`.
 - quality: mean of the `quality` label where present, per model, with a normal 95% interval.
-- drift: `pipelines.drift.drift_report` of the newest `monitor.window_hours` against the older rows.
+- drift: `monitoring.drift.drift_report` of the newest `monitor.window_hours` against the older rows.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beast.jsonable import plain
+from core.jsonable import plain
 from traces.contract import STATUS_ERROR
 from traces.ledger import Ledger, cost_rows, summarise
 from traces.prices import PriceTable, price_rows

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 GOAL_DECISIONS_PER_S = 10_000.0
 GOAL_P99_MS = 10.0

@@ -3,7 +3,7 @@
 Panels: overview, requests and failures over time (throughput), errors by model / type / tenant, latency
 percentiles by model, cost by model / tenant / day (unknown prices counted, never 0), cached-token savings,
 quality where labelled, budgets (status and forecast), predicted vs actual cost and quality of the champion
-predictors (from the exported bundle), recommendations, drift. Definitions: `reports/monitoring.py`.
+predictors (from the exported bundle), recommendations, drift. Definitions: `monitoring/traffic.py`.
 
 A panel that cannot be computed (no bundle yet, no budgets file, too little data for drift) says why in the
 page and in `report.json` (`missing`), and the rest of the report is still written.
@@ -21,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from beast.config import load_params
-from beast.files import write_atomic
-from beast.jsonable import plain
-from reports import html as h
-from reports.monitoring import monitor_numbers
+from core.config import load_params
+from core.files import write_atomic
+from core.jsonable import plain
+from monitoring import html as h
+from monitoring.traffic import monitor_numbers
 
 READ_COLUMNS = [
     "request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt", "latency_ms", "cost_usd",
@@ -72,15 +72,15 @@ class Timer:
 
 
 def read_frame(traces: Sequence[Path], prices: Path) -> pd.DataFrame:
-    """The columns the report needs, from dataset folders or trace files (`models.train.read_inputs`), by time."""
-    from models.train import TrainParams, read_inputs
+    """The columns the report needs, from dataset folders or trace files (`traces.load.load_traces`), by time."""
+    from traces.load import load_traces
 
-    frame = read_inputs(list(traces), TrainParams(prices=prices), columns=READ_COLUMNS)
+    frame = load_traces(list(traces), prices, columns=READ_COLUMNS)
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
 def _drift(frame: pd.DataFrame, params_file: Path | None, out: Path) -> tuple[dict | None, str | None, Path | None]:
-    from pipelines.drift import MonitorParams, drift_report, psi_plot, split_window
+    from monitoring.drift import MonitorParams, drift_report, psi_plot, split_window
 
     mp = load_params(params_file, "monitor", MonitorParams)
     window = drift_window_hours(frame["timestamp"], mp.window_hours)
@@ -100,7 +100,7 @@ def drift_window_hours(timestamps: pd.Series, window_hours: float) -> float:
 
 
 def _budgets(frame: pd.DataFrame, params: ReportParams, params_file: Path | None) -> tuple[list[dict] | None, str | None]:
-    from models.budget import BudgetParams, budget_prices, budget_status, load_budgets
+    from monitoring.budget import BudgetParams, budget_prices, budget_status, load_budgets
     from traces.ledger import cost_rows
 
     if not params.budgets.exists():
@@ -113,7 +113,7 @@ def _budgets(frame: pd.DataFrame, params: ReportParams, params_file: Path | None
 
 
 def _champion(frame: pd.DataFrame, params: ReportParams) -> tuple[dict | None, Any, str | None]:
-    from reports.predictions import champion_check
+    from monitoring.predictions import champion_check
     from serving.bundle import BundleError
     from serving.router import Router
 
@@ -194,8 +194,8 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
 
 
 def _recommend(frame: pd.DataFrame, router: Any, params_file: Path | None) -> tuple[dict | None, str | None]:
-    """What-if moves from the champion predictors (`models/recommend.py`, params `recommend`)."""
-    from models.recommend import RecommendParams, recommend_for_frame
+    """What-if moves from the champion predictors (`monitoring/recommend.py`, params `recommend`)."""
+    from monitoring.recommend import RecommendParams, recommend_for_frame
 
     report = recommend_for_frame(frame, router, load_params(params_file, "recommend", RecommendParams))
     return report.to_json(), None

@@ -442,10 +442,11 @@ def recommend_for_frame(frame: pd.DataFrame, router: Predictor, params: Recommen
 def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params_file: Path | None = None, out: Path | None = None) -> RecommendReport:
     """`beast recommend`: read the traces (default: the dataset, train.traces) and the champion bundle,
     write recommendations.json and recommendations.md to `out` (default recommend.out), print the top."""
-    from beast.config import load_params
-    from beast.errors import BeastError
-    from beast.files import write_atomic
-    from models.train import TrainParams, read_inputs
+    from core.config import load_params
+    from core.errors import BeastError
+    from core.files import write_atomic
+    from models.train import TrainParams
+    from traces.load import load_traces
     from serving.bundle import BundleError
     from serving.router import Router
 
@@ -455,7 +456,7 @@ def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params
         raise BeastError(str(exc)) from None
     params = replace(params, out=out) if out is not None else params
     train = load_params(params_file, "train", TrainParams)
-    frame = read_inputs(list(traces) or [train.traces], train)
+    frame = load_traces(list(traces) or [train.traces], train.prices)
     if not Path(bundle).exists():
         raise BeastError(f"{bundle}: no bundle: build the champion bundle with `make run`")
     try:

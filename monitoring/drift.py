@@ -51,10 +51,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from abtest import stats
-from beast.config import load_params
-from beast.errors import BeastError
-from beast.files import write_atomic
-from beast.jsonable import plain
+from core.config import load_params
+from core.errors import BeastError
+from core.files import write_atomic
+from core.jsonable import plain
 from features.prompt import PROMPT_FEATURES, prompt_features
 from traces.contract import STATUS_ERROR
 
@@ -400,7 +400,7 @@ def to_markdown(report: DriftReport) -> str:
 
 def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
     """PSI per feature (features not tested shown as 0, labelled with their code) and the threshold line."""
-    from models.plots import plt, save_figure  # Agg backend: no display needed
+    from core.plots import plt, save_figure  # Agg backend: no display needed
 
     names = [f.feature if f.code in (CheckCode.OK, CheckCode.DRIFT) else f"{f.feature} ({f.code.value})" for f in report.features]
     values = [0.0 if math.isnan(f.psi) else f.psi for f in report.features]
@@ -421,9 +421,9 @@ def summary(report: DriftReport, out: Path) -> str:
 
 def read_recent_file(path: Path, params: MonitorParams) -> pd.DataFrame:
     """A trace file validated through a throwaway ingest (bad rows are not compared)."""
-    from models.train import TrainParams, read_inputs
+    from traces.load import load_traces
 
-    return read_inputs([path], TrainParams(prices=params.prices))
+    return load_traces([path], params.prices)
 
 
 def main(recent: Path | None = None, params_file: Path | None = None) -> DriftReport:

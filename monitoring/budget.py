@@ -59,9 +59,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beast.config import load_params, read_yaml
-from beast.errors import BeastError
-from beast.files import write_atomic
+from core.config import load_params, read_yaml
+from core.errors import BeastError
+from core.files import write_atomic
 from traces.ledger import Ledger, cost_rows, format_ledger, merge_prices, summarise
 from traces.prices import PriceTable, load_prices, parse_prices
 
@@ -416,9 +416,9 @@ def budget_prices(params: BudgetParams, config: BudgetConfig) -> PriceTable:
 
 def _read(paths: Sequence[Path], params: BudgetParams) -> pd.DataFrame:
     """Stored traces (a dataset folder) or trace files validated through a throwaway ingest."""
-    from models.train import TrainParams, read_inputs
+    from traces.load import load_traces
 
-    return read_inputs(list(paths), TrainParams(prices=params.prices))
+    return load_traces(list(paths), params.prices)
 
 
 def parse_at(text: str | None) -> pd.Timestamp:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from beast.config import read_yaml
-from beast.errors import BeastError
+from core.config import read_yaml
+from core.errors import BeastError
 from traces.prices import PriceTable
 
 SIZE_CLASSES = ("xs", "s", "m", "l", "xl")  # ordinal: the feature is the index

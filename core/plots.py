@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     """Lay out, write atomically as PNG (a reader never sees half a file) and close: every plot goes here."""
-    from beast.files import atomic_path
+    from core.files import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from beast.errors import BeastError
+from core.errors import BeastError
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks (`beast bench ...`): ingest, training, routing, serving and scale-out, each vs a baseline."""

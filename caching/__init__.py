@@ -1,0 +1,1 @@
+"""Cache studies on real traces: prefix-block policies (libCacheSim, learned, Belady), tiers, semantic cache."""

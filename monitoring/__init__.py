@@ -1,0 +1,1 @@
+"""What production traffic did and cost: drift, budgets and forecasts, savings recommendations, the HTML report."""

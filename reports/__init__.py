@@ -1,1 +1,0 @@
-"""Monitoring report (`beast report`): numbers from traces, champion predictions, self-contained HTML."""
