@@ -33,7 +33,7 @@ install: .venv/.synced  ## create .venv from uv.lock (exact versions)
 
 run: install  ## the Prefect retrain flow on the committed samples: ingest, train, benchmark, replay, gate, export
 	$(UV) run beast retrain
-	$(UV) run beast report data/traces --out data/report
+	$(UV) run beast monitor report data/traces --out data/report
 	@echo
 	@cat data/prefect/summary.md
 	@echo "Results:"
@@ -62,11 +62,11 @@ test: install  ## run the test suite
 	$(UV) run pytest -q
 
 bench: install  ## benchmarks: 1M-row ingest vs plain pyarrow; 100k-row features + training + tuning vs 10 min
-	$(UV) run beast bench-ingest --rows 1000000
-	$(UV) run beast bench-train --rows 100000 --trials 30
+	$(UV) run beast bench ingest --rows 1000000
+	$(UV) run beast bench train --rows 100000 --trials 30
 
 bench-scale: install  ## benchmark: 2M-row cost training one process vs Dask (time, peak memory, metrics); Optuna trials/min 1 vs 2 workers (needs make stack)
-	$(UV) run beast bench-scale --rows 2000000
+	$(UV) run beast bench scale --rows 2000000
 
 tune: install  ## Optuna studies for the three predictors (resumable, data/optuna.db), default vs tuned verdict
 	$(UV) run beast tune all
@@ -75,15 +75,15 @@ mlflow-ui: install  ## MLflow UI on http://127.0.0.1:5000 (runs, metrics, plots,
 	$(UV) run mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 data: install  ## re-create data/sample from ../shared/data (needs the raw data)
-	$(UV) run beast import prices --out data
-	$(UV) run beast import alpaca-eval --out data/sample
-	$(UV) run beast import mooncake --out data/sample
-	$(UV) run beast import azure --out data/sample
-	$(UV) run beast import routellm-mmlu --out data/sample
-	$(UV) run beast import routellm-mt-bench --out data/sample
+	$(UV) run beast traces import prices --out data
+	$(UV) run beast traces import alpaca-eval --out data/sample
+	$(UV) run beast traces import mooncake --out data/sample
+	$(UV) run beast traces import azure --out data/sample
+	$(UV) run beast traces import routellm-mmlu --out data/sample
+	$(UV) run beast traces import routellm-mt-bench --out data/sample
 
 docs: install  ## regenerate docs/trace-contract.md from the code
-	$(UV) run beast contract > docs/trace-contract.md
+	$(UV) run beast traces contract > docs/trace-contract.md
 
 clean:  ## remove generated data (not the committed samples or metrics)
 	rm -rf data/traces data/quarantine data/models data/plots data/optuna.db mlflow.db mlruns .pytest_cache

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Count, Fraction, NonNegative, Positive
 from abtest import stats as st
 
 ERRORS, QUALITY, COST = "errors", "quality", "cost"
@@ -87,16 +88,16 @@ class GateParams:
 
     champion: str = "champion"
     challenger: str = "challenger"
-    planned_split: float = 0.5  # challenger share of the experiment's rows
-    srm_threshold: float = 0.001
-    alpha: float = 0.05
-    quality_margin: float = 0.02  # challenger mean quality may be at most this much lower
-    error_rate_margin: float = 0.005  # challenger error rate may be at most this much higher (absolute)
-    cost_margin: float = 0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
-    min_rows_per_arm: int = 200
-    min_pairs: int = 100  # paired design (offline replay): prompts needed in both arms
+    planned_split: Fraction = 0.5  # challenger share of the experiment's rows
+    srm_threshold: Fraction = 0.001
+    alpha: Fraction = 0.05
+    quality_margin: NonNegative = 0.02  # challenger mean quality may be at most this much lower
+    error_rate_margin: NonNegative = 0.005  # challenger error rate may be at most this much higher (absolute)
+    cost_margin: NonNegative = 0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
+    min_rows_per_arm: Count = 200
+    min_pairs: Count = 100  # paired design (offline replay): prompts needed in both arms
     sequential: bool = False  # quality decision on the always-valid mSPRT p-value
-    msprt_tau: float = 0.05  # mSPRT mixture sd (a plausible quality difference), used when sequential
+    msprt_tau: Positive = 0.05  # mSPRT mixture sd (a plausible quality difference), used when sequential
 
 
 @dataclass(frozen=True)

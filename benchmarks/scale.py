@@ -182,7 +182,7 @@ def run_mode(mode: str, dataset: Path, params: cost.CostParams, prices_path: Pat
 
 def _child(argv: list[str]) -> int:
     """Entry point of the subprocess `run_mode` starts; writes its result as JSON to --result."""
-    p = argparse.ArgumentParser(prog="bench-scale child", description="one mode of `beast bench-scale` (started by it)")
+    p = argparse.ArgumentParser(prog="bench-scale child", description="one mode of `beast bench scale` (started by it)")
     p.add_argument("--one", choices=MODES, required=True)
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--prices", type=Path, required=True)

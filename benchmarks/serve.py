@@ -1,4 +1,4 @@
-"""`beast bench-serve`: `beast serve-router` in a second process under a bounded load from this one.
+"""`beast bench serve`: `beast serve` in a second process under a bounded load from this one.
 
 Threads with keep-alive connections POST real AlpacaEval prompts (one request per POST, or `batch` of
 them as a JSON array) for `seconds`; a share `malformed` of the POSTs are broken (bad JSON, wrong types)
@@ -123,7 +123,7 @@ def run_load(port: int, prompts: list[str], seconds: float, concurrency: int, ba
 def main(bundle: Path, seconds: float = 10.0, concurrency: int = 4, batch: int = 1, malformed: float = 0.05, prompts_file: Path = Path("data/sample/alpaca_eval.parquet")) -> LoadResult:
     prompts = pd.read_parquet(prompts_file, columns=["prompt"])["prompt"].drop_duplicates().tolist()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "beast.cli", "serve-router", "--bundle", str(bundle), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen([sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_healthy(port, server)
         result = run_load(port, prompts, seconds, concurrency, batch, malformed)

@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.text import TextParams, TextSpec, _counts, _tfidf, fit_text, request_buckets, text_vector, transform_text
+from core.config import Count, Fraction, NonNegativeInt, Share
+from features.text import TextParams, TextSpec, fit_text, request_buckets, text_vector, tfidf_matrix, transform_text
 
 POLITE_PREFIXES = ("Please ", "Can you ", "Could you ", "Hey, ")
 PUNCTUATION = ",.;:!?\"'"
@@ -63,12 +64,12 @@ class SemanticParams:
     """Mirrors params.yaml -> semantic_cache."""
 
     data: Path = Path("data/sample/alpaca_eval.parquet")  # prompts (column `prompt`); distinct ones are used
-    cached_share: float = 0.5  # share of distinct prompts with a cached answer; the rest are novel queries
-    rewrites_per_prompt: int = 1  # rewrites of each cached prompt (kinds cycled)
+    cached_share: Fraction = 0.5  # share of distinct prompts with a cached answer; the rest are novel queries
+    rewrites_per_prompt: Count = 1  # rewrites of each cached prompt (kinds cycled)
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
-    false_hit_budget: float = 0.01  # max value of `budget_on` for the chosen threshold
+    false_hit_budget: Share = 0.01  # max value of `budget_on` for the chosen threshold
     budget_on: str = "false_hit_share"  # or "false_hit_rate" / "novel_false_rate" (the one independent of the query mix)
-    seed: int = 0
+    seed: NonNegativeInt = 0
     text: TextParams = field(default_factory=TextParams)  # the features.text representation, fitted on the cache
     out: Path = Path("data/semantic_cache")
 
@@ -155,11 +156,6 @@ def make_queries(cached: Sequence[str], held_out: Sequence[str], rewrites_per_pr
 
 
 # --- lookup -------------------------------------------------------------------------------------------
-
-
-def tfidf_matrix(spec: TextSpec, prompts: Sequence[str]) -> sp.csr_matrix:
-    """Steps 1-6 of the text spec: unit-length hashed TF-IDF rows (the spec before its SVD)."""
-    return _tfidf(_counts(list(prompts), spec.params.n_features), spec.idf, spec.params.sublinear_tf)
 
 
 def svd_matrix(spec: TextSpec, prompts: Sequence[str]) -> np.ndarray:
@@ -444,7 +440,7 @@ def read_prompts(paths: Sequence[Path]) -> list[str]:
 
 
 def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, out: Path | None = None) -> SemanticReport:
-    """`beast semantic-cache`: run the experiment, write semantic_report.json and semantic_cache.png to `out`."""
+    """`beast cache semantic`: run the experiment, write semantic_report.json and semantic_cache.png to `out`."""
     from core.config import load_params
     from core.errors import BeastError
 

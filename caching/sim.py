@@ -1,4 +1,4 @@
-"""Prefix-cache simulation: replay a trace's prompt-prefix blocks through cache policies (`beast cache-sim`).
+"""Prefix-cache simulation: replay a trace's prompt-prefix blocks through cache policies (`beast cache sim`).
 
 Model of the cache (exact):
 
@@ -74,6 +74,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, Share
+
 BLOCK_TOKENS = 512  # Mooncake: one hash per 512-token prompt block (data/README.md)
 NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
 
@@ -83,16 +85,16 @@ class LearnedParams:
     """Mirrors params.yaml -> cache_sim.learned."""
 
     objective: str = "hit_probability"  # LEARNED_OBJECTIVES: "hit_probability" (default) or "distance" (the earlier regressor)
-    horizon_fraction: float = 0.25  # horizon = this share of the training lookups (label: reused within it)
-    num_leaves: int = 7  # small trees, many rows per leaf: a request's blocks share features and labels,
-    learning_rate: float = 0.1  # so deep trees memorise requests (31 leaves / 50 rows: train AUC 0.99, test 0.68)
-    num_boost_round: int = 150
-    min_data_in_leaf: int = 500
-    samples: int = 8  # cached blocks compared per eviction (16: hit ratios within 0.002, half the speed)
-    window_factor: float = 4.0  # hit_probability: eviction scores count reuses within window_factor x capacity lookups
-    overdue_factor: float = 1.0  # distance only: an overdue block counts with this x its idle time
+    horizon_fraction: Fraction = 0.25  # horizon = this share of the training lookups (label: reused within it)
+    num_leaves: AtLeastTwo = 7  # small trees, many rows per leaf: a request's blocks share features and labels,
+    learning_rate: Positive = 0.1  # so deep trees memorise requests (31 leaves / 50 rows: train AUC 0.99, test 0.68)
+    num_boost_round: Count = 150
+    min_data_in_leaf: Count = 500
+    samples: Count = 8  # cached blocks compared per eviction (16: hit ratios within 0.002, half the speed)
+    window_factor: Positive = 4.0  # hit_probability: eviction scores count reuses within window_factor x capacity lookups
+    overdue_factor: NonNegative = 1.0  # distance only: an overdue block counts with this x its idle time
     admit_bypass: bool = True
-    seed: int = 0
+    seed: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,9 @@ class CacheSimParams:
     """Mirrors params.yaml -> cache_sim."""
 
     capacities: tuple[int, ...] = (250, 500, 1000, 2000, 4000, 8000, 16000)
-    eval_from: float = 0.5
+    eval_from: Share = 0.5
     policies: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")
-    block_tokens: int = BLOCK_TOKENS
+    block_tokens: Count = BLOCK_TOKENS
     out: Path = Path("data/cache_sim")
     learned: LearnedParams = field(default_factory=LearnedParams)
 
@@ -764,7 +766,7 @@ def main(
     out: Path | None = None,
     limit_rows: int | None = None,
 ) -> CacheSimReport:
-    """`beast cache-sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
+    """`beast cache sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
     from core.config import load_params
     from core.errors import BeastError
     from core.files import write_atomic

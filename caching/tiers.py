@@ -1,4 +1,4 @@
-"""Two-tier prefix-block cache: a small fast tier in front of a large slow one (`beast cache-tiers`).
+"""Two-tier prefix-block cache: a small fast tier in front of a large slow one (`beast cache tiers`).
 
 The block trace, its order and its evaluation window are `caching/sim.py`'s (`select_rows`,
 `block_trace`, `BlockTrace.counted`): one lookup per prompt-prefix block, the whole trace replayed, only
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Count, NonNegative, Share
 from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, select_rows
 
 MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
@@ -50,11 +51,11 @@ class TiersParams:
 
     fast_capacities: tuple[int, ...] = (0, 250, 1000, 4000)  # fast-tier sizes in blocks (0: slow tier only)
     slow_capacities: tuple[int, ...] = (0, 1000, 4000, 16000, 64000)  # slow-tier sizes in blocks
-    fast_ms: float = 3.0  # per block: KV copied from host DRAM over PCIe 4
-    slow_ms: float = 15.0  # per block: KV read from a local NVMe SSD
-    miss_ms_per_block: float = 50.0  # per block: prefill recompute of 512 tokens
-    eval_from: float = 0.5
-    block_tokens: int = BLOCK_TOKENS
+    fast_ms: NonNegative = 3.0  # per block: KV copied from host DRAM over PCIe 4
+    slow_ms: NonNegative = 15.0  # per block: KV read from a local NVMe SSD
+    miss_ms_per_block: NonNegative = 50.0  # per block: prefill recompute of 512 tokens
+    eval_from: Share = 0.5
+    block_tokens: Count = BLOCK_TOKENS
     out: Path = Path("data/cache_tiers")
 
 
@@ -222,7 +223,7 @@ def main(
     eval_from: float | None = None,
     limit_rows: int | None = None,
 ) -> TiersReport:
-    """`beast cache-tiers`: read the traces, simulate, write tiers_report.json and cache_tiers.png to `out`."""
+    """`beast cache tiers`: read the traces, simulate, write tiers_report.json and cache_tiers.png to `out`."""
     from core.config import load_params
     from core.errors import BeastError
     from core.files import write_atomic

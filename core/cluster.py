@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from core.config import Count, Positive
 from core.errors import BeastError
 
 ADDRESS_ENV = "BEAST_DASK_ADDRESS"
@@ -25,13 +26,13 @@ class ClusterParams:
     """Mirrors params.yaml -> dask."""
 
     engine: str = "auto"  # auto | single | dask
-    auto_rows: int = 5_000_000  # `auto`: Dask from this many stored rows on
+    auto_rows: Count = 5_000_000  # `auto`: Dask from this many stored rows on
     address: str = ""  # scheduler address of a running cluster; empty = a LocalCluster per call
-    n_workers: int = 2  # LocalCluster worker processes
-    threads_per_worker: int = 1  # LightGBM runs one thread per worker (num_threads) either way
+    n_workers: Count = 2  # LocalCluster worker processes
+    threads_per_worker: Count = 1  # LightGBM runs one thread per worker (num_threads) either way
     memory_limit: str = "auto"  # per LocalCluster worker: "auto" = machine memory / n_workers, or e.g. "4GiB"
-    partition_rows: int = 250_000  # rows per Dask partition when reading the dataset (row groups are merged up to it)
-    connect_timeout_s: float = 30.0  # waiting for the scheduler at `address`
+    partition_rows: Count = 250_000  # rows per Dask partition when reading the dataset (row groups are merged up to it)
+    connect_timeout_s: Positive = 30.0  # waiting for the scheduler at `address`
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -1,18 +1,61 @@
-"""Read one section of params.yaml into a frozen dataclass, once, at a stage's edge."""
+"""Read one section of params.yaml into a frozen dataclass, once, at a stage's edge.
+
+Each stage's dataclass holds the defaults and params.yaml repeats them in full (one test holds the two equal,
+`tests/test_params.py`), so a stage behaves the same with or without ./params.yaml. Values are checked at
+load: types, unknown keys, unknown top-level sections, and ranges declared on the field's type
+(`Fraction`, `Count`, ...), each failure one line naming `file:section.key`."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
 from core.errors import BeastError
 
 T = TypeVar("T")
+
+# Every top-level section a params file may hold (one per stage; the owning dataclasses: tests/test_params.py).
+SECTIONS = (
+    "ingest", "synth", "features", "train", "dask", "tune", "gate", "bench", "monitor", "retrain",
+    "report", "recommend", "budget", "cache_sim", "cache_tiers", "semantic_cache", "stack",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Between:
+    """A range a number must fall in (open or closed at each end), declared with `Annotated`."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+Fraction = Annotated[float, Between(0, 1, low_open=True, high_open=True)]  # a share or level strictly inside (0, 1)
+Share = Annotated[float, Between(0, 1)]  # a rate or share that may be 0 or 1
+PositiveShare = Annotated[float, Between(0, 1, low_open=True)]  # (0, 1], e.g. LightGBM's feature_fraction
+Positive = Annotated[float, Between(0, low_open=True)]
+NonNegative = Annotated[float, Between(0)]
+Count = Annotated[int, Between(1)]
+AtLeastTwo = Annotated[int, Between(2)]  # folds, bins, leaves, grid points
+NonNegativeInt = Annotated[int, Between(0)]
+Port = Annotated[int, Between(0, 65535)]
 
 
 def read_yaml(path: Path) -> Any:
@@ -34,6 +77,13 @@ def read_yaml(path: Path) -> Any:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        inner, *marks = typing.get_args(hint)
+        value = _coerce(value, inner, where)
+        for mark in marks:
+            if isinstance(mark, Between) and not mark.holds(value):
+                raise BeastError(f"{where}: expected a number {mark.describe()}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_mapping(hint, value, where)
     if hint is Path:
@@ -66,7 +116,7 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     unknown = sorted(map(str, set(data) - set(fields)))
     if unknown:
         raise BeastError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -74,6 +124,9 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
 def load_section(params_file: Path, section: str, cls: type[T]) -> T:
     """Read `section` (dotted, e.g. "train.quality") of a params file into `cls`; absent = defaults."""
     node: Any = read_yaml(params_file) or {}
+    unknown = sorted(map(str, set(node) - set(SECTIONS))) if isinstance(node, dict) else []
+    if unknown:
+        raise BeastError(f"{params_file}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     for part in section.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return from_mapping(cls, node, f"{params_file}:{section}")

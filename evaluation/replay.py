@@ -94,7 +94,7 @@ def write_experiment(result: ReplayResult, path: Path) -> Path:
 
 
 def main(champion: Path, challenger: Path, traces: Path, out: Path, params_file: Path | None = None, all_prompts: bool = False) -> ReplayResult:
-    """`beast replay`: load both bundles, pick the held-out prompts, replay, write the experiment file."""
+    """`beast eval replay`: load both bundles, pick the held-out prompts, replay, write the experiment file."""
     from core.config import load_params
     from models.common import group_split
     from models.quality import quality_rows

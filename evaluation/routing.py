@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import load_params
+from core.config import AtLeastTwo, Count, Fraction, NonNegativeInt, load_params
 from core.errors import BeastError
 from core.files import atomic_path, write_atomic
 from features.build import FeatureParams, build_features
@@ -61,7 +61,7 @@ class Grid:
 
     low: float
     high: float
-    n: int
+    n: AtLeastTwo
     log: bool = False
     zero: bool = False
 
@@ -75,16 +75,16 @@ class Grid:
 class BenchParams:
     """Mirrors params.yaml -> bench."""
 
-    folds: int = 5
-    seed: int = 0
+    folds: AtLeastTwo = 5
+    seed: NonNegativeInt = 0
     prices: Path = Path("data/prices.yaml")  # to cost rows without cost_usd (through a throwaway ingest)
     cards: Path = Path("data/models.yaml")
-    grid: int = 41  # knob values per policy router, calibrated on the training folds' predictions (levels 0..1)
+    grid: AtLeastTwo = 41  # knob values per policy router, calibrated on the training folds' predictions (levels 0..1)
     shares: Grid = field(default_factory=lambda: Grid(0.0, 1.0, 41))  # random / pair: target share of calls to strong
-    random_seeds: int = 200  # random strong/weak routers: APGR mean and 95th percentile over this many seeds
-    bootstrap: int = 1000  # resamples of test prompts for the savings, APGR and CPT CIs
-    level: float = 0.95
-    quality_share: float = 0.95  # cost saved at >= this share of the strong model's mean quality (and at 100%)
+    random_seeds: Count = 200  # random strong/weak routers: APGR mean and 95th percentile over this many seeds
+    bootstrap: Count = 1000  # resamples of test prompts for the savings, APGR and CPT CIs
+    level: Fraction = 0.95
+    quality_share: Fraction = 0.95  # cost saved at >= this share of the strong model's mean quality (and at 100%)
 
 
 @dataclass(frozen=True)
@@ -804,7 +804,7 @@ def main(
     weak: str | None = None,
     train_traces: Sequence[Path] | None = None,
 ) -> BenchReport:
-    """`beast bench`: read params (bench, features, train.quality, train.cost) once, run, write, print the table."""
+    """`beast eval routing`: read params (bench, features, train.quality, train.cost) once, run, write, print the table."""
     params = load_params(params_file, "bench", BenchParams)
     overrides = {k: v for k, v in {"folds": folds, "seed": seed}.items() if v is not None}
     params = replace(params, **overrides)
@@ -823,7 +823,7 @@ def main(
         train_source = " + ".join(map(str, train_traces))
         progress(f"read {len(train_frame):,} training rows from {train_source}")
     report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces), train_frame, train_source)
-    files = write_outputs(report, decisions, out)  # DVC metrics / plot data: only `beast bench --metrics FILE --plots DIR`
+    files = write_outputs(report, decisions, out)  # DVC metrics / plot data: only `beast eval routing --metrics FILE --plots DIR`
     print(summary_table(report))
     print(f"({report.seconds:.1f} s; {len(decisions):,} decisions) wrote {', '.join(str(p) for p in files.values())}")
     return report

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Positive
 from core.errors import BeastError
 from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.context import CONTEXT_FEATURES, ContextSpec, context_features, fit_context_spec
@@ -36,7 +37,7 @@ class FeatureParams:
 
     text: TextParams = field(default_factory=TextParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
-    context_window_s: float = 300.0
+    context_window_s: Positive = 300.0
     use_text: bool = True
     use_embed: bool = True  # pretrained WordLlama prompt embedding (features/embed.py)
     use_context: bool = True

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Count
 from core.errors import BeastError
 from features.text import floats_from_json, matrix_from_json, matrix_json
 
@@ -55,8 +56,8 @@ DIM = 256  # width of the package's table
 class EmbedParams:
     """Mirrors params.yaml -> features.embed."""
 
-    k: int = 32  # principal directions kept (fitted on the training prompts)
-    max_chars: int = 1024  # code points of the prompt that are embedded (cost ~0.17 us each)
+    k: Count = 32  # principal directions kept (fitted on the training prompts)
+    max_chars: Count = 1024  # code points of the prompt that are embedded (cost ~0.17 us each)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -46,6 +46,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.utils import murmurhash3_32
 
+from core.config import Count, NonNegativeInt
 from core.errors import BeastError
 
 SPEC_KIND = "beast.features.text"
@@ -57,10 +58,10 @@ WORD_RE = re.compile(r"[a-z0-9]+")
 class TextParams:
     """Mirrors params.yaml -> features.text."""
 
-    n_features: int = 4096  # hash buckets
-    k: int = 32  # SVD dimensions
-    min_df: int = 2  # a bucket in fewer distinct fitted prompts gets idf 0
-    seed: int = 0  # TruncatedSVD random_state
+    n_features: Count = 4096  # hash buckets
+    k: Count = 32  # SVD dimensions
+    min_df: Count = 2  # a bucket in fewer distinct fitted prompts gets idf 0
+    seed: NonNegativeInt = 0  # TruncatedSVD random_state
     sublinear_tf: bool = True  # tf -> 1 + ln(tf)
 
 
@@ -178,10 +179,15 @@ def fit_text(prompts: pd.Series, params: TextParams) -> TextSpec:
     )
 
 
+def tfidf_matrix(spec: TextSpec, prompts: Sequence[str]) -> sp.csr_matrix:
+    """The spec before its SVD: unit-length hashed TF-IDF rows (also the semantic cache's similarity space)."""
+    return _tfidf(_counts(list(prompts), spec.params.n_features), spec.idf, spec.params.sublinear_tf)
+
+
 def transform_text(spec: TextSpec, prompts: pd.Series) -> np.ndarray:
     """n x k float32 text features from the spec alone; each distinct prompt computed once; null -> NaN row."""
     codes, uniques = pd.factorize(prompts, use_na_sentinel=True)
-    x = _tfidf(_counts([str(u) for u in uniques], spec.params.n_features), spec.idf, spec.params.sublinear_tf)
+    x = tfidf_matrix(spec, [str(u) for u in uniques])
     distinct = np.asarray(x @ spec.components.astype(np.float64).T, dtype=np.float32).reshape(-1, spec.params.k)
     out = np.full((len(prompts), spec.params.k), np.nan, dtype=np.float32)
     known = codes >= 0

@@ -67,6 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, PositiveShare
 from models.common import Evaluation, Split, TooLittleData, TuningProblem, time_split, train_booster
 
 FEATURES: tuple[str, ...] = (
@@ -91,15 +92,15 @@ RATE_WINDOW_S = 60.0
 class CacheParams:
     """Mirrors params.yaml -> train.cache."""
 
-    horizon_s: float = 300.0
-    holdout_fraction_of_time: float = 0.25
-    num_leaves: int = 31
-    learning_rate: float = 0.05
-    num_boost_round: int = 300
-    min_data_in_leaf: int = 20
-    feature_fraction: float = 1.0
-    lambda_l2: float = 0.0
-    seed: int = 0
+    horizon_s: Positive = 300.0
+    holdout_fraction_of_time: Fraction = 0.25
+    num_leaves: AtLeastTwo = 31
+    learning_rate: Positive = 0.05
+    num_boost_round: Count = 300
+    min_data_in_leaf: Count = 20
+    feature_fraction: PositiveShare = 1.0
+    lambda_l2: NonNegative = 0.0
+    seed: NonNegativeInt = 0
 
     def booster_params(self) -> dict[str, object]:
         return {

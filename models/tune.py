@@ -21,7 +21,7 @@ import optuna
 from optuna_integration import LightGBMPruningCallback
 
 from core.cluster import ClusterParams
-from core.config import load_params
+from core.config import Count, NonNegative, NonNegativeInt, load_params
 from core.errors import BeastError
 from core.files import write_atomic
 from features.build import FeatureParams
@@ -52,13 +52,13 @@ class TuneParams:
     """Mirrors params.yaml -> tune."""
 
     storage: str = "sqlite:///data/optuna.db"
-    trials: int = 30
-    timeout_s: float = 0.0  # 0 = no limit
+    trials: Count = 30
+    timeout_s: NonNegative = 0.0  # 0 = no limit
     pruner: str = "median"
-    early_stopping_rounds: int = 50
-    seed: int = 0
+    early_stopping_rounds: NonNegativeInt = 50
+    seed: NonNegativeInt = 0
     report: Path = Path("data/metrics")  # tune_<predictor>.json
-    workers: int = 1  # > 1: trials on this many Dask workers sharing the study (needs a server storage, e.g. PostgreSQL)
+    workers: Count = 1  # > 1: trials on this many Dask workers sharing the study (needs a server storage, e.g. PostgreSQL)
     space: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: DEFAULT_SPACE)
 
 

@@ -25,7 +25,7 @@ Only priced requests (`traces.ledger`) forecast spend; requests without a price 
 never costed at 0. The cost predictor is not used: every stored request has its token counts, so the
 ledger gives its exact cost; a router that logs requests before completion could add predicted costs.
 
-Backtest (`backtest`, `beast budget backtest`) on the Azure traces (one hour each, costed with the
+Backtest (`backtest`, `beast monitor budget backtest`) on the Azure traces (one hour each, costed with the
 illustrative prices of `data/budgets.yaml`): at each cut point (fraction of the trace's span), forecast
 the spend from the cut to the end of the trace from everything before it, and compare. The traces are one
 hour long, so "the final hour" of the issue becomes the second half hour. Measured on the committed
@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import load_params, read_yaml
+from core.config import Count, Fraction, NonNegativeInt, Positive, load_params, read_yaml
 from core.errors import BeastError
 from core.files import write_atomic
 from traces.ledger import Ledger, cost_rows, format_ledger, merge_prices, summarise
@@ -78,12 +78,12 @@ class BudgetParams:
     traces: Path = Path("data/traces")
     prices: Path = Path("data/prices.yaml")
     out: Path = Path("data/budget")
-    level: float = 0.8  # prediction-interval level
+    level: Fraction = 0.8  # prediction-interval level
     method: str = "bootstrap"
-    lookback_hours: float = 24.0
-    block_minutes: float = 5.0
-    n_boot: int = 2000
-    seed: int = 0
+    lookback_hours: Positive = 24.0
+    block_minutes: Positive = 5.0
+    n_boot: Count = 2000
+    seed: NonNegativeInt = 0
     drift: bool = True  # bootstrap: add the uncertainty of a wandering rate (log random walk) to the block resampling
     backtest_traces: tuple[Path, ...] = (Path("data/sample/azure_conv.csv.gz"), Path("data/sample/azure_code.csv.gz"))
     backtest_cuts: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -432,7 +432,7 @@ def parse_at(text: str | None) -> pd.Timestamp:
 
 
 def status_main(params_file: Path | None = None, at: str | None = None, traces: Sequence[Path] = (), config: Path | None = None, out: Path | None = None) -> list[BudgetStatus]:
-    """`beast budget status`: the ledger up to `at`, every budget's status, status.json and one
+    """`beast monitor budget status`: the ledger up to `at`, every budget's status, status.json and one
     `beast.budget-state` file per budget (`<out>/<name>.budget-state.json`) for routers to pace on."""
     from serving.budget import write_state
 
@@ -453,7 +453,7 @@ def status_main(params_file: Path | None = None, at: str | None = None, traces: 
 
 
 def backtest_main(params_file: Path | None = None, traces: Sequence[Path] = (), config: Path | None = None, out: Path | None = None) -> BacktestReport:
-    """`beast budget backtest`: forecast error and interval coverage on the Azure traces; writes backtest.json."""
+    """`beast monitor budget backtest`: forecast error and interval coverage on the Azure traces; writes backtest.json."""
     params = load_params(params_file, "budget", BudgetParams)
     params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
     cfg = load_budgets(params.config)

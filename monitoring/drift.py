@@ -1,7 +1,7 @@
 """Stage `monitor`: has recent traffic drifted from the data the predictors were trained on?
 
 `drift_report(reference, recent, params)` is pure (two trace frames in, a `DriftReport` out); `main` is
-the I/O edge the Prefect `monitor` flow and `beast monitor` call. Params: `params.yaml -> monitor`.
+the I/O edge the Prefect `monitor` flow and `beast monitor drift` call. Params: `params.yaml -> monitor`.
 
 Which rows are compared (`main`): the stored dataset (`monitor.traces`) is the training data. Without an
 explicit file, "now" is the newest stored timestamp (not the wall clock, so a replayed or historic
@@ -51,7 +51,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from abtest import stats
-from core.config import load_params
+from core.config import AtLeastTwo, Count, Fraction, NonNegative, Positive, load_params
 from core.errors import BeastError
 from core.files import write_atomic
 from core.jsonable import plain
@@ -69,16 +69,16 @@ class MonitorParams:
     traces: Path = Path("data/traces")  # the dataset: reference (older rows) and, by default, recent rows
     prices: Path = Path("data/prices.yaml")  # to cost an explicit recent file
     out: Path = Path("data/monitor")  # drift.json, drift.md, psi.png
-    window_hours: float = 24.0  # recent = rows this close to the newest stored timestamp
-    psi_bins: int = 10
-    psi_epsilon: float = 1e-4
-    psi_threshold: float = 0.2
-    ks_alpha: float = 0.01  # family-wise, Holm across features
-    ks_min_stat: float = 0.05  # KS distance below this never counts as drift
-    alpha: float = 0.01  # family-wise, Holm across the error-rate and cost tests
-    error_rate_margin: float = 0.01  # absolute rise of the error rate
-    cost_ratio_threshold: float = 1.25  # mean cost per request recent / reference (or its inverse)
-    min_rows: int = 200  # per side, per check
+    window_hours: Positive = 24.0  # recent = rows this close to the newest stored timestamp
+    psi_bins: AtLeastTwo = 10
+    psi_epsilon: Positive = 1e-4
+    psi_threshold: Positive = 0.2
+    ks_alpha: Fraction = 0.01  # family-wise, Holm across features
+    ks_min_stat: NonNegative = 0.05  # KS distance below this never counts as drift
+    alpha: Fraction = 0.01  # family-wise, Holm across the error-rate and cost tests
+    error_rate_margin: NonNegative = 0.01  # absolute rise of the error rate
+    cost_ratio_threshold: Positive = 1.25  # mean cost per request recent / reference (or its inverse)
+    min_rows: Count = 200  # per side, per check
     features: tuple[str, ...] = (
         "input_tokens", "output_tokens", "latency_ms", "hour",
         "chars", "words", "lines", "code_ratio", "digit_ratio", "non_ascii_ratio", "question", "has_code",
@@ -427,7 +427,7 @@ def read_recent_file(path: Path, params: MonitorParams) -> pd.DataFrame:
 
 
 def main(recent: Path | None = None, params_file: Path | None = None) -> DriftReport:
-    """`beast monitor` / the `monitor` flow: read, compare, write drift.json / drift.md / psi.png, print a summary."""
+    """`beast monitor drift` / the `monitor` flow: read, compare, write drift.json / drift.md / psi.png, print a summary."""
     from traces.store import read_traces
 
     params = load_params(params_file, "monitor", MonitorParams)

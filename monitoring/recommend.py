@@ -1,5 +1,5 @@
 """What-if recommendations: which traffic could move to a cheaper model, how much that saves per day, and
-at what predicted quality change (`beast recommend`), ranked.
+at what predicted quality change (`beast monitor recommend`), ranked.
 
 The rules, exact:
 
@@ -48,6 +48,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from core.config import Count, NonNegative, NonNegativeInt
 from traces.contract import STATUS_ERROR
 
 GROUP_KEYS: tuple[str, ...] = ("tenant", "task", "size", "model")
@@ -76,15 +77,15 @@ class RecommendParams:
 
     size_cuts: tuple[int, ...] = (512, 4096)  # input_tokens cut points between size buckets
     size_names: tuple[str, ...] = ("short", "medium", "long")  # one more than size_cuts
-    max_quality_drop: float = 0.02  # keep moves whose predicted quality change >= -this
+    max_quality_drop: NonNegative = 0.02  # keep moves whose predicted quality change >= -this
     require_ci: bool = False  # True: the 95% CI's lower end, not the mean, must clear -max_quality_drop
-    min_usd_per_day: float = 0.1  # keep moves saving more than this
-    min_group_rows: int = 20  # rows a group needs (and gets in the sample) to be evaluated
+    min_usd_per_day: NonNegative = 0.1  # keep moves saving more than this
+    min_group_rows: Count = 20  # rows a group needs (and gets in the sample) to be evaluated
     targets: tuple[str, ...] = ()  # models B may be; empty = every bundle candidate
-    top: int = 10
-    max_rows: int = 20000  # rows predicted at most (seeded sample within each group above it)
-    seed: int = 0
-    min_span_hours: float = 1.0  # floor of the trace span used for per-day figures
+    top: Count = 10
+    max_rows: Count = 20000  # rows predicted at most (seeded sample within each group above it)
+    seed: NonNegativeInt = 0
+    min_span_hours: NonNegative = 1.0  # floor of the trace span used for per-day figures
     out: Path = Path("data/recommend")
 
     def __post_init__(self) -> None:
@@ -440,7 +441,7 @@ def recommend_for_frame(frame: pd.DataFrame, router: Predictor, params: Recommen
 
 
 def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params_file: Path | None = None, out: Path | None = None) -> RecommendReport:
-    """`beast recommend`: read the traces (default: the dataset, train.traces) and the champion bundle,
+    """`beast monitor recommend`: read the traces (default: the dataset, train.traces) and the champion bundle,
     write recommendations.json and recommendations.md to `out` (default recommend.out), print the top."""
     from core.config import load_params
     from core.errors import BeastError

@@ -1,4 +1,4 @@
-"""`beast report TRACES... --out DIR`: one self-contained `index.html` plus `report.json` with the same numbers.
+"""`beast monitor report TRACES... --out DIR`: one self-contained `index.html` plus `report.json` with the same numbers.
 
 Panels: overview, requests and failures over time (throughput), errors by model / type / tenant, latency
 percentiles by model, cost by model / tenant / day (unknown prices counted, never 0), cached-token savings,
@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.config import load_params
+from core.config import Count, NonNegativeInt, load_params
 from core.files import write_atomic
 from core.jsonable import plain
 from monitoring import html as h
@@ -41,9 +41,9 @@ class ReportParams:
     prices: Path = Path("data/prices.yaml")
     bundle: Path = Path("data/bundle")  # the champion predictors as routers load them
     budgets: Path = Path("data/budgets.yaml")
-    max_buckets: int = 200  # time buckets of the timeline
-    predict_rows: int = 5000  # seeded sample for predicted vs actual
-    seed: int = 0
+    max_buckets: Count = 200  # time buckets of the timeline
+    predict_rows: Count = 5000  # seeded sample for predicted vs actual
+    seed: NonNegativeInt = 0
     drift: bool = True
     recommend: bool = True
 
@@ -359,7 +359,7 @@ def _drift_html(drift: dict | None) -> str:
 
 
 def main(traces: Sequence[Path], params_file: Path | None = None, out: Path | None = None, bundle: Path | None = None) -> ReportResult:
-    """`beast report`: read, compute, plot, write index.html and report.json atomically, print where."""
+    """`beast monitor report`: read, compute, plot, write index.html and report.json atomically, print where."""
     started = time.perf_counter()
     params = load_params(params_file, "report", ReportParams)
     params = replace(params, **{k: v for k, v in {"out": out, "bundle": bundle}.items() if v is not None})

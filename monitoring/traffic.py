@@ -1,4 +1,4 @@
-"""Stage `report`: the monitoring numbers of a set of traces (`beast report`). Pure functions, one frame in.
+"""Stage `report`: the monitoring numbers of a set of traces (`beast monitor report`). Pure functions, one frame in.
 
 Every figure is computed from the trace rows alone, except two panels that need the champion predictors
 (the exported bundle, not MLflow): predicted vs actual cost and quality, and the recommendations.
@@ -106,7 +106,7 @@ class QualityStat:
 
 @dataclass(frozen=True)
 class MonitorNumbers:
-    """Everything `beast report` shows that comes from the traces alone."""
+    """Everything `beast monitor report` shows that comes from the traces alone."""
 
     overview: Overview
     timeline: Timeline

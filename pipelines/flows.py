@@ -29,7 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from core.cluster import ClusterParams
-from core.config import load_params
+from core.config import Count, NonNegative, NonNegativeInt, Positive, load_params
 from core.errors import BeastError
 from core.files import file_lock, write_atomic
 
@@ -44,15 +44,15 @@ class RetrainParams:
 
     traces: tuple[str, ...] = SAMPLES  # trace files ingested at the start of every retrain
     replay_traces: str = "data/sample/alpaca_eval.parquet"  # prompts answered by several models, with quality
-    evaluate: bool = True  # run the routing benchmark (`beast bench`) on the new predictors
+    evaluate: bool = True  # run the routing benchmark (`beast eval routing`) on the new predictors
     bundle: str = "data/bundle"  # the champion bundle routers load
     work: str = "data/prefect"  # run state, task results, candidate bundles, the replay experiment
-    retries: int = 2  # I/O tasks (ingest, export): attempts after the first, exponential backoff
-    retry_delay_s: float = 2.0
-    lock_timeout_s: float = 600.0  # a second retrain waits this long for the first
+    retries: NonNegativeInt = 2  # I/O tasks (ingest, export): attempts after the first, exponential backoff
+    retry_delay_s: NonNegative = 2.0
+    lock_timeout_s: Positive = 600.0  # a second retrain waits this long for the first
     task_runner: str = "sequential"  # or dask: the three trainings and the benchmark run at once on Dask workers
     cron: str = "0 3 * * *"  # `beast deploy`: nightly retrain
-    monitor_interval_s: int = 3600  # `beast deploy`: hourly drift check
+    monitor_interval_s: Count = 3600  # `beast deploy`: hourly drift check
 
 
 # ----------------------------------------------------------------------------------------------- run keys

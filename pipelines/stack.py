@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from core.config import Port, Positive
 from core.errors import BeastError
 
 TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -52,12 +53,12 @@ class StackParams:
 
     state: Path = Path(".stack")
     host: str = "127.0.0.1"
-    postgres_port: int = 5433
-    mlflow_port: int = 5000
-    prefect_port: int = 4200
+    postgres_port: Port = 5433
+    mlflow_port: Port = 5000
+    prefect_port: Port = 4200
     user: str = "beast"
     databases: StackDatabases = field(default_factory=StackDatabases)
-    start_timeout_s: float = 120.0
+    start_timeout_s: Positive = 120.0
 
 
 @dataclass(frozen=True)

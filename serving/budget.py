@@ -1,6 +1,6 @@
 """The remaining-budget file: how a router learns how much it may still spend (format `beast.budget-state` v1).
 
-Whoever knows the spend (the ledger of `beast budget`, a billing export, an operator) writes one small JSON
+Whoever knows the spend (the ledger of `beast monitor budget`, a billing export, an operator) writes one small JSON
 object; every router that routes with the `budget` policy reads it and paces its spend so that the
 remaining money lasts until the period ends::
 

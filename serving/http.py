@@ -1,4 +1,4 @@
-"""`beast serve-router`: POST /route on localhost for routers written in other languages.
+"""`beast serve`: POST /route on localhost for routers written in other languages.
 
 Standard library HTTP server (threads, HTTP/1.1 keep-alive), one shared Router. A request body is one JSON
 object (same fields as `beast route`) and the answer is the decision as JSON; or a JSON array of up to

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import lightgbm as lgb
@@ -14,6 +15,8 @@ from traces.ingest import IngestParams
 from traces.prices import PriceTable, load_prices
 
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGES = tuple(PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])  # every package of ours
 
 
 @pytest.fixture(scope="session")

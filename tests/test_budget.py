@@ -131,7 +131,7 @@ def test_budget_status_known_answers() -> None:
 def test_status_command_writes_files_the_router_reads(tmp_path: Path) -> None:
     at = "2023-11-16T18:45:00Z"
     out = subprocess.run(
-        [sys.executable, "-m", "beast.cli", "budget", "status", "--at", at, "--traces", *map(str, AZURE), "--out", str(tmp_path),
+        [sys.executable, "-m", "beast.cli", "monitor", "budget", "status", "--at", at, "--traces", *map(str, AZURE), "--out", str(tmp_path),
          "--config", str(ROOT / "data/budgets.yaml"), "--params", str(ROOT / "params.yaml")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )

@@ -275,7 +275,7 @@ def test_learned_beats_lru_on_a_seeded_synthetic_trace() -> None:
 
 def test_cli_smoke_on_a_mooncake_slice(tmp_path: Path) -> None:
     out = tmp_path / "sim"
-    code = beast_main(["cache-sim", str(MOONCAKE), "--limit-rows", "1200", "--capacity", "50", "400", "--eval-from", "0.5", "--out", str(out), "--params", str(ROOT / "params.yaml")])
+    code = beast_main(["cache", "sim", str(MOONCAKE), "--limit-rows", "1200", "--capacity", "50", "400", "--eval-from", "0.5", "--out", str(out), "--params", str(ROOT / "params.yaml")])
     assert code == 0
     report = json.loads((out / "cache_report.json").read_text())
     assert report["capacities"] == [50, 400] and report["requests"] == 1200 and report["block_tokens"] == 512

@@ -137,9 +137,3 @@ def test_main_names_a_trace_without_prefix_blocks(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(good_row(i)) + "\n" for i in range(3)))
     with pytest.raises(BeastError, match="no rows with prefix_blocks"):
         main([path], out=tmp_path / "out")
-
-
-def test_params_yaml_section_equals_the_defaults() -> None:
-    from core.config import load_params
-
-    assert load_params(ROOT / "params.yaml", "cache_tiers", TiersParams) == TiersParams()

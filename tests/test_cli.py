@@ -3,44 +3,205 @@
 from __future__ import annotations
 
 import argparse
-
 import json
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import beast.cli as cli
 from beast.cli import main
+from core.errors import BeastError
 from traces.contract import render_markdown
 
 from conftest import ROOT, good_row, write_jsonl
 
-COMMANDS = ["ingest", "import", "synth", "contract", "train", "metrics", "export", "route", "serve-router", "tune", "bench-ingest", "bench-route", "bench-serve", "bench-train", "bench-scale", "bench", "gate", "replay", "rollback", "feedback", "monitor", "retrain", "deploy", "budget", "report", "recommend", "cache-sim", "cache-tiers", "semantic-cache", "stack"]
+STAGES = ["ingest", "train", "tune", "metrics", "export", "route", "serve", "gate", "rollback", "retrain", "deploy", "stack"]
+GROUPS = {
+    "traces": ["import", "synth", "contract", "feedback"],
+    "eval": ["routing", "replay"],
+    "monitor": ["drift", "report", "budget", "recommend"],
+    "cache": ["sim", "tiers", "semantic"],
+    "bench": ["ingest", "train", "route", "serve", "scale"],
+}
+LEAVES = [(name,) for name in STAGES] + [(group, name) for group, names in GROUPS.items() for name in names]
+NO_PARAMS = {("export",), ("route",), ("serve",), ("rollback",), ("traces", "import"), ("traces", "contract"), ("bench", "ingest"), ("bench", "route"), ("bench", "serve")}
+
+# The flat names of 0.1, kept as hidden aliases until 0.2: old name -> new command path (written out here, not
+# imported, so a change to the table in beast/cli.py has to be made on purpose).
+OLD_NAMES = {
+    "serve-router": ("serve",),
+    "import": ("traces", "import"),
+    "synth": ("traces", "synth"),
+    "contract": ("traces", "contract"),
+    "feedback": ("traces", "feedback"),
+    "bench": ("eval", "routing"),
+    "replay": ("eval", "replay"),
+    "monitor": ("monitor", "drift"),
+    "report": ("monitor", "report"),
+    "budget": ("monitor", "budget"),
+    "recommend": ("monitor", "recommend"),
+    "cache-sim": ("cache", "sim"),
+    "cache-tiers": ("cache", "tiers"),
+    "semantic-cache": ("cache", "semantic"),
+    "bench-ingest": ("bench", "ingest"),
+    "bench-train": ("bench", "train"),
+    "bench-route": ("bench", "route"),
+    "bench-serve": ("bench", "serve"),
+    "bench-scale": ("bench", "scale"),
+}
+# The least each command needs to parse (its required arguments), so one argv can be parsed under both names.
+REQUIRED = {
+    ("serve",): ["--bundle", "b"],
+    ("traces", "import"): ["azure"],
+    ("traces", "synth"): ["--out", "t.jsonl"],
+    ("traces", "feedback"): ["ratings.jsonl"],
+    ("eval", "routing"): ["--traces", "t.parquet", "--out", "o"],
+    ("eval", "replay"): ["--champion", "a", "--challenger", "b", "--traces", "t.parquet", "--out", "e.jsonl"],
+    ("monitor", "report"): ["data/traces"],
+    ("cache", "sim"): ["t.jsonl.gz"],
+    ("cache", "tiers"): ["t.jsonl.gz"],
+    ("bench", "route"): ["--bundle", "b"],
+    ("bench", "serve"): ["--bundle", "b"],
+}
 
 
 def beast(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "beast.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_help_lists_every_subcommand() -> None:
-    from beast.cli import _parser
-
-    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(subparsers.choices) == sorted(COMMANDS)  # a new command must be listed here (and get an example)
-    out = beast("--help")
-    assert out.returncode == 0
-    for name in COMMANDS:
-        assert name in out.stdout
+def parse(argv: list[str]) -> argparse.Namespace:
+    """argv as `main` parses it: old names rewritten first."""
+    parser = cli._parser()
+    return parser.parse_args(cli._resolve_alias(argv, cli._commands(parser)))
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_each_subcommand_has_help_with_an_example(name: str, capsys) -> None:
+def note(old: str, new: tuple[str, ...]) -> str:
+    return f"beast: `{old}` is now `beast {' '.join(new)}` (the old name goes in 0.2)\n"
+
+
+def test_command_tree_is_the_stage_verbs_and_the_groups() -> None:
+    commands = cli._commands(cli._parser())
+    assert list(commands) == STAGES + list(GROUPS)  # a new command must be listed here (and get an example)
+    assert {group: list(cli._commands(commands[group])) for group in GROUPS} == GROUPS
+    assert cli.ALIASES == OLD_NAMES
+    assert not set(OLD_NAMES) & set(STAGES)
+
+
+def test_top_help_lists_stages_and_groups_and_no_old_name() -> None:
+    out = subprocess.run([sys.executable, "-m", "beast.cli", "--help"], cwd=ROOT, env=os.environ | {"COLUMNS": "120"}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == ""
+    assert "commands:" in out.stdout and "command groups" in out.stdout
+    listed = re.findall(r"^  ([a-z-]+)  ", out.stdout, re.M)  # the first word of each listing line
+    assert listed == STAGES + list(GROUPS)
+    for group, names in GROUPS.items():
+        assert re.search(rf"^  {group} +\S.*: {' [|] '.join(names)}$", out.stdout, re.M), group
+    for old in set(OLD_NAMES) - set(GROUPS):  # `bench` and `monitor` are group names now
+        assert old not in listed
+        if "-" in old:
+            assert old not in out.stdout
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_group_help_lists_its_commands_with_a_summary(group: str, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        main([name, "--help"])
+        main([group, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith(f"usage: beast {group} ")
+    listed = re.findall(r"^  ([a-z]+) +(\S.*)$", out, re.M)  # name and (the first line of) its summary
+    assert [name for name, _ in listed] == GROUPS[group]
+    assert all(len(summary) > 20 for _, summary in listed)
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=" ".join)
+def test_each_command_has_help_with_an_example(path: tuple[str, ...], capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*path, "--help"])
+    out = capsys.readouterr().out
     assert info.value.code == 0
-    assert f"example:\n  beast {name}" in capsys.readouterr().out
+    assert out.startswith(f"usage: beast {' '.join(path)} ")
+    assert f"example:\n  beast {' '.join(path)}" in out
+    assert ("--params PARAMS" in out) == (path not in NO_PARAMS)
+
+
+@pytest.mark.parametrize(("old", "new"), OLD_NAMES.items())
+def test_old_name_runs_the_new_command_with_a_note(old: str, new: tuple[str, ...], capsys) -> None:
+    args = REQUIRED.get(new, [])
+    via_new = parse([*new, *args])
+    assert capsys.readouterr().err == ""
+    via_old = parse([old, *args])
+    assert capsys.readouterr().err == note(old, new)
+    assert via_old.command_path == via_new.command_path == " ".join(new)
+    assert via_old.handler is via_new.handler and vars(via_old) == vars(via_new)
+
+
+def test_old_bench_is_the_routing_benchmark_unless_a_bench_command_follows(capsys) -> None:
+    routing = parse(["bench", "--traces", "x.parquet", "--out", "o", "--folds", "3"])
+    assert (routing.command_path, routing.handler, routing.traces, routing.folds) == ("eval routing", cli._eval_routing, Path("x.parquet"), 3)
+    assert capsys.readouterr().err == note("bench", ("eval", "routing"))
+    speed = parse(["bench", "ingest", "--rows", "10"])
+    assert (speed.command_path, speed.handler, speed.rows) == ("bench ingest", cli._bench_ingest, 10)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    captured = capsys.readouterr()
+    assert info.value.code == 0 and captured.out.startswith("usage: beast bench ") and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "recent", "params"),
+    [(["monitor"], None, None), (["monitor", "recent.jsonl.gz"], Path("recent.jsonl.gz"), None), (["monitor", "--params", "p.yaml"], None, Path("p.yaml"))],
+)
+def test_old_monitor_is_drift(argv: list[str], recent: Path | None, params: Path | None, capsys) -> None:
+    args = parse(argv)
+    assert (args.command_path, args.handler, args.recent, args.params) == ("monitor drift", cli._monitor_drift, recent, params)
+    assert capsys.readouterr().err == note("monitor", ("monitor", "drift"))
+
+
+def test_monitor_followed_by_a_command_is_the_group(capsys) -> None:
+    args = parse(["monitor", "budget", "backtest"])
+    assert (args.command_path, args.handler, args.action) == ("monitor budget", cli._budget, "backtest")
+    args = parse(["monitor", "drift", "recent.jsonl.gz"])
+    assert (args.command_path, args.recent) == ("monitor drift", Path("recent.jsonl.gz"))
+    assert capsys.readouterr().err == ""
+
+
+def test_old_name_through_the_entry_point() -> None:
+    old, new = beast("contract"), beast("traces", "contract")
+    assert old.returncode == new.returncode == 0
+    assert old.stdout == new.stdout == render_markdown()
+    assert old.stderr == note("contract", ("traces", "contract")) and new.stderr == ""
+
+
+def raises(exc: BaseException) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("argv", "handler", "path"),
+    [(["traces", "contract"], "_contract", "traces contract"), (["contract"], "_contract", "traces contract"), (["cache", "sim", "t"], "_cache_sim", "cache sim"), (["metrics"], "_metrics", "metrics")],
+)
+def test_errors_and_interrupts_name_the_full_command_path(argv: list[str], handler: str, path: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(cli, handler, raises(BeastError("no such thing")))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"beast {path}: error: no such thing"
+    monkeypatch.setattr(cli, handler, raises(KeyboardInterrupt()))
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == f"beast {path}: interrupted"
+
+
+def test_old_name_error_is_the_note_then_the_new_path(tmp_path: Path) -> None:
+    out = beast("import", "azure", "no/such/dir", "--out", "x", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    first, second = out.stderr.splitlines()
+    assert first + "\n" == note("import", ("traces", "import")) and second.startswith("beast traces import: error: ") and "no/such/dir" in second
 
 
 def test_ingest_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
@@ -60,7 +221,7 @@ def test_ingest_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     [
         (["ingest", "nope.jsonl"], "nope.jsonl: file not found"),
         (["ingest", "t.jsonl", "--prices", "missing.yaml"], "missing.yaml: file not found"),
-        (["import", "azure", "no/such/dir", "--out", "x"], "no/such/dir"),
+        (["traces", "import", "azure", "no/such/dir", "--out", "x"], "beast traces import: error: no/such/dir"),
         (["ingest", "t.jsonl", "--params", "none.yaml"], "none.yaml: file not found"),
     ],
 )
@@ -79,7 +240,7 @@ def test_bad_params_section_names_the_key(tmp_path: Path) -> None:
 
 
 # An ad-hoc run from a checkout: ./params.yaml is the repository's and data/ holds the committed files that stages
-# read (prices, model cards) and that DVC stages own (metrics, bench plot data). `beast ingest` / `beast bench`
+# read (prices, model cards) and that DVC stages own (metrics, bench plot data). `beast ingest` / `beast eval routing`
 # with --out elsewhere must leave data/ byte-identical with nothing new; only --metrics / --plots write those.
 COMMITTED_DATA = ["data/prices.yaml", "data/models.yaml", "data/metrics/*.json", "data/plots/bench/*.csv"]
 
@@ -137,11 +298,11 @@ def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpa
     work, out = checkout(tmp_path), tmp_path / "out"
     before = tree(work / "data")
     monkeypatch.chdir(work)  # in-process (~5 s a run on 2 cores): ./params.yaml and data/ are the checkout's
-    assert main(["bench", "--traces", str(src), "--out", str(out / "plain"), "--folds", "2"]) == 0
+    assert main(["eval", "routing", "--traces", str(src), "--out", str(out / "plain"), "--folds", "2"]) == 0
     assert changed(before, tree(work / "data")) == []
     assert sorted(p.name for p in (out / "plain").iterdir()) == sorted(OUTPUTS)
     flags = ["--metrics", str(out / "bench.json"), "--plots", str(out / "plots")]
-    assert main(["bench", "--traces", str(src), "--out", str(out / "asked"), "--folds", "2", *flags]) == 0
+    assert main(["eval", "routing", "--traces", str(src), "--out", str(out / "asked"), "--folds", "2", *flags]) == 0
     assert changed(before, tree(work / "data")) == []
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["aiq.csv", "cost_quality.csv", "pgr.csv"]
     summary, report = json.loads((out / "bench.json").read_text()), json.loads((out / "asked/report.json").read_text())

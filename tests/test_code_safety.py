@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import ast
 
-from conftest import ROOT
+from conftest import PACKAGES, ROOT
 
-PACKAGES = ("beast", "core", "traces", "features", "models", "serving", "abtest", "evaluation", "caching", "monitoring", "benchmarks", "pipelines")
 BANNED_MODULES = {"pickle", "cPickle", "_pickle", "joblib", "dill", "cloudpickle", "shelve", "marshal", "torch"}
 BANNED_CALLS = {"read_pickle", "load_model", "load_pyfunc", "loads_pickle", "pickle_load"}
 

@@ -174,9 +174,3 @@ def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
     explicit = main(recent, other)
     assert (explicit.recent_rows, explicit.reference_rows) == (1500, len(traces) - 1500)
     assert explicit.retrain and explicit.features[0].code is CheckCode.DRIFT
-
-
-def test_params_section_matches_the_dataclass() -> None:
-    from core.config import load_section
-
-    assert load_section(ROOT / "params.yaml", "monitor", MonitorParams) == replace(MonitorParams(), traces=Path("data/traces"))

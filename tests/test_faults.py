@@ -359,6 +359,6 @@ def test_report_into_read_only_folder(work: Path, tmp_path: Path) -> None:
             (root / "report" / name).write_bytes(data)
         make_ro()
         before = snapshot(root)
-        out = beast("report", tmp_path / "data" / "traces", "--out", root / "report", "--params", ROOT / "params.yaml", cwd=work)
-        assert_clean_failure(out, "report", str(root / "report"), "Read-only file system")
+        out = beast("monitor", "report", tmp_path / "data" / "traces", "--out", root / "report", "--params", ROOT / "params.yaml", cwd=work)
+        assert_clean_failure(out, "monitor report", str(root / "report"), "Read-only file system")
         assert snapshot(root) == before

@@ -268,12 +268,6 @@ def test_report_handles_a_blocked_empty_experiment(tmp_path: Path) -> None:
     assert dataclasses.is_dataclass(d)
 
 
-def test_params_yaml_gate_section_is_the_defaults() -> None:
-    from core.config import load_section
-
-    assert load_section(ROOT / "params.yaml", "gate", GateParams) == GateParams()
-
-
 def test_sequential_quality_uses_msprt() -> None:
     good = decide(experiment(), GateParams(sequential=True))
     assert good.reasons == (GateCode.PROMOTE,) and good.stats["quality"]["name"] == "msprt_non_inferiority"

@@ -1,4 +1,4 @@
-"""`beast bench` smoke run on a small synthetic contract-v1 file where routing visibly pays: a cheap model is
+"""`beast eval routing` smoke run on a small synthetic contract-v1 file where routing visibly pays: a cheap model is
 the best on one kind of prompt (poems) and useless on the other (arithmetic), which the prompt text shows."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     params = tmp / "params.yaml"
     params.write_text(yaml.safe_dump(PARAMS))
     out = tmp / "out"
-    assert main(["bench", "--traces", str(traces), "--out", str(out), "--params", str(params)]) == 0
+    assert main(["eval", "routing", "--traces", str(traces), "--out", str(out), "--params", str(params)]) == 0
     return traces, out, json.loads((out / "report.json").read_text())
 
 
@@ -130,8 +130,8 @@ def test_pair_defaults_and_a_named_model_that_is_absent() -> None:
 
 def test_bench_help_has_an_example(capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["bench", "--help"])
-    assert "example:\n  beast bench --traces" in capsys.readouterr().out
+        main(["eval", "routing", "--help"])
+    assert "example:\n  beast eval routing --traces" in capsys.readouterr().out
 
 
 def test_calibrated_sweeps_run_from_the_cheapest_model_to_the_best_predicted(bench_run) -> None:
@@ -163,10 +163,10 @@ def test_transfer_trains_on_one_file_and_tests_on_every_prompt_of_another(tmp_pa
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(PARAMS))
     out = tmp_path / "out"
-    assert main(["bench", "--traces", str(test), "--train-traces", str(train), "--out", str(out), "--params", str(params)]) == 0
+    assert main(["eval", "routing", "--traces", str(test), "--train-traces", str(train), "--out", str(out), "--params", str(params)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["folds"] == 0 and report["train_traces"] == str(train) and report["prompts"] == 40
     assert {json.loads(line)["fold"] for line in (out / "decisions.jsonl").read_text().splitlines()} == {0}
     assert report["pair"]["apgr"] > 0.7  # the poem / sum split transfers to new prompts of the same kinds
     # the same prompts on both sides is not a transfer test
-    assert main(["bench", "--traces", str(train), "--train-traces", str(train), "--out", str(tmp_path / "o2"), "--params", str(params)]) == 2
+    assert main(["eval", "routing", "--traces", str(train), "--train-traces", str(train), "--out", str(tmp_path / "o2"), "--params", str(params)]) == 2

@@ -183,12 +183,6 @@ def test_main_user_errors(tmp_path) -> None:
         main(traces=[tmp_path / "x.parquet"], out=tmp_path / "out")
 
 
-def test_params_yaml_section_equals_the_defaults() -> None:
-    from core.config import load_params
-
-    assert load_params(ROOT / "params.yaml", "semantic_cache", SemanticParams) == SemanticParams()
-
-
 def test_per_request_lookup_equals_the_batch_path() -> None:
     prompts = pd.read_parquet(ALPACA, columns=["prompt"])["prompt"].tolist()
     cached, held = split_prompts(prompts, 0.5, seed=0)

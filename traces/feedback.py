@@ -1,4 +1,4 @@
-"""`beast feedback FILE`: join user ratings or judge scores to the stored traces as `quality` labels.
+"""`beast traces feedback FILE`: join user ratings or judge scores to the stored traces as `quality` labels.
 
 Input: a JSONL / CSV / Parquet file (`.gz` on the text formats) with columns `request_id`, `score` (in
 [0, 1]), `source` (who labelled: `user`, `judge:gpt-4`, ...) and optionally `timestamp` (when it was

@@ -4,7 +4,7 @@ contract-v1 trace files.
 The frame functions are pure (raw records in, contract-v1 DataFrame out, columns in contract order, only
 the fields the source has); the `import_*` functions do the I/O. Output files are deterministic: the same
 input gives byte-identical files (fixed compression, gzip mtime 0, no wall-clock times), so a re-run of
-`beast import` over unchanged data changes nothing in git. Conversion rules are documented in data/README.md.
+`beast traces import` over unchanged data changes nothing in git. Conversion rules are documented in data/README.md.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ _MTB_CONV_END = "\n\n<|The End of Assistant A's Conversation with User|>"
 _MTB_USER, _MTB_ASSISTANT = "### User:\n", "### Assistant A:\n"
 MT_BENCH_TURN_SEPARATOR = "\n\n"  # a turn-2 prompt is question 1 + this + question 2
 
-# `beast import prices` adds these documented aliases (alias -> model whose price it copies) when the shared
+# `beast traces import prices` adds these documented aliases (alias -> model whose price it copies) when the shared
 # table lacks them: RouteLLM's full-length Mixtral costs what AlpacaEval's `_concise` run of the same model does.
 PRICE_ALIASES: dict[str, str] = {"Mixtral-8x7B-Instruct-v0.1": "Mixtral-8x7B-Instruct-v0.1_concise"}
 
@@ -318,7 +318,7 @@ def _routellm_model(name: str, where: str, known_models: Collection[str] | None)
         raise BeastError(f"{where}: unknown model {name!r}; known: {', '.join(ROUTELLM_MODELS)}")
     model = ROUTELLM_MODELS[name]
     if known_models is not None and model not in known_models:
-        raise BeastError(f"{where}: model {model} (RouteLLM's {name}) is not in the price table; run `beast import prices` first")
+        raise BeastError(f"{where}: model {model} (RouteLLM's {name}) is not in the price table; run `beast traces import prices` first")
     return model
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.config import load_params
+from core.config import Count, load_params
 from core.errors import BeastError
 from core.files import atomic_path, os_reason, write_atomic
 from traces import store
@@ -41,7 +41,7 @@ class IngestParams:
     prices: Path = Path("data/prices.yaml")
     metrics: Path | None = None  # DVC metrics JSON (`IngestReport.metrics()`); set only by `beast ingest --metrics FILE` (dvc.yaml)
     strict: bool = False
-    block_rows: int = 200_000
+    block_rows: Count = 200_000
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from core.config import load_params
+from core.config import Count, NonNegativeInt, Positive, Share, load_params
 from core.errors import BeastError
 from core.files import atomic_path, gzip_writer
 from traces.contract import FIELD_BY_NAME, FIELDS, STATUS_ERROR, STATUS_OK, Kind, Reason
@@ -84,14 +84,14 @@ PARQUET_SUFFIXES = (".parquet",)
 class SynthParams:
     """Mirrors params.yaml -> synth."""
 
-    rows: int = 10_000
-    seed: int = 0
+    rows: Count = 10_000
+    seed: NonNegativeInt = 0
     start: str = "2025-01-01T00:00:00Z"
-    tenants: int = 8
-    mean_rps: float = 20.0  # average arrivals per second (exact: the trace spans rows / mean_rps seconds)
-    burstiness: float = 0.5  # 0 = Poisson; sd of the log arrival rate is 1.5 x burstiness
-    error_rate: float = 0.03  # overall failure probability; rises inside bursts and for slow models
-    malformed: float = 0.0  # fraction of rows to corrupt when written (for ingest tests)
+    tenants: Count = 8
+    mean_rps: Positive = 20.0  # average arrivals per second (exact: the trace spans rows / mean_rps seconds)
+    burstiness: Share = 0.5  # 0 = Poisson; sd of the log arrival rate is 1.5 x burstiness
+    error_rate: Share = 0.03  # overall failure probability; rises inside bursts and for slow models
+    malformed: Share = 0.0  # fraction of rows to corrupt when written (for ingest tests)
 
 
 @dataclass(frozen=True)
@@ -800,7 +800,7 @@ def main(
     overrides: Mapping[str, Any] | None = None,
     prices_file: Path = Path("data/prices.yaml"),
 ) -> SynthResult:
-    """Stage entry (`beast synth`): params.yaml -> synth (None overrides are ignored), models from the price
+    """Stage entry (`beast traces synth`): params.yaml -> synth (None overrides are ignored), models from the price
     table, then write `out` with params.malformed corrupted rows (seeded by params.seed)."""
     params = load_params(params_file, "synth", SynthParams)
     if overrides:
