@@ -499,7 +499,7 @@ def _parser() -> argparse.ArgumentParser:
         "Prefect flow: ingest -> train quality/cost/cache (challengers) -> routing benchmark -> export -> replay vs champion -> gate; resumes an unfinished run.",
         "beast retrain",
         _retrain,
-        "`retrain`, `ingest`, `train`, `features`, `bench`, `gate`",
+        "`retrain`, `ingest`, `train`, `features`, `evaluate`, `gate`",
     )
     command(
         top,
@@ -598,13 +598,13 @@ def _parser() -> argparse.ArgumentParser:
         "beast eval routing --traces data/sample/alpaca_eval.parquet --out data/bench\n"
         "  beast eval routing --traces data/sample/routellm_mt_bench.parquet --train-traces data/sample/routellm_mmlu.parquet --out /tmp/transfer",
         _eval_routing,
-        "`bench`, `features`, `train.quality`, `train.cost`",
+        "`evaluate`, `features`, `train.quality`, `train.cost`",
     )
     p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (.parquet/.jsonl/.csv, .gz) or dataset folder with quality labels and prompt_ids")
     p.add_argument("--out", type=Path, required=True, help="output folder: report.json, decisions.jsonl, report.md, cost_quality.png, pgr.png")
     p.add_argument("--train-traces", type=Path, nargs="+", metavar="FILE", help="cross-dataset transfer: fit on these files (or dataset folders) and test on every prompt of --traces (prompt_ids must be disjoint); default: k-fold on --traces")
-    p.add_argument("--folds", type=int, help="group k-fold by prompt_id (default: params.yaml bench.folds)")
-    p.add_argument("--seed", type=int, help="seed of the folds, the random router and the bootstrap (default: params.yaml bench.seed)")
+    p.add_argument("--folds", type=int, help="group k-fold by prompt_id (default: params.yaml evaluate.folds)")
+    p.add_argument("--seed", type=int, help="seed of the folds, the random router and the bootstrap (default: params.yaml evaluate.seed)")
     p.add_argument("--strong", help="strong model of the pair (default: highest mean logged quality)")
     p.add_argument("--weak", help="weak model of the pair (default: lowest mean cost)")
     p.add_argument("--metrics", type=Path, metavar="FILE", help="also write the DVC metrics JSON (AIQ per router, APGR / CPT, savings; no timings) to FILE (default: not written; dvc.yaml passes data/metrics/bench.json)")

@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 # Every top-level section a params file may hold (one per stage; the owning dataclasses: tests/test_params.py).
 SECTIONS = (
-    "ingest", "synth", "features", "train", "dask", "tune", "gate", "bench", "monitor", "retrain",
+    "ingest", "synth", "features", "train", "dask", "tune", "gate", "evaluate", "monitor", "retrain",
     "report", "recommend", "budget", "cache_sim", "cache_tiers", "semantic_cache", "stack",
 )  # fmt: skip
 

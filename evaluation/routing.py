@@ -1,4 +1,4 @@
-"""Stage `bench`: how good is routing, measured on logged quality and cost with prompts the router never saw.
+"""Stage `evaluate` (`beast eval routing`): how good is routing, measured on logged quality and cost with prompts the router never saw.
 
 Input: any contract-v1 trace file (or dataset folder) with `quality` labels where a `prompt_id` was
 answered by two or more models. Group k-fold by prompt_id (seeded): per fold the quality predictor
@@ -72,7 +72,7 @@ class Grid:
 
 
 @dataclass(frozen=True)
-class BenchParams:
+class EvalParams:
     """Mirrors params.yaml -> bench."""
 
     folds: AtLeastTwo = 5
@@ -386,7 +386,7 @@ def _matrices(cand: pd.DataFrame, starts: np.ndarray, models: Sequence[str]) -> 
 
 
 def score_routers(
-    cand: pd.DataFrame, starts: np.ndarray, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]], models: Sequence[str], strong: str, params: BenchParams
+    cand: pd.DataFrame, starts: np.ndarray, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]], models: Sequence[str], strong: str, params: EvalParams
 ) -> tuple[dict[str, RouterScore], str, tuple[float, float]]:
     """Every router's points, AIQ (common range and anchor), savings vs always-strong with CI, regret."""
     q, c = cand["quality"].to_numpy(dtype=float), cand["cost_usd"].to_numpy(dtype=float)
@@ -447,7 +447,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 or not math.isfinite(a) else float(a / b)
 
 
-def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_strong: np.ndarray, rows_weak: np.ndarray, params: BenchParams | None = None) -> PairCurve:
+def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_strong: np.ndarray, rows_weak: np.ndarray, params: EvalParams | None = None) -> PairCurve:
     """PGR of each run (by realised share of strong calls), its APGR, CPT(50%), CPT(80%), and (with `params`)
     their bootstrap CIs over the pair prompts."""
     q_strong, q_weak = float(q[rows_strong].mean()), float(q[rows_weak].mean())
@@ -465,7 +465,7 @@ def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_
 
 def run_bench(
     traces: pd.DataFrame,
-    params: BenchParams,
+    params: EvalParams,
     qp: quality.QualityParams,
     cp: cost.CostParams,
     features: FeatureParams,
@@ -805,7 +805,7 @@ def main(
     train_traces: Sequence[Path] | None = None,
 ) -> BenchReport:
     """`beast eval routing`: read params (bench, features, train.quality, train.cost) once, run, write, print the table."""
-    params = load_params(params_file, "bench", BenchParams)
+    params = load_params(params_file, "evaluate", EvalParams)
     overrides = {k: v for k, v in {"folds": folds, "seed": seed}.items() if v is not None}
     params = replace(params, **overrides)
     qp = load_params(params_file, "train.quality", quality.QualityParams)

@@ -7,7 +7,7 @@ What differs, and why it stays close:
   `cost.calibration_mask`), so partitions are split where they lie, with the single-process answer;
 - LightGBM trains data-parallel (`tree_learner=data`): each worker builds histograms on its rows and they are
   summed, but feature bins come from each worker's sample, so trees (and metrics) differ slightly from a
-  single-process fit on the same rows (tests/test_scale.py states the tolerance);
+  single-process fit on the same rows (tests/models/test_scale.py states the tolerance);
 - evaluation collects only what the metric needs: the test rows' predictions and a few columns, and the train
   side's (model, output tokens) for the per-model baseline; never the feature matrix.
 """

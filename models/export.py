@@ -30,7 +30,19 @@ import lightgbm as lgb
 
 from core.errors import BeastError
 from core.files import WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
-from serving.bundle import KIND, MANIFEST, PREDICTORS, SCHEMA_VERSION, SIGNATURE, BundleError, bundle_key, safe_relpath, sign, verify
+from serving.bundle import (
+    KIND,
+    MANIFEST,
+    PREDICTORS,
+    SCHEMA_VERSION,
+    SIGNATURE,
+    BundleError,
+    bundle_key,
+    safe_relpath,
+    sign,
+    verify,
+)
+from serving.trees import dump_disagreement
 from traces.prices import PriceTable, load_prices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +179,8 @@ def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: Price
             text, dump = booster.model_to_string(), booster.dump_model()
             if len(dump["tree_info"]) != booster.num_trees():
                 raise BeastError(f"export: {p} booster {key!r}: JSON dump has {len(dump['tree_info'])} trees, the model {booster.num_trees()}")
+            if (problem := dump_disagreement(dump, booster.predict)) is not None:
+                raise BeastError(f"export: {p} booster {key!r}: its JSON dump (what routers in other languages read) does not predict what the model does: {problem}")
             models[key] = {"text": f"models/{p}/{key}.txt", "json": f"models/{p}/{key}.json"}
             trees[key] = booster.num_trees()
             _stage(tmp, models[key]["text"], text.encode(), files)

@@ -1,7 +1,10 @@
 """Pure-numpy evaluator of a LightGBM model from its JSON dump (`Booster.dump_model()`).
 
-The bundle ships every booster as LightGBM JSON, the language-neutral form; this module evaluates it
-without LightGBM (numpy + stdlib only), exactly as LightGBM's `Tree::GetLeaf` / `GBDT::PredictRaw` do:
+The bundle ships every booster as LightGBM JSON, the language-neutral form that routers in other languages
+read (`serving/js/trees.mjs` mirrors this module). This is its executable reference: the export refuses a
+bundle whose JSON does not predict what the text model predicts on :func:`probe_rows` (`models/export.py`).
+It evaluates the dump without LightGBM (numpy + stdlib only), exactly as `Tree::GetLeaf` /
+`GBDT::PredictRaw` do:
 
 - numerical split: ``x <= threshold`` goes left. Missing values per node (LightGBM `tree.h`,
   `NumericalDecision`): NaN becomes 0.0 unless the node's missing_type is "NaN"; then, if missing_type
@@ -277,3 +280,56 @@ def _numerical_block(spec: Mapping[str, Any], tree: int) -> int:
     if missing == "NaN":
         return _NAN_LEFT if left else _NAN_RIGHT
     raise TreeModelError(f"tree {tree}: missing_type {missing!r}: not 'None', 'Zero' or 'NaN'")
+
+
+PROBE_SPECIALS = (math.nan, 0.0, -0.0, K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD, 1e-36, 1e300, -1e300, math.inf, -math.inf, -1.0, -0.5, 0.5, 2.7, 7.0, 64.0, 3e9)
+
+
+def _leaf_rows(dump: Mapping[str, Any], n_features: int) -> list[np.ndarray]:
+    """One row per reachable leaf of every tree: the numerical splits on its path, each column set to the
+    top of its interval (x <= threshold on the left, just above it on the right); other columns 0."""
+    rows = []
+    for info in dump["tree_info"]:
+        stack: list[tuple[Mapping[str, Any], dict[int, tuple[float, float]]]] = [(info["tree_structure"], {})]
+        while stack:
+            node, bounds = stack.pop()
+            if "split_feature" not in node:
+                row = np.zeros(n_features)
+                for f, (lo, hi) in bounds.items():
+                    row[f] = hi if math.isfinite(hi) else np.nextafter(lo, np.inf)
+                rows.append(row)
+                continue
+            if node["decision_type"] != "<=":  # categorical: both sides, no numeric bound
+                stack += [(node["left_child"], bounds), (node["right_child"], bounds)]
+                continue
+            f, th = int(node["split_feature"]), _threshold(node["threshold"])
+            lo, hi = bounds.get(f, (-math.inf, math.inf))
+            if min(hi, th) > lo:
+                stack.append((node["left_child"], bounds | {f: (lo, min(hi, th))}))
+            if hi > max(lo, th):
+                stack.append((node["right_child"], bounds | {f: (max(lo, th), hi)}))
+    return rows
+
+
+def probe_rows(dump: Mapping[str, Any]) -> np.ndarray:
+    """Rows that walk every branch: one per reachable leaf of every tree, all zeros, all NaN, and NaN /
+    zeros / tiny / huge / category-like values in each column."""
+    n_features = int(dump["max_feature_idx"]) + 1
+    rows = [np.zeros(n_features), np.full(n_features, np.nan), *_leaf_rows(dump, n_features)]
+    for f in range(n_features):
+        for v in PROBE_SPECIALS:
+            rows.append(np.zeros(n_features))
+            rows[-1][f] = v
+    return np.vstack(rows)
+
+
+def dump_disagreement(dump: Mapping[str, Any], predict: Callable[[np.ndarray], np.ndarray], rtol: float = 1e-9) -> str | None:
+    """None when the dump, evaluated here, predicts what `predict` (the text model) does on :func:`probe_rows`;
+    else one line saying where it does not."""
+    X = probe_rows(dump)
+    got, want = TreeModel.from_dump(dump).predict(X), np.asarray(predict(X), dtype=np.float64)
+    bad = ~np.isclose(got, want, rtol=rtol, atol=1e-12, equal_nan=True)
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    return f"{int(bad.sum())} of {len(X)} probe rows differ (row {i}: JSON {got[i]!r}, model {want[i]!r})"

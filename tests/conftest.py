@@ -19,6 +19,13 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGES = tuple(PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])  # every package of ours
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/system/ carries the `system` marker (no decorator to forget)."""
+    for item in items:
+        if "system" in item.path.relative_to(ROOT / "tests").parts[:-1]:
+            item.add_marker(pytest.mark.system)
+
+
 @pytest.fixture(scope="session")
 def prices() -> PriceTable:
     return load_prices(ROOT / "data" / "prices.yaml")

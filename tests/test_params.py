@@ -23,7 +23,7 @@ OWNERS = {
     "dask": "core.cluster:ClusterParams",
     "tune": "models.tune:TuneParams",
     "gate": "abtest.gate:GateParams",
-    "bench": "evaluation.routing:BenchParams",
+    "evaluate": "evaluation.routing:EvalParams",
     "monitor": "monitoring.drift:MonitorParams",
     "retrain": "pipelines.flows:RetrainParams",
     "report": "monitoring.report:ReportParams",
@@ -76,7 +76,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     [
         ("gate:\n  alpha: 1.5\n", "gate", "params.yaml:gate.alpha: expected a number in (0, 1), got 1.5"),
         ("gate:\n  alpha: 0\n", "gate", "params.yaml:gate.alpha: expected a number in (0, 1), got 0.0"),
-        ("bench:\n  folds: 1\n", "bench", "params.yaml:bench.folds: expected a number >= 2, got 1"),
+        ("evaluate:\n  folds: 1\n", "evaluate", "params.yaml:evaluate.folds: expected a number >= 2, got 1"),
         ("tune:\n  trials: 0\n", "tune", "params.yaml:tune.trials: expected a number >= 1, got 0"),
         ("train:\n  quality:\n    test_fraction: 1.0\n", "train", "params.yaml:train.quality.test_fraction: expected a number in (0, 1), got 1.0"),
         ("train:\n  cost:\n    learning_rate: -0.1\n", "train", "params.yaml:train.cost.learning_rate: expected a number > 0, got -0.1"),

@@ -15,7 +15,7 @@ Seeded, vectorised simulations that call the real functions in :mod:`abtest.stat
 5. The gate end to end: A/A experiments promote in <= alpha + 2 SE, fixed-horizon and sequential.
 
 Every test records its measured rate in ``MEASURED``; the last test prints the table
-(``uv run pytest tests/test_abtest_error_rates.py -q -s``). Each number quoted in a comment below was
+(``uv run pytest tests/abtest/test_abtest_error_rates.py -q -s``). Each number quoted in a comment below was
 measured with ``SEED = 0``; each test draws from ``np.random.default_rng([SEED, k])`` with its own k.
 """
 

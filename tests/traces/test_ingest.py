@@ -142,7 +142,7 @@ def test_strict_stores_nothing_but_keeps_the_quarantine(tmp_path: Path, prices) 
     ("name", "content", "message"),
     [
         ("missing.jsonl", None, "file not found"),
-        ("trunc.jsonl.gz", gzip.compress(b'{"a": 1}\n' * 1000)[:-20], "truncated or not gzip"),
+        ("trunc.jsonl.gz", gzip.compress(b'{"a": 1}\n' * 1000, mtime=0)[:-20], "truncated or not gzip"),
         ("fake.parquet", b"this is not parquet", "not a readable Parquet file"),
         ("trace.txt", b"x", "unknown trace format .txt"),
         ("dup.csv", b"a,a\n1,2\n", "repeats column(s) a"),

@@ -19,8 +19,8 @@ import pytest
 from core.errors import BeastError
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, RegisteredVersion
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _booster(seed: int, objective: str = "binary", alpha: float | None = None) -> tuple[lgb.Booster, pd.DataFrame]:

@@ -42,8 +42,8 @@ from traces.importers import (
 )
 from core.files import gzip_bytes, write_atomic
 from traces.prices import load_prices, parse_prices
+from conftest import ROOT
 
-ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "data" / "sample"
 SHARED = ROOT / "../shared/data"
 CONTRACT_ORDER = [f.name for f in FIELDS]

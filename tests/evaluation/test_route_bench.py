@@ -50,7 +50,7 @@ PARAMS = {
         "quality": {"heads": "auto", "num_leaves": 4, "min_data_in_leaf": 5, "num_boost_round": 120, "early_stopping_rounds": 15, "learning_rate": 0.1, "knn_k": 5},
         "cost": {"num_boost_round": 30, "min_data_in_leaf": 5},
     },
-    "bench": {"folds": 4, "seed": 0, "bootstrap": 200, "grid": 61, "random_seeds": 50},
+    "evaluate": {"folds": 4, "seed": 0, "bootstrap": 200, "grid": 61, "random_seeds": 50},
 }
 
 

@@ -27,8 +27,9 @@ from traces.synth import (
     synth_frame,
     write_trace,
 )
+from conftest import ROOT
 
-PRICES = load_prices(Path(__file__).resolve().parents[1] / "data" / "prices.yaml")
+PRICES = load_prices(ROOT / "data" / "prices.yaml")
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -402,7 +403,7 @@ def test_main_reads_params_and_overrides(tmp_path: Path) -> None:
 
     params = tmp_path / "params.yaml"
     params.write_text("synth:\n  rows: 300\n  seed: 2\n  malformed: 0.1\n")
-    prices = Path(__file__).resolve().parents[1] / "data" / "prices.yaml"
+    prices = ROOT / "data" / "prices.yaml"
     res = main(tmp_path / "t.jsonl", params_file=params, overrides={"rows": 500, "seed": None}, prices_file=prices)
     assert (res.rows, res.malformed) == (500, 50)
     assert _read_jsonl(res.path)[0].startswith('{"request_id":"syn-2-000000000"')

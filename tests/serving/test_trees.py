@@ -190,3 +190,18 @@ def test_wrong_feature_count_raises() -> None:
     model = TreeModel.from_dump(booster.dump_model())
     with pytest.raises(ValueError, match=f"\\(n_rows, {N_FEATURES}\\)"):
         model.predict(np.ones((2, N_FEATURES + 1)))
+
+
+def test_export_guard_finds_a_dump_that_predicts_otherwise() -> None:
+    """The export refuses a booster whose JSON disagrees with the model: one changed leaf is found."""
+    from serving.trees import dump_disagreement, probe_rows
+
+    booster, _ = _train({"objective": "binary"}, categorical=False)
+    dump = booster.dump_model()
+    assert len(probe_rows(dump)) > 2 * N_FEATURES and dump_disagreement(dump, booster.predict) is None
+    node = dump["tree_info"][0]["tree_structure"]
+    while "leaf_value" not in node:
+        node = node["left_child"]
+    node["leaf_value"] += 0.5
+    problem = dump_disagreement(dump, booster.predict)
+    assert problem is not None and "probe rows differ" in problem

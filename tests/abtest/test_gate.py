@@ -16,10 +16,9 @@ from abtest.gate import GateCode, GateParams, decide, report
 from pipelines.promote import main, rollback
 from beast.cli import main as cli_main
 from core.errors import BeastError
-from conftest import good_row, write_jsonl
+from conftest import ROOT, good_row, write_jsonl
 from models.export import export as _real_export
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def experiment(n: int = 20_000, seed: int = 0, dq: float = 0.0, derr: float = 0.0, cost_factor: float = 0.9,

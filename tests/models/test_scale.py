@@ -19,8 +19,8 @@ from features.distributed import read_dataset, stored_rows
 from models import cost, cost_dask
 from traces.prices import PriceTable
 from traces.store import pieces, read_traces
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # Every held-out cost metric (MdAPE, coverage, relative sum errors: all shares) of the Dask fit lies within this
 # of the single-process fit on the same rows. Measured on the committed samples: largest gap 0.016 (alpaca MdAPE).
 TOLERANCE = 0.03

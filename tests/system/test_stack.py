@@ -26,6 +26,7 @@ import pytest
 from core.errors import BeastError
 from pipelines import stack
 from pipelines.stack import StackParams, StackUrls
+from conftest import ROOT
 
 REQUEST_TIMEOUT_S = 10
 FLOW = "beast-stack-probe"
@@ -181,7 +182,6 @@ def test_prefect_flow_run_is_recorded_in_postgres(running: Running) -> None:
     assert [str(r[0]) for r in rows] == ["COMPLETED"]
 
 
-ROOT = Path(__file__).resolve().parents[1]
 E2E_TIMEOUT_S = 300  # per command; the whole test takes ~2 min on 2 cores
 
 

@@ -309,7 +309,7 @@ def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpa
     assert (summary["prompts"], summary["folds"]) == (120, 2) and "oracle" in summary["routers"] and set(summary["routers"]) <= set(report["routers"])
 
 
-@pytest.mark.parametrize(("section", "module", "name"), [("ingest", "traces.ingest", "IngestParams"), ("bench", "evaluation.routing", "BenchParams")])
+@pytest.mark.parametrize(("section", "module", "name"), [("ingest", "traces.ingest", "IngestParams"), ("evaluate", "evaluation.routing", "EvalParams")])
 def test_params_sections_are_the_defaults_and_name_no_dvc_outputs(section: str, module: str, name: str) -> None:
     import importlib
 

@@ -2,7 +2,7 @@
 export over a live bundle, and alias moves. After every kill the state is consistent, and running the same
 work again completes it: each accepted row stored exactly once, a bundle folder that is there verifies
 (old or new, never half), the champion alias points at a version whose bundle is served.
-Kill points are file-system events (see tests/crashkit.py); `SEED` picks which."""
+Kill points are file-system events (see tests/system/crashkit.py); `SEED` picks which."""
 
 from __future__ import annotations
 

@@ -23,12 +23,11 @@ from models.export import ExportResult, build_bundle, default_policy, export
 from serving.bundle import Bundle, BundleError, extract, verify
 from traces.prices import parse_prices
 
-from conftest import BOOSTER_KEYS, SIDES
+from conftest import BOOSTER_KEYS, ROOT, SIDES
 from conftest import fake_booster as _booster
 from conftest import fake_boosters as _boosters
 from conftest import register_fake as _register
 
-ROOT = Path(__file__).resolve().parents[1]
 PRICES = parse_prices({"models": {"big": {"input": 10.0, "output": 30.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}, "mid": {"input": 1.0, "output": 2.0}}}, "test")
 
 

@@ -11,7 +11,7 @@ LightGBM with a fixed num_threads and deterministic=True) and come out bit-ident
 them; the 1e-6 only absorbs last-bit differences of another CPU / BLAS in the SVD of the text features.
 
 Time: the full `dvc repro` (ingest, 3 x train, evaluate = the 5-fold routing benchmark on the committed
-AlpacaEval sample, as committed: no smaller `bench.folds`, since its metrics are compared) takes ~1.5-2.5 min on
+AlpacaEval sample, as committed: no smaller `evaluate.folds`, since its metrics are compared) takes ~1.5-2.5 min on
 2 cores; the experiment re-runs only `train_quality` (target given: an experiment of the whole pipeline would
 also re-run the 5-fold benchmark, whose params include train.quality) in ~25 s. OMP_WAIT_POLICY=PASSIVE keeps
 LightGBM's OpenMP threads from spin-waiting on a busy machine (one training went from 166 s to 8 s under load);
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("ingest", "quality", "cost", "cache", "bench")
 REL_TOL = 1e-6
 REPRO_TIMEOUT_S = 420

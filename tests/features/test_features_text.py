@@ -8,7 +8,6 @@ import math
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,8 +34,8 @@ from features.text import (
     text_keys,
     transform_text,
 )
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # AlpacaEval 805 prompts, default TextParams: sum of TruncatedSVD explained_variance_ratio_ (measured).
 ALPACA_EVR_SUM = 0.1726
