@@ -16,7 +16,7 @@ PYTHON ?= python3
 SAMPLES := data/sample/alpaca_eval.parquet data/sample/mooncake_conversation.jsonl.gz \
            data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz
 
-.PHONY: help install run repro test bench bench-scale data docs clean mlflow-ui prefect-server tune stack stack-down
+.PHONY: help install run repro test lint wheel-check bench bench-scale data docs clean mlflow-ui prefect-server tune stack stack-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,8 +58,18 @@ stack: install  ## PostgreSQL + MLflow server (:5000) + Prefect server (:4200) o
 stack-down: install  ## stop what `make stack` started (no process left behind)
 	$(UV) run beast stack down
 
-test: install  ## run the test suite
-	$(UV) run pytest -q
+test: install  ## the whole test suite: lint, then unit + integration tests on 2 workers, then tests/system serially
+	$(MAKE) --no-print-directory lint
+	$(UV) run pytest -q -n 2 --dist loadfile -m "not system"
+	UV=$(UV) $(UV) run pytest -q -m system
+
+lint: install  ## ruff (lint + format check) and the import contracts (lint-imports, rules in pyproject.toml)
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run lint-imports
+
+wheel-check: install  ## build the wheel, install it into a fresh venv, run beast --help and beast monitor report from it
+	UV=$(UV) .ci/wheel-check
 
 bench: install  ## benchmarks: 1M-row ingest vs plain pyarrow; 100k-row features + training + tuning vs 10 min
 	$(UV) run beast bench ingest --rows 1000000
