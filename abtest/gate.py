@@ -60,8 +60,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import Count, Fraction, NonNegative, Positive
 from abtest import stats as st
+from core.config import Count, Fraction, NonNegative, Positive
 
 ERRORS, QUALITY, COST = "errors", "quality", "cost"
 DECISION_TESTS = (ERRORS, QUALITY, COST)
@@ -93,7 +93,9 @@ class GateParams:
     alpha: Fraction = 0.05
     quality_margin: NonNegative = 0.02  # challenger mean quality may be at most this much lower
     error_rate_margin: NonNegative = 0.005  # challenger error rate may be at most this much higher (absolute)
-    cost_margin: NonNegative = 0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
+    cost_margin: NonNegative = (
+        0.05  # challenger mean cost may exceed champion's by at most this share (0: must be cheaper)
+    )
     min_rows_per_arm: Count = 200
     min_pairs: Count = 100  # paired design (offline replay): prompts needed in both arms
     sequential: bool = False  # quality decision on the always-valid mSPRT p-value
@@ -167,7 +169,9 @@ def _aligned(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[np.ndarray,
         return np.empty(0), np.empty(0)
     va = pd.to_numeric(a.set_index(a["prompt_id"].astype(str))[column], errors="coerce")
     vb = pd.to_numeric(b.set_index(b["prompt_id"].astype(str))[column], errors="coerce").reindex(va.index)
-    both = pd.DataFrame({"a": va.to_numpy(dtype=float, na_value=np.nan), "b": vb.to_numpy(dtype=float, na_value=np.nan)})
+    both = pd.DataFrame(
+        {"a": va.to_numpy(dtype=float, na_value=np.nan), "b": vb.to_numpy(dtype=float, na_value=np.nan)}
+    )
     both = both[np.isfinite(both["a"]) & np.isfinite(both["b"])]
     return both["a"].to_numpy(), both["b"].to_numpy()
 
@@ -182,8 +186,12 @@ def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams, paired: bool = 
         return dataclasses.replace(res, name="msprt_non_inferiority")
     m = p.quality_margin
     return dataclasses.replace(
-        res, name="msprt_non_inferiority", estimate=res.estimate - m, ci_low=res.ci_low - m,
-        ci_high=res.ci_high - m, p_value=res.p_value if res.estimate > 0 else 1.0,
+        res,
+        name="msprt_non_inferiority",
+        estimate=res.estimate - m,
+        ci_low=res.ci_low - m,
+        ci_high=res.ci_high - m,
+        p_value=res.p_value if res.estimate > 0 else 1.0,
     )
 
 
@@ -217,7 +225,10 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
         return GateDecision(False, tuple(codes), out, arms)
 
     ma, mb = arms[p.champion], arms[p.challenger]
-    out["design"] = {"paired": paired, "note": "same prompts in both arms: paired tests" if paired else "independent arms"}
+    out["design"] = {
+        "paired": paired,
+        "note": "same prompts in both arms: paired tests" if paired else "independent arms",
+    }
     qa, qb = _aligned(a, b, "quality") if paired else (_column(a, "quality"), _column(b, "quality"))
     ca, cb = _aligned(a, b, "cost_usd") if paired else (_column(a, "cost_usd"), _column(b, "cost_usd"))
     if paired and np.array_equal(qa, qb) and np.array_equal(ca, cb):  # same choices everywhere: nothing to test
@@ -228,12 +239,29 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
     }
     if not paired:  # a replay scores logged successful answers only: its error rates say nothing
         # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
-        results[ERRORS] = st.non_inferiority_proportions(ma["errors"] + 1, ma["rows"] + 2, mb["errors"] + 1, mb["rows"] + 2,
-                                                         p.error_rate_margin, p.alpha, higher_is_better=False)
+        results[ERRORS] = st.non_inferiority_proportions(
+            ma["errors"] + 1,
+            ma["rows"] + 2,
+            mb["errors"] + 1,
+            mb["rows"] + 2,
+            p.error_rate_margin,
+            p.alpha,
+            higher_is_better=False,
+        )
     else:
-        out[ERRORS] = {"name": "not_observed_offline", "code": "skipped", "estimate": math.nan, "ci_low": math.nan,
-                       "ci_high": math.nan, "statistic": math.nan, "p_value": math.nan, "n_a": ma["rows"], "n_b": mb["rows"],
-                       "alpha": p.alpha, "note": "offline replay: only logged successful answers are scored; the online A/B test checks errors"}
+        out[ERRORS] = {
+            "name": "not_observed_offline",
+            "code": "skipped",
+            "estimate": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "statistic": math.nan,
+            "p_value": math.nan,
+            "n_a": ma["rows"],
+            "n_b": mb["rows"],
+            "alpha": p.alpha,
+            "note": "offline replay: only logged successful answers are scored; the online A/B test checks errors",
+        }
     tests = [n for n in DECISION_TESTS if n in results]
     for name in tests:
         out[name] = dataclasses.asdict(results[name])
@@ -286,24 +314,42 @@ def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParam
     out_dir.mkdir(parents=True, exist_ok=True)
     margins = _margins(decision, params)
     metric_keys = list(next(iter(decision.arms.values())).keys()) if decision.arms else []
-    lines = [f"# A/B gate: {'PROMOTE' if decision.promote else 'BLOCKED'}", "",
-             f"codes: {', '.join(f'`{c}`' for c in decision.reasons)}", "", "## Arms", "",
-             "| metric | " + " | ".join(decision.arms) + " |", "|---" * (len(decision.arms) + 1) + "|"]
+    lines = [
+        f"# A/B gate: {'PROMOTE' if decision.promote else 'BLOCKED'}",
+        "",
+        f"codes: {', '.join(f'`{c}`' for c in decision.reasons)}",
+        "",
+        "## Arms",
+        "",
+        "| metric | " + " | ".join(decision.arms) + " |",
+        "|---" * (len(decision.arms) + 1) + "|",
+    ]
     lines += [f"| {k} | " + " | ".join(_fmt(m[k]) for m in decision.arms.values()) + " |" for k in metric_keys]
     holm = decision.stats.get("holm", {})
     adjusted = dict(zip(holm.get("tests", []), holm.get("adjusted", []), strict=False))
-    lines += ["", "## Tests (challenger - champion; one-sided, H1 = challenger acceptable)", "",
-              "| test | function | code | estimate | CI low | CI high | margin | p | Holm p |", "|---" * 9 + "|"]
+    lines += [
+        "",
+        "## Tests (challenger - champion; one-sided, H1 = challenger acceptable)",
+        "",
+        "| test | function | code | estimate | CI low | CI high | margin | p | Holm p |",
+        "|---" * 9 + "|",
+    ]
     for name in DECISION_TESTS:
         s = decision.stats.get(name)
         if s is None:
             lines.append(f"| {name} | not run | | | | | | | |")
             continue
-        lines.append(f"| {name} | {s['name']} | {s['code']} | {_fmt(s['estimate'])} | {_fmt(s['ci_low'])} | "
-                     f"{_fmt(s['ci_high'])} | {_fmt(margins[name])} | {_fmt(s['p_value'])} | {_fmt(adjusted.get(name, math.nan))} |")
+        lines.append(
+            f"| {name} | {s['name']} | {s['code']} | {_fmt(s['estimate'])} | {_fmt(s['ci_low'])} | "
+            f"{_fmt(s['ci_high'])} | {_fmt(margins[name])} | {_fmt(s['p_value'])} | {_fmt(adjusted.get(name, math.nan))} |"
+        )
     srm = decision.stats["srm"]
-    lines += ["", f"SRM: counts {srm['counts']}, expected {[round(e, 1) for e in srm['expected']]}, "
-              f"p = {_fmt(srm['p_value'])} (threshold {srm['threshold']})", ""]
+    lines += [
+        "",
+        f"SRM: counts {srm['counts']}, expected {[round(e, 1) for e in srm['expected']]}, "
+        f"p = {_fmt(srm['p_value'])} (threshold {srm['threshold']})",
+        "",
+    ]
     md = out_dir / "gate.md"
     md.write_text("\n".join(lines))
 
@@ -326,8 +372,11 @@ def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParam
             ax.text(0.5, 0.5, f"{name}: {s['code'] if s else 'not run'}", transform=ax.transAxes, ha="center")
         ax.set(yticks=[], title=f"{name} ({s['name'] if s else 'not run'})")
         ax.legend(loc="upper right", fontsize=7)
-    fig.suptitle(f"challenger - champion, one-sided {1 - params.alpha:.0%} bounds: "
-                 f"{'PROMOTE' if decision.promote else 'BLOCKED'}", fontsize=9)
+    fig.suptitle(
+        f"challenger - champion, one-sided {1 - params.alpha:.0%} bounds: "
+        f"{'PROMOTE' if decision.promote else 'BLOCKED'}",
+        fontsize=9,
+    )
     png = out_dir / "gate.png"
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -224,8 +224,9 @@ def mann_whitney(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
         return _bad(name, StatCode.ZERO_VARIANCE, xa.size, xb.size, alpha)
     res = stats.mannwhitneyu(xb, xa, alternative="two-sided")
     u = float(res.statistic)
-    return TestResult(name, StatCode.OK, u / (xa.size * xb.size), NAN, NAN, u, float(res.pvalue),
-                      xa.size, xb.size, float(alpha))
+    return TestResult(
+        name, StatCode.OK, u / (xa.size * xb.size), NAN, NAN, u, float(res.pvalue), xa.size, xb.size, float(alpha)
+    )
 
 
 def paired_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, alpha: float = 0.05) -> TestResult:
@@ -266,8 +267,9 @@ def wilcoxon(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, a
     if nonzero < MIN_N:
         return _bad(name, StatCode.TOO_FEW, n, n, alpha)
     res = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
-    return TestResult(name, StatCode.OK, float(np.median(d)), NAN, NAN, float(res.statistic), float(res.pvalue),
-                      n, n, float(alpha))
+    return TestResult(
+        name, StatCode.OK, float(np.median(d)), NAN, NAN, float(res.statistic), float(res.pvalue), n, n, float(alpha)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 2. SRM
@@ -282,9 +284,15 @@ def srm(counts: Sequence[int], planned: Sequence[float], threshold: float = 0.00
     except (TypeError, ValueError):
         return SrmResult(StatCode.BAD_INPUT, False, NAN, NAN, _f(threshold), (), ())
     ok = (
-        c.ndim == 1 and w.shape == c.shape and c.size >= 2
-        and np.all(np.isfinite(c)) and np.all(np.isfinite(w))
-        and np.all(c >= 0) and np.all(c == np.round(c)) and np.all(w > 0) and _ok_alpha(threshold)
+        c.ndim == 1
+        and w.shape == c.shape
+        and c.size >= 2
+        and np.all(np.isfinite(c))
+        and np.all(np.isfinite(w))
+        and np.all(c >= 0)
+        and np.all(c == np.round(c))
+        and np.all(w > 0)
+        and _ok_alpha(threshold)
     )
     if not ok:
         return SrmResult(StatCode.BAD_INPUT, False, NAN, NAN, _f(threshold), (), ())
@@ -295,14 +303,17 @@ def srm(counts: Sequence[int], planned: Sequence[float], threshold: float = 0.00
     expected = total * w / w.sum()
     res = stats.chisquare(c, expected)
     p = float(res.pvalue)
-    return SrmResult(StatCode.OK, p < threshold, float(res.statistic), p, float(threshold), obs,
-                     tuple(float(e) for e in expected))
+    return SrmResult(
+        StatCode.OK, p < threshold, float(res.statistic), p, float(threshold), obs, tuple(float(e) for e in expected)
+    )
 
 
 # ------------------------------------------------------------------------------- 3. multiple comparisons
 
 
-def _check_p(method: str, p_values: Sequence[float], alpha: float) -> tuple[np.ndarray | None, MultipleTestResult | None]:
+def _check_p(
+    method: str, p_values: Sequence[float], alpha: float
+) -> tuple[np.ndarray | None, MultipleTestResult | None]:
     p = _as_1d(p_values)
     if p is None or p.size == 0 or np.any((p < 0) | (p > 1)) or not _ok_alpha(alpha):
         if p is None:
@@ -318,8 +329,12 @@ def _multiple(method: str, p: np.ndarray, adjusted: np.ndarray, alpha: float) ->
     """Reject where adjusted <= alpha, with a 1e-12 relative tolerance so that e.g. 5 * 0.03 / 3 (which is
     0.05000000000000001 in floating point) still counts as 0.05."""
     return MultipleTestResult(
-        method, StatCode.OK, float(alpha), tuple(float(v) for v in p),
-        tuple(float(v) for v in adjusted), tuple(bool(v) for v in adjusted <= alpha * (1 + 1e-12)),
+        method,
+        StatCode.OK,
+        float(alpha),
+        tuple(float(v) for v in p),
+        tuple(float(v) for v in adjusted),
+        tuple(bool(v) for v in adjusted <= alpha * (1 + 1e-12)),
     )
 
 
@@ -354,19 +369,20 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float = 0.05) -> Multip
 # --------------------------------------------------------------------------- 4. non-inferiority (one-sided)
 
 
-def _one_sided(name: str, diff: float, se: float, df: float, shift: float, upper: bool,
-               alpha: float, n_a: int, n_b: int) -> TestResult:
+def _one_sided(
+    name: str, diff: float, se: float, df: float, shift: float, upper: bool, alpha: float, n_a: int, n_b: int
+) -> TestResult:
     """H1: diff > -shift (upper=False, bound from below) or diff < shift (upper=True, bound from above).
     df = inf means a z-test."""
     dist = stats.norm if math.isinf(df) else stats.t(df)
     q = float(dist.ppf(1 - alpha))
     if not upper:
         t = (diff + shift) / se
-        return TestResult(name, StatCode.OK, diff, diff - q * se, math.inf, t, float(dist.sf(t)),
-                          n_a, n_b, float(alpha))
+        return TestResult(
+            name, StatCode.OK, diff, diff - q * se, math.inf, t, float(dist.sf(t)), n_a, n_b, float(alpha)
+        )
     t = (diff - shift) / se
-    return TestResult(name, StatCode.OK, diff, -math.inf, diff + q * se, t, float(dist.cdf(t)),
-                      n_a, n_b, float(alpha))
+    return TestResult(name, StatCode.OK, diff, -math.inf, diff + q * se, t, float(dist.cdf(t)), n_a, n_b, float(alpha))
 
 
 def _paired_parts(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float]:
@@ -375,8 +391,14 @@ def _paired_parts(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), float(d.size - 1)
 
 
-def non_inferiority(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, margin: float,
-                    alpha: float = 0.05, higher_is_better: bool = True, paired: bool = False) -> TestResult:
+def non_inferiority(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    margin: float,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+    paired: bool = False,
+) -> TestResult:
     """One-sided Welch non-inferiority test of B against A with a margin >= 0 in the metric's units.
 
     higher_is_better (e.g. quality): H0: mean_b - mean_a <= -margin, t = (diff + margin) / se,
@@ -397,8 +419,13 @@ def non_inferiority(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     return _one_sided(name, diff, se, df, float(margin), not higher_is_better, alpha, xa.size, xb.size)
 
 
-def superiority_cost(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, margin: float = 0.0,
-                     alpha: float = 0.05, paired: bool = False) -> TestResult:
+def superiority_cost(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    paired: bool = False,
+) -> TestResult:
     """One-sided Welch superiority test for a lower-is-better metric (cost): is B cheaper than A by more
     than ``margin``? H0: mean_b - mean_a >= -margin, t = (diff + margin) / se, p = P(T <= t);
     ``ci_high`` is the one-sided (1 - alpha) upper bound of the difference (``ci_low`` = -inf).
@@ -415,8 +442,15 @@ def superiority_cost(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     return _one_sided(name, diff, se, df, -float(margin), True, alpha, xa.size, xb.size)
 
 
-def non_inferiority_proportions(successes_a: int, n_a: int, successes_b: int, n_b: int, margin: float,
-                                alpha: float = 0.05, higher_is_better: bool = True) -> TestResult:
+def non_inferiority_proportions(
+    successes_a: int,
+    n_a: int,
+    successes_b: int,
+    n_b: int,
+    margin: float,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+) -> TestResult:
     """One-sided z non-inferiority test for rates with the unpooled Wald standard error (H0 sits at
     -margin, not 0, so the rates are not pooled). Hypotheses and bounds as in :func:`non_inferiority`."""
     name = "non_inferiority_proportions"
@@ -468,9 +502,13 @@ def _ratio_var(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(mx / my), float(max(var, 0.0))
 
 
-def ratio_delta(num_a: Sequence[float] | np.ndarray, den_a: Sequence[float] | np.ndarray,
-                num_b: Sequence[float] | np.ndarray, den_b: Sequence[float] | np.ndarray,
-                alpha: float = 0.05) -> TestResult:
+def ratio_delta(
+    num_a: Sequence[float] | np.ndarray,
+    den_a: Sequence[float] | np.ndarray,
+    num_b: Sequence[float] | np.ndarray,
+    den_b: Sequence[float] | np.ndarray,
+    alpha: float = 0.05,
+) -> TestResult:
     """Ratio metric R = sum(num) / sum(den) per arm (e.g. cost per request, with one row per randomisation
     unit = user: num = the user's total cost, den = the user's requests), compared by the delta method:
     Var(R) ~ (s_xx / my^2 - 2 mx s_xy / my^3 + mx^2 s_yy / my^4) / n. ``estimate`` = R_b - R_a, CI and
@@ -488,13 +526,29 @@ def ratio_delta(num_a: Sequence[float] | np.ndarray, den_a: Sequence[float] | np
     diff = rb - ra
     z = diff / se
     q = float(stats.norm.ppf(1 - alpha / 2))
-    return TestResult(name, StatCode.OK, diff, diff - q * se, diff + q * se, z, float(2 * stats.norm.sf(abs(z))),
-                      xa.size, xb.size, float(alpha))
+    return TestResult(
+        name,
+        StatCode.OK,
+        diff,
+        diff - q * se,
+        diff + q * se,
+        z,
+        float(2 * stats.norm.sf(abs(z))),
+        xa.size,
+        xb.size,
+        float(alpha),
+    )
 
 
-def ratio_bootstrap(num_a: Sequence[float] | np.ndarray, den_a: Sequence[float] | np.ndarray,
-                    num_b: Sequence[float] | np.ndarray, den_b: Sequence[float] | np.ndarray,
-                    alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> TestResult:
+def ratio_bootstrap(
+    num_a: Sequence[float] | np.ndarray,
+    den_a: Sequence[float] | np.ndarray,
+    num_b: Sequence[float] | np.ndarray,
+    den_b: Sequence[float] | np.ndarray,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> TestResult:
     """Unit-level bootstrap of R_b - R_a (units resampled with replacement within each arm, seeded):
     percentile CI; ``statistic`` = estimate / bootstrap sd and a two-sided normal p-value from it.
     BAD_INPUT when n_boot < 100 or a resample's denominators sum to 0 (too many zero-denominator units).
@@ -515,7 +569,7 @@ def ratio_bootstrap(num_a: Sequence[float] | np.ndarray, den_a: Sequence[float] 
             k = min(step, int(n_boot) - s)
             idx = rng.integers(0, x.size, size=(k, x.size))
             with np.errstate(divide="ignore", invalid="ignore"):
-                out[s:s + k] = x[idx].sum(axis=1) / y[idx].sum(axis=1)
+                out[s : s + k] = x[idx].sum(axis=1) / y[idx].sum(axis=1)
         return out
 
     draws = boot(xb, yb) - boot(xa, ya)
@@ -527,8 +581,18 @@ def ratio_bootstrap(num_a: Sequence[float] | np.ndarray, den_a: Sequence[float] 
         return _bad(name, StatCode.ZERO_VARIANCE, xa.size, xb.size, alpha)
     lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
     z = diff / sd
-    return TestResult(name, StatCode.OK, diff, float(lo), float(hi), z, float(2 * stats.norm.sf(abs(z))),
-                      xa.size, xb.size, float(alpha))
+    return TestResult(
+        name,
+        StatCode.OK,
+        diff,
+        float(lo),
+        float(hi),
+        z,
+        float(2 * stats.norm.sf(abs(z))),
+        xa.size,
+        xb.size,
+        float(alpha),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 6. CUPED
@@ -553,9 +617,13 @@ def cuped(y: Sequence[float] | np.ndarray, x_pre: Sequence[float] | np.ndarray) 
     return CupedResult(StatCode.OK, theta, float(1 - adj.var(ddof=1) / c[0, 0]), tuple(adj.tolist()))
 
 
-def cuped_welch(a_y: Sequence[float] | np.ndarray, a_x: Sequence[float] | np.ndarray,
-                b_y: Sequence[float] | np.ndarray, b_x: Sequence[float] | np.ndarray,
-                alpha: float = 0.05) -> TestResult:
+def cuped_welch(
+    a_y: Sequence[float] | np.ndarray,
+    a_x: Sequence[float] | np.ndarray,
+    b_y: Sequence[float] | np.ndarray,
+    b_x: Sequence[float] | np.ndarray,
+    alpha: float = 0.05,
+) -> TestResult:
     """Welch test on CUPED-adjusted outcomes with one pooled theta for both arms: theta = (within-arm
     centred cross products of y and x, summed over arms) / (within-arm centred squares of x, summed), so
     the treatment effect on y does not leak into theta; both arms subtract theta (x - pooled mean of x).
@@ -578,8 +646,9 @@ def cuped_welch(a_y: Sequence[float] | np.ndarray, a_x: Sequence[float] | np.nda
     theta = sxy / sxx
     mx = np.concatenate([ax, bx]).mean()
     res = welch(ay - theta * (ax - mx), by - theta * (bx - mx), alpha)
-    return TestResult(name, res.code, res.estimate, res.ci_low, res.ci_high, res.statistic, res.p_value,
-                      res.n_a, res.n_b, res.alpha)
+    return TestResult(
+        name, res.code, res.estimate, res.ci_low, res.ci_high, res.statistic, res.p_value, res.n_a, res.n_b, res.alpha
+    )
 
 
 # ------------------------------------------------------------------------------------- 7. sequential (mSPRT)
@@ -599,8 +668,9 @@ def msprt_log_lr(diff: np.ndarray | float, variance: np.ndarray | float, tau: fl
     return 0.5 * np.log(v / (v + t2)) + t2 * d**2 / (2 * v * (v + t2))
 
 
-def msprt(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, tau: float,
-          alpha: float = 0.05) -> TestResult:
+def msprt(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, tau: float, alpha: float = 0.05
+) -> TestResult:
     """mSPRT at one look for a difference in means (variance estimated from the samples; see
     :func:`msprt_log_lr` for the formula). ``p_value`` = min(1, 1/Lambda) at this look — feed the
     sequence of looks through :func:`always_valid_p_values` for the running minimum. ``statistic`` is
@@ -723,8 +793,16 @@ def _bayes_bad(name: str, code: StatCode, n_a: int = 0, n_b: int = 0, alpha: flo
     return BayesResult(name, code, NAN, NAN, NAN, NAN, NAN, int(n_a), int(n_b), _f(alpha))
 
 
-def bayes_proportions(successes_a: int, n_a: int, successes_b: int, n_b: int, alpha: float = 0.05,
-                      prior: tuple[float, float] = (1.0, 1.0), n_draws: int = 200_000, seed: int = 0) -> BayesResult:
+def bayes_proportions(
+    successes_a: int,
+    n_a: int,
+    successes_b: int,
+    n_b: int,
+    alpha: float = 0.05,
+    prior: tuple[float, float] = (1.0, 1.0),
+    n_draws: int = 200_000,
+    seed: int = 0,
+) -> BayesResult:
     """Beta-binomial: p ~ Beta(prior_alpha + successes, prior_beta + failures) per arm (uniform prior by
     default); every posterior summary of p_b - p_a from ``n_draws`` seeded Monte Carlo draws (Monte Carlo
     error of chance_to_win <= 0.5 / sqrt(n_draws) ~ 0.001 at the default)."""
@@ -742,8 +820,18 @@ def bayes_proportions(successes_a: int, n_a: int, successes_b: int, n_b: int, al
     pb = rng.beta(pr[0] + sb, pr[1] + nb - sb, int(n_draws))
     d = pb - pa
     lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    return BayesResult(name, StatCode.OK, float(d.mean()), float(lo), float(hi), float((d > 0).mean()),
-                       float(np.maximum(-d, 0).mean()), na, nb, float(alpha))
+    return BayesResult(
+        name,
+        StatCode.OK,
+        float(d.mean()),
+        float(lo),
+        float(hi),
+        float((d > 0).mean()),
+        float(np.maximum(-d, 0).mean()),
+        na,
+        nb,
+        float(alpha),
+    )
 
 
 def bayes_means(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, alpha: float = 0.05) -> BayesResult:
@@ -761,5 +849,6 @@ def bayes_means(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
     z = d / se
     q = float(stats.norm.ppf(1 - alpha / 2))
     loss = se * float(stats.norm.pdf(z)) - d * float(stats.norm.cdf(-z))
-    return BayesResult(name, StatCode.OK, d, d - q * se, d + q * se, float(stats.norm.cdf(z)), loss,
-                       xa.size, xb.size, float(alpha))
+    return BayesResult(
+        name, StatCode.OK, d, d - q * se, d + q * se, float(stats.norm.cdf(z)), loss, xa.size, xb.size, float(alpha)
+    )

@@ -20,11 +20,26 @@ EXIT_OK, EXIT_STRICT, EXIT_ERROR = 0, 1, 2
 # The command tree: the stage verbs at the top level, everything else in groups named after their packages.
 # Group -> (its line in `beast --help`, its --help description); groups are listed in this order.
 GROUPS: dict[str, tuple[str, str]] = {
-    "traces": ("Trace data", "Trace data: import public data sets as contract-v1 samples, synthesize traces, print the contract, join feedback labels."),
-    "eval": ("Routing quality offline", "Routing quality offline: the routing benchmark on held-out prompts, and the replay of two bundles that feeds `beast gate`."),
-    "monitor": ("Watching the traces", "Watching the traces: drift and the retrain decision, the monitoring report, cost budgets, savings recommendations."),
-    "cache": ("Cache experiments on real traces", "Cache experiments on real traces: prefix-cache policies, two cache tiers, a semantic response cache."),
-    "bench": ("Speed benchmarks", "Speed benchmarks, each next to a plain baseline: ingest, training, routing, serving, scale-out."),
+    "traces": (
+        "Trace data",
+        "Trace data: import public data sets as contract-v1 samples, synthesize traces, print the contract, join feedback labels.",
+    ),
+    "eval": (
+        "Routing quality offline",
+        "Routing quality offline: the routing benchmark on held-out prompts, and the replay of two bundles that feeds `beast gate`.",
+    ),
+    "monitor": (
+        "Watching the traces",
+        "Watching the traces: drift and the retrain decision, the monitoring report, cost budgets, savings recommendations.",
+    ),
+    "cache": (
+        "Cache experiments on real traces",
+        "Cache experiments on real traces: prefix-cache policies, two cache tiers, a semantic response cache.",
+    ),
+    "bench": (
+        "Speed benchmarks",
+        "Speed benchmarks, each next to a plain baseline: ingest, training, routing, serving, scale-out.",
+    ),
 }
 
 # Old command name -> its new path: still accepted until 0.2 (argv is rewritten before parsing, with a note on stderr).
@@ -56,7 +71,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
 def _ingest(args: argparse.Namespace) -> int:
     from traces.ingest import StrictFailure, main
 
-    overrides = {"prices": args.prices, "out": args.out, "quarantine": args.quarantine, "metrics": args.metrics, "strict": args.strict or None}
+    overrides = {
+        "prices": args.prices,
+        "out": args.out,
+        "quarantine": args.quarantine,
+        "metrics": args.metrics,
+        "strict": args.strict or None,
+    }
     try:
         main(args.paths, params_file=args.params, overrides=overrides, ingest_id=args.ingest_id)
     except StrictFailure as failure:
@@ -81,7 +102,12 @@ def _import(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from traces.synth import main
 
-    result = main(args.out, params_file=args.params, overrides={"rows": args.rows, "seed": args.seed, "malformed": args.malformed}, prices_file=args.prices)
+    result = main(
+        args.out,
+        params_file=args.params,
+        overrides={"rows": args.rows, "seed": args.seed, "malformed": args.malformed},
+        prices_file=args.prices,
+    )
     print(f"wrote {result.rows:,} rows to {result.path} ({result.malformed:,} malformed)")
     for reason, n in sorted(result.malformed_by_reason.items()):
         print(f"  {reason}: {n:,}")
@@ -106,7 +132,13 @@ def _train(args: argparse.Namespace) -> int:
     from models.train import PREDICTORS, main
 
     which = PREDICTORS if args.predictor == "all" else (args.predictor,)
-    main(which, params_file=args.params, traces=args.traces or (), register=False if args.no_register else None, engine=args.engine)
+    main(
+        which,
+        params_file=args.params,
+        traces=args.traces or (),
+        register=False if args.no_register else None,
+        engine=args.engine,
+    )
     return EXIT_OK
 
 
@@ -129,7 +161,11 @@ def _export(args: argparse.Namespace) -> int:
         result = export(args.alias, args.out, prices_file=args.prices, overwrite=args.overwrite)
     print(f"bundle {result.path} ({result.files} files, {result.bytes / 1e6:.1f} MB) and {result.archive}")
     for name, entry in result.manifest["predictors"].items():
-        source = f"{args.from_dir} (unregistered)" if args.from_dir is not None else f"{entry.get('registered_name')} version {entry.get('version')} (@{args.alias})"
+        source = (
+            f"{args.from_dir} (unregistered)"
+            if args.from_dir is not None
+            else f"{entry.get('registered_name')} version {entry.get('version')} (@{args.alias})"
+        )
         print(f"  {name}: {len(entry['keys'])} booster(s) from {source}")
     return EXIT_OK
 
@@ -153,7 +189,9 @@ def _bench_route(args: argparse.Namespace) -> int:
 def _bench_serve(args: argparse.Namespace) -> int:
     from benchmarks.serve import main
 
-    result = main(args.bundle, seconds=args.seconds, concurrency=args.concurrency, batch=args.batch, malformed=args.malformed)
+    result = main(
+        args.bundle, seconds=args.seconds, concurrency=args.concurrency, batch=args.batch, malformed=args.malformed
+    )
     return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
 
 
@@ -175,7 +213,14 @@ def _tune(args: argparse.Namespace) -> int:
     from models.tune import main
 
     which = PREDICTORS if args.predictor == "all" else (args.predictor,)
-    main(which, params_file=args.params, trials=args.trials, track=not args.no_track, workers=args.workers, storage=args.storage)
+    main(
+        which,
+        params_file=args.params,
+        trials=args.trials,
+        track=not args.no_track,
+        workers=args.workers,
+        storage=args.storage,
+    )
     return EXIT_OK
 
 
@@ -189,14 +234,30 @@ def _bench_train(args: argparse.Namespace) -> int:
 def _bench_scale(args: argparse.Namespace) -> int:
     from benchmarks.scale import main
 
-    main(rows=args.rows, workers=args.workers, trials=args.trials, tune_rows=args.tune_rows, storage=args.storage, work=args.work, out=args.out, params_file=args.params)
+    main(
+        rows=args.rows,
+        workers=args.workers,
+        trials=args.trials,
+        tune_rows=args.tune_rows,
+        storage=args.storage,
+        work=args.work,
+        out=args.out,
+        params_file=args.params,
+    )
     return EXIT_OK
 
 
 def _gate(args: argparse.Namespace) -> int:
     from pipelines.promote import main
 
-    decision = main(args.experiment, params_file=args.params, dry_run=args.dry_run, as_json=args.json, out_dir=args.out, bundle=args.bundle)
+    decision = main(
+        args.experiment,
+        params_file=args.params,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        out_dir=args.out,
+        bundle=args.bundle,
+    )
     return EXIT_OK if decision.promote or args.dry_run else EXIT_STRICT
 
 
@@ -234,7 +295,16 @@ def _rollback(args: argparse.Namespace) -> int:
 def _eval_routing(args: argparse.Namespace) -> int:
     from evaluation.routing import main, write_dvc_outputs
 
-    report = main(args.traces, args.out, params_file=args.params, folds=args.folds, seed=args.seed, strong=args.strong, weak=args.weak, train_traces=args.train_traces)
+    report = main(
+        args.traces,
+        args.out,
+        params_file=args.params,
+        folds=args.folds,
+        seed=args.seed,
+        strong=args.strong,
+        weak=args.weak,
+        train_traces=args.train_traces,
+    )
     if args.metrics is not None or args.plots is not None:  # only when asked: the dvc.yaml stage names these outputs
         files = write_dvc_outputs(report, args.metrics, args.plots)
         print(f"wrote {', '.join(str(p) for p in files.values())}")
@@ -265,7 +335,15 @@ def _report(args: argparse.Namespace) -> int:
 def _cache_tiers(args: argparse.Namespace) -> int:
     from caching.tiers import main
 
-    main(args.traces, params_file=args.params, out=args.out, fast_capacities=args.fast, slow_capacities=args.slow, eval_from=args.eval_from, limit_rows=args.limit_rows)
+    main(
+        args.traces,
+        params_file=args.params,
+        out=args.out,
+        fast_capacities=args.fast,
+        slow_capacities=args.slow,
+        eval_from=args.eval_from,
+        limit_rows=args.limit_rows,
+    )
     return EXIT_OK
 
 
@@ -296,7 +374,15 @@ def _budget(args: argparse.Namespace) -> int:
 def _cache_sim(args: argparse.Namespace) -> int:
     from caching.sim import main
 
-    main(args.traces, params_file=args.params, capacities=args.capacity, policies=args.policy, eval_from=args.eval_from, out=args.out, limit_rows=args.limit_rows)
+    main(
+        args.traces,
+        params_file=args.params,
+        capacities=args.capacity,
+        policies=args.policy,
+        eval_from=args.eval_from,
+        out=args.out,
+        limit_rows=args.limit_rows,
+    )
     return EXIT_OK
 
 
@@ -307,7 +393,9 @@ def _stack(args: argparse.Namespace) -> int:
     params = load_params(args.params, "stack", StackParams)
     if args.action == "up":
         u = up(params)
-        print(f"\nstack up (state in {params.state}/):\n  optuna storage   {u.optuna_storage}\n  MLflow tracking  {u.mlflow_tracking}\n  Prefect API      {u.prefect_api}\nuse it from a shell:")
+        print(
+            f"\nstack up (state in {params.state}/):\n  optuna storage   {u.optuna_storage}\n  MLflow tracking  {u.mlflow_tracking}\n  Prefect API      {u.prefect_api}\nuse it from a shell:"
+        )
         print(exports(u), end="")
     elif args.action == "down":
         print("\n".join(down(params)))
@@ -328,7 +416,9 @@ def _listing(title: str, rows: list[tuple[str, str]], column: int) -> str:
     width = max(shutil.get_terminal_size().columns - 2, 60)
     lines = [title]
     for name, text in rows:
-        lines.append(textwrap.fill(text, width, initial_indent=f"  {name:<{column}}", subsequent_indent=" " * (2 + column)))
+        lines.append(
+            textwrap.fill(text, width, initial_indent=f"  {name:<{column}}", subsequent_indent=" " * (2 + column))
+        )
     return "\n".join(lines)
 
 
@@ -346,7 +436,13 @@ def _parser() -> argparse.ArgumentParser:
     listed: dict[argparse._SubParsersAction, list[tuple[str, str]]] = {top: []}
 
     def command(
-        where: argparse._SubParsersAction, name: str, short: str, summary: str, example: str, handler: Callable[[argparse.Namespace], int], sections: str = ""
+        where: argparse._SubParsersAction,
+        name: str,
+        short: str,
+        summary: str,
+        example: str,
+        handler: Callable[[argparse.Namespace], int],
+        sections: str = "",
     ) -> argparse.ArgumentParser:
         """A command under `where` (top level or a group): `short` is its line in the listing, `summary` its --help
         description; `sections` names the params.yaml sections it reads (then it takes --params)."""
@@ -354,17 +450,32 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler, command_path=p.prog.removeprefix("beast "))
         listed[where].append((name, short))
         if sections:
-            p.add_argument("--params", type=Path, help=f"params file, section(s) {sections} (default: ./params.yaml if present)")
+            p.add_argument(
+                "--params", type=Path, help=f"params file, section(s) {sections} (default: ./params.yaml if present)"
+            )
         return p
 
     def group(name: str) -> argparse._SubParsersAction:
-        g = top.add_parser(name, usage=f"beast {name} [-h] COMMAND ...", epilog=f"Run `beast {name} COMMAND --help` for the options and an example of each command.", formatter_class=fmt)
-        groups[name] = g.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, help=argparse.SUPPRESS, prog=f"beast {name}")
+        g = top.add_parser(
+            name,
+            usage=f"beast {name} [-h] COMMAND ...",
+            epilog=f"Run `beast {name} COMMAND --help` for the options and an example of each command.",
+            formatter_class=fmt,
+        )
+        groups[name] = g.add_subparsers(
+            dest="subcommand", metavar="COMMAND", required=True, help=argparse.SUPPRESS, prog=f"beast {name}"
+        )
         listed[groups[name]] = []
         return groups[name]
 
     def predictor_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("predictor", nargs="?", default="all", choices=("quality", "cost", "cache", "all"), help="which predictor (default: all)")
+        p.add_argument(
+            "predictor",
+            nargs="?",
+            default="all",
+            choices=("quality", "cost", "cache", "all"),
+            help="which predictor (default: all)",
+        )
 
     # the stage verbs, then the groups (in GROUPS order)
     p = command(
@@ -376,13 +487,33 @@ def _parser() -> argparse.ArgumentParser:
         _ingest,
         "`ingest`",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet")
-    p.add_argument("--prices", type=Path, help="price table YAML used to cost rows without cost_usd (default: params.yaml ingest.prices)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet",
+    )
+    p.add_argument(
+        "--prices",
+        type=Path,
+        help="price table YAML used to cost rows without cost_usd (default: params.yaml ingest.prices)",
+    )
     p.add_argument("--out", type=Path, help="dataset directory, partitioned by date (default: params.yaml ingest.out)")
-    p.add_argument("--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)")
+    p.add_argument(
+        "--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)"
+    )
     p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
-    p.add_argument("--ingest-id", help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix")
-    p.add_argument("--metrics", type=Path, metavar="FILE", help="also write the DVC metrics JSON (counts, cost, error rate) to FILE (default: not written; dvc.yaml passes data/metrics/ingest.json)")
+    p.add_argument(
+        "--ingest-id",
+        help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix",
+    )
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="FILE",
+        help="also write the DVC metrics JSON (counts, cost, error rate) to FILE (default: not written; dvc.yaml passes data/metrics/ingest.json)",
+    )
 
     p = command(
         top,
@@ -394,7 +525,13 @@ def _parser() -> argparse.ArgumentParser:
         "`train`, `features`, `dask`",
     )
     predictor_arg(p)
-    p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folders or trace files (default: params.yaml train.traces)")
+    p.add_argument(
+        "--traces",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="dataset folders or trace files (default: params.yaml train.traces)",
+    )
     p.add_argument("--no-register", action="store_true", help="write files and metrics but log nothing to MLflow")
     p.add_argument(
         "--engine",
@@ -414,8 +551,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     predictor_arg(p)
     p.add_argument("--trials", type=int, help="trials to add to the study (default: params.yaml tune.trials)")
-    p.add_argument("--workers", type=int, help="Dask workers running trials at once on one shared study (default: params.yaml tune.workers; > 1 needs --storage on a server)")
-    p.add_argument("--storage", help="Optuna storage URL (default: params.yaml tune.storage, SQLite); e.g. the PostgreSQL of `make stack`")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Dask workers running trials at once on one shared study (default: params.yaml tune.workers; > 1 needs --storage on a server)",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: params.yaml tune.storage, SQLite); e.g. the PostgreSQL of `make stack`",
+    )
     p.add_argument("--no-track", action="store_true", help="do not log trials to MLflow")
 
     p = command(
@@ -438,8 +582,14 @@ def _parser() -> argparse.ArgumentParser:
         _export,
     )
     p.add_argument("--alias", default="champion", help="registry alias to export (default: champion)")
-    p.add_argument("--from-dir", type=Path, help="export the unregistered files of one `beast train` run (e.g. data/models) instead of a registry alias")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to create (its .tar.gz is written beside it)")
+    p.add_argument(
+        "--from-dir",
+        type=Path,
+        help="export the unregistered files of one `beast train` run (e.g. data/models) instead of a registry alias",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="bundle directory to create (its .tar.gz is written beside it)"
+    )
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table for the candidate models")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (atomically)")
 
@@ -451,8 +601,17 @@ def _parser() -> argparse.ArgumentParser:
         "beast route --bundle bundle < requests.jsonl > decisions.jsonl",
         _route,
     )
-    p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz written by `beast export` (verified on load)")
-    p.add_argument("--budget-file", type=Path, help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        required=True,
+        help="bundle folder or .tar.gz written by `beast export` (verified on load)",
+    )
+    p.add_argument(
+        "--budget-file",
+        type=Path,
+        help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)",
+    )
 
     p = command(
         top,
@@ -463,7 +622,11 @@ def _parser() -> argparse.ArgumentParser:
         _serve,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz (verified on load)")
-    p.add_argument("--budget-file", type=Path, help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)")
+    p.add_argument(
+        "--budget-file",
+        type=Path,
+        help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8808, help="port (default: 8808; 0 = any free port)")
 
@@ -476,11 +639,28 @@ def _parser() -> argparse.ArgumentParser:
         _gate,
         "`gate`, `train` (prices)",
     )
-    p.add_argument("--experiment", type=Path, required=True, help="contract-v1 trace file (or dataset folder) with a `variant` column")
-    p.add_argument("--dry-run", action="store_true", help="decide only: write no report and move no alias (exit 0 either way)")
+    p.add_argument(
+        "--experiment",
+        type=Path,
+        required=True,
+        help="contract-v1 trace file (or dataset folder) with a `variant` column",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="decide only: write no report and move no alias (exit 0 either way)"
+    )
     p.add_argument("--json", action="store_true", help="print the decision as JSON (only the JSON on stdout)")
-    p.add_argument("--out", type=Path, default=Path("data/gate"), help="report folder for gate.md and gate.png (default: data/gate)")
-    p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle re-exported on promote (default: data/bundle)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/gate"),
+        help="report folder for gate.md and gate.png (default: data/gate)",
+    )
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("data/bundle"),
+        help="champion bundle re-exported on promote (default: data/bundle)",
+    )
 
     p = command(
         top,
@@ -490,7 +670,9 @@ def _parser() -> argparse.ArgumentParser:
         "beast rollback",
         _rollback,
     )
-    p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle to re-export (default: data/bundle)")
+    p.add_argument(
+        "--bundle", type=Path, default=Path("data/bundle"), help="champion bundle to re-export (default: data/bundle)"
+    )
     p.add_argument("--out", type=Path, default=Path("data/gate"), help="folder for rollback.md (default: data/gate)")
     command(
         top,
@@ -520,7 +702,11 @@ def _parser() -> argparse.ArgumentParser:
         _stack,
         "`stack`",
     )
-    p.add_argument("action", choices=("up", "down", "status", "env"), help="up: start what is not running and wait until healthy; down: stop everything; status: one line per component; env: the shell exports only")
+    p.add_argument(
+        "action",
+        choices=("up", "down", "status", "env"),
+        help="up: start what is not running and wait until healthy; down: stop everything; status: one line per component; env: the shell exports only",
+    )
 
     traces = group("traces")
     p = command(
@@ -561,7 +747,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, help="number of rows (default: params.yaml synth.rows)")
     p.add_argument("--seed", type=int, help="random seed (default: params.yaml synth.seed)")
-    p.add_argument("--malformed", type=float, help="fraction of rows to corrupt, one known problem each (JSONL and CSV)")
+    p.add_argument(
+        "--malformed", type=float, help="fraction of rows to corrupt, one known problem each (JSONL and CSV)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
 
@@ -583,9 +771,13 @@ def _parser() -> argparse.ArgumentParser:
         _feedback,
         "`ingest`",
     )
-    p.add_argument("path", type=Path, metavar="FILE", help="feedback file: .jsonl/.ndjson/.csv (optionally .gz) or .parquet")
+    p.add_argument(
+        "path", type=Path, metavar="FILE", help="feedback file: .jsonl/.ndjson/.csv (optionally .gz) or .parquet"
+    )
     p.add_argument("--out", type=Path, help="dataset directory to label (default: params.yaml ingest.out)")
-    p.add_argument("--quarantine", type=Path, help="directory for rejected feedback rows (default: params.yaml ingest.quarantine)")
+    p.add_argument(
+        "--quarantine", type=Path, help="directory for rejected feedback rows (default: params.yaml ingest.quarantine)"
+    )
 
     evaluation = group("eval")
     p = command(
@@ -600,15 +792,45 @@ def _parser() -> argparse.ArgumentParser:
         _eval_routing,
         "`evaluate`, `features`, `train.quality`, `train.cost`",
     )
-    p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (.parquet/.jsonl/.csv, .gz) or dataset folder with quality labels and prompt_ids")
-    p.add_argument("--out", type=Path, required=True, help="output folder: report.json, decisions.jsonl, report.md, cost_quality.png, pgr.png")
-    p.add_argument("--train-traces", type=Path, nargs="+", metavar="FILE", help="cross-dataset transfer: fit on these files (or dataset folders) and test on every prompt of --traces (prompt_ids must be disjoint); default: k-fold on --traces")
+    p.add_argument(
+        "--traces",
+        type=Path,
+        required=True,
+        help="contract-v1 file (.parquet/.jsonl/.csv, .gz) or dataset folder with quality labels and prompt_ids",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: report.json, decisions.jsonl, report.md, cost_quality.png, pgr.png",
+    )
+    p.add_argument(
+        "--train-traces",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="cross-dataset transfer: fit on these files (or dataset folders) and test on every prompt of --traces (prompt_ids must be disjoint); default: k-fold on --traces",
+    )
     p.add_argument("--folds", type=int, help="group k-fold by prompt_id (default: params.yaml evaluate.folds)")
-    p.add_argument("--seed", type=int, help="seed of the folds, the random router and the bootstrap (default: params.yaml evaluate.seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the folds, the random router and the bootstrap (default: params.yaml evaluate.seed)",
+    )
     p.add_argument("--strong", help="strong model of the pair (default: highest mean logged quality)")
     p.add_argument("--weak", help="weak model of the pair (default: lowest mean cost)")
-    p.add_argument("--metrics", type=Path, metavar="FILE", help="also write the DVC metrics JSON (AIQ per router, APGR / CPT, savings; no timings) to FILE (default: not written; dvc.yaml passes data/metrics/bench.json)")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="also write the DVC plot data (cost_quality.csv, pgr.csv, aiq.csv) into DIR (default: not written; dvc.yaml passes data/plots/bench)")
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="FILE",
+        help="also write the DVC metrics JSON (AIQ per router, APGR / CPT, savings; no timings) to FILE (default: not written; dvc.yaml passes data/metrics/bench.json)",
+    )
+    p.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="also write the DVC plot data (cost_quality.csv, pgr.csv, aiq.csv) into DIR (default: not written; dvc.yaml passes data/plots/bench)",
+    )
 
     p = command(
         evaluation,
@@ -621,9 +843,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--champion", type=Path, required=True, help="bundle folder or .tar.gz of the current router")
     p.add_argument("--challenger", type=Path, required=True, help="bundle folder or .tar.gz of the candidate router")
-    p.add_argument("--traces", type=Path, required=True, help="contract-v1 file (or dataset folder) where prompts were answered by several models, with quality labels")
-    p.add_argument("--out", type=Path, required=True, help="experiment file to write (contract-v1 JSONL, variant = champion / challenger)")
-    p.add_argument("--all-prompts", action="store_true", help="replay every prompt, not only the quality predictor's held-out ones")
+    p.add_argument(
+        "--traces",
+        type=Path,
+        required=True,
+        help="contract-v1 file (or dataset folder) where prompts were answered by several models, with quality labels",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="experiment file to write (contract-v1 JSONL, variant = champion / challenger)",
+    )
+    p.add_argument(
+        "--all-prompts", action="store_true", help="replay every prompt, not only the quality predictor's held-out ones"
+    )
 
     monitor = group("monitor")
     p = command(
@@ -635,7 +869,13 @@ def _parser() -> argparse.ArgumentParser:
         _monitor_drift,
         "`monitor`",
     )
-    p.add_argument("recent", nargs="?", type=Path, metavar="FILE", help="recent traces to check (default: the dataset's last monitor.window_hours)")
+    p.add_argument(
+        "recent",
+        nargs="?",
+        type=Path,
+        metavar="FILE",
+        help="recent traces to check (default: the dataset's last monitor.window_hours)",
+    )
 
     p = command(
         monitor,
@@ -646,9 +886,23 @@ def _parser() -> argparse.ArgumentParser:
         _report,
         "`report`, `monitor`, `budget`",
     )
-    p.add_argument("traces", nargs="+", type=Path, metavar="TRACES", help="dataset folders (as stored by ingest) or trace files (validated through a throwaway ingest)")
-    p.add_argument("--out", type=Path, help="output folder for index.html, report.json and plots/ (default: params.yaml report.out)")
-    p.add_argument("--bundle", type=Path, help="champion bundle for predicted vs actual and recommendations (default: report.bundle, data/bundle)")
+    p.add_argument(
+        "traces",
+        nargs="+",
+        type=Path,
+        metavar="TRACES",
+        help="dataset folders (as stored by ingest) or trace files (validated through a throwaway ingest)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder for index.html, report.json and plots/ (default: params.yaml report.out)",
+    )
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        help="champion bundle for predicted vs actual and recommendations (default: report.bundle, data/bundle)",
+    )
 
     p = command(
         monitor,
@@ -659,11 +913,23 @@ def _parser() -> argparse.ArgumentParser:
         _budget,
         "`budget`",
     )
-    p.add_argument("action", nargs="?", default="status", choices=("status", "backtest"), help="what to do (default: status)")
+    p.add_argument(
+        "action", nargs="?", default="status", choices=("status", "backtest"), help="what to do (default: status)"
+    )
     p.add_argument("--at", help="status as of this time, RFC 3339 (default: now); later rows are ignored")
-    p.add_argument("--traces", nargs="+", type=Path, metavar="PATH", help="dataset folder or trace files (default: params.yaml budget.traces; backtest: budget.backtest_traces)")
+    p.add_argument(
+        "--traces",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="dataset folder or trace files (default: params.yaml budget.traces; backtest: budget.backtest_traces)",
+    )
     p.add_argument("--config", type=Path, help="budgets YAML (default: params.yaml budget.config)")
-    p.add_argument("--out", type=Path, help="output folder for status.json, *.budget-state.json, backtest.json (default: params.yaml budget.out)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder for status.json, *.budget-state.json, backtest.json (default: params.yaml budget.out)",
+    )
     p = command(
         monitor,
         "recommend",
@@ -673,9 +939,19 @@ def _parser() -> argparse.ArgumentParser:
         _recommend,
         "`recommend`, `train`",
     )
-    p.add_argument("traces", nargs="*", type=Path, metavar="TRACE", help="trace files or dataset folders (default: params.yaml train.traces)")
+    p.add_argument(
+        "traces",
+        nargs="*",
+        type=Path,
+        metavar="TRACE",
+        help="trace files or dataset folders (default: params.yaml train.traces)",
+    )
     p.add_argument("--bundle", type=Path, default=Path("data/bundle"), help="champion bundle (default: data/bundle)")
-    p.add_argument("--out", type=Path, help="output folder for recommendations.json and recommendations.md (default: recommend.out)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder for recommendations.json and recommendations.md (default: recommend.out)",
+    )
 
     cache = group("cache")
     p = command(
@@ -687,11 +963,26 @@ def _parser() -> argparse.ArgumentParser:
         _cache_sim,
         "`cache_sim`, `train`",
     )
-    p.add_argument("traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks")
-    p.add_argument("--capacity", type=int, nargs="+", help="cache capacities in blocks (default: params.yaml cache_sim.capacities)")
-    p.add_argument("--policy", nargs="+", choices=("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady"), help="policies (default: params.yaml cache_sim.policies)")
-    p.add_argument("--eval-from", type=float, help="count lookups from this share of the time range on (default: cache_sim.eval_from, 0.5)")
-    p.add_argument("--out", type=Path, help="output folder for cache_report.json and cache_sim.png (default: cache_sim.out)")
+    p.add_argument(
+        "traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks"
+    )
+    p.add_argument(
+        "--capacity", type=int, nargs="+", help="cache capacities in blocks (default: params.yaml cache_sim.capacities)"
+    )
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        choices=("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady"),
+        help="policies (default: params.yaml cache_sim.policies)",
+    )
+    p.add_argument(
+        "--eval-from",
+        type=float,
+        help="count lookups from this share of the time range on (default: cache_sim.eval_from, 0.5)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="output folder for cache_report.json and cache_sim.png (default: cache_sim.out)"
+    )
     p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
 
     p = command(
@@ -703,11 +994,29 @@ def _parser() -> argparse.ArgumentParser:
         _cache_tiers,
         "`cache_tiers`, `train`",
     )
-    p.add_argument("traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks")
-    p.add_argument("--fast", type=int, nargs="+", help="fast-tier capacities in blocks (default: params.yaml cache_tiers.fast_capacities)")
-    p.add_argument("--slow", type=int, nargs="+", help="slow-tier capacities in blocks (default: params.yaml cache_tiers.slow_capacities)")
-    p.add_argument("--eval-from", type=float, help="count lookups from this share of the time range on (default: cache_tiers.eval_from, 0.5)")
-    p.add_argument("--out", type=Path, help="output folder for tiers_report.json and cache_tiers.png (default: cache_tiers.out)")
+    p.add_argument(
+        "traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks"
+    )
+    p.add_argument(
+        "--fast",
+        type=int,
+        nargs="+",
+        help="fast-tier capacities in blocks (default: params.yaml cache_tiers.fast_capacities)",
+    )
+    p.add_argument(
+        "--slow",
+        type=int,
+        nargs="+",
+        help="slow-tier capacities in blocks (default: params.yaml cache_tiers.slow_capacities)",
+    )
+    p.add_argument(
+        "--eval-from",
+        type=float,
+        help="count lookups from this share of the time range on (default: cache_tiers.eval_from, 0.5)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="output folder for tiers_report.json and cache_tiers.png (default: cache_tiers.out)"
+    )
     p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
 
     p = command(
@@ -719,8 +1028,18 @@ def _parser() -> argparse.ArgumentParser:
         _semantic_cache,
         "`semantic_cache`",
     )
-    p.add_argument("traces", nargs="*", type=Path, metavar="FILE", help="prompt files (Parquet with a `prompt` column, or trace files; default: semantic_cache.data)")
-    p.add_argument("--out", type=Path, help="output folder for semantic_report.json and semantic_cache.png (default: semantic_cache.out)")
+    p.add_argument(
+        "traces",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="prompt files (Parquet with a `prompt` column, or trace files; default: semantic_cache.data)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder for semantic_report.json and semantic_cache.png (default: semantic_cache.out)",
+    )
 
     bench = group("bench")
     p = command(
@@ -732,7 +1051,9 @@ def _parser() -> argparse.ArgumentParser:
         _bench_ingest,
     )
     p.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default: 1,000,000)")
-    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="file format (default: jsonl)")
+    p.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="file format (default: jsonl)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     p = command(
@@ -744,7 +1065,9 @@ def _parser() -> argparse.ArgumentParser:
         _bench_train,
         "`train`, `features`, `tune`",
     )
-    p.add_argument("--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)")
+    p.add_argument(
+        "--rows", type=int, default=100_000, help="rows after scaling the committed samples (default: 100,000)"
+    )
     p.add_argument("--trials", type=int, default=30, help="Optuna trials per predictor (default: 30)")
 
     p = command(
@@ -770,7 +1093,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="load duration (default: 10)")
     p.add_argument("--concurrency", type=int, default=4, help="client connections (default: 4)")
     p.add_argument("--batch", type=int, default=1, help="requests per POST (a JSON array when > 1; default: 1)")
-    p.add_argument("--malformed", type=float, default=0.05, help="share of broken POSTs, which must get 4xx (default: 0.05)")
+    p.add_argument(
+        "--malformed", type=float, default=0.05, help="share of broken POSTs, which must get 4xx (default: 0.05)"
+    )
 
     p = command(
         bench,
@@ -793,13 +1118,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=2_000_000, help="synthetic rows to ingest (default: 2,000,000)")
     p.add_argument("--workers", type=int, default=2, help="Dask workers of the training run (default: 2)")
     p.add_argument("--trials", type=int, default=12, help="Optuna trials per worker count (default: 12)")
-    p.add_argument("--tune-rows", type=int, default=200_000, help="rows sampled from the dataset for the tuning problem (default: 200,000)")
-    p.add_argument("--storage", default="postgresql+psycopg2://beast@127.0.0.1:5433/optuna", help="Optuna storage shared by the workers (default: the PostgreSQL of `make stack`)")
-    p.add_argument("--work", type=Path, help="folder for the dataset, logs and per-mode results, reused on a rerun (default: a temporary folder)")
-    p.add_argument("--out", type=Path, default=Path("/tmp/bench_scale.json"), help="results JSON (default: /tmp/bench_scale.json)")
+    p.add_argument(
+        "--tune-rows",
+        type=int,
+        default=200_000,
+        help="rows sampled from the dataset for the tuning problem (default: 200,000)",
+    )
+    p.add_argument(
+        "--storage",
+        default="postgresql+psycopg2://beast@127.0.0.1:5433/optuna",
+        help="Optuna storage shared by the workers (default: the PostgreSQL of `make stack`)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        help="folder for the dataset, logs and per-mode results, reused on a rerun (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("/tmp/bench_scale.json"), help="results JSON (default: /tmp/bench_scale.json)"
+    )
 
     for name, sub in groups.items():
-        top.choices[name].description = f"{GROUPS[name][1]}\n\n{_listing('commands:', listed[sub], max(len(n) for n, _ in listed[sub]) + 2)}"
+        top.choices[
+            name
+        ].description = (
+            f"{GROUPS[name][1]}\n\n{_listing('commands:', listed[sub], max(len(n) for n, _ in listed[sub]) + 2)}"
+        )
     rows = [(name, f"{GROUPS[name][0]}: {' | '.join(n for n, _ in listed[groups[name]])}") for name in GROUPS]
     column = max(len(name) for name, _ in listed[top] + rows) + 2
     parser.description = "\n\n".join(

@@ -29,14 +29,18 @@ def plain_read_write(path: Path, fmt: str, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def main(rows: int, fmt: str = "jsonl", seed: int = 0, prices_file: Path = Path("data/prices.yaml")) -> dict[str, float]:
+def main(
+    rows: int, fmt: str = "jsonl", seed: int = 0, prices_file: Path = Path("data/prices.yaml")
+) -> dict[str, float]:
     prices = load_prices(prices_file)
     with tempfile.TemporaryDirectory(prefix="beast-bench-") as tmp:
         tmpdir = Path(tmp)
         src = tmpdir / f"traces.{fmt}"
         t0 = time.perf_counter()
         write_trace(synth_frame(SynthParams(rows=rows, seed=seed), prices), src)
-        print(f"generated {rows:,} synthetic rows as {fmt} ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {rows:,} synthetic rows as {fmt} ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s"
+        )
         plain = plain_read_write(src, fmt, tmpdir / "plain.parquet")
         params = IngestParams(out=tmpdir / "traces", quarantine=tmpdir / "quarantine", metrics=None)
         report = ingest([src], params, prices)
@@ -48,8 +52,12 @@ def main(rows: int, fmt: str = "jsonl", seed: int = 0, prices_file: Path = Path(
         "ratio": plain / ours,
     }
     print(f"{'':<28}{'seconds':>9}{'rows/s':>13}{'rows/min':>14}")
-    print(f"{'pyarrow read + write':<28}{plain:>9.2f}{result['plain_rows_per_s']:>13,.0f}{result['plain_rows_per_s'] * 60:>14,.0f}")
-    print(f"{'beast ingest (validated)':<28}{ours:>9.2f}{result['ingest_rows_per_s']:>13,.0f}{result['ingest_rows_per_s'] * 60:>14,.0f}")
+    print(
+        f"{'pyarrow read + write':<28}{plain:>9.2f}{result['plain_rows_per_s']:>13,.0f}{result['plain_rows_per_s'] * 60:>14,.0f}"
+    )
+    print(
+        f"{'beast ingest (validated)':<28}{ours:>9.2f}{result['ingest_rows_per_s']:>13,.0f}{result['ingest_rows_per_s'] * 60:>14,.0f}"
+    )
     verdict = "meets" if result["ingest_rows_per_s"] * 60 >= GOAL_ROWS_PER_MINUTE else "MISSES"
     print(f"ratio ingest / plain = {result['ratio']:.2f}  ({verdict} the goal of {GOAL_ROWS_PER_MINUTE:,} rows/min)")
     return result

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.router import RouteRequest, Router
+from serving.router import Router, RouteRequest
 
 GOAL_P99_US = 500.0
 GOAL_BATCH_PER_S = 50_000.0
@@ -65,7 +65,13 @@ def _batched(router: Router, requests: list[RouteRequest], batch: int) -> tuple[
         router.route_many(chunk)
     total = time.perf_counter() - start
     n = len(router.models)
-    X = [(np.concatenate([router.quality_features(router.request_vector(r)[1]) for r in c]), np.concatenate([router.cost_features(router.request_vector(r)[1]) for r in c])) for c in chunks]
+    X = [
+        (
+            np.concatenate([router.quality_features(router.request_vector(r)[1]) for r in c]),
+            np.concatenate([router.cost_features(router.request_vector(r)[1]) for r in c]),
+        )
+        for c in chunks
+    ]
     start = time.perf_counter()
     for Xq, Xc in X:
         for i, booster in enumerate(router.q_heads):
@@ -76,7 +82,9 @@ def _batched(router: Router, requests: list[RouteRequest], batch: int) -> tuple[
     return len(requests) / total, len(requests) / model
 
 
-def main(bundle: Path, prompts_file: Path = Path("data/sample/alpaca_eval.parquet"), n: int = 800, batch: int = 1000) -> RouteSpeed:
+def main(
+    bundle: Path, prompts_file: Path = Path("data/sample/alpaca_eval.parquet"), n: int = 800, batch: int = 1000
+) -> RouteSpeed:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     router = Router.load(bundle)
     prompts = pd.read_parquet(prompts_file, columns=["prompt"])["prompt"].drop_duplicates().head(n).tolist()
@@ -90,13 +98,33 @@ def main(bundle: Path, prompts_file: Path = Path("data/sample/alpaca_eval.parque
     lat_gc = _latencies(router, requests)
     ref_us = _booster_predict_us(router, requests)
     per_s, model_per_s = _batched(router, requests, batch)
-    out = RouteSpeed(len(requests), len(router.models), float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), ref_us, per_s, model_per_s)
-    print(f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, one thread")
+    out = RouteSpeed(
+        len(requests),
+        len(router.models),
+        float(np.percentile(lat, 50)),
+        float(np.percentile(lat, 99)),
+        ref_us,
+        per_s,
+        model_per_s,
+    )
+    print(
+        f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, one thread"
+    )
     verdict = "meets" if out.p99_us <= GOAL_P99_US else "MISSES"
-    print(f"  route()            p50 {out.p50_us:6.0f} us  p99 {out.p99_us:6.0f} us  ({verdict} the p99 goal of {GOAL_P99_US:.0f} us)")
-    print(f"    with the garbage collector on: p50 {np.percentile(lat_gc, 50):.0f} us, p99 {np.percentile(lat_gc, 99):.0f} us")
-    print(f"  Booster.predict per head + cost rows (the model calls alone, old path): {ref_us:.0f} us per request; route() p50 / that = {out.p50_us / ref_us:.2f}x")
+    print(
+        f"  route()            p50 {out.p50_us:6.0f} us  p99 {out.p99_us:6.0f} us  ({verdict} the p99 goal of {GOAL_P99_US:.0f} us)"
+    )
+    print(
+        f"    with the garbage collector on: p50 {np.percentile(lat_gc, 50):.0f} us, p99 {np.percentile(lat_gc, 99):.0f} us"
+    )
+    print(
+        f"  Booster.predict per head + cost rows (the model calls alone, old path): {ref_us:.0f} us per request; route() p50 / that = {out.p50_us / ref_us:.2f}x"
+    )
     verdict = "meets" if out.batch_per_s >= GOAL_BATCH_PER_S else "MISSES"
-    print(f"  route_many({batch})   {out.batch_per_s:8,.0f} decisions/s with features  ({verdict} the goal of {GOAL_BATCH_PER_S:,.0f}/s)")
-    print(f"    Booster.predict alone over the same batches: {out.batch_model_per_s:,.0f} requests/s (features are {1 - out.batch_per_s / out.batch_model_per_s:.0%} of the batched time)")
+    print(
+        f"  route_many({batch})   {out.batch_per_s:8,.0f} decisions/s with features  ({verdict} the goal of {GOAL_BATCH_PER_S:,.0f}/s)"
+    )
+    print(
+        f"    Booster.predict alone over the same batches: {out.batch_model_per_s:,.0f} requests/s (features are {1 - out.batch_per_s / out.batch_model_per_s:.0%} of the batched time)"
+    )
     return out

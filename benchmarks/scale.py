@@ -9,6 +9,7 @@ samples the summed RSS of that process and all its descendants (Dask nanny and w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -17,9 +18,9 @@ import sys
 import tempfile
 import time
 import uuid
-from importlib import import_module
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from importlib import import_module
 from pathlib import Path
 
 import psutil
@@ -72,7 +73,6 @@ class TuneRun:
     seconds: float
     busy: float  # summed trial durations / seconds: how many trials ran at once on average
 
-
     @property
     def per_minute(self) -> float:
         return 60 * self.finished / self.seconds
@@ -104,8 +104,13 @@ def _dataset(work: Path, rows: int, prices_path: Path) -> Path:
     started = time.perf_counter()
     source = write_trace(synth_frame(SynthParams(rows=rows, seed=0), prices), work / "synth.parquet").path
     print(f"data: synthesised {rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
-    report = ingest([source], IngestParams(out=dataset, quarantine=work / "quarantine", prices=prices_path, metrics=None), prices)
-    print(f"data: ingested {report.stored:,} rows into {dataset} in {report.seconds:.1f} s (not part of the comparison)", flush=True)
+    report = ingest(
+        [source], IngestParams(out=dataset, quarantine=work / "quarantine", prices=prices_path, metrics=None), prices
+    )
+    print(
+        f"data: ingested {report.stored:,} rows into {dataset} in {report.seconds:.1f} s (not part of the comparison)",
+        flush=True,
+    )
     source.unlink()
     return dataset
 
@@ -115,13 +120,19 @@ def bench_params(params: cost.CostParams, dataset: Path) -> cost.CostParams:
     a prompt_id on ~22% of rows only, so params.yaml's azure-only split would leave most rows on neither side."""
     frame = read_traces(dataset, ["model", "timestamp"])
     span_min = (frame["timestamp"].max() - frame["timestamp"].min()).total_seconds() / 60
-    return replace(params, time_split_models=tuple(sorted(frame["model"].dropna().unique())), azure_holdout_minutes=round(HOLDOUT_SHARE * span_min, 1))
+    return replace(
+        params,
+        time_split_models=tuple(sorted(frame["model"].dropna().unique())),
+        azure_holdout_minutes=round(HOLDOUT_SHARE * span_min, 1),
+    )
 
 
 # ------------------------------------------------------------------------------------------ one mode (child)
 
 
-def _run_mode(mode: str, dataset: Path, params: cost.CostParams, prices_path: Path, cluster: ClusterParams) -> dict[str, object]:
+def _run_mode(
+    mode: str, dataset: Path, params: cost.CostParams, prices_path: Path, cluster: ClusterParams
+) -> dict[str, object]:
     """`beast train cost` on one engine: steps (s) and the held-out evaluation, as JSON-ready values."""
     steps = {"python start + imports": time.time() - psutil.Process().create_time()}
     prices = load_prices(prices_path)
@@ -136,11 +147,18 @@ def _run_mode(mode: str, dataset: Path, params: cost.CostParams, prices_path: Pa
         with client(cluster) as dask_client:
             steps["cluster start"] = time.perf_counter() - started
             started = time.perf_counter()
-            _, evaluation = cost_dask.fit_and_evaluate(dask_client, read_dataset(dataset, cost_dask.COLUMNS, cluster.partition_rows), prices, params)
+            _, evaluation = cost_dask.fit_and_evaluate(
+                dask_client, read_dataset(dataset, cost_dask.COLUMNS, cluster.partition_rows), prices, params
+            )
             steps["read + features + fit + evaluate"] = time.perf_counter() - started
             started = time.perf_counter()
         steps["cluster stop"] = time.perf_counter() - started
-    return {"steps": steps, "metrics": dict(evaluation.metrics), "train_rows": evaluation.n_train, "test_rows": evaluation.n_test}
+    return {
+        "steps": steps,
+        "metrics": dict(evaluation.metrics),
+        "train_rows": evaluation.n_train,
+        "test_rows": evaluation.n_test,
+    }
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -151,18 +169,30 @@ def _tree_rss(proc: psutil.Process) -> int:
     except psutil.Error:
         return 0
     for p in family:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
-def run_mode(mode: str, dataset: Path, params: cost.CostParams, prices_path: Path, cluster: ClusterParams, work: Path) -> ModeRun:
+def run_mode(
+    mode: str, dataset: Path, params: cost.CostParams, prices_path: Path, cluster: ClusterParams, work: Path
+) -> ModeRun:
     """`mode` in a fresh subprocess whose process tree is sampled for peak RSS; its output goes to a log shown
     only when it fails (LightGBM's network setup on Dask prints [Info] lines)."""
     log, result = work / f"{mode}.log", work / f"{mode}.json"
-    argv = [sys.executable, "-c", CHILD, "--one", mode, "--dataset", str(dataset), "--prices", str(prices_path), "--result", str(result)]
+    argv = [
+        sys.executable,
+        "-c",
+        CHILD,
+        "--one",
+        mode,
+        "--dataset",
+        str(dataset),
+        "--prices",
+        str(prices_path),
+        "--result",
+        str(result),
+    ]
     argv += ["--cost", json.dumps(asdict(params)), "--cluster", json.dumps(asdict(cluster))]
     peak = 0
     started = time.perf_counter()
@@ -228,15 +258,28 @@ def tune_run(problem, params: TuneParams, cluster: ClusterParams) -> TuneRun:
             data = dask_client.scatter(problem, broadcast=True)
             dask_client.run(import_module, "models.tune")  # Optuna and LightGBM are imported outside the timed window
             started = time.perf_counter()
-            futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares(params.trials, params.workers)) if n]
+            futures = [
+                dask_client.submit(worker_trials, name, data, params, i, n, pure=False)
+                for i, n in enumerate(shares(params.trials, params.workers))
+                if n
+            ]
             finished = sum(dask_client.gather(futures))
             seconds = time.perf_counter() - started
         trials = optuna.load_study(study_name=study.study_name, storage=params.storage).trials
     finally:
         optuna.delete_study(study_name=study.study_name, storage=params.storage)
     states = [t.state for t in trials]
-    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete) / seconds
-    return TuneRun(params.workers, finished, states.count(optuna.trial.TrialState.COMPLETE), states.count(optuna.trial.TrialState.PRUNED), seconds, busy)
+    busy = (
+        sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete) / seconds
+    )
+    return TuneRun(
+        params.workers,
+        finished,
+        states.count(optuna.trial.TrialState.COMPLETE),
+        states.count(optuna.trial.TrialState.PRUNED),
+        seconds,
+        busy,
+    )
 
 
 def tuning_subset(dataset: Path, rows: int):
@@ -262,19 +305,38 @@ def mode_table(runs: tuple[ModeRun, ...], rows: int) -> str:
     head = f"  {'mode':<8}{'wall s':>9}{'peak GiB':>10}{'rows/s':>11}" + "".join(f"{k:>22}" for k in SHOWN)
     lines = [head]
     for r in runs:
-        lines.append(f"  {r.mode:<8}{r.wall_s:>9.1f}{r.peak_rss_bytes / GIB:>10.2f}{rows / r.wall_s:>11,.0f}" + "".join(_cell(_metric(r, k)) for k in SHOWN))
+        lines.append(
+            f"  {r.mode:<8}{r.wall_s:>9.1f}{r.peak_rss_bytes / GIB:>10.2f}{rows / r.wall_s:>11,.0f}"
+            + "".join(_cell(_metric(r, k)) for k in SHOWN)
+        )
     lines.append(f"  {'|diff|':<38}" + "".join(_cell(abs(_metric(runs[1], k) - _metric(runs[0], k))) for k in SHOWN))
     for r in runs:
-        lines.append(f"  {r.mode} steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.steps.items()) + f"; {r.train_rows:,} train / {r.test_rows:,} test rows")
+        lines.append(
+            f"  {r.mode} steps: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in r.steps.items())
+            + f"; {r.train_rows:,} train / {r.test_rows:,} test rows"
+        )
     return "\n".join(lines)
 
 
 def machine() -> dict[str, object]:
-    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / GIB, 1), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def main(
-    rows: int, workers: int, trials: int, tune_rows: int, storage: str, work: Path | None, out: Path, params_file: Path | None = None
+    rows: int,
+    workers: int,
+    trials: int,
+    tune_rows: int,
+    storage: str,
+    work: Path | None,
+    out: Path,
+    params_file: Path | None = None,
 ) -> BenchResult:
     if os.environ.pop(ADDRESS_ENV, None):
         print(f"bench-scale: ignoring ${ADDRESS_ENV}: the benchmark measures LocalClusters on this machine")
@@ -290,7 +352,10 @@ def main(
             f"cost params: time_split_models = all {len(params.time_split_models)} models, azure_holdout_minutes = {params.azure_holdout_minutes:g} "
             f"({HOLDOUT_SHARE:.0%} of the time span): synthetic rows carry a prompt_id on ~22% only, so the azure-only split would leave most on neither side"
         )
-        print(f"\nfeatures + training of the cost predictor on {n_rows:,} rows: one process vs Dask ({workers} workers x {cluster.threads_per_worker} thread)", flush=True)
+        print(
+            f"\nfeatures + training of the cost predictor on {n_rows:,} rows: one process vs Dask ({workers} workers x {cluster.threads_per_worker} thread)",
+            flush=True,
+        )
         runs = tuple(run_mode(mode, dataset, params, train.prices, cluster, work) for mode in MODES)
         print(mode_table(runs, n_rows))
         wall_ratio, rss_ratio = runs[1].wall_s / runs[0].wall_s, runs[1].peak_rss_bytes / runs[0].peak_rss_bytes
@@ -306,15 +371,28 @@ def main(
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             problem = cost.tuning_problem(tuning_subset(dataset, tune_rows), params)
-            print(f"  tuning problem: {len(problem.y_train):,} train / {len(problem.y_valid):,} validation rows of a {min(tune_rows, n_rows):,}-row sample", flush=True)
+            print(
+                f"  tuning problem: {len(problem.y_train):,} train / {len(problem.y_valid):,} validation rows of a {min(tune_rows, n_rows):,}-row sample",
+                flush=True,
+            )
             tune = replace(load_params(params_file, "tune", TuneParams), storage=storage, trials=trials, timeout_s=0.0)
             for n in (1, 2):
                 run = tune_run(problem, replace(tune, workers=n), cluster)
                 tunes += (run,)
-                print(f"  {n} worker(s): {run.finished} trials ({run.complete} complete, {run.pruned} pruned) in {run.seconds:.1f} s = {run.per_minute:.1f} trials/min ({run.busy:.2f} trials running on average)", flush=True)
-            print(f"  ratio 2 workers / 1 worker: {tunes[1].per_minute / tunes[0].per_minute:.2f} x the trials per minute")
+                print(
+                    f"  {n} worker(s): {run.finished} trials ({run.complete} complete, {run.pruned} pruned) in {run.seconds:.1f} s = {run.per_minute:.1f} trials/min ({run.busy:.2f} trials running on average)",
+                    flush=True,
+                )
+            print(
+                f"  ratio 2 workers / 1 worker: {tunes[1].per_minute / tunes[0].per_minute:.2f} x the trials per minute"
+            )
     result = BenchResult(n_rows, machine(), asdict(params), runs, wall_ratio, rss_ratio, tunes, tune_rows, note)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(result) | {"tune_per_minute": {str(t.workers): t.per_minute for t in tunes}}, indent=2, default=str) + "\n")
+    out.write_text(
+        json.dumps(
+            asdict(result) | {"tune_per_minute": {str(t.workers): t.per_minute for t in tunes}}, indent=2, default=str
+        )
+        + "\n"
+    )
     print(f"\nresults: {out}")
     return result

@@ -97,17 +97,24 @@ def _worker(port: int, bodies: list[bytes], batch: int, malformed: float, seed: 
     out.update(latencies=latencies, statuses=statuses, decisions=decisions)
 
 
-def run_load(port: int, prompts: list[str], seconds: float, concurrency: int, batch: int, malformed: float, seed: int = 0) -> LoadResult:
+def run_load(
+    port: int, prompts: list[str], seconds: float, concurrency: int, batch: int, malformed: float, seed: int = 0
+) -> LoadResult:
     """Load an already running server; pure apart from the network."""
     rng = random.Random(seed)
     requests = [{"prompt": p, "request_id": f"load-{i}"} for i, p in enumerate(prompts)]
     if batch > 1:
-        bodies = [json.dumps([requests[rng.randrange(len(requests))] for _ in range(batch)]).encode() for _ in range(200)]
+        bodies = [
+            json.dumps([requests[rng.randrange(len(requests))] for _ in range(batch)]).encode() for _ in range(200)
+        ]
     else:
         bodies = [json.dumps(r).encode() for r in requests]
     stop = time.monotonic() + seconds
     results: list[dict] = [{} for _ in range(concurrency)]
-    threads = [threading.Thread(target=_worker, args=(port, bodies, batch, malformed, seed + i, stop, results[i])) for i in range(concurrency)]
+    threads = [
+        threading.Thread(target=_worker, args=(port, bodies, batch, malformed, seed + i, stop, results[i]))
+        for i in range(concurrency)
+    ]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -117,13 +124,30 @@ def run_load(port: int, prompts: list[str], seconds: float, concurrency: int, ba
     latencies = np.array([x for r in results for x in r["latencies"]]) * 1e3
     statuses = sum((r["statuses"] for r in results), Counter())
     pct = np.percentile(latencies, [50, 95, 99]) if latencies.size else [float("nan")] * 3
-    return LoadResult(elapsed, sum(statuses.values()), sum(r["decisions"] for r in results), dict(sorted(statuses.items())), *map(float, pct))
+    return LoadResult(
+        elapsed,
+        sum(statuses.values()),
+        sum(r["decisions"] for r in results),
+        dict(sorted(statuses.items())),
+        *map(float, pct),
+    )
 
 
-def main(bundle: Path, seconds: float = 10.0, concurrency: int = 4, batch: int = 1, malformed: float = 0.05, prompts_file: Path = Path("data/sample/alpaca_eval.parquet")) -> LoadResult:
+def main(
+    bundle: Path,
+    seconds: float = 10.0,
+    concurrency: int = 4,
+    batch: int = 1,
+    malformed: float = 0.05,
+    prompts_file: Path = Path("data/sample/alpaca_eval.parquet"),
+) -> LoadResult:
     prompts = pd.read_parquet(prompts_file, columns=["prompt"])["prompt"].drop_duplicates().tolist()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_healthy(port, server)
         result = run_load(port, prompts, seconds, concurrency, batch, malformed)
@@ -134,8 +158,14 @@ def main(bundle: Path, seconds: float = 10.0, concurrency: int = 4, batch: int =
         except subprocess.TimeoutExpired:
             server.kill()
     per_s = result.decisions / result.seconds
-    print(f"{result.posts:,} POSTs in {result.seconds:.1f} s from {concurrency} connections, batch {batch}, {malformed:.0%} malformed")
-    print(f"  {result.posts / result.seconds:,.0f} POSTs/s, {per_s:,.0f} decisions/s (goal {GOAL_DECISIONS_PER_S:,.0f}/s: {'met' if per_s >= GOAL_DECISIONS_PER_S else 'MISSED'})")
-    print(f"  latency of good POSTs: p50 {result.p50_ms:.2f} ms, p95 {result.p95_ms:.2f} ms, p99 {result.p99_ms:.2f} ms (goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if result.p99_ms < GOAL_P99_MS else 'MISSED'})")
+    print(
+        f"{result.posts:,} POSTs in {result.seconds:.1f} s from {concurrency} connections, batch {batch}, {malformed:.0%} malformed"
+    )
+    print(
+        f"  {result.posts / result.seconds:,.0f} POSTs/s, {per_s:,.0f} decisions/s (goal {GOAL_DECISIONS_PER_S:,.0f}/s: {'met' if per_s >= GOAL_DECISIONS_PER_S else 'MISSED'})"
+    )
+    print(
+        f"  latency of good POSTs: p50 {result.p50_ms:.2f} ms, p95 {result.p95_ms:.2f} ms, p99 {result.p99_ms:.2f} ms (goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if result.p99_ms < GOAL_P99_MS else 'MISSED'})"
+    )
     print(f"  statuses {result.statuses}; server errors (5xx or dropped connections): {result.server_errors}")
     return result

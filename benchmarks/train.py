@@ -44,7 +44,11 @@ def scaled(traces: pd.DataFrame, rows: int) -> pd.DataFrame:
         part["prefix_blocks"] = pd.Series(pd.arrays.ArrowExtensionArray(shifted), index=part.index)
         parts.append(part)
     out = pd.concat(parts, ignore_index=True)
-    keep = np.sort(np.random.default_rng(0).choice(len(out), size=rows, replace=False)) if rows < len(out) else np.arange(len(out))
+    keep = (
+        np.sort(np.random.default_rng(0).choice(len(out), size=rows, replace=False))
+        if rows < len(out)
+        else np.arange(len(out))
+    )
     return out.iloc[keep].reset_index(drop=True)
 
 
@@ -62,22 +66,29 @@ def main(rows: int, trials: int, params_file: Path | None = None) -> float:
     features = load_params(params_file, "features", FeatureParams)
     prices, cards = load_prices(train.prices), load_cards(train.cards)
     traces = scaled(load_traces([train.traces], train.prices), rows)
-    print(f"{len(traces):,} rows ({traces['model'].nunique()} models; {quality.quality_rows(traces).shape[0]:,} with quality labels)")
+    print(
+        f"{len(traces):,} rows ({traces['model'].nunique()} models; {quality.quality_rows(traces).shape[0]:,} with quality labels)"
+    )
     steps: list[tuple[str, float]] = []
     rows_q = quality.quality_rows(traces)
     spec = _timed("features: fit (quality rows)", lambda: fit_features(rows_q, features, cards, prices), steps)
     _timed(f"features: build ({len(traces):,} rows)", lambda: build_features(traces, spec), steps)
     print(f"  {'':<34}({len(traces) / max(steps[-1][1], 1e-9):,.0f} rows/s)")
-    _timed("train quality (heads auto)", lambda: quality.fit_and_evaluate(traces, train.quality, features, cards, prices), steps)
+    _timed(
+        "train quality (heads auto)",
+        lambda: quality.fit_and_evaluate(traces, train.quality, features, cards, prices),
+        steps,
+    )
     _timed("train cost", lambda: cost.fit_and_evaluate(traces, prices, train.cost), steps)
     _timed("train cache", lambda: cache.fit_and_evaluate(traces, train.cache), steps)
     tune = replace(load_params(params_file, "tune", TuneParams), trials=trials)
     with tempfile.TemporaryDirectory(prefix="beast-bench-tune-") as tmp:
         tune = replace(tune, storage=f"sqlite:///{tmp}/optuna.db")
         for name, job in problems(traces, train, features).items():
-            _timed(f"tune {name} ({trials} trials + verdict)", lambda job=job, name=name: tune_one(name, job, tune), steps)
+            _timed(
+                f"tune {name} ({trials} trials + verdict)", lambda job=job, name=name: tune_one(name, job, tune), steps
+            )
     total = sum(s for _, s in steps)
     verdict = "meets" if total <= GOAL_SECONDS else "MISSES"
     print(f"  {'total':<34}{total:>8.1f} s  ({verdict} the goal of {GOAL_SECONDS} s; ratio {total / GOAL_SECONDS:.2f})")
     return total
-

@@ -68,7 +68,9 @@ class SemanticParams:
     rewrites_per_prompt: Count = 1  # rewrites of each cached prompt (kinds cycled)
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
     false_hit_budget: Share = 0.01  # max value of `budget_on` for the chosen threshold
-    budget_on: str = "false_hit_share"  # or "false_hit_rate" / "novel_false_rate" (the one independent of the query mix)
+    budget_on: str = (
+        "false_hit_share"  # or "false_hit_rate" / "novel_false_rate" (the one independent of the query mix)
+    )
     seed: NonNegativeInt = 0
     text: TextParams = field(default_factory=TextParams)  # the features.text representation, fitted on the cache
     out: Path = Path("data/semantic_cache")
@@ -169,7 +171,10 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-EMBEDDERS: dict[str, Callable[[TextSpec, Sequence[str]], np.ndarray | sp.csr_matrix]] = {"tfidf": tfidf_matrix, "svd": svd_matrix}
+EMBEDDERS: dict[str, Callable[[TextSpec, Sequence[str]], np.ndarray | sp.csr_matrix]] = {
+    "tfidf": tfidf_matrix,
+    "svd": svd_matrix,
+}
 
 
 def tfidf_entries(spec: TextSpec, prompt: str) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +279,9 @@ def score(representation: str, threshold: float, idx: np.ndarray, sim: np.ndarra
 BUDGET_RATES = ("false_hit_share", "false_hit_rate", "novel_false_rate")  # ThresholdRow fields a budget can cap
 
 
-def pick_threshold(rows: Sequence[ThresholdRow], budget: float, budget_on: str = "false_hit_share") -> ThresholdRow | None:
+def pick_threshold(
+    rows: Sequence[ThresholdRow], budget: float, budget_on: str = "false_hit_share"
+) -> ThresholdRow | None:
     """Highest hit rate with `budget_on` <= budget; ties go to the higher threshold; None if none fits."""
     if budget_on not in BUDGET_RATES:
         raise ValueError(f"budget_on must be one of {', '.join(BUDGET_RATES)}, got {budget_on!r}")
@@ -338,7 +345,9 @@ def split_prompts(prompts: Sequence[str], cached_share: float, seed: int) -> tup
     return [distinct[i] for i in order[:n]], [distinct[i] for i in order[n:]]
 
 
-def lookup_speed(spec: TextSpec, cached: Sequence[str], queries: Sequence[str], seconds: float = 0.5) -> tuple[LookupSpeed, ...]:
+def lookup_speed(
+    spec: TextSpec, cached: Sequence[str], queries: Sequence[str], seconds: float = 0.5
+) -> tuple[LookupSpeed, ...]:
     """Queries per second of each representation: one at a time (`SemanticIndex.lookup`, up to `seconds`)
     and all in one batch (embed + `nearest`)."""
     out = []
@@ -373,7 +382,9 @@ def run_experiment(prompts: Sequence[str], params: SemanticParams, speed_seconds
     best = max(picks, key=lambda r: r.hit_rate) if picks else None
     speed = lookup_speed(spec, cached, list(queries.text), speed_seconds)
     n_rewrites = int((queries.source >= 0).sum())
-    return SemanticReport(len(cached) + len(held_out), len(cached), len(held_out), n_rewrites, params, tuple(rows), chosen, best, speed)
+    return SemanticReport(
+        len(cached) + len(held_out), len(cached), len(held_out), n_rewrites, params, tuple(rows), chosen, best, speed
+    )
 
 
 # --- output -------------------------------------------------------------------------------------------
@@ -389,17 +400,39 @@ def plot(report: SemanticReport, path: Path) -> Path:
         rows = [r for r in report.rows if r.representation == name]
         t = [r.threshold for r in rows]
         ax.plot(t, [r.hit_rate for r in rows], marker="o", color=colors[name], label=f"{name}: hit rate (rewrites)")
-        ax.plot(t, [r.false_hit_share for r in rows], marker="x", linestyle="--", color=colors[name], label=f"{name}: false hits / hits")
+        ax.plot(
+            t,
+            [r.false_hit_share for r in rows],
+            marker="x",
+            linestyle="--",
+            color=colors[name],
+            label=f"{name}: false hits / hits",
+        )
         pick = report.chosen.get(name)
         if pick is not None:
             ax.axvline(pick.threshold, color=colors[name], alpha=0.4, linewidth=3)
-            ax.annotate(f"{name} chosen {pick.threshold:g}", (pick.threshold, pick.hit_rate), textcoords="offset points", xytext=(-90, -18), fontsize=8, color=colors[name])
+            ax.annotate(
+                f"{name} chosen {pick.threshold:g}",
+                (pick.threshold, pick.hit_rate),
+                textcoords="offset points",
+                xytext=(-90, -18),
+                fontsize=8,
+                color=colors[name],
+            )
     exact = next(r for r in report.rows if r.representation == "exact")
     ax.axhline(exact.hit_rate, color="gray", linestyle=":", label=f"exact match: hit rate {exact.hit_rate:.2f}")
-    ax.axhline(report.params.false_hit_budget, color="red", linestyle=":", label=f"false-hit budget {report.params.false_hit_budget:g}")
+    ax.axhline(
+        report.params.false_hit_budget,
+        color="red",
+        linestyle=":",
+        label=f"false-hit budget {report.params.false_hit_budget:g}",
+    )
     ax.set_xlabel("cosine similarity threshold")
     ax.set_ylabel("rate")
-    ax.set_title(f"semantic cache: {report.cached} cached prompts, {report.rewrites} rewrites, {report.held_out} novel prompts", fontsize=10)
+    ax.set_title(
+        f"semantic cache: {report.cached} cached prompts, {report.rewrites} rewrites, {report.held_out} novel prompts",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="center left")
     return save_figure(fig, path)
@@ -410,7 +443,9 @@ def summary(report: SemanticReport) -> str:
     kinds = list(REWRITES)
     chosen = {(r.representation, r.threshold) for r in report.chosen.values() if r is not None}
     lines = [
-        "| representation | threshold | hit rate | false hits / hits | false hits / queries | novel false | " + " | ".join(kinds) + " |",
+        "| representation | threshold | hit rate | false hits / hits | false hits / queries | novel false | "
+        + " | ".join(kinds)
+        + " |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(kinds),
     ]
     for r in report.rows:
@@ -439,7 +474,9 @@ def read_prompts(paths: Sequence[Path]) -> list[str]:
     return [str(p) for f in frames.values() for p in f["prompt"].dropna()]
 
 
-def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, out: Path | None = None) -> SemanticReport:
+def main(
+    params_file: Path | None = None, traces: Sequence[Path] | None = None, out: Path | None = None
+) -> SemanticReport:
     """`beast cache semantic`: run the experiment, write semantic_report.json and semantic_cache.png to `out`."""
     from core.config import load_params
     from core.errors import BeastError
@@ -452,7 +489,9 @@ def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, 
     if missing:
         raise BeastError(f"semantic-cache: file not found: {', '.join(missing)}")
     prompts = read_prompts(paths)
-    print(f"semantic-cache on {', '.join(p.name for p in paths)}: {len(set(prompts)):,} distinct prompts, budget {params.budget_on} <= {params.false_hit_budget:g}")
+    print(
+        f"semantic-cache on {', '.join(p.name for p in paths)}: {len(set(prompts)):,} distinct prompts, budget {params.budget_on} <= {params.false_hit_budget:g}"
+    )
     try:
         report = run_experiment(prompts, params)
     except ValueError as exc:
@@ -466,7 +505,20 @@ def main(params_file: Path | None = None, traces: Sequence[Path] | None = None, 
     print(f"\n{report.cached} cached prompts, {report.rewrites} rewrites, {report.held_out} held-out prompts\n")
     print(summary(report))
     for name, r in report.chosen.items():
-        print(f"\n{name}: " + ("no threshold meets the budget" if r is None else f"chosen threshold {r.threshold:g}: hit rate {r.hit_rate:.3f}, false hits / hits {r.false_hit_share:.4f}, novel false {r.novel_false_rate:.4f}"))
-    print("\nlookup speed: " + "; ".join(f"{s.representation} {s.one_by_one_per_s:,.0f} queries/s one by one, {s.batch_per_s:,.0f} in a batch" for s in report.speed))
+        print(
+            f"\n{name}: "
+            + (
+                "no threshold meets the budget"
+                if r is None
+                else f"chosen threshold {r.threshold:g}: hit rate {r.hit_rate:.3f}, false hits / hits {r.false_hit_share:.4f}, novel false {r.novel_false_rate:.4f}"
+            )
+        )
+    print(
+        "\nlookup speed: "
+        + "; ".join(
+            f"{s.representation} {s.one_by_one_per_s:,.0f} queries/s one by one, {s.batch_per_s:,.0f} in a batch"
+            for s in report.speed
+        )
+    )
     print(f"wrote {json_path} and {png}")
     return report

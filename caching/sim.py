@@ -84,14 +84,18 @@ NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
 class LearnedParams:
     """Mirrors params.yaml -> cache_sim.learned."""
 
-    objective: str = "hit_probability"  # LEARNED_OBJECTIVES: "hit_probability" (default) or "distance" (the earlier regressor)
+    objective: str = (
+        "hit_probability"  # LEARNED_OBJECTIVES: "hit_probability" (default) or "distance" (the earlier regressor)
+    )
     horizon_fraction: Fraction = 0.25  # horizon = this share of the training lookups (label: reused within it)
     num_leaves: AtLeastTwo = 7  # small trees, many rows per leaf: a request's blocks share features and labels,
     learning_rate: Positive = 0.1  # so deep trees memorise requests (31 leaves / 50 rows: train AUC 0.99, test 0.68)
     num_boost_round: Count = 150
     min_data_in_leaf: Count = 500
     samples: Count = 8  # cached blocks compared per eviction (16: hit ratios within 0.002, half the speed)
-    window_factor: Positive = 4.0  # hit_probability: eviction scores count reuses within window_factor x capacity lookups
+    window_factor: Positive = (
+        4.0  # hit_probability: eviction scores count reuses within window_factor x capacity lookups
+    )
     overdue_factor: NonNegative = 1.0  # distance only: an overdue block counts with this x its idle time
     admit_bypass: bool = True
     seed: NonNegativeInt = 0
@@ -189,7 +193,14 @@ MIN_CAPACITY = {"s3fifo": 10}  # its small FIFO is 10 % of the cache and must ho
 def _libcachesim_cache(policy: str, capacity: int):
     import libcachesim as lcs
 
-    classes = {"lru": lcs.LRU, "lfu": lcs.LFU, "fifo": lcs.FIFO, "s3fifo": lcs.S3FIFO, "arc": lcs.ARC, "belady": lcs.Belady}
+    classes = {
+        "lru": lcs.LRU,
+        "lfu": lcs.LFU,
+        "fifo": lcs.FIFO,
+        "s3fifo": lcs.S3FIFO,
+        "arc": lcs.ARC,
+        "belady": lcs.Belady,
+    }
     return classes[policy](capacity)
 
 
@@ -215,7 +226,9 @@ def libcachesim_hits(block: np.ndarray, policy: str, capacity: int, next_index: 
     return hits
 
 
-def simulate_belady(block: np.ndarray, capacity: int, next_index: np.ndarray | None = None, admit_bypass: bool = True) -> np.ndarray:
+def simulate_belady(
+    block: np.ndarray, capacity: int, next_index: np.ndarray | None = None, admit_bypass: bool = True
+) -> np.ndarray:
     """Offline optimum (Belady's MIN): evict the cached block whose next use is farthest (max-heap on
     next-use indices from `next_use`). With `admit_bypass` a missed block used again later than every
     cached block (or never) is not admitted: the optimum for a cache that may decline admission, and so
@@ -314,7 +327,9 @@ def simulate_learned(
         else:
             if len(keys) >= capacity:
                 n = len(keys)
-                candidates = keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]
+                candidates = (
+                    keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]
+                )
                 best, victim = -1.0, keys[0]
                 for k in candidates:
                     r = due[k] - i
@@ -405,7 +420,9 @@ def simulate_hit_probability(
             if len(keys) >= capacity:
                 n = len(keys)
                 best, victim = float("inf"), keys[0]
-                for k in keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]:
+                for k in (
+                    keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]
+                ):
                     last, q, seen, ahead = state[k]
                     age = i - last
                     bits = age.bit_length()
@@ -433,7 +450,16 @@ def simulate_hit_probability(
 
 # --- the learned policy's predictor -------------------------------------------------------------------
 
-BLOCK_FEATURES: tuple[str, ...] = ("pos", "n_blocks", "is_last", "rel_pos", "block_tokens", "prior_lookups", "gap_lookups", "gap_s")
+BLOCK_FEATURES: tuple[str, ...] = (
+    "pos",
+    "n_blocks",
+    "is_last",
+    "rel_pos",
+    "block_tokens",
+    "prior_lookups",
+    "gap_lookups",
+    "gap_s",
+)
 
 
 def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
@@ -534,7 +560,9 @@ def fit_hit_probability(X: pd.DataFrame, trace: BlockTrace, params: LearnedParam
 
     n_train, horizon, dist, keep = _training_window(trace, params)
     reused = (dist >= 0) & (dist <= horizon)
-    booster = train_booster(X.iloc[:n_train][keep], reused[keep].astype(float), _booster_params(params, "binary"), params.num_boost_round)
+    booster = train_booster(
+        X.iloc[:n_train][keep], reused[keep].astype(float), _booster_params(params, "binary"), params.num_boost_round
+    )
     group = curve_group(trace)[:n_train]
     distances = tuple(np.sort(dist[keep & reused & (group == g)]) for g in range(CURVE_GROUPS))
     return LearnedModel(booster, "hit_probability", horizon, int(keep.sum()), distances)
@@ -655,9 +683,26 @@ def run_policy(
             if model is None:
                 raise ValueError("the hit_probability objective needs its model's reuse-distance curve")
             curves = [age_curve(d, model.horizon, learned.window_factor * capacity) for d in model.reuse_distances]
-            hits = simulate_hit_probability(trace.block, predicted, capacity, curves, curve_group(trace), learned.samples, learned.admit_bypass, learned.seed)
+            hits = simulate_hit_probability(
+                trace.block,
+                predicted,
+                capacity,
+                curves,
+                curve_group(trace),
+                learned.samples,
+                learned.admit_bypass,
+                learned.seed,
+            )
         else:
-            hits = simulate_learned(trace.block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed)
+            hits = simulate_learned(
+                trace.block,
+                predicted,
+                capacity,
+                learned.samples,
+                learned.overdue_factor,
+                learned.admit_bypass,
+                learned.seed,
+            )
     elif policy == "belady":
         hits = simulate_belady(trace.block, capacity, trace.next_use)
     elif policy in LIBCACHESIM_POLICIES:
@@ -680,7 +725,9 @@ def run_policy(
     )
 
 
-def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None) -> CacheSimReport:
+def simulate(
+    frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None
+) -> CacheSimReport:
     """Pure: every policy of `params` at every capacity on `frame`'s block lookups."""
     unknown = sorted(set(params.policies) - set(POLICIES))
     if unknown:
@@ -707,7 +754,9 @@ def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", l
     for policy in params.policies:
         for capacity in params.capacities:
             run = run_policy(trace, policy, capacity, predicted, params.learned, model)
-            log(f"  {policy:8s} capacity {capacity:>7,}: hit ratio {run.hit_ratio:.4f}, tokens saved {run.tokens_saved:,} ({run.lookups_per_s:,.0f} lookups/s)")
+            log(
+                f"  {policy:8s} capacity {capacity:>7,}: hit ratio {run.hit_ratio:.4f}, tokens saved {run.tokens_saved:,} ({run.lookups_per_s:,.0f} lookups/s)"
+            )
             runs.append(run)
     return CacheSimReport(
         name,
@@ -724,7 +773,15 @@ def simulate(frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", l
     )
 
 
-COLORS = {"lru": "tab:blue", "lfu": "tab:orange", "fifo": "tab:green", "s3fifo": "tab:purple", "arc": "tab:brown", "learned": "tab:red", "belady": "black"}
+COLORS = {
+    "lru": "tab:blue",
+    "lfu": "tab:orange",
+    "fifo": "tab:green",
+    "s3fifo": "tab:purple",
+    "arc": "tab:brown",
+    "learned": "tab:red",
+    "belady": "black",
+}
 
 
 def plot(report: CacheSimReport, path: Path) -> Path:
@@ -733,12 +790,14 @@ def plot(report: CacheSimReport, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy, ratios in report.policies().items():
-        style = {"belady": dict(linestyle="--"), "learned": dict(linewidth=2.5)}.get(policy, {})
+        style = {"belady": {"linestyle": "--"}, "learned": {"linewidth": 2.5}}.get(policy, {})
         ax.plot(report.capacities, ratios, marker="o", label=policy, color=COLORS.get(policy), **style)
     ax.set_xscale("log")
     ax.set_xlabel(f"capacity (blocks of {report.block_tokens} tokens)")
     ax.set_ylabel("block hit ratio (evaluation window)")
-    ax.set_title(f"{report.trace}\nprefix-block cache, lookups counted from {report.eval_from:g} of the time range", fontsize=10)
+    ax.set_title(
+        f"{report.trace}\nprefix-block cache, lookups counted from {report.eval_from:g} of the time range", fontsize=10
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
@@ -753,7 +812,11 @@ def summary(report: CacheSimReport) -> str:
         lines.append(f"| {policy} | " + " | ".join(f"{r:.4f}" for r in ratios) + f" | {speed[policy]:,.0f} |")
     gaps = report.gap_closed()
     if any(g is not None for g in gaps):
-        lines.append("| learned: share of LRU-to-Belady gap closed | " + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps) + " | |")
+        lines.append(
+            "| learned: share of LRU-to-Belady gap closed | "
+            + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps)
+            + " | |"
+        )
     return "\n".join(lines)
 
 
@@ -774,13 +837,20 @@ def main(
     from traces.load import load_traces
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
-    overrides = {"capacities": tuple(capacities) if capacities else None, "policies": tuple(policies) if policies else None, "eval_from": eval_from, "out": out}
+    overrides = {
+        "capacities": tuple(capacities) if capacities else None,
+        "policies": tuple(policies) if policies else None,
+        "eval_from": eval_from,
+        "out": out,
+    }
     params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
     frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     name = ", ".join(p.name for p in traces)
-    print(f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens")
+    print(
+        f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
+    )
     try:
         report = simulate(frame, params, name, log=print)
     except ValueError as exc:
@@ -789,9 +859,13 @@ def main(
     json_path = params.out / "cache_report.json"
     write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
     png = plot(report, params.out / "cache_sim.png")
-    print(f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n")
+    print(
+        f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n"
+    )
     print(summary(report))
     speed = ", ".join(f"{k} {v:,.0f}" for k, v in report.lookups_per_s().items())
-    print(f"\nspeed, block lookups/s: {report.overall_lookups_per_s():,.0f} over all {len(report.runs)} runs; per policy (median): {speed}")
+    print(
+        f"\nspeed, block lookups/s: {report.overall_lookups_per_s():,.0f} over all {len(report.runs)} runs; per policy (median): {speed}"
+    )
     print(f"wrote {json_path} and {png}")
     return report

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import Count, NonNegative, Share
 from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, select_rows
+from core.config import Count, NonNegative, Share
 
 MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
 
@@ -161,7 +161,9 @@ class TiersReport:
         }
 
 
-def simulate_tiers(frame: pd.DataFrame, params: TiersParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None) -> TiersReport:
+def simulate_tiers(
+    frame: pd.DataFrame, params: TiersParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None
+) -> TiersReport:
     """Pure: every (fast, slow) capacity pair of `params` on `frame`'s block lookups."""
     if min(params.fast_capacities + params.slow_capacities, default=0) < 0:
         raise ValueError("cache-tiers: capacities must be >= 0")
@@ -173,9 +175,19 @@ def simulate_tiers(frame: pd.DataFrame, params: TiersParams, name: str = "trace"
     for fast in params.fast_capacities:
         for slow in params.slow_capacities:
             run = tier_run(trace, fast, slow, params)
-            log(f"  fast {fast:>6,} slow {slow:>7,}: hit ratio {run.hit_ratio:.4f} (fast {run.fast_hit_ratio:.4f}, slow {run.slow_hit_ratio:.4f}), {run.expected_ms:.2f} ms/lookup ({run.lookups_per_s or 0:,.0f} lookups/s)")
+            log(
+                f"  fast {fast:>6,} slow {slow:>7,}: hit ratio {run.hit_ratio:.4f} (fast {run.fast_hit_ratio:.4f}, slow {run.slow_hit_ratio:.4f}), {run.expected_ms:.2f} ms/lookup ({run.lookups_per_s or 0:,.0f} lookups/s)"
+            )
             runs.append(run)
-    return TiersReport(name, int(frame.shape[0]), len(trace), int(len(np.unique(trace.block))), int(trace.counted.sum()), params, tuple(runs))
+    return TiersReport(
+        name,
+        int(frame.shape[0]),
+        len(trace),
+        int(len(np.unique(trace.block))),
+        int(trace.counted.sum()),
+        params,
+        tuple(runs),
+    )
 
 
 def plot(report: TiersReport, path: Path) -> Path:
@@ -254,7 +266,9 @@ def main(
     json_path = params.out / "tiers_report.json"
     write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
     png = plot(report, params.out / "cache_tiers.png")
-    print(f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n")
+    print(
+        f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n"
+    )
     print(summary(report))
     print(f"\nspeed: {report.overall_lookups_per_s():,.0f} block lookups/s over the simulated configurations")
     print(f"wrote {json_path} and {png}")

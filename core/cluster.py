@@ -70,7 +70,9 @@ def client(params: ClusterParams) -> Iterator[object]:
         try:
             dask_client = Client(address, timeout=f"{params.connect_timeout_s}s")
         except (OSError, TimeoutError) as exc:
-            raise BeastError(f"dask: cannot reach the scheduler at {address} ({exc}); check params.yaml dask.address or ${ADDRESS_ENV}") from None
+            raise BeastError(
+                f"dask: cannot reach the scheduler at {address} ({exc}); check params.yaml dask.address or ${ADDRESS_ENV}"
+            ) from None
         with dask_client:
             print(f"dask: connected to {address} ({len(dask_client.scheduler_info()['workers'])} workers)", flush=True)
             yield dask_client
@@ -84,5 +86,8 @@ def client(params: ClusterParams) -> Iterator[object]:
         silence_logs=40,  # errors only: worker start/stop chatter is not progress
     )
     with cluster, Client(cluster) as dask_client:
-        print(f"dask: LocalCluster of {params.n_workers} workers x {params.threads_per_worker} thread(s) up in {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"dask: LocalCluster of {params.n_workers} workers x {params.threads_per_worker} thread(s) up in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         yield dask_client

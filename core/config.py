@@ -100,7 +100,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return None if value is None else _coerce(value, args[0], where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         if abs(value) > 1e300:
-            raise BeastError(f"{where}: expected float, got an integer beyond float range ({len(str(abs(value)))} digits)")
+            raise BeastError(
+                f"{where}: expected float, got an integer beyond float range ({len(str(abs(value)))} digits)"
+            )
         return float(value)
     if isinstance(hint, type) and not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
         raise BeastError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

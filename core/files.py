@@ -16,7 +16,6 @@ from typing import BinaryIO
 
 from core.errors import BeastError
 
-
 # errno of a write the file system refused: disk full, quota, read-only, permission, file size limit
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 
@@ -86,7 +85,9 @@ def _gunzip(data: bytes, path: Path, limit: int) -> bytes:
         while chunk := gz.read(min(1 << 24, limit + 1 - total)):
             total += len(chunk)
             if total > limit:
-                raise BeastError(f"{path}: decompresses to more than {limit:,} bytes ({MAX_INPUT_ENV}); split the file or raise the limit")
+                raise BeastError(
+                    f"{path}: decompresses to more than {limit:,} bytes ({MAX_INPUT_ENV}); split the file or raise the limit"
+                )
             parts.append(chunk)
     return b"".join(parts)
 
@@ -97,7 +98,9 @@ def read_bytes(path: Path) -> bytes:
     limit = max_input_bytes()
     try:
         if path.is_file() and path.stat().st_size > limit:
-            raise BeastError(f"{path}: {path.stat().st_size:,} bytes, more than {limit:,} ({MAX_INPUT_ENV}); split the file or raise the limit")
+            raise BeastError(
+                f"{path}: {path.stat().st_size:,} bytes, more than {limit:,} ({MAX_INPUT_ENV}); split the file or raise the limit"
+            )
         data = path.read_bytes()
         return _gunzip(data, path, limit) if path.suffix == ".gz" else data
     except FileNotFoundError:

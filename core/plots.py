@@ -29,7 +29,9 @@ def reliability_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     """Mean predicted vs mean actual per bin (the diagonal is perfect calibration); dot size = rows."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
-    ax.scatter(table["predicted"], table["actual"], s=20 + 200 * table["rows"] / table["rows"].max(), alpha=0.8, label="bins")
+    ax.scatter(
+        table["predicted"], table["actual"], s=20 + 200 * table["rows"] / table["rows"].max(), alpha=0.8, label="bins"
+    )
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted", ylabel="mean actual", title=title)
     ax.legend(loc="upper left")
     return save_figure(fig, path)

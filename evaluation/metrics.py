@@ -44,7 +44,10 @@ def hull(points: np.ndarray) -> np.ndarray:
     out: list[np.ndarray] = []
     for p in front:
         # pop the last vertex while it lies on or below the chord from its predecessor to p
-        while len(out) >= 2 and (out[-1][0] - out[-2][0]) * (p[1] - out[-2][1]) - (out[-1][1] - out[-2][1]) * (p[0] - out[-2][0]) >= 0:
+        while (
+            len(out) >= 2
+            and (out[-1][0] - out[-2][0]) * (p[1] - out[-2][1]) - (out[-1][1] - out[-2][1]) * (p[0] - out[-2][0]) >= 0
+        ):
             out.pop()
         out.append(p)
     return np.array(out)
@@ -134,7 +137,13 @@ class Interval:
 
 
 def savings_bootstrap(
-    cost: np.ndarray, quality: np.ndarray, ref_cost: np.ndarray, ref_quality: np.ndarray, samples: int, seed: int, level: float = 0.95
+    cost: np.ndarray,
+    quality: np.ndarray,
+    ref_cost: np.ndarray,
+    ref_quality: np.ndarray,
+    samples: int,
+    seed: int,
+    level: float = 0.95,
 ) -> Interval:
     """Percentile CI of `savings` over test prompts resampled with replacement.
 
@@ -157,7 +166,9 @@ def savings_bootstrap(
     return Interval(float(np.percentile(s, tail)), float(np.percentile(s, 100 - tail)), float(ok.mean()))
 
 
-def selection_regret(chosen_quality: np.ndarray, chosen_cost: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> float:
+def selection_regret(
+    chosen_quality: np.ndarray, chosen_cost: np.ndarray, quality: np.ndarray, cost: np.ndarray
+) -> float:
     """Mean over prompts of (best actual quality among the models that cost no more than the chosen one on
     that prompt) - (the chosen model's quality). quality, cost: prompts x models, NaN = not answered."""
     q, c = np.asarray(quality, dtype=float), np.asarray(cost, dtype=float)
@@ -196,7 +207,9 @@ class PairIntervals:
     cpt80: tuple[float | None, float | None]
 
 
-def pair_bootstrap(to_strong: np.ndarray, q_strong: np.ndarray, q_weak: np.ndarray, samples: int, seed: int, level: float = 0.95) -> PairIntervals:
+def pair_bootstrap(
+    to_strong: np.ndarray, q_strong: np.ndarray, q_weak: np.ndarray, samples: int, seed: int, level: float = 0.95
+) -> PairIntervals:
     """Percentile CIs of APGR, CPT(50%), CPT(80%) over prompts resampled with replacement, the decisions fixed.
 
     to_strong: (operating points x prompts) bool, which prompts each point sends to the strong model;
@@ -216,7 +229,9 @@ def pair_bootstrap(to_strong: np.ndarray, q_strong: np.ndarray, q_weak: np.ndarr
         if gap != 0:
             stats.append(pair_stats(share[:, b], (chosen[:, b] - mw[b]) / gap))
     return PairIntervals(
-        _percentiles([s.apgr for s in stats], level), _percentiles([s.cpt50 for s in stats], level), _percentiles([s.cpt80 for s in stats], level)
+        _percentiles([s.apgr for s in stats], level),
+        _percentiles([s.cpt50 for s in stats], level),
+        _percentiles([s.cpt80 for s in stats], level),
     )
 
 
@@ -245,4 +260,10 @@ def random_pair(q_strong: np.ndarray, q_weak: np.ndarray, shares: np.ndarray, se
     apgrs = np.array([s.apgr for s in stats])
     c50 = [s.cpt50 for s in stats if s.cpt50 is not None]
     c80 = [s.cpt80 for s in stats if s.cpt80 is not None]
-    return RandomPair(seeds, float(apgrs.mean()), float(np.percentile(apgrs, 95)), float(np.mean(c50)) if c50 else None, float(np.mean(c80)) if c80 else None)
+    return RandomPair(
+        seeds,
+        float(apgrs.mean()),
+        float(np.percentile(apgrs, 95)),
+        float(np.mean(c50)) if c50 else None,
+        float(np.mean(c80)) if c80 else None,
+    )

@@ -22,14 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.router import RouteRequest, Router
+from serving.router import Router, RouteRequest
 
 VARIANTS = ("champion", "challenger")
 
 
 @dataclass(frozen=True)
 class ReplayResult:
-    experiment: pd.DataFrame  # contract-v1 rows, one per (variant, prompt): variant, prompt_id, model, quality, cost_usd
+    experiment: (
+        pd.DataFrame
+    )  # contract-v1 rows, one per (variant, prompt): variant, prompt_id, model, quality, cost_usd
     prompts: int  # prompts replayed (before dropping)
     dropped: Mapping[str, int]  # variant -> prompts dropped because its chosen model had no logged answer
     chosen: Mapping[str, Mapping[str, int]]  # variant -> model -> prompts routed to it
@@ -39,7 +41,13 @@ def _answers(traces: pd.DataFrame) -> pd.DataFrame:
     """Logged answers per (prompt_id, model): mean quality, cost, tokens; only prompts with >= 2 models."""
     rows = traces[traces["prompt_id"].notna() & traces["quality"].notna() & (traces["status"] == "ok")]
     rows = rows[rows.groupby("prompt_id")["model"].transform("nunique") >= 2]
-    agg = {"quality": "mean", "cost_usd": "mean", "input_tokens": "first", "output_tokens": "mean", "timestamp": "first"}
+    agg = {
+        "quality": "mean",
+        "cost_usd": "mean",
+        "input_tokens": "first",
+        "output_tokens": "mean",
+        "timestamp": "first",
+    }
     return rows.groupby(["prompt_id", "model"], sort=True).agg({k: v for k, v in agg.items() if k in rows})
 
 
@@ -57,7 +65,10 @@ def replay(routers: Mapping[str, Router], traces: pd.DataFrame, prompt_ids: list
     same clock), and every choice is scored with the logged answer of the model it chose."""
     traces = traces[traces["prompt_id"].notna()].assign(prompt_id=lambda f: f["prompt_id"].astype(str))
     answers = _answers(traces)
-    ids = sorted(set(answers.index.get_level_values("prompt_id")) & set(prompt_ids if prompt_ids is not None else answers.index.get_level_values("prompt_id")))
+    ids = sorted(
+        set(answers.index.get_level_values("prompt_id"))
+        & set(prompt_ids if prompt_ids is not None else answers.index.get_level_values("prompt_id"))
+    )
     requests = _requests(traces[traces["prompt_id"].isin(ids)], ids)
     picks = {v: [d.model for d in routers[v].route_many(requests, now=0.0)] for v in routers}
     logged = {v: [(pid, m) in answers.index for pid, m in zip(ids, picks[v], strict=True)] for v in routers}
@@ -65,7 +76,9 @@ def replay(routers: Mapping[str, Router], traces: pd.DataFrame, prompt_ids: list
     frames = []
     for v in routers:
         keep = [(pid, m) for (pid, m), ok in zip(zip(ids, picks[v], strict=True), both, strict=True) if ok]
-        got = answers.loc[keep].reset_index() if keep else pd.DataFrame(columns=["prompt_id", "model", *answers.columns])
+        got = (
+            answers.loc[keep].reset_index() if keep else pd.DataFrame(columns=["prompt_id", "model", *answers.columns])
+        )
         got.insert(0, "variant", v)
         got.insert(0, "request_id", [f"replay-{v}-{pid}" for pid in got["prompt_id"]])
         got["status"] = "ok"
@@ -83,7 +96,11 @@ def write_experiment(result: ReplayResult, path: Path) -> Path:
     def row(r: Mapping[str, object]) -> dict:
         out = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
         ts = out.get("timestamp")
-        out["timestamp"] = pd.Timestamp(ts).isoformat() if ts is not None and not pd.isna(ts) else dt.datetime(2025, 1, 1, tzinfo=dt.UTC).isoformat()
+        out["timestamp"] = (
+            pd.Timestamp(ts).isoformat()
+            if ts is not None and not pd.isna(ts)
+            else dt.datetime(2025, 1, 1, tzinfo=dt.UTC).isoformat()
+        )
         for key in ("input_tokens", "output_tokens"):
             if out.get(key) is not None:
                 out[key] = int(round(float(out[key])))
@@ -93,7 +110,14 @@ def write_experiment(result: ReplayResult, path: Path) -> Path:
     return write_atomic(Path(path), ("\n".join(lines) + "\n").encode())
 
 
-def main(champion: Path, challenger: Path, traces: Path, out: Path, params_file: Path | None = None, all_prompts: bool = False) -> ReplayResult:
+def main(
+    champion: Path,
+    challenger: Path,
+    traces: Path,
+    out: Path,
+    params_file: Path | None = None,
+    all_prompts: bool = False,
+) -> ReplayResult:
     """`beast eval replay`: load both bundles, pick the held-out prompts, replay, write the experiment file."""
     from core.config import load_params
     from models.common import group_split

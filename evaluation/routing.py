@@ -41,11 +41,11 @@ import pandas as pd
 from core.config import AtLeastTwo, Count, Fraction, NonNegativeInt, load_params
 from core.errors import BeastError
 from core.files import atomic_path, write_atomic
+from evaluation import metrics as rm
 from features.build import FeatureParams, build_features
 from features.model_cards import ModelCard, load_cards
 from models import calibration as cal
 from models import cost, quality
-from evaluation import metrics as rm
 from models.common import Split
 from traces.load import load_traces
 from traces.prices import PriceTable, load_prices
@@ -173,7 +173,9 @@ def bench_rows(traces: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
         raise BeastError("no row has a cost (cost_usd, or a price for its model): cannot score cost")
     unpriced = rows["cost_usd"].isna()
     if unpriced.any():
-        notes.append(f"{int(unpriced.sum()):,} labelled rows without a cost dropped (models without a price: {', '.join(sorted(rows.loc[unpriced, 'model'].astype(str).unique()))})")
+        notes.append(
+            f"{int(unpriced.sum()):,} labelled rows without a cost dropped (models without a price: {', '.join(sorted(rows.loc[unpriced, 'model'].astype(str).unique()))})"
+        )
         rows = rows[~unpriced]
     answered = rows.groupby("prompt_id")["model"].nunique()
     multi = answered.index[answered >= 2]
@@ -181,7 +183,9 @@ def bench_rows(traces: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
         notes.append(f"{len(answered) - len(multi):,} prompts answered by a single model dropped")
     rows = rows[rows["prompt_id"].isin(multi)].reset_index(drop=True)
     if rows["prompt_id"].nunique() < 2:
-        raise BeastError(f"{rows['prompt_id'].nunique()} prompt(s) answered by two or more models: the routing bench needs many")
+        raise BeastError(
+            f"{rows['prompt_id'].nunique()} prompt(s) answered by two or more models: the routing bench needs many"
+        )
     return rows, tuple(notes)
 
 
@@ -189,7 +193,9 @@ def candidates(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (prompt, model): the first logged row's request fields, mean quality and mean cost."""
     rows = rows.sort_values(["prompt_id", "model"], kind="stable")
     first = rows.drop_duplicates(["prompt_id", "model"]).drop(columns=["quality", "cost_usd"])
-    means = rows.groupby(["prompt_id", "model"], as_index=False).agg(quality=("quality", "mean"), cost_usd=("cost_usd", "mean"))
+    means = rows.groupby(["prompt_id", "model"], as_index=False).agg(
+        quality=("quality", "mean"), cost_usd=("cost_usd", "mean")
+    )
     return first.merge(means, on=["prompt_id", "model"], validate="one_to_one").reset_index(drop=True)
 
 
@@ -233,7 +239,14 @@ class FoldFit:
     fallback: str | None
 
 
-def _predict(qpred: quality.QualityPredictor, cpred: cost.CostPredictor, rows: pd.DataFrame, prices: PriceTable, means: pd.DataFrame, default_q: float) -> dict[str, np.ndarray]:
+def _predict(
+    qpred: quality.QualityPredictor,
+    cpred: cost.CostPredictor,
+    rows: pd.DataFrame,
+    prices: PriceTable,
+    means: pd.DataFrame,
+    default_q: float,
+) -> dict[str, np.ndarray]:
     """Learned and prior predictions for candidate rows; a model the training side never saw gets the
     training mean quality (no head, no prior of its own)."""
     q_prior = rows["model"].map(means["quality"]).to_numpy(dtype=float)
@@ -241,10 +254,17 @@ def _predict(qpred: quality.QualityPredictor, cpred: cost.CostPredictor, rows: p
     c_learned = cpred.predict_cost(rows, prices)["p50"].to_numpy(dtype=float)
     c_prior = rows["model"].map(means["cost_usd"]).to_numpy(dtype=float)
     q_learned = qpred.predict(build_features(rows, qpred.spec), rows["model"])
-    return {"q_learned": np.where(np.isnan(q_learned), q_prior, q_learned), "c_learned": c_learned, "q_prior": q_prior, "c_prior": np.where(np.isnan(c_prior), c_learned, c_prior)}
+    return {
+        "q_learned": np.where(np.isnan(q_learned), q_prior, q_learned),
+        "c_learned": c_learned,
+        "q_prior": q_prior,
+        "c_prior": np.where(np.isnan(c_prior), c_learned, c_prior),
+    }
 
 
-def _knn(qpred: quality.QualityPredictor, train: pd.DataFrame, test: pd.DataFrame, k: int, prior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _knn(
+    qpred: quality.QualityPredictor, train: pd.DataFrame, test: pd.DataFrame, k: int, prior: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """kNN estimates for `test` candidates from `train` rows (each model's mean over the k nearest training
     prompts on the same text features as the learned heads); no neighbour answered: the prior."""
     both = pd.concat([train, test], ignore_index=True)
@@ -256,7 +276,13 @@ def _knn(qpred: quality.QualityPredictor, train: pd.DataFrame, test: pd.DataFram
 
 
 def fit_fold(
-    train: pd.DataFrame, test: pd.DataFrame, qp: quality.QualityParams, cp: cost.CostParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    qp: quality.QualityParams,
+    cp: cost.CostParams,
+    features: FeatureParams,
+    cards: tuple[ModelCard, ...],
+    prices: PriceTable,
 ) -> FoldFit:
     """Pure: predictors and baselines fit on `train` rows only; predictions for the `test` candidates and for
     the training candidates (`candidates(train)`, in-sample: only for calibrating knob grids)."""
@@ -307,7 +333,9 @@ def knob_label(level: float) -> float:
     return float(f"{level:.6g}")  # short decimals: decisions.jsonl stays small and exact
 
 
-def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter, grids: Mapping[int, np.ndarray]) -> list[tuple[float, np.ndarray]]:
+def route_policy(
+    cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter, grids: Mapping[int, np.ndarray]
+) -> list[tuple[float, np.ndarray]]:
     """(knob level, chosen candidate row per prompt) for each level, through the policy's own choose(), each
     prompt with the knob value calibrated on its fold's training side (`grids`: fold -> values per level)."""
     from serving.router import POLICIES
@@ -320,12 +348,20 @@ def route_policy(cand: pd.DataFrame, starts: np.ndarray, router: PolicyRouter, g
     out = []
     for j, level in enumerate(cal.quantile_levels(n)):
         policies = {f: POLICIES[router.policy](**{router.knob: float(g[j])}) for f, g in grids.items()}
-        chosen = np.array([s + policies[f].choose(tuple(models[s:e]), q[s:e], c[s:e])[0] for (s, e), f in zip(bounds, folds, strict=True)], dtype=np.intp)
+        chosen = np.array(
+            [
+                s + policies[f].choose(tuple(models[s:e]), q[s:e], c[s:e])[0]
+                for (s, e), f in zip(bounds, folds, strict=True)
+            ],
+            dtype=np.intp,
+        )
         out.append((knob_label(level), chosen))
     return out
 
 
-def route_pair(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, order: np.ndarray, shares: Sequence[float]) -> list[tuple[float, np.ndarray]]:
+def route_pair(
+    cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, order: np.ndarray, shares: Sequence[float]
+) -> list[tuple[float, np.ndarray]]:
     """Share x of the pair prompts, first in `order` (positions into the pair prompts), to strong; the rest to weak."""
     rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
     out = []
@@ -336,7 +372,15 @@ def route_pair(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, o
     return out
 
 
-def route_pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, column: str, thresholds: Mapping[int, np.ndarray], shares: Sequence[float]) -> list[tuple[float, np.ndarray]]:
+def route_pair_scores(
+    cand: pd.DataFrame,
+    starts: np.ndarray,
+    strong: str,
+    weak: str,
+    column: str,
+    thresholds: Mapping[int, np.ndarray],
+    shares: Sequence[float],
+) -> list[tuple[float, np.ndarray]]:
     """Pair router on a score (predicted quality of strong minus weak, from `column`): at target share x a
     prompt goes to strong when its score exceeds the threshold that sends a share x of its fold's *training*
     prompts there (RouteLLM's calibration; the realised test share is what the curves use)."""
@@ -349,7 +393,9 @@ def route_pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak:
     return out
 
 
-def pair_scores(cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_scores(
+    cand: pd.DataFrame, starts: np.ndarray, strong: str, weak: str, column: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The strong and weak candidate rows of every prompt both models answered, and its score (strong minus
     weak on `column`)."""
     rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
@@ -386,7 +432,12 @@ def _matrices(cand: pd.DataFrame, starts: np.ndarray, models: Sequence[str]) -> 
 
 
 def score_routers(
-    cand: pd.DataFrame, starts: np.ndarray, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]], models: Sequence[str], strong: str, params: EvalParams
+    cand: pd.DataFrame,
+    starts: np.ndarray,
+    decisions: Mapping[str, list[tuple[float | None, np.ndarray]]],
+    models: Sequence[str],
+    strong: str,
+    params: EvalParams,
 ) -> tuple[dict[str, RouterScore], str, tuple[float, float]]:
     """Every router's points, AIQ (common range and anchor), savings vs always-strong with CI, regret."""
     q, c = cand["quality"].to_numpy(dtype=float), cand["cost_usd"].to_numpy(dtype=float)
@@ -412,10 +463,20 @@ def score_routers(
         for k, (_, rows) in enumerate(runs):
             cost_m[k, prompt[rows]], qual_m[k, prompt[rows]] = c[rows], q[rows]
             regrets.append(rm.selection_regret(q[rows], c[rows], Q[prompt[rows]], C[prompt[rows]]))
-        ci = rm.savings_bootstrap(cost_m[:, keep], qual_m[:, keep], ref_c[keep], ref_q[keep], params.bootstrap, params.seed, params.level)
+        ci = rm.savings_bootstrap(
+            cost_m[:, keep], qual_m[:, keep], ref_c[keep], ref_q[keep], params.bootstrap, params.seed, params.level
+        )
         saving = rm.savings(pts, float(np.nanmean(ref_c)), float(np.nanmean(ref_q)))
         share = params.quality_share
-        ci95 = rm.savings_bootstrap(cost_m[:, keep], qual_m[:, keep], ref_c[keep], share * ref_q[keep], params.bootstrap, params.seed, params.level)
+        ci95 = rm.savings_bootstrap(
+            cost_m[:, keep],
+            qual_m[:, keep],
+            ref_c[keep],
+            share * ref_q[keep],
+            params.bootstrap,
+            params.seed,
+            params.level,
+        )
         saving95 = rm.savings(pts, float(np.nanmean(ref_c)), share * float(np.nanmean(ref_q)))
         areas = (rm.aiq(pts, lo, hi, singles[cheapest]), rm.aiq(pts, lo, singles[strong][0], singles[cheapest]))
         raw[name] = (runs, pts, areas, saving, ci, regrets, int(covered.sum()), saving95, ci95)
@@ -447,7 +508,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 or not math.isfinite(a) else float(a / b)
 
 
-def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_strong: np.ndarray, rows_weak: np.ndarray, params: EvalParams | None = None) -> PairCurve:
+def pair_curve(
+    q: np.ndarray,
+    runs: list[tuple[float | None, np.ndarray]],
+    rows_strong: np.ndarray,
+    rows_weak: np.ndarray,
+    params: EvalParams | None = None,
+) -> PairCurve:
     """PGR of each run (by realised share of strong calls), its APGR, CPT(50%), CPT(80%), and (with `params`)
     their bootstrap CIs over the pair prompts."""
     q_strong, q_weak = float(q[rows_strong].mean()), float(q[rows_weak].mean())
@@ -455,7 +522,11 @@ def pair_curve(q: np.ndarray, runs: list[tuple[float | None, np.ndarray]], rows_
     shares = to_strong.mean(axis=1)
     values = rm.pgr(np.array([q[rows].mean() for _, rows in runs]), q_weak, q_strong)
     st = rm.pair_stats(shares, values)
-    ci = rm.pair_bootstrap(to_strong, q[rows_strong], q[rows_weak], params.bootstrap, params.seed, params.level) if params is not None else None
+    ci = (
+        rm.pair_bootstrap(to_strong, q[rows_strong], q[rows_weak], params.bootstrap, params.seed, params.level)
+        if params is not None
+        else None
+    )
     extra = {"apgr_ci": ci.apgr, "cpt50_ci": ci.cpt50, "cpt80_ci": ci.cpt80} if ci is not None else {}
     return PairCurve(st.apgr, st.cpt50, st.cpt80, tuple(map(float, shares)), tuple(map(float, values)), **extra)
 
@@ -484,7 +555,9 @@ def run_bench(
     started = time.perf_counter()
     rows, notes = bench_rows(traces)
     strong, weak = pick_pair(rows, strong, weak)
-    progress(f"strong = {strong} (mean quality {rows.loc[rows['model'] == strong, 'quality'].mean():.3f}), weak = {weak} (mean cost ${rows.loc[rows['model'] == weak, 'cost_usd'].mean() * 1000:.4f} / 1k requests)")
+    progress(
+        f"strong = {strong} (mean quality {rows.loc[rows['model'] == strong, 'quality'].mean():.3f}), weak = {weak} (mean cost ${rows.loc[rows['model'] == weak, 'cost_usd'].mean() * 1000:.4f} / 1k requests)"
+    )
     cand = candidates(rows)
     if train_traces is None:
         folds = params.folds
@@ -497,10 +570,15 @@ def run_bench(
         notes = (*notes, *(f"train traces: {n}" for n in train_notes))
         unseen = sorted(set(cand["model"].astype(str)) - set(train_rows["model"].astype(str)))
         if unseen:
-            notes = (*notes, f"models absent from the train traces (scored with the training mean quality as their prior): {', '.join(unseen)}")
+            notes = (
+                *notes,
+                f"models absent from the train traces (scored with the training mean quality as their prior): {', '.join(unseen)}",
+            )
         overlap = set(train_rows["prompt_id"].astype(str)) & set(cand["prompt_id"].astype(str))
         if overlap:
-            raise BeastError(f"--train-traces shares {len(overlap):,} prompt_id(s) with --traces (e.g. {sorted(overlap)[0]!r}): a transfer test needs disjoint prompts")
+            raise BeastError(
+                f"--train-traces shares {len(overlap):,} prompt_id(s) with --traces (e.g. {sorted(overlap)[0]!r}): a transfer test needs disjoint prompts"
+            )
         cand["fold"] = 0
         sides = [(train_rows, np.ones(len(cand), dtype=bool))]
     for col in PREDICTED:
@@ -526,22 +604,35 @@ def run_bench(
         for r in policy_routers:
             grids[r.name][f] = r.calibrate(train_cand, params.grid)
         for name, column in pair_routers.items():
-            grids[name][f] = cal.share_thresholds(pair_scores(train_cand, prompt_starts(train_cand), strong, weak, column)[2], np.array(shares))
+            grids[name][f] = cal.share_thresholds(
+                pair_scores(train_cand, prompt_starts(train_cand), strong, weak, column)[2], np.array(shares)
+            )
         heads.append(fit.heads + ("->prior" if fit.fallback else ""))
         fallbacks += fit.fallback is not None
         where = f"fold {f + 1}/{folds}" if folds else "transfer"
-        progress(f"{where}: {train['prompt_id'].nunique():,} train / {cand.loc[test, 'prompt_id'].nunique():,} test prompts, quality heads={heads[-1]}, {time.perf_counter() - t0:.1f} s")
+        progress(
+            f"{where}: {train['prompt_id'].nunique():,} train / {cand.loc[test, 'prompt_id'].nunique():,} test prompts, quality heads={heads[-1]}, {time.perf_counter() - t0:.1f} s"
+        )
 
     starts = prompt_starts(cand)
     models = tuple(sorted(cand["model"].astype(str).unique()))
-    decisions: dict[str, list[tuple[float | None, np.ndarray]]] = {r.name: route_policy(cand, starts, r, grids[r.name]) for r in policy_routers}
+    decisions: dict[str, list[tuple[float | None, np.ndarray]]] = {
+        r.name: route_policy(cand, starts, r, grids[r.name]) for r in policy_routers
+    }
     rows_strong, rows_weak = _pair_rows(cand, starts, strong, weak)
-    decisions |= {name: route_pair_scores(cand, starts, strong, weak, column, grids[name], shares) for name, column in pair_routers.items()}
-    decisions["random"] = route_pair(cand, starts, strong, weak, np.random.default_rng(params.seed).permutation(len(rows_strong)), shares)
+    decisions |= {
+        name: route_pair_scores(cand, starts, strong, weak, column, grids[name], shares)
+        for name, column in pair_routers.items()
+    }
+    decisions["random"] = route_pair(
+        cand, starts, strong, weak, np.random.default_rng(params.seed).permutation(len(rows_strong)), shares
+    )
     decisions |= {f"always/{m}": always(cand, m) for m in models}
     t0 = time.perf_counter()
     scores, cheapest, cost_range = score_routers(cand, starts, decisions, models, strong, params)
-    progress(f"routed and scored {len(decisions)} routers ({sum(len(r) for r in decisions.values())} operating points) in {time.perf_counter() - t0:.1f} s")
+    progress(
+        f"routed and scored {len(decisions)} routers ({sum(len(r) for r in decisions.values())} operating points) in {time.perf_counter() - t0:.1f} s"
+    )
 
     q = cand["quality"].to_numpy(dtype=float)
     curves = {name: pair_curve(q, decisions[name], rows_strong, rows_weak, params) for name in pair_routers}
@@ -549,10 +640,26 @@ def run_bench(
     many = rm.random_pair(q[rows_strong], q[rows_weak], np.array(shares), params.random_seeds, params.seed)
     learned = curves["pair/learned"]
     pair = PairScore(
-        strong, weak, float(q[rows_strong].mean()), float(q[rows_weak].mean()), len(rows_strong), learned.apgr, learned.cpt50, learned.cpt80, learned.shares, learned.pgr, rand,
-        learned.apgr_ci, curves, many,
+        strong,
+        weak,
+        float(q[rows_strong].mean()),
+        float(q[rows_weak].mean()),
+        len(rows_strong),
+        learned.apgr,
+        learned.cpt50,
+        learned.cpt80,
+        learned.shares,
+        learned.pgr,
+        rand,
+        learned.apgr_ci,
+        curves,
+        many,
     )
-    protocol = f"{folds}-fold group CV by prompt_id" if folds else f"trained on {train_source or 'the train traces'}, tested on every prompt"
+    protocol = (
+        f"{folds}-fold group CV by prompt_id"
+        if folds
+        else f"trained on {train_source or 'the train traces'}, tested on every prompt"
+    )
     notes = (
         *notes,
         f"protocol: {protocol}; every knob grid is calibrated on the training side's predictions (threshold: quantiles of predicted quality; tradeoff: quantiles of break-even lambdas; pair routers: the score threshold that sends a share x of the training prompts to strong)",
@@ -566,7 +673,20 @@ def run_bench(
     )
     table = decisions_table(cand, decisions)
     report = BenchReport(
-        source, folds, params.seed, int(cand["prompt_id"].nunique()), models, cheapest, cost_range, strong, scores, pair, notes, round(time.perf_counter() - started, 1), train_source, fallbacks
+        source,
+        folds,
+        params.seed,
+        int(cand["prompt_id"].nunique()),
+        models,
+        cheapest,
+        cost_range,
+        strong,
+        scores,
+        pair,
+        notes,
+        round(time.perf_counter() - started, 1),
+        train_source,
+        fallbacks,
     )
     return report, table
 
@@ -574,10 +694,24 @@ def run_bench(
 def decisions_table(cand: pd.DataFrame, decisions: Mapping[str, list[tuple[float | None, np.ndarray]]]) -> pd.DataFrame:
     """One row per (router, knob value, test prompt): router, knob, prompt_id, model, fold."""
     parts = []
-    pid, model, fold = cand["prompt_id"].astype(str).to_numpy(), cand["model"].astype(str).to_numpy(), cand["fold"].to_numpy()
+    pid, model, fold = (
+        cand["prompt_id"].astype(str).to_numpy(),
+        cand["model"].astype(str).to_numpy(),
+        cand["fold"].to_numpy(),
+    )
     for name, runs in decisions.items():
         for knob, rows in runs:
-            parts.append(pd.DataFrame({"router": name, "knob": [knob] * len(rows), "prompt_id": pid[rows], "model": model[rows], "fold": fold[rows]}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "router": name,
+                        "knob": [knob] * len(rows),
+                        "prompt_id": pid[rows],
+                        "model": model[rows],
+                        "fold": fold[rows],
+                    }
+                )
+            )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -600,10 +734,14 @@ def _interval(ci: tuple[float | None, float | None], sep: str = " .. ") -> str:
 def _pair_lines(p: PairScore) -> list[str]:
     lines = [f"pair {p.strong} (q {p.q_strong:.3f}) vs {p.weak} (q {p.q_weak:.3f}), {p.prompts} prompts:"]
     for name, c in p.routers.items():
-        lines.append(f"  {name:<13} APGR {c.apgr:.3f} ({_interval(c.apgr_ci)})  CPT50 {_num(c.cpt50)} ({_interval(c.cpt50_ci)})  CPT80 {_num(c.cpt80)} ({_interval(c.cpt80_ci)})")
+        lines.append(
+            f"  {name:<13} APGR {c.apgr:.3f} ({_interval(c.apgr_ci)})  CPT50 {_num(c.cpt50)} ({_interval(c.cpt50_ci)})  CPT80 {_num(c.cpt80)} ({_interval(c.cpt80_ci)})"
+        )
     r = p.random_seeds
     if r is not None:
-        lines.append(f"  random        APGR mean {r.apgr_mean:.3f}, 95th percentile {r.apgr_p95:.3f} over {r.seeds} seeds; CPT50 mean {_num(r.cpt50_mean)}, CPT80 mean {_num(r.cpt80_mean)}")
+        lines.append(
+            f"  random        APGR mean {r.apgr_mean:.3f}, 95th percentile {r.apgr_p95:.3f} over {r.seeds} seeds; CPT50 mean {_num(r.cpt50_mean)}, CPT80 mean {_num(r.cpt80_mean)}"
+        )
     return lines
 
 
@@ -616,13 +754,19 @@ def summary_table(report: BenchReport) -> str:
             f"{name:<40} {s.aiq:>7.4f} {_num(s.aiq_vs_oracle):>7} {s.aiq_to_strong:>7.4f} {_num(s.aiq_to_strong_vs_oracle):>7} "
             f"{_num(s.cost_savings):>7} {_ci(s, ', '):>14} {_num(s.cost_savings_95):>7} {_interval(s.cost_savings_95_ci, ', '):>14} {s.regret:>7.4f}"
         )
-    lines.append(f"(AIQ<=s: area over [cheapest model's cost, {report.savings_reference}'s cost]; saved / saved95: share of always-{report.savings_reference}'s cost saved at >= 100% / 95% of its quality)")
+    lines.append(
+        f"(AIQ<=s: area over [cheapest model's cost, {report.savings_reference}'s cost]; saved / saved95: share of always-{report.savings_reference}'s cost saved at >= 100% / 95% of its quality)"
+    )
     lines += _pair_lines(report.pair)
     return "\n".join(lines)
 
 
 def markdown(report: BenchReport) -> str:
-    protocol = f"{report.folds}-fold group CV by prompt_id (seed {report.seed})" if report.folds else f"trained on {report.train_traces}, tested on every prompt (transfer)"
+    protocol = (
+        f"{report.folds}-fold group CV by prompt_id (seed {report.seed})"
+        if report.folds
+        else f"trained on {report.train_traces}, tested on every prompt (transfer)"
+    )
     lines = [
         f"# Routing benchmark: {report.traces}",
         "",
@@ -645,12 +789,17 @@ def markdown(report: BenchReport) -> str:
         "",
         "| pair router | APGR | 95% CI | CPT(50%) | 95% CI | CPT(80%) | 95% CI |",
         "|---|---|---|---|---|---|---|",
-        *(f"| {n} | {c.apgr:.3f} | {_interval(c.apgr_ci)} | {_num(c.cpt50)} | {_interval(c.cpt50_ci)} | {_num(c.cpt80)} | {_interval(c.cpt80_ci)} |" for n, c in p.routers.items()),
+        *(
+            f"| {n} | {c.apgr:.3f} | {_interval(c.apgr_ci)} | {_num(c.cpt50)} | {_interval(c.cpt50_ci)} | {_num(c.cpt80)} | {_interval(c.cpt80_ci)} |"
+            for n, c in p.routers.items()
+        ),
         f"| random (seed {report.seed}) | {p.random.apgr:.3f} | {_interval(p.random.apgr_ci)} | {_num(p.random.cpt50)} | - | {_num(p.random.cpt80)} | - |",
     ]
     if p.random_seeds is not None:
         r = p.random_seeds
-        lines.append(f"| random ({r.seeds} seeds) | mean {r.apgr_mean:.3f}, 95th pct {r.apgr_p95:.3f} | - | mean {_num(r.cpt50_mean)} | - | mean {_num(r.cpt80_mean)} | - |")
+        lines.append(
+            f"| random ({r.seeds} seeds) | mean {r.apgr_mean:.3f}, 95th pct {r.apgr_p95:.3f} | - | mean {_num(r.cpt50_mean)} | - | mean {_num(r.cpt80_mean)} | - |"
+        )
     lines += [
         "",
         *[f"- {n}" for n in report.notes],
@@ -678,16 +827,31 @@ def cost_quality_plot(report: BenchReport, path: Path) -> Path:
         pts = np.array(s.points) * [1000, 1]
         if name.startswith("always/"):
             ax.scatter(pts[:, 0], pts[:, 1], color="grey", s=18, zorder=3)
-            ax.annotate(name.removeprefix("always/"), pts[0], fontsize=6, color="grey", xytext=(3, 2), textcoords="offset points")
+            ax.annotate(
+                name.removeprefix("always/"),
+                pts[0],
+                fontsize=6,
+                color="grey",
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
             continue
         v = rm.hull(pts)
-        xs = np.geomspace(v[0, 0], v[-1, 0], 200) if len(v) > 1 else v[:, 0]  # the hull is linear in cost: sample it for the log axis
+        xs = (
+            np.geomspace(v[0, 0], v[-1, 0], 200) if len(v) > 1 else v[:, 0]
+        )  # the hull is linear in cost: sample it for the log axis
         style = {"color": "black", "lw": 2.2} if name == ORACLE else {"lw": 1.4}
-        line = ax.plot(xs, rm.hull_value(v, xs), label=f"{name} (AIQ {s.aiq:.3f}, <=strong {s.aiq_to_strong:.3f})", **style)[0]
+        line = ax.plot(
+            xs, rm.hull_value(v, xs), label=f"{name} (AIQ {s.aiq:.3f}, <=strong {s.aiq_to_strong:.3f})", **style
+        )[0]
         ax.scatter(pts[:, 0], pts[:, 1], s=6, color=line.get_color(), alpha=0.6)
     ax.set_xscale("log")
     ax.axvspan(report.cost_range[0] * 1000, report.cost_range[1] * 1000, color="grey", alpha=0.05)
-    ax.set(xlabel="mean cost, USD per 1k requests (log)", ylabel="mean quality", title=f"routers on {report.prompts} held-out prompts ({report.folds}-fold)")
+    ax.set(
+        xlabel="mean cost, USD per 1k requests (log)",
+        ylabel="mean quality",
+        title=f"routers on {report.prompts} held-out prompts ({report.folds}-fold)",
+    )
     ax.legend(fontsize=7, loc="lower right")
     return _save_png(fig, path)
 
@@ -698,7 +862,11 @@ def pgr_plot(report: BenchReport, path: Path) -> Path:
 
     p = report.pair
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    extra = f"; over {p.random_seeds.seeds} seeds mean {p.random_seeds.apgr_mean:.3f}, 95th pct {p.random_seeds.apgr_p95:.3f}" if p.random_seeds else ""
+    extra = (
+        f"; over {p.random_seeds.seeds} seeds mean {p.random_seeds.apgr_mean:.3f}, 95th pct {p.random_seeds.apgr_p95:.3f}"
+        if p.random_seeds
+        else ""
+    )
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label=f"expected random{extra}")
     for name, c in p.routers.items():
         ax.plot(c.shares, c.pgr, marker=".", ms=3, label=f"{name} (APGR {c.apgr:.3f}, 95% CI {_interval(c.apgr_ci)})")
@@ -712,7 +880,18 @@ def pgr_plot(report: BenchReport, path: Path) -> Path:
 
 def write_outputs(report: BenchReport, decisions: pd.DataFrame, out: Path) -> dict[str, Path]:
     """Each file atomically; report.json last, so its presence means the rest is complete."""
-    lines = [json.dumps({"router": r, "knob": None if k is None or (isinstance(k, float) and math.isnan(k)) else k, "prompt_id": p, "model": m, "fold": int(f)}) for r, k, p, m, f in decisions[["router", "knob", "prompt_id", "model", "fold"]].itertuples(index=False)]
+    lines = [
+        json.dumps(
+            {
+                "router": r,
+                "knob": None if k is None or (isinstance(k, float) and math.isnan(k)) else k,
+                "prompt_id": p,
+                "model": m,
+                "fold": int(f),
+            }
+        )
+        for r, k, p, m, f in decisions[["router", "knob", "prompt_id", "model", "fold"]].itertuples(index=False)
+    ]
     files = {"decisions.jsonl": write_atomic(out / "decisions.jsonl", ("\n".join(lines) + "\n").encode())}
     files["cost_quality.png"] = cost_quality_plot(report, out / "cost_quality.png")
     files["pgr.png"] = pgr_plot(report, out / "pgr.png")
@@ -751,9 +930,18 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
             for name, s in routers.items()
         },
         "pair": {
-            "apgr": r(p.apgr), "cpt50": r(p.cpt50), "cpt80": r(p.cpt80), "random_apgr": r(p.random.apgr), "random_cpt50": r(p.random.cpt50), "random_cpt80": r(p.random.cpt80),
-            "random_apgr_mean": r(p.random_seeds.apgr_mean) if p.random_seeds else None, "random_apgr_p95": r(p.random_seeds.apgr_p95) if p.random_seeds else None,
-            "routers": {n: {"apgr": r(c.apgr), "apgr_ci": [r(v) for v in c.apgr_ci], "cpt50": r(c.cpt50), "cpt80": r(c.cpt80)} for n, c in p.routers.items()},
+            "apgr": r(p.apgr),
+            "cpt50": r(p.cpt50),
+            "cpt80": r(p.cpt80),
+            "random_apgr": r(p.random.apgr),
+            "random_cpt50": r(p.random.cpt50),
+            "random_cpt80": r(p.random.cpt80),
+            "random_apgr_mean": r(p.random_seeds.apgr_mean) if p.random_seeds else None,
+            "random_apgr_p95": r(p.random_seeds.apgr_p95) if p.random_seeds else None,
+            "routers": {
+                n: {"apgr": r(c.apgr), "apgr_ci": [r(v) for v in c.apgr_ci], "cpt50": r(c.cpt50), "cpt80": r(c.cpt80)}
+                for n, c in p.routers.items()
+            },
         },
     }
 
@@ -775,8 +963,17 @@ def plot_tables(report: BenchReport, points: int = 60, digits: int = 6) -> dict[
             curves[name] = rm.hull_value(rm.hull(np.vstack([np.array(s.points), anchor])), grid)
     p = report.pair
     at = np.linspace(0.0, 1.0, 41)
-    pgr = {"share": at} | {n: rm.curve_at(c.shares, c.pgr, at) for n, c in p.routers.items()} | {"random": rm.curve_at(p.random.shares, p.random.pgr, at)}
-    aiq = pd.DataFrame([{"router": n, "aiq": s.aiq, "aiq_to_strong": s.aiq_to_strong} for n, s in sorted(report.routers.items(), key=lambda kv: -kv[1].aiq)])
+    pgr = (
+        {"share": at}
+        | {n: rm.curve_at(c.shares, c.pgr, at) for n, c in p.routers.items()}
+        | {"random": rm.curve_at(p.random.shares, p.random.pgr, at)}
+    )
+    aiq = pd.DataFrame(
+        [
+            {"router": n, "aiq": s.aiq, "aiq_to_strong": s.aiq_to_strong}
+            for n, s in sorted(report.routers.items(), key=lambda kv: -kv[1].aiq)
+        ]
+    )
     return {
         "cost_quality.csv": pd.DataFrame(curves).round(digits),
         "pgr.csv": pd.DataFrame(pgr).round(digits),
@@ -788,7 +985,10 @@ def write_dvc_outputs(report: BenchReport, metrics: Path | None, plots: Path | N
     """`summary()` as JSON to `metrics` and `plot_tables()` as CSV into `plots` (each atomically, when given)."""
     files = {}
     if plots is not None:
-        files |= {name: write_atomic(plots / name, table.to_csv(index=False, lineterminator="\n").encode()) for name, table in plot_tables(report).items()}
+        files |= {
+            name: write_atomic(plots / name, table.to_csv(index=False, lineterminator="\n").encode())
+            for name, table in plot_tables(report).items()
+        }
     if metrics is not None:
         files["metrics"] = write_atomic(metrics, (json.dumps(summary(report), indent=2) + "\n").encode())
     return files
@@ -822,8 +1022,24 @@ def main(
         train_frame = load_traces(list(train_traces), params.prices)
         train_source = " + ".join(map(str, train_traces))
         progress(f"read {len(train_frame):,} training rows from {train_source}")
-    report, decisions = run_bench(frame, params, qp, cp, features, load_cards(params.cards), load_prices(params.prices), strong, weak, progress, str(traces), train_frame, train_source)
-    files = write_outputs(report, decisions, out)  # DVC metrics / plot data: only `beast eval routing --metrics FILE --plots DIR`
+    report, decisions = run_bench(
+        frame,
+        params,
+        qp,
+        cp,
+        features,
+        load_cards(params.cards),
+        load_prices(params.prices),
+        strong,
+        weak,
+        progress,
+        str(traces),
+        train_frame,
+        train_source,
+    )
+    files = write_outputs(
+        report, decisions, out
+    )  # DVC metrics / plot data: only `beast eval routing --metrics FILE --plots DIR`
     print(summary_table(report))
     print(f"({report.seconds:.1f} s; {len(decisions):,} decisions) wrote {', '.join(str(p) for p in files.values())}")
     return report

@@ -19,8 +19,8 @@ import pandas as pd
 
 from core.config import Positive
 from core.errors import BeastError
-from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.context import CONTEXT_FEATURES, ContextSpec, context_features, fit_context_spec
+from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.model_cards import MODEL_FEATURES, ModelCard, ModelSpec, fit_model_spec, model_features
 from features.prompt import PROMPT_FEATURES, prompt_features
 from features.text import TextParams, TextSpec, fit_text, transform_text
@@ -75,7 +75,9 @@ class FeatureSpec:
         try:
             d = json.loads(text)
             if d.get("kind") != SPEC_KIND or d.get("schema") != SPEC_SCHEMA:
-                raise BeastError(f"not a feature spec of schema {SPEC_SCHEMA} (kind={d.get('kind')!r}, schema={d.get('schema')!r})")
+                raise BeastError(
+                    f"not a feature spec of schema {SPEC_SCHEMA} (kind={d.get('kind')!r}, schema={d.get('schema')!r})"
+                )
             spec = cls(
                 tuple(d["columns"]),
                 ModelSpec.from_dict(d["models"]),
@@ -86,7 +88,9 @@ class FeatureSpec:
         except (ValueError, KeyError, TypeError) as exc:
             raise BeastError(f"feature spec: cannot read it ({exc})") from None
         if d.get("version") != spec.version:
-            raise BeastError(f"feature spec: version {d.get('version')!r} does not match its content ({spec.version}): edited or damaged")
+            raise BeastError(
+                f"feature spec: version {d.get('version')!r} does not match its content ({spec.version}): edited or damaged"
+            )
         return spec
 
 
@@ -110,12 +114,20 @@ def token_features(frame: pd.DataFrame) -> pd.DataFrame:
     """`TOKEN_FEATURES` (positional index): log1p(input_tokens), and cached_input_tokens / input_tokens, NaN
     when either is unknown or input is 0. Shared by the quality and cost predictors (one definition)."""
     inp = frame["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
-    cached = frame["cached_input_tokens"].to_numpy(dtype=float, na_value=np.nan) if "cached_input_tokens" in frame else np.full(len(frame), np.nan)
+    cached = (
+        frame["cached_input_tokens"].to_numpy(dtype=float, na_value=np.nan)
+        if "cached_input_tokens" in frame
+        else np.full(len(frame), np.nan)
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
-        return pd.DataFrame({"log_input_tokens": np.log1p(inp), "cached_share": np.where(inp > 0, cached / inp, np.nan)})
+        return pd.DataFrame(
+            {"log_input_tokens": np.log1p(inp), "cached_share": np.where(inp > 0, cached / inp, np.nan)}
+        )
 
 
-def fit_features(frame: pd.DataFrame, params: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> FeatureSpec:
+def fit_features(
+    frame: pd.DataFrame, params: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+) -> FeatureSpec:
     """Fit every transform on the training rows only (text weights, categories, tenants)."""
     text = embed = None
     has_prompts = "prompt" in frame and frame["prompt"].notna().any()

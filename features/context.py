@@ -56,7 +56,9 @@ def _window_stats(ts: np.ndarray, err: np.ndarray, lat: np.ndarray, window_ms: i
     count = (hi - lo).astype(float)
     errors, lat_sum, lat_n = (c[hi] - c[lo] for c in cum)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.column_stack([count, np.where(count > 0, errors / count, np.nan), np.where(lat_n > 0, lat_sum / lat_n, np.nan)])
+        return np.column_stack(
+            [count, np.where(count > 0, errors / count, np.nan), np.where(lat_n > 0, lat_sum / lat_n, np.nan)]
+        )
 
 
 def _recent(frame: pd.DataFrame, window_s: float) -> np.ndarray:
@@ -80,7 +82,9 @@ def context_features(frame: pd.DataFrame, spec: ContextSpec) -> pd.DataFrame:
     recent = _recent(frame, spec.window_s) if n else np.empty((0, 3))
     out = pd.DataFrame(recent, columns=list(CONTEXT_FEATURES[:3]))
     if "session_id" in frame and frame["session_id"].notna().any():
-        keys = pd.DataFrame({"s": frame["session_id"].to_numpy(), "ts": frame["timestamp"].to_numpy(), "pos": np.arange(n)})
+        keys = pd.DataFrame(
+            {"s": frame["session_id"].to_numpy(), "ts": frame["timestamp"].to_numpy(), "pos": np.arange(n)}
+        )
         keys = keys.sort_values(["ts", "pos"], kind="stable")
         position = keys.groupby("s", sort=False, dropna=True).cumcount()
         out["session_position"] = np.nan

@@ -34,7 +34,9 @@ def read_dataset(root: Path, columns: Sequence[str], partition_rows: int):
     if not parts:
         raise BeastError(f"{root}: no stored traces: run `beast ingest` first")
     meta = read_piece(parts[0], columns).iloc[:0]
-    return dd.from_map(partial(read_piece, columns=tuple(columns)), parts, meta=meta, enforce_metadata=False, label="read-traces")
+    return dd.from_map(
+        partial(read_piece, columns=tuple(columns)), parts, meta=meta, enforce_metadata=False, label="read-traces"
+    )
 
 
 def map_frames(ddf, fn: Callable[..., pd.DataFrame], *args: object):

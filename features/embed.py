@@ -73,7 +73,9 @@ class Source:
 def _package_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise BeastError(f"features.embed: the `{PACKAGE}` package is not installed (uv sync installs it); or set features.use_embed: false")
+        raise BeastError(
+            f"features.embed: the `{PACKAGE}` package is not installed (uv sync installs it); or set features.use_embed: false"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -124,7 +126,9 @@ class Encoder:
         try:
             self.tokenizer = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # the Rust side raises plain Exception on a bad config
-            raise BeastError(f"features.embed: not a tokenizer JSON ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+            raise BeastError(
+                f"features.embed: not a tokenizer JSON ({str(exc).splitlines()[0] if str(exc) else exc})"
+            ) from None
         self.table, self.offset, self.max_chars = table, np.asarray(offset, dtype=np.float64), max_chars
         self.k = table.shape[1]
 
@@ -196,10 +200,15 @@ class EmbedSpec:
         """The files a router needs (projected table, tokenizer), rebuilt from the package and checked
         against the hashes recorded at fit time: a different wheel cannot slip into a bundle."""
         src = load_source()
-        files = {BUNDLE_TABLE: table_bytes(project(src.table, self.components)), BUNDLE_TOKENIZER: src.tokenizer_json.encode()}
+        files = {
+            BUNDLE_TABLE: table_bytes(project(src.table, self.components)),
+            BUNDLE_TOKENIZER: src.tokenizer_json.encode(),
+        }
         for rel, want in ((BUNDLE_TABLE, self.table_sha256), (BUNDLE_TOKENIZER, self.tokenizer_sha256)):
             if hashlib.sha256(files[rel]).hexdigest() != want:
-                raise BeastError(f"features.embed: {rel} rebuilt from {PACKAGE} {src.version} does not match the spec's sha256: the package changed since training; retrain")
+                raise BeastError(
+                    f"features.embed: {rel} rebuilt from {PACKAGE} {src.version} does not match the spec's sha256: the package changed since training; retrain"
+                )
         return files
 
     @functools.cached_property
@@ -207,7 +216,9 @@ class EmbedSpec:
         """Training-side encoder, from the installed package (the router builds its own from the bundle)."""
         src = load_source()
         if src.table.shape[0] != self.vocab_size:
-            raise BeastError(f"features.embed: {PACKAGE} table has {src.table.shape[0]} rows, the spec {self.vocab_size}; retrain")
+            raise BeastError(
+                f"features.embed: {PACKAGE} table has {src.table.shape[0]} rows, the spec {self.vocab_size}; retrain"
+            )
         return Encoder(src.tokenizer_json, project(src.table, self.components), self.offset, self.params.max_chars)
 
 
@@ -236,7 +247,16 @@ def fit_embed(prompts: pd.Series, params: EmbedParams) -> EmbedSpec:
     offset = mean @ comps.astype(np.float64).T
     table_sha = hashlib.sha256(table_bytes(project(src.table, comps))).hexdigest()
     source = {"package": PACKAGE, "version": src.version, "file": TABLE_FILE, "sha256": src.table_sha256}
-    return _frozen(params, comps, offset, tuple(float(v) for v in evr), src.table.shape[0], table_sha, hashlib.sha256(src.tokenizer_json.encode()).hexdigest(), source)
+    return _frozen(
+        params,
+        comps,
+        offset,
+        tuple(float(v) for v in evr),
+        src.table.shape[0],
+        table_sha,
+        hashlib.sha256(src.tokenizer_json.encode()).hexdigest(),
+        source,
+    )
 
 
 def transform_embed(spec: EmbedSpec, prompts: pd.Series) -> np.ndarray:
@@ -252,7 +272,16 @@ def _check_params(p: EmbedParams) -> None:
         raise BeastError(f"features.embed: need 1 <= k <= 256 and max_chars >= 1; got {p}")
 
 
-def _frozen(params: EmbedParams, comps: np.ndarray, offset: np.ndarray, evr: tuple[float, ...], vocab: int, table_sha: str, tok_sha: str, source: dict) -> EmbedSpec:
+def _frozen(
+    params: EmbedParams,
+    comps: np.ndarray,
+    offset: np.ndarray,
+    evr: tuple[float, ...],
+    vocab: int,
+    table_sha: str,
+    tok_sha: str,
+    source: dict,
+) -> EmbedSpec:
     comps, offset = np.array(comps, dtype=np.float32), np.array(offset, dtype=np.float64)
     comps.setflags(write=False)
     offset.setflags(write=False)
@@ -268,7 +297,16 @@ def _spec_from_dict(raw: object) -> EmbedSpec:
         raise _bad(f"not a {SPEC_KIND} object")
     if raw.get("version") != SPEC_VERSION:
         raise _bad(f"version {raw.get('version')!r} is not supported (this code reads version {SPEC_VERSION!r})")
-    need = {"params", "components", "offset", "explained_variance_ratio", "vocab_size", "table_sha256", "tokenizer_sha256", "source"}
+    need = {
+        "params",
+        "components",
+        "offset",
+        "explained_variance_ratio",
+        "vocab_size",
+        "table_sha256",
+        "tokenizer_sha256",
+        "source",
+    }
     if need - raw.keys():
         raise _bad(f"missing field(s) {sorted(need - raw.keys())}")
     names = {f.name for f in fields(EmbedParams)}
@@ -291,4 +329,13 @@ def _spec_from_dict(raw: object) -> EmbedSpec:
             raise _bad(f"{key} must be a sha256 hex digest")
     if not isinstance(raw["source"], dict):
         raise _bad("source must be an object")
-    return _frozen(params, comps, offset, tuple(float(v) for v in evr), vocab, raw["table_sha256"], raw["tokenizer_sha256"], raw["source"])
+    return _frozen(
+        params,
+        comps,
+        offset,
+        tuple(float(v) for v in evr),
+        vocab,
+        raw["table_sha256"],
+        raw["tokenizer_sha256"],
+        raw["source"],
+    )

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,21 @@ def parse_cards(doc: object, source: str) -> tuple[ModelCard, ...]:
         if not isinstance(card, dict) or set(card) != _CARD_KEYS:
             raise BeastError(f"{where}: a card needs exactly {', '.join(sorted(_CARD_KEYS))}")
         if card["size_class"] not in SIZE_CLASSES:
-            raise BeastError(f"{where}.size_class: expected one of {', '.join(SIZE_CLASSES)}, got {card['size_class']!r}")
+            raise BeastError(
+                f"{where}.size_class: expected one of {', '.join(SIZE_CLASSES)}, got {card['size_class']!r}"
+            )
         size = card["params_b"]
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0):
             raise BeastError(f"{where}.params_b: expected a positive number or null, got {size!r}")
-        cards.append(ModelCard(str(model), str(card["provider"]), bool(card["open_weights"]), None if size is None else float(size), card["size_class"]))
+        cards.append(
+            ModelCard(
+                str(model),
+                str(card["provider"]),
+                bool(card["open_weights"]),
+                None if size is None else float(size),
+                card["size_class"],
+            )
+        )
     return tuple(cards)
 
 

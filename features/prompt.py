@@ -173,18 +173,37 @@ def _features_of_distinct(text: pd.Series) -> np.ndarray:
     methods, then `_row` per prompt."""
     lower = text.str.lower()
     names = [name for name in PATTERNS if name not in _SKIPPED]
-    counts = [(lower if PATTERNS[name][1] else text).str.count(PATTERNS[name][0]).to_numpy(dtype=np.float64).tolist() for name in names]
+    counts = [
+        (lower if PATTERNS[name][1] else text).str.count(PATTERNS[name][0]).to_numpy(dtype=np.float64).tolist()
+        for name in names
+    ]
     chars = text.str.len().to_numpy(dtype=np.float64).tolist()
-    outside = text.str.replace(PATTERNS["fenced_block"][0], "", regex=True).str.len().to_numpy(dtype=np.float64).tolist()
+    outside = (
+        text.str.replace(PATTERNS["fenced_block"][0], "", regex=True).str.len().to_numpy(dtype=np.float64).tolist()
+    )
     wh = lower.str.extract(PATTERNS["wh_any"][0], expand=False).fillna("").tolist()
-    rows = [_row(dict(zip(names, vals, strict=True)), c, o, w) for *vals, c, o, w in zip(*counts, chars, outside, wh, strict=True)]
+    rows = [
+        _row(dict(zip(names, vals, strict=True)), c, o, w)
+        for *vals, c, o, w in zip(*counts, chars, outside, wh, strict=True)
+    ]
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(PROMPT_FEATURES))
 
 
 _COMPILED = {name: (re.compile(src), lower) for name, (src, lower) in PATTERNS.items()}
 _COUNTED = [(name, rx, lower) for name, (rx, lower) in _COMPILED.items() if name not in _SKIPPED]
 _FLAGS = frozenset({"fence", "math", "question_end", "wh_start", "imperative"})  # `_row` only asks count > 0
-_CHAR_CLASSES = ("newline", "code_symbol", "digit", "non_ascii", "latin", "cjk", "cyrillic", "arabic", "upper", "letter")
+_CHAR_CLASSES = (
+    "newline",
+    "code_symbol",
+    "digit",
+    "non_ascii",
+    "latin",
+    "cjk",
+    "cyrillic",
+    "arabic",
+    "upper",
+    "letter",
+)
 # For an ASCII prompt a one-character pattern's count is the number of bytes in the set it matches, which
 # bytes.translate counts at C speed; the sets are read off the regexes themselves, so nothing is restated.
 _ASCII_MATCHES = {name: bytes(c for c in range(128) if _COMPILED[name][0].fullmatch(chr(c))) for name in _CHAR_CLASSES}

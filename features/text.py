@@ -318,10 +318,17 @@ def floats_from_json(raw: object, name: str, length: int, bad: Callable[[str], B
 def matrix_json(a: np.ndarray) -> dict:
     """A float32 matrix as JSON: {dtype, byteorder, shape, base64 of its row-major little-endian bytes}."""
     blob = np.ascontiguousarray(a, dtype="<f4").tobytes()
-    return {"dtype": "float32", "byteorder": "little", "shape": list(a.shape), "base64": base64.b64encode(blob).decode("ascii")}
+    return {
+        "dtype": "float32",
+        "byteorder": "little",
+        "shape": list(a.shape),
+        "base64": base64.b64encode(blob).decode("ascii"),
+    }
 
 
-def matrix_from_json(raw: object, shape: list[int], bad: Callable[[str], BeastError], name: str = "components") -> np.ndarray:
+def matrix_from_json(
+    raw: object, shape: list[int], bad: Callable[[str], BeastError], name: str = "components"
+) -> np.ndarray:
     """The inverse of `matrix_json`, checked: the shape must be `shape`, the values finite."""
     if not isinstance(raw, dict) or raw.get("dtype") != "float32" or raw.get("byteorder") != "little":
         raise bad(f"{name} must be {{dtype: float32, byteorder: little, shape, base64}}")

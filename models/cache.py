@@ -304,7 +304,9 @@ def tuning_problem(traces: pd.DataFrame, params: CacheParams) -> TuningProblem:
     inner = split_rows(frame[train].reset_index(drop=True), params)
     Xt, yt = X[train].reset_index(drop=True), y[train]
     base = params.booster_params() | {"metric": "auc"}
-    return TuningProblem(Xt[inner.train], yt[inner.train], Xt[inner.test], yt[inner.test], base, "auc", True, params.num_boost_round)
+    return TuningProblem(
+        Xt[inner.train], yt[inner.train], Xt[inner.test], yt[inner.test], base, "auc", True, params.num_boost_round
+    )
 
 
 def fit_and_evaluate(traces: pd.DataFrame, params: CacheParams) -> tuple[CachePredictor, Evaluation]:

@@ -69,7 +69,6 @@ def share_thresholds(train_scores: np.ndarray, shares: np.ndarray) -> np.ndarray
     return np.where(x <= 0, np.inf, np.where(x >= 1, -np.inf, out))
 
 
-
 @dataclass(frozen=True)
 class PolicyCalibration:
     """The tradeoff policy's lambda for the bundle, chosen on held-out training prompts (never the test side):
@@ -93,9 +92,21 @@ def calibrate_tradeoff(rows: pd.DataFrame, pred: np.ndarray, share: float, n: in
     without costs or without a prompt answered by two models."""
     if "cost_usd" not in rows:
         return None
-    df = pd.DataFrame({"pid": rows["prompt_id"].astype(str).to_numpy(), "model": rows["model"].astype(str).to_numpy(), "q": rows["quality"].to_numpy(dtype=float), "c": rows["cost_usd"].to_numpy(dtype=float), "p": np.asarray(pred, dtype=float)})
+    df = pd.DataFrame(
+        {
+            "pid": rows["prompt_id"].astype(str).to_numpy(),
+            "model": rows["model"].astype(str).to_numpy(),
+            "q": rows["quality"].to_numpy(dtype=float),
+            "c": rows["cost_usd"].to_numpy(dtype=float),
+            "p": np.asarray(pred, dtype=float),
+        }
+    )
     df = df.dropna()
-    df = df[df.groupby("pid")["model"].transform("nunique") >= 2].sort_values(["pid", "model"], kind="stable").reset_index(drop=True)
+    df = (
+        df[df.groupby("pid")["model"].transform("nunique") >= 2]
+        .sort_values(["pid", "model"], kind="stable")
+        .reset_index(drop=True)
+    )
     if df.empty:
         return None
     singles = df.groupby("model")[["q", "c"]].mean()
@@ -109,4 +120,14 @@ def calibrate_tradeoff(rows: pd.DataFrame, pred: np.ndarray, share: float, n: in
         points.append((float(lam), float(df.loc[chosen, "q"].mean()), float(df.loc[chosen, "c"].mean())))
     reach = [p for p in points if p[1] >= goal]
     lam, q, c = min(reach, key=lambda p: (p[2], -p[0])) if reach else max(points, key=lambda p: (p[1], -p[2]))
-    return PolicyCalibration("tradeoff", lam, share, bool(reach), q, best, float(singles.loc[best, "q"]), c / float(singles.loc[best, "c"]), int(df["pid"].nunique()))
+    return PolicyCalibration(
+        "tradeoff",
+        lam,
+        share,
+        bool(reach),
+        q,
+        best,
+        float(singles.loc[best, "q"]),
+        c / float(singles.loc[best, "c"]),
+        int(df["pid"].nunique()),
+    )

@@ -67,7 +67,9 @@ def train_booster(
 ) -> lgb.Booster:
     """Fit a Booster; `feature_pre_filter` off so tuned `min_data_in_leaf` values are honoured."""
     ds_params = {"feature_pre_filter": False}
-    train = lgb.Dataset(X, label=y, categorical_feature=list(categorical) or "auto", params=ds_params, free_raw_data=False)
+    train = lgb.Dataset(
+        X, label=y, categorical_feature=list(categorical) or "auto", params=ds_params, free_raw_data=False
+    )
     valid_sets = [lgb.Dataset(valid[0], label=valid[1], reference=train, params=ds_params)] if valid is not None else []
     full = {"verbosity": -1, "num_threads": 2, "deterministic": True, "force_row_wise": True} | dict(params)
     return lgb.train(full, train, num_boost_round=num_boost_round, valid_sets=valid_sets, callbacks=list(callbacks))

@@ -27,13 +27,12 @@ import numpy as np
 import pandas as pd
 
 from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, PositiveShare
-from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
-from traces.contract import STATUS_OK
-from traces.prices import PriceTable, price_rows
-
 from features.build import token_features
 from features.model_cards import category_codes
 from features.prompt import prompt_features
+from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
+from traces.contract import STATUS_OK
+from traces.prices import PriceTable, price_rows
 
 CATEGORICAL: tuple[str, ...] = ("model", "task")
 HEADS: tuple[str, ...] = ("p50", "p90", "mean")
@@ -71,7 +70,11 @@ def fit_categories(frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
 
 def _prompt_block(frame: pd.DataFrame) -> pd.DataFrame:
     """Prompt features (prefixed `prompt_`), NaN rows where there is no prompt."""
-    prompts = frame["prompt"] if "prompt" in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    prompts = (
+        frame["prompt"]
+        if "prompt" in frame.columns
+        else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    )
     return prompt_features(prompts).add_prefix("prompt_").astype(np.float64).reset_index(drop=True)
 
 
@@ -128,7 +131,9 @@ class CostPredictor:
         p90 = np.expm1(self.boosters["p90"].predict(X) + shift.to_numpy(dtype=np.float64))
         mean = self.boosters["mean"].predict(X)
         p50 = np.clip(p50, 0, None)
-        return pd.DataFrame({"p50": p50, "p90": np.maximum(p90, p50), "mean": np.clip(mean, 0, None)}, index=frame.index)
+        return pd.DataFrame(
+            {"p50": p50, "p90": np.maximum(p90, p50), "mean": np.clip(mean, 0, None)}, index=frame.index
+        )
 
     def predict_cost(self, frame: pd.DataFrame, prices: PriceTable) -> pd.DataFrame:
         """USD per row for each head (input at the price in force, output = predicted tokens); NaN = no price."""
@@ -250,7 +255,9 @@ def tuning_problem(traces: pd.DataFrame, params: CostParams) -> TuningProblem:
     X = cost_features(rows, fit_categories(rows[~valid]))
     y = np.log1p(rows["output_tokens"].to_numpy(dtype=np.float64))
     base = booster_params(params, {"objective": "quantile", "alpha": 0.5, "metric": "quantile"})
-    return TuningProblem(X[~valid], y[~valid], X[valid], y[valid], base, "quantile", False, params.num_boost_round, CATEGORICAL)
+    return TuningProblem(
+        X[~valid], y[~valid], X[valid], y[valid], base, "quantile", False, params.num_boost_round, CATEGORICAL
+    )
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -340,7 +347,9 @@ def _per_model_baseline(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame
     return baseline_tokens(*baseline_stats(train["output_tokens"], train["model"].to_numpy()), test)
 
 
-def score_set(name: str, test: pd.DataFrame, pred: pd.DataFrame, base: pd.DataFrame, priced: bool, prices: PriceTable) -> tuple[dict[str, float], dict[str, float]]:
+def score_set(
+    name: str, test: pd.DataFrame, pred: pd.DataFrame, base: pd.DataFrame, priced: bool, prices: PriceTable
+) -> tuple[dict[str, float], dict[str, float]]:
     """Metrics (`<name>.<metric>`) of the predictor's and the baseline's tokens on one test side."""
     y = test["output_tokens"].to_numpy(dtype=np.float64)
     out = []
@@ -372,8 +381,14 @@ def fit_and_evaluate(traces: pd.DataFrame, prices: PriceTable, params: CostParam
         m, b = score_set(name, test, predictor.predict_tokens(test), base, priced, prices)
         metrics |= m
         baseline |= b
-    counts = (int((splits.azure_rows & splits.azure.train & ok).sum()), int((splits.alpaca_rows & splits.alpaca.train & ok).sum()), int((~splits.azure_rows & ~splits.alpaca_rows).sum()))
-    return predictor, Evaluation("cost", metrics, {"per_model": baseline}, len(train), n_test, evaluation_notes(params, *counts))
+    counts = (
+        int((splits.azure_rows & splits.azure.train & ok).sum()),
+        int((splits.alpaca_rows & splits.alpaca.train & ok).sum()),
+        int((~splits.azure_rows & ~splits.alpaca_rows).sum()),
+    )
+    return predictor, Evaluation(
+        "cost", metrics, {"per_model": baseline}, len(train), n_test, evaluation_notes(params, *counts)
+    )
 
 
 def evaluation_notes(params: CostParams, azure_train: int, alpaca_train: int, neither: int) -> tuple[str, ...]:

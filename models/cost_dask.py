@@ -45,7 +45,18 @@ from traces.contract import STATUS_OK
 from traces.prices import PriceTable
 
 # columns the cost predictor reads from the dataset (features, label, splits, pricing)
-COLUMNS = ("request_id", "timestamp", "model", "task", "status", "prompt_id", "prompt", "input_tokens", "cached_input_tokens", "output_tokens")
+COLUMNS = (
+    "request_id",
+    "timestamp",
+    "model",
+    "task",
+    "status",
+    "prompt_id",
+    "prompt",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+)
 EVAL_COLUMNS = ("model", "timestamp", "input_tokens", "cached_input_tokens", "output_tokens")
 FLAGS = ("_train", "_azure_train", "_alpaca_train", "_azure_test", "_alpaca_test", "_neither")
 
@@ -71,7 +82,12 @@ def _design(part: pd.DataFrame, categories: dict, fraction: float, salt: str, cu
     X = cost_features(part, categories)
     calib = calibration_mask(part, fraction, salt, cut) if fraction > 0 else np.zeros(len(part), dtype=bool)
     key = pd.util.hash_pandas_object(part["request_id"], index=False).to_numpy()
-    return X.assign(_y=part["output_tokens"].to_numpy(dtype=np.float64), _model=part["model"].astype(object).to_numpy(), _calib=calib, _key=key)
+    return X.assign(
+        _y=part["output_tokens"].to_numpy(dtype=np.float64),
+        _model=part["model"].astype(object).to_numpy(),
+        _calib=calib,
+        _key=key,
+    )
 
 
 def _predict(part: pd.DataFrame, predictor: CostPredictor) -> pd.DataFrame:
@@ -112,7 +128,12 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     fraction = params.p90_calibration_fraction
     ungrouped = train["timestamp"][train["prompt_id"].isna()]
     # one pass over the persisted rows for every global fact the next steps need
-    counts, first, last, *distinct = dask.compute(rows[list(FLAGS)].sum(), ungrouped.min(), ungrouped.max(), *(train[c].dropna().astype(str).unique() for c in CATEGORICAL))
+    counts, first, last, *distinct = dask.compute(
+        rows[list(FLAGS)].sum(),
+        ungrouped.min(),
+        ungrouped.max(),
+        *(train[c].dropna().astype(str).unique() for c in CATEGORICAL),
+    )
     n = {flag: int(v) for flag, v in counts.items()}
     if n["_train"] == 0:
         raise TooLittleData("no successful rows on the train side of the cost splits")
@@ -122,7 +143,9 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     # worker's rows, so every worker must hold a random mix (dataset partitions follow date and source: on
     # the committed samples, unshuffled, alpaca MdAPE was 0.52 instead of 0.41).
     design = map_frames(train, _design, categories, fraction, "cost-p90-calibration", calib_cut)
-    design = design.shuffle(on="_key", npartitions=max(design.npartitions, len(client.scheduler_info()["workers"]))).persist()
+    design = design.shuffle(
+        on="_key", npartitions=max(design.npartitions, len(client.scheduler_info()["workers"]))
+    ).persist()
     features = [c for c in design.columns if not c.startswith("_")]
     _progress(f"{n['_train']:,} train rows split and featurised in {design.npartitions} partitions", started)
 
@@ -136,7 +159,13 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     n_calib = int(calib_rows.sum().compute())
     if fraction > 0 and 0 < n_calib < n["_train"]:
         rest = design[~calib_rows]
-        p90 = _fit_head(client, rest[features], np.log1p(rest["_y"]), booster_params(params, HEAD_OBJECTIVES["p90"][0]), params.num_boost_round)
+        p90 = _fit_head(
+            client,
+            rest[features],
+            np.log1p(rest["_y"]),
+            booster_params(params, HEAD_OBJECTIVES["p90"][0]),
+            params.num_boost_round,
+        )
         resid = map_frames(design[calib_rows], _log_residual, p90, features).compute()
         shift = conformal_shifts(resid["resid"].to_numpy(), resid["model"].astype(str).to_numpy())
         _progress(f"P90 calibrated on {n_calib:,} rows", started)
@@ -148,7 +177,10 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
     for name, priced in (("azure", False), ("alpaca", True)):
         if n[f"_{name}_test"] == 0:
             continue
-        scored, side = dask.compute(map_frames(rows[rows[f"_{name}_test"]], _predict, predictor), rows[rows[f"_{name}_train"]][["model", "output_tokens"]])
+        scored, side = dask.compute(
+            map_frames(rows[rows[f"_{name}_test"]], _predict, predictor),
+            rows[rows[f"_{name}_train"]][["model", "output_tokens"]],
+        )
         test = scored[list(EVAL_COLUMNS)]
         pred = scored[[f"pred_{h}" for h in HEADS]].rename(columns=lambda c: c.removeprefix("pred_"))
         base = baseline_tokens(*baseline_stats(side["output_tokens"], side["model"].to_numpy()), test)
@@ -157,5 +189,7 @@ def fit_and_evaluate(client, traces, prices: PriceTable, params: CostParams) -> 
         baseline |= b
         n_test += len(test)
     _progress("evaluated", started)
-    notes = evaluation_notes(params, n["_azure_train"], n["_alpaca_train"], n["_neither"]) + ("trained on Dask (lightgbm.dask, data-parallel)",)
+    notes = evaluation_notes(params, n["_azure_train"], n["_alpaca_train"], n["_neither"]) + (
+        "trained on Dask (lightgbm.dask, data-parallel)",
+    )
     return predictor, Evaluation("cost", metrics, {"per_model": baseline}, n["_train"], n_test, notes)

@@ -63,13 +63,19 @@ def archive_path(out: Path) -> Path:
     return out.parent / f"{out.name}.tar.gz"
 
 
-def default_policy(candidates: Mapping[str, Mapping[str, float]], target_quality: float = DEFAULT_TARGET_QUALITY) -> dict[str, Any]:
+def default_policy(
+    candidates: Mapping[str, Mapping[str, float]], target_quality: float = DEFAULT_TARGET_QUALITY
+) -> dict[str, Any]:
     """Threshold routing: the cheapest model predicted to reach `target_quality`; fallbacks cheapest first."""
-    order = sorted(candidates, key=lambda m: (candidates[m]["input"] + candidates[m]["output"], candidates[m]["input"], m))
+    order = sorted(
+        candidates, key=lambda m: (candidates[m]["input"] + candidates[m]["output"], candidates[m]["input"], m)
+    )
     return {"name": "threshold", "args": {"target_quality": target_quality}, "fallback_order": order}
 
 
-def trained_policy(sides: Mapping[str, Mapping[str, Any]], candidates: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+def trained_policy(
+    sides: Mapping[str, Mapping[str, Any]], candidates: Mapping[str, Mapping[str, float]]
+) -> dict[str, Any]:
     """The policy the quality training calibrated on held-out training prompts (side JSON `policy`: tradeoff at
     the lambda of the cheapest routing with >= 95% of the best model's quality), else `default_policy`."""
     calibrated = sides["quality"].get("policy") or {}
@@ -103,7 +109,9 @@ def local_keys(src: Path, predictor: str) -> list[str]:
     """Booster keys `beast train` wrote for `predictor`: the stems of ``<src>/<predictor>/*.txt``."""
     keys = sorted(p.stem for p in (src / predictor).glob("*.txt"))
     if not keys:
-        raise BeastError(f"{src / predictor}: no LightGBM boosters (*.txt); run `beast train {predictor}` (or `make run`) first")
+        raise BeastError(
+            f"{src / predictor}: no LightGBM boosters (*.txt); run `beast train {predictor}` (or `make run`) first"
+        )
     return keys
 
 
@@ -114,11 +122,15 @@ def _load_local(src: Path, predictor: str) -> dict[str, lgb.Booster]:
         try:
             out[key] = lgb.Booster(model_file=str(path))
         except lgb.basic.LightGBMError as exc:
-            raise BeastError(f"{path}: not a LightGBM text model ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+            raise BeastError(
+                f"{path}: not a LightGBM text model ({str(exc).splitlines()[0] if str(exc) else exc})"
+            ) from None
     return out
 
 
-def _candidates(sides: Mapping[str, Mapping[str, Any]], keys: list[str], prices: PriceTable) -> dict[str, dict[str, float]]:
+def _candidates(
+    sides: Mapping[str, Mapping[str, Any]], keys: list[str], prices: PriceTable
+) -> dict[str, dict[str, float]]:
     """The models the quality predictor can score, with their current prices (USD per 1M tokens)."""
     quality = sides["quality"]
     if quality.get("heads") == "per_model":
@@ -129,7 +141,9 @@ def _candidates(sides: Mapping[str, Mapping[str, Any]], keys: list[str], prices:
     for model in sorted(models):
         price = prices.current(model)
         if price is None:
-            raise BeastError(f"export: candidate model {model!r} has no price in the price table; add it to the prices file")
+            raise BeastError(
+                f"export: candidate model {model!r} has no price in the price table; add it to the prices file"
+            )
         out[model] = {"input": price.input, "output": price.output, "cached_input": price.cached_input}
     return out
 
@@ -142,7 +156,9 @@ def _check_policy(policy: Mapping[str, Any], candidates: Mapping[str, Any]) -> d
     policy.setdefault("fallback_order", default_policy(candidates)["fallback_order"])
     unknown = [m for m in policy["fallback_order"] if m not in candidates]
     if unknown:
-        raise BeastError(f"export: policy fallback_order names models that are not candidates: {', '.join(map(str, unknown))}")
+        raise BeastError(
+            f"export: policy fallback_order names models that are not candidates: {', '.join(map(str, unknown))}"
+        )
     return policy
 
 
@@ -159,7 +175,15 @@ def _stage(tmp: Path, rel: str, data: bytes, files: dict[str, dict[str, Any]]) -
     files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: PriceTable, versions: Mapping[str, object] | None, policy: Mapping[str, Any], boosters: Mapping[str, Mapping[str, lgb.Booster]], alias: str | None) -> dict[str, Any]:
+def _write_tree(
+    tmp: Path,
+    sides: Mapping[str, Mapping[str, Any]],
+    prices: PriceTable,
+    versions: Mapping[str, object] | None,
+    policy: Mapping[str, Any],
+    boosters: Mapping[str, Mapping[str, lgb.Booster]],
+    alias: str | None,
+) -> dict[str, Any]:
     """Every bundle file into `tmp`; returns the manifest (also written)."""
     spec = sides["quality"].get("feature_spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("version"), str):
@@ -175,12 +199,18 @@ def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: Price
             if safe_relpath(key) is None or "/" in key or not key:
                 raise BeastError(f"export: {p} booster key {key!r} is not a plain file name")
             if booster.feature_name() != sides[p]["feature_names"]:
-                raise BeastError(f"export: {p} booster {key!r} features {booster.feature_name()} do not match {p}.json feature_names {sides[p]['feature_names']}: side JSON and boosters are from different fits")
+                raise BeastError(
+                    f"export: {p} booster {key!r} features {booster.feature_name()} do not match {p}.json feature_names {sides[p]['feature_names']}: side JSON and boosters are from different fits"
+                )
             text, dump = booster.model_to_string(), booster.dump_model()
             if len(dump["tree_info"]) != booster.num_trees():
-                raise BeastError(f"export: {p} booster {key!r}: JSON dump has {len(dump['tree_info'])} trees, the model {booster.num_trees()}")
+                raise BeastError(
+                    f"export: {p} booster {key!r}: JSON dump has {len(dump['tree_info'])} trees, the model {booster.num_trees()}"
+                )
             if (problem := dump_disagreement(dump, booster.predict)) is not None:
-                raise BeastError(f"export: {p} booster {key!r}: its JSON dump (what routers in other languages read) does not predict what the model does: {problem}")
+                raise BeastError(
+                    f"export: {p} booster {key!r}: its JSON dump (what routers in other languages read) does not predict what the model does: {problem}"
+                )
             models[key] = {"text": f"models/{p}/{key}.txt", "json": f"models/{p}/{key}.json"}
             trees[key] = booster.num_trees()
             _stage(tmp, models[key]["text"], text.encode(), files)
@@ -189,7 +219,9 @@ def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: Price
         extra = {"heads": sides[p]["heads"]} if "heads" in sides[p] else {}
         extra |= {"horizon_s": sides[p]["horizon_s"]} if "horizon_s" in sides[p] else {}
         predictors[p] = entry | {"keys": list(models), "num_trees": trees, "side": f"{p}.json", "files": models} | extra
-    _stage(tmp, "feature_spec.json", json.dumps(spec, sort_keys=True).encode(), files)  # byte-identical to FeatureSpec.to_json()
+    _stage(
+        tmp, "feature_spec.json", json.dumps(spec, sort_keys=True).encode(), files
+    )  # byte-identical to FeatureSpec.to_json()
     if spec.get("embed"):  # the projected embedding table and the tokenizer, checked against the spec's hashes
         from features.embed import EmbedSpec
 
@@ -215,7 +247,11 @@ def _write_tree(tmp: Path, sides: Mapping[str, Mapping[str, Any]], prices: Price
 
 def _tar(folder: Path, dest: Path) -> None:
     """`folder`'s files as a deterministic tar.gz (sorted, mtime 0, root-owned, 0644): members relative to it."""
-    with open(dest, "wb") as raw, gzip_writer(raw) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        open(dest, "wb") as raw,
+        gzip_writer(raw) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             data = path.read_bytes()
             info = tarfile.TarInfo(path.relative_to(folder).as_posix())
@@ -299,7 +335,9 @@ def build_bundle(
     except OSError as exc:  # the lock or a leftover in a folder we may not write: nothing was changed
         if exc.errno not in WRITE_ERRNOS:
             raise
-        raise BeastError(f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})") from None
+        raise BeastError(
+            f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})"
+        ) from None
 
 
 def _build_bundle(
@@ -348,21 +386,34 @@ def _build_bundle(
         except BundleError as exc:
             raise BeastError(f"export: the bundle just written does not verify: {exc}") from None
         extra = [p for p in (tmp / MANIFEST, tmp / SIGNATURE) if p.is_file()]
-        count, size = len(manifest["files"]) + len(extra), sum(f["bytes"] for f in manifest["files"].values()) + sum(p.stat().st_size for p in extra)
+        count, size = (
+            len(manifest["files"]) + len(extra),
+            sum(f["bytes"] for f in manifest["files"].values()) + sum(p.stat().st_size for p in extra),
+        )
         with atomic_path(archive) as tmp_archive:
             _tar(tmp, tmp_archive)
             _replace(tmp, out, overwrite)
     except OSError as exc:  # disk full, read-only, ...: the staging folder goes, an existing bundle stays
         if exc.errno not in WRITE_ERRNOS:
             raise
-        raise BeastError(f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})") from None
+        raise BeastError(
+            f"{out}: cannot write the bundle ({os_reason(exc)}{f': {exc.filename}' if exc.filename else ''})"
+        ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return ExportResult(out, archive, manifest, count, size)
 
 
-def export(alias: str, out: Path, prices_file: Path = Path("data/prices.yaml"), uri: str | None = None, policy: Mapping[str, Any] | None = None, overwrite: bool = False, requests: Sequence[Mapping[str, object]] | None = None) -> ExportResult:
+def export(
+    alias: str,
+    out: Path,
+    prices_file: Path = Path("data/prices.yaml"),
+    uri: str | None = None,
+    policy: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    requests: Sequence[Mapping[str, object]] | None = None,
+) -> ExportResult:
     """The bundle of each predictor's version `alias` (e.g. ``champion``) in the MLflow registry.
 
     Boosters and side JSON both come from each version's own run (what is registered is what ships,
@@ -377,10 +428,23 @@ def export(alias: str, out: Path, prices_file: Path = Path("data/prices.yaml"), 
     if policy is None:
         policy = trained_policy(sides, _candidates(sides, list(boosters["quality"]), prices))
     versions = {p: v.version for p, v in loaded.items()}
-    return build_bundle(Path("."), prices, out, versions, policy, boosters=boosters, alias=alias, overwrite=overwrite, requests=requests, sides=sides)
+    return build_bundle(
+        Path("."),
+        prices,
+        out,
+        versions,
+        policy,
+        boosters=boosters,
+        alias=alias,
+        overwrite=overwrite,
+        requests=requests,
+        sides=sides,
+    )
 
 
-def export_local(models_dir: Path, out: Path, prices_file: Path = Path("data/prices.yaml"), overwrite: bool = False) -> ExportResult:
+def export_local(
+    models_dir: Path, out: Path, prices_file: Path = Path("data/prices.yaml"), overwrite: bool = False
+) -> ExportResult:
     """The bundle of the files one `beast train` run left in `models_dir` (boosters and side JSON of the same
     fits, unregistered: no MLflow version in the manifest). The DVC `export` stage; serving uses `export`."""
     prices = load_prices(prices_file)

@@ -55,12 +55,25 @@ class QualityParams:
     seed: NonNegativeInt = 0
     prior_fallback: bool = True  # validation says the heads beat no per-model mean: ship the means (constant heads)
     fallback_z: NonNegative = 1.645  # the heads must beat the prior's validation log loss by this many standard errors
-    fallback_cv_prompts: NonNegativeInt = 2000  # up to this many training prompts, that test scores every prompt (k-fold, rounds fixed)
+    fallback_cv_prompts: NonNegativeInt = (
+        2000  # up to this many training prompts, that test scores every prompt (k-fold, rounds fixed)
+    )
     fallback_folds: AtLeastTwo = 5
-    policy_quality_share: Fraction = 0.95  # the bundle's tradeoff lambda: cheapest routing at >= this share of the best model's quality
+    policy_quality_share: Fraction = (
+        0.95  # the bundle's tradeoff lambda: cheapest routing at >= this share of the best model's quality
+    )
 
     def lgb_params(self) -> dict[str, object]:
-        keep = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
+        keep = (
+            "num_leaves",
+            "learning_rate",
+            "min_data_in_leaf",
+            "feature_fraction",
+            "bagging_fraction",
+            "bagging_freq",
+            "lambda_l2",
+            "seed",
+        )
         return {"objective": "cross_entropy", "metric": "cross_entropy"} | {k: getattr(self, k) for k in keep}
 
 
@@ -70,8 +83,12 @@ class QualityPredictor:
     boosters: Mapping[str, lgb.Booster]  # {"shared": b} or {model name: b}
     feature_names: tuple[str, ...]
     spec: FeatureSpec
-    valid_loss: Mapping[str, float] = field(default_factory=dict)  # validation log loss of each heads candidate and of the prior
-    fallback: str | None = None  # "prior": the heads added nothing on validation, each head is its model's training mean
+    valid_loss: Mapping[str, float] = field(
+        default_factory=dict
+    )  # validation log loss of each heads candidate and of the prior
+    fallback: str | None = (
+        None  # "prior": the heads added nothing on validation, each head is its model's training mean
+    )
     policy: PolicyCalibration | None = None  # the bundle's tradeoff lambda, calibrated on held-out training prompts
 
     def predict(self, X: pd.DataFrame, models: pd.Series) -> np.ndarray:
@@ -125,18 +142,36 @@ def beats(loss: np.ndarray, baseline: np.ndarray, prompt_ids: np.ndarray, z: flo
     return bool(d.mean() > z * d.std(ddof=1) / np.sqrt(len(d)))
 
 
-def _fit_heads(X: pd.DataFrame, rows: pd.DataFrame, heads: str, params: QualityParams, split: Split, rounds: Mapping[str, int] | None) -> tuple[dict[str, lgb.Booster], np.ndarray]:
+def _fit_heads(
+    X: pd.DataFrame,
+    rows: pd.DataFrame,
+    heads: str,
+    params: QualityParams,
+    split: Split,
+    rounds: Mapping[str, int] | None,
+) -> tuple[dict[str, lgb.Booster], np.ndarray]:
     """Fit `heads` (or "prior": constant per-model heads) on split.train; the prediction of every split.test
     row (NaN elsewhere); early stopping on split.test when `rounds` is None."""
     y = rows["quality"].to_numpy(dtype=float)
-    groups = {"shared": np.ones(len(rows), dtype=bool)} if heads == "shared" else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
+    groups = (
+        {"shared": np.ones(len(rows), dtype=bool)}
+        if heads == "shared"
+        else {m: (rows["model"] == m).to_numpy() for m in sorted(rows["model"].unique())}
+    )
     boosters, pred = {}, np.full(len(rows), np.nan)
     for key, mask in groups.items():
         tr, va = mask & split.train, mask & split.test
         if heads == "prior":
             b = train_booster(X[tr], y[tr], params.lgb_params() | CONSTANT, 1)
         elif rounds is None:
-            b = train_booster(X[tr], y[tr], params.lgb_params(), params.num_boost_round, valid=(X[va], y[va]), callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+            b = train_booster(
+                X[tr],
+                y[tr],
+                params.lgb_params(),
+                params.num_boost_round,
+                valid=(X[va], y[va]),
+                callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+            )
         else:
             b = train_booster(X[tr], y[tr], params.lgb_params(), rounds[key])
         boosters[key] = b
@@ -160,7 +195,11 @@ def reliability(pred: np.ndarray, actual: np.ndarray, bins: int) -> pd.DataFrame
     """Per bin: rows, mean predicted, mean actual (the data of the reliability plot)."""
     idx = np.minimum((pred * bins).astype(int), bins - 1)
     df = pd.DataFrame({"bin": idx, "pred": pred, "actual": actual})
-    return df.groupby("bin").agg(rows=("pred", "size"), predicted=("pred", "mean"), actual=("actual", "mean")).reset_index()
+    return (
+        df.groupby("bin")
+        .agg(rows=("pred", "size"), predicted=("pred", "mean"), actual=("actual", "mean"))
+        .reset_index()
+    )
 
 
 def strongest_model(rows: pd.DataFrame) -> str:
@@ -171,12 +210,18 @@ def quality_metrics(rows: pd.DataFrame, pred: np.ndarray, strongest: str, bins: 
     """Spearman, MAE, ECE, and AUC of "m's answer is at least as good as the strongest model's" on the
     same prompt, scored by pred(m) - pred(strongest)."""
     actual = rows["quality"].to_numpy(dtype=float)
-    df = pd.DataFrame({"prompt_id": rows["prompt_id"].to_numpy(), "model": rows["model"].to_numpy(), "q": actual, "p": pred})
+    df = pd.DataFrame(
+        {"prompt_id": rows["prompt_id"].to_numpy(), "model": rows["model"].to_numpy(), "q": actual, "p": pred}
+    )
     best = df[df["model"] == strongest].set_index("prompt_id")
     best = best[["q", "p"]].rename(columns={"q": "q_best", "p": "p_best"})
     others = df[df["model"] != strongest].join(best, on="prompt_id").dropna(subset=["q_best"])
     label = (others["q"] >= others["q_best"]).to_numpy()
-    auc = roc_auc_score(label, (others["p"] - others["p_best"]).to_numpy()) if 0 < label.sum() < len(label) else float("nan")
+    auc = (
+        roc_auc_score(label, (others["p"] - others["p_best"]).to_numpy())
+        if 0 < label.sum() < len(label)
+        else float("nan")
+    )
     return {
         "logloss": log_loss(actual, pred),
         "auc_vs_strongest": float(auc),
@@ -186,7 +231,13 @@ def quality_metrics(rows: pd.DataFrame, pred: np.ndarray, strongest: str, bins: 
     }
 
 
-def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> TuningProblem:
+def tuning_problem(
+    traces: pd.DataFrame,
+    params: QualityParams,
+    features: FeatureParams,
+    cards: tuple[ModelCard, ...],
+    prices: PriceTable,
+) -> TuningProblem:
     """The shared head on training prompts, validated on prompts held out of them (test prompts unused)."""
     rows = quality_rows(traces)
     split = group_split(rows["prompt_id"], params.test_fraction, salt=f"quality-test-{params.seed}")
@@ -195,7 +246,16 @@ def tuning_problem(traces: pd.DataFrame, params: QualityParams, features: Featur
     spec = fit_features(train_rows[inner.train], features, cards, prices)
     X = build_features(train_rows, spec)[list(feature_columns(spec, "shared"))]
     y = train_rows["quality"].to_numpy(dtype=float)
-    return TuningProblem(X[inner.train], y[inner.train], X[inner.test], y[inner.test], params.lgb_params(), "cross_entropy", False, params.num_boost_round)
+    return TuningProblem(
+        X[inner.train],
+        y[inner.train],
+        X[inner.test],
+        y[inner.test],
+        params.lgb_params(),
+        "cross_entropy",
+        False,
+        params.num_boost_round,
+    )
 
 
 def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, column: str = "quality") -> np.ndarray:
@@ -205,7 +265,11 @@ def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, colu
     text_cols = [c for c in X.columns if c.startswith(("text_", "emb_"))]
     prompts = pd.DataFrame(X[text_cols].to_numpy(), index=rows["prompt_id"].to_numpy())
     train_p = prompts[split.train].groupby(level=0).first()
-    table = rows[split.train].pivot_table(index="prompt_id", columns="model", values=column, aggfunc="mean").reindex(train_p.index)
+    table = (
+        rows[split.train]
+        .pivot_table(index="prompt_id", columns="model", values=column, aggfunc="mean")
+        .reindex(train_p.index)
+    )
     nn = NearestNeighbors(n_neighbors=min(k, len(train_p)), metric="cosine").fit(train_p.to_numpy())
     test_p = prompts[split.test].groupby(level=0).first()
     _, idx = nn.kneighbors(test_p.to_numpy())
@@ -213,10 +277,20 @@ def knn_baseline(X: pd.DataFrame, rows: pd.DataFrame, split: Split, k: int, colu
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no neighbour answered that model
         means = pd.DataFrame(np.nanmean(table.to_numpy()[idx], axis=1), index=test_p.index, columns=table.columns)
     test_rows = rows[split.test]
-    return means.stack().reindex(pd.MultiIndex.from_arrays([test_rows["prompt_id"], test_rows["model"]])).to_numpy(dtype=float)
+    return (
+        means.stack()
+        .reindex(pd.MultiIndex.from_arrays([test_rows["prompt_id"], test_rows["model"]]))
+        .to_numpy(dtype=float)
+    )
 
 
-def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable) -> QualityPredictor:
+def fit(
+    train_rows: pd.DataFrame,
+    params: QualityParams,
+    features: FeatureParams,
+    cards: tuple[ModelCard, ...],
+    prices: PriceTable,
+) -> QualityPredictor:
     """Pure: fit features on `train_rows` only, pick heads on a validation split of their prompts, refit on all
     of them. Reusable wherever a predictor must be trained on one side of a split (training, the routing bench)."""
     train_rows = train_rows.reset_index(drop=True)
@@ -230,17 +304,24 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
         cols = list(feature_columns(spec, heads))
         chosen[heads] = _fit_heads(X_train[cols], train_rows, heads, params, inner, None)
     y = train_rows["quality"].to_numpy(dtype=float)
-    valid_loss = {h: float(row_log_loss(y[inner.test], pred[inner.test]).mean()) if inner.test.any() else float("nan") for h, (_, pred) in chosen.items()}
+    valid_loss = {
+        h: float(row_log_loss(y[inner.test], pred[inner.test]).mean()) if inner.test.any() else float("nan")
+        for h, (_, pred) in chosen.items()
+    }
     heads = min(chosen, key=lambda h: valid_loss[h])
     everything = Split(np.ones(len(train_rows), dtype=bool), np.zeros(len(train_rows), dtype=bool))
     rounds = {key: max(b.best_iteration, 1) for key, b in chosen[heads][0].items()}
     fallback, policy = None, None
     if inner.test.any():
-        head_pred, prior_pred, scored = _held_out(X_train, train_rows, spec, heads, chosen[heads][1], rounds, params, inner)
+        head_pred, prior_pred, scored = _held_out(
+            X_train, train_rows, spec, heads, chosen[heads][1], rounds, params, inner
+        )
         ids = train_rows["prompt_id"].to_numpy()[scored]
         head_loss, prior_loss = row_log_loss(y[scored], head_pred[scored]), row_log_loss(y[scored], prior_pred[scored])
         valid_loss["prior"] = float(prior_loss.mean())
-        if params.prior_fallback and not beats(head_loss, prior_loss, ids, params.fallback_z):  # the features add nothing on held-out prompts
+        if params.prior_fallback and not beats(
+            head_loss, prior_loss, ids, params.fallback_z
+        ):  # the features add nothing on held-out prompts
             fallback, head_pred = "prior", prior_pred
         policy = calibrate_tradeoff(train_rows[scored], head_pred[scored], params.policy_quality_share)
     if fallback is not None:
@@ -251,7 +332,14 @@ def fit(train_rows: pd.DataFrame, params: QualityParams, features: FeatureParams
 
 
 def _held_out(
-    X: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec, heads: str, inner_pred: np.ndarray, rounds: Mapping[str, int], params: QualityParams, inner: Split
+    X: pd.DataFrame,
+    rows: pd.DataFrame,
+    spec: FeatureSpec,
+    heads: str,
+    inner_pred: np.ndarray,
+    rounds: Mapping[str, int],
+    params: QualityParams,
+    inner: Split,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Held-out predictions of the chosen heads and of the prior, and the mask of rows that have them. Up to
     `fallback_cv_prompts` training prompts: k-fold over all of them with the heads' rounds fixed (chosen on the
@@ -272,7 +360,11 @@ def _held_out(
 
 
 def fit_and_evaluate(
-    traces: pd.DataFrame, params: QualityParams, features: FeatureParams, cards: tuple[ModelCard, ...], prices: PriceTable
+    traces: pd.DataFrame,
+    params: QualityParams,
+    features: FeatureParams,
+    cards: tuple[ModelCard, ...],
+    prices: PriceTable,
 ) -> tuple[QualityPredictor, Evaluation]:
     """Pure: split by prompt, `fit` on the train prompts, evaluate on the test prompts beside the baselines."""
     rows = quality_rows(traces)
@@ -296,15 +388,25 @@ def fit_and_evaluate(
     metrics |= {f"valid_logloss_{h}": loss for h, loss in predictor.valid_loss.items()}
     baselines = {
         "per_model_mean": quality_metrics(test_rows, prior, strongest, params.ece_bins),
-        "knn_text": quality_metrics(test_rows, np.where(np.isnan(knn), prior, knn), strongest, params.ece_bins),  # no neighbour answered: the prior
+        "knn_text": quality_metrics(
+            test_rows, np.where(np.isnan(knn), prior, knn), strongest, params.ece_bins
+        ),  # no neighbour answered: the prior
     }
-    fallback = " -> fallback to the per-model prior: the heads did not beat it on validation" if predictor.fallback else ""
-    notes = (f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())}){fallback}", f"strongest model on train prompts: {strongest}")
-    per_model = pd.DataFrame({"model": test_rows["model"].to_numpy(), "abs_error": np.abs(pred - test_rows["quality"].to_numpy(dtype=float))})
+    fallback = (
+        " -> fallback to the per-model prior: the heads did not beat it on validation" if predictor.fallback else ""
+    )
+    notes = (
+        f"heads={heads} (validation log loss {', '.join(f'{h}={loss:.4f}' for h, loss in predictor.valid_loss.items())}){fallback}",
+        f"strongest model on train prompts: {strongest}",
+    )
+    per_model = pd.DataFrame(
+        {"model": test_rows["model"].to_numpy(), "abs_error": np.abs(pred - test_rows["quality"].to_numpy(dtype=float))}
+    )
     by_model = per_model.groupby("model")["abs_error"].mean().sort_index()
     tables = {
         "reliability": tuple(calibration.to_dict("records")),
         "error_by_model": tuple({"group": str(k), "value": float(v)} for k, v in by_model.items()),
     }
-    return predictor, Evaluation("quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes, tables)
-
+    return predictor, Evaluation(
+        "quality", metrics, baselines, int(split.train.sum()), int(split.test.sum()), notes, tables
+    )

@@ -223,9 +223,7 @@ def _artifact_dest(name: str) -> PurePosixPath:
     return dest
 
 
-def _stage_artifacts(
-    staging: Path, extra_boosters: Mapping[str, lgb.Booster], artifacts: Mapping[str, Path]
-) -> None:
+def _stage_artifacts(staging: Path, extra_boosters: Mapping[str, lgb.Booster], artifacts: Mapping[str, Path]) -> None:
     """Copy every run artifact into `staging` under its final name, so one upload logs them all."""
     for key, booster in extra_boosters.items():
         (staging / BOOSTERS_DIR).mkdir(exist_ok=True)
@@ -322,10 +320,18 @@ def optuna_callback(predictor: str, uri: str | None = None) -> Callable[[object,
 
     def log_trial(study: object, trial: object) -> None:
         with _mlflow_errors(f"log trial {trial.number} of {study.study_name} to {uri}"):
-            run = client.create_run(experiment_id, run_name=f"{study.study_name}-trial-{trial.number}", tags={"beast.predictor": predictor, "optuna.study": study.study_name, "optuna.state": trial.state.name})
+            run = client.create_run(
+                experiment_id,
+                run_name=f"{study.study_name}-trial-{trial.number}",
+                tags={"beast.predictor": predictor, "optuna.study": study.study_name, "optuna.state": trial.state.name},
+            )
             metrics = [Metric("value", float(trial.value), 0, 0)] if trial.value is not None else []
-            metrics += [Metric("best_iteration", float(v), 0, 0) for k, v in trial.user_attrs.items() if k == "best_iteration"]
-            client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()])
+            metrics += [
+                Metric("best_iteration", float(v), 0, 0) for k, v in trial.user_attrs.items() if k == "best_iteration"
+            ]
+            client.log_batch(
+                run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial.params.items()]
+            )
             client.set_terminated(run.info.run_id, "FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
 
     return log_trial
@@ -369,7 +375,10 @@ def load_booster(predictor: str, alias: str = CHAMPION, key: str | None = None, 
 
 def _run_booster(client: MlflowClient, uri: str, found: RegisteredVersion, key: str, tmp: Path) -> lgb.Booster:
     rel = f"{BOOSTERS_DIR}/{_check_key(key)}.txt"
-    with _mlflow_errors(f"download {rel} of {found.name} version {found.version} (run {found.run_id}) from {uri}"), _fluent(uri):
+    with (
+        _mlflow_errors(f"download {rel} of {found.name} version {found.version} (run {found.run_id}) from {uri}"),
+        _fluent(uri),
+    ):
         path = Path(client.download_artifacts(found.run_id, rel, str(tmp)))
     return lgb.Booster(model_file=str(path))
 
@@ -378,7 +387,9 @@ def _download_version(found: RegisteredVersion, dst: Path, uri: str | None) -> P
     """The logged model files of exactly this version (by number: an alias moving meanwhile cannot mix versions)."""
     _, uri = _client(uri)
     with _mlflow_errors(f"download {found.name} version {found.version} from {uri}"), _fluent(uri):
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{found.name}/{found.version}", dst_path=str(dst)))
+        return Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{found.name}/{found.version}", dst_path=str(dst))
+        )
 
 
 def _download_model(predictor: str, alias: str, dst: Path, uri: str | None = None) -> Path:
@@ -393,7 +404,9 @@ def _model_booster(found: RegisteredVersion, tmp: Path, uri: str | None) -> lgb.
     local = _download_version(found, tmp, uri)
     flavor = Model.load(str(local)).flavors.get("lightgbm", {})
     if flavor.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
-        raise BeastError(f"mlflow: {found.name} version {found.version}: model class {flavor.get('model_class')!r} is not a Booster")
+        raise BeastError(
+            f"mlflow: {found.name} version {found.version}: model class {flavor.get('model_class')!r} is not a Booster"
+        )
     data = local / flavor.get("data", "model.lgb")
     if data.suffix != ".lgb" or not data.is_file():
         raise BeastError(f"mlflow: {found.name} version {found.version}: no LightGBM text model file in {local}")
@@ -427,9 +440,13 @@ def load_predictor(predictor: str, alias: str, uri: str | None = None) -> Loaded
             try:
                 side_file = Path(client.download_artifacts(found.run_id, f"{predictor}.json", str(side_path)))
             except MlflowException:
-                raise BeastError(f"mlflow: {what} has no {predictor}.json artifact (logged before side files were); retrain {predictor}") from None
+                raise BeastError(
+                    f"mlflow: {what} has no {predictor}.json artifact (logged before side files were); retrain {predictor}"
+                ) from None
         if not main_key:
-            raise BeastError(f"mlflow: {what} has no {REGISTERED_BOOSTER_TAG} tag naming its registered booster; retrain {predictor}")
+            raise BeastError(
+                f"mlflow: {what} has no {REGISTERED_BOOSTER_TAG} tag naming its registered booster; retrain {predictor}"
+            )
         try:
             side = json.loads(side_file.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -508,7 +525,9 @@ def begin_moves(moves: list[AliasMove], uri: str | None = None) -> None:
 
     from core.files import write_atomic
 
-    write_atomic(_journal_path(uri or tracking_uri()), (json.dumps({"moves": [asdict(m) for m in moves]}) + "\n").encode())
+    write_atomic(
+        _journal_path(uri or tracking_uri()), (json.dumps({"moves": [asdict(m) for m in moves]}) + "\n").encode()
+    )
 
 
 def end_moves(uri: str | None = None) -> None:
@@ -524,7 +543,9 @@ def pending_moves(uri: str | None = None) -> list[AliasMove]:
     try:
         return [AliasMove(**m) for m in json.loads(path.read_text(encoding="utf-8"))["moves"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise BeastError(f"{path}: unreadable alias-move journal ({exc}); fix or remove it after checking the aliases") from None
+        raise BeastError(
+            f"{path}: unreadable alias-move journal ({exc}); fix or remove it after checking the aliases"
+        ) from None
 
 
 def apply(moves: list[AliasMove], uri: str | None = None) -> None:
@@ -536,7 +557,10 @@ def apply(moves: list[AliasMove], uri: str | None = None) -> None:
 def undo(moves: list[AliasMove], uri: str | None = None) -> None:
     """Put every alias of `moves` back where it was (used when the export after a move fails)."""
     for m in moves:
-        _apply(AliasMove(m.predictor, m.champion_after, m.champion_before, m.previous_after, m.previous_before), uri or tracking_uri())
+        _apply(
+            AliasMove(m.predictor, m.champion_after, m.champion_before, m.previous_after, m.previous_before),
+            uri or tracking_uri(),
+        )
 
 
 def plan_promote(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = None) -> list[AliasMove]:
@@ -577,7 +601,15 @@ def rollback(predictors: tuple[str, ...] = tuple(REGISTERED), uri: str | None = 
     return moves
 
 
-def log_gate_run(action: str, moves: list[AliasMove], artifacts: Mapping[str, Path], params: Mapping[str, object], metrics: Mapping[str, float], tags: Mapping[str, str] = {}, uri: str | None = None) -> str:  # noqa: B006 - read only
+def log_gate_run(
+    action: str,
+    moves: list[AliasMove],
+    artifacts: Mapping[str, Path],
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] = {},
+    uri: str | None = None,
+) -> str:  # noqa: B006 - read only
     """One run of experiment ``beast-gate`` per gate decision or rollback: its parameters, test statistics,
     the alias moves (tags ``beast.alias.<predictor>``) and report files as artifacts. Returns the run id."""
     client, uri = _client(uri)
@@ -585,11 +617,17 @@ def log_gate_run(action: str, moves: list[AliasMove], artifacts: Mapping[str, Pa
         staging = Path(tmp)
         _stage_artifacts(staging, {}, artifacts)
         experiment_id = _experiment_id(client, uri, GATE_EXPERIMENT.removeprefix("beast-"))
-        run = client.create_run(experiment_id, run_name=action, tags={"beast.gate.action": action, **tags, **{f"beast.alias.{m.predictor}": m.describe() for m in moves}})
+        run = client.create_run(
+            experiment_id,
+            run_name=action,
+            tags={"beast.gate.action": action, **tags, **{f"beast.alias.{m.predictor}": m.describe() for m in moves}},
+        )
         run_id = run.info.run_id
         client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)],
+            metrics=[
+                Metric(k, float(v), 0, 0) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)
+            ],
             params=[Param(k, str(v)) for k, v in params.items()],
         )
         if any(staging.iterdir()):

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightgbm as lgb
 import pandas as pd
 
+from core import plots
 from core.cluster import ClusterParams, use_dask
 from core.cluster import client as cluster_client
 from core.config import load_params
@@ -27,7 +28,6 @@ from core.files import write_atomic
 from features.build import FeatureParams, build_features
 from features.distributed import read_dataset, stored_rows
 from features.model_cards import load_cards
-from core import plots
 from models import cache, cost, quality
 from models.common import Evaluation, TooLittleData
 from traces.load import load_traces
@@ -82,12 +82,16 @@ class Inputs:
         """A single dataset folder with at least `dask.auto_rows` rows (or `dask.engine: dask`) trains on Dask."""
         folder = len(self.paths) == 1 and self.paths[0].is_dir()
         if self.cluster.engine == "dask" and not folder:
-            raise BeastError(f"dask.engine: dask reads one stored dataset folder, got {', '.join(map(str, self.paths))}: run `beast ingest` first")
+            raise BeastError(
+                f"dask.engine: dask reads one stored dataset folder, got {', '.join(map(str, self.paths))}: run `beast ingest` first"
+            )
         return folder and use_dask(self.cluster, stored_rows(self.paths[0]))
 
 
 def _quality(inp: Inputs) -> Trained:
-    predictor, evaluation = quality.fit_and_evaluate(inp.traces, inp.params.quality, inp.features, load_cards(inp.cards_path), inp.prices)
+    predictor, evaluation = quality.fit_and_evaluate(
+        inp.traces, inp.params.quality, inp.features, load_cards(inp.cards_path), inp.prices
+    )
     rows = quality.quality_rows(inp.traces).head(5)
     example = build_features(rows, predictor.spec)[list(predictor.feature_names)]
     side = {
@@ -98,7 +102,9 @@ def _quality(inp: Inputs) -> Trained:
         "feature_names": list(predictor.feature_names),
         "feature_spec": json.loads(predictor.spec.to_json()),
     }
-    return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.quality) | {"features": asdict(inp.features)})
+    return Trained(
+        evaluation, predictor.boosters, example, side, asdict(inp.params.quality) | {"features": asdict(inp.features)}
+    )
 
 
 def _cost(inp: Inputs) -> Trained:
@@ -113,12 +119,18 @@ def _cost(inp: Inputs) -> Trained:
                 predictor, evaluation = cost_dask.fit_and_evaluate(client, traces, inp.prices, inp.params.cost)
                 head = traces.head(5)
         except KilledWorker as exc:
-            raise BeastError(f"train cost on dask: a worker died running {exc.task} (out of memory? raise dask.memory_limit or add workers); nothing was written") from None
+            raise BeastError(
+                f"train cost on dask: a worker died running {exc.task} (out of memory? raise dask.memory_limit or add workers); nothing was written"
+            ) from None
     else:
         predictor, evaluation = cost.fit_and_evaluate(inp.traces, inp.prices, inp.params.cost)
         head = inp.traces.head(5)
     example = predictor.features(head)
-    side = {"feature_names": list(predictor.feature_names), "categories": {k: list(v) for k, v in predictor.categories.items()}, "p90_shift": dict(predictor.p90_shift)}
+    side = {
+        "feature_names": list(predictor.feature_names),
+        "categories": {k: list(v) for k, v in predictor.categories.items()},
+        "p90_shift": dict(predictor.p90_shift),
+    }
     return Trained(evaluation, predictor.boosters, example, side, asdict(inp.params.cost))
 
 
@@ -134,23 +146,36 @@ TRAINERS: dict[str, Callable[[Inputs], Trained]] = {"quality": _quality, "cost":
 
 def _plots(name: str, trained: Trained, folder: Path) -> dict[str, Path]:
     first = next(iter(trained.boosters.values()))
-    out = {"plots/importance.png": plots.importance_plot(first, folder / "importance.png", f"{name}: feature importance")}
+    out = {
+        "plots/importance.png": plots.importance_plot(first, folder / "importance.png", f"{name}: feature importance")
+    }
     if "reliability" in trained.evaluation.tables:
         table = pd.DataFrame(list(trained.evaluation.tables["reliability"]))
-        out["plots/reliability.png"] = plots.reliability_plot(table, folder / "reliability.png", f"{name}: calibration on test prompts")
+        out["plots/reliability.png"] = plots.reliability_plot(
+            table, folder / "reliability.png", f"{name}: calibration on test prompts"
+        )
     if "error_by_model" in trained.evaluation.tables:
         table = pd.DataFrame(list(trained.evaluation.tables["error_by_model"])).set_index("group")["value"]
-        out["plots/error_by_model.png"] = plots.error_by_group_plot(table, folder / "error_by_model.png", f"{name}: test error by model", "mean absolute error")
+        out["plots/error_by_model.png"] = plots.error_by_group_plot(
+            table, folder / "error_by_model.png", f"{name}: test error by model", "mean absolute error"
+        )
     return out
 
 
 def write_outputs(name: str, trained: Trained, params: TrainParams) -> dict[str, Path]:
     """Boosters as LightGBM text, side JSON, plots, metrics JSON; returns artifact name -> file."""
     folder = params.out / name
-    files = {f"boosters/{key}.txt": write_atomic(folder / f"{key}.txt", b.model_to_string().encode()) for key, b in trained.boosters.items()}
-    files[f"{name}.json"] = write_atomic(folder / f"{name}.json", json.dumps(trained.side, indent=1, sort_keys=True).encode())
+    files = {
+        f"boosters/{key}.txt": write_atomic(folder / f"{key}.txt", b.model_to_string().encode())
+        for key, b in trained.boosters.items()
+    }
+    files[f"{name}.json"] = write_atomic(
+        folder / f"{name}.json", json.dumps(trained.side, indent=1, sort_keys=True).encode()
+    )
     files |= _plots(name, trained, params.plots / name)
-    files["metrics.json"] = write_atomic(params.metrics / f"{name}.json", (trained.evaluation.to_json() + "\n").encode())
+    files["metrics.json"] = write_atomic(
+        params.metrics / f"{name}.json", (trained.evaluation.to_json() + "\n").encode()
+    )
     return files
 
 
@@ -182,7 +207,13 @@ class TrainResult:
     version: object | None  # registry.RegisteredVersion when registered
 
 
-def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence[Path] = (), register: bool | None = None, engine: str | None = None) -> list[TrainResult]:
+def main(
+    which: Sequence[str],
+    params_file: Path | None = None,
+    traces: Sequence[Path] = (),
+    register: bool | None = None,
+    engine: str | None = None,
+) -> list[TrainResult]:
     """`beast train`: each named predictor in turn; prints its metrics table, files and registered version.
     The cost predictor trains on Dask when `engine` (or params.yaml `dask.engine`) says so; quality and cache
     always train in this process (their rows: judge-labelled prompts and prefix-block traces, not all traffic)."""
@@ -191,7 +222,14 @@ def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence
     if engine is not None:
         cluster = replace(cluster, engine=engine)
     paths = tuple(traces) or (params.traces,)
-    inputs = Inputs(paths, load_prices(params.prices), params, load_params(params_file, "features", FeatureParams), params.cards, cluster)
+    inputs = Inputs(
+        paths,
+        load_prices(params.prices),
+        params,
+        load_params(params_file, "features", FeatureParams),
+        params.cards,
+        cluster,
+    )
     results = []
     for name in which:
         started = time.perf_counter()
@@ -219,6 +257,8 @@ def main(which: Sequence[str], params_file: Path | None = None, traces: Sequence
                 artifacts={k: v for k, v in files.items() if not k.startswith("boosters/")},
                 tags={registry.REGISTERED_BOOSTER_TAG: keys[0]},
             )
-            print(f"  registered {version.name} version {version.version} ({', '.join(version.aliases)}), run {version.run_id}")
+            print(
+                f"  registered {version.name} version {version.version} ({', '.join(version.aliases)}), run {version.run_id}"
+            )
         results.append(TrainResult(name, trained, files, version))
     return results

@@ -44,7 +44,11 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
     "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=30),
 }
 # Held-out metric that decides whether tuning helped, and whether higher is better.
-PRIMARY: dict[str, tuple[str, bool]] = {"quality": ("logloss", False), "cost": ("azure.mdape", False), "cache": ("auc", True)}
+PRIMARY: dict[str, tuple[str, bool]] = {
+    "quality": ("logloss", False),
+    "cost": ("azure.mdape", False),
+    "cache": ("auc", True),
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,9 @@ class TuneParams:
     early_stopping_rounds: NonNegativeInt = 50
     seed: NonNegativeInt = 0
     report: Path = Path("data/metrics")  # tune_<predictor>.json
-    workers: Count = 1  # > 1: trials on this many Dask workers sharing the study (needs a server storage, e.g. PostgreSQL)
+    workers: Count = (
+        1  # > 1: trials on this many Dask workers sharing the study (needs a server storage, e.g. PostgreSQL)
+    )
     space: Mapping[str, Mapping[str, object]] = field(default_factory=lambda: DEFAULT_SPACE)
 
 
@@ -88,11 +94,17 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, object]]) -> d
     out: dict[str, object] = {}
     for name, dim in space.items():
         low, high, log = dim["low"], dim["high"], bool(dim.get("log", False))
-        out[name] = trial.suggest_int(name, int(low), int(high), log=log) if dim.get("int") else trial.suggest_float(name, float(low), float(high), log=log)
+        out[name] = (
+            trial.suggest_int(name, int(low), int(high), log=log)
+            if dim.get("int")
+            else trial.suggest_float(name, float(low), float(high), log=log)
+        )
     return out
 
 
-def objective(problem: TuningProblem, space: Mapping[str, Mapping[str, object]], early_stopping_rounds: int) -> Callable[[optuna.Trial], float]:
+def objective(
+    problem: TuningProblem, space: Mapping[str, Mapping[str, object]], early_stopping_rounds: int
+) -> Callable[[optuna.Trial], float]:
     """Best validation metric of one Booster; pruned by the study's pruner through LightGBM's callback."""
 
     def run(trial: optuna.Trial) -> float:
@@ -104,7 +116,10 @@ def objective(problem: TuningProblem, space: Mapping[str, Mapping[str, object]],
             problem.num_boost_round,
             categorical=problem.categorical,
             valid=(problem.X_valid, problem.y_valid),
-            callbacks=[LightGBMPruningCallback(trial, problem.metric), lgb.early_stopping(early_stopping_rounds, verbose=False)],
+            callbacks=[
+                LightGBMPruningCallback(trial, problem.metric),
+                lgb.early_stopping(early_stopping_rounds, verbose=False),
+            ],
         )
         trial.set_user_attr("best_iteration", int(booster.best_iteration or problem.num_boost_round))
         return float(booster.best_score["valid_0"][problem.metric])
@@ -117,7 +132,9 @@ def check_space(space: Mapping[str, Mapping[str, object]], params_type: type, wh
     known = {f.name for f in fields(params_type)}
     for name, dim in space.items():
         if name not in known:
-            raise BeastError(f"{where}: `{name}` is not a parameter of {params_type.__name__}; known: {', '.join(sorted(known))}")
+            raise BeastError(
+                f"{where}: `{name}` is not a parameter of {params_type.__name__}; known: {', '.join(sorted(known))}"
+            )
         if not isinstance(dim, Mapping) or not {"low", "high"} <= set(dim) or not dim["low"] < dim["high"]:
             raise BeastError(f"{where}.{name}: expected {{low, high[, log, int]}} with low < high, got {dim!r}")
 
@@ -139,8 +156,12 @@ def problems(traces, train: TrainParams, features: FeatureParams) -> dict[str, P
             lambda p: quality.tuning_problem(traces, p, features, cards, prices),
             lambda p: quality.fit_and_evaluate(traces, replace(p, heads="shared"), features, cards, prices)[1],
         ),
-        "cost": Problem(train.cost, lambda p: cost.tuning_problem(traces, p), lambda p: cost.fit_and_evaluate(traces, prices, p)[1]),
-        "cache": Problem(train.cache, lambda p: cache.tuning_problem(traces, p), lambda p: cache.fit_and_evaluate(traces, p)[1]),
+        "cost": Problem(
+            train.cost, lambda p: cost.tuning_problem(traces, p), lambda p: cost.fit_and_evaluate(traces, prices, p)[1]
+        ),
+        "cache": Problem(
+            train.cache, lambda p: cache.tuning_problem(traces, p), lambda p: cache.fit_and_evaluate(traces, p)[1]
+        ),
     }
 
 
@@ -162,7 +183,12 @@ def worker_trials(name: str, problem: TuningProblem, params: TuneParams, worker:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = shared_study(name, params, problem.maximize, params.seed + worker, parallel=True)
     mine: list[int] = []  # the other workers' trials land in the same study meanwhile
-    study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=n_trials, timeout=params.timeout_s or None, callbacks=[lambda _, t: mine.append(t.number)])
+    study.optimize(
+        objective(problem, params.space, params.early_stopping_rounds),
+        n_trials=n_trials,
+        timeout=params.timeout_s or None,
+        callbacks=[lambda _, t: mine.append(t.number)],
+    )
     return len(mine)
 
 
@@ -171,7 +197,9 @@ def shares(trials: int, workers: int) -> list[int]:
     return [trials // workers + (i < trials % workers) for i in range(workers)]
 
 
-def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]) -> optuna.Study:
+def _parallel(
+    name: str, problem: TuningProblem, params: TuneParams, cluster: ClusterParams, callbacks: Sequence[Callable]
+) -> optuna.Study:
     """`params.trials` split over `params.workers` Dask workers (one task each); callbacks see every new trial
     once they are all done (a worker process has no MLflow client of ours). Returns the study, reloaded."""
     from core.cluster import client
@@ -179,7 +207,11 @@ def _parallel(name: str, problem: TuningProblem, params: TuneParams, cluster: Cl
     with client(replace(cluster, n_workers=params.workers)) as dask_client:
         known = {t.number for t in shared_study(name, params, problem.maximize, params.seed, parallel=True).trials}
         data = dask_client.scatter(problem, broadcast=True)
-        futures = [dask_client.submit(worker_trials, name, data, params, i, n, pure=False) for i, n in enumerate(shares(params.trials, params.workers)) if n]
+        futures = [
+            dask_client.submit(worker_trials, name, data, params, i, n, pure=False)
+            for i, n in enumerate(shares(params.trials, params.workers))
+            if n
+        ]
         done = sum(dask_client.gather(futures))
     study = shared_study(name, params, problem.maximize, params.seed, parallel=True)
     print(f"  {name}: {done} trials on {len(futures)} workers sharing {study.study_name}", flush=True)
@@ -201,7 +233,13 @@ def check_parallel(params: TuneParams) -> None:
         )
 
 
-def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Callable] = (), cluster: ClusterParams | None = None) -> TuneReport:
+def tune_one(
+    name: str,
+    job: Problem,
+    params: TuneParams,
+    callbacks: Sequence[Callable] = (),
+    cluster: ClusterParams | None = None,
+) -> TuneReport:
     check_space(params.space, type(job.params), "params.yaml:tune.space")
     check_parallel(params)
     problem = job.problem(job.params)
@@ -209,7 +247,12 @@ def tune_one(name: str, job: Problem, params: TuneParams, callbacks: Sequence[Ca
         study = _parallel(name, problem, params, cluster or ClusterParams(), callbacks)
     else:
         study = shared_study(name, params, problem.maximize, params.seed, parallel=False)
-        study.optimize(objective(problem, params.space, params.early_stopping_rounds), n_trials=params.trials, timeout=params.timeout_s or None, callbacks=list(callbacks))
+        study.optimize(
+            objective(problem, params.space, params.early_stopping_rounds),
+            n_trials=params.trials,
+            timeout=params.timeout_s or None,
+            callbacks=list(callbacks),
+        )
     best = study.best_trial
     tuned = replace(job.params, **best.params, num_boost_round=int(best.user_attrs["best_iteration"]))
     metric, higher = PRIMARY[name]
@@ -237,7 +280,12 @@ def _storage_ready(storage: str) -> None:
 
 
 def main(
-    which: Sequence[str], params_file: Path | None = None, trials: int | None = None, track: bool = True, workers: int | None = None, storage: str | None = None
+    which: Sequence[str],
+    params_file: Path | None = None,
+    trials: int | None = None,
+    track: bool = True,
+    workers: int | None = None,
+    storage: str | None = None,
 ) -> list[TuneReport]:
     """`beast tune`: one study per predictor; writes data/metrics/tune_<predictor>.json and prints a verdict."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -254,7 +302,9 @@ def main(
     if params.pruner not in PRUNERS:
         raise BeastError(f"params.yaml:tune.pruner: expected one of {', '.join(PRUNERS)}, got {params.pruner!r}")
     _storage_ready(params.storage)
-    jobs = problems(load_traces([train.traces], train.prices), train, load_params(params_file, "features", FeatureParams))
+    jobs = problems(
+        load_traces([train.traces], train.prices), train, load_params(params_file, "features", FeatureParams)
+    )
     reports = []
     for name in which:
         callbacks = []

@@ -67,7 +67,16 @@ from traces.prices import PriceTable, load_prices, parse_prices
 
 PERIODS = ("day", "week", "month")
 METHODS = ("bootstrap", "poisson")
-COLUMNS = ["timestamp", "model", "tenant", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "cost_source"]
+COLUMNS = [
+    "timestamp",
+    "model",
+    "tenant",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "cost_source",
+]
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,9 @@ class BudgetConfig:
 
 
 def _positive(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e300:  # also NaN, inf, huge ints
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e300
+    ):  # also NaN, inf, huge ints
         raise BeastError(f"{where}: expected a number > 0, got {value!r}")
     return float(value)
 
@@ -134,7 +145,9 @@ def parse_budgets(doc: Any, source: str) -> BudgetConfig:
             raise BeastError(f"{where}: expected a mapping with scope, period, usd")
         bad = set(raw) - {"name", "scope", "period", "usd", "alerts"}
         if bad:
-            raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))}; known: name, scope, period, usd, alerts")
+            raise BeastError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))}; known: name, scope, period, usd, alerts"
+            )
         scope, period = str(raw.get("scope", "all")), raw.get("period")
         if period not in PERIODS:
             raise BeastError(f"{where}.period: expected one of {', '.join(PERIODS)}, got {period!r}")
@@ -227,10 +240,12 @@ def forecast_spend(
             # steps), j = the horizon in blocks but at most the history's: beyond the span it has seen, the
             # forecast does not claim the walk keeps spreading (the rate is taken to revert, e.g. daily)
             steps = np.diff(np.log(sums))
-            sigma = 1.4826 * float(np.median(np.abs(steps - np.median(steps))))  # robust sd: one ramp-up block must not dominate
+            sigma = 1.4826 * float(
+                np.median(np.abs(steps - np.median(steps)))
+            )  # robust sd: one ramp-up block must not dominate
             j = min(k, n_blocks)
             s_k = sigma * math.sqrt((j + 1) * (2 * j + 1) / (6 * j))
-            boot = boot * np.exp(rng.normal(-s_k**2 / 2, s_k, size=params.n_boot))
+            boot = boot * np.exp(rng.normal(-(s_k**2) / 2, s_k, size=params.n_boot))
         low, high = (float(max(q, 0.0)) for q in np.quantile(boot, [alpha, 1 - alpha]))
     else:
         lam_h = len(c) / hist_h * hours
@@ -266,7 +281,14 @@ class BudgetStatus:
         def when(s: str) -> dt.datetime:
             return pd.Timestamp(s).to_pydatetime()
 
-        return BudgetState(self.budget.scope, when(self.period_start), when(self.period_end), self.budget.usd, self.spent_usd, when(self.at))
+        return BudgetState(
+            self.budget.scope,
+            when(self.period_start),
+            when(self.period_end),
+            self.budget.usd,
+            self.spent_usd,
+            when(self.at),
+        )
 
 
 def _reached(levels: Sequence[float], share_pct: float) -> float | None:
@@ -284,7 +306,9 @@ def budget_status(rows: pd.DataFrame, spec: BudgetSpec, at: pd.Timestamp, params
     spent = float(in_period.loc[priced, "cost_usd"].sum())
     known = scoped[scoped["cost_usd"].notna()]
     data_start = rows["timestamp"].min() if len(rows) else at
-    fc = forecast_spend(known["timestamp"], known["cost_usd"].to_numpy(), at, (end - at).total_seconds() / 3600, data_start, params)
+    fc = forecast_spend(
+        known["timestamp"], known["cost_usd"].to_numpy(), at, (end - at).total_seconds() / 3600, data_start, params
+    )
     iso = "%Y-%m-%dT%H:%M:%SZ"
     return BudgetStatus(
         spec,
@@ -319,7 +343,11 @@ def format_status(statuses: Sequence[BudgetStatus], ledger: Ledger) -> str:
             f"{pct(s.alert)} | {pct(s.forecast_alert)} | {s.unknown_requests:,} |"
         )
     unknown = ledger.unknown_by_model()
-    tail = f"\nRequests without a price (not counted as spend): {', '.join(f'{m} {n:,}' for m, n in unknown.items())}" if unknown else ""
+    tail = (
+        f"\nRequests without a price (not counted as spend): {', '.join(f'{m} {n:,}' for m, n in unknown.items())}"
+        if unknown
+        else ""
+    )
     return "\n".join(lines) + "\n\nLedger by model (requests before --at):\n" + format_ledger(ledger, "model") + tail
 
 
@@ -374,7 +402,18 @@ def backtest(rows_by_trace: dict[str, pd.DataFrame], params: BudgetParams) -> Ba
                 fc = forecast_spend(known["timestamp"], known["cost_usd"].to_numpy(), cut, hours, t0, p)
                 actual = float(known.loc[known["timestamp"] >= cut, "cost_usd"].sum())
                 points.append(
-                    BacktestPoint(name, method, frac, cut.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), hours * 60, actual, fc.mean_usd, fc.low_usd, fc.high_usd, fc.low_usd <= actual <= fc.high_usd)
+                    BacktestPoint(
+                        name,
+                        method,
+                        frac,
+                        cut.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        hours * 60,
+                        actual,
+                        fc.mean_usd,
+                        fc.low_usd,
+                        fc.high_usd,
+                        fc.low_usd <= actual <= fc.high_usd,
+                    )
                 )
     summary = {}
     first = min(params.backtest_cuts)
@@ -391,7 +430,10 @@ def backtest(rows_by_trace: dict[str, pd.DataFrame], params: BudgetParams) -> Ba
 
 
 def format_backtest(report: BacktestReport) -> str:
-    lines = ["| trace | method | cut | horizon min | actual USD | forecast USD | interval | covered | error |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| trace | method | cut | horizon min | actual USD | forecast USD | interval | covered | error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     lines += [
         f"| {p.trace} | {p.method} | {p.cut_fraction:g} | {p.horizon_minutes:.1f} | {p.actual_usd:.3f} | {p.forecast_usd:.3f} | "
         f"{p.low_usd:.3f}-{p.high_usd:.3f} | {'yes' if p.covered else 'no'} | {p.error:+.1%} |"
@@ -431,7 +473,13 @@ def parse_at(text: str | None) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def status_main(params_file: Path | None = None, at: str | None = None, traces: Sequence[Path] = (), config: Path | None = None, out: Path | None = None) -> list[BudgetStatus]:
+def status_main(
+    params_file: Path | None = None,
+    at: str | None = None,
+    traces: Sequence[Path] = (),
+    config: Path | None = None,
+    out: Path | None = None,
+) -> list[BudgetStatus]:
     """`beast monitor budget status`: the ledger up to `at`, every budget's status, status.json and one
     `beast.budget-state` file per budget (`<out>/<name>.budget-state.json`) for routers to pace on."""
     from serving.budget import write_state
@@ -444,21 +492,32 @@ def status_main(params_file: Path | None = None, at: str | None = None, traces: 
     rows = rows[rows["timestamp"] < when].reset_index(drop=True)
     statuses = [budget_status(rows, spec, when, params) for spec in cfg.budgets]
     ledger = summarise(rows)
-    doc = {"at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "ledger": ledger.to_dict(), "budgets": [asdict(s) for s in statuses]}
+    doc = {
+        "at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ledger": ledger.to_dict(),
+        "budgets": [asdict(s) for s in statuses],
+    }
     write_atomic(params.out / "status.json", (json.dumps(doc, indent=1) + "\n").encode())
     states = [write_state(params.out / f"{s.budget.name}.budget-state.json", s.to_state()) for s in statuses]
     print(format_status(statuses, ledger))
-    print(f"wrote {params.out / 'status.json'} and {len(states)} budget-state file(s): {', '.join(map(str, states))}", file=sys.stderr)
+    print(
+        f"wrote {params.out / 'status.json'} and {len(states)} budget-state file(s): {', '.join(map(str, states))}",
+        file=sys.stderr,
+    )
     return statuses
 
 
-def backtest_main(params_file: Path | None = None, traces: Sequence[Path] = (), config: Path | None = None, out: Path | None = None) -> BacktestReport:
+def backtest_main(
+    params_file: Path | None = None, traces: Sequence[Path] = (), config: Path | None = None, out: Path | None = None
+) -> BacktestReport:
     """`beast monitor budget backtest`: forecast error and interval coverage on the Azure traces; writes backtest.json."""
     params = load_params(params_file, "budget", BudgetParams)
     params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
     cfg = load_budgets(params.config)
     table = budget_prices(params, cfg)
-    by_trace = {Path(p).name: cost_rows(_read([Path(p)], params), table) for p in (list(traces) or params.backtest_traces)}
+    by_trace = {
+        Path(p).name: cost_rows(_read([Path(p)], params), table) for p in (list(traces) or params.backtest_traces)
+    }
     report = backtest(by_trace, params)
     write_atomic(params.out / "backtest.json", (report.to_json() + "\n").encode())
     print(format_backtest(report))

@@ -183,7 +183,9 @@ def ks(reference: np.ndarray, recent: np.ndarray) -> tuple[float, float]:
 def check_features(names: tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in BASE_FEATURES and n not in PROMPT_FEATURES]
     if unknown:
-        raise BeastError(f"monitor.features: unknown feature(s) {', '.join(unknown)}; known: {', '.join(BASE_FEATURES + PROMPT_FEATURES)}")
+        raise BeastError(
+            f"monitor.features: unknown feature(s) {', '.join(unknown)}; known: {', '.join(BASE_FEATURES + PROMPT_FEATURES)}"
+        )
 
 
 def monitor_features(traces: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
@@ -192,13 +194,21 @@ def monitor_features(traces: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFra
     cols: dict[str, np.ndarray] = {}
     for name in names:
         if name == "hour":
-            ts = pd.to_datetime(traces["timestamp"], utc=True) if "timestamp" in traces else pd.Series(pd.NaT, index=traces.index)
+            ts = (
+                pd.to_datetime(traces["timestamp"], utc=True)
+                if "timestamp" in traces
+                else pd.Series(pd.NaT, index=traces.index)
+            )
             cols[name] = ts.dt.hour.to_numpy(dtype=float, na_value=np.nan)
         elif name in BASE_FEATURES:
-            cols[name] = traces[name].to_numpy(dtype=float, na_value=np.nan) if name in traces else np.full(len(traces), np.nan)
+            cols[name] = (
+                traces[name].to_numpy(dtype=float, na_value=np.nan) if name in traces else np.full(len(traces), np.nan)
+            )
     wanted = [n for n in names if n in PROMPT_FEATURES]
     if wanted:
-        prompts = traces["prompt"].astype(object) if "prompt" in traces else pd.Series([None] * len(traces), dtype=object)
+        prompts = (
+            traces["prompt"].astype(object) if "prompt" in traces else pd.Series([None] * len(traces), dtype=object)
+        )
         pf = prompt_features(prompts.reset_index(drop=True))
         cols |= {n: pf[n].to_numpy(dtype=float) for n in wanted}
     return pd.DataFrame({n: cols[n] for n in names}, index=range(len(traces)))
@@ -216,7 +226,13 @@ class Profile:
 
     def take(self, rows: np.ndarray) -> Profile:
         """A subset (or resample) of the rows: what seeded simulations draw from."""
-        return Profile(self.features.iloc[rows].reset_index(drop=True), self.model[rows], self.error[rows], self.cost[rows], self.span)
+        return Profile(
+            self.features.iloc[rows].reset_index(drop=True),
+            self.model[rows],
+            self.error[rows],
+            self.cost[rows],
+            self.span,
+        )
 
     def __len__(self) -> int:
         return len(self.model)
@@ -224,13 +240,21 @@ class Profile:
 
 def profile(traces: pd.DataFrame, params: MonitorParams) -> Profile:
     """Pure: trace rows -> the Profile the checks compare."""
-    ts = pd.to_datetime(traces["timestamp"], utc=True) if "timestamp" in traces and len(traces) else pd.Series([], dtype="datetime64[ns, UTC]")
+    ts = (
+        pd.to_datetime(traces["timestamp"], utc=True)
+        if "timestamp" in traces and len(traces)
+        else pd.Series([], dtype="datetime64[ns, UTC]")
+    )
     span = (ts.min().isoformat(), ts.max().isoformat()) if len(ts) and ts.notna().any() else (None, None)
     return Profile(
         monitor_features(traces, params.features),
         traces["model"].astype(object).to_numpy() if len(traces) else np.array([], dtype=object),
-        (traces["status"] == STATUS_ERROR).to_numpy(dtype=bool, na_value=False) if len(traces) else np.array([], dtype=bool),
-        traces["cost_usd"].to_numpy(dtype=float, na_value=np.nan) if "cost_usd" in traces else np.full(len(traces), np.nan),
+        (traces["status"] == STATUS_ERROR).to_numpy(dtype=bool, na_value=False)
+        if len(traces)
+        else np.array([], dtype=bool),
+        traces["cost_usd"].to_numpy(dtype=float, na_value=np.nan)
+        if "cost_usd" in traces
+        else np.full(len(traces), np.nan),
         span,
     )
 
@@ -318,13 +342,19 @@ def shift_checks(reference: Profile, recent: Profile, params: MonitorParams) -> 
             r = rows[i]
             r["p_holm"] = p_adj
             t = params.cost_ratio_threshold
-            big = r["effect"] > params.error_rate_margin if r["check"] == "error_rate" else (r["effect"] >= t or r["effect"] <= 1 / t)
+            big = (
+                r["effect"] > params.error_rate_margin
+                if r["check"] == "error_rate"
+                else (r["effect"] >= t or r["effect"] <= 1 / t)
+            )
             if reject and big:
                 r["code"] = CheckCode.DRIFT
     return tuple(ShiftCheck(**r) for r in rows)
 
 
-def _reasons(features: tuple[FeatureDrift, ...], shifts: tuple[ShiftCheck, ...], params: MonitorParams) -> tuple[str, ...]:
+def _reasons(
+    features: tuple[FeatureDrift, ...], shifts: tuple[ShiftCheck, ...], params: MonitorParams
+) -> tuple[str, ...]:
     out = []
     for f in features:
         if f.code is CheckCode.DRIFT:
@@ -332,10 +362,20 @@ def _reasons(features: tuple[FeatureDrift, ...], shifts: tuple[ShiftCheck, ...],
                        f"p_holm {f.ks_p_holm:.2g} (alpha {params.ks_alpha:g}); median {f.reference_median:.4g} -> {f.recent_median:.4g}")  # fmt: skip
     for s in shifts:
         if s.code is CheckCode.DRIFT and s.check == "error_rate":
-            out.append(f"error rate ({s.model}): {s.reference:.2%} -> {s.recent:.2%} (margin {params.error_rate_margin:g}), p_holm {s.p_holm:.2g}")
+            out.append(
+                f"error rate ({s.model}): {s.reference:.2%} -> {s.recent:.2%} (margin {params.error_rate_margin:g}), p_holm {s.p_holm:.2g}"
+            )
         elif s.code is CheckCode.DRIFT:
-            out.append(f"cost per request ({s.model}): ${s.reference:.6f} -> ${s.recent:.6f} (x{s.effect:.2f}, threshold x{params.cost_ratio_threshold:g}), p_holm {s.p_holm:.2g}")
-        elif s.code is CheckCode.MISSING and s.check == "error_rate" and s.model != ALL and s.reference_rows == 0 and s.recent_rows >= params.min_rows:
+            out.append(
+                f"cost per request ({s.model}): ${s.reference:.6f} -> ${s.recent:.6f} (x{s.effect:.2f}, threshold x{params.cost_ratio_threshold:g}), p_holm {s.p_holm:.2g}"
+            )
+        elif (
+            s.code is CheckCode.MISSING
+            and s.check == "error_rate"
+            and s.model != ALL
+            and s.reference_rows == 0
+            and s.recent_rows >= params.min_rows
+        ):
             out.append(f"new model {s.model}: {s.recent_rows:,} recent rows, none in the reference")
     return tuple(out)
 
@@ -382,13 +422,20 @@ def to_markdown(report: DriftReport) -> str:
         "",
     ]
     lines += [f"- {r}" for r in report.reasons] + ([""] if report.reasons else [])
-    lines += ["| feature | code | PSI | KS | KS p (Holm) | median ref -> recent | rows ref / recent |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| feature | code | PSI | KS | KS p (Holm) | median ref -> recent | rows ref / recent |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [
         f"| {f.feature} | {f.code.value} | {_fmt(f.psi)} | {_fmt(f.ks_stat)} | {_fmt(f.ks_p_holm, '.2g')} | "
         f"{_fmt(f.reference_median, '.4g')} -> {_fmt(f.recent_median, '.4g')} | {f.reference_rows:,} / {f.recent_rows:,} |"
         for f in report.features
     ]
-    lines += ["", "| check | model | code | reference | recent | effect | p (Holm) | rows ref / recent |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| check | model | code | reference | recent | effect | p (Holm) | rows ref / recent |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lines += [
         f"| {s.check} | {s.model} | {s.code.value} | {_fmt(s.reference, '.4g')} | {_fmt(s.recent, '.4g')} | {_fmt(s.effect, '.4g')} | "
         f"{_fmt(s.p_holm, '.2g')} | {s.reference_rows:,} / {s.recent_rows:,} |"
@@ -402,7 +449,10 @@ def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
     """PSI per feature (features not tested shown as 0, labelled with their code) and the threshold line."""
     from core.plots import plt, save_figure  # Agg backend: no display needed
 
-    names = [f.feature if f.code in (CheckCode.OK, CheckCode.DRIFT) else f"{f.feature} ({f.code.value})" for f in report.features]
+    names = [
+        f.feature if f.code in (CheckCode.OK, CheckCode.DRIFT) else f"{f.feature} ({f.code.value})"
+        for f in report.features
+    ]
     values = [0.0 if math.isnan(f.psi) else f.psi for f in report.features]
     colors = ["tab:red" if f.code is CheckCode.DRIFT else "tab:blue" for f in report.features]
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(names) + 1.5))
@@ -416,7 +466,14 @@ def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
 def summary(report: DriftReport, out: Path) -> str:
     head = f"drift: {'RETRAIN' if report.retrain else 'no retrain'}  (reference {report.reference_rows:,} rows, recent {report.recent_rows:,} rows)"
     codes = ", ".join(f"{k} {v}" for k, v in report.codes().items())
-    return "\n".join([head, f"  checks: {codes}", *[f"  - {r}" for r in report.reasons], f"  report: {out / 'drift.md'}, {out / 'drift.json'}, {out / 'psi.png'}"])
+    return "\n".join(
+        [
+            head,
+            f"  checks: {codes}",
+            *[f"  - {r}" for r in report.reasons],
+            f"  report: {out / 'drift.md'}, {out / 'drift.json'}, {out / 'psi.png'}",
+        ]
+    )
 
 
 def read_recent_file(path: Path, params: MonitorParams) -> pd.DataFrame:
@@ -439,7 +496,9 @@ def main(recent: Path | None = None, params_file: Path | None = None) -> DriftRe
         recent_rows = read_recent_file(recent, params)
         reference = stored[~stored["request_id"].isin(recent_rows["request_id"])].reset_index(drop=True)
     if reference.empty or recent_rows.empty:
-        raise BeastError(f"{params.traces}: nothing to compare ({len(reference):,} reference rows, {len(recent_rows):,} recent rows); ingest traces first")
+        raise BeastError(
+            f"{params.traces}: nothing to compare ({len(reference):,} reference rows, {len(recent_rows):,} recent rows); ingest traces first"
+        )
     report = drift_report(reference, recent_rows, params)
     write_atomic(params.out / "drift.json", (report.to_json() + "\n").encode())
     write_atomic(params.out / "drift.md", to_markdown(report).encode())

@@ -52,7 +52,9 @@ def timeline_plot(tl: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _barh(ax: plt.Axes, labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, color: str = "tab:blue") -> None:
+def _barh(
+    ax: plt.Axes, labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, color: str = "tab:blue"
+) -> None:
     labels, values = list(labels)[:TOP][::-1], list(values)[:TOP][::-1]
     ax.barh([_short(x) for x in labels], values, color=color)
     ax.set(title=title, xlabel=xlabel)
@@ -64,7 +66,14 @@ def errors_plot(errors: dict[str, list[dict]], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.28 * min(TOP, max(len(v) for v in errors.values()) or 1) + 1.8))
     m = sorted(errors["by_model"], key=lambda r: -r["error_rate"])
     _barh(axes[0], [r["key"] for r in m], [100 * r["error_rate"] for r in m], "Error rate by model", "%", "tab:red")
-    _barh(axes[1], [r["key"] for r in errors["by_type"]], [r["failures"] for r in errors["by_type"]], "Failures by error type", "failures", "tab:orange")
+    _barh(
+        axes[1],
+        [r["key"] for r in errors["by_type"]],
+        [r["failures"] for r in errors["by_type"]],
+        "Failures by error type",
+        "failures",
+        "tab:orange",
+    )
     t = sorted(errors["by_tenant"], key=lambda r: -r["error_rate"])
     _barh(axes[2], [r["key"] for r in t], [100 * r["error_rate"] for r in t], "Error rate by tenant", "%", "tab:red")
     return _save(fig, path)
@@ -108,7 +117,14 @@ def cost_plot(cost: dict[str, Any], lines: list[dict], path: Path) -> Path:
 
 def savings_plot(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.3 * min(TOP, len(rows)) + 1.5))
-    _barh(ax, [r["key"] for r in rows], [r["savings_usd"] for r in rows], "Saved by cached input tokens, by model", "USD", "tab:green")
+    _barh(
+        ax,
+        [r["key"] for r in rows],
+        [r["savings_usd"] for r in rows],
+        "Saved by cached input tokens, by model",
+        "USD",
+        "tab:green",
+    )
     return _save(fig, path)
 
 
@@ -137,14 +153,24 @@ def predicted_plot(check: dict[str, Any], path: Path) -> Path:
         a.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1)
         a.set(xscale="log", yscale="log")
     c = check["cost"]
-    a.set(xlabel="actual cost USD", ylabel="predicted cost USD", title=f"Cost (n={c['rows']:,}, median APE {_pct(c['median_ape'])})")
+    a.set(
+        xlabel="actual cost USD",
+        ylabel="predicted cost USD",
+        title=f"Cost (n={c['rows']:,}, median APE {_pct(c['median_ape'])})",
+    )
     q = check["quality"]
     if q["bins"]:
         a_ = [x["actual"] for x in q["bins"]]
         p_ = [x["predicted"] for x in q["bins"]]
         b.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
         b.plot(p_, a_, marker="o")
-    b.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted quality (bin)", ylabel="mean label", title=f"Quality calibration (n={q['rows']:,})")
+    b.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="mean predicted quality (bin)",
+        ylabel="mean label",
+        title=f"Quality calibration (n={q['rows']:,})",
+    )
     for ax in (a, b):
         ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -185,7 +211,10 @@ def _num(x: Any, spec: str = ",.4g") -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = 25) -> str:
     """An HTML table; cells are escaped; rows beyond `limit` are counted, not shown."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, Raw) else html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows[:limit])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if isinstance(c, Raw) else html.escape(str(c))}</td>" for c in r) + "</tr>"
+        for r in rows[:limit]
+    )
     more = f"<p class=more>{len(rows) - limit:,} more rows in report.json</p>" if len(rows) > limit else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
@@ -235,7 +264,11 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
 
 
 def cards(items: Sequence[tuple[str, str]]) -> str:
-    return "<div class=cards>" + "".join(f"<div class=card><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in items) + "</div>"
+    return (
+        "<div class=cards>"
+        + "".join(f"<div class=card><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in items)
+        + "</div>"
+    )
 
 
 def note(text: str, warn: bool = False) -> str:

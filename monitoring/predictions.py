@@ -54,7 +54,11 @@ def calibration_bins(pred: np.ndarray, actual: np.ndarray, bins: int) -> tuple[C
     if len(pred) == 0:
         return ()
     order = np.argsort(pred, kind="stable")
-    return tuple(CalibrationBin(float(pred[i].mean()), float(actual[i].mean()), len(i)) for i in np.array_split(order, min(bins, len(pred))) if len(i))
+    return tuple(
+        CalibrationBin(float(pred[i].mean()), float(actual[i].mean()), len(i))
+        for i in np.array_split(order, min(bins, len(pred)))
+        if len(i)
+    )
 
 
 def prediction_check(target: str, pred: np.ndarray, actual: np.ndarray, bins: int = 10) -> PredictionCheck:
@@ -91,7 +95,9 @@ class ChampionCheck:
         return asdict(self)
 
 
-def comparable_rows(frame: pd.DataFrame, models: tuple[str, ...], max_rows: int, seed: int) -> tuple[np.ndarray, dict[str, int]]:
+def comparable_rows(
+    frame: pd.DataFrame, models: tuple[str, ...], max_rows: int, seed: int
+) -> tuple[np.ndarray, dict[str, int]]:
     """Indices of the rows to predict (a seeded sample of successes of candidate models) and skip counts."""
     skip = row_skips(frame, models).to_numpy()  # the recommendations' rule: failed first, then unknown model
     eligible = np.flatnonzero(skip == "")
@@ -103,23 +109,40 @@ def comparable_rows(frame: pd.DataFrame, models: tuple[str, ...], max_rows: int,
     return eligible, skipped
 
 
-def champion_check(frame: pd.DataFrame, router: Router, bundle_name: str, max_rows: int, seed: int, max_points: int = 2000) -> ChampionCheck:
+def champion_check(
+    frame: pd.DataFrame, router: Router, bundle_name: str, max_rows: int, seed: int, max_points: int = 2000
+) -> ChampionCheck:
     """Predict the sampled rows with the router's own feature code and boosters; compare with the traces."""
     rows, skipped = comparable_rows(frame, router.models, max_rows, seed)
     sub = frame.iloc[rows].reset_index(drop=True)
-    quality, cost = router.predict_many(route_requests(sub)) if len(sub) else (np.empty((0, len(router.models))), np.empty((0, len(router.models))))
+    quality, cost = (
+        router.predict_many(route_requests(sub))
+        if len(sub)
+        else (np.empty((0, len(router.models))), np.empty((0, len(router.models))))
+    )
     col = pd.Index(router.models).get_indexer(sub["model"].astype(object))
     at = np.arange(len(sub))
     pred_cost, pred_q = cost[at, col], quality[at, col]
-    actual_cost = pd.to_numeric(sub["cost_usd"], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if "cost_usd" in sub else np.full(len(sub), np.nan)
-    actual_q = pd.to_numeric(sub["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if "quality" in sub else np.full(len(sub), np.nan)
+    actual_cost = (
+        pd.to_numeric(sub["cost_usd"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if "cost_usd" in sub
+        else np.full(len(sub), np.nan)
+    )
+    actual_q = (
+        pd.to_numeric(sub["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if "quality" in sub
+        else np.full(len(sub), np.nan)
+    )
 
     def points(p: np.ndarray, a: np.ndarray) -> list[list[float]]:
         keep = np.flatnonzero(~(np.isnan(p) | np.isnan(a)))[:max_points]
         return [[float(p[i]), float(a[i])] for i in keep]
 
     manifest = router.bundle.manifest
-    predictors = {k: {f: v.get(f) for f in ("registered_name", "alias", "version", "run_id")} for k, v in manifest.get("predictors", {}).items()}
+    predictors = {
+        k: {f: v.get(f) for f in ("registered_name", "alias", "version", "run_id")}
+        for k, v in manifest.get("predictors", {}).items()
+    }
     return ChampionCheck(
         bundle_name,
         predictors,

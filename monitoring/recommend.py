@@ -90,9 +90,19 @@ class RecommendParams:
 
     def __post_init__(self) -> None:
         if len(self.size_names) != len(self.size_cuts) + 1 or list(self.size_cuts) != sorted(set(self.size_cuts)):
-            raise ValueError(f"recommend: size_cuts must increase and size_names have one more entry; got {self.size_cuts} and {self.size_names}")
-        if self.max_rows < 1 or self.min_group_rows < 1 or self.top < 1 or self.min_span_hours <= 0 or self.max_quality_drop < 0:
-            raise ValueError(f"recommend: need max_rows, min_group_rows, top >= 1, min_span_hours > 0, max_quality_drop >= 0; got {self}")
+            raise ValueError(
+                f"recommend: size_cuts must increase and size_names have one more entry; got {self.size_cuts} and {self.size_names}"
+            )
+        if (
+            self.max_rows < 1
+            or self.min_group_rows < 1
+            or self.top < 1
+            or self.min_span_hours <= 0
+            or self.max_quality_drop < 0
+        ):
+            raise ValueError(
+                f"recommend: need max_rows, min_group_rows, top >= 1, min_span_hours > 0, max_quality_drop >= 0; got {self}"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,11 @@ class Recommendation:
     @property
     def savings_share(self) -> float:
         """Savings as a share of the group's predicted spend on A."""
-        return self.savings_usd_per_day / self.predicted_usd_per_day_from if self.predicted_usd_per_day_from > 0 else math.nan
+        return (
+            self.savings_usd_per_day / self.predicted_usd_per_day_from
+            if self.predicted_usd_per_day_from > 0
+            else math.nan
+        )
 
     def sentence(self) -> str:
         who = f"tenant {self.tenant}'s " if self.tenant else ""
@@ -133,7 +147,11 @@ class Recommendation:
         )
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self) | {"quality_change_ci": list(self.quality_change_ci), "savings_share": self.savings_share, "sentence": self.sentence()}
+        return asdict(self) | {
+            "quality_change_ci": list(self.quality_change_ci),
+            "savings_share": self.savings_share,
+            "sentence": self.sentence(),
+        }
 
 
 @dataclass(frozen=True)
@@ -170,7 +188,19 @@ class RecommendReport:
         return sum(r.savings_usd_per_day for r in self.recommendations)
 
     def to_json(self) -> dict[str, object]:
-        scalars = {k: getattr(self, k) for k in ("groups", "groups_with_move", "rows_read", "rows_eligible", "rows_in_groups", "rows_predicted", "span_days", "predict_s")}
+        scalars = {
+            k: getattr(self, k)
+            for k in (
+                "groups",
+                "groups_with_move",
+                "rows_read",
+                "rows_eligible",
+                "rows_in_groups",
+                "rows_predicted",
+                "span_days",
+                "predict_s",
+            )
+        }
         return scalars | {
             "sample_ratio": self.sample_ratio,
             "total_savings_usd_per_day": self.total_savings_usd_per_day,
@@ -222,7 +252,13 @@ class Predictor(Protocol):
 def size_ranges(params: RecommendParams) -> dict[str, str]:
     """Bucket name -> its token range in words."""
     cuts = params.size_cuts
-    ranges = [f"< {cuts[0]} tokens"] + [f"{a}-{b - 1} tokens" for a, b in zip(cuts[:-1], cuts[1:])] + [f">= {cuts[-1]} tokens"] if cuts else ["any size"]
+    ranges = (
+        [f"< {cuts[0]} tokens"]
+        + [f"{a}-{b - 1} tokens" for a, b in zip(cuts[:-1], cuts[1:])]
+        + [f">= {cuts[-1]} tokens"]
+        if cuts
+        else ["any size"]
+    )
     return dict(zip(params.size_names, ranges, strict=True))
 
 
@@ -235,7 +271,11 @@ def size_bucket(input_tokens: pd.Series, params: RecommendParams) -> pd.Series:
 def row_skips(frame: pd.DataFrame, models: Sequence[str]) -> pd.Series:
     """Skip code per row ("" = eligible): failed first, then not a bundle candidate."""
     status = frame["status"].astype(str).str.lower()
-    code = np.where(status == STATUS_ERROR, SkipCode.ERROR_STATUS.value, np.where(frame["model"].isin(list(models)), "", SkipCode.NOT_A_CANDIDATE.value))
+    code = np.where(
+        status == STATUS_ERROR,
+        SkipCode.ERROR_STATUS.value,
+        np.where(frame["model"].isin(list(models)), "", SkipCode.NOT_A_CANDIDATE.value),
+    )
     return pd.Series(code, index=frame.index)
 
 
@@ -276,8 +316,8 @@ def sample_rows(frame: pd.DataFrame, params: RecommendParams, days: float) -> Sa
     it stands for (group size / predicted rows of the group) and the requests per day that makes."""
     rows = pd.DataFrame(
         {
-            "tenant": frame["tenant"] if "tenant" in frame else None,
-            "task": frame["task"] if "task" in frame else None,
+            "tenant": frame.get("tenant", None),
+            "task": frame.get("task", None),
             "size": size_bucket(frame["input_tokens"], params),
             "model": frame["model"],
             "cost_usd": pd.to_numeric(frame["cost_usd"], errors="coerce") if "cost_usd" in frame else np.nan,
@@ -301,7 +341,9 @@ def sample_rows(frame: pd.DataFrame, params: RecommendParams, days: float) -> Sa
     return Sample(out, int(n[~big].sum()), int(n[big].sum()))
 
 
-def rank_moves(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models: Sequence[str], params: RecommendParams) -> Ranked:
+def rank_moves(
+    rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models: Sequence[str], params: RecommendParams
+) -> Ranked:
     """Every group's best passing move, ranked by savings per day (see the module docstring).
 
     `rows`: one row per predicted request with `ROW_COLUMNS` (tenant / task "" when missing; `represents` =
@@ -312,7 +354,9 @@ def rank_moves(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models
     index = {m: i for i, m in enumerate(models)}
     unknown = sorted(set(rows["model"]) - set(index))
     if unknown:
-        raise ValueError(f"rows served by models without predictions: {', '.join(unknown)} (skip them as not_a_candidate first)")
+        raise ValueError(
+            f"rows served by models without predictions: {', '.join(unknown)} (skip them as not_a_candidate first)"
+        )
     quality, cost = np.asarray(quality, dtype=float), np.asarray(cost, dtype=float)
     if quality.shape != (len(rows), len(models)) or cost.shape != quality.shape:
         raise ValueError(f"predictions must be {len(rows)} x {len(models)}, got {quality.shape} and {cost.shape}")
@@ -332,7 +376,9 @@ def rank_moves(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models
     skipped[SkipCode.SMALL_GROUP] += np.bincount(gid, weights=represents, minlength=n_groups)[~big].sum()
 
     def per_group(values: np.ndarray) -> np.ndarray:  # sums over each group's rows, column by column
-        return np.stack([np.bincount(gid, weights=values[:, j], minlength=n_groups) for j in range(values.shape[1])], axis=1)
+        return np.stack(
+            [np.bincount(gid, weights=values[:, j], minlength=n_groups) for j in range(values.shape[1])], axis=1
+        )
 
     per_day = rows["per_day"].to_numpy(dtype=float)
     d = quality - qa[:, None]
@@ -361,7 +407,9 @@ def rank_moves(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models
     spend = per_group(np.where(np.isfinite(cost), cost, 0.0) * per_day[:, None])
     labels = rows["label"].to_numpy(dtype=float) if "label" in rows else np.full(len(rows), np.nan)
     labelled = np.bincount(gid, weights=np.isfinite(labels).astype(float), minlength=n_groups)
-    observed = np.bincount(gid, weights=np.where(np.isfinite(labels), labels, 0.0), minlength=n_groups) / np.maximum(labelled, 1)
+    observed = np.bincount(gid, weights=np.where(np.isfinite(labels), labels, 0.0), minlength=n_groups) / np.maximum(
+        labelled, 1
+    )
     q_mean = per_group(np.where(np.isfinite(quality), quality, 0.0)) / np.maximum(n, 1)[:, None]
     ranges = size_ranges(params)
     keys = rows[list(GROUP_KEYS)].to_numpy(dtype=object)[first]
@@ -397,7 +445,9 @@ def rank_moves(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models
     return Ranked(tuple(moves), {k: int(round(v)) for k, v in skipped.items()}, int(big.sum()))
 
 
-def recommend(rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models: Sequence[str], params: RecommendParams) -> tuple[Recommendation, ...]:
+def recommend(
+    rows: pd.DataFrame, quality: np.ndarray, cost: np.ndarray, models: Sequence[str], params: RecommendParams
+) -> tuple[Recommendation, ...]:
     """The top `params.top` moves (see `rank_moves`)."""
     return rank_moves(rows, quality, cost, models, params).moves[: params.top]
 
@@ -414,7 +464,9 @@ def route_requests(frame: pd.DataFrame) -> list:
     return [RouteRequest(p, t, k, w) for p, t, k, w in zip(prompts, tokens, tasks, when, strict=True)]
 
 
-def recommend_for_frame(frame: pd.DataFrame, router: Predictor, params: RecommendParams = RecommendParams()) -> RecommendReport:
+def recommend_for_frame(
+    frame: pd.DataFrame, router: Predictor, params: RecommendParams = RecommendParams()
+) -> RecommendReport:
     """Trace rows (contract v1) + the champion predictors -> ranked recommendations; no file I/O."""
     frame = frame.reset_index(drop=True)
     skip = row_skips(frame, router.models)
@@ -424,11 +476,17 @@ def recommend_for_frame(frame: pd.DataFrame, router: Predictor, params: Recommen
     rows = sample.rows
     start = time.perf_counter()
     n_models = len(router.models)
-    quality, cost = router.predict_many(route_requests(eligible.loc[rows.index])) if len(rows) else (np.empty((0, n_models)), np.empty((0, n_models)))
+    quality, cost = (
+        router.predict_many(route_requests(eligible.loc[rows.index]))
+        if len(rows)
+        else (np.empty((0, n_models)), np.empty((0, n_models)))
+    )
     predict_s = time.perf_counter() - start
     ranked = rank_moves(rows, quality, cost, router.models, params)
     counts = skip[skip != ""].value_counts()
-    skipped = {code: int(counts.get(code.value, 0)) for code in (SkipCode.ERROR_STATUS, SkipCode.NOT_A_CANDIDATE)} | dict(ranked.skipped)
+    skipped = {
+        code: int(counts.get(code.value, 0)) for code in (SkipCode.ERROR_STATUS, SkipCode.NOT_A_CANDIDATE)
+    } | dict(ranked.skipped)
     skipped[SkipCode.SMALL_GROUP] += sample.small_rows
     return RecommendReport(
         recommendations=ranked.moves[: params.top], groups=ranked.groups, groups_with_move=len(ranked.moves), rows_read=len(frame),
@@ -440,16 +498,21 @@ def recommend_for_frame(frame: pd.DataFrame, router: Predictor, params: Recommen
 # --- the edge -----------------------------------------------------------------------------------------
 
 
-def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params_file: Path | None = None, out: Path | None = None) -> RecommendReport:
+def main(
+    traces: Sequence[Path] = (),
+    bundle: Path = Path("data/bundle"),
+    params_file: Path | None = None,
+    out: Path | None = None,
+) -> RecommendReport:
     """`beast monitor recommend`: read the traces (default: the dataset, train.traces) and the champion bundle,
     write recommendations.json and recommendations.md to `out` (default recommend.out), print the top."""
     from core.config import load_params
     from core.errors import BeastError
     from core.files import write_atomic
     from models.train import TrainParams
-    from traces.load import load_traces
     from serving.bundle import BundleError
     from serving.router import Router
+    from traces.load import load_traces
 
     try:
         params = load_params(params_file, "recommend", RecommendParams)
@@ -470,7 +533,10 @@ def main(traces: Sequence[Path] = (), bundle: Path = Path("data/bundle"), params
     params.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = params.out / "recommendations.json", params.out / "recommendations.md"
     write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
-    write_atomic(md_path, f"# What-if recommendations\n\nTraces: {name}; bundle: {bundle}; written {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%MZ}.\n\n{report.markdown()}\n".encode())
+    write_atomic(
+        md_path,
+        f"# What-if recommendations\n\nTraces: {name}; bundle: {bundle}; written {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%MZ}.\n\n{report.markdown()}\n".encode(),
+    )
     print(report.markdown())
     print(f"wrote {json_path} and {md_path}")
     return report

@@ -86,9 +86,17 @@ def _drift(frame: pd.DataFrame, params_file: Path | None, out: Path) -> tuple[di
     window = drift_window_hours(frame["timestamp"], mp.window_hours)
     reference, recent = split_window(frame, window)
     if len(reference) < mp.min_rows or len(recent) < mp.min_rows:
-        return None, f"too few rows to compare: {len(reference):,} reference and {len(recent):,} in the last {window:g} h (need {mp.min_rows:,} each)", None
+        return (
+            None,
+            f"too few rows to compare: {len(reference):,} reference and {len(recent):,} in the last {window:g} h (need {mp.min_rows:,} each)",
+            None,
+        )
     report = drift_report(reference, recent, mp)
-    return report.to_dict() | {"window_hours": window}, None, psi_plot(report, out / "plots" / "drift_psi.png", mp.psi_threshold)
+    return (
+        report.to_dict() | {"window_hours": window},
+        None,
+        psi_plot(report, out / "plots" / "drift_psi.png", mp.psi_threshold),
+    )
 
 
 def drift_window_hours(timestamps: pd.Series, window_hours: float) -> float:
@@ -99,7 +107,9 @@ def drift_window_hours(timestamps: pd.Series, window_hours: float) -> float:
     return min(window_hours, span_h / 4) if span_h > 0 else window_hours
 
 
-def _budgets(frame: pd.DataFrame, params: ReportParams, params_file: Path | None) -> tuple[list[dict] | None, str | None]:
+def _budgets(
+    frame: pd.DataFrame, params: ReportParams, params_file: Path | None
+) -> tuple[list[dict] | None, str | None]:
     from monitoring.budget import BudgetParams, budget_prices, budget_status, load_budgets
     from traces.ledger import cost_rows
 
@@ -126,7 +136,12 @@ def _champion(frame: pd.DataFrame, params: ReportParams) -> tuple[dict | None, A
     return champion_check(frame, router, str(params.bundle), params.predict_rows, params.seed).to_dict(), router, None
 
 
-def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = None, log: Callable[[str], None] = lambda _s: None) -> tuple[dict, dict[str, Path], dict[str, float]]:
+def build(
+    frame: pd.DataFrame,
+    params: ReportParams,
+    params_file: Path | None = None,
+    log: Callable[[str], None] = lambda _s: None,
+) -> tuple[dict, dict[str, Path], dict[str, float]]:
     """All panels' numbers (report.json's content) and their plots under `params.out / plots`."""
     from traces.prices import load_prices
 
@@ -151,7 +166,9 @@ def build(frame: pd.DataFrame, params: ReportParams, params_file: Path | None = 
     if numbers.overview.cached_savings_usd > 0:
         files["savings"] = h.savings_plot(doc["cached_savings"]["by_model"], plots / "savings.png")
     elif doc["cached_savings"]["by_model"]:
-        doc["missing"]["cached_savings"] = "cached input tokens were priced at the full input price (no cached-input discount in the price table): nothing saved"
+        doc["missing"]["cached_savings"] = (
+            "cached input tokens were priced at the full input price (no cached-input discount in the price table): nothing saved"
+        )
     else:
         doc["missing"]["cached_savings"] = "no request has cached_input_tokens > 0 with a known price"
     if doc["quality_by_model"]:
@@ -222,7 +239,10 @@ def _overview(doc: dict) -> str:
 
 
 def _rates(rows: list[dict], what: str) -> str:
-    return h.table([what, "requests", "failures", "error rate"], [(r["key"], f"{r['requests']:,}", f"{r['failures']:,}", h._pct(r["error_rate"], 2)) for r in rows])
+    return h.table(
+        [what, "requests", "failures", "error rate"],
+        [(r["key"], f"{r['requests']:,}", f"{r['failures']:,}", h._pct(r["error_rate"], 2)) for r in rows],
+    )
 
 
 def _missing(doc: dict, key: str) -> str:
@@ -239,9 +259,29 @@ def sections(doc: dict, files: dict[str, Path]) -> list[tuple[str, str, str]]:
     unknown = cost["unknown_by_model"]
     cost_html = (
         img("cost", "spend per day by model and per tenant")
-        + h.table(["model", "requests", "cost USD", "unpriced requests"], [(m, f"{x['requests']:,}", f"{x['cost_usd']:,.4f}", f"{x['unknown_requests']:,}") for m, x in sorted(cost["by_model"].items(), key=lambda kv: -kv[1]["cost_usd"])])
-        + h.table(["tenant", "requests", "cost USD", "unpriced requests"], [(t, f"{x['requests']:,}", f"{x['cost_usd']:,.4f}", f"{x['unknown_requests']:,}") for t, x in sorted(cost["by_tenant"].items(), key=lambda kv: -kv[1]["cost_usd"])])
-        + (h.note("Requests without a price (never counted as $0): " + ", ".join(f"{m} {n:,}" for m, n in unknown.items()), warn=True) if unknown else "")
+        + h.table(
+            ["model", "requests", "cost USD", "unpriced requests"],
+            [
+                (m, f"{x['requests']:,}", f"{x['cost_usd']:,.4f}", f"{x['unknown_requests']:,}")
+                for m, x in sorted(cost["by_model"].items(), key=lambda kv: -kv[1]["cost_usd"])
+            ],
+        )
+        + h.table(
+            ["tenant", "requests", "cost USD", "unpriced requests"],
+            [
+                (t, f"{x['requests']:,}", f"{x['cost_usd']:,.4f}", f"{x['unknown_requests']:,}")
+                for t, x in sorted(cost["by_tenant"].items(), key=lambda kv: -kv[1]["cost_usd"])
+            ],
+        )
+        + (
+            h.note(
+                "Requests without a price (never counted as $0): "
+                + ", ".join(f"{m} {n:,}" for m, n in unknown.items()),
+                warn=True,
+            )
+            if unknown
+            else ""
+        )
     )
     out = [
         ("overview", "Overview", _overview(doc)),
@@ -252,7 +292,10 @@ def sections(doc: dict, files: dict[str, Path]) -> list[tuple[str, str, str]]:
             _missing(doc, "errors")
             + img("errors", "error rate by model, type and tenant")
             + _rates(doc["errors"]["by_model"], "model")
-            + h.table(["error type", "failures", "share of failures"], [(r["key"], f"{r['failures']:,}", h._pct(r["error_rate"])) for r in doc["errors"]["by_type"]])
+            + h.table(
+                ["error type", "failures", "share of failures"],
+                [(r["key"], f"{r['failures']:,}", h._pct(r["error_rate"])) for r in doc["errors"]["by_type"]],
+            )
             + _rates(doc["errors"]["by_tenant"], "tenant"),
         ),
         (
@@ -260,7 +303,19 @@ def sections(doc: dict, files: dict[str, Path]) -> list[tuple[str, str, str]]:
             "Latency",
             _missing(doc, "latency")
             + img("latency", "latency percentiles by model")
-            + h.table(["model", "requests", "p50 ms", "p95 ms", "p99 ms"], [(r["model"], f"{r['requests']:,}", h._num(r["p50_ms"], ",.0f"), h._num(r["p95_ms"], ",.0f"), h._num(r["p99_ms"], ",.0f")) for r in doc["latency_by_model"]]),
+            + h.table(
+                ["model", "requests", "p50 ms", "p95 ms", "p99 ms"],
+                [
+                    (
+                        r["model"],
+                        f"{r['requests']:,}",
+                        h._num(r["p50_ms"], ",.0f"),
+                        h._num(r["p95_ms"], ",.0f"),
+                        h._num(r["p99_ms"], ",.0f"),
+                    )
+                    for r in doc["latency_by_model"]
+                ],
+            ),
         ),
         ("cost", "Cost", cost_html),
         (
@@ -268,18 +323,51 @@ def sections(doc: dict, files: dict[str, Path]) -> list[tuple[str, str, str]]:
             "Cached-token savings",
             _missing(doc, "cached_savings")
             + img("savings", "savings from cached input tokens by model")
-            + h.table(["tenant", "cached input tokens", "saved USD"], [(r["key"], f"{r['cached_input_tokens']:,}", f"{r['savings_usd']:,.4f}") for r in doc["cached_savings"]["by_tenant"]]),
+            + h.table(
+                ["tenant", "cached input tokens", "saved USD"],
+                [
+                    (r["key"], f"{r['cached_input_tokens']:,}", f"{r['savings_usd']:,.4f}")
+                    for r in doc["cached_savings"]["by_tenant"]
+                ],
+            ),
         ),
         (
             "quality",
             "Quality (labelled requests)",
             _missing(doc, "quality")
             + img("quality", "mean quality label by model")
-            + h.table(["model", "labelled", "mean", "95% interval"], [(r["model"], f"{r['labelled']:,}", h._num(r["mean"], ".3f"), f"{h._num(r['ci_low'], '.3f')} .. {h._num(r['ci_high'], '.3f')}") for r in doc["quality_by_model"]]),
+            + h.table(
+                ["model", "labelled", "mean", "95% interval"],
+                [
+                    (
+                        r["model"],
+                        f"{r['labelled']:,}",
+                        h._num(r["mean"], ".3f"),
+                        f"{h._num(r['ci_low'], '.3f')} .. {h._num(r['ci_high'], '.3f')}",
+                    )
+                    for r in doc["quality_by_model"]
+                ],
+            ),
         ),
-        ("budgets", "Budgets", _missing(doc, "budgets") + img("budgets", "budgets: spent and forecast") + _budget_table(doc["budgets"] or [])),
-        ("champion", "Champion predictors: predicted vs actual", _missing(doc, "champion") + img("champion", "predicted vs actual cost and quality") + _champion_table(doc["champion"])),
-        ("recommendations", "Recommendations", _missing(doc, "recommendations") + _recommend_html(doc["recommendations"])),
+        (
+            "budgets",
+            "Budgets",
+            _missing(doc, "budgets")
+            + img("budgets", "budgets: spent and forecast")
+            + _budget_table(doc["budgets"] or []),
+        ),
+        (
+            "champion",
+            "Champion predictors: predicted vs actual",
+            _missing(doc, "champion")
+            + img("champion", "predicted vs actual cost and quality")
+            + _champion_table(doc["champion"]),
+        ),
+        (
+            "recommendations",
+            "Recommendations",
+            _missing(doc, "recommendations") + _recommend_html(doc["recommendations"]),
+        ),
         ("drift", "Drift", _missing(doc, "drift") + img("drift", "PSI per feature") + _drift_html(doc["drift"])),
     ]
     return out
@@ -301,7 +389,9 @@ def _budget_table(budgets: list[dict]) -> str:
         )
         for b in budgets
     ]
-    return h.table(["budget", "period", "USD", "spent", "remaining", "forecast end (interval)", "alert", "forecast alert"], rows) + h.note(
+    return h.table(
+        ["budget", "period", "USD", "spent", "remaining", "forecast end (interval)", "alert", "forecast alert"], rows
+    ) + h.note(
         f"At {budgets[0]['at']} (just after the newest request); forecast interval level {budgets[0]['forecast']['level']:.0%}."
     )
 
@@ -310,14 +400,23 @@ def _champion_table(check: dict | None) -> str:
     if not check:
         return ""
     rows = [
-        (c["target"], f"{c['rows']:,}", h._num(c["mean_predicted"]), h._num(c["mean_actual"]), h._num(c["mae"]), h._num(c["bias"]), h._num(c["spearman"], ".3f"), h._pct(c["median_ape"]))
+        (
+            c["target"],
+            f"{c['rows']:,}",
+            h._num(c["mean_predicted"]),
+            h._num(c["mean_actual"]),
+            h._num(c["mae"]),
+            h._num(c["bias"]),
+            h._num(c["spearman"], ".3f"),
+            h._pct(c["median_ape"]),
+        )
         for c in (check["cost"], check["quality"])
     ]
     versions = ", ".join(f"{k} v{v.get('version')}" for k, v in check["predictors"].items())
     skipped = ", ".join(f"{k} {v:,}" for k, v in check["skipped"].items() if v)
-    return h.table(["target", "rows", "mean predicted", "mean actual", "MAE", "bias", "Spearman", "median APE"], rows) + h.note(
-        f"Bundle {check['bundle']} ({versions}). Rows not compared: {skipped or 'none'}."
-    )
+    return h.table(
+        ["target", "rows", "mean predicted", "mean actual", "MAE", "bias", "Spearman", "median APE"], rows
+    ) + h.note(f"Bundle {check['bundle']} ({versions}). Rows not compared: {skipped or 'none'}.")
 
 
 def _recommend_html(rec: dict | None) -> str:
@@ -343,22 +442,42 @@ def _recommend_html(rec: dict | None) -> str:
     )
     if not rows:
         return h.note("No move passes the filters. " + basis)
-    return '<div class="text-table">' + h.table(["#", "recommendation", "requests/day", "saves $/day", "quality change (95% CI)"], rows) + "</div>" + h.note(basis)
+    return (
+        '<div class="text-table">'
+        + h.table(["#", "recommendation", "requests/day", "saves $/day", "quality change (95% CI)"], rows)
+        + "</div>"
+        + h.note(basis)
+    )
 
 
 def _drift_html(drift: dict | None) -> str:
     if not drift:
         return ""
     verdict = ("RETRAIN: " + "; ".join(drift["reasons"])) if drift["retrain"] else "No retrain needed."
-    head = h.note(f"Last {drift['window_hours']:.3g} h ({drift['recent_rows']:,} rows) against the {drift['reference_rows']:,} rows before. {verdict}", warn=drift["retrain"])
-    rows = [(f["feature"], f["code"], h._num(f["psi"], ".3f"), h._num(f["ks_stat"], ".3f"), h._num(f["reference_median"]), h._num(f["recent_median"])) for f in drift["features"]]
+    head = h.note(
+        f"Last {drift['window_hours']:.3g} h ({drift['recent_rows']:,} rows) against the {drift['reference_rows']:,} rows before. {verdict}",
+        warn=drift["retrain"],
+    )
+    rows = [
+        (
+            f["feature"],
+            f["code"],
+            h._num(f["psi"], ".3f"),
+            h._num(f["ks_stat"], ".3f"),
+            h._num(f["reference_median"]),
+            h._num(f["recent_median"]),
+        )
+        for f in drift["features"]
+    ]
     return head + h.table(["feature", "check", "PSI", "KS", "median before", "median recent"], rows)
 
 
 # ------------------------------------------------------------------------------------------- edge
 
 
-def main(traces: Sequence[Path], params_file: Path | None = None, out: Path | None = None, bundle: Path | None = None) -> ReportResult:
+def main(
+    traces: Sequence[Path], params_file: Path | None = None, out: Path | None = None, bundle: Path | None = None
+) -> ReportResult:
     """`beast monitor report`: read, compute, plot, write index.html and report.json atomically, print where."""
     started = time.perf_counter()
     params = load_params(params_file, "report", ReportParams)
@@ -375,12 +494,20 @@ def main(traces: Sequence[Path], params_file: Path | None = None, out: Path | No
     subtitle = f"{len(frame):,} requests from {', '.join(p.name for p in traces)}; generated {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC"
     page = h.page(title, subtitle, sections(doc, files))
     seconds = time.perf_counter() - started
-    doc["meta"] = {"traces": [str(p) for p in traces], "rows": len(frame), "seconds": round(seconds, 2), "step_seconds": times, "plots": {k: str(v) for k, v in files.items()}}
+    doc["meta"] = {
+        "traces": [str(p) for p in traces],
+        "rows": len(frame),
+        "seconds": round(seconds, 2),
+        "step_seconds": times,
+        "plots": {k: str(v) for k, v in files.items()},
+    }
     html_path, json_path = params.out / "index.html", params.out / "report.json"
     write_atomic(json_path, (json.dumps(plain(doc), indent=1) + "\n").encode())
     write_atomic(html_path, page.encode("utf-8"))
     missing = dict(doc["missing"])
-    print(f"report: {html_path} ({len(page) / 1e6:.1f} MB, self-contained) and {json_path}; {len(frame):,} rows in {seconds:.1f} s")
+    print(
+        f"report: {html_path} ({len(page) / 1e6:.1f} MB, self-contained) and {json_path}; {len(frame):,} rows in {seconds:.1f} s"
+    )
     for k, why in missing.items():
         print(f"  not shown: {k}: {why}")
     return ReportResult(params.out, html_path, json_path, len(frame), seconds, missing)

@@ -33,7 +33,14 @@ from traces.contract import STATUS_ERROR
 from traces.ledger import Ledger, cost_rows, summarise
 from traces.prices import PriceTable, price_rows
 
-BUCKETS: tuple[tuple[str, float], ...] = (("1min", 60), ("5min", 300), ("15min", 900), ("1h", 3600), ("6h", 21600), ("1D", 86400))
+BUCKETS: tuple[tuple[str, float], ...] = (
+    ("1min", 60),
+    ("5min", 300),
+    ("15min", 900),
+    ("1h", 3600),
+    ("6h", 21600),
+    ("1D", 86400),
+)
 NO_VALUE = "(none)"  # a missing tenant / error type
 
 
@@ -133,7 +140,18 @@ class MonitorNumbers:
                     "by_tenant": [asdict(r) for r in self.errors_by_tenant],
                 },
                 "latency_by_model": [asdict(x) for x in self.latency],
-                "cost": {k: ledger[k] for k in ("requests", "cost_usd", "unknown_requests", "unknown_by_model", "by_model", "by_tenant", "by_day")},
+                "cost": {
+                    k: ledger[k]
+                    for k in (
+                        "requests",
+                        "cost_usd",
+                        "unknown_requests",
+                        "unknown_by_model",
+                        "by_model",
+                        "by_tenant",
+                        "by_day",
+                    )
+                },
                 "cached_savings": {
                     "by_model": [asdict(s) for s in self.savings_by_model],
                     "by_tenant": [asdict(s) for s in self.savings_by_tenant],
@@ -180,7 +198,13 @@ def timeline(ts: pd.Series, error: np.ndarray, max_buckets: int) -> Timeline:
     g = pd.DataFrame({"k": key, "e": error}).groupby("k")["e"].agg(["size", "sum"])
     full = pd.date_range(key.min(), key.max(), freq=name)
     g = g.reindex(full, fill_value=0)
-    return Timeline(name, float(seconds), tuple(t.isoformat() for t in g.index), tuple(int(v) for v in g["size"]), tuple(int(v) for v in g["sum"]))
+    return Timeline(
+        name,
+        float(seconds),
+        tuple(t.isoformat() for t in g.index),
+        tuple(int(v) for v in g["size"]),
+        tuple(int(v) for v in g["sum"]),
+    )
 
 
 def rates(keys: pd.Series, error: np.ndarray) -> tuple[Rate, ...]:
@@ -205,23 +229,43 @@ def latency(frame: pd.DataFrame, error: np.ndarray) -> tuple[Latency, ...]:
     d = pd.DataFrame({"m": frame["model"].to_numpy()[ok], "x": lat[ok]})
     q = d.groupby("m")["x"].quantile([0.5, 0.95, 0.99]).unstack()
     n = d.groupby("m").size()
-    return tuple(Latency(str(m), int(n[m]), float(q.at[m, 0.5]), float(q.at[m, 0.95]), float(q.at[m, 0.99])) for m in n.sort_values(ascending=False, kind="stable").index)
+    return tuple(
+        Latency(str(m), int(n[m]), float(q.at[m, 0.5]), float(q.at[m, 0.95]), float(q.at[m, 0.99]))
+        for m in n.sort_values(ascending=False, kind="stable").index
+    )
 
 
-def cached_savings(frame: pd.DataFrame, table: PriceTable, tenant: pd.Series) -> tuple[tuple[Savings, ...], tuple[Savings, ...], int]:
+def cached_savings(
+    frame: pd.DataFrame, table: PriceTable, tenant: pd.Series
+) -> tuple[tuple[Savings, ...], tuple[Savings, ...], int]:
     """(by model, by tenant, rows with cached tokens but no price): what the cached-input discount saved."""
     cached = np.nan_to_num(_numeric(frame, "cached_input_tokens"), nan=0.0)
     rows = np.flatnonzero(cached > 0)
     if len(rows) == 0:
         return (), (), 0
     sub = frame.iloc[rows]
-    p = price_rows(table, sub["model"].astype(object).reset_index(drop=True), pd.to_datetime(sub["timestamp"], utc=True).reset_index(drop=True))
+    p = price_rows(
+        table,
+        sub["model"].astype(object).reset_index(drop=True),
+        pd.to_datetime(sub["timestamp"], utc=True).reset_index(drop=True),
+    )
     usd = cached[rows] * (p["input"].to_numpy() - p["cached_input"].to_numpy()) / 1e6
     priced = ~np.isnan(usd)
-    d = pd.DataFrame({"model": sub["model"].astype(str).to_numpy(), "tenant": tenant.to_numpy()[rows], "tok": cached[rows], "usd": usd})[priced]
+    d = pd.DataFrame(
+        {
+            "model": sub["model"].astype(str).to_numpy(),
+            "tenant": tenant.to_numpy()[rows],
+            "tok": cached[rows],
+            "usd": usd,
+        }
+    )[priced]
 
     def by(key: str) -> tuple[Savings, ...]:
-        g = d.groupby(key).agg(tok=("tok", "sum"), usd=("usd", "sum")).sort_values("usd", ascending=False, kind="stable")
+        g = (
+            d.groupby(key)
+            .agg(tok=("tok", "sum"), usd=("usd", "sum"))
+            .sort_values("usd", ascending=False, kind="stable")
+        )
         return tuple(Savings(str(k), int(r.tok), float(r.usd)) for k, r in g.iterrows())
 
     return by("model"), by("tenant"), int((~priced).sum())
@@ -236,7 +280,9 @@ def quality(frame: pd.DataFrame) -> tuple[QualityStat, ...]:
     out = []
     for m, r in g.iterrows():
         half = 1.959964 * r["std"] / math.sqrt(r["size"]) if r["size"] > 1 else math.nan
-        out.append(QualityStat(str(m), int(r["size"]), float(r["mean"]), float(r["mean"] - half), float(r["mean"] + half)))
+        out.append(
+            QualityStat(str(m), int(r["size"]), float(r["mean"]), float(r["mean"] - half), float(r["mean"] + half))
+        )
     return tuple(out)
 
 

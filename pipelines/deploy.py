@@ -16,8 +16,12 @@ def deployments(params_file: str) -> list:
     """The two deployments, with their schedules and the params file as a flow parameter."""
     params = load_params(Path(params_file), "retrain", RetrainParams)
     return [
-        configured_retrain(params_file).to_deployment(name="nightly", cron=params.cron, parameters={"params_file": params_file}, tags=["beast"]),
-        monitor.to_deployment(name="drift", interval=params.monitor_interval_s, parameters={"params_file": params_file}, tags=["beast"]),
+        configured_retrain(params_file).to_deployment(
+            name="nightly", cron=params.cron, parameters={"params_file": params_file}, tags=["beast"]
+        ),
+        monitor.to_deployment(
+            name="drift", interval=params.monitor_interval_s, parameters={"params_file": params_file}, tags=["beast"]
+        ),
     ]
 
 
@@ -26,7 +30,12 @@ def main(params_file: str = "params.yaml") -> None:
     from prefect import serve
 
     if not os.environ.get("PREFECT_API_URL"):
-        raise BeastError("deploy: PREFECT_API_URL is not set; start a server with `make prefect-server` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise BeastError(
+            "deploy: PREFECT_API_URL is not set; start a server with `make prefect-server` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     items = deployments(params_file)
-    print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in items)} on {os.environ['PREFECT_API_URL']} (Ctrl-C stops)", flush=True)
+    print(
+        f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in items)} on {os.environ['PREFECT_API_URL']} (Ctrl-C stops)",
+        flush=True,
+    )
     serve(*items)

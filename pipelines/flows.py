@@ -33,7 +33,12 @@ from core.config import Count, NonNegative, NonNegativeInt, Positive, load_param
 from core.errors import BeastError
 from core.files import file_lock, write_atomic
 
-SAMPLES = ("data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz")
+SAMPLES = (
+    "data/sample/alpaca_eval.parquet",
+    "data/sample/mooncake_conversation.jsonl.gz",
+    "data/sample/azure_conv.csv.gz",
+    "data/sample/azure_code.csv.gz",
+)
 PREDICTORS = ("quality", "cost", "cache")
 RESULTS_BLOCK = "beast-results"  # LocalFileSystem block prefix: task results as JSON under <work>/results
 
@@ -84,7 +89,12 @@ def run_key(state_file: Path, fp: str, now: dt.datetime) -> tuple[str, bool]:
 
 
 def _mark(state_file: Path, key: str, fp: str, status: str) -> None:
-    write_atomic(state_file, json.dumps({"key": key, "fingerprint": fp, "status": status, "at": dt.datetime.now(dt.UTC).isoformat()}).encode())
+    write_atomic(
+        state_file,
+        json.dumps(
+            {"key": key, "fingerprint": fp, "status": status, "at": dt.datetime.now(dt.UTC).isoformat()}
+        ).encode(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- tasks
@@ -108,7 +118,13 @@ def ingest_task(files: list[str], key: str, params_file: str) -> dict:
     if store.has_ingest(params.out, ingest_id):  # stored by an attempt that died before its result was saved
         return {"ingest_id": ingest_id, "stored": None, "note": "already stored by an earlier attempt"}
     report = ingest([Path(f) for f in files], params, load_prices(params.prices), ingest_id=ingest_id)
-    return {"ingest_id": ingest_id, "rows_read": report.rows_read, "stored": report.stored, "already_stored": report.already_stored, "quarantined": sum(report.quarantined.values())}
+    return {
+        "ingest_id": ingest_id,
+        "rows_read": report.rows_read,
+        "stored": report.stored,
+        "already_stored": report.already_stored,
+        "quarantined": sum(report.quarantined.values()),
+    }
 
 
 @task(name="train", **_CACHED)
@@ -119,7 +135,12 @@ def train_task(predictor: str, key: str, params_file: str) -> dict:
     (result,) = main([predictor], params_file=Path(params_file))
     version = result.version
     metrics = {k: float(v) for k, v in flat_metrics(result.trained.evaluation).items()}
-    return {"predictor": predictor, "version": getattr(version, "version", None), "run_id": getattr(version, "run_id", None), "metrics": metrics}
+    return {
+        "predictor": predictor,
+        "version": getattr(version, "version", None),
+        "run_id": getattr(version, "run_id", None),
+        "metrics": metrics,
+    }
 
 
 @task(name="evaluate", **_CACHED)
@@ -131,10 +152,24 @@ def evaluate_task(traces: str, out: str, key: str, params_file: str) -> dict:
     main(Path(traces), Path(out), params_file=Path(params_file))
     report = json.loads((Path(out) / "report.json").read_text())
     routers, pair = report["routers"], report["pair"]
-    keep = ("learned/threshold", "learned/tradeoff", "prior/tradeoff", "knn/tradeoff", "pair/learned", "random", "oracle")
+    keep = (
+        "learned/threshold",
+        "learned/tradeoff",
+        "prior/tradeoff",
+        "knn/tradeoff",
+        "pair/learned",
+        "random",
+        "oracle",
+    )
     metrics = ("aiq", "aiq_vs_oracle", "cost_savings", "cost_savings_95")
     random_p95 = (pair.get("random_seeds") or {}).get("apgr_p95")
-    return {"routers": {k: {m: routers[k].get(m) for m in metrics} for k in keep if k in routers}, "apgr": pair.get("apgr"), "apgr_ci": pair.get("apgr_ci"), "random_apgr_p95": random_p95, "strong": pair.get("strong")}
+    return {
+        "routers": {k: {m: routers[k].get(m) for m in metrics} for k in keep if k in routers},
+        "apgr": pair.get("apgr"),
+        "apgr_ci": pair.get("apgr_ci"),
+        "random_apgr_p95": random_p95,
+        "strong": pair.get("strong"),
+    }
 
 
 @task(name="export", **_CACHED)
@@ -143,8 +178,13 @@ def export_task(alias: str, out: str, key: str, params_file: str) -> dict:
     from models.export import export
     from models.train import TrainParams
 
-    result = export(alias, Path(out), prices_file=load_params(Path(params_file), "train", TrainParams).prices, overwrite=True)
-    return {"path": str(result.path), "versions": {p: e.get("version") for p, e in result.manifest["predictors"].items()}}
+    result = export(
+        alias, Path(out), prices_file=load_params(Path(params_file), "train", TrainParams).prices, overwrite=True
+    )
+    return {
+        "path": str(result.path),
+        "versions": {p: e.get("version") for p, e in result.manifest["predictors"].items()},
+    }
 
 
 @task(name="aliases")
@@ -175,7 +215,12 @@ def gate_task(experiment: str, bundle: str, out_dir: str, key: str, params_file:
 
     decision = main(Path(experiment), params_file=Path(params_file), out_dir=Path(out_dir), bundle=Path(bundle))
     quality = decision.stats.get("quality", {})
-    return {"promote": decision.promote, "reasons": [str(r) for r in decision.reasons], "quality_estimate": quality.get("estimate"), "quality_p": quality.get("p_value")}
+    return {
+        "promote": decision.promote,
+        "reasons": [str(r) for r in decision.reasons],
+        "quality_estimate": quality.get("estimate"),
+        "quality_p": quality.get("p_value"),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- flows
@@ -183,8 +228,17 @@ def gate_task(experiment: str, bundle: str, out_dir: str, key: str, params_file:
 
 def summary_markdown(s: dict) -> str:
     """The run's summary as Markdown (the Prefect artifact and the end of `make run`)."""
-    lines = [f"# retrain {s['key']}{' (resumed)' if s['resumed'] else ''}", "", "| predictor | version | key metrics |", "|---|---|---|"]
-    picks = {"quality": ("auc_vs_strongest", "auc", "brier"), "cost": ("azure.mdape", "alpaca.mdape"), "cache": ("auc",)}
+    lines = [
+        f"# retrain {s['key']}{' (resumed)' if s['resumed'] else ''}",
+        "",
+        "| predictor | version | key metrics |",
+        "|---|---|---|",
+    ]
+    picks = {
+        "quality": ("auc_vs_strongest", "auc", "brier"),
+        "cost": ("azure.mdape", "alpaca.mdape"),
+        "cache": ("auc",),
+    }
     for p in PREDICTORS:
         t = s["trained"][p]
         shown = ", ".join(f"{m} {t['metrics'][m]:.3f}" for m in picks[p] if m in t["metrics"])
@@ -194,15 +248,28 @@ def summary_markdown(s: dict) -> str:
         ci = ev.get("apgr_ci") or (None, None)
         ci_text = f" (95% CI {ci[0]:.3f} .. {ci[1]:.3f})" if None not in ci else ""
         p95 = f", random's 95th percentile {ev['random_apgr_p95']:.3f}" if ev.get("random_apgr_p95") is not None else ""
-        lines += ["", f"Routing benchmark (strong model {ev['strong']}; pair/learned APGR {ev['apgr']:.3f}{ci_text}{p95}):", "", "| router | AIQ / oracle | cost saved vs always-strong at >= 95% of its quality | at 100% |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Routing benchmark (strong model {ev['strong']}; pair/learned APGR {ev['apgr']:.3f}{ci_text}{p95}):",
+            "",
+            "| router | AIQ / oracle | cost saved vs always-strong at >= 95% of its quality | at 100% |",
+            "|---|---|---|---|",
+        ]
 
         def saved(v: float | None) -> str:
             return "never reaches it" if v is None else f"{v:.1%}"
 
         for name, r in ev["routers"].items():
-            lines.append(f"| {name} | {r['aiq_vs_oracle']:.3f} | {saved(r.get('cost_savings_95'))} | {saved(r['cost_savings'])} |")
+            lines.append(
+                f"| {name} | {r['aiq_vs_oracle']:.3f} | {saved(r.get('cost_savings_95'))} | {saved(r['cost_savings'])} |"
+            )
     gate = s["gate"]
-    lines += ["", f"Gate: **{'PROMOTE' if gate.get('promote') else 'KEEP CHAMPION'}** ({', '.join(gate.get('reasons', []))})", "", f"Bundle: `{s['bundle']}` (versions {s['bundle_versions']})"]
+    lines += [
+        "",
+        f"Gate: **{'PROMOTE' if gate.get('promote') else 'KEEP CHAMPION'}** ({', '.join(gate.get('reasons', []))})",
+        "",
+        f"Bundle: `{s['bundle']}` (versions {s['bundle_versions']})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -213,14 +280,22 @@ def task_runner(params: RetrainParams, cluster: ClusterParams):
     """`sequential`: one task at a time in this process. `dask`: submitted tasks on the `dask` section's cluster
     (a LocalCluster, or the scheduler it names); pays where independent tasks take long (training + benchmark)."""
     if params.task_runner not in TASK_RUNNERS:
-        raise BeastError(f"params.yaml:retrain.task_runner: expected one of {', '.join(TASK_RUNNERS)}, got {params.task_runner!r}")
+        raise BeastError(
+            f"params.yaml:retrain.task_runner: expected one of {', '.join(TASK_RUNNERS)}, got {params.task_runner!r}"
+        )
     if params.task_runner == "sequential":
         return ThreadPoolTaskRunner(max_workers=1)
     from prefect_dask import DaskTaskRunner
 
     if cluster.scheduler:
         return DaskTaskRunner(address=cluster.scheduler)
-    kwargs = {"n_workers": cluster.n_workers, "threads_per_worker": cluster.threads_per_worker, "memory_limit": cluster.memory_limit, "processes": True, "dashboard_address": None}
+    kwargs = {
+        "n_workers": cluster.n_workers,
+        "threads_per_worker": cluster.threads_per_worker,
+        "memory_limit": cluster.memory_limit,
+        "processes": True,
+        "dashboard_address": None,
+    }
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
@@ -251,7 +326,11 @@ def retrain(params_file: str = "params.yaml") -> dict:
         ingested = ingest_task.with_options(**io)(list(params.traces), key, params_file)
         # independent of each other: on a Dask task runner they run at once (sequential by default)
         training = {p: train_task.with_options(**cached).submit(p, key, params_file) for p in PREDICTORS}
-        benchmark = evaluate_task.with_options(**cached).submit(params.replay_traces, str(work / "bench"), key, params_file) if params.evaluate else None
+        benchmark = (
+            evaluate_task.with_options(**cached).submit(params.replay_traces, str(work / "bench"), key, params_file)
+            if params.evaluate
+            else None
+        )
         trained = {p: f.result() for p, f in training.items()}
         evaluation = benchmark.result() if benchmark is not None else None
         versions = aliases_task()
@@ -261,18 +340,26 @@ def retrain(params_file: str = "params.yaml") -> dict:
         else:
             challenger = export_task.with_options(**io)("challenger", str(work / "challenger-bundle"), key, params_file)
             champion = export_task.with_options(**io)("champion", str(work / "champion-bundle"), key, params_file)
-            replayed = replay_task.with_options(**cached)(champion["path"], challenger["path"], params.replay_traces, str(work / "replay.jsonl"), key, params_file)
-            gate = gate_task.with_options(**cached)(replayed["experiment"], params.bundle, str(work / "gate"), key, params_file)
+            replayed = replay_task.with_options(**cached)(
+                champion["path"], challenger["path"], params.replay_traces, str(work / "replay.jsonl"), key, params_file
+            )
+            gate = gate_task.with_options(**cached)(
+                replayed["experiment"], params.bundle, str(work / "gate"), key, params_file
+            )
         bundle = Path(params.bundle)
         if not (bundle / "manifest.json").exists() or gate.get("promote") is None:
-            export_task.with_options(**io)("champion", str(bundle), key, params_file)  # routers always find the champion here
+            export_task.with_options(**io)(
+                "champion", str(bundle), key, params_file
+            )  # routers always find the champion here
         manifest = json.loads((bundle / "manifest.json").read_text())
         summary = {
             "key": key, "resumed": resumed, "ingest": ingested, "trained": trained, "evaluation": evaluation, "gate": gate,
             "bundle": str(bundle), "bundle_versions": {p: e.get("version") for p, e in manifest["predictors"].items()},
         }  # fmt: skip
         markdown = summary_markdown(summary)
-        create_markdown_artifact(markdown=markdown, key="retrain-summary", description="metrics, routing benchmark, gate decision, bundle")
+        create_markdown_artifact(
+            markdown=markdown, key="retrain-summary", description="metrics, routing benchmark, gate decision, bundle"
+        )
         write_atomic(work / "summary.md", markdown.encode())
         _mark(work / "retrain.json", key, fp, "completed")
         return summary
@@ -286,7 +373,10 @@ def monitor(params_file: str = "params.yaml", recent: str | None = None) -> dict
     report = drift_main(Path(recent) if recent else None, Path(params_file))
     reasons = list(getattr(report, "reasons", ()))
     out = {"retrain": bool(report.retrain), "reasons": reasons}
-    create_markdown_artifact(markdown=f"# monitor\n\nretrain: **{out['retrain']}**\n\n" + "\n".join(f"- {r}" for r in reasons) + "\n", key="monitor-summary")
+    create_markdown_artifact(
+        markdown=f"# monitor\n\nretrain: **{out['retrain']}**\n\n" + "\n".join(f"- {r}" for r in reasons) + "\n",
+        key="monitor-summary",
+    )
     if report.retrain:
         out["summary"] = configured_retrain(params_file)(params_file)
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from abtest.gate import DECISION_TESTS, GateDecision, GateParams, decide, report
 
+
 def gate_metrics(decision: GateDecision) -> dict[str, float]:
     """The numbers worth comparing across gate runs in the MLflow UI (estimate, bounds, p per test)."""
     out = {}
@@ -34,7 +35,9 @@ def recover(bundle: Path, uri: str | None, say) -> list:
         registry.undo(pending, uri)
         export(registry.CHAMPION, bundle, overwrite=True, uri=uri)
         registry.end_moves(uri)
-        say(f"  recovered an interrupted alias move: {'; '.join(m.describe() for m in pending)} undone, {bundle} re-exported")
+        say(
+            f"  recovered an interrupted alias move: {'; '.join(m.describe() for m in pending)} undone, {bundle} re-exported"
+        )
     return pending
 
 
@@ -74,8 +77,15 @@ def _export_champion(bundle: Path, uri: str | None, moves: list, say) -> Path | 
     return result.path / "manifest.json"
 
 
-def main(experiment: Path, params_file: Path | None = None, dry_run: bool = False, as_json: bool = False,
-         out_dir: Path = Path("data/gate"), uri: str | None = None, bundle: Path = Path("data/bundle")) -> GateDecision:
+def main(
+    experiment: Path,
+    params_file: Path | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+    out_dir: Path = Path("data/gate"),
+    uri: str | None = None,
+    bundle: Path = Path("data/bundle"),
+) -> GateDecision:
     """Read an experiment (trace file or dataset folder), decide, report; on promote move the aliases
     (``previous`` <- old champion, ``champion`` <- challenger) and re-export `bundle`, under the alias lock;
     log the decision, report and moves to MLflow (experiment ``beast-gate``)."""
@@ -133,7 +143,9 @@ def rollback(uri: str | None = None, bundle: Path = Path("data/bundle"), out_dir
     with registry.alias_lock(uri):
         moves, manifest = move_and_export(registry.plan_rollback, bundle, uri, print)  # recovers first
         if not moves:
-            raise BeastError(f"rollback: no predictor has a {registry.PREVIOUS!r} version other than its {registry.CHAMPION}; nothing to roll back")
+            raise BeastError(
+                f"rollback: no predictor has a {registry.PREVIOUS!r} version other than its {registry.CHAMPION}; nothing to roll back"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     note = out_dir / "rollback.md"
     note.write_text("# Rollback\n\n" + "\n".join(f"- {m.describe()}" for m in moves) + "\n")

@@ -13,6 +13,7 @@ The MLflow and Prefect servers each run in their own session, so `down` ends eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -32,7 +33,11 @@ import psutil
 from core.config import Port, Positive
 from core.errors import BeastError
 
-TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
 PG_OS_USER = "postgres"
 STOP_WAIT_S = 15.0
 LOG_TAIL = 20
@@ -153,7 +158,9 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def _pg_connect(params: StackParams, dbname: str = "postgres", timeout: int = 2):  # noqa: ANN202 (psycopg2 connection)
     import psycopg2
 
-    return psycopg2.connect(host=params.host, port=params.postgres_port, user=params.user, dbname=dbname, connect_timeout=timeout)
+    return psycopg2.connect(
+        host=params.host, port=params.postgres_port, user=params.user, dbname=dbname, connect_timeout=timeout
+    )
 
 
 def pg_ok(params: StackParams) -> bool:
@@ -219,16 +226,12 @@ def kill_group(pid: int, wait_s: float = STOP_WAIT_S) -> None:
     """SIGTERM the process's session and descendants, SIGKILL what is left after wait_s."""
     procs = _group(pid)
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=wait_s)
     for proc in alive + [p for p in _group(pid) if p not in alive]:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=5)
 
 
@@ -243,7 +246,9 @@ def find_pg_bin(name: str) -> Path:
     candidates = [p / "bin" / name for p in Path("/usr/lib/postgresql").glob("*") if (p / "bin" / name).is_file()]
     candidates.sort(key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")])
     if not candidates:
-        raise BeastError(f"PostgreSQL not found ({name} neither on PATH nor in /usr/lib/postgresql/*/bin): install it, e.g. `apt-get install postgresql`")
+        raise BeastError(
+            f"PostgreSQL not found ({name} neither on PATH nor in /usr/lib/postgresql/*/bin): install it, e.g. `apt-get install postgresql`"
+        )
     return candidates[-1]
 
 
@@ -254,7 +259,9 @@ def _as_pg_user(argv: list[str]) -> list[str]:
     try:
         pwd.getpwnam(PG_OS_USER)
     except KeyError:
-        raise BeastError(f"running as root and there is no `{PG_OS_USER}` OS user to run PostgreSQL as: `apt-get install postgresql` creates it") from None
+        raise BeastError(
+            f"running as root and there is no `{PG_OS_USER}` OS user to run PostgreSQL as: `apt-get install postgresql` creates it"
+        ) from None
     return ["runuser", "-u", PG_OS_USER, "--", *argv]
 
 
@@ -296,12 +303,33 @@ def _pg_init(params: StackParams) -> None:
         d.mkdir(parents=True, exist_ok=True)
     log.touch()
     _give_to_pg_user(data, sock, log)
-    if os.geteuid() == 0 and subprocess.run(_as_pg_user(["test", "-w", str(data)]), cwd="/", check=False).returncode != 0:
-        raise BeastError(f"postgres: the `{PG_OS_USER}` OS user (PostgreSQL's runner when root) cannot enter {data}: make its parent folders traversable (chmod o+x) or set stack.state elsewhere")
+    if (
+        os.geteuid() == 0
+        and subprocess.run(_as_pg_user(["test", "-w", str(data)]), cwd="/", check=False).returncode != 0
+    ):
+        raise BeastError(
+            f"postgres: the `{PG_OS_USER}` OS user (PostgreSQL's runner when root) cannot enter {data}: make its parent folders traversable (chmod o+x) or set stack.state elsewhere"
+        )
     if not (data / "PG_VERSION").exists():
         if any(data.iterdir()):
-            raise BeastError(f"postgres: {data} is not empty and holds no database cluster: remove it or set stack.state elsewhere")
-        _run_pg([str(find_pg_bin("initdb")), "-D", str(data), "-U", params.user, "--auth=trust", "--no-locale", "-E", "UTF8"], "initdb", 120)
+            raise BeastError(
+                f"postgres: {data} is not empty and holds no database cluster: remove it or set stack.state elsewhere"
+            )
+        _run_pg(
+            [
+                str(find_pg_bin("initdb")),
+                "-D",
+                str(data),
+                "-U",
+                params.user,
+                "--auth=trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ],
+            "initdb",
+            120,
+        )
         with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write("\ninclude_if_exists = 'beast-stack.conf'   # written by `beast stack up`\n")
     (data / "beast-stack.conf").write_text(pg_conf(params), encoding="utf-8")
@@ -311,7 +339,17 @@ def _pg_init(params: StackParams) -> None:
 def _pg_start(params: StackParams) -> None:
     """pg_ctl -w start in the background; waits for ready within start_timeout_s."""
     timeout = max(1, int(params.start_timeout_s))
-    argv = [str(find_pg_bin("pg_ctl")), "-D", str(_pg_data(params)), "-l", str(_log(params, "postgres")), "-w", "-t", str(timeout), "start"]
+    argv = [
+        str(find_pg_bin("pg_ctl")),
+        "-D",
+        str(_pg_data(params)),
+        "-l",
+        str(_log(params, "postgres")),
+        "-w",
+        "-t",
+        str(timeout),
+        "start",
+    ]
     try:
         _run_pg(argv, "pg_ctl start", timeout + 10)
     except BeastError as exc:
@@ -322,7 +360,11 @@ def _pg_stop(params: StackParams) -> bool:
     """pg_ctl stop -m fast; False when it was not running."""
     if _pg_pid(params) is None:
         return False
-    _run_pg([str(find_pg_bin("pg_ctl")), "-D", str(_pg_data(params)), "-m", "fast", "-w", "-t", "60", "stop"], "pg_ctl stop", 70)
+    _run_pg(
+        [str(find_pg_bin("pg_ctl")), "-D", str(_pg_data(params)), "-m", "fast", "-w", "-t", "60", "stop"],
+        "pg_ctl stop",
+        70,
+    )
     return True
 
 
@@ -352,7 +394,9 @@ def _venv_script(name: str) -> str:
     """A console script of this interpreter's environment (the venv `uv run` uses)."""
     script = Path(sys.executable).parent / name
     if not script.is_file():
-        raise BeastError(f"{name}: no {script} next to {sys.executable}: run through `uv run beast stack up` (make stack)")
+        raise BeastError(
+            f"{name}: no {script} next to {sys.executable}: run through `uv run beast stack up` (make stack)"
+        )
     return str(script)
 
 
@@ -367,7 +411,17 @@ def mlflow_argv(params: StackParams) -> list[str]:
 
 
 def prefect_argv(params: StackParams) -> list[str]:
-    return [_venv_script("prefect"), "server", "start", "--host", params.host, "--port", str(params.prefect_port), "--workers", "1"]
+    return [
+        _venv_script("prefect"),
+        "server",
+        "start",
+        "--host",
+        params.host,
+        "--port",
+        str(params.prefect_port),
+        "--workers",
+        "1",
+    ]
 
 
 def child_env(params: StackParams, name: str) -> dict[str, str]:
@@ -377,7 +431,9 @@ def child_env(params: StackParams, name: str) -> dict[str, str]:
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if name == "prefect":
         env.pop("PREFECT_API_URL", None)  # the server is the API; a client setting must not point it elsewhere
-        env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=urls(params).prefect_db, PREFECT_HOME=str(_state(params) / "prefect"))
+        env.update(
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=urls(params).prefect_db, PREFECT_HOME=str(_state(params) / "prefect")
+        )
     return env
 
 
@@ -397,7 +453,10 @@ class Server:
 
 def servers(params: StackParams) -> tuple[Server, ...]:
     u = urls(params)
-    return (Server("mlflow", params.mlflow_port, u.mlflow_tracking, mlflow_argv), Server("prefect", params.prefect_port, u.prefect_api, prefect_argv))
+    return (
+        Server("mlflow", params.mlflow_port, u.mlflow_tracking, mlflow_argv),
+        Server("prefect", params.prefect_port, u.prefect_api, prefect_argv),
+    )
 
 
 def _spawn(params: StackParams, server: Server) -> subprocess.Popen:
@@ -406,13 +465,23 @@ def _spawn(params: StackParams, server: Server) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     (_state(params) / "prefect").mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(server.argv(params), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env(params, server.name), cwd=_state(params), start_new_session=True)
+        proc = subprocess.Popen(
+            server.argv(params),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(params, server.name),
+            cwd=_state(params),
+            start_new_session=True,
+        )
     _pid_file(params, server.name).write_text(f"{proc.pid}\n")
     return proc
 
 
 def _taken(params: StackParams, name: str, port: int) -> BeastError:
-    return BeastError(f"{name}: port {port} on {params.host} is taken by another process (not this stack's {name}): stop it or set stack.{name}_port in params.yaml")
+    return BeastError(
+        f"{name}: port {port} on {params.host} is taken by another process (not this stack's {name}): stop it or set stack.{name}_port in params.yaml"
+    )
 
 
 # ---------------------------------------------------------------- up / down / status
@@ -424,10 +493,14 @@ def _check(params: StackParams, name: str, proc: subprocess.Popen | None, deadli
     if proc is not None and proc.poll() is not None:
         raise BeastError(f"{name}: exited with code {proc.returncode} while starting; log {log}: {log_tail(log)}")
     if time.monotonic() > deadline:
-        raise BeastError(f"{name}: not healthy within stack.start_timeout_s = {params.start_timeout_s:g} s; log {log}: {log_tail(log)}")
+        raise BeastError(
+            f"{name}: not healthy within stack.start_timeout_s = {params.start_timeout_s:g} s; log {log}: {log_tail(log)}"
+        )
 
 
-def _wait(params: StackParams, name: str, ready: Callable[[], bool], proc: subprocess.Popen | None, deadline: float) -> None:
+def _wait(
+    params: StackParams, name: str, ready: Callable[[], bool], proc: subprocess.Popen | None, deadline: float
+) -> None:
     while not ready():
         _check(params, name, proc, deadline)
         time.sleep(0.25)
@@ -479,8 +552,15 @@ def up(params: StackParams) -> StackUrls:
                     _check(params, server.name, proc, deadline)
                     continue
                 pending.remove(item)
-                started_in = f"({time.monotonic() - t0:.1f} s)" if proc is not None else f"(pid {_server_pid(params, server.name)})"
-                print(f"{server.name}: {'up' if proc is not None else 'already up'} on {server.url} {started_in}", flush=True)
+                started_in = (
+                    f"({time.monotonic() - t0:.1f} s)"
+                    if proc is not None
+                    else f"(pid {_server_pid(params, server.name)})"
+                )
+                print(
+                    f"{server.name}: {'up' if proc is not None else 'already up'} on {server.url} {started_in}",
+                    flush=True,
+                )
             time.sleep(0.25 if pending else 0)
     except BaseException:
         _stop(params, [n for n in ("prefect", "mlflow", "postgres") if n in started])
@@ -513,7 +593,14 @@ def down(params: StackParams) -> list[str]:
 def status(params: StackParams) -> list[Status]:
     """Each component: up (process alive and answering), pid, url."""
     pg = _pg_pid(params)
-    rows = [Status("postgres", pg is not None and pg_ok(params), pg, f"{urls(params).postgres}/{{{params.databases.mlflow},{params.databases.prefect},{params.databases.optuna}}}")]
+    rows = [
+        Status(
+            "postgres",
+            pg is not None and pg_ok(params),
+            pg,
+            f"{urls(params).postgres}/{{{params.databases.mlflow},{params.databases.prefect},{params.databases.optuna}}}",
+        )
+    ]
     for server in servers(params):
         pid = _server_pid(params, server.name)
         rows.append(Status(server.name, pid is not None and http_ok(server.health), pid, server.url))
@@ -521,4 +608,6 @@ def status(params: StackParams) -> list[Status]:
 
 
 def render_status(rows: list[Status]) -> str:
-    return "".join(f"{r.name:<9}{'up' if r.up else 'down':<5} pid {r.pid if r.pid is not None else '-':<8} {r.url}\n" for r in rows)
+    return "".join(
+        f"{r.name:<9}{'up' if r.up else 'down':<5} pid {r.pid if r.pid is not None else '-':<8} {r.url}\n" for r in rows
+    )

@@ -52,7 +52,11 @@ class BudgetState:
         return max(self.budget_usd - self.spent_usd, 0.0)
 
     def to_json(self) -> str:
-        stamp = {k: v.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in asdict(self).items() if isinstance(v, dt.datetime)}
+        stamp = {
+            k: v.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for k, v in asdict(self).items()
+            if isinstance(v, dt.datetime)
+        }
         return json.dumps({"kind": KIND, "version": VERSION} | asdict(self) | stamp, indent=1) + "\n"
 
 
@@ -87,14 +91,23 @@ def parse_state(raw: object, where: str) -> BudgetState:
     if not isinstance(raw, dict):
         raise BudgetFileError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("kind") != KIND or raw.get("version") != VERSION:
-        raise BudgetFileError(f"{where}: kind/version: expected {KIND!r} version {VERSION!r}, got {raw.get('kind')!r} version {raw.get('version')!r}")
+        raise BudgetFileError(
+            f"{where}: kind/version: expected {KIND!r} version {VERSION!r}, got {raw.get('kind')!r} version {raw.get('version')!r}"
+        )
     scope = raw.get("scope", "all")
     if not isinstance(scope, str):
         raise BudgetFileError(f"{where}: scope: expected text, got {scope!r}")
     start, end = _time(raw, "period_start", where), _time(raw, "period_end", where)
     if end <= start:
         raise BudgetFileError(f"{where}: period_end {end.isoformat()} is not after period_start {start.isoformat()}")
-    return BudgetState(scope, start, end, _usd(raw, "budget_usd", where), _usd(raw, "spent_usd", where), _time(raw, "updated_at", where))
+    return BudgetState(
+        scope,
+        start,
+        end,
+        _usd(raw, "budget_usd", where),
+        _usd(raw, "spent_usd", where),
+        _time(raw, "updated_at", where),
+    )
 
 
 def read_state(path: Path) -> BudgetState:
@@ -170,5 +183,8 @@ class BudgetFile:
 
     def target_usd_per_hour(self) -> float:
         """What remains (after this router's own spend) over the hours left in the period."""
-        hours = max((self.current().period_end - dt.datetime.fromtimestamp(self.clock(), dt.UTC)).total_seconds() / 3600, MIN_HOURS_LEFT)
+        hours = max(
+            (self.current().period_end - dt.datetime.fromtimestamp(self.clock(), dt.UTC)).total_seconds() / 3600,
+            MIN_HOURS_LEFT,
+        )
         return self.remaining_usd() / hours

@@ -142,7 +142,9 @@ class Bundle:
         for rel_key, sha_key in (("tokenizer", "tokenizer_sha256"), ("table", "table_sha256")):
             rel = spec.get(rel_key)
             if not isinstance(rel, str) or rel not in self.files:
-                raise BundleError(f"{self.root}: feature_spec.json: embed.{rel_key} {rel!r} is not a file of the bundle")
+                raise BundleError(
+                    f"{self.root}: feature_spec.json: embed.{rel_key} {rel!r} is not a file of the bundle"
+                )
             if self.files[rel]["sha256"] != spec.get(sha_key):
                 raise BundleError(f"{self.root}: {rel}: sha256 differs from feature_spec.json embed.{sha_key}")
             out.append(self.read_bytes(rel))
@@ -200,10 +202,17 @@ def check_signature(root: Path, manifest_bytes: bytes, key: bytes) -> None:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
         raise BundleError(f"{root}: {SIGNATURE}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != SIGNATURE_KIND or doc.get("algorithm") != "hmac-sha256" or not isinstance(doc.get("hmac"), str):
+    if (
+        not isinstance(doc, dict)
+        or doc.get("kind") != SIGNATURE_KIND
+        or doc.get("algorithm") != "hmac-sha256"
+        or not isinstance(doc.get("hmac"), str)
+    ):
         raise BundleError(f"{root}: {SIGNATURE}: not a hmac-sha256 bundle signature")
     if not hmac.compare_digest(doc["hmac"], signature(manifest_bytes, key)["hmac"]):
-        raise BundleError(f"{root}: {SIGNATURE}: signature mismatch: signed with another key, or {MANIFEST} changed after signing")
+        raise BundleError(
+            f"{root}: {SIGNATURE}: signature mismatch: signed with another key, or {MANIFEST} changed after signing"
+        )
 
 
 def _load_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
@@ -219,9 +228,13 @@ def _load_manifest(root: Path) -> tuple[dict[str, Any], bytes]:
     except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, a 4300+ digit number, nesting too deep
         raise BundleError(f"{root}: {MANIFEST}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise BundleError(f"{root}: {MANIFEST}: not a beast bundle manifest (kind={manifest.get('kind') if isinstance(manifest, dict) else None!r})")
+        raise BundleError(
+            f"{root}: {MANIFEST}: not a beast bundle manifest (kind={manifest.get('kind') if isinstance(manifest, dict) else None!r})"
+        )
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{root}: {MANIFEST}: unknown schema_version {manifest.get('schema_version')!r}; this reader knows {SCHEMA_VERSION!r}")
+        raise BundleError(
+            f"{root}: {MANIFEST}: unknown schema_version {manifest.get('schema_version')!r}; this reader knows {SCHEMA_VERSION!r}"
+        )
     for key, kind in (("files", dict), ("predictors", dict), ("candidates", dict), ("policy", dict)):
         if not isinstance(manifest.get(key), kind):
             raise BundleError(f"{root}: {MANIFEST}: field {key!r} missing or not a {kind.__name__}")
@@ -233,7 +246,11 @@ def _check_listing(root: Path, manifest: Mapping[str, Any]) -> None:
     files = manifest["files"]
     named = list(REQUIRED_FILES)
     for name, entry in manifest["predictors"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict) or not isinstance(entry.get("side"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("files"), dict)
+            or not isinstance(entry.get("side"), str)
+        ):
             raise BundleError(f"{root}: {MANIFEST}: predictors.{name}: expected side and files")
         named.append(entry["side"])
         for key, paths in entry["files"].items():
@@ -261,8 +278,15 @@ def verify(root: Path, key: bytes | None = None) -> Bundle:
         entry = files[rel]
         safe = safe_relpath(rel)
         if safe is None or str(safe) != rel or rel == MANIFEST:
-            raise BundleError(f"{root}: {rel!r}: bad path in {MANIFEST} (absolute, '..', not normalised or the manifest itself)")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int:
+            raise BundleError(
+                f"{root}: {rel!r}: bad path in {MANIFEST} (absolute, '..', not normalised or the manifest itself)"
+            )
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.fullmatch(entry["sha256"])
+            or type(entry.get("bytes")) is not int
+        ):
             raise BundleError(f"{root}: {rel}: manifest entry needs sha256 (64 hex) and bytes (int), got {entry!r}")
         path = root.joinpath(*safe.parts)
         try:
@@ -272,7 +296,9 @@ def verify(root: Path, key: bytes | None = None) -> Bundle:
                 raise BundleError(f"{root}: {rel}: missing")
             size = path.stat().st_size
             if size != entry["bytes"]:
-                raise BundleError(f"{root}: {rel}: tampered: size mismatch ({size} bytes, manifest says {entry['bytes']})")
+                raise BundleError(
+                    f"{root}: {rel}: tampered: size mismatch ({size} bytes, manifest says {entry['bytes']})"
+                )
             digest = sha256_file(path)
         except OSError as exc:  # e.g. a name longer than the file system allows
             raise BundleError(f"{root}: {rel}: cannot read ({exc.strerror or exc})") from None
@@ -290,7 +316,9 @@ def verify(root: Path, key: bytes | None = None) -> Bundle:
     return Bundle(root, manifest)
 
 
-def _check_members(archive: Path, members: list[tarfile.TarInfo], max_bytes: int) -> list[tuple[PurePosixPath, tarfile.TarInfo]]:
+def _check_members(
+    archive: Path, members: list[tarfile.TarInfo], max_bytes: int
+) -> list[tuple[PurePosixPath, tarfile.TarInfo]]:
     out, seen, total = [], set(), 0
     for m in members:
         rel = safe_relpath(m.name)
@@ -299,13 +327,17 @@ def _check_members(archive: Path, members: list[tarfile.TarInfo], max_bytes: int
                 continue
             raise BundleError(f"{archive}: member {m.name!r}: unsafe path (absolute, '..' or empty)")
         if not (m.isfile() or m.isdir()):
-            raise BundleError(f"{archive}: member {m.name!r}: not a regular file or folder (symlink, hard link or device)")
+            raise BundleError(
+                f"{archive}: member {m.name!r}: not a regular file or folder (symlink, hard link or device)"
+            )
         if str(rel) in seen:
             raise BundleError(f"{archive}: member {m.name!r}: appears twice")
         seen.add(str(rel))
         total += m.size if m.isfile() else 0
         if total > max_bytes:
-            raise BundleError(f"{archive}: members exceed {max_bytes} bytes in total (at {m.name!r}); refusing to extract")
+            raise BundleError(
+                f"{archive}: members exceed {max_bytes} bytes in total (at {m.name!r}); refusing to extract"
+            )
         out.append((rel, m))
     return out
 

@@ -13,9 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from serving.router import RouteRequest, Router
+from serving.router import Router, RouteRequest
 
-EDGE_PROMPTS = ("", "!!!", "User: hi\nAssistant: hello\nuser: what is 2+2?", "```py\ndef f(x):\n    return x\n```\nWhy does this fail?", "什么是机器学习？", "Объясни квантовую запутанность.")
+EDGE_PROMPTS = (
+    "",
+    "!!!",
+    "User: hi\nAssistant: hello\nuser: what is 2+2?",
+    "```py\ndef f(x):\n    return x\n```\nWhy does this fail?",
+    "什么是机器学习？",
+    "Объясни квантовую запутанность.",
+)
 
 
 def _floats(values: Iterable[float] | None) -> list[float | None] | None:
@@ -43,7 +50,11 @@ def default_requests(prompts: Sequence[str], tasks: Sequence[str | None]) -> lis
     """Requests over the given prompts plus edge cases, with fixed timestamps (the cost features use the hour)."""
     out = []
     for i, prompt in enumerate([*prompts, *EDGE_PROMPTS, None]):
-        req: dict[str, object] = {"prompt": prompt, "timestamp": f"2025-01-01T{i % 24:02d}:00:00Z", "task": tasks[i % len(tasks)] if tasks else None}
+        req: dict[str, object] = {
+            "prompt": prompt,
+            "timestamp": f"2025-01-01T{i % 24:02d}:00:00Z",
+            "task": tasks[i % len(tasks)] if tasks else None,
+        }
         if i % 3 == 0:
             req["input_tokens"] = 17 + 13 * i
         out.append(req)
@@ -57,10 +68,17 @@ def check(router: Router, vectors: Iterable[Mapping], rtol: float = 1e-6, atol: 
         got = record(router, vec["request"])
         for key in ("prompt", "text", "embed"):
             a, b = vec["features"].get(key), got["features"][key]
-            if (a is None) != (b is None) or (a is not None and not np.allclose(np.array(a, dtype=float), np.array(b, dtype=float), rtol=rtol, atol=atol, equal_nan=True)):
+            if (a is None) != (b is None) or (
+                a is not None
+                and not np.allclose(
+                    np.array(a, dtype=float), np.array(b, dtype=float), rtol=rtol, atol=atol, equal_nan=True
+                )
+            ):
                 problems.append(f"vector {n}: features.{key} differ")
         for key in ("quality", "cost_usd"):
-            if not np.allclose(np.array(vec[key], dtype=float), np.array(got[key], dtype=float), rtol=rtol, atol=atol, equal_nan=True):
+            if not np.allclose(
+                np.array(vec[key], dtype=float), np.array(got[key], dtype=float), rtol=rtol, atol=atol, equal_nan=True
+            ):
                 problems.append(f"vector {n}: {key} differ")
         if vec["decision"] != got["decision"]:
             problems.append(f"vector {n}: decision {got['decision']} != expected {vec['decision']}")

@@ -14,14 +14,21 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serving.router import Decision, RouteRequest, Router
+from serving.router import Decision, Router, RouteRequest
 
 MAX_BODY = 1 << 20  # 1 MiB: prompts beyond that are not routed
 MAX_BATCH = 1000  # requests per batched POST
 
 
 def _as_json(d: Decision, request: dict) -> dict:
-    out = {"model": d.model, "predicted_quality": d.predicted_quality, "predicted_cost_usd": d.predicted_cost_usd, "policy": d.policy, "reason": d.reason, "code": d.code.value}
+    out = {
+        "model": d.model,
+        "predicted_quality": d.predicted_quality,
+        "predicted_cost_usd": d.predicted_cost_usd,
+        "policy": d.policy,
+        "reason": d.reason,
+        "code": d.code.value,
+    }
     return {"request_id": request["request_id"]} | out if "request_id" in request else out
 
 
@@ -84,7 +91,10 @@ def make_server(router: Router, host: str = "127.0.0.1", port: int = 8808) -> Th
                             break
                         left -= len(chunk)
                 self.close_connection = True
-                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST, {"error": f"body must be 0..{MAX_BODY} bytes with a Content-Length"})
+                self._send(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > MAX_BODY else HTTPStatus.BAD_REQUEST,
+                    {"error": f"body must be 0..{MAX_BODY} bytes with a Content-Length"},
+                )
                 return
             try:
                 try:

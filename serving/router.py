@@ -33,7 +33,6 @@ from features.text import TextSpec, text_vector
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
 
-
 MAX_TOKENS = 2**63 - 1  # the contract's int64; beyond it log1p / float64 overflow
 
 
@@ -51,7 +50,9 @@ class RouteRequest:
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise ValueError(f"{key}: expected text or null, got {type(d[key]).__name__}")
         tokens = d.get("input_tokens")
-        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_TOKENS):
+        if tokens is not None and (
+            isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_TOKENS
+        ):
             raise ValueError(f"input_tokens: expected an integer in 0..{MAX_TOKENS}, got {tokens!r}")
         ts = d.get("timestamp")
         return cls(d.get("prompt"), tokens, d.get("task"), None if ts is None else parse_timestamp(ts))
@@ -98,7 +99,7 @@ class Policy(ABC):
     @abstractmethod
     def choose(self, models: Sequence[str], quality: np.ndarray, cost: np.ndarray) -> tuple[int, str, DecisionCode]: ...
 
-    def record(self, usd: float, now: float) -> None:
+    def record(self, usd: float, now: float) -> None:  # noqa: B027 - an optional hook: stateless policies keep this no-op
         """Told the predicted cost of every decision made; stateless policies ignore it."""
 
 
@@ -128,7 +129,11 @@ class Threshold(Policy):
             if best is None:
                 best = _cheapest(cost)
                 return best, "no model has a quality prediction; cheapest available", DecisionCode.BELOW_TARGET
-            return best, f"no model predicted >= {self.target:g}; best predicted quality {quality[best]:.3f}", DecisionCode.BELOW_TARGET
+            return (
+                best,
+                f"no model predicted >= {self.target:g}; best predicted quality {quality[best]:.3f}",
+                DecisionCode.BELOW_TARGET,
+            )
         best = int(ok[np.argmin(cost[ok])])
         return best, f"cheapest of {len(ok)} models predicted >= {self.target:g}", DecisionCode.OK
 
@@ -173,7 +178,9 @@ class Budget(Policy):
         clock: Callable[[], float] = time.time,
     ):
         if (usd_per_hour is None) == (state_file is None):
-            raise BundleError(f"budget policy: give exactly one of usd_per_hour and state_file, got {usd_per_hour!r} and {state_file!r}")
+            raise BundleError(
+                f"budget policy: give exactly one of usd_per_hour and state_file, got {usd_per_hour!r} and {state_file!r}"
+            )
         if usd_per_hour is not None and usd_per_hour <= 0:
             raise BundleError(f"budget policy: usd_per_hour must be > 0, got {usd_per_hour!r}")
         self.file = BudgetFile(Path(state_file), refresh_s, clock) if state_file is not None else None
@@ -189,9 +196,15 @@ class Budget(Policy):
         if self.file is not None:
             self.budget = self.file.target_usd_per_hour()
             state = self.file.current()
-            source = f" = ${self.file.remaining_usd():,.2f} left of {state.scope} until {state.period_end:%Y-%m-%dT%H:%MZ}"
+            source = (
+                f" = ${self.file.remaining_usd():,.2f} left of {state.scope} until {state.period_end:%Y-%m-%dT%H:%MZ}"
+            )
             source += f" ({self.file.problem})" if self.file.problem else ""
-        return i, f"max quality - lam x USD/1k requests at lam {self.lam:.4g} (budget ${self.budget:.4g}/h{source})", code
+        return (
+            i,
+            f"max quality - lam x USD/1k requests at lam {self.lam:.4g} (budget ${self.budget:.4g}/h{source})",
+            code,
+        )
 
     def record(self, usd: float, now: float) -> None:
         """Account a decision's predicted cost and move lam toward the budget rate."""
@@ -222,8 +235,10 @@ class CircuitBreaker:
     cooldown_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if not (self.window >= 1 and 1 <= self.min_requests and 0 < self.max_error_rate <= 1 and self.cooldown_s >= 0):
-            raise BundleError(f"breaker: need window >= 1, min_requests >= 1, 0 < max_error_rate <= 1, cooldown_s >= 0; got {self}")
+        if not (self.window >= 1 and self.min_requests >= 1 and 0 < self.max_error_rate <= 1 and self.cooldown_s >= 0):
+            raise BundleError(
+                f"breaker: need window >= 1, min_requests >= 1, 0 < max_error_rate <= 1, cooldown_s >= 0; got {self}"
+            )
         self._outcomes: dict[str, list[bool]] = {}
         self._opened_at: dict[str, float] = {}
 
@@ -281,15 +296,28 @@ class RowPredictor:
         self._config = ctypes.c_void_p()
         self._lib = getattr(lgb.basic, "_LIB", None)
         init = getattr(self._lib, "LGBM_BoosterPredictForMatSingleRowFastInit", None)
-        if init is None or init(booster._handle, 0, 0, -1, 1, ctypes.c_int32(self.ncol), b"num_threads=1", ctypes.byref(self._config)) != 0:
+        if (
+            init is None
+            or init(
+                booster._handle, 0, 0, -1, 1, ctypes.c_int32(self.ncol), b"num_threads=1", ctypes.byref(self._config)
+            )
+            != 0
+        ):
             self._config = None  # this LightGBM build lacks the fast path: Booster.predict instead
 
     def __call__(self, row: np.ndarray) -> float:
         """Prediction for `row`, a C-contiguous float64 array of `ncol` values."""
         if self._config is None:
             return float(self.booster.predict(row.reshape(1, -1), num_threads=1)[0])
-        if self._lib.LGBM_BoosterPredictForMatSingleRowFast(self._config, ctypes.c_void_p(row.ctypes.data), self._len_ref, self._out_ptr) != 0:
-            raise BundleError(f"LightGBM single-row prediction failed: {self._lib.LGBM_GetLastError().decode(errors='replace')}")
+        if (
+            self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self._config, ctypes.c_void_p(row.ctypes.data), self._len_ref, self._out_ptr
+            )
+            != 0
+        ):
+            raise BundleError(
+                f"LightGBM single-row prediction failed: {self._lib.LGBM_GetLastError().decode(errors='replace')}"
+            )
         return float(self._out[0])
 
     def __del__(self) -> None:
@@ -308,7 +336,9 @@ class FeatureLayout:
     src: np.ndarray  # indices into the request vector
 
     @classmethod
-    def make(cls, names: Sequence[str], candidate: Mapping[str, np.ndarray], request: Sequence[str], n: int) -> FeatureLayout:
+    def make(
+        cls, names: Sequence[str], candidate: Mapping[str, np.ndarray], request: Sequence[str], n: int
+    ) -> FeatureLayout:
         """`candidate`: column name -> one value per candidate; `request`: names of the request vector's slots."""
         template = np.full((n, len(names)), np.nan)
         for j, name in enumerate(names):
@@ -316,7 +346,9 @@ class FeatureLayout:
                 template[:, j] = candidate[name]
         slot = {name: i for i, name in enumerate(request)}
         pairs = [(j, slot[name]) for j, name in enumerate(names) if name in slot and name not in candidate]
-        return cls(template, np.array([j for j, _ in pairs], dtype=np.intp), np.array([i for _, i in pairs], dtype=np.intp))
+        return cls(
+            template, np.array([j for j, _ in pairs], dtype=np.intp), np.array([i for _, i in pairs], dtype=np.intp)
+        )
 
     def fill(self, out: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """`out` (template-shaped, reused) set to the template with the request's values scattered in."""
@@ -340,7 +372,9 @@ def _encoder(bundle: Bundle) -> Encoder | None:
         raise BundleError(f"{bundle.root}: feature_spec.json: {exc}") from None
     tokenizer, raw = files
     if len(raw) != 4 * spec.vocab_size * spec.params.k:
-        raise BundleError(f"{bundle.root}: {spec.to_dict()['table']}: {len(raw)} bytes, vocab {spec.vocab_size} x k {spec.params.k} needs {4 * spec.vocab_size * spec.params.k}")
+        raise BundleError(
+            f"{bundle.root}: {spec.to_dict()['table']}: {len(raw)} bytes, vocab {spec.vocab_size} x k {spec.params.k} needs {4 * spec.vocab_size * spec.params.k}"
+        )
     table = np.frombuffer(raw, dtype="<f4").reshape(spec.vocab_size, spec.params.k)
     if not np.isfinite(table).all():
         raise BundleError(f"{bundle.root}: embedding table holds a value that is not finite")
@@ -377,14 +411,25 @@ class Router:
         k = self.text.params.k if self.text is not None else 0
         k_emb = self.embed.k if self.embed is not None else 0
         # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text..., embedding...]
-        self._slots = ("log_input_tokens", "task", "hour", *PROMPT_FEATURES, *(f"text_{i}" for i in range(k)), *(f"emb_{i}" for i in range(k_emb)))
+        self._slots = (
+            "log_input_tokens",
+            "task",
+            "hour",
+            *PROMPT_FEATURES,
+            *(f"text_{i}" for i in range(k)),
+            *(f"emb_{i}" for i in range(k_emb)),
+        )
         quality = bundle.side("quality")
         self.heads = quality["heads"]
         self.q_names = list(quality["feature_names"])
         self.q_boosters = {key: _booster(bundle, "quality", key) for key in bundle.predictors["quality"]["keys"]}
         model_rows = self._model_rows(spec["models"])
-        self.q_layout = FeatureLayout.make(self.q_names, dict(zip(MODEL_FEATURES, model_rows.T, strict=True)), self._slots, n)
-        self.q_heads = [self.q_boosters["shared"] if self.heads == "shared" else self.q_boosters.get(m) for m in self.models]
+        self.q_layout = FeatureLayout.make(
+            self.q_names, dict(zip(MODEL_FEATURES, model_rows.T, strict=True)), self._slots, n
+        )
+        self.q_heads = [
+            self.q_boosters["shared"] if self.heads == "shared" else self.q_boosters.get(m) for m in self.models
+        ]
         q_fast = {id(b): RowPredictor(b) for b in self.q_boosters.values()}
         self._q_fast = [q_fast[id(b)] if b is not None else None for b in self.q_heads]
         cost = bundle.side("cost")
@@ -394,7 +439,9 @@ class Router:
         self.c_p50 = _booster(bundle, "cost", "p50")
         self._c_fast = RowPredictor(self.c_p50)
         cost_slots = ("log_input_tokens", "task", "hour", *(f"prompt_{f}" for f in PROMPT_FEATURES))
-        self.c_layout = FeatureLayout.make(self.c_names, {"model": _codes(self.models, self.c_categories.get("model", ()))}, cost_slots, n)
+        self.c_layout = FeatureLayout.make(
+            self.c_names, {"model": _codes(self.models, self.c_categories.get("model", ()))}, cost_slots, n
+        )
         self._task_code = {t: float(i) for i, t in enumerate(self.c_categories.get("task", ()))}
         self._Xq = self.q_layout.template.copy()
         self._Xc = self.c_layout.template.copy()
@@ -411,12 +458,19 @@ class Router:
         """Model-identity features of every candidate (rows aligned with `self.models`)."""
         attrs = models_spec["attributes"]
         codes = _codes(self.models, list(models_spec["categories"]))
-        rows = [[code] + [math.nan if attrs.get(m, {}).get(k) is None else float(attrs[m][k]) for k in MODEL_FEATURES[1:]] for m, code in zip(self.models, codes, strict=True)]
+        rows = [
+            [code] + [math.nan if attrs.get(m, {}).get(k) is None else float(attrs[m][k]) for k in MODEL_FEATURES[1:]]
+            for m, code in zip(self.models, codes, strict=True)
+        ]
         return np.array(rows, dtype=float)
 
     def request_features(self, request: RouteRequest) -> tuple[int, np.ndarray, np.ndarray | None]:
         """What every candidate shares: input tokens, prompt features, text features (computed once)."""
-        tokens = request.input_tokens if request.input_tokens is not None else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN)
+        tokens = (
+            request.input_tokens
+            if request.input_tokens is not None
+            else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN)
+        )
         text = text_vector(self.text, request.prompt) if self.text is not None else None
         return tokens, prompt_vector(request.prompt), text
 
@@ -429,8 +483,16 @@ class Router:
         tokens, prompt, text = self.request_features(request)
         emb = self.embed_features(request)
         when = request.timestamp or now or dt.datetime.now(dt.UTC)
-        head = [math.log1p(tokens), self._task_code.get(request.task, math.nan) if request.task is not None else math.nan, float(when.astimezone(dt.UTC).hour)]
-        parts = [np.array(head), prompt] + ([text.astype(np.float64)] if text is not None else []) + ([emb.astype(np.float64)] if emb is not None else [])
+        head = [
+            math.log1p(tokens),
+            self._task_code.get(request.task, math.nan) if request.task is not None else math.nan,
+            float(when.astimezone(dt.UTC).hour),
+        ]
+        parts = (
+            [np.array(head), prompt]
+            + ([text.astype(np.float64)] if text is not None else [])
+            + ([emb.astype(np.float64)] if emb is not None else [])
+        )
         return tokens, np.concatenate(parts)
 
     def quality_features(self, vector: np.ndarray) -> np.ndarray:
@@ -493,7 +555,14 @@ class Router:
             return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, reason + note, code)
         order = [m for m in self.fallback if m not in down] or list(self.fallback or self.models)
         i = self.models.index(order[0])
-        return Decision(self.models[i], float(quality[i]), float(cost[i]), self.policy.name, f"every breaker open: fallback order{note}", DecisionCode.FALLBACK)
+        return Decision(
+            self.models[i],
+            float(quality[i]),
+            float(cost[i]),
+            self.policy.name,
+            f"every breaker open: fallback order{note}",
+            DecisionCode.FALLBACK,
+        )
 
     def route(self, request: RouteRequest, now: float | None = None) -> Decision:
         """One request's decision (see `decide`)."""
@@ -522,7 +591,14 @@ def route_stream(router: Router, lines: Iterable[str], out: TextIO) -> int:
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
             decision = router.route(RouteRequest.from_dict(request))
-            row = {"model": decision.model, "predicted_quality": decision.predicted_quality, "predicted_cost_usd": decision.predicted_cost_usd, "policy": decision.policy, "reason": decision.reason, "code": decision.code.value}
+            row = {
+                "model": decision.model,
+                "predicted_quality": decision.predicted_quality,
+                "predicted_cost_usd": decision.predicted_cost_usd,
+                "policy": decision.policy,
+                "reason": decision.reason,
+                "code": decision.code.value,
+            }
             if "request_id" in request:
                 row = {"request_id": request["request_id"]} | row
         except (ValueError, TypeError) as exc:

@@ -95,7 +95,9 @@ def _output_transform(objective: object) -> tuple[str, Transform, dict[str, str]
     args = dict(t.split(":", 1) for t in tokens[1:] if ":" in t)
     if "sqrt" in tokens[1:]:
         if name not in _SQRT_FAMILY:
-            raise TreeModelError(f"objective {objective!r}: 'sqrt' is only supported for {', '.join(sorted(_SQRT_FAMILY))}")
+            raise TreeModelError(
+                f"objective {objective!r}: 'sqrt' is only supported for {', '.join(sorted(_SQRT_FAMILY))}"
+            )
         return name, _sign_square, args
     return name, OUTPUT_TRANSFORMS[name], args
 
@@ -282,7 +284,25 @@ def _numerical_block(spec: Mapping[str, Any], tree: int) -> int:
     raise TreeModelError(f"tree {tree}: missing_type {missing!r}: not 'None', 'Zero' or 'NaN'")
 
 
-PROBE_SPECIALS = (math.nan, 0.0, -0.0, K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD, 1e-36, 1e300, -1e300, math.inf, -math.inf, -1.0, -0.5, 0.5, 2.7, 7.0, 64.0, 3e9)
+PROBE_SPECIALS = (
+    math.nan,
+    0.0,
+    -0.0,
+    K_ZERO_THRESHOLD,
+    -K_ZERO_THRESHOLD,
+    1e-36,
+    1e300,
+    -1e300,
+    math.inf,
+    -math.inf,
+    -1.0,
+    -0.5,
+    0.5,
+    2.7,
+    7.0,
+    64.0,
+    3e9,
+)
 
 
 def _leaf_rows(dump: Mapping[str, Any], n_features: int) -> list[np.ndarray]:
@@ -323,7 +343,9 @@ def probe_rows(dump: Mapping[str, Any]) -> np.ndarray:
     return np.vstack(rows)
 
 
-def dump_disagreement(dump: Mapping[str, Any], predict: Callable[[np.ndarray], np.ndarray], rtol: float = 1e-9) -> str | None:
+def dump_disagreement(
+    dump: Mapping[str, Any], predict: Callable[[np.ndarray], np.ndarray], rtol: float = 1e-9
+) -> str | None:
     """None when the dump, evaluated here, predicts what `predict` (the text model) does on :func:`probe_rows`;
     else one line saying where it does not."""
     X = probe_rows(dump)

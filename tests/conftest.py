@@ -90,16 +90,26 @@ def routed(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
 
     tmp = tmp_path_factory.mktemp("router")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "register": False}
+    params["train"] |= {
+        "out": str(tmp / "models"),
+        "metrics": str(tmp / "metrics"),
+        "plots": str(tmp / "plots"),
+        "register": False,
+    }
     params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 150}
     params["features"]["text"] |= {"k": 8, "n_features": 1024}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    results = {r.name: r.trained for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])}
+    results = {
+        r.name: r.trained
+        for r in train_main(["quality", "cost", "cache"], params_file=tmp / "params.yaml", traces=[sample_dataset])
+    }
     prices = load_prices(ROOT / "data/prices.yaml")
-    policy = {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}}  # fallback order: the candidates, cheapest first
+    policy = {
+        "name": "threshold",
+        "args": {"target_quality": DEFAULT_TARGET_QUALITY},
+    }  # fallback order: the candidates, cheapest first
     build_bundle(tmp / "models", prices, tmp / "bundle", None, policy)
     return tmp, results, Router.load(tmp / "bundle")
-
 
 
 @pytest.fixture(scope="session")
@@ -116,14 +126,19 @@ def routed_per_model(routed, sample_dataset: Path):
 
     tmp, _, _ = routed
     out = tmp / "per_model"
-    shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [])
+    shutil.copytree(
+        tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else []
+    )
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
     params["train"]["quality"] |= {"heads": "per_model", "num_boost_round": 40}
     (out / "params.yaml").write_text(yaml.safe_dump(params))
     train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
     prices = load_prices(ROOT / "data/prices.yaml")
-    policy = {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}}  # fallback order: the candidates, cheapest first
+    policy = {
+        "name": "threshold",
+        "args": {"target_quality": DEFAULT_TARGET_QUALITY},
+    }  # fallback order: the candidates, cheapest first
     build_bundle(out / "models", prices, out / "bundle", None, policy)
     return Router.load(out / "bundle")
 
@@ -133,7 +148,11 @@ def routed_per_model(routed, sample_dataset: Path):
 FEATURES = ["len_tokens", "price", "depth"]
 BOOSTER_KEYS = {"quality": ["big", "small"], "cost": ["mean", "p50", "p90"], "cache": ["model"]}
 SIDES = {
-    "quality": {"heads": "per_model", "feature_names": FEATURES, "feature_spec": {"kind": "beast-feature-spec", "columns": FEATURES, "version": "0123456789abcdef"}},
+    "quality": {
+        "heads": "per_model",
+        "feature_names": FEATURES,
+        "feature_spec": {"kind": "beast-feature-spec", "columns": FEATURES, "version": "0123456789abcdef"},
+    },
     "cost": {"feature_names": FEATURES, "categories": {"model": ["big", "small"]}, "p90_shift": {"": 0.1, "big": 0.2}},
     "cache": {"feature_names": FEATURES, "horizon_s": 300.0},
 }
@@ -143,7 +162,9 @@ def fake_booster(seed: int, objective: str = "binary", alpha: float | None = Non
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
     y = (X["len_tokens"] + 0.5 * rng.normal(size=200) > 0).astype(float) if objective == "binary" else X.sum(axis=1)
-    params = {"objective": objective, "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True} | ({"alpha": alpha} if alpha else {})
+    params = {"objective": objective, "verbosity": -1, "seed": seed, "num_threads": 1, "deterministic": True} | (
+        {"alpha": alpha} if alpha else {}
+    )
     return lgb.train(params, lgb.Dataset(X, label=y), num_boost_round=5 + seed), X
 
 

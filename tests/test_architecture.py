@@ -18,7 +18,11 @@ def private_imports(source: str, package: str) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             top = node.module.split(".")[0]
             if top in PACKAGES and top != package:
-                found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [
+                    f"{node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     return found
 
 
@@ -42,10 +46,18 @@ def test_every_package_is_in_the_wheel_and_documented() -> None:
     assert on_disk == set(PACKAGES), "pyproject.toml [tool.hatch.build.targets.wheel] packages must list every package"
     assert PYPROJECT["tool"]["importlinter"]["root_packages"] == list(PACKAGES)
     for package in PACKAGES:
-        assert ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text())), f"{package}/__init__.py: say what the room is for"
+        assert ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text())), (
+            f"{package}/__init__.py: say what the room is for"
+        )
 
 
 def test_import_contracts_are_kept() -> None:
-    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout

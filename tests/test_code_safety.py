@@ -25,13 +25,23 @@ def offences(source: str) -> list[str]:
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             if name in BANNED_CALLS:
                 found.append(f"call {name}() at line {node.lineno}")
-            found += [f"allow_pickle=True at line {node.lineno}" for k in node.keywords if k.arg == "allow_pickle" and getattr(k.value, "value", False) is True]
+            found += [
+                f"allow_pickle=True at line {node.lineno}"
+                for k in node.keywords
+                if k.arg == "allow_pickle" and getattr(k.value, "value", False) is True
+            ]
     return found
 
 
 def test_the_scanner_finds_each_way_in() -> None:
     bad = "import pickle\nfrom joblib import load\nimport pandas as pd\npd.read_pickle('x')\nnp.load('a.npy', allow_pickle=True)\nmlflow.sklearn.load_model('m')\n"
-    assert offences(bad) == ["import pickle", "from joblib import ...", "call read_pickle() at line 4", "allow_pickle=True at line 5", "call load_model() at line 6"]
+    assert offences(bad) == [
+        "import pickle",
+        "from joblib import ...",
+        "call read_pickle() at line 4",
+        "allow_pickle=True at line 5",
+        "call load_model() at line 6",
+    ]
     assert offences("import json\njson.loads('{}')\nnp.load('a.npy')\n") == []
 
 
@@ -52,14 +62,27 @@ def shell_offences(source: str) -> list[str]:
             owner = getattr(f.value, "id", "") if isinstance(f, ast.Attribute) else ""
             if name in ("eval", "exec") and not owner or (owner, name) in (("os", "system"), ("os", "popen")):
                 found.append(f"{owner + '.' if owner else ''}{name}() at line {node.lineno}")
-            found += [f"shell=True at line {node.lineno}" for k in node.keywords if k.arg == "shell" and getattr(k.value, "value", False) is True]
+            found += [
+                f"shell=True at line {node.lineno}"
+                for k in node.keywords
+                if k.arg == "shell" and getattr(k.value, "value", False) is True
+            ]
     return found
 
 
 def test_the_shell_scanner_finds_each_way_in() -> None:
     bad = "import os, subprocess\nos.system('ls')\nsubprocess.run('ls', shell=True)\neval('1')\nexec('x=1')\nos.popen('ls')\n"
-    assert shell_offences(bad) == ["os.system() at line 2", "shell=True at line 3", "eval() at line 4", "exec() at line 5", "os.popen() at line 6"]
-    assert shell_offences("import subprocess\nsubprocess.run(['git', 'rev-parse', 'HEAD'])\nre.compile('x').pattern\n") == []
+    assert shell_offences(bad) == [
+        "os.system() at line 2",
+        "shell=True at line 3",
+        "eval() at line 4",
+        "exec() at line 5",
+        "os.popen() at line 6",
+    ]
+    assert (
+        shell_offences("import subprocess\nsubprocess.run(['git', 'rev-parse', 'HEAD'])\nre.compile('x').pattern\n")
+        == []
+    )
 
 
 def test_no_project_module_runs_a_shell_or_evaluates_text() -> None:

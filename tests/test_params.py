@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from core.config import SECTIONS, Count, from_mapping, load_params, load_section
 from core.errors import BeastError
 
@@ -78,14 +78,36 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("gate:\n  alpha: 0\n", "gate", "params.yaml:gate.alpha: expected a number in (0, 1), got 0.0"),
         ("evaluate:\n  folds: 1\n", "evaluate", "params.yaml:evaluate.folds: expected a number >= 2, got 1"),
         ("tune:\n  trials: 0\n", "tune", "params.yaml:tune.trials: expected a number >= 1, got 0"),
-        ("train:\n  quality:\n    test_fraction: 1.0\n", "train", "params.yaml:train.quality.test_fraction: expected a number in (0, 1), got 1.0"),
-        ("train:\n  cost:\n    learning_rate: -0.1\n", "train", "params.yaml:train.cost.learning_rate: expected a number > 0, got -0.1"),
-        ("cache_sim:\n  eval_from: 1.2\n", "cache_sim", "params.yaml:cache_sim.eval_from: expected a number in [0, 1], got 1.2"),
-        ("stack:\n  mlflow_port: 70000\n", "stack", "params.yaml:stack.mlflow_port: expected a number in [0, 65535], got 70000"),
-        ("gate:\n  alpha: 0.05\ngates:\n  alpha: 0.1\n", "gate", "params.yaml: unknown section(s) gates; known: ingest, synth"),
+        (
+            "train:\n  quality:\n    test_fraction: 1.0\n",
+            "train",
+            "params.yaml:train.quality.test_fraction: expected a number in (0, 1), got 1.0",
+        ),
+        (
+            "train:\n  cost:\n    learning_rate: -0.1\n",
+            "train",
+            "params.yaml:train.cost.learning_rate: expected a number > 0, got -0.1",
+        ),
+        (
+            "cache_sim:\n  eval_from: 1.2\n",
+            "cache_sim",
+            "params.yaml:cache_sim.eval_from: expected a number in [0, 1], got 1.2",
+        ),
+        (
+            "stack:\n  mlflow_port: 70000\n",
+            "stack",
+            "params.yaml:stack.mlflow_port: expected a number in [0, 65535], got 70000",
+        ),
+        (
+            "gate:\n  alpha: 0.05\ngates:\n  alpha: 0.1\n",
+            "gate",
+            "params.yaml: unknown section(s) gates; known: ingest, synth",
+        ),
     ],
 )
-def test_bad_values_fail_in_one_line_naming_file_section_and_key(tmp_path: Path, text: str, section: str, message: str) -> None:
+def test_bad_values_fail_in_one_line_naming_file_section_and_key(
+    tmp_path: Path, text: str, section: str, message: str
+) -> None:
     with pytest.raises(BeastError) as info:
         load_params(_write(tmp_path, text), section, owner(section))
     assert "\n" not in str(info.value) and str(info.value).startswith(f"{tmp_path}/{message}")

@@ -42,7 +42,7 @@ class Reason(StrEnum):
 
 REASON_DOCS: dict[Reason, str] = {
     Reason.MISSING_FIELD: "a required field is absent, null or empty (also `error_type` when `status` is `error`)",
-    Reason.BAD_TYPE: "a value cannot be read as the field's type (e.g. `input_tokens: \"many\"`, `12.5`, `true`)",
+    Reason.BAD_TYPE: 'a value cannot be read as the field\'s type (e.g. `input_tokens: "many"`, `12.5`, `true`)',
     Reason.OUT_OF_RANGE: "a number or time outside its allowed range (negative tokens, quality > 1, year < 2000)",
     Reason.BAD_VALUE: "a value outside a closed set (`status` other than `ok` / `error`)",
     Reason.BAD_TIMESTAMP: "`timestamp` is neither RFC 3339 text nor epoch milliseconds",
@@ -94,9 +94,17 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("model", Kind.STR, True, "Model that served (or failed to serve) the request; key into the price table."),
     FieldSpec("input_tokens", Kind.INT, True, "Prompt tokens, cached ones included.", minimum=0),
     FieldSpec("output_tokens", Kind.INT, True, "Completion tokens; 0 is normal for a failed request.", minimum=0),
-    FieldSpec("status", Kind.ENUM, True, "Outcome of the request (read case-insensitively).", choices=(STATUS_OK, STATUS_ERROR)),
+    FieldSpec(
+        "status",
+        Kind.ENUM,
+        True,
+        "Outcome of the request (read case-insensitively).",
+        choices=(STATUS_OK, STATUS_ERROR),
+    ),
     FieldSpec("prompt", Kind.STR, False, "Prompt text, when the logger may keep it."),
-    FieldSpec("prompt_id", Kind.STR, False, "Stable id of the prompt: the same prompt sent to several models shares it."),
+    FieldSpec(
+        "prompt_id", Kind.STR, False, "Stable id of the prompt: the same prompt sent to several models shares it."
+    ),
     FieldSpec("latency_ms", Kind.FLOAT, False, "End-to-end latency in milliseconds.", minimum=0),
     FieldSpec(
         "cost_usd",
@@ -105,14 +113,25 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Cost in USD as billed; when absent it is computed from the price table (see `cost_source`).",
         minimum=0,
     ),
-    FieldSpec("cached_input_tokens", Kind.INT, False, "Input tokens served from a prompt cache (<= input_tokens).", minimum=0),
-    FieldSpec("error_type", Kind.STR, False, "Error class (timeout, rate_limit, server_error, ...); required when status is error."),
-    FieldSpec("quality", Kind.FLOAT, False, "Answer quality label in [0, 1] (judge or user feedback).", minimum=0, maximum=1),
+    FieldSpec(
+        "cached_input_tokens", Kind.INT, False, "Input tokens served from a prompt cache (<= input_tokens).", minimum=0
+    ),
+    FieldSpec(
+        "error_type",
+        Kind.STR,
+        False,
+        "Error class (timeout, rate_limit, server_error, ...); required when status is error.",
+    ),
+    FieldSpec(
+        "quality", Kind.FLOAT, False, "Answer quality label in [0, 1] (judge or user feedback).", minimum=0, maximum=1
+    ),
     FieldSpec("variant", Kind.STR, False, "A/B arm that served the request (e.g. champion, challenger)."),
     FieldSpec("tenant", Kind.STR, False, "Customer / team the request is billed to."),
     FieldSpec("session_id", Kind.STR, False, "Conversation or session the request belongs to."),
     FieldSpec("task", Kind.STR, False, "Task family (chat, code, summarise, ...)."),
-    FieldSpec("prefix_blocks", Kind.INT_LIST, False, "Hashes of fixed-size prompt-prefix blocks (equal hash = shared prefix)."),
+    FieldSpec(
+        "prefix_blocks", Kind.INT_LIST, False, "Hashes of fixed-size prompt-prefix blocks (equal hash = shared prefix)."
+    ),
     FieldSpec("cache_hit", Kind.BOOL, False, "Whether the response came from a cache (true/false, 1/0, yes/no)."),
     FieldSpec("cache_key", Kind.STR, False, "Key under which the response is (or would be) cached."),
 )
@@ -170,7 +189,7 @@ def render_markdown() -> str:
         "",
         "One row per request the router served, successful or failed. Accepted formats: JSONL (`.jsonl`,",
         "`.ndjson`), CSV (`.csv`, with a header) and Parquet (`.parquet`); `.gz` on the text formats.",
-        "Numbers written as text (`\"12\"`) are read as numbers, so CSV and JSON mean the same thing.",
+        'Numbers written as text (`"12"`) are read as numbers, so CSV and JSON mean the same thing.',
         "Fields not listed here are kept in the `extra` column of the dataset, never dropped or rejected.",
         "Blank lines of a JSONL file are not rows.",
         "",

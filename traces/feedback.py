@@ -134,7 +134,9 @@ def read_feedback(path: Path, applied_at: pd.Timestamp, block_rows: int = 200_00
         raws = block.raw(np.arange(n))
         for i in np.flatnonzero(bad):
             found = [(name, codes[i]) for name, mask, codes in problems if mask[i]]
-            detail = "; ".join(f"{name}: {code}: got {raw.at[i, name] if name in raw.columns else 'nothing'!r}" for name, code in found)
+            detail = "; ".join(
+                f"{name}: {code}: got {raw.at[i, name] if name in raw.columns else 'nothing'!r}" for name, code in found
+            )
             rejects.append(Reject(block.source, int(block.rows[i]), found[0][1], found[0][0], detail, raws[i]))
         keep = ~bad
         labelled = values["timestamp"].where(values["timestamp"].notna(), applied_at)
@@ -146,13 +148,26 @@ def read_feedback(path: Path, applied_at: pd.Timestamp, block_rows: int = 200_00
             "source_row": block.rows[keep],
             "raw": np.asarray(raws, dtype=object)[keep],
         }))  # fmt: skip
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in ("request_id", "score", "source", "labelled_at", "source_row", "raw")})
+    rows = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({c: [] for c in ("request_id", "score", "source", "labelled_at", "source_row", "raw")})
+    )
     rows["labelled_at"] = pd.to_datetime(rows["labelled_at"], utc=True)
     rows = rows.sort_values(["request_id", "labelled_at", "source_row"], kind="stable")
     superseded = rows["request_id"].duplicated(keep="last").to_numpy()
     winners = rows[~superseded].set_index("request_id")["source_row"]
     for rid, row, raw in rows.loc[superseded, ["request_id", "source_row", "raw"]].itertuples(index=False):
-        rejects.append(Reject(str(path), int(row), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r}: superseded by newer feedback at row {int(winners[rid])}", raw))
+        rejects.append(
+            Reject(
+                str(path),
+                int(row),
+                Reason.DUPLICATE_ID.value,
+                "request_id",
+                f"request_id {rid!r}: superseded by newer feedback at row {int(winners[rid])}",
+                raw,
+            )
+        )
     rows = rows[~superseded].reset_index(drop=True)
     rows["origin"] = [f"{path}:{r}" for r in rows["source_row"]]
     return Feedback(rows, tuple(rejects), read)
@@ -191,10 +206,19 @@ def decide(fb: Mapping[str, object], stored_quality: float | None, stored_extra:
         return Decision("unchanged", score, stored_extra)
     prev_at = extra.get("quality_labelled_at")
     if has_q and prev_at is not None and pd.Timestamp(prev_at) > labelled:
-        return Decision("stale", score, stored_extra, f"labelled {_iso(labelled)}, older than the stored label ({stored_quality:g} from {extra.get('quality_source')!r} at {prev_at})")
+        return Decision(
+            "stale",
+            score,
+            stored_extra,
+            f"labelled {_iso(labelled)}, older than the stored label ({stored_quality:g} from {extra.get('quality_source')!r} at {prev_at})",
+        )
     new = {k: v for k, v in extra.items() if k != "quality_previous"}
     if has_q:
-        new["quality_previous"] = {"quality": stored_quality, "source": extra.get("quality_source"), "labelled_at": prev_at}
+        new["quality_previous"] = {
+            "quality": stored_quality,
+            "source": extra.get("quality_source"),
+            "labelled_at": prev_at,
+        }
     new |= {"quality_source": source, "quality_labelled_at": _iso(labelled), "quality_feedback": str(fb["origin"])}
     return Decision("change", score, json.dumps(new, separators=(",", ":"), ensure_ascii=False))
 
@@ -210,7 +234,9 @@ def _write_quarantine(rejects: list[Reject], directory: Path, feedback_id: str) 
     return path
 
 
-def apply_feedback(path: Path, dataset: Path, quarantine: Path, feedback_id: str | None = None, now: pd.Timestamp | None = None) -> FeedbackReport:
+def apply_feedback(
+    path: Path, dataset: Path, quarantine: Path, feedback_id: str | None = None, now: pd.Timestamp | None = None
+) -> FeedbackReport:
     """Validate `path`, join it to the stored traces and rewrite the part files whose labels change."""
     feedback_id = feedback_id or _new_id()
     now = now or pd.Timestamp.now(tz="UTC")
@@ -241,7 +267,16 @@ def apply_feedback(path: Path, dataset: Path, quarantine: Path, feedback_id: str
                 row = by_id.loc[rid]
                 d = decide(row, None if np.isnan(quality[i]) else float(quality[i]), extra[i])
                 if d.action == "stale":
-                    rejects.append(Reject(str(path), int(row["source_row"]), FeedbackReason.STALE.value, "timestamp", f"request_id {rid!r}: {d.detail}", row["raw"]))
+                    rejects.append(
+                        Reject(
+                            str(path),
+                            int(row["source_row"]),
+                            FeedbackReason.STALE.value,
+                            "timestamp",
+                            f"request_id {rid!r}: {d.detail}",
+                            row["raw"],
+                        )
+                    )
                     continue
                 actions[d.action] += 1
                 applied_sources[str(row["source"])] += 1
@@ -249,11 +284,24 @@ def apply_feedback(path: Path, dataset: Path, quarantine: Path, feedback_id: str
                     quality[i], extra[i], changed = d.quality, d.extra, True
             if changed:
                 q_idx, e_idx = table.schema.get_field_index("quality"), table.schema.get_field_index("extra")
-                table = table.set_column(q_idx, table.schema.field(q_idx), pa.array(quality, type=pa.float64(), from_pandas=True))
+                table = table.set_column(
+                    q_idx, table.schema.field(q_idx), pa.array(quality, type=pa.float64(), from_pandas=True)
+                )
                 table = table.set_column(e_idx, table.schema.field(e_idx), pa.array(extra.tolist(), type=pa.string()))
                 new_tables[part] = table
-        for rid, row, raw in fb.rows.loc[~fb.rows["request_id"].isin(found), ["request_id", "source_row", "raw"]].itertuples(index=False):
-            rejects.append(Reject(str(path), int(row), FeedbackReason.UNKNOWN_ID.value, "request_id", f"request_id {rid!r} is not in the dataset {dataset}", raw))
+        for rid, row, raw in fb.rows.loc[
+            ~fb.rows["request_id"].isin(found), ["request_id", "source_row", "raw"]
+        ].itertuples(index=False):
+            rejects.append(
+                Reject(
+                    str(path),
+                    int(row),
+                    FeedbackReason.UNKNOWN_ID.value,
+                    "request_id",
+                    f"request_id {rid!r} is not in the dataset {dataset}",
+                    raw,
+                )
+            )
         rejects.sort(key=lambda r: r.row)
         quarantine_file = _write_quarantine(rejects, quarantine, feedback_id)
         written = store.replace_parts(new_tables) if new_tables else []
@@ -283,7 +331,9 @@ def format_summary(report: FeedbackReport) -> str:
     return "\n".join([f"feedback {report.feedback_id}: {report.file}", *[f"{k:<{width}}  {v}" for k, v in rows]])
 
 
-def main(path: Path, params_file: Path | None = None, dataset: Path | None = None, quarantine: Path | None = None) -> FeedbackReport:
+def main(
+    path: Path, params_file: Path | None = None, dataset: Path | None = None, quarantine: Path | None = None
+) -> FeedbackReport:
     """CLI edge: dataset and quarantine folders from params `ingest` (or the flags); prints the summary."""
     params = load_params(params_file, "ingest", IngestParams)
     report = apply_feedback(path, dataset or params.out, quarantine or params.quarantine)

@@ -153,7 +153,9 @@ def _non_negative_ints(values: pd.Series, where: str) -> pd.Series:
     bad = num.isna() | (num < 0) | (num != np.floor(num))
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BeastError(f"{where}: {int(bad.sum())} value(s) not integers >= 0 (first at row {first}: {values.iloc[first]!r})")
+        raise BeastError(
+            f"{where}: {int(bad.sum())} value(s) not integers >= 0 (first at row {first}: {values.iloc[first]!r})"
+        )
     return num.astype("int64")
 
 
@@ -192,7 +194,9 @@ def alpaca_eval_frame(
             df["preference"] = np.nan  # no record has one: every quality stays null (and is counted)
         wrong = df["generator_2"] != model
         if wrong.any():
-            raise BeastError(f"{where}: generator_2 is {df.loc[wrong, 'generator_2'].iloc[0]!r} in {int(wrong.sum())} row(s), expected {model!r}")
+            raise BeastError(
+                f"{where}: generator_2 is {df.loc[wrong, 'generator_2'].iloc[0]!r} in {int(wrong.sum())} row(s), expected {model!r}"
+            )
         for col in ("instruction", "output_2", "dataset"):
             if pd.api.types.infer_dtype(df[col], skipna=False) != "string":
                 raise BeastError(f"{where}: `{col}` must be text in every record")
@@ -222,7 +226,9 @@ def alpaca_eval_frame(
     stray = rows["i"].isna()
     if stray.any():
         first = rows[stray].iloc[0]
-        raise BeastError(f"alpaca-eval {first['model']}: {int(stray.sum())} instruction(s) not in the {reference} file, e.g. {first['instruction'][:60]!r}")
+        raise BeastError(
+            f"alpaca-eval {first['model']}: {int(stray.sum())} instruction(s) not in the {reference} file, e.g. {first['instruction'][:60]!r}"
+        )
     if ref["prompt_id"].duplicated().any():
         raise BeastError("alpaca-eval: two different instructions share a 16-hex prompt_id (sha256 prefix collision)")
     rows = rows.sort_values(["i", "j"], kind="stable").reset_index(drop=True)
@@ -242,7 +248,9 @@ def alpaca_eval_frame(
             "task": rows["task"],
         }
     )
-    return _contract_order(out.astype({c: object for c in ("request_id", "model", "status", "prompt", "prompt_id", "task")}))
+    return _contract_order(
+        out.astype(dict.fromkeys(("request_id", "model", "status", "prompt", "prompt_id", "task"), object))
+    )
 
 
 # ---------------------------------------------------------------------------------------------- Mooncake
@@ -276,7 +284,7 @@ def mooncake_frame(records: pd.DataFrame) -> pd.DataFrame:
         }
     )
     out["timestamp"] = out["timestamp"].dt.as_unit("ms")
-    return _contract_order(out.astype({c: object for c in ("model", "status", "task")}))
+    return _contract_order(out.astype(dict.fromkeys(("model", "status", "task"), object)))
 
 
 # ---------------------------------------------------------------------------------------------- Azure
@@ -295,7 +303,9 @@ def azure_frame(raw: pd.DataFrame, service: str) -> pd.DataFrame:
     ts = pd.to_datetime(raw["TIMESTAMP"], format="%Y-%m-%d %H:%M:%S.%f", errors="coerce", utc=True)
     if ts.isna().any():
         first = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise BeastError(f"{where}: {int(ts.isna().sum())} TIMESTAMP value(s) unreadable (first at row {first}: {raw['TIMESTAMP'].iloc[first]!r})")
+        raise BeastError(
+            f"{where}: {int(ts.isna().sum())} TIMESTAMP value(s) unreadable (first at row {first}: {raw['TIMESTAMP'].iloc[first]!r})"
+        )
     out = pd.DataFrame(
         {
             "request_id": _numbered(f"azure-{service}-", len(raw)),
@@ -307,7 +317,7 @@ def azure_frame(raw: pd.DataFrame, service: str) -> pd.DataFrame:
             "task": AZURE_SERVICES[service],
         }
     )
-    return _contract_order(out.astype({c: object for c in ("model", "status", "task")}))
+    return _contract_order(out.astype(dict.fromkeys(("model", "status", "task"), object)))
 
 
 # ---------------------------------------------------------------------------------------------- RouteLLM
@@ -318,7 +328,9 @@ def _routellm_model(name: str, where: str, known_models: Collection[str] | None)
         raise BeastError(f"{where}: unknown model {name!r}; known: {', '.join(ROUTELLM_MODELS)}")
     model = ROUTELLM_MODELS[name]
     if known_models is not None and model not in known_models:
-        raise BeastError(f"{where}: model {model} (RouteLLM's {name}) is not in the price table; run `beast traces import prices` first")
+        raise BeastError(
+            f"{where}: model {model} (RouteLLM's {name}) is not in the price table; run `beast traces import prices` first"
+        )
     return model
 
 
@@ -362,7 +374,9 @@ def mmlu_frame(subjects: Mapping[str, pd.DataFrame], *, known_models: Collection
         _require_columns(df, ("prompt", *MMLU_MODEL_COLUMNS), where)
         extra = [str(c) for c in df.columns if c != "prompt" and c not in MMLU_MODEL_COLUMNS]
         if extra:
-            raise BeastError(f"{where}: unexpected column(s) {', '.join(extra)}; expected prompt, {', '.join(MMLU_MODEL_COLUMNS)}")
+            raise BeastError(
+                f"{where}: unexpected column(s) {', '.join(extra)}; expected prompt, {', '.join(MMLU_MODEL_COLUMNS)}"
+            )
         if df.empty:
             raise BeastError(f"{where}: no questions")
         if pd.api.types.infer_dtype(df["prompt"], skipna=False) != "string" or (df["prompt"] == "").any():
@@ -400,7 +414,9 @@ def mmlu_frame(subjects: Mapping[str, pd.DataFrame], *, known_models: Collection
             "task": "mmlu/" + rows["subject"],
         }
     )
-    return _contract_order(out.astype({c: object for c in ("request_id", "model", "status", "prompt", "prompt_id", "task")}))
+    return _contract_order(
+        out.astype(dict.fromkeys(("request_id", "model", "status", "prompt", "prompt_id", "task"), object))
+    )
 
 
 def _one_between(text: str, start: str, end: str, what: str) -> str:
@@ -448,7 +464,9 @@ def mt_bench_category(question_id: int) -> str:
     k = (question_id - MT_BENCH_FIRST_ID) // 10
     if not 0 <= k < len(MT_BENCH_CATEGORIES):
         last = MT_BENCH_FIRST_ID + 10 * len(MT_BENCH_CATEGORIES) - 1
-        raise BeastError(f"routellm-mt-bench: question_id {question_id} is not an MT-Bench question ({MT_BENCH_FIRST_ID}-{last})")
+        raise BeastError(
+            f"routellm-mt-bench: question_id {question_id} is not an MT-Bench question ({MT_BENCH_FIRST_ID}-{last})"
+        )
     return MT_BENCH_CATEGORIES[k]
 
 
@@ -487,13 +505,19 @@ def mt_bench_frame(records: pd.DataFrame, *, known_models: Collection[str] | Non
     wrong = multi != (turn == 2)
     if wrong.any():
         r = int(np.flatnonzero(wrong.to_numpy())[0])
-        raise BeastError(f"{where}: record {r}: judge {judge.iloc[r]} does not grade turn {turn.iloc[r]} (-multi-turn judges grade turn 2)")
+        raise BeastError(
+            f"{where}: record {r}: judge {judge.iloc[r]} does not grade turn {turn.iloc[r]} (-multi-turn judges grade turn 2)"
+        )
     score = pd.to_numeric(records["score"], errors="coerce")
-    if (score.isna() & records["score"].notna()).any() or pd.api.types.infer_dtype(records["score"], skipna=True) == "boolean":
+    if (score.isna() & records["score"].notna()).any() or pd.api.types.infer_dtype(
+        records["score"], skipna=True
+    ) == "boolean":
         raise BeastError(f"{where}: score must be a number")
     score = score.where(score != -1)  # FastChat writes -1 when it cannot read the judge's rating
     if ((score < 1) | (score > 10)).any():
-        raise BeastError(f"{where}: score must be in [1, 10] (or -1 / missing), got {sorted(score[(score < 1) | (score > 10)].unique())}")
+        raise BeastError(
+            f"{where}: score must be in [1, 10] (or -1 / missing), got {sorted(score[(score < 1) | (score > 10)].unique())}"
+        )
 
     rows = pd.DataFrame(
         {
@@ -509,8 +533,12 @@ def mt_bench_frame(records: pd.DataFrame, *, known_models: Collection[str] | Non
     same = rows.duplicated(["qid", "turn", "model", "judge"], keep=False)
     if same.any():
         first = rows[same].iloc[0]
-        raise BeastError(f"{where}: several {first['judge']} judgements of question {first['qid']} turn {first['turn']} for {first['model']}")
-    rows = rows.sort_values(["qid", "turn", "model", "reference_guided", "k"], ascending=[True, True, True, False, True], kind="stable")
+        raise BeastError(
+            f"{where}: several {first['judge']} judgements of question {first['qid']} turn {first['turn']} for {first['model']}"
+        )
+    rows = rows.sort_values(
+        ["qid", "turn", "model", "reference_guided", "k"], ascending=[True, True, True, False, True], kind="stable"
+    )
     rows = rows.drop_duplicates(["qid", "turn", "model"], keep="first")
 
     questions, answers = [], []
@@ -518,7 +546,9 @@ def mt_bench_frame(records: pd.DataFrame, *, known_models: Collection[str] | Non
         try:
             qs, answer = mt_bench_turn(records["user_prompt"].iloc[k], int(t))
         except ValueError as exc:
-            raise BeastError(f"{where}: record {k} (question {qid.iloc[k]}, turn {t}, {records['model'].iloc[k]}): {exc}") from None
+            raise BeastError(
+                f"{where}: record {k} (question {qid.iloc[k]}, turn {t}, {records['model'].iloc[k]}): {exc}"
+            ) from None
         questions.append(qs)
         answers.append(answer)
     rows["prompt"] = [MT_BENCH_TURN_SEPARATOR.join(qs) for qs in questions]
@@ -549,7 +579,9 @@ def mt_bench_frame(records: pd.DataFrame, *, known_models: Collection[str] | Non
             "task": "mt-bench/" + rows["category"],
         }
     )
-    return _contract_order(out.astype({c: object for c in ("request_id", "model", "status", "prompt", "prompt_id", "task")}))
+    return _contract_order(
+        out.astype(dict.fromkeys(("request_id", "model", "status", "prompt", "prompt_id", "task"), object))
+    )
 
 
 # ---------------------------------------------------------------------------------------------- serialising
@@ -558,7 +590,10 @@ def mt_bench_frame(records: pd.DataFrame, *, known_models: Collection[str] | Non
 def parquet_bytes(df: pd.DataFrame) -> bytes:
     """Parquet with the contract's Arrow types, zstd, and only the contract version as metadata (no pandas
     metadata: it would tie the bytes to the index layout)."""
-    schema = pa.schema([pa.field(c, FIELD_BY_NAME[c].arrow_type) for c in df.columns], metadata={"beast.trace_contract": CONTRACT_VERSION})
+    schema = pa.schema(
+        [pa.field(c, FIELD_BY_NAME[c].arrow_type) for c in df.columns],
+        metadata={"beast.trace_contract": CONTRACT_VERSION},
+    )
     table = pa.table([_arrow_column(df[c], schema.field(c).type) for c in df.columns], schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=PARQUET_COMPRESSION, compression_level=PARQUET_LEVEL)
@@ -634,7 +669,9 @@ def read_mmlu(src: Path) -> dict[str, pd.DataFrame]:
     for path in files:
         data = read_bytes(path)
         try:
-            out[path.name.removeprefix(MMLU_PREFIX).removesuffix(MMLU_SUFFIX)] = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+            out[path.name.removeprefix(MMLU_PREFIX).removesuffix(MMLU_SUFFIX)] = pd.read_csv(
+                io.BytesIO(data), dtype=str, keep_default_na=False
+            )
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise BeastError(f"{path}: unreadable CSV: {exc}".replace("\n", " ")) from None
     return out
@@ -687,7 +724,9 @@ def import_mooncake(src: Path, out: Path) -> ImportResult:
 def import_azure(src: Path, out: Path) -> ImportResult:
     _require_dir(src, "azure")
     frames = {s: azure_frame(read_azure(src / AZURE_FILE.format(service=s)), s) for s in AZURE_SERVICES}
-    paths = tuple(write_atomic(out / f"azure_{s}.csv.gz", gzip_bytes(csv_bytes(f), GZIP_LEVEL)) for s, f in frames.items())
+    paths = tuple(
+        write_atomic(out / f"azure_{s}.csv.gz", gzip_bytes(csv_bytes(f), GZIP_LEVEL)) for s, f in frames.items()
+    )
     notes = tuple(f"{s}: {len(f)} rows, model placeholder azure/{s}" for s, f in frames.items())
     return ImportResult("azure", paths, sum(len(f) for f in frames.values()), notes)
 
@@ -704,7 +743,10 @@ def import_routellm_mmlu(src: Path, out: Path) -> ImportResult:
     frame = mmlu_frame(read_mmlu(src), known_models=load_prices(PROJECT_PRICES).models)
     path = write_atomic(out / "routellm_mmlu.parquet", parquet_bytes(frame))
     first = frame.drop_duplicates("prompt_id")
-    notes = [f"{frame['model'].nunique()} models x {len(first)} questions in {frame['task'].nunique()} subjects", *_quality_notes(frame)]
+    notes = [
+        f"{frame['model'].nunique()} models x {len(first)} questions in {frame['task'].nunique()} subjects",
+        *_quality_notes(frame),
+    ]
     repeats = int(first["prompt"].duplicated().sum())
     if repeats:
         notes.append(f"{repeats} questions repeat an earlier question's text (own prompt_id each)")
@@ -716,9 +758,16 @@ def import_routellm_mt_bench(src: Path, out: Path) -> ImportResult:
     records = read_mt_bench(src)
     frame = mt_bench_frame(records, known_models=load_prices(PROJECT_PRICES).models)
     path = write_atomic(out / "routellm_mt_bench.parquet", parquet_bytes(frame))
-    notes = [f"{frame['model'].nunique()} models x {frame['prompt_id'].nunique()} (question, turn) prompts", *_quality_notes(frame)]
+    notes = [
+        f"{frame['model'].nunique()} models x {frame['prompt_id'].nunique()} (question, turn) prompts",
+        *_quality_notes(frame),
+    ]
     dropped = len(records) - len(frame)
-    notes.append(f"{dropped} extra judgements dropped (the reference-guided one kept)" if dropped else "one judgement per (question, turn, model)")
+    notes.append(
+        f"{dropped} extra judgements dropped (the reference-guided one kept)"
+        if dropped
+        else "one judgement per (question, turn, model)"
+    )
     return ImportResult("routellm-mt-bench", (path,), len(frame), tuple(notes))
 
 
@@ -738,21 +787,35 @@ def price_aliases_text(text: str, aliases: Mapping[str, str] = PRICE_ALIASES) ->
         if model not in table.models:
             raise BeastError(f"price alias {alias}: its model {model} is not in the price table")
         line = re.search(rf"^  {re.escape(model)}:[ \t]*(\{{[^#\n]*\}})[ \t]*(#.*)?$", text, flags=re.MULTILINE)
-        value = line.group(1).rstrip() if line else yaml.safe_dump(doc["models"][model], default_flow_style=True, width=10**6).strip()
+        value = (
+            line.group(1).rstrip()
+            if line
+            else yaml.safe_dump(doc["models"][model], default_flow_style=True, width=10**6).strip()
+        )
         width = line.start(1) - line.start() if line else 0
         entry = f"{'  ' + alias + ':':<{width}}" if len(alias) + 4 <= width else f"  {alias}: "
-        text = text + ("" if text.endswith("\n") else "\n") + f"{entry}{value}  # alias of {model} (beast import prices)\n"
+        text = (
+            text + ("" if text.endswith("\n") else "\n") + f"{entry}{value}  # alias of {model} (beast import prices)\n"
+        )
         added.append(alias)
     if added:
         try:
             new = parse_prices(yaml.safe_load(text), "price table with aliases")
         except (yaml.YAMLError, BeastError) as exc:
-            raise BeastError(f"price aliases {', '.join(added)}: appending them broke the table (is `models:` the last section?): {exc}".replace("\n", " ")) from None
+            raise BeastError(
+                f"price aliases {', '.join(added)}: appending them broke the table (is `models:` the last section?): {exc}".replace(
+                    "\n", " "
+                )
+            ) from None
         for alias in added:
             got = [(p.input, p.output, p.cached_input, p.effective_from) for p in new.prices if p.model == alias]
-            want = [(p.input, p.output, p.cached_input, p.effective_from) for p in table.prices if p.model == aliases[alias]]
+            want = [
+                (p.input, p.output, p.cached_input, p.effective_from) for p in table.prices if p.model == aliases[alias]
+            ]
             if got != want or new.prices[: len(table.prices)] != table.prices:
-                raise BeastError(f"price alias {alias}: appending it to the table did not copy {aliases[alias]}'s price (is `models:` the last section?)")
+                raise BeastError(
+                    f"price alias {alias}: appending it to the table did not copy {aliases[alias]}'s price (is `models:` the last section?)"
+                )
     return text, added
 
 

@@ -39,7 +39,9 @@ class IngestParams:
     out: Path = Path("data/traces")
     quarantine: Path = Path("data/quarantine")
     prices: Path = Path("data/prices.yaml")
-    metrics: Path | None = None  # DVC metrics JSON (`IngestReport.metrics()`); set only by `beast ingest --metrics FILE` (dvc.yaml)
+    metrics: Path | None = (
+        None  # DVC metrics JSON (`IngestReport.metrics()`); set only by `beast ingest --metrics FILE` (dvc.yaml)
+    )
     strict: bool = False
     block_rows: Count = 200_000
 
@@ -86,7 +88,15 @@ class IngestReport:
 
     def metrics(self) -> dict[str, object]:
         """The numbers that depend only on the inputs (no ids, no timings): DVC metrics."""
-        keys = ("rows_read", "accepted", "stored", "already_stored", "total_cost_usd", "cost_unknown_rows", "error_rate")
+        keys = (
+            "rows_read",
+            "accepted",
+            "stored",
+            "already_stored",
+            "total_cost_usd",
+            "cost_unknown_rows",
+            "error_rate",
+        )
         return {k: getattr(self, k) for k in keys} | {
             "quarantined_total": self.quarantined_total,
             "quarantined": dict(self.quarantined),
@@ -131,9 +141,7 @@ def _checked_block(block: Block) -> tuple[pd.DataFrame, np.ndarray, list[Reject]
     return good, np.flatnonzero(keep), rejects
 
 
-def _dedupe(
-    frame: pd.DataFrame, seen: pd.Series, stored: pd.Series
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _dedupe(frame: pd.DataFrame, seen: pd.Series, stored: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks (duplicate, already_stored, new) over `frame`; `seen`/`stored` map request_id -> row_hash."""
     ids = frame["request_id"]
     dup = ids.duplicated(keep="first").to_numpy() | ids.isin(seen.index).to_numpy()
@@ -179,15 +187,32 @@ def _dup_rejects(read: FileRows, mask: np.ndarray, stored: pd.Series) -> list[Re
     dups = read.frame[mask]
     for b, group in dups.groupby("_block", sort=True):
         block = read.blocks[b]
-        for (rid, row), raw in zip(group[["request_id", "source_row"]].itertuples(index=False), block.raw(group["_pos"].to_numpy()), strict=True):
-            where = "is stored with different content" if rid in stored.index else "repeats an earlier row of this ingest"
-            out.append(Reject(block.source, int(row), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r} {where}", raw))
+        for (rid, row), raw in zip(
+            group[["request_id", "source_row"]].itertuples(index=False),
+            block.raw(group["_pos"].to_numpy()),
+            strict=True,
+        ):
+            where = (
+                "is stored with different content" if rid in stored.index else "repeats an earlier row of this ingest"
+            )
+            out.append(
+                Reject(
+                    block.source, int(row), Reason.DUPLICATE_ID.value, "request_id", f"request_id {rid!r} {where}", raw
+                )
+            )
     return out
 
 
 def _summary_numbers(frame: pd.DataFrame) -> dict:
     if frame.empty:
-        return {"models": {}, "time_min": None, "time_max": None, "total_cost_usd": 0.0, "cost_unknown_rows": 0, "error_rate": None}
+        return {
+            "models": {},
+            "time_min": None,
+            "time_max": None,
+            "total_cost_usd": 0.0,
+            "cost_unknown_rows": 0,
+            "error_rate": None,
+        }
     ts = frame["timestamp"]
     return {
         "models": {str(k): int(v) for k, v in frame["model"].value_counts().sort_index().items()},
@@ -207,7 +232,9 @@ def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) ->
     try:
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for r in rejects:
-                fh.write(json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n")  # ASCII: no Unicode line breaks inside a line
+                fh.write(
+                    json.dumps(asdict(r) | {"ingest_id": ingest_id}) + "\n"
+                )  # ASCII: no Unicode line breaks inside a line
     except OSError as exc:
         raise BeastError(f"{path}: cannot write the quarantine file ({os_reason(exc)}); nothing was stored") from None
     return path
@@ -222,7 +249,11 @@ def check_inputs(paths: Sequence[Path]) -> None:
 
 
 def ingest(
-    paths: Sequence[Path], params: IngestParams, prices: PriceTable, ingest_id: str | None = None, progress: Progress = lambda _: None
+    paths: Sequence[Path],
+    params: IngestParams,
+    prices: PriceTable,
+    ingest_id: str | None = None,
+    progress: Progress = lambda _: None,
 ) -> IngestReport:
     """Read, validate, cost, dedupe and store `paths`; write the quarantine file; return the report."""
     started = time.perf_counter()
@@ -246,14 +277,22 @@ def ingest(
             new = new[~dup]
             seen = pd.concat([seen, pd.Series(frame["row_hash"].to_numpy(), index=frame["request_id"].to_numpy())])
             frame["cost_usd"], frame["cost_source"] = compute_costs(
-                prices, frame["model"], frame["timestamp"], frame["input_tokens"], frame["output_tokens"], frame["cached_input_tokens"], frame["cost_usd"]
+                prices,
+                frame["model"],
+                frame["timestamp"],
+                frame["input_tokens"],
+                frame["output_tokens"],
+                frame["cached_input_tokens"],
+                frame["cost_usd"],
             )
             accepted_frames.append(frame)
             new_frames.append(frame[new])
             rejects += file_rejects
             files.append(FileSummary(str(path), read.rows, len(frame), len(file_rejects)))
             if read.rows != len(frame) + len(file_rejects):  # the invariant: never lose a row silently
-                raise AssertionError(f"{path}: {read.rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined")
+                raise AssertionError(
+                    f"{path}: {read.rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined"
+                )
         accepted = pd.concat(accepted_frames, ignore_index=True)
         order = {str(p): i for i, p in enumerate(paths)}
         rejects.sort(key=lambda r: (order[r.source], r.row))
@@ -316,15 +355,24 @@ def format_summary(report: IngestReport) -> str:
     rows += [
         ("models", f"{len(top)}: {models}" if top else "0"),
         ("time span", f"{report.time_min} .. {report.time_max}" if report.time_min else "-"),
-        ("total cost", f"${report.total_cost_usd:,.4f}" + (f"  (+ {report.cost_unknown_rows:,} rows cost_unknown: no price)" if report.cost_unknown_rows else "")),
+        (
+            "total cost",
+            f"${report.total_cost_usd:,.4f}"
+            + (f"  (+ {report.cost_unknown_rows:,} rows cost_unknown: no price)" if report.cost_unknown_rows else ""),
+        ),
         ("error rate", f"{report.error_rate:.2%}" if report.error_rate is not None else "-"),
         ("dataset", report.dataset),
         ("quarantine", report.quarantine_file or "- (no bad rows)"),
         ("throughput", f"{report.rows_per_second:,.0f} rows/s ({report.seconds:.2f} s)"),
     ]
     width = max(len(k) for k, _ in rows)
-    per_file = [f"  {f.source}: {f.rows:,} read, {f.accepted:,} accepted, {f.quarantined:,} quarantined" for f in report.files]
-    return "\n".join([f"ingest {report.ingest_id} (trace contract v{report.contract_version})", *per_file, ""] + [f"{k:<{width}}  {v}" for k, v in rows])
+    per_file = [
+        f"  {f.source}: {f.rows:,} read, {f.accepted:,} accepted, {f.quarantined:,} quarantined" for f in report.files
+    ]
+    return "\n".join(
+        [f"ingest {report.ingest_id} (trace contract v{report.contract_version})", *per_file, ""]
+        + [f"{k:<{width}}  {v}" for k, v in rows]
+    )
 
 
 def _stderr_progress(message: str) -> None:

@@ -106,7 +106,7 @@ class Ledger:
         for x in self.lines:
             v = getattr(x, key)
             old = out.get(v)
-            stars = {k: "*" for k in KEYS} | {key: v}
+            stars = dict.fromkeys(KEYS, "*") | {key: v}
             out[v] = LedgerLine(
                 **stars,
                 requests=x.requests + (old.requests if old else 0),
@@ -135,11 +135,21 @@ def summarise(rows: pd.DataFrame) -> Ledger:
     if rows.empty:
         return Ledger(())
     known = rows["cost_source"].to_numpy() != COST_UNKNOWN
-    g = rows.assign(_known=known, _cost=np.where(known, rows["cost_usd"].to_numpy(dtype=float), 0.0)).groupby(list(KEYS), sort=True)
+    g = rows.assign(_known=known, _cost=np.where(known, rows["cost_usd"].to_numpy(dtype=float), 0.0)).groupby(
+        list(KEYS), sort=True
+    )
     agg = g.agg(requests=("_known", "size"), priced=("_known", "sum"), cost=("_cost", "sum")).reset_index()
     return Ledger(
         tuple(
-            LedgerLine(str(r.tenant), str(r.model), str(r.day), int(r.requests), int(r.priced), int(r.requests - r.priced), float(r.cost))
+            LedgerLine(
+                str(r.tenant),
+                str(r.model),
+                str(r.day),
+                int(r.requests),
+                int(r.priced),
+                int(r.requests - r.priced),
+                float(r.cost),
+            )
             for r in agg.itertuples(index=False)
         )
     )
@@ -152,7 +162,9 @@ def build_ledger(frame: pd.DataFrame, table: PriceTable) -> Ledger:
 def format_ledger(ledger: Ledger, key: str = "tenant") -> str:
     """A small Markdown table by `key`, unknown-price requests in their own column."""
     lines = [f"| {key} | requests | cost USD | unknown-price requests |", "|---|---|---|---|"]
-    lines += [f"| {v} | {x.requests:,} | {x.cost_usd:,.4f} | {x.unknown_requests:,} |" for v, x in ledger.by(key).items()]
+    lines += [
+        f"| {v} | {x.requests:,} | {x.cost_usd:,.4f} | {x.unknown_requests:,} |" for v, x in ledger.by(key).items()
+    ]
     return "\n".join(lines)
 
 
@@ -162,4 +174,3 @@ def merge_prices(base: PriceTable, extra: PriceTable | None) -> PriceTable:
         return base
     have = set(base.models)
     return PriceTable(base.prices + tuple(p for p in extra.prices if p.model not in have))
-

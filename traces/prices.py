@@ -41,7 +41,9 @@ class PriceTable:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value <= 1e300 or value < 0:  # also NaN, inf, huge ints
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not value <= 1e300 or value < 0
+    ):  # also NaN, inf, huge ints
         raise BeastError(f"{where}: expected a number >= 0, got {value!r}")
     return float(value)
 
@@ -71,7 +73,9 @@ def parse_prices(doc: Any, source: str) -> PriceTable:
                 raise BeastError(f"{where}: expected a mapping with input and output, got {entry!r}")
             unknown = set(entry) - _KEYS
             if unknown:
-                raise BeastError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
+                raise BeastError(
+                    f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}"
+                )
             for key in ("input", "output"):
                 if key not in entry:
                     raise BeastError(f"{where}: missing `{key}` (USD per 1M tokens)")
@@ -106,8 +110,16 @@ def price_rows(table: PriceTable, model: pd.Series, timestamp: pd.Series) -> pd.
             rows = np.flatnonzero((codes == i) & ts_ok)
             if len(rows) == 0:
                 continue
-            prices = sorted((p for p in table.prices if p.model == name), key=lambda p: (p.effective_from is not None, p.effective_from))
-            since = np.array([np.iinfo(np.int64).min if p.effective_from is None else p.effective_from.value // 10**6 for p in prices])
+            prices = sorted(
+                (p for p in table.prices if p.model == name),
+                key=lambda p: (p.effective_from is not None, p.effective_from),
+            )
+            since = np.array(
+                [
+                    np.iinfo(np.int64).min if p.effective_from is None else p.effective_from.value // 10**6
+                    for p in prices
+                ]
+            )
             which = np.searchsorted(since, ts[rows], side="right") - 1
             hit = which >= 0
             for key in out:
@@ -129,7 +141,9 @@ def compute_costs(
     cached = cached_input_tokens.fillna(0).to_numpy(dtype=float)
     inp = input_tokens.to_numpy(dtype=float)
     out = output_tokens.to_numpy(dtype=float)
-    computed = ((inp - cached) * p["input"].to_numpy() + cached * p["cached_input"].to_numpy() + out * p["output"].to_numpy()) / 1e6
+    computed = (
+        (inp - cached) * p["input"].to_numpy() + cached * p["cached_input"].to_numpy() + out * p["output"].to_numpy()
+    ) / 1e6
     logged = logged_cost.to_numpy(dtype=float, na_value=np.nan)
     has_logged = ~np.isnan(logged)
     has_price = ~np.isnan(computed)

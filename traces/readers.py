@@ -56,7 +56,9 @@ class Block:
 def _object_frame(records: list[dict]) -> pd.DataFrame:
     """Columns of Python values as they were (no int -> float upcast on missing values)."""
     keys = list(dict.fromkeys(k for r in records for k in r))
-    return pd.DataFrame({k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys}, index=range(len(records)))
+    return pd.DataFrame(
+        {k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys}, index=range(len(records))
+    )
 
 
 # ---------------------------------------------------------------- JSONL
@@ -157,7 +159,9 @@ def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
         return None, Reason.NOT_AN_OBJECT, f"a JSON {type(value).__name__}, expected an object"
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _too_deep(value):
         return None, Reason.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH} levels"
-    if b"\\ud" in line or b"\\uD" in line or b"\xed" in line:  # a \uD800-\uDFFF escape (json decodes bytes with surrogatepass)
+    if (
+        b"\\ud" in line or b"\\uD" in line or b"\xed" in line
+    ):  # a \uD800-\uDFFF escape (json decodes bytes with surrogatepass)
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -196,7 +200,9 @@ def read_jsonl(path: Path, block_rows: int) -> Iterator[Block]:
         lo, first_line = hi, first_line + n_lines
 
 
-def _jsonl_block(source: str, data: bytes, lo: int, hi: int, first_line: int, n_lines: int, table: pa.Table | None) -> Block:
+def _jsonl_block(
+    source: str, data: bytes, lo: int, hi: int, first_line: int, n_lines: int, table: pa.Table | None
+) -> Block:
     bounds: list[tuple[np.ndarray, np.ndarray]] = []
 
     def lines() -> tuple[np.ndarray, np.ndarray]:  # absolute start / end of each line of the block
@@ -215,7 +221,9 @@ def _jsonl_block(source: str, data: bytes, lo: int, hi: int, first_line: int, n_
     starts, ends = lines()
     nonblank = _nonblank(data, starts, ends)
     if table is not None and table.num_rows == len(nonblank):  # blank lines only
-        return Block(source, arrow_to_pandas(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos])
+        return Block(
+            source, arrow_to_pandas(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos]
+        )
     records, kept_l, rejects = [], [], []
     for i in nonblank:  # a damaged block: line by line, so each bad line gets its own reason
         line = data[starts[i] : ends[i]]
@@ -228,7 +236,9 @@ def _jsonl_block(source: str, data: bytes, lo: int, hi: int, first_line: int, n_
             records.append(value)
             kept_l.append(i)
     kept = np.asarray(kept_l, dtype=np.int64)
-    return Block(source, _object_frame(records), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos], tuple(rejects))
+    return Block(
+        source, _object_frame(records), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos], tuple(rejects)
+    )
 
 
 # ---------------------------------------------------------------- CSV
@@ -246,7 +256,11 @@ def _cells_raw(frame: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
     def raw(pos: np.ndarray) -> list[str]:
         records = frame.iloc[pos].astype(object).to_dict("records")
         return [
-            json.dumps({k: _jsonable(v) for k, v in r.items() if isinstance(v, np.ndarray) or not pd.isna(v)}, ensure_ascii=False, default=str)
+            json.dumps(
+                {k: _jsonable(v) for k, v in r.items() if isinstance(v, np.ndarray) or not pd.isna(v)},
+                ensure_ascii=False,
+                default=str,
+            )
             for r in records
         ]
 
@@ -276,7 +290,9 @@ def _csv_slow(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Re
 def _check_header(source: str, header: list[str]) -> None:
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
-        raise BeastError(f"{source}: CSV header repeats column(s) {', '.join(map(repr, dup)) if any(not h.isprintable() for h in dup) else ', '.join(dup)}")
+        raise BeastError(
+            f"{source}: CSV header repeats column(s) {', '.join(map(repr, dup)) if any(not h.isprintable() for h in dup) else ', '.join(dup)}"
+        )
 
 
 def _csv_records(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
@@ -324,8 +340,12 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
     try:
         table = pa_csv.read_csv(
             io.BytesIO(data),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: invalid.append(row) or "skip"),
-            convert_options=pa_csv.ConvertOptions(column_types={h: pa.string() for h in header}, strings_can_be_null=True),
+            parse_options=pa_csv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=lambda row: invalid.append(row) or "skip"
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=True
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         table = None
@@ -340,7 +360,13 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
     raw = _cells_raw(frame)
     for a in range(0, max(len(frame), 1), block_rows):
         sub = frame.iloc[a : a + block_rows].reset_index(drop=True)
-        yield Block(source, sub, rows[a : a + block_rows], lambda pos, a=a: raw(np.asarray(pos) + a), tuple(rejects) if a == 0 else ())
+        yield Block(
+            source,
+            sub,
+            rows[a : a + block_rows],
+            lambda pos, a=a: raw(np.asarray(pos) + a),
+            tuple(rejects) if a == 0 else (),
+        )
 
 
 # ---------------------------------------------------------------- Parquet

@@ -35,9 +35,11 @@ def locked(root: Path) -> Iterator[None]:
     """Hold the dataset's writer lock (blocking) for the duration of the block."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fh = open(root / ".lock", "a+")
+        fh = open(root / ".lock", "a+")  # noqa: SIM115 - closed by the `with fh:` below; opened apart so an open failure has its own message
     except OSError as exc:
-        raise BeastError(f"{root}: cannot create the dataset directory or its lock file ({exc.strerror or exc})") from None
+        raise BeastError(
+            f"{root}: cannot create the dataset directory or its lock file ({exc.strerror or exc})"
+        ) from None
     with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -65,7 +67,13 @@ def _dataset(root: Path) -> ds.Dataset | None:
     files = part_files(root)
     if not files:
         return None
-    return ds.dataset([str(p) for p in files], format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root), schema=STORE_SCHEMA)
+    return ds.dataset(
+        [str(p) for p in files],
+        format="parquet",
+        partitioning=_PARTITIONING,
+        partition_base_dir=str(root),
+        schema=STORE_SCHEMA,
+    )
 
 
 def read_traces(root: Path, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pd.DataFrame:
@@ -107,7 +115,9 @@ def pieces(root: Path, max_rows: int) -> list[Piece]:
 
 def read_piece(piece: Piece, columns: Sequence[str]) -> pd.DataFrame:
     """`columns` of one piece with exactly the types `read_traces` gives (absent columns as typed nulls)."""
-    table = pq.ParquetFile(piece.path).read_row_groups(list(piece.row_groups), columns=[c for c in columns if c != "date"])
+    table = pq.ParquetFile(piece.path).read_row_groups(
+        list(piece.row_groups), columns=[c for c in columns if c != "date"]
+    )
     date = piece.path.parent.name.removeprefix("date=")
     arrays = []
     for name in columns:
@@ -149,7 +159,10 @@ def pending_ids(root: Path) -> set[str]:
 
 def begin(root: Path, ingest_id: str, files: Sequence[Path]) -> Path:
     """Open the ingest's transaction: the journal, durable before any file of the ingest appears."""
-    return write_atomic(_journal(root, ingest_id), (json.dumps({"ingest_id": ingest_id, "files": [str(f) for f in files]}) + "\n").encode())
+    return write_atomic(
+        _journal(root, ingest_id),
+        (json.dumps({"ingest_id": ingest_id, "files": [str(f) for f in files]}) + "\n").encode(),
+    )
 
 
 def commit(root: Path, ingest_id: str) -> None:
@@ -219,7 +232,11 @@ def part_files(root: Path) -> list[Path]:
     if not root.exists():
         return []
     pending = tuple(f"part-{i}-" for i in pending_ids(root))
-    return sorted(p for p in root.glob("date=*/*.parquet") if not p.name.startswith(".") and not (pending and p.name.startswith(pending)))
+    return sorted(
+        p
+        for p in root.glob("date=*/*.parquet")
+        if not p.name.startswith(".") and not (pending and p.name.startswith(pending))
+    )
 
 
 def replace_parts(tables: Mapping[Path, pa.Table]) -> list[Path]:
@@ -236,6 +253,8 @@ def replace_parts(tables: Mapping[Path, pa.Table]) -> list[Path]:
                 pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
                 done.append(path)
     except OSError as exc:
-        raise BeastError(f"{next(iter(tables)).parents[1]}: cannot rewrite the dataset ({exc.strerror or exc}); "
-                         "files are whole (old or new), run the same update again to finish it") from None
+        raise BeastError(
+            f"{next(iter(tables)).parents[1]}: cannot rewrite the dataset ({exc.strerror or exc}); "
+            "files are whole (old or new), run the same update again to finish it"
+        ) from None
     return done

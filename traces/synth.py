@@ -282,7 +282,9 @@ def synth_frame(params: SynthParams, prices: PriceTable) -> pd.DataFrame:
     sys_tokens_tab = rng.lognormal(np.log(400.0), 0.6, size=(params.tenants, len(TASKS)))
     sys_tokens = np.floor(sys_tokens_tab[tenant_i, task_i]).astype(np.int64) + 20
     message = np.floor(rng.lognormal(np.log(_TASK_IN[task_i]), 1.2, size=n)).astype(np.int64) + 1
-    input_tokens = np.where(prompted, np.floor(pool_tokens[task_i, prompt_k]).astype(np.int64) + 1, sys_tokens + history + message)
+    input_tokens = np.where(
+        prompted, np.floor(pool_tokens[task_i, prompt_k]).astype(np.int64) + 1, sys_tokens + history + message
+    )
     input_tokens = np.minimum(input_tokens, MAX_INPUT_TOKENS)
     would_output = rng.lognormal(np.log(_TASK_OUT[task_i] * verbosity[model_i]), 0.8, size=n)
     would_output = np.clip(np.floor(would_output), 1, MAX_OUTPUT_TOKENS).astype(np.int64)
@@ -378,8 +380,18 @@ def synth_frame(params: SynthParams, prices: PriceTable) -> pd.DataFrame:
             "tenant": _str(_pick(tenant_names, tenant_i)),
             "session_id": _str(_label(f"sess-{params.seed}-", sess, 8)),
             "task": _str(_pick(TASKS, task_i)),
-            "prefix_blocks": _prefix_blocks(sess_blocks[sess], prompted, tenant_i, task_i, sess, prompt_hash,
-                                            sys_tokens, history, input_tokens, params.seed),
+            "prefix_blocks": _prefix_blocks(
+                sess_blocks[sess],
+                prompted,
+                tenant_i,
+                task_i,
+                sess,
+                prompt_hash,
+                sys_tokens,
+                history,
+                input_tokens,
+                params.seed,
+            ),
             "cache_hit": cache_hit,
             "cache_key": _str(_hex(key_hash)),
         }
@@ -392,8 +404,11 @@ def synth_frame(params: SynthParams, prices: PriceTable) -> pd.DataFrame:
         when = pd.Series(pd.to_datetime(t_ms[logged_cost], unit="ms", utc=True), index=sub.index)
         p = price_rows(prices, sub["model"], when)
         c = sub["cached_input_tokens"].fillna(0).to_numpy(dtype=float)
-        cost = ((sub["input_tokens"].to_numpy() - c) * p["input"].to_numpy() + c * p["cached_input"].to_numpy()
-                + sub["output_tokens"].to_numpy() * p["output"].to_numpy()) / 1e6
+        cost = (
+            (sub["input_tokens"].to_numpy() - c) * p["input"].to_numpy()
+            + c * p["cached_input"].to_numpy()
+            + sub["output_tokens"].to_numpy() * p["output"].to_numpy()
+        ) / 1e6
         frame.loc[logged_cost, "cost_usd"] = np.round(cost, 10)  # 10 decimals: what the JSONL writer keeps
     return frame[list(COLUMNS)]
 
@@ -441,7 +456,9 @@ def _prefix_blocks(
     sys_b = np.maximum(sys_tokens // BLOCK_TOKENS, 1)
     rest_tokens = np.where(prompted, input_tokens, history)
     rest_b = rest_tokens // BLOCK_TOKENS
-    total = np.where(has, np.minimum(np.minimum(sys_b + rest_b, np.maximum(input_tokens // BLOCK_TOKENS, 1)), MAX_BLOCKS), 0)
+    total = np.where(
+        has, np.minimum(np.minimum(sys_b + rest_b, np.maximum(input_tokens // BLOCK_TOKENS, 1)), MAX_BLOCKS), 0
+    )
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(total, out=offsets[1:])
     row = np.repeat(np.arange(n), total)
@@ -457,8 +474,13 @@ def _prefix_blocks(
 
 def _empty_frame() -> pd.DataFrame:
     dtypes = {
-        Kind.STR: "str", Kind.ENUM: "str", Kind.TIMESTAMP: "str", Kind.INT: "int64", Kind.FLOAT: "float64",
-        Kind.BOOL: "bool", Kind.INT_LIST: "object",
+        Kind.STR: "str",
+        Kind.ENUM: "str",
+        Kind.TIMESTAMP: "str",
+        Kind.INT: "int64",
+        Kind.FLOAT: "float64",
+        Kind.BOOL: "bool",
+        Kind.INT_LIST: "object",
     }
     cols = {c: pd.Series([], dtype=dtypes[FIELD_BY_NAME[c].kind]) for c in COLUMNS}
     cols["cached_input_tokens"] = pd.Series([], dtype="Int64")
@@ -671,7 +693,9 @@ def _jsonl_lines(frame: pd.DataFrame) -> pa.ChunkedArray:
 
 
 def _pandas_jsonl(frame: pd.DataFrame) -> pa.ChunkedArray:
-    text = frame.to_json(orient="records", lines=True, double_precision=10, force_ascii=False, date_format="iso", date_unit="ms")
+    text = frame.to_json(
+        orient="records", lines=True, double_precision=10, force_ascii=False, date_format="iso", date_unit="ms"
+    )
     text = text if text.endswith("\n") else text + "\n"
     return pa.chunked_array([_lines_from_bytes(pa.py_buffer(text.encode("utf-8")))])
 
@@ -707,8 +731,10 @@ def _corrupt_lines(
     idx, source = idx + first, source + first
     old = lines.take(pa.array(idx)).to_pylist()
     src = lines.take(pa.array(source)).to_pylist()
-    new = np.array([fix(kinds[k][0], o[:-1], s[:-1]) + "\n" for k, o, s in zip(kind_i.tolist(), old, src, strict=True)],
-                   dtype=object)
+    new = np.array(
+        [fix(kinds[k][0], o[:-1], s[:-1]) + "\n" for k, o, s in zip(kind_i.tolist(), old, src, strict=True)],
+        dtype=object,
+    )
     chunks, start = [], 0
     for chunk in lines.chunks:
         stop = start + len(chunk)

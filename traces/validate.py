@@ -59,7 +59,11 @@ def _is_obj(s: pd.Series) -> bool:
 
 def _types(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For an object column: masks of (bool, number, str) cells."""
-    kinds = s.map(lambda v: 0 if isinstance(v, (bool, np.bool_)) else 1 if isinstance(v, _NUMS) else 2 if isinstance(v, str) else 3)
+    kinds = s.map(
+        lambda v: (
+            0 if isinstance(v, (bool, np.bool_)) else 1 if isinstance(v, _NUMS) else 2 if isinstance(v, str) else 3
+        )
+    )
     k = kinds.to_numpy()
     return k == 0, k == 1, k == 2
 
@@ -88,7 +92,9 @@ def _as_number(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
         try:
             vals = pd.to_numeric(s.where(usable), errors="coerce").astype(float)
         except OverflowError:  # an integer beyond float range (a 309+ digit JSON number): not finite, so invalid
-            huge = s.where(usable).map(lambda v: (np.inf if v > 0 else -np.inf) if isinstance(v, int) and abs(v) > 1e308 else v)
+            huge = s.where(usable).map(
+                lambda v: (np.inf if v > 0 else -np.inf) if isinstance(v, int) and abs(v) > 1e308 else v
+            )
             vals = pd.to_numeric(huge, errors="coerce").astype(float)
     elif not pd.api.types.is_string_dtype(s.dtype):  # timestamps, durations, ... (e.g. from Parquet): not a number
         return pd.Series(np.full(n, np.nan)), missing, ~missing
@@ -109,7 +115,10 @@ def _range(spec: FieldSpec, vals: np.ndarray) -> np.ndarray:
 
 
 def _expect(spec: FieldSpec) -> str:
-    bounds = [f">= {spec.minimum:g}" if spec.minimum is not None else "", f"<= {spec.maximum:g}" if spec.maximum is not None else ""]
+    bounds = [
+        f">= {spec.minimum:g}" if spec.minimum is not None else "",
+        f"<= {spec.maximum:g}" if spec.maximum is not None else "",
+    ]
     return " ".join([spec.kind.value] + [b for b in bounds if b])
 
 
@@ -187,7 +196,9 @@ def convert_timestamp(spec: FieldSpec, s: pd.Series) -> Converted:
         ms = ts.astype("datetime64[ms, UTC]").astype("int64").to_numpy(dtype=float, copy=True)
         ms[missing] = np.nan
         unparsed = np.zeros(n, dtype=bool)
-    elif pd.api.types.is_bool_dtype(s.dtype) or not (_is_obj(s) or pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)):
+    elif pd.api.types.is_bool_dtype(s.dtype) or not (
+        _is_obj(s) or pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)
+    ):
         unparsed = ~missing  # booleans, durations, ... (e.g. from Parquet): not a time
     elif pd.api.types.is_numeric_dtype(s.dtype):
         ms = s.to_numpy(dtype=float, na_value=np.nan)
@@ -202,7 +213,9 @@ def convert_timestamp(spec: FieldSpec, s: pd.Series) -> Converted:
             wrong = np.zeros(n, dtype=bool)
         text = text.str.strip()
         digits = text.str.fullmatch(r"-?\d+(\.\d+)?").fillna(False).to_numpy(dtype=bool)
-        ms = np.where(digits, pd.to_numeric(text.where(digits), errors="coerce").to_numpy(dtype=float, na_value=np.nan), np.nan)
+        ms = np.where(
+            digits, pd.to_numeric(text.where(digits), errors="coerce").to_numpy(dtype=float, na_value=np.nan), np.nan
+        )
         iso = ~digits & ~missing & ~wrong
         if iso.any():
             parsed = pd.to_datetime(text.where(iso), utc=True, format="ISO8601", errors="coerce")
@@ -239,12 +252,22 @@ def _int_list(v: object) -> list[int] | None:
 def convert_int_list(spec: FieldSpec, s: pd.Series) -> Converted:
     """A list of integers: Arrow lists as they are (fast path); JSON arrays or their text (CSV) cell by cell."""
     n = len(s)
-    if isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_list(s.dtype.pyarrow_dtype) and pa.types.is_integer(s.dtype.pyarrow_dtype.value_type):
+    if (
+        isinstance(s.dtype, pd.ArrowDtype)
+        and pa.types.is_list(s.dtype.pyarrow_dtype)
+        and pa.types.is_integer(s.dtype.pyarrow_dtype.value_type)
+    ):
         missing = s.isna().to_numpy(dtype=bool, na_value=True)
         none = np.zeros(n, dtype=bool)
         return Converted(s.astype(INT_LIST_DTYPE), missing, none, _codes(n, none, Reason.BAD_TYPE), "list of integers")
     cells = s.astype(object).to_numpy()
-    missing = np.array([v is None or v is pd.NA or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()) for v in cells], dtype=bool)
+    missing = np.array(
+        [
+            v is None or v is pd.NA or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+            for v in cells
+        ],
+        dtype=bool,
+    )
     lists = [None if m else _int_list(v) for v, m in zip(cells, missing, strict=True)]
     invalid = ~missing & np.array([x is None for x in lists], dtype=bool)
     values = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(lists, type=pa.list_(pa.int64()))))
@@ -265,7 +288,11 @@ _ABSENT_DTYPES = {
 def _absent(spec: FieldSpec, n: int) -> Converted:
     """A field no row of the block has: all missing, no conversion work."""
     none = np.zeros(n, dtype=bool)
-    values = pd.Series(pd.array([None] * n, dtype=_ABSENT_DTYPES[spec.kind])) if n else pd.Series([], dtype=_ABSENT_DTYPES[spec.kind])
+    values = (
+        pd.Series(pd.array([None] * n, dtype=_ABSENT_DTYPES[spec.kind]))
+        if n
+        else pd.Series([], dtype=_ABSENT_DTYPES[spec.kind])
+    )
     return Converted(values, np.ones(n, dtype=bool), none, _codes(n, none, Reason.BAD_TYPE), "")
 
 
@@ -325,7 +352,9 @@ def check(raw: pd.DataFrame) -> Checked:
             problems.append((spec.name, conv.missing, _codes(n, conv.missing, Reason.MISSING_FIELD), "a value"))
     status = frame["status"].to_numpy(dtype=object)
     no_type = (status == STATUS_ERROR) & frame["error_type"].isna().to_numpy()
-    problems.append(("error_type", no_type, _codes(n, no_type, Reason.MISSING_FIELD), "an error type when status is error"))
+    problems.append(
+        ("error_type", no_type, _codes(n, no_type, Reason.MISSING_FIELD), "an error type when status is error")
+    )
     cached = frame["cached_input_tokens"].to_numpy(dtype=float, na_value=np.nan)
     inp = frame["input_tokens"].to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore"):

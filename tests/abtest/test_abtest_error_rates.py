@@ -101,8 +101,12 @@ def _paired(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 SAMPLE_TESTS: list[tuple[str, int, Callable, Callable]] = [
     ("welch, A/A normal", 1, _normal_aa, lambda a, b: welch(a, b, ALPHA)),
     ("mann_whitney, A/A lognormal", 2, _lognormal_cost, lambda a, b: mann_whitney(a, b, ALPHA)),
-    ("non_inferiority at margin 0.02", 3, lambda g: _normal_aa(g, shift_b=-0.02),
-     lambda a, b: non_inferiority(a, b, 0.02, ALPHA, higher_is_better=True)),
+    (
+        "non_inferiority at margin 0.02",
+        3,
+        lambda g: _normal_aa(g, shift_b=-0.02),
+        lambda a, b: non_inferiority(a, b, 0.02, ALPHA, higher_is_better=True),
+    ),
     ("superiority_cost, A/A lognormal", 4, _lognormal_cost, lambda a, b: superiority_cost(a, b, 0.0, ALPHA)),
     ("paired_t, paired A/A", 5, _paired, lambda a, b: paired_t(a, b, ALPHA)),
     ("wilcoxon, paired A/A", 6, _paired, lambda a, b: wilcoxon(a, b, ALPHA)),
@@ -125,14 +129,21 @@ def test_welch_false_positive_rate_with_unequal_variances_and_sizes() -> None:
     would reject ~ 0.003 here). Measured with seed 0: 0.0535."""
     rng = _rng(7)
     a, b = rng.normal(0.0, 1.0, (R, N)), rng.normal(0.0, 3.0, (R, 150))
-    rate = _record("welch, equal means, sd 1 vs 3, n 500 vs 150", _reject_rate([welch(a[i], b[i], ALPHA) for i in range(R)]),
-                   ALPHA, ALPHA - 2 * SE, ALPHA + 2 * SE, R)
+    rate = _record(
+        "welch, equal means, sd 1 vs 3, n 500 vs 150",
+        _reject_rate([welch(a[i], b[i], ALPHA) for i in range(R)]),
+        ALPHA,
+        ALPHA - 2 * SE,
+        ALPHA + 2 * SE,
+        R,
+    )
     assert abs(rate - ALPHA) <= 2 * SE
 
 
 def _exact_size(call: Callable[[int, int], TestResult], n: int, p_a: float, p_b: float, width: float = 6.0) -> float:
     """Exact rejection probability: sum of P(S_a = i) P(S_b = j) over every (i, j) within `width` sd of the
     means (the mass outside is < 1e-8), each pair run through the real function."""
+
     def support(p: float) -> np.ndarray:
         sd = math.sqrt(n * p * (1 - p))
         return np.arange(max(0, math.floor(n * p - width * sd)), min(n, math.ceil(n * p + width * sd)) + 1)
@@ -168,12 +179,19 @@ def test_aa_false_positive_rate_of_non_inferiority_proportions_at_the_margin() -
     exact_expected = {True: 0.050530, False: 0.051016}  # from an independent grid computation of the formula
     for label, pa, pb, hib in cases:
         sa, sb = rng.binomial(N, pa, R), rng.binomial(N, pb, R)
-        results = [non_inferiority_proportions(int(x), N, int(y), N, m, ALPHA, higher_is_better=hib)
-                   for x, y in zip(sa, sb, strict=True)]
-        rate = _record(f"non_inferiority_proportions, {label}", _reject_rate(results), ALPHA,
-                       ALPHA - 2 * SE, ALPHA + 2 * SE, R)
-        exact = _exact_size(lambda i, j, pa=pa, hib=hib: non_inferiority_proportions(i, N, j, N, m, ALPHA, higher_is_better=hib),
-                            N, pa, pb)
+        results = [
+            non_inferiority_proportions(int(x), N, int(y), N, m, ALPHA, higher_is_better=hib)
+            for x, y in zip(sa, sb, strict=True)
+        ]
+        rate = _record(
+            f"non_inferiority_proportions, {label}", _reject_rate(results), ALPHA, ALPHA - 2 * SE, ALPHA + 2 * SE, R
+        )
+        exact = _exact_size(
+            lambda i, j, pa=pa, hib=hib: non_inferiority_proportions(i, N, j, N, m, ALPHA, higher_is_better=hib),
+            N,
+            pa,
+            pb,
+        )
         _record(f"non_inferiority_proportions, {label}, exact", exact, ALPHA, ALPHA - 0.005, ALPHA + 0.005, 0)
         assert abs(rate - ALPHA) <= 2 * SE, (label, rate)
         assert exact == pytest.approx(exact_expected[hib], abs=5e-4), (label, exact)
@@ -215,13 +233,26 @@ def test_msprt_controls_false_positives_under_peeking_and_naive_welch_does_not()
     for i in range(25):
         per_look = [msprt(a[i, :j], b[i, :j], tau, ALPHA) for j in k]
         assert all(r.code is StatCode.OK for r in per_look)
-        np.testing.assert_allclose(always_valid_p_values([r.p_value for r in per_look]), running[i], rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose([welch(a[i, :j], b[i, :j], ALPHA).p_value for j in k], naive[i], rtol=1e-9, atol=1e-12)
-    seq = _record("mSPRT, A/A, 20 looks (always-valid)", float((running[:, -1] < ALPHA).mean()), ALPHA, 0.0, ALPHA + 2 * SE, R)
-    peek = _record("naive welch, A/A, 20 looks (peeking)", float((naive < ALPHA).any(axis=1).mean()), ALPHA,
-                   2 * ALPHA, 1.0, R)
-    final = _record("naive welch, A/A, last look only", float((naive[:, -1] < ALPHA).mean()), ALPHA,
-                    ALPHA - 2 * SE, ALPHA + 2 * SE, R)
+        np.testing.assert_allclose(
+            always_valid_p_values([r.p_value for r in per_look]), running[i], rtol=1e-9, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            [welch(a[i, :j], b[i, :j], ALPHA).p_value for j in k], naive[i], rtol=1e-9, atol=1e-12
+        )
+    seq = _record(
+        "mSPRT, A/A, 20 looks (always-valid)", float((running[:, -1] < ALPHA).mean()), ALPHA, 0.0, ALPHA + 2 * SE, R
+    )
+    peek = _record(
+        "naive welch, A/A, 20 looks (peeking)", float((naive < ALPHA).any(axis=1).mean()), ALPHA, 2 * ALPHA, 1.0, R
+    )
+    final = _record(
+        "naive welch, A/A, last look only",
+        float((naive[:, -1] < ALPHA).mean()),
+        ALPHA,
+        ALPHA - 2 * SE,
+        ALPHA + 2 * SE,
+        R,
+    )
     assert seq <= ALPHA + 2 * SE
     assert peek > 2 * ALPHA  # peeking inflates the fixed-horizon test: the reason the sequential one exists
     assert abs(final - ALPHA) <= 2 * SE  # the test itself is fine at its one planned look
@@ -269,15 +300,23 @@ def test_power_means_calibration(sd: float, mde: float, n_expected: int, k: int)
     assert abs(rate - 0.8) <= POWER_BAND
 
 
-@pytest.mark.parametrize(("p_a", "mde", "n_expected", "k"), [(0.1, 0.02, 3841, 14), (0.1, -0.02, 3213, 15), (0.3, 0.05, 1377, 16)])
+@pytest.mark.parametrize(
+    ("p_a", "mde", "n_expected", "k"), [(0.1, 0.02, 3841, 14), (0.1, -0.02, 3213, 15), (0.3, 0.05, 1377, 16)]
+)
 def test_power_proportions_calibration(p_a: float, mde: float, n_expected: int, k: int) -> None:
     """two_proportions on binomial data at the n power_proportions gives for 80%. Measured with seed 0:
     0.10 -> 0.12 (n 3841) 0.8050; 0.10 -> 0.08 (n 3213) 0.8020; 0.30 -> 0.35 (n 1377) 0.8035."""
     pw = power_proportions(p_a, mde, ALPHA, 0.8)
     assert pw.code is StatCode.OK and pw.n_per_arm == n_expected
     rate = _simulated_power_proportions(_rng(k), p_a, mde, pw.n_per_arm)
-    _record(f"power two_proportions, {p_a} -> {p_a + mde:.2f} n {pw.n_per_arm}", rate, 0.8,
-            0.8 - POWER_BAND, 0.8 + POWER_BAND, R)
+    _record(
+        f"power two_proportions, {p_a} -> {p_a + mde:.2f} n {pw.n_per_arm}",
+        rate,
+        0.8,
+        0.8 - POWER_BAND,
+        0.8 + POWER_BAND,
+        R,
+    )
     assert abs(rate - 0.8) <= POWER_BAND
 
 
@@ -302,8 +341,14 @@ def test_mde_round_trips_and_simulated_power_at_the_mde() -> None:
     assert abs(rate - 0.8) <= POWER_BAND
     m_prop = mde_proportions(0.1, 2000).mde
     rate = _simulated_power_proportions(_rng(18), 0.1, m_prop, 2000)
-    _record(f"power two_proportions at mde_proportions(0.1, 2000) = {m_prop:.4f}", rate, 0.8,
-            0.8 - POWER_BAND, 0.8 + POWER_BAND, R)
+    _record(
+        f"power two_proportions at mde_proportions(0.1, 2000) = {m_prop:.4f}",
+        rate,
+        0.8,
+        0.8 - POWER_BAND,
+        0.8 + POWER_BAND,
+        R,
+    )
     assert abs(rate - 0.8) <= POWER_BAND
 
 
@@ -331,11 +376,16 @@ def test_srm_flags_a_52_48_split_on_20k_requests() -> None:
     draws = _rng(19).multinomial(SRM_TOTAL, [0.52, 0.48], size=R)
     results = [srm(d.tolist(), [0.5, 0.5], SRM_THRESHOLD) for d in draws]
     assert all(x.code is StatCode.OK for x in results)
-    rate = _record("srm flags 52/48 on 20k (multinomial)", float(np.mean([x.mismatch for x in results])), 0.9911, 0.99, 1.0, R)
+    rate = _record(
+        "srm flags 52/48 on 20k (multinomial)", float(np.mean([x.mismatch for x in results])), 0.9911, 0.99, 1.0, R
+    )
     np.testing.assert_allclose([x.p_value for x in results], _chi2_p(draws[:, 0], SRM_TOTAL, 0.5), rtol=1e-9)
     # exact: flagged iff the 52% arm's count c has chi2 = (c - 10000)^2 / 5000 > chi2_{1, 0.999}
     cut = math.sqrt(stats.chi2.isf(SRM_THRESHOLD, 1) * SRM_TOTAL / 4)
-    exact = float(stats.binom.sf(math.floor(SRM_TOTAL / 2 + cut), SRM_TOTAL, 0.52) + stats.binom.cdf(math.ceil(SRM_TOTAL / 2 - cut) - 1, SRM_TOTAL, 0.52))
+    exact = float(
+        stats.binom.sf(math.floor(SRM_TOTAL / 2 + cut), SRM_TOTAL, 0.52)
+        + stats.binom.cdf(math.ceil(SRM_TOTAL / 2 - cut) - 1, SRM_TOTAL, 0.52)
+    )
     assert exact == pytest.approx(0.9911, abs=2e-4)
     assert rate >= 0.99
 
@@ -353,8 +403,14 @@ def test_srm_false_alarm_rate_on_a_50_50_split() -> None:
     results = [srm(counts[i].tolist(), [0.5, 0.5], SRM_THRESHOLD) for i in check]
     assert [x.mismatch for x in results] == flagged[check].tolist()
     np.testing.assert_allclose([x.p_value for x in results], p[check], rtol=1e-9)
-    rate = _record("srm flags 50/50 on 20k", float(flagged.mean()), SRM_THRESHOLD, SRM_THRESHOLD - 3 * se,
-                   SRM_THRESHOLD + 3 * se, reps)
+    rate = _record(
+        "srm flags 50/50 on 20k",
+        float(flagged.mean()),
+        SRM_THRESHOLD,
+        SRM_THRESHOLD - 3 * se,
+        SRM_THRESHOLD + 3 * se,
+        reps,
+    )
     assert abs(rate - SRM_THRESHOLD) <= 3 * se
 
 
@@ -373,8 +429,18 @@ def _gate_experiments(rng: np.random.Generator, reps: int) -> list[pd.DataFrame]
     cost = rng.lognormal(math.log(0.002), 0.5, (reps, m))
     latency = rng.gamma(2.0, 300.0, (reps, m))
     variant = np.repeat(["champion", "challenger"], GATE_ROWS)
-    return [pd.DataFrame({"variant": variant, "status": status[i], "quality": quality[i], "cost_usd": cost[i],
-                          "latency_ms": latency[i]}) for i in range(reps)]
+    return [
+        pd.DataFrame(
+            {
+                "variant": variant,
+                "status": status[i],
+                "quality": quality[i],
+                "cost_usd": cost[i],
+                "latency_ms": latency[i],
+            }
+        )
+        for i in range(reps)
+    ]
 
 
 def test_gate_false_promotion_rate_on_aa_experiments() -> None:
@@ -404,8 +470,14 @@ def test_gate_false_promotion_rate_on_aa_experiments() -> None:
         assert all(d.stats["quality"]["name"] == quality for d in decisions)
         # so the gate promotes exactly when the quality test's own one-sided p-value clears alpha
         assert [d.promote for d in decisions] == [d.stats["quality"]["p_value"] < ALPHA for d in decisions]
-        rates[label] = _record(f"gate decide, A/A, {label} ({time.perf_counter() - start:.0f} s)",
-                               float(np.mean([d.promote for d in decisions])), ALPHA, 0.0, ALPHA + 2 * se, reps)
+        rates[label] = _record(
+            f"gate decide, A/A, {label} ({time.perf_counter() - start:.0f} s)",
+            float(np.mean([d.promote for d in decisions])),
+            ALPHA,
+            0.0,
+            ALPHA + 2 * se,
+            reps,
+        )
         assert rates[label] <= ALPHA + 2 * se, (label, rates[label], reps)
     # the fixed-horizon gate is not trivially conservative: quality alone decides, so it sits near alpha
     assert rates["fixed"] >= ALPHA - 3 * SE

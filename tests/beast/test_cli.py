@@ -12,15 +12,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, good_row, write_jsonl
 
 import beast.cli as cli
 from beast.cli import main
 from core.errors import BeastError
 from traces.contract import render_markdown
 
-from conftest import ROOT, good_row, write_jsonl
-
-STAGES = ["ingest", "train", "tune", "metrics", "export", "route", "serve", "gate", "rollback", "retrain", "deploy", "stack"]
+STAGES = [
+    "ingest",
+    "train",
+    "tune",
+    "metrics",
+    "export",
+    "route",
+    "serve",
+    "gate",
+    "rollback",
+    "retrain",
+    "deploy",
+    "stack",
+]
 GROUPS = {
     "traces": ["import", "synth", "contract", "feedback"],
     "eval": ["routing", "replay"],
@@ -29,7 +41,17 @@ GROUPS = {
     "bench": ["ingest", "train", "route", "serve", "scale"],
 }
 LEAVES = [(name,) for name in STAGES] + [(group, name) for group, names in GROUPS.items() for name in names]
-NO_PARAMS = {("export",), ("route",), ("serve",), ("rollback",), ("traces", "import"), ("traces", "contract"), ("bench", "ingest"), ("bench", "route"), ("bench", "serve")}
+NO_PARAMS = {
+    ("export",),
+    ("route",),
+    ("serve",),
+    ("rollback",),
+    ("traces", "import"),
+    ("traces", "contract"),
+    ("bench", "ingest"),
+    ("bench", "route"),
+    ("bench", "serve"),
+}
 
 # The flat names of 0.1, kept as hidden aliases until 0.2: old name -> new command path (written out here, not
 # imported, so a change to the table in beast/cli.py has to be made on purpose).
@@ -71,7 +93,9 @@ REQUIRED = {
 
 
 def beast(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "beast.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "beast.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -93,7 +117,14 @@ def test_command_tree_is_the_stage_verbs_and_the_groups() -> None:
 
 
 def test_top_help_lists_stages_and_groups_and_no_old_name() -> None:
-    out = subprocess.run([sys.executable, "-m", "beast.cli", "--help"], cwd=ROOT, env=os.environ | {"COLUMNS": "120"}, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "beast.cli", "--help"],
+        cwd=ROOT,
+        env=os.environ | {"COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stderr == ""
     assert "commands:" in out.stdout and "command groups" in out.stdout
     listed = re.findall(r"^  ([a-z-]+)  ", out.stdout, re.M)  # the first word of each listing line
@@ -141,7 +172,12 @@ def test_old_name_runs_the_new_command_with_a_note(old: str, new: tuple[str, ...
 
 def test_old_bench_is_the_routing_benchmark_unless_a_bench_command_follows(capsys) -> None:
     routing = parse(["bench", "--traces", "x.parquet", "--out", "o", "--folds", "3"])
-    assert (routing.command_path, routing.handler, routing.traces, routing.folds) == ("eval routing", cli._eval_routing, Path("x.parquet"), 3)
+    assert (routing.command_path, routing.handler, routing.traces, routing.folds) == (
+        "eval routing",
+        cli._eval_routing,
+        Path("x.parquet"),
+        3,
+    )
     assert capsys.readouterr().err == note("bench", ("eval", "routing"))
     speed = parse(["bench", "ingest", "--rows", "10"])
     assert (speed.command_path, speed.handler, speed.rows) == ("bench ingest", cli._bench_ingest, 10)
@@ -154,11 +190,20 @@ def test_old_bench_is_the_routing_benchmark_unless_a_bench_command_follows(capsy
 
 @pytest.mark.parametrize(
     ("argv", "recent", "params"),
-    [(["monitor"], None, None), (["monitor", "recent.jsonl.gz"], Path("recent.jsonl.gz"), None), (["monitor", "--params", "p.yaml"], None, Path("p.yaml"))],
+    [
+        (["monitor"], None, None),
+        (["monitor", "recent.jsonl.gz"], Path("recent.jsonl.gz"), None),
+        (["monitor", "--params", "p.yaml"], None, Path("p.yaml")),
+    ],
 )
 def test_old_monitor_is_drift(argv: list[str], recent: Path | None, params: Path | None, capsys) -> None:
     args = parse(argv)
-    assert (args.command_path, args.handler, args.recent, args.params) == ("monitor drift", cli._monitor_drift, recent, params)
+    assert (args.command_path, args.handler, args.recent, args.params) == (
+        "monitor drift",
+        cli._monitor_drift,
+        recent,
+        params,
+    )
     assert capsys.readouterr().err == note("monitor", ("monitor", "drift"))
 
 
@@ -186,9 +231,16 @@ def raises(exc: BaseException) -> Callable[[argparse.Namespace], int]:
 
 @pytest.mark.parametrize(
     ("argv", "handler", "path"),
-    [(["traces", "contract"], "_contract", "traces contract"), (["contract"], "_contract", "traces contract"), (["cache", "sim", "t"], "_cache_sim", "cache sim"), (["metrics"], "_metrics", "metrics")],
+    [
+        (["traces", "contract"], "_contract", "traces contract"),
+        (["contract"], "_contract", "traces contract"),
+        (["cache", "sim", "t"], "_cache_sim", "cache sim"),
+        (["metrics"], "_metrics", "metrics"),
+    ],
 )
-def test_errors_and_interrupts_name_the_full_command_path(argv: list[str], handler: str, path: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_errors_and_interrupts_name_the_full_command_path(
+    argv: list[str], handler: str, path: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.setattr(cli, handler, raises(BeastError("no such thing")))
     assert main(argv) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"beast {path}: error: no such thing"
@@ -201,15 +253,37 @@ def test_old_name_error_is_the_note_then_the_new_path(tmp_path: Path) -> None:
     out = beast("import", "azure", "no/such/dir", "--out", "x", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     first, second = out.stderr.splitlines()
-    assert first + "\n" == note("import", ("traces", "import")) and second.startswith("beast traces import: error: ") and "no/such/dir" in second
+    assert (
+        first + "\n" == note("import", ("traces", "import"))
+        and second.startswith("beast traces import: error: ")
+        and "no/such/dir" in second
+    )
 
 
 def test_ingest_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "t.jsonl", [good_row(0), good_row(1), good_row(2, input_tokens=-1)])
-    flags = ["--out", str(tmp_path / "traces"), "--quarantine", str(tmp_path / "q"), "--params", str(ROOT / "params.yaml")]
-    ok = beast("ingest", str(src), *flags, "--prices", str(ROOT / "data/prices.yaml"), "--metrics", "m/ingest.json", cwd=tmp_path)
+    flags = [
+        "--out",
+        str(tmp_path / "traces"),
+        "--quarantine",
+        str(tmp_path / "q"),
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    ok = beast(
+        "ingest",
+        str(src),
+        *flags,
+        "--prices",
+        str(ROOT / "data/prices.yaml"),
+        "--metrics",
+        "m/ingest.json",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
-    assert re.search(r"accepted +2  \(2 new, 0 already stored\)", ok.stdout) and re.search(r"out_of_range +1", ok.stdout)
+    assert re.search(r"accepted +2  \(2 new, 0 already stored\)", ok.stdout) and re.search(
+        r"out_of_range +1", ok.stdout
+    )
     metrics = json.loads((tmp_path / "m/ingest.json").read_text())
     assert (metrics["rows_read"], metrics["accepted"], metrics["quarantined"]) == (3, 2, {"out_of_range": 1})
     strict = beast("ingest", str(src), *flags, "--prices", str(ROOT / "data/prices.yaml"), "--strict", cwd=tmp_path)
@@ -247,8 +321,12 @@ COMMITTED_DATA = ["data/prices.yaml", "data/models.yaml", "data/metrics/*.json",
 
 def checkout(tmp_path: Path) -> Path:
     work = tmp_path / "checkout"
-    files = [Path("params.yaml")] + [p.relative_to(ROOT) for pattern in COMMITTED_DATA for p in sorted(ROOT.glob(pattern))]
-    assert {"data/metrics/ingest.json", "data/metrics/bench.json", "data/plots/bench/aiq.csv"} <= {str(f) for f in files}
+    files = [Path("params.yaml")] + [
+        p.relative_to(ROOT) for pattern in COMMITTED_DATA for p in sorted(ROOT.glob(pattern))
+    ]
+    assert {"data/metrics/ingest.json", "data/metrics/bench.json", "data/plots/bench/aiq.csv"} <= {
+        str(f) for f in files
+    }
     for rel in files:
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_bytes((ROOT / rel).read_bytes())
@@ -280,7 +358,12 @@ def test_ingest_writes_dvc_metrics_only_when_asked(tmp_path: Path, alpaca_slice:
     src, rows = alpaca_slice
     work, out = checkout(tmp_path), tmp_path / "out"
     before = tree(work / "data")
-    flags = ["--out", str(out / "traces"), "--quarantine", str(out / "q")]  # the quarantine default is data/quarantine (a DVC output)
+    flags = [
+        "--out",
+        str(out / "traces"),
+        "--quarantine",
+        str(out / "q"),
+    ]  # the quarantine default is data/quarantine (a DVC output)
     plain = beast("ingest", str(src), *flags, cwd=work)
     assert plain.returncode == 0, plain.stderr
     assert changed(before, tree(work / "data")) == [] and (out / "traces").is_dir()
@@ -288,10 +371,16 @@ def test_ingest_writes_dvc_metrics_only_when_asked(tmp_path: Path, alpaca_slice:
     assert asked.returncode == 0, asked.stderr
     assert changed(before, tree(work / "data")) == []
     metrics = json.loads((out / "metrics/ingest.json").read_text())
-    assert (metrics["rows_read"], metrics["stored"], metrics["already_stored"]) == (rows, 0, rows)  # the second ingest adds nothing
+    assert (metrics["rows_read"], metrics["stored"], metrics["already_stored"]) == (
+        rows,
+        0,
+        rows,
+    )  # the second ingest adds nothing
 
 
-def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpaca_slice: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_writes_dvc_metrics_and_plots_only_when_asked(
+    tmp_path: Path, alpaca_slice: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from evaluation.routing import OUTPUTS
 
     src, _ = alpaca_slice
@@ -306,10 +395,17 @@ def test_bench_writes_dvc_metrics_and_plots_only_when_asked(tmp_path: Path, alpa
     assert changed(before, tree(work / "data")) == []
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["aiq.csv", "cost_quality.csv", "pgr.csv"]
     summary, report = json.loads((out / "bench.json").read_text()), json.loads((out / "asked/report.json").read_text())
-    assert (summary["prompts"], summary["folds"]) == (120, 2) and "oracle" in summary["routers"] and set(summary["routers"]) <= set(report["routers"])
+    assert (
+        (summary["prompts"], summary["folds"]) == (120, 2)
+        and "oracle" in summary["routers"]
+        and set(summary["routers"]) <= set(report["routers"])
+    )
 
 
-@pytest.mark.parametrize(("section", "module", "name"), [("ingest", "traces.ingest", "IngestParams"), ("evaluate", "evaluation.routing", "EvalParams")])
+@pytest.mark.parametrize(
+    ("section", "module", "name"),
+    [("ingest", "traces.ingest", "IngestParams"), ("evaluate", "evaluation.routing", "EvalParams")],
+)
 def test_params_sections_are_the_defaults_and_name_no_dvc_outputs(section: str, module: str, name: str) -> None:
     import importlib
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from beast.cli import main as beast_main
 from caching.sim import (
@@ -33,8 +35,6 @@ from caching.sim import (
     simulate_lru,
 )
 
-from conftest import ROOT
-
 MOONCAKE = ROOT / "data/sample/mooncake_conversation.jsonl.gz"
 # The textbook reference string (Silberschatz): page faults OPT 7 / 6, LRU 10 / 8, FIFO 9 / 10 with 3 / 4 frames.
 TEXTBOOK = np.array([1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5], dtype=np.int64)
@@ -51,16 +51,18 @@ def test_next_use_known_answer() -> None:
     assert next_use(TEXTBOOK).tolist() == [4, 5, 9, 10, 7, 8, 11, -1, -1, -1, -1, -1]
 
 
-@pytest.mark.parametrize(("policy", "capacity", "hits"), [("belady", 3, 5), ("belady", 4, 6), ("lru", 3, 2), ("lru", 4, 4), ("fifo", 3, 3), ("fifo", 4, 2)])
+@pytest.mark.parametrize(
+    ("policy", "capacity", "hits"),
+    [("belady", 3, 5), ("belady", 4, 6), ("lru", 3, 2), ("lru", 4, 4), ("fifo", 3, 3), ("fifo", 4, 2)],
+)
 def test_textbook_known_answers(policy: str, capacity: int, hits: int) -> None:
     assert int(libcachesim_hits(TEXTBOOK, policy, capacity).sum()) == hits
 
 
 def brute_force_best(seq: list[int], capacity: int) -> int:
     """Most hits any policy can get (each miss: insert or decline; when full, choose any victim)."""
-    from functools import lru_cache
 
-    @lru_cache(maxsize=None)
+    @functools.cache
     def best(i: int, cache: frozenset) -> int:
         if i == len(seq):
             return 0
@@ -102,10 +104,18 @@ def test_belady_is_an_upper_bound_on_the_textbook_string(capacity: int) -> None:
     for _ in range(20):  # the learned simulators under any prediction cannot beat the optimum either
         assert simulate_learned(TEXTBOOK, rng.uniform(0, 12, len(TEXTBOOK)), capacity).sum() <= belady
         seen, ahead = age_curve(rng.integers(1, 12, 5), 12, float(rng.uniform(1, 12)))
-        assert simulate_hit_probability(TEXTBOOK, rng.uniform(0, 1, len(TEXTBOOK)), capacity, [(seen, ahead)], samples=None).sum() <= belady
+        assert (
+            simulate_hit_probability(
+                TEXTBOOK, rng.uniform(0, 1, len(TEXTBOOK)), capacity, [(seen, ahead)], samples=None
+            ).sum()
+            <= belady
+        )
 
 
-@pytest.mark.parametrize(("age", "bucket"), [(0, 0), (1, 1), (2, 4), (3, 5), (4, 6), (5, 6), (6, 7), (7, 7), (8, 8), (11, 8), (12, 9), (2**62, 126)])
+@pytest.mark.parametrize(
+    ("age", "bucket"),
+    [(0, 0), (1, 1), (2, 4), (3, 5), (4, 6), (5, 6), (6, 7), (7, 7), (8, 8), (11, 8), (12, 9), (2**62, 126)],
+)
 def test_age_bucket_known_answers(age: int, bucket: int) -> None:
     assert age_bucket(age) == bucket
 
@@ -129,7 +139,10 @@ def test_hit_probability_eviction_and_bypass_known_answers(reuse: list[float], h
     block = np.array([1, 2, 1])
     assert simulate_hit_probability(block, np.array(reuse), 1, [(seen, ahead)], samples=None).sum() == hits
     # without bypass block 2 always replaces block 1
-    assert simulate_hit_probability(block, np.array(reuse), 1, [(seen, ahead)], samples=None, admit_bypass=False).sum() == 0
+    assert (
+        simulate_hit_probability(block, np.array(reuse), 1, [(seen, ahead)], samples=None, admit_bypass=False).sum()
+        == 0
+    )
 
 
 def test_hit_probability_prefers_the_block_more_likely_reused() -> None:
@@ -148,7 +161,9 @@ def test_features_and_training_never_see_past_the_lookup_or_the_cut(mooncake: pd
     cut_row = int(trace.request[trace.eval_start])
     altered = frame.copy()
     later = altered.index >= cut_row
-    altered["prefix_blocks"] = [[b[0], *(x + 10**9 for x in b[1:])] if late else b for b, late in zip(altered["prefix_blocks"], later)]
+    altered["prefix_blocks"] = [
+        [b[0], *(x + 10**9 for x in b[1:])] if late else b for b, late in zip(altered["prefix_blocks"], later)
+    ]
     altered.loc[later, "input_tokens"] = altered.loc[later, "input_tokens"] + 7
     trace2 = block_trace(altered, 0.5)
     assert trace2.eval_start == trace.eval_start
@@ -168,8 +183,14 @@ def test_features_and_training_never_see_past_the_lookup_or_the_cut(mooncake: pd
 
 def test_hit_probability_labels_known_answer() -> None:
     # 8 requests of 2 blocks, 1 s apart: block (0, k) then k again 2 requests later for even k
-    rows = [{"timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(seconds=i), "input_tokens": 1024,
-             "prefix_blocks": [0, 100 + (i - 2 if i % 4 >= 2 else i)]} for i in range(8)]
+    rows = [
+        {
+            "timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(seconds=i),
+            "input_tokens": 1024,
+            "prefix_blocks": [0, 100 + (i - 2 if i % 4 >= 2 else i)],
+        }
+        for i in range(8)
+    ]
     frame = select_rows(pd.DataFrame(rows))
     trace = block_trace(frame, 0.5)
     assert trace.eval_start == 8  # t >= 3.5 s: requests 4..7
@@ -179,7 +200,10 @@ def test_hit_probability_labels_known_answer() -> None:
     # lookups 0..4 (i + 4 <= 8), but fewer than 100, so all 8 before the cut; next uses before the cut: of
     # lookups 0..4 at 2, 5, 4, 7, 6 (distances 2 4 2 4 2); lookups 5..7 have none before it (label 0)
     assert model.horizon == 4 and model.train_lookups == 8
-    assert [d.tolist() for d in model.reuse_distances] == [[4, 4], [2, 2, 2]]  # curve groups: later blocks, first blocks
+    assert [d.tolist() for d in model.reuse_distances] == [
+        [4, 4],
+        [2, 2, 2],
+    ]  # curve groups: later blocks, first blocks
 
 
 def test_unknown_learned_objective_is_refused(mooncake: pd.DataFrame) -> None:
@@ -198,9 +222,13 @@ def test_lru_equal_in_libcachesim_and_our_simulators(mooncake: pd.DataFrame) -> 
     for capacity in (50, 400, 3000):
         reference = libcachesim_hits(trace.block, "lru", capacity)
         assert np.array_equal(simulate_lru(trace.block, capacity), reference)
-        if capacity <= 400:  # no prediction + a full scan (slow at large capacities): the learned simulator is exactly LRU
+        if (
+            capacity <= 400
+        ):  # no prediction + a full scan (slow at large capacities): the learned simulator is exactly LRU
             zeros = np.zeros(len(trace))
-            assert np.array_equal(simulate_learned(trace.block, zeros, capacity, samples=None, admit_bypass=False), reference)
+            assert np.array_equal(
+                simulate_learned(trace.block, zeros, capacity, samples=None, admit_bypass=False), reference
+            )
         belady_demand = simulate_belady(trace.block, capacity, trace.next_use, admit_bypass=False)
         assert belady_demand.sum() == libcachesim_hits(trace.block, "belady", capacity, trace.next_use).sum()
     assert np.array_equal(plugin_lru_hits(trace.block, 500), libcachesim_hits(trace.block, "lru", 500))
@@ -257,25 +285,54 @@ def synthetic_trace(seed: int = 0, n: int = 3000) -> pd.DataFrame:
         else:
             blocks = [0, *range(next_id, next_id + 40)]
             next_id += 40
-        rows.append({"timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(seconds=i), "input_tokens": 512 * len(blocks), "prefix_blocks": blocks})
+        rows.append(
+            {
+                "timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(seconds=i),
+                "input_tokens": 512 * len(blocks),
+                "prefix_blocks": blocks,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def test_learned_beats_lru_on_a_seeded_synthetic_trace() -> None:
     # both objectives; hit_probability with ages rounded up (the bucket's middle) lost block 0 here: 77 %
     for objective in ("hit_probability", "distance"):
-        params = CacheSimParams(capacities=(120, 400), policies=("lru", "learned", "belady"), learned=LearnedParams(objective=objective, num_boost_round=40))
+        params = CacheSimParams(
+            capacities=(120, 400),
+            policies=("lru", "learned", "belady"),
+            learned=LearnedParams(objective=objective, num_boost_round=40),
+        )
         report = simulate(synthetic_trace(), params)
         ratios = report.policies()
         for i in range(2):
             assert ratios["learned"][i] > 1.4 * ratios["lru"][i]  # measured: 0.098 vs 0.053 and 0.064
             assert ratios["learned"][i] <= ratios["belady"][i]
-        assert all(g is not None and g > 0.9 for g in report.gap_closed())  # measured: 99 % of the LRU-to-Belady gap (both)
+        assert all(
+            g is not None and g > 0.9 for g in report.gap_closed()
+        )  # measured: 99 % of the LRU-to-Belady gap (both)
 
 
 def test_cli_smoke_on_a_mooncake_slice(tmp_path: Path) -> None:
     out = tmp_path / "sim"
-    code = beast_main(["cache", "sim", str(MOONCAKE), "--limit-rows", "1200", "--capacity", "50", "400", "--eval-from", "0.5", "--out", str(out), "--params", str(ROOT / "params.yaml")])
+    code = beast_main(
+        [
+            "cache",
+            "sim",
+            str(MOONCAKE),
+            "--limit-rows",
+            "1200",
+            "--capacity",
+            "50",
+            "400",
+            "--eval-from",
+            "0.5",
+            "--out",
+            str(out),
+            "--params",
+            str(ROOT / "params.yaml"),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "cache_report.json").read_text())
     assert report["capacities"] == [50, 400] and report["requests"] == 1200 and report["block_tokens"] == 512

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from caching.sim import block_trace, select_rows, simulate_lru
 from caching.tiers import FAST, MISS, SLOW, TiersParams, main, simulate_tiers, simulate_two_tier, tier_run
-
-from conftest import ROOT
 
 MOONCAKE = ROOT / "data/sample/mooncake_conversation.jsonl.gz"
 M, F, S = MISS, FAST, SLOW
@@ -23,7 +22,13 @@ M, F, S = MISS, FAST, SLOW
 def one_block_requests(blocks: list[int]) -> pd.DataFrame:
     """One request per block, one second apart, 512 tokens each."""
     t0 = pd.Timestamp("2024-01-01", tz="UTC")
-    return pd.DataFrame({"timestamp": [t0 + pd.Timedelta(seconds=i) for i in range(len(blocks))], "input_tokens": 512, "prefix_blocks": [[b] for b in blocks]})
+    return pd.DataFrame(
+        {
+            "timestamp": [t0 + pd.Timedelta(seconds=i) for i in range(len(blocks))],
+            "input_tokens": 512,
+            "prefix_blocks": [[b] for b in blocks],
+        }
+    )
 
 
 # Hand-traced (fast 1, slow 2):          fast  slow      outcome
@@ -63,7 +68,9 @@ def test_latency_known_answer() -> None:
     assert run.saved_ms == pytest.approx(50 - 35.375) and run.saved_share == pytest.approx(14.625 / 50)
     # eval_from 0.5: only the lookups at t >= 3.5 s count (the last four: 3 M, 2 S, 4 M, 1 M)
     late = tier_run(block_trace(select_rows(one_block_requests(HAND)), eval_from=0.5), 1, 2, params)
-    assert (late.fast_hit_ratio, late.slow_hit_ratio) == (0.0, 0.25) and late.expected_ms == pytest.approx((15 + 3 * 50) / 4)
+    assert (late.fast_hit_ratio, late.slow_hit_ratio) == (0.0, 0.25) and late.expected_ms == pytest.approx(
+        (15 + 3 * 50) / 4
+    )
 
 
 def lru_hits(block: np.ndarray, capacity: int) -> np.ndarray:
@@ -115,7 +122,14 @@ def test_mooncake_slice_matches_lru_and_is_fast(mooncake: pd.DataFrame) -> None:
 
 def test_main_writes_report_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "tiers"
-    report = main([MOONCAKE], params_file=ROOT / "params.yaml", out=out, fast_capacities=[0, 100], slow_capacities=[0, 400], limit_rows=1200)
+    report = main(
+        [MOONCAKE],
+        params_file=ROOT / "params.yaml",
+        out=out,
+        fast_capacities=[0, 100],
+        slow_capacities=[0, 400],
+        limit_rows=1200,
+    )
     saved = json.loads((out / "tiers_report.json").read_text())
     assert saved["requests"] == report.requests == 1200 and len(saved["runs"]) == 4
     assert [(r["fast_capacity"], r["slow_capacity"]) for r in saved["runs"]] == [(0, 0), (0, 400), (100, 0), (100, 400)]
@@ -130,8 +144,9 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 def test_main_names_a_trace_without_prefix_blocks(tmp_path: Path) -> None:
-    from core.errors import BeastError
     from conftest import good_row
+
+    from core.errors import BeastError
 
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(good_row(i)) + "\n" for i in range(3)))

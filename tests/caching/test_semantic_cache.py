@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
-from features.text import TextParams, fit_text
 from caching.semantic import (
     POLITE_PREFIXES,
     REWRITES,
@@ -28,8 +28,7 @@ from caching.semantic import (
     svd_matrix,
     tfidf_matrix,
 )
-
-from conftest import ROOT
+from features.text import TextParams, fit_text
 
 ALPACA = ROOT / "data/sample/alpaca_eval.parquet"
 PROMPT = "What's the  capital of France, and why?"
@@ -83,7 +82,9 @@ def test_nearest_on_hand_vectors() -> None:
 
 
 # Hand table: 3 rewrites (of cached 0, 1, 2) and 2 held-out queries.
-HAND = Queries(("r0", "r1", "r2", "n0", "n1"), np.array([0, 1, 2, -1, -1]), ("case", "polite", "case", "novel", "novel"))
+HAND = Queries(
+    ("r0", "r1", "r2", "n0", "n1"), np.array([0, 1, 2, -1, -1]), ("case", "polite", "case", "novel", "novel")
+)
 HAND_IDX = np.array([0, 2, 2, 1, 0])  # r1's nearest is another prompt
 HAND_SIM = np.array([0.95, 0.90, 0.70, 0.92, 0.50])
 
@@ -98,9 +99,13 @@ HAND_SIM = np.array([0.95, 0.90, 0.70, 0.92, 0.50])
         (0.99, 0.0, 0.0, 0.0, 0.0, {"case": 0.0, "polite": 0.0}),  # no hits: share 0 by definition
     ],
 )
-def test_score_on_a_hand_table(threshold: float, hit_rate: float, share: float, rate: float, novel: float, by_kind: dict) -> None:
+def test_score_on_a_hand_table(
+    threshold: float, hit_rate: float, share: float, rate: float, novel: float, by_kind: dict
+) -> None:
     row = score("x", threshold, HAND_IDX, HAND_SIM, HAND)
-    assert (row.hit_rate, row.false_hit_share, row.false_hit_rate, row.novel_false_rate) == pytest.approx((hit_rate, share, rate, novel))
+    assert (row.hit_rate, row.false_hit_share, row.false_hit_rate, row.novel_false_rate) == pytest.approx(
+        (hit_rate, share, rate, novel)
+    )
     assert dict(row.hit_rate_by_kind) == by_kind and row.queries == 5
 
 
@@ -114,16 +119,31 @@ def test_pick_threshold_on_a_hand_table() -> None:
     assert pick_threshold(rows, 0.05).threshold == 0.7
     assert pick_threshold(rows, 1.0).threshold == 0.5
     assert pick_threshold([row(0.5, 1.0, 0.2)], 0.01) is None
-    novel = [ThresholdRow("x", t, h, 0.0, 0.0, n, 0, 0, 10, {}) for t, h, n in [(0.5, 1.0, 0.3), (0.8, 0.9, 0.01), (0.9, 0.7, 0.0)]]
-    assert pick_threshold(novel, 0.0, "novel_false_rate").threshold == 0.9 and pick_threshold(novel, 0.0).threshold == 0.5
+    novel = [
+        ThresholdRow("x", t, h, 0.0, 0.0, n, 0, 0, 10, {})
+        for t, h, n in [(0.5, 1.0, 0.3), (0.8, 0.9, 0.01), (0.9, 0.7, 0.0)]
+    ]
+    assert (
+        pick_threshold(novel, 0.0, "novel_false_rate").threshold == 0.9 and pick_threshold(novel, 0.0).threshold == 0.5
+    )
     with pytest.raises(ValueError, match="budget_on"):
         pick_threshold(rows, 0.01, "hit_rate")
 
 
 def test_tiny_prompt_set_known_neighbours() -> None:
-    cached = ["the cat sat on the mat", "stock prices fell sharply today", "how do i bake sourdough bread", "explain quantum computing simply"]
+    cached = [
+        "the cat sat on the mat",
+        "stock prices fell sharply today",
+        "how do i bake sourdough bread",
+        "explain quantum computing simply",
+    ]
     spec = fit_text(pd.Series(cached), TextParams(n_features=1024, k=2, min_df=1))
-    queries = ["THE CAT, sat on the mat!", "  Stock prices fell sharply today. ", "???", "how do i bake sourdough bread"]
+    queries = [
+        "THE CAT, sat on the mat!",
+        "  Stock prices fell sharply today. ",
+        "???",
+        "how do i bake sourdough bread",
+    ]
     for matrix in (tfidf_matrix, svd_matrix):
         idx, sim = nearest(matrix(spec, queries), matrix(spec, cached))
         # case, punctuation and whitespace never reach the hashed keys: identical vectors, similarity 1
@@ -162,7 +182,9 @@ def test_alpaca_chosen_threshold_meets_the_budget(alpaca_run) -> None:
     assert svd_099.novel_false_rate > 0.01  # measured 0.017: 7 of 403 novel prompts get another prompt's answer
     loose = next(r for r in report.rows if r.representation == "tfidf" and r.threshold == 0.5)
     assert loose.hit_rate == 1.0 and loose.false_hit_share > 0.02  # measured 0.024: the recipe template collides
-    assert all(s.one_by_one_per_s > 200 and s.batch_per_s > 1000 for s in report.speed)  # measured 7-10k one by one, 5-10k batch (busy 2 cores)
+    assert all(
+        s.one_by_one_per_s > 200 and s.batch_per_s > 1000 for s in report.speed
+    )  # measured 7-10k one by one, 5-10k batch (busy 2 cores)
 
 
 def test_main_writes_report_and_plot(alpaca_run) -> None:

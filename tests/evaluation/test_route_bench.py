@@ -10,16 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from beast.cli import main
-from evaluation.routing import OUTPUTS, pick_pair
-from evaluation.metrics import aiq, hull, hull_value
-
 from conftest import write_jsonl
 
-PRICES = {"gemma-2b-it": (0.10, 0.10), "FuseChat-Llama-3.1-8B-Instruct": (0.20, 0.20), "gpt4_1106_preview": (10.0, 30.0)}
+from beast.cli import main
+from evaluation.metrics import aiq, hull, hull_value
+from evaluation.routing import OUTPUTS, pick_pair
+
+PRICES = {
+    "gemma-2b-it": (0.10, 0.10),
+    "FuseChat-Llama-3.1-8B-Instruct": (0.20, 0.20),
+    "gpt4_1106_preview": (10.0, 30.0),
+}
 # mean quality per (model, kind of prompt): gemma is best on poems and bad at sums, gpt4 good everywhere
-QUALITY = {"gemma-2b-it": {"poem": 0.9, "sum": 0.1}, "FuseChat-Llama-3.1-8B-Instruct": {"poem": 0.5, "sum": 0.5}, "gpt4_1106_preview": {"poem": 0.8, "sum": 0.8}}
+QUALITY = {
+    "gemma-2b-it": {"poem": 0.9, "sum": 0.1},
+    "FuseChat-Llama-3.1-8B-Instruct": {"poem": 0.5, "sum": 0.5},
+    "gpt4_1106_preview": {"poem": 0.8, "sum": 0.8},
+}
 WORDS = ["river", "winter", "lantern", "harbour", "meadow", "comet", "violin", "orchard", "glacier", "sparrow"]
 
 
@@ -36,18 +43,36 @@ def synthetic_rows(prompts: int = 60, seed: int = 0) -> list[dict]:
         for j, (model, (p_in, p_out)) in enumerate(PRICES.items()):
             inp, out = len(text) // 4, int(rng.integers(150, 250)) * (2 if model.startswith("gpt4") else 1)
             q = float(np.clip(QUALITY[model][kind] + rng.normal(0, 0.05), 0, 1))
-            rows.append({
-                "request_id": f"r{i}-{j}", "timestamp": f"2024-01-01T{i // 60:02d}:{i % 60:02d}:{j:02d}Z", "model": model,
-                "input_tokens": inp, "output_tokens": out, "status": "ok", "prompt": text, "prompt_id": f"p{i:03d}",
-                "quality": q, "cost_usd": (inp * p_in + out * p_out) / 1e6, "task": kind,
-            })
+            rows.append(
+                {
+                    "request_id": f"r{i}-{j}",
+                    "timestamp": f"2024-01-01T{i // 60:02d}:{i % 60:02d}:{j:02d}Z",
+                    "model": model,
+                    "input_tokens": inp,
+                    "output_tokens": out,
+                    "status": "ok",
+                    "prompt": text,
+                    "prompt_id": f"p{i:03d}",
+                    "quality": q,
+                    "cost_usd": (inp * p_in + out * p_out) / 1e6,
+                    "task": kind,
+                }
+            )
     return rows
 
 
 PARAMS = {
     "features": {"use_context": False, "text": {"n_features": 512, "k": 4, "min_df": 1}},
     "train": {
-        "quality": {"heads": "auto", "num_leaves": 4, "min_data_in_leaf": 5, "num_boost_round": 120, "early_stopping_rounds": 15, "learning_rate": 0.1, "knn_k": 5},
+        "quality": {
+            "heads": "auto",
+            "num_leaves": 4,
+            "min_data_in_leaf": 5,
+            "num_boost_round": 120,
+            "early_stopping_rounds": 15,
+            "learning_rate": 0.1,
+            "knn_k": 5,
+        },
         "cost": {"num_boost_round": 30, "min_data_in_leaf": 5},
     },
     "evaluate": {"folds": 4, "seed": 0, "bootstrap": 200, "grid": 61, "random_seeds": 50},
@@ -101,6 +126,7 @@ def test_learned_router_beats_random_and_the_oracle_dominates(bench_run) -> None
 def test_every_number_is_recomputable_from_decisions_and_traces(bench_run) -> None:
     """decisions.jsonl + the trace file (plain pandas, no project code) give the report's points and AIQ."""
     traces, out, report = bench_run
+
     def jsonl(path: Path) -> pd.DataFrame:  # the json module: exact floats (pandas' fast parser rounds 0.3)
         return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
 
@@ -113,7 +139,9 @@ def test_every_number_is_recomputable_from_decisions_and_traces(bench_run) -> No
         means = d[d["router"] == name].groupby("knob", sort=False)[["cost_usd", "quality"]].mean()
         knobs = [-1.0 if k is None else k for k in r["knobs"]]
         assert np.allclose(means.loc[knobs].to_numpy(), np.array(r["points"]), rtol=1e-12, atol=0), name
-    single = {m: logged[logged["model"] == m][["cost_usd", "quality"]].mean().to_numpy() for m in logged["model"].unique()}
+    single = {
+        m: logged[logged["model"] == m][["cost_usd", "quality"]].mean().to_numpy() for m in logged["model"].unique()
+    }
     cheapest = min(single.values(), key=lambda v: v[0])
     lo, hi = cheapest[0], max(v[0] for v in single.values())
     r = report["routers"]["learned/tradeoff"]
@@ -140,7 +168,9 @@ def test_calibrated_sweeps_run_from_the_cheapest_model_to_the_best_predicted(ben
     _, out, report = bench_run
     d = pd.DataFrame([json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()])
     cheapest = d[d["router"] == "learned/tradeoff"].groupby("knob")["model"].agg(lambda m: (m == "gemma-2b-it").mean())
-    assert cheapest.loc[1.0] == 1.0 and cheapest.loc[0.0] < 0.6  # lambda 0 picks by quality: not the cheap model on sums
+    assert (
+        cheapest.loc[1.0] == 1.0 and cheapest.loc[0.0] < 0.6
+    )  # lambda 0 picks by quality: not the cheap model on sums
     assert (d[(d["router"] == "learned/threshold") & (d["knob"] == 0.0)]["model"] == "gemma-2b-it").all()
     for name, curve in report["pair"]["routers"].items():
         assert curve["shares"][0] == 0.0 and curve["shares"][-1] == 1.0, name
@@ -163,10 +193,42 @@ def test_transfer_trains_on_one_file_and_tests_on_every_prompt_of_another(tmp_pa
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(PARAMS))
     out = tmp_path / "out"
-    assert main(["eval", "routing", "--traces", str(test), "--train-traces", str(train), "--out", str(out), "--params", str(params)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "routing",
+                "--traces",
+                str(test),
+                "--train-traces",
+                str(train),
+                "--out",
+                str(out),
+                "--params",
+                str(params),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["folds"] == 0 and report["train_traces"] == str(train) and report["prompts"] == 40
     assert {json.loads(line)["fold"] for line in (out / "decisions.jsonl").read_text().splitlines()} == {0}
     assert report["pair"]["apgr"] > 0.7  # the poem / sum split transfers to new prompts of the same kinds
     # the same prompts on both sides is not a transfer test
-    assert main(["eval", "routing", "--traces", str(train), "--train-traces", str(train), "--out", str(tmp_path / "o2"), "--params", str(params)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "routing",
+                "--traces",
+                str(train),
+                "--train-traces",
+                str(train),
+                "--out",
+                str(tmp_path / "o2"),
+                "--params",
+                str(params),
+            ]
+        )
+        == 2
+    )

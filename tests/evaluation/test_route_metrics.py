@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.metrics import aiq, apgr, cpt, hull, pair_bootstrap, pgr, random_pair, savings, savings_bootstrap, selection_regret
+from evaluation.metrics import (
+    aiq,
+    apgr,
+    cpt,
+    hull,
+    pair_bootstrap,
+    pgr,
+    random_pair,
+    savings,
+    savings_bootstrap,
+    selection_regret,
+)
 
 # Pareto front of these: (0, 0), (1, .5), (2, .6), (3, .9); (2, .6) lies under the chord (1, .5)-(3, .9)
 POINTS = [(0, 0), (1, 0.5), (2, 0.6), (3, 0.9), (1.5, 0.3), (4, 0.8)]
@@ -54,7 +65,9 @@ def test_apgr_known_answers() -> None:
     # 0..0.5: (0 + 0.8) / 2 x 0.5 = 0.2; 0.5..1: (0.8 + 1) / 2 x 0.5 = 0.45
     assert apgr(np.array([0, 0.5, 1]), np.array([0, 0.8, 1])) == pytest.approx(0.65)
     assert apgr(np.linspace(0, 1, 11), np.linspace(0, 1, 11)) == pytest.approx(0.5)  # random: the diagonal
-    assert apgr(np.array([1, 0, 0.5, 0.5]), np.array([1, 0, 0.6, 1.0])) == pytest.approx(0.65)  # unsorted, duplicate share -> mean
+    assert apgr(np.array([1, 0, 0.5, 0.5]), np.array([1, 0, 0.6, 1.0])) == pytest.approx(
+        0.65
+    )  # unsorted, duplicate share -> mean
 
 
 @pytest.mark.parametrize(
@@ -129,7 +142,9 @@ def test_random_pair_apgr_is_centred_on_one_half_with_a_known_spread() -> None:
     r = random_pair(qs, qw, np.linspace(0, 1, 41), 400, 0)
     assert r.apgr_mean == pytest.approx(0.5, abs=0.01)
     assert 0.52 < r.apgr_p95 < 0.65 and r.cpt50_mean == pytest.approx(0.5, abs=0.03)
-    assert random_pair(qs, qw, np.linspace(0, 1, 41), 50, 3) == random_pair(qs, qw, np.linspace(0, 1, 41), 50, 3)  # seeded
+    assert random_pair(qs, qw, np.linspace(0, 1, 41), 50, 3) == random_pair(
+        qs, qw, np.linspace(0, 1, 41), 50, 3
+    )  # seeded
 
 
 def test_pair_bootstrap_of_a_perfect_router_is_tight_and_covers_its_apgr() -> None:

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.model_cards import load_cards
 from features.text import TextParams
-
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +21,17 @@ def alpaca(sample_traces):
 
 @pytest.fixture(scope="module")
 def spec(alpaca, prices) -> FeatureSpec:
-    return fit_features(alpaca, FeatureParams(text=TextParams(n_features=1024, k=8)), load_cards(ROOT / "data" / "models.yaml"), prices)
+    return fit_features(
+        alpaca, FeatureParams(text=TextParams(n_features=1024, k=8)), load_cards(ROOT / "data" / "models.yaml"), prices
+    )
 
 
 def test_spec_round_trip_and_version(spec: FeatureSpec, alpaca) -> None:
     again = FeatureSpec.from_json(spec.to_json())
     assert again.version == spec.version and len(spec.version) == 16
-    np.testing.assert_array_equal(build_features(alpaca.head(300), again).to_numpy(), build_features(alpaca.head(300), spec).to_numpy())
+    np.testing.assert_array_equal(
+        build_features(alpaca.head(300), again).to_numpy(), build_features(alpaca.head(300), spec).to_numpy()
+    )
     tampered = json.loads(spec.to_json())
     tampered["columns"] = tampered["columns"][:-1]
     with pytest.raises(BeastError, match="does not match its content"):

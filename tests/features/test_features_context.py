@@ -5,17 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
 from features.context import CONTEXT_FEATURES, context_features, fit_context_spec
 from features.model_cards import MODEL_FEATURES, ModelSpec, fit_model_spec, load_cards, model_features, parse_cards
 
-from conftest import ROOT
-
 FRAME = pd.DataFrame(
     {
         "timestamp": pd.to_datetime(
-            ["2024-01-01T00:00:00Z", "2024-01-01T00:00:10Z", "2024-01-01T00:00:20Z", "2024-01-01T00:00:20Z", "2024-01-01T06:10:00Z"], utc=True
+            [
+                "2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:10Z",
+                "2024-01-01T00:00:20Z",
+                "2024-01-01T00:00:20Z",
+                "2024-01-01T06:10:00Z",
+            ],
+            utc=True,
         ),
         "model": ["a", "a", "b", "a", "a"],
         "status": ["ok", "error", "ok", "ok", "ok"],
@@ -71,7 +77,10 @@ def test_model_features_from_cards_and_prices(prices) -> None:
     [
         ({"provider": "x", "open_weights": True, "params_b": 7}, "a card needs exactly"),
         ({"provider": "x", "open_weights": True, "params_b": 7, "size_class": "huge"}, "size_class: expected one of"),
-        ({"provider": "x", "open_weights": True, "params_b": -1, "size_class": "s"}, "params_b: expected a positive number"),
+        (
+            {"provider": "x", "open_weights": True, "params_b": -1, "size_class": "s"},
+            "params_b: expected a positive number",
+        ),
     ],
 )
 def test_bad_model_cards_are_named(card: dict, message: str) -> None:

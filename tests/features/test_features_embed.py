@@ -7,13 +7,25 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from core.errors import BeastError
-from features.embed import EmbedParams, EmbedSpec, Encoder, fit_embed, load_source, project, transform_embed, well_formed
-
 from conftest import ROOT
 
-PROMPTS = pd.read_parquet(ROOT / "data" / "sample" / "alpaca_eval.parquet", columns=["prompt"])["prompt"].drop_duplicates().head(200)
+from core.errors import BeastError
+from features.embed import (
+    EmbedParams,
+    EmbedSpec,
+    Encoder,
+    fit_embed,
+    load_source,
+    project,
+    transform_embed,
+    well_formed,
+)
+
+PROMPTS = (
+    pd.read_parquet(ROOT / "data" / "sample" / "alpaca_eval.parquet", columns=["prompt"])["prompt"]
+    .drop_duplicates()
+    .head(200)
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import ROOT
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.utils import murmurhash3_32
 
@@ -34,8 +35,6 @@ from features.text import (
     text_keys,
     transform_text,
 )
-from conftest import ROOT
-
 
 # AlpacaEval 805 prompts, default TextParams: sum of TruncatedSVD explained_variance_ratio_ (measured).
 ALPACA_EVR_SUM = 0.1726

@@ -39,23 +39,27 @@ def test_share_thresholds_send_that_share_of_training_prompts_to_strong() -> Non
     assert [(train > t).mean() for t in tau] == pytest.approx([0.0, 0.25, 0.5, 1.0], abs=0.01)
 
 
-
-
 def test_calibrate_tradeoff_picks_the_cheapest_lambda_at_95_percent_of_the_best_quality() -> None:
     """Two models, 4 prompts. `cheap` (cost 1e-3) is as good as `dear` (1e-2) on prompts a, b and useless on
     c, d; the predictions know it. Routing a, b to cheap keeps the mean quality at 0.9 (= dear's) for 55% of
     dear's cost; the calibrated lambda must land there, not at lambda 0 (always dear: no saving)."""
-    rows = pd.DataFrame({
-        "prompt_id": ["a", "a", "b", "b", "c", "c", "d", "d"],
-        "model": ["cheap", "dear"] * 4,
-        "quality": [0.9, 0.9, 0.9, 0.9, 0.1, 0.9, 0.1, 0.9],
-        "cost_usd": [1e-3, 1e-2] * 4,
-    })
+    rows = pd.DataFrame(
+        {
+            "prompt_id": ["a", "a", "b", "b", "c", "c", "d", "d"],
+            "model": ["cheap", "dear"] * 4,
+            "quality": [0.9, 0.9, 0.9, 0.9, 0.1, 0.9, 0.1, 0.9],
+            "cost_usd": [1e-3, 1e-2] * 4,
+        }
+    )
     pred = np.array([0.88, 0.9, 0.87, 0.9, 0.2, 0.9, 0.15, 0.9])
     cal = calibrate_tradeoff(rows, pred, 0.95)
     assert cal is not None and cal.policy == "tradeoff" and cal.reached and cal.best_model == "dear"
     assert cal.mean_quality == pytest.approx(0.9) and cal.cost_vs_best == pytest.approx(0.55)
-    chosen = [Tradeoff(cal.lam).choose(("cheap", "dear"), pred[i : i + 2], np.array([1e-3, 1e-2]))[0] for i in range(0, 8, 2)]
+    chosen = [
+        Tradeoff(cal.lam).choose(("cheap", "dear"), pred[i : i + 2], np.array([1e-3, 1e-2]))[0] for i in range(0, 8, 2)
+    ]
     assert chosen == [0, 0, 1, 1]
     assert calibrate_tradeoff(rows.drop(columns="cost_usd"), pred, 0.95) is None
-    assert calibrate_tradeoff(rows[rows["model"] == "dear"], pred[1::2], 0.95) is None  # one model per prompt: nothing to trade
+    assert (
+        calibrate_tradeoff(rows[rows["model"] == "dear"], pred[1::2], 0.95) is None
+    )  # one model per prompt: nothing to trade

@@ -15,12 +15,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, RegisteredVersion
-from conftest import ROOT
-
 
 
 def _booster(seed: int, objective: str = "binary", alpha: float | None = None) -> tuple[lgb.Booster, pd.DataFrame]:
@@ -84,7 +83,9 @@ def test_second_version_is_challenger_only(store: dict) -> None:
 
 def test_load_champion_predicts_like_the_booster_in_memory(store: dict) -> None:
     X, uri = store["X"], store["uri"]
-    np.testing.assert_array_equal(registry.load_booster("quality", CHAMPION, uri=uri).predict(X), store["booster"].predict(X))
+    np.testing.assert_array_equal(
+        registry.load_booster("quality", CHAMPION, uri=uri).predict(X), store["booster"].predict(X)
+    )
     np.testing.assert_array_equal(
         registry.load_booster("quality", CHALLENGER, uri=uri).predict(X), store["booster2"].predict(X)
     )
@@ -92,7 +93,9 @@ def test_load_champion_predicts_like_the_booster_in_memory(store: dict) -> None:
 
 def test_extra_booster_round_trip(store: dict) -> None:
     X, uri = store["X"], store["uri"]
-    np.testing.assert_array_equal(registry.load_booster("quality", CHAMPION, key="p90", uri=uri).predict(X), store["p90"].predict(X))
+    np.testing.assert_array_equal(
+        registry.load_booster("quality", CHAMPION, key="p90", uri=uri).predict(X), store["p90"].predict(X)
+    )
     with pytest.raises(BeastError, match="boosters/p50.txt"):
         registry.load_booster("quality", CHAMPION, key="p50", uri=uri)
     with pytest.raises(BeastError, match="booster key"):
@@ -116,7 +119,9 @@ def test_set_alias_moves_champion(store: dict) -> None:
     moved = registry.version_by_alias("cost", CHAMPION, uri)
     assert moved.version == "2" and moved.aliases == (CHALLENGER, CHAMPION)
     assert registry.version_by_alias("cost", CHAMPION, uri).run_id == store["last"].run_id
-    np.testing.assert_array_equal(registry.load_booster("cost", uri=uri).predict(store["X"]), store["booster2"].predict(store["X"]))
+    np.testing.assert_array_equal(
+        registry.load_booster("cost", uri=uri).predict(store["X"]), store["booster2"].predict(store["X"])
+    )
 
 
 def test_missing_alias_and_unknown_predictor_raise(store: dict) -> None:
@@ -144,7 +149,10 @@ def test_logged_model_has_no_pickle(store: dict, tmp_path: Path) -> None:
     assert "model.lgb" in files and "MLmodel" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".cloudpickle"))], files
     # pip_requirements is explicit (no inference); MLflow always adds its own pin in front
-    assert (local / "requirements.txt").read_text().split() == [f"mlflow=={version('mlflow')}", f"lightgbm=={lgb.__version__}"]
+    assert (local / "requirements.txt").read_text().split() == [
+        f"mlflow=={version('mlflow')}",
+        f"lightgbm=={lgb.__version__}",
+    ]
     mlmodel = (local / "MLmodel").read_text()
     assert "model_class: lightgbm.basic.Booster" in mlmodel and "signature:" in mlmodel
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from core.cluster import ADDRESS_ENV, ClusterParams, client, use_dask
 from core.errors import BeastError
@@ -19,7 +20,6 @@ from features.distributed import read_dataset, stored_rows
 from models import cost, cost_dask
 from traces.prices import PriceTable
 from traces.store import pieces, read_traces
-from conftest import ROOT
 
 # Every held-out cost metric (MdAPE, coverage, relative sum errors: all shares) of the Dask fit lies within this
 # of the single-process fit on the same rows. Measured on the committed samples: largest gap 0.016 (alpaca MdAPE).
@@ -70,9 +70,11 @@ def test_engine_choice_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_unreachable_scheduler_is_one_clear_error() -> None:
-    with pytest.raises(BeastError, match="cannot reach the scheduler at tcp://127.0.0.1:9"):
-        with client(ClusterParams(address="tcp://127.0.0.1:9", connect_timeout_s=2.0)):
-            pass
+    with (
+        pytest.raises(BeastError, match="cannot reach the scheduler at tcp://127.0.0.1:9"),
+        client(ClusterParams(address="tcp://127.0.0.1:9", connect_timeout_s=2.0)),
+    ):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -116,25 +118,42 @@ def test_cli_dask_engine_needs_a_dataset_folder(tmp_path: Path) -> None:
     trace = ROOT / "data" / "sample" / "azure_conv.csv.gz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     params = tmp_path / "params.yaml"
-    params.write_text(f"train:\n  prices: {ROOT / 'data' / 'prices.yaml'}\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n")
+    params.write_text(
+        f"train:\n  prices: {ROOT / 'data' / 'prices.yaml'}\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n"
+    )
     command = ["train", "cost", "--engine", "dask", "--traces", str(trace), "--no-register", "--params", str(params)]
-    out = subprocess.run([sys.executable, "-m", "beast.cli", *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "beast.cli", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "dask.engine: dask reads one stored dataset folder" in out.stderr and "run `beast ingest` first" in out.stderr
+    assert (
+        "dask.engine: dask reads one stored dataset folder" in out.stderr and "run `beast ingest` first" in out.stderr
+    )
     assert not (tmp_path / "models").exists()
 
 
-def test_a_running_cluster_named_by_address_is_used_and_left_running(sample_dataset: Path, prices: PriceTable, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_a_running_cluster_named_by_address_is_used_and_left_running(
+    sample_dataset: Path, prices: PriceTable, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """`$BEAST_DASK_ADDRESS` (or dask.address) selects an existing cluster: the training runs on its workers and
     the cluster outlives the call (we never stop what we did not start)."""
     from distributed import LocalCluster
 
     quick = cost.CostParams(learning_rate=0.2, num_boost_round=5)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40) as running:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as running:
         monkeypatch.setenv(ADDRESS_ENV, running.scheduler_address)
         with client(ClusterParams(address="tcp://ignored:1")) as c:
             assert c.scheduler.address == running.scheduler_address
-            _, evaluation = cost_dask.fit_and_evaluate(c, read_dataset(sample_dataset, cost_dask.COLUMNS, 10_000), prices, quick)
+            _, evaluation = cost_dask.fit_and_evaluate(
+                c, read_dataset(sample_dataset, cost_dask.COLUMNS, 10_000), prices, quick
+            )
         assert f"dask: connected to {running.scheduler_address} (2 workers)" in capsys.readouterr().out
         assert len(running.scheduler_info["workers"]) == 2  # still up
     assert evaluation.n_train > 20_000 and evaluation.metrics["azure.p90_coverage"] > 0.5
@@ -146,13 +165,18 @@ def test_parallel_tuning_needs_a_server_storage_and_splits_trials_evenly() -> No
     assert shares(12, 2) == [6, 6] and shares(7, 3) == [3, 2, 2] and shares(1, 2) == [1, 0]
     check_parallel(TuneParams(workers=1))  # SQLite is fine for one worker
     check_parallel(TuneParams(workers=2, storage="postgresql+psycopg2://beast@127.0.0.1:5433/optuna"))
-    with pytest.raises(BeastError, match=r"tune.workers: 2 workers need a server storage, not sqlite:///data/optuna.db: start PostgreSQL with `make stack`"):
+    with pytest.raises(
+        BeastError,
+        match=r"tune.workers: 2 workers need a server storage, not sqlite:///data/optuna.db: start PostgreSQL with `make stack`",
+    ):
         check_parallel(TuneParams(workers=2))
     with pytest.raises(BeastError, match="tune.workers: expected >= 1, got 0"):
         check_parallel(TuneParams(workers=0))
 
 
-def test_a_dead_worker_is_one_clear_error_and_writes_nothing(sample_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_worker_is_one_clear_error_and_writes_nothing(
+    sample_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from distributed import KilledWorker
 
     from models import train
@@ -162,7 +186,12 @@ def test_a_dead_worker_is_one_clear_error_and_writes_nothing(sample_dataset: Pat
 
     monkeypatch.setattr(cost_dask, "fit_and_evaluate", die)
     params = tmp_path / "params.yaml"
-    params.write_text(f"train:\n  traces: {sample_dataset}\n  prices: {ROOT / 'data' / 'prices.yaml'}\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  register: false\n")
-    with pytest.raises(BeastError, match=r"train cost on dask: a worker died running \('read-traces', 3\) \(out of memory\? raise dask.memory_limit or add workers\); nothing was written"):
+    params.write_text(
+        f"train:\n  traces: {sample_dataset}\n  prices: {ROOT / 'data' / 'prices.yaml'}\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  register: false\n"
+    )
+    with pytest.raises(
+        BeastError,
+        match=r"train cost on dask: a worker died running \('read-traces', 3\) \(out of memory\? raise dask.memory_limit or add workers\); nothing was written",
+    ):
         train.main(["cost"], params_file=params, engine="dask")
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()

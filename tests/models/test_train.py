@@ -9,19 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 from models import registry
 from models.train import PREDICTORS, main
-
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def trained(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("train")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml")}
-    params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 200, "prior_fallback": False}  # quick; the heads themselves (the fallback has its own test)
+    params["train"] |= {
+        "out": str(tmp / "models"),
+        "metrics": str(tmp / "metrics"),
+        "plots": str(tmp / "plots"),
+        "prices": str(ROOT / "data/prices.yaml"),
+        "cards": str(ROOT / "data/models.yaml"),
+    }
+    params["train"]["quality"] |= {
+        "heads": "shared",
+        "num_boost_round": 200,
+        "prior_fallback": False,
+    }  # quick; the heads themselves (the fallback has its own test)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
@@ -34,7 +43,11 @@ def test_every_predictor_is_registered_as_champion_and_challenger(trained) -> No
     _, uri, results = trained
     for name in PREDICTORS:
         version = results[name].version
-        assert (version.name, version.version, version.aliases) == (registry.REGISTERED[name], "1", ("challenger", "champion"))
+        assert (version.name, version.version, version.aliases) == (
+            registry.REGISTERED[name],
+            "1",
+            ("challenger", "champion"),
+        )
         assert registry.version_by_alias(name, "champion", uri=uri) == version
 
 
@@ -44,9 +57,13 @@ def test_reloaded_boosters_predict_like_the_in_memory_ones(trained) -> None:
         boosters = results[name].trained.boosters
         example = results[name].trained.example
         keys = list(boosters)
-        reloaded = [registry.load_booster(name, "champion", uri=uri)] + [registry.load_booster(name, "champion", key=k, uri=uri) for k in keys[1:]]
+        reloaded = [registry.load_booster(name, "champion", uri=uri)] + [
+            registry.load_booster(name, "champion", key=k, uri=uri) for k in keys[1:]
+        ]
         for key, booster in zip(keys, reloaded, strict=True):
-            np.testing.assert_array_equal(booster.predict(example), boosters[key].predict(example), err_msg=f"{name}/{key}")
+            np.testing.assert_array_equal(
+                booster.predict(example), boosters[key].predict(example), err_msg=f"{name}/{key}"
+            )
 
 
 def test_metrics_files_hold_the_predictor_and_its_baselines(trained) -> None:
@@ -76,9 +93,14 @@ def test_traces_that_cannot_train_a_predictor_fail_in_one_line(tmp_path: Path, c
     from beast.cli import main as cli_main
 
     params = tmp_path / "params.yaml"
-    params.write_text(f"train:\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  plots: {tmp_path / 'plots'}\n  prices: {ROOT / 'data/prices.yaml'}\n")
+    params.write_text(
+        f"train:\n  out: {tmp_path / 'models'}\n  metrics: {tmp_path / 'metrics'}\n  plots: {tmp_path / 'plots'}\n  prices: {ROOT / 'data/prices.yaml'}\n"
+    )
     azure = str(ROOT / "data" / "sample" / "azure_code.csv.gz")
-    for predictor, why in (("quality", "no rows with quality, prompt and prompt_id"), ("cache", "cache predictor: no rows with prefix_blocks")):
+    for predictor, why in (
+        ("quality", "no rows with quality, prompt and prompt_id"),
+        ("cache", "cache predictor: no rows with prefix_blocks"),
+    ):
         code = cli_main(["train", predictor, "--params", str(params), "--traces", azure, "--no-register"])
         err = capsys.readouterr().err
         assert code == 2 and f"beast train: error: train {predictor}: {why}" in err and "Traceback" not in err

@@ -8,17 +8,20 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import ROOT
 
 from core.errors import BeastError
 from models.cache import CacheParams
 from models.tune import DEFAULT_SPACE, check_space, main
 
-from conftest import ROOT
-
 
 def _params(tmp: Path, dataset: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= {"traces": str(dataset), "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml")}
+    params["train"] |= {
+        "traces": str(dataset),
+        "prices": str(ROOT / "data/prices.yaml"),
+        "cards": str(ROOT / "data/models.yaml"),
+    }
     params["tune"] |= {"storage": f"sqlite:///{tmp}/optuna.db", "report": str(tmp / "metrics"), "trials": 3}
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))

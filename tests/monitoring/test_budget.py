@@ -12,13 +12,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
-from monitoring.budget import BudgetParams, BudgetSpec, backtest_main, budget_status, forecast_spend, load_budgets, parse_budgets, period_bounds
+from monitoring.budget import (
+    BudgetParams,
+    BudgetSpec,
+    backtest_main,
+    budget_status,
+    forecast_spend,
+    load_budgets,
+    parse_budgets,
+    period_bounds,
+)
 from serving.budget import read_state
 from serving.router import Budget
-
-from conftest import ROOT
 
 AZURE = [ROOT / "data/sample/azure_conv.csv.gz", ROOT / "data/sample/azure_code.csv.gz"]
 T0 = pd.Timestamp("2026-01-05T00:00:00Z")  # a Monday
@@ -39,7 +47,10 @@ def test_committed_config_parses() -> None:
         ({"budgets": [{"period": "day", "usd": 1, "alerts": []}]}, "budgets[0].alerts"),
         ({"budgets": [{"period": "day", "usd": 1, "limit": 2}]}, "unknown key(s) limit"),
         ({"budgets": [{"period": "day", "usd": 1}, {"period": "day", "usd": 2}]}, "names must be unique"),
-        ({"budgets": [{"period": "day", "usd": 1}], "prices": {"models": {"x": {"input": 1}}}}, "prices: models.x: missing `output`"),
+        (
+            {"budgets": [{"period": "day", "usd": 1}], "prices": {"models": {"x": {"input": 1}}}},
+            "prices: models.x: missing `output`",
+        ),
     ],
 )
 def test_config_errors_name_the_field(doc: dict, message: str) -> None:
@@ -70,7 +81,9 @@ def test_constant_rate_forecast_is_exact(method: str) -> None:
     """One $1 request a minute for 4 hours: the next 10 hours cost $600, and a steady series has no spread
     in its 5-minute blocks (5 requests each), so the bootstrap interval collapses onto the answer."""
     ts, c = _series(np.arange(240) / 60 + 1 / 120, 1.0)
-    fc = forecast_spend(ts, c, T0 + pd.Timedelta(hours=4), 10.0, T0, replace(BudgetParams(), method=method, block_minutes=5.0))
+    fc = forecast_spend(
+        ts, c, T0 + pd.Timedelta(hours=4), 10.0, T0, replace(BudgetParams(), method=method, block_minutes=5.0)
+    )
     assert fc.mean_usd == pytest.approx(600.0) and fc.usd_per_hour == pytest.approx(60.0) and fc.history_requests == 240
     assert fc.low_usd <= 600.0 <= fc.high_usd
     if method == "bootstrap":
@@ -84,7 +97,9 @@ def test_known_linear_trend_is_extrapolated_flat() -> None:
     rate = lambda t: 60 + 20 * t  # noqa: E731 - requests per hour at hour t
     cum = lambda t: 60 * t + 10 * t**2  # noqa: E731
     n = int(cum(9))
-    times = np.array([(-60 + np.sqrt(3600 + 40 * (i + 0.5))) / 20 for i in range(n)])  # inverse of cum: deterministic arrivals
+    times = np.array(
+        [(-60 + np.sqrt(3600 + 40 * (i + 0.5))) / 20 for i in range(n)]
+    )  # inverse of cum: deterministic arrivals
     assert rate(0) == 60 and cum(6) == 720
     ts, c = _series(times, 0.01)
     at = T0 + pd.Timedelta(hours=6)
@@ -112,15 +127,25 @@ def test_poisson_interval_coverage_on_simulated_poisson_traffic() -> None:
 
 def _rows(times_h: list[float], costs: list[float], tenants: list[str]) -> pd.DataFrame:
     ts = T0 + pd.to_timedelta(times_h, unit="h")
-    return pd.DataFrame({"timestamp": ts, "tenant": tenants, "model": "m", "day": ts.strftime("%Y-%m-%d"), "cost_usd": costs,
-                         "cost_source": ["price_table" if not np.isnan(x) else "cost_unknown" for x in costs]})
+    return pd.DataFrame(
+        {
+            "timestamp": ts,
+            "tenant": tenants,
+            "model": "m",
+            "day": ts.strftime("%Y-%m-%d"),
+            "cost_usd": costs,
+            "cost_source": ["price_table" if not np.isnan(x) else "cost_unknown" for x in costs],
+        }
+    )
 
 
 def test_budget_status_known_answers() -> None:
     rows = _rows([1, 2, 3, 4, 5, 30], [10.0, 20.0, np.nan, 30.0, 5.0, 99.0], ["a", "a", "a", "b", "a", "a"])
     spec = BudgetSpec("a-day", "a", "day", 40.0, (50.0, 80.0, 100.0))
     st = budget_status(rows, spec, T0 + pd.Timedelta(hours=6), BudgetParams())
-    assert st.spent_usd == 35.0 and st.remaining_usd == 5.0 and st.unknown_requests == 1  # tenant b and later rows excluded
+    assert (
+        st.spent_usd == 35.0 and st.remaining_usd == 5.0 and st.unknown_requests == 1
+    )  # tenant b and later rows excluded
     assert st.alert == 80.0 and st.forecast_alert == 100.0  # 87.5% spent; the rest of the day will pass 100%
     assert (st.period_start, st.period_end) == ("2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z")
     assert st.forecast_low_usd <= st.forecast_end_usd <= st.forecast_high_usd and st.forecast_end_usd > st.spent_usd
@@ -131,16 +156,37 @@ def test_budget_status_known_answers() -> None:
 def test_status_command_writes_files_the_router_reads(tmp_path: Path) -> None:
     at = "2023-11-16T18:45:00Z"
     out = subprocess.run(
-        [sys.executable, "-m", "beast.cli", "monitor", "budget", "status", "--at", at, "--traces", *map(str, AZURE), "--out", str(tmp_path),
-         "--config", str(ROOT / "data/budgets.yaml"), "--params", str(ROOT / "params.yaml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "beast.cli",
+            "monitor",
+            "budget",
+            "status",
+            "--at",
+            at,
+            "--traces",
+            *map(str, AZURE),
+            "--out",
+            str(tmp_path),
+            "--config",
+            str(ROOT / "data/budgets.yaml"),
+            "--params",
+            str(ROOT / "params.yaml"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "all-daily (all)" in out.stdout and "azure/conv" in out.stdout
     doc = json.loads((tmp_path / "status.json").read_text())
     daily = next(b for b in doc["budgets"] if b["budget"]["name"] == "all-daily")
     assert doc["ledger"]["unknown_requests"] == 0 and doc["ledger"]["requests"] == 14854  # rows before 18:45 UTC
-    assert daily["spent_usd"] == pytest.approx(doc["ledger"]["cost_usd"]) and daily["spent_usd"] == pytest.approx(14.71, abs=0.01)
+    assert daily["spent_usd"] == pytest.approx(doc["ledger"]["cost_usd"]) and daily["spent_usd"] == pytest.approx(
+        14.71, abs=0.01
+    )
     state = read_state(tmp_path / "all-daily.budget-state.json")
     assert (state.scope, state.budget_usd, state.spent_usd) == ("all", 200.0, pytest.approx(daily["spent_usd"]))
     assert state.period_end.isoformat() == "2023-11-17T00:00:00+00:00"
@@ -154,7 +200,9 @@ def test_status_command_writes_files_the_router_reads(tmp_path: Path) -> None:
 def test_backtest_on_azure_traces(tmp_path: Path) -> None:
     """Measured (module docstring): bootstrap 80% interval coverage 0.50 over 18 cut points (poisson 0.00); the
     first-half -> second-half point forecast overshoots (+18.9% conv, +62.7% code): traffic falls after mid-trace."""
-    report = backtest_main(params_file=ROOT / "params.yaml", traces=AZURE, config=ROOT / "data/budgets.yaml", out=tmp_path)
+    report = backtest_main(
+        params_file=ROOT / "params.yaml", traces=AZURE, config=ROOT / "data/budgets.yaml", out=tmp_path
+    )
     boot = report.summary["bootstrap"]
     assert boot["points"] == 18 and boot["coverage"] >= 0.45  # below the nominal 0.8: see the docstring
     assert report.summary["poisson"]["coverage"] < boot["coverage"]  # the Poisson interval ignores burstiness and drift

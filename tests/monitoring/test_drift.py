@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from scipy import stats as sps
 
 from monitoring.drift import CheckCode, MonitorParams, compare, drift_report, ks, main, profile, psi, split_window
 from traces.ingest import IngestParams, ingest
 from traces.store import read_traces
 from traces.synth import SynthParams, synth_frame, write_trace
-
-from conftest import ROOT
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -70,7 +69,11 @@ def test_codes_missing_too_few_and_error_and_cost_shifts() -> None:
     rec = _traces(150, 1)
     r = drift_report(ref, rec, params)
     codes = {f.feature: f.code for f in r.features}
-    assert codes == {"input_tokens": CheckCode.TOO_FEW, "latency_ms": CheckCode.TOO_FEW, "chars": CheckCode.MISSING}  # no prompts: missing
+    assert codes == {
+        "input_tokens": CheckCode.TOO_FEW,
+        "latency_ms": CheckCode.TOO_FEW,
+        "chars": CheckCode.MISSING,
+    }  # no prompts: missing
     assert not r.retrain and r.reasons == ()
     # errors x4 and costs x1.6 on model "a" only: per-model checks catch it
     rec = _traces(2000, 2, status=lambda f: np.where((f["model"] == "a") & (np.random.default_rng(9).random(len(f)) < 0.08), "error", f["status"]),
@@ -80,10 +83,17 @@ def test_codes_missing_too_few_and_error_and_cost_shifts() -> None:
     assert by[("error_rate", "a")].code is CheckCode.DRIFT and by[("error_rate", "b")].code is CheckCode.OK
     assert by[("cost", "a")].code is CheckCode.DRIFT and by[("cost", "a")].effect == pytest.approx(1.6, rel=0.1)
     assert by[("cost", "b")].code is CheckCode.OK
-    assert r.retrain and any(x.startswith("error rate (a)") for x in r.reasons) and any(x.startswith("cost per request (a)") for x in r.reasons)
+    assert (
+        r.retrain
+        and any(x.startswith("error rate (a)") for x in r.reasons)
+        and any(x.startswith("cost per request (a)") for x in r.reasons)
+    )
     # a model the reference never saw is a reason on its own
     r = drift_report(ref, _traces(400, 3, model="c"), params)
-    assert by_code(r, "error_rate", "c") is CheckCode.MISSING and "new model c: 400 recent rows, none in the reference" in r.reasons
+    assert (
+        by_code(r, "error_rate", "c") is CheckCode.MISSING
+        and "new model c: 400 recent rows, none in the reference" in r.reasons
+    )
 
 
 def by_code(report, check: str, model: str) -> CheckCode:
@@ -107,7 +117,11 @@ def pool(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("drift")
     frame = synth_frame(SynthParams(rows=30_000, seed=3, mean_rps=0.25), load_prices(ROOT / "data" / "prices.yaml"))
-    prompts = pd.read_parquet(ROOT / "data" / "sample" / "alpaca_eval.parquet", columns=["prompt"])["prompt"].dropna().unique()
+    prompts = (
+        pd.read_parquet(ROOT / "data" / "sample" / "alpaca_eval.parquet", columns=["prompt"])["prompt"]
+        .dropna()
+        .unique()
+    )
     frame["prompt"] = np.random.default_rng(0).choice(prompts, size=len(frame))
     write_trace(frame, tmp / "pool.parquet")
     params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None, prices=ROOT / "data" / "prices.yaml")
@@ -147,16 +161,24 @@ def test_drift_report_on_trace_frames_names_the_length_features(pool) -> None:
 def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
     traces, longer = pool
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(f"monitor:\n  traces: {tmp_path / 'traces'}\n  out: {tmp_path / 'monitor'}\n  window_hours: 6\n  features: [input_tokens, chars, hour]\n")
+    params_file.write_text(
+        f"monitor:\n  traces: {tmp_path / 'traces'}\n  out: {tmp_path / 'monitor'}\n  window_hours: 6\n  features: [input_tokens, chars, hour]\n"
+    )
     # a dataset whose last 6 hours have prompts 30% longer
     ts = pd.to_datetime(traces["timestamp"], utc=True)
     last = (ts > ts.max() - pd.Timedelta(hours=6)).to_numpy()
     mixed = pd.concat([traces[~last], longer[last]], ignore_index=True)
     src = tmp_path / "mixed.parquet"
-    write_trace(mixed.drop(columns=["extra", "cost_source", "row_hash", "source_file", "source_row", "ingest_id", "date"]), src)
+    write_trace(
+        mixed.drop(columns=["extra", "cost_source", "row_hash", "source_file", "source_row", "ingest_id", "date"]), src
+    )
     from traces.prices import load_prices
 
-    ingest([src], IngestParams(out=tmp_path / "traces", quarantine=tmp_path / "q", metrics=None), load_prices(ROOT / "data" / "prices.yaml"))
+    ingest(
+        [src],
+        IngestParams(out=tmp_path / "traces", quarantine=tmp_path / "q", metrics=None),
+        load_prices(ROOT / "data" / "prices.yaml"),
+    )
     report = main(None, params_file)
     assert report.recent_rows == int(last.sum()) and report.reference_rows == len(traces) - int(last.sum())
     assert report.retrain and {f.feature: f.code for f in report.features}["chars"] is CheckCode.DRIFT
@@ -167,9 +189,16 @@ def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
     assert "drift: RETRAIN" in capsys.readouterr().out
     # an explicit recent file (validated by a throwaway ingest): reference = every stored row not in it
     recent = tmp_path / "recent.parquet"
-    write_trace(longer.iloc[::20].drop(columns=["extra", "cost_source", "row_hash", "source_file", "source_row", "ingest_id", "date"]), recent)
+    write_trace(
+        longer.iloc[::20].drop(
+            columns=["extra", "cost_source", "row_hash", "source_file", "source_row", "ingest_id", "date"]
+        ),
+        recent,
+    )
     other = tmp_path / "params2.yaml"
-    other.write_text(f"monitor:\n  traces: {tmp_path / 'traces'}\n  out: {tmp_path / 'monitor2'}\n  features: [chars]\n  prices: {ROOT / 'data' / 'prices.yaml'}\n")
+    other.write_text(
+        f"monitor:\n  traces: {tmp_path / 'traces'}\n  out: {tmp_path / 'monitor2'}\n  features: [chars]\n  prices: {ROOT / 'data' / 'prices.yaml'}\n"
+    )
     explicit = main(recent, other)
     assert (explicit.recent_rows, explicit.reference_rows) == (1500, len(traces) - 1500)
     assert explicit.retrain and explicit.features[0].code is CheckCode.DRIFT

@@ -12,7 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.recommend import RecommendParams, SkipCode, quotas, rank_moves, recommend, recommend_for_frame, sample_rows, span_days
+from monitoring.recommend import (
+    RecommendParams,
+    SkipCode,
+    quotas,
+    rank_moves,
+    recommend,
+    recommend_for_frame,
+    sample_rows,
+    span_days,
+)
 from serving.router import RouteRequest
 
 MODELS = ("big", "mid", "small")
@@ -35,7 +44,9 @@ def hand_made() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
             "label": [0.9, 0.7, np.nan, np.nan] + [np.nan] * 3,
         }
     )
-    quality = np.array([[0.8, 0.78, 0.7], [0.8, 0.80, 0.7], [0.8, 0.79, 0.7], [0.8, 0.79, 0.7]] + [[0.6, 0.6, 0.585]] * 3)
+    quality = np.array(
+        [[0.8, 0.78, 0.7], [0.8, 0.80, 0.7], [0.8, 0.79, 0.7], [0.8, 0.79, 0.7]] + [[0.6, 0.6, 0.585]] * 3
+    )
     cost = np.tile([COST[m] for m in MODELS], (7, 1))
     return rows, quality, cost
 
@@ -56,7 +67,9 @@ def test_known_answer_savings_quality_change_and_ranking() -> None:
     assert t1.quality_change_ci == pytest.approx((-0.01 - half, -0.01 + half))
     assert t2.quality_change == pytest.approx(-0.015) and t2.quality_change_ci == pytest.approx((-0.015, -0.015))
     assert (t1.quality_from, t1.quality_to) == pytest.approx((0.8, 0.79))
-    assert (t1.predicted_usd_per_day_from, t1.predicted_usd_per_day_to, t1.savings_share) == pytest.approx((0.4, 0.16, 0.6))
+    assert (t1.predicted_usd_per_day_from, t1.predicted_usd_per_day_to, t1.savings_share) == pytest.approx(
+        (0.4, 0.16, 0.6)
+    )
     assert (t1.actual_usd_per_day, t1.priced_share) == pytest.approx((0.48, 1.0))
     assert (t2.actual_usd_per_day, t2.priced_share) == pytest.approx((2.2, 2 / 3))  # the unpriced row left out
     assert t1.observed_quality_from == pytest.approx(0.8) and t2.observed_quality_from is None
@@ -72,7 +85,10 @@ def test_known_answer_savings_quality_change_and_ranking() -> None:
     [
         ({}, [("t2", "small", 2.7), ("t1", "mid", 0.24)]),
         ({"max_quality_drop": 0.005}, [("t2", "mid", 1.8)]),  # small (-0.015) and t1's mid (-0.01) too much worse
-        ({"max_quality_drop": 0.016, "require_ci": True}, [("t2", "small", 2.7)]),  # t1: mean -0.01 but CI down to -0.018
+        (
+            {"max_quality_drop": 0.016, "require_ci": True},
+            [("t2", "small", 2.7)],
+        ),  # t1: mean -0.01 but CI down to -0.018
         ({"min_usd_per_day": 0.5}, [("t2", "small", 2.7)]),
         ({"top": 1}, [("t2", "small", 2.7)]),
         ({"targets": ("mid",)}, [("t2", "mid", 1.8), ("t1", "mid", 0.24)]),
@@ -92,7 +108,9 @@ def test_missing_predictions_are_skipped_and_counted() -> None:
     ranked = rank_moves(rows, quality, cost, MODELS, PARAMS)
     assert moves(ranked.moves) == [("t2", "mid", 1.8), ("t1", "mid", 0.18)]  # t1: 3 rows x 10 x 0.006
     assert ranked.skipped == {SkipCode.NO_PREDICTION: 5, SkipCode.SMALL_GROUP: 0}
-    assert rank_moves(rows, quality, cost, MODELS, replace(PARAMS, min_group_rows=4)).skipped[SkipCode.SMALL_GROUP] == 6  # t1 3 + t2 3
+    assert (
+        rank_moves(rows, quality, cost, MODELS, replace(PARAMS, min_group_rows=4)).skipped[SkipCode.SMALL_GROUP] == 6
+    )  # t1 3 + t2 3
     with pytest.raises(ValueError, match="mystery"):
         rank_moves(rows.assign(model="mystery"), quality, cost, MODELS, PARAMS)
 
@@ -111,7 +129,9 @@ class ConstantRouter:
 
 
 def trace(n: int, tenant: str, model: str = "big", status: str = "ok", start: int = 0) -> pd.DataFrame:
-    times = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.linspace(0, 12 * 3600, n) if n > 1 else [0], unit="s")
+    times = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(
+        np.linspace(0, 12 * 3600, n) if n > 1 else [0], unit="s"
+    )
     return pd.DataFrame(
         {"request_id": [f"{tenant}-{status}-{i}" for i in range(start, start + n)], "timestamp": times, "model": model, "input_tokens": 100,
          "output_tokens": 50, "status": status, "tenant": tenant, "task": "chat", "cost_usd": 0.01}
@@ -120,7 +140,13 @@ def trace(n: int, tenant: str, model: str = "big", status: str = "ok", start: in
 
 def test_sampling_scales_each_group_up_and_every_row_is_counted() -> None:
     frame = pd.concat(
-        [trace(1000, "a"), trace(100, "b"), trace(10, "c"), trace(5, "a", status="error"), trace(7, "a", model="mystery")],
+        [
+            trace(1000, "a"),
+            trace(100, "b"),
+            trace(10, "c"),
+            trace(5, "a", status="error"),
+            trace(7, "a", model="mystery"),
+        ],
         ignore_index=True,
     )
     params = RecommendParams(max_rows=200, min_group_rows=20)
@@ -129,11 +155,29 @@ def test_sampling_scales_each_group_up_and_every_row_is_counted() -> None:
     report = recommend_for_frame(frame, router, params)
     assert report.span_days == 0.5
     assert (report.rows_read, report.rows_eligible, report.rows_predicted) == (1122, 1110, 200)
-    assert report.skipped == {SkipCode.ERROR_STATUS: 5, SkipCode.NOT_A_CANDIDATE: 7, SkipCode.NO_PREDICTION: 0, SkipCode.SMALL_GROUP: 10}
-    assert report.rows_read == report.rows_eligible + report.skipped[SkipCode.ERROR_STATUS] + report.skipped[SkipCode.NOT_A_CANDIDATE]
+    assert report.skipped == {
+        SkipCode.ERROR_STATUS: 5,
+        SkipCode.NOT_A_CANDIDATE: 7,
+        SkipCode.NO_PREDICTION: 0,
+        SkipCode.SMALL_GROUP: 10,
+    }
+    assert (
+        report.rows_read
+        == report.rows_eligible + report.skipped[SkipCode.ERROR_STATUS] + report.skipped[SkipCode.NOT_A_CANDIDATE]
+    )
     a, b = report.recommendations
-    assert (a.tenant, a.rows, a.requests_per_day, a.savings_usd_per_day) == ("a", 180, pytest.approx(2000), pytest.approx(18.0))  # 1000 x 0.009 / 0.5
-    assert (b.tenant, b.rows, b.requests_per_day, b.savings_usd_per_day) == ("b", 20, pytest.approx(200), pytest.approx(1.8))
+    assert (a.tenant, a.rows, a.requests_per_day, a.savings_usd_per_day) == (
+        "a",
+        180,
+        pytest.approx(2000),
+        pytest.approx(18.0),
+    )  # 1000 x 0.009 / 0.5
+    assert (b.tenant, b.rows, b.requests_per_day, b.savings_usd_per_day) == (
+        "b",
+        20,
+        pytest.approx(200),
+        pytest.approx(1.8),
+    )
     assert a.actual_usd_per_day == pytest.approx(20.0)  # 1000 x 0.01 / 0.5
     assert report.rows_in_groups == 1100 and report.sample_ratio == pytest.approx(200 / 1100)
     assert len(router.requests) == 200 and router.requests[0].task == "chat" and router.requests[0].input_tokens == 100
@@ -142,7 +186,9 @@ def test_sampling_scales_each_group_up_and_every_row_is_counted() -> None:
     assert again.equals(sample_rows(frame[frame["status"] == "ok"], params, 0.5).rows.index)  # seeded
     assert not again.equals(sample_rows(frame[frame["status"] == "ok"], replace(params, seed=1), 0.5).rows.index)
     doc = json.loads(json.dumps(report.to_json()))
-    assert doc["skipped"]["small_group"] == 10 and doc["recommendations"][0]["savings_usd_per_day"] == pytest.approx(18.0)
+    assert doc["skipped"]["small_group"] == 10 and doc["recommendations"][0]["savings_usd_per_day"] == pytest.approx(
+        18.0
+    )
     assert "| 1 | a | chat | short | big | small | 2,000 |" in report.markdown()
 
 
@@ -178,9 +224,13 @@ def test_committed_samples_with_a_per_model_mean_predictor(sample_traces, prices
     params = RecommendParams(min_usd_per_day=0.0)
     report = recommend_for_frame(sample_traces, router, params)
     others = ~sample_traces["model"].isin(router.models)
-    assert report.skipped[SkipCode.NOT_A_CANDIDATE] == int((others & (sample_traces["status"] == "ok")).sum())  # Azure, Mooncake
+    assert report.skipped[SkipCode.NOT_A_CANDIDATE] == int(
+        (others & (sample_traces["status"] == "ok")).sum()
+    )  # Azure, Mooncake
     assert report.skipped[SkipCode.ERROR_STATUS] == int((sample_traces["status"] == "error").sum())
-    assert report.rows_eligible == report.rows_predicted == len(alpaca) and report.sample_ratio == 1.0  # fewer than max_rows: no sampling
+    assert (
+        report.rows_eligible == report.rows_predicted == len(alpaca) and report.sample_ratio == 1.0
+    )  # fewer than max_rows: no sampling
     days = span_days(sample_traces["timestamp"], params)
     top = report.recommendations[0]
     group = alpaca[(alpaca["task"] == top.task) & (alpaca["model"] == top.from_model) & (alpaca["input_tokens"] < 512)]

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.traffic import monitor_numbers, pick_bucket
 from monitoring.predictions import Skip, calibration_bins, comparable_rows, prediction_check
 from monitoring.report import ReportParams, build, drift_window_hours, main
+from monitoring.traffic import monitor_numbers, pick_bucket
 from traces.prices import parse_prices
 
 PRICES = parse_prices(
@@ -43,7 +43,18 @@ def frame() -> pd.DataFrame:
         (170, "small", 50, 5, "ok", None, None, 0, None, "acme"),
         (179, "big", 300, 30, "ok", None, 1500.0, 300, None, "acme"),
     ]
-    cols = ["minutes", "model", "input_tokens", "output_tokens", "status", "error_type", "latency_ms", "cached_input_tokens", "quality", "tenant"]
+    cols = [
+        "minutes",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "status",
+        "error_type",
+        "latency_ms",
+        "cached_input_tokens",
+        "quality",
+        "tenant",
+    ]
     d = pd.DataFrame(rows, columns=cols)
     d["timestamp"] = t0 + pd.to_timedelta(d.pop("minutes"), unit="min")
     d["request_id"] = [f"r{i}" for i in range(len(d))]
@@ -75,9 +86,16 @@ def test_numbers_equal_direct_pandas() -> None:
 
     # error rates per model and tenant, and error types as a share of the failures
     by_model = {r.key: (r.requests, r.failures) for r in n.errors_by_model}
-    assert by_model == {m: (int((d["model"] == m).sum()), int((err & (d["model"] == m)).sum())) for m in d["model"].unique()}
-    assert {r.key: r.error_rate for r in n.errors_by_tenant} == pytest.approx({"acme": 2 / 8, HOSTILE: 1 / 3, "(none)": 0.0})
-    assert [(r.key, r.failures, r.error_rate) for r in n.errors_by_type] == [("timeout", 2, pytest.approx(2 / 3)), ("rate_limit", 1, pytest.approx(1 / 3))]
+    assert by_model == {
+        m: (int((d["model"] == m).sum()), int((err & (d["model"] == m)).sum())) for m in d["model"].unique()
+    }
+    assert {r.key: r.error_rate for r in n.errors_by_tenant} == pytest.approx(
+        {"acme": 2 / 8, HOSTILE: 1 / 3, "(none)": 0.0}
+    )
+    assert [(r.key, r.failures, r.error_rate) for r in n.errors_by_type] == [
+        ("timeout", 2, pytest.approx(2 / 3)),
+        ("rate_limit", 1, pytest.approx(1 / 3)),
+    ]
 
     # latency: successful requests with a latency only
     for lat in n.latency:
@@ -88,17 +106,26 @@ def test_numbers_equal_direct_pandas() -> None:
     # cost: price table, cached tokens at the cached price ("big" has none: full input price), mystery unknown
     def usd(r) -> float:
         p = PRICES.current(r.model)
-        return ((r.input_tokens - r.cached_input_tokens) * p.input + r.cached_input_tokens * p.cached_input + r.output_tokens * p.output) / 1e6
+        return (
+            (r.input_tokens - r.cached_input_tokens) * p.input
+            + r.cached_input_tokens * p.cached_input
+            + r.output_tokens * p.output
+        ) / 1e6
 
     priced = d[d["model"] != "mystery"]
     assert n.ledger.cost_usd == pytest.approx(sum(usd(r) for r in priced.itertuples()))
     assert n.ledger.unknown_requests == 2 and n.ledger.unknown_by_model() == {"mystery": 2}
     by_tenant = n.ledger.by("tenant")
-    assert by_tenant["acme"].cost_usd == pytest.approx(sum(usd(r) for r in priced[priced["tenant"] == "acme"].itertuples()))
+    assert by_tenant["acme"].cost_usd == pytest.approx(
+        sum(usd(r) for r in priced[priced["tenant"] == "acme"].itertuples())
+    )
 
     # savings: only "small" has a cached discount: 100 tokens x (0.1 - 0.05) / 1e6; "mystery" has no price
     assert [(s.key, s.cached_input_tokens) for s in n.savings_by_model] == [("small", 100), ("big", 800)]
-    assert n.savings_by_model[0].savings_usd == pytest.approx(100 * 0.05 / 1e6) and n.savings_by_model[1].savings_usd == 0.0
+    assert (
+        n.savings_by_model[0].savings_usd == pytest.approx(100 * 0.05 / 1e6)
+        and n.savings_by_model[1].savings_usd == 0.0
+    )
     assert n.unpriced_cached_rows == 1 and o.cached_savings_usd == pytest.approx(5e-6)
 
     # quality: mean and normal interval per model
@@ -135,12 +162,23 @@ def test_drift_window_shrinks_to_a_quarter_of_a_short_trace() -> None:
 
 def _write_prices(tmp: Path) -> Path:
     path = tmp / "prices.yaml"
-    path.write_text(json.dumps({"models": {"big": {"input": 10.0, "output": 30.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "big": {"input": 10.0, "output": 30.0},
+                    "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05},
+                }
+            }
+        )
+    )
     return path
 
 
 def test_report_without_bundle_or_budgets_says_why_and_escapes_trace_text(tmp_path: Path) -> None:
-    params = ReportParams(out=tmp_path / "out", prices=_write_prices(tmp_path), bundle=tmp_path / "nope", budgets=tmp_path / "none.yaml")
+    params = ReportParams(
+        out=tmp_path / "out", prices=_write_prices(tmp_path), bundle=tmp_path / "nope", budgets=tmp_path / "none.yaml"
+    )
     doc, files, _ = build(frame(), params)
     assert set(doc["missing"]) == {"champion", "recommendations", "budgets", "drift"}
     assert "no champion bundle" in doc["missing"]["champion"] and "too few rows" in doc["missing"]["drift"]
@@ -159,7 +197,9 @@ def report_run(routed, sample_dataset: Path, tmp_path_factory: pytest.TempPathFa
     """`beast report` on the committed samples with the small trained bundle."""
     tmp = tmp_path_factory.mktemp("report")
     folder, _, _ = routed
-    (tmp / "params.yaml").write_text(f"report:\n  out: {tmp / 'out'}\n  bundle: {folder / 'bundle'}\n  predict_rows: 600\n")
+    (tmp / "params.yaml").write_text(
+        f"report:\n  out: {tmp / 'out'}\n  bundle: {folder / 'bundle'}\n  predict_rows: 600\n"
+    )
     return main([sample_dataset], params_file=tmp / "params.yaml")
 
 
@@ -175,7 +215,11 @@ def test_report_on_the_samples(report_run, routed, sample_traces) -> None:
     ok = sample_traces["status"] == "ok"
     assert c["skipped"]["not_a_candidate"] == int((ok & ~sample_traces["model"].isin(router.models)).sum())
     assert 0.0 < c["quality"]["mean_predicted"] < 1.0 and c["cost"]["spearman"] > 0.5
-    assert doc["budgets"] and {b["budget"]["name"] for b in doc["budgets"]} == {"all-daily", "all-monthly", "tenant-a-weekly"}
+    assert doc["budgets"] and {b["budget"]["name"] for b in doc["budgets"]} == {
+        "all-daily",
+        "all-monthly",
+        "tenant-a-weekly",
+    }
     assert report_run.html.stat().st_size < 5e6
 
 
@@ -204,7 +248,12 @@ def test_report_renders_in_a_headless_browser(report_run, tmp_path: Path) -> Non
     plots = json.loads(report_run.json.read_text())["meta"]["plots"]
     assert 'data-rendered="yes"' in body and images == len(plots) >= 5 and loaded == images
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1300,2400", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [browser, *flags, f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1300,2400", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)

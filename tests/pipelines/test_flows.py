@@ -10,24 +10,37 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from prefect.testing.utilities import prefect_test_harness
 
 from core.errors import BeastError
-from conftest import ROOT
 from serving.bundle import verify
 
-SAMPLES = ["data/sample/alpaca_eval.parquet", "data/sample/mooncake_conversation.jsonl.gz", "data/sample/azure_conv.csv.gz", "data/sample/azure_code.csv.gz"]
+SAMPLES = [
+    "data/sample/alpaca_eval.parquet",
+    "data/sample/mooncake_conversation.jsonl.gz",
+    "data/sample/azure_conv.csv.gz",
+    "data/sample/azure_code.csv.gz",
+]
 
 
 def small_params(tmp: Path) -> Path:
     """params.yaml with every output under `tmp` and small models (the flow's logic, not the models, is tested)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["ingest"] |= {"out": str(tmp / "traces"), "quarantine": str(tmp / "quarantine"), "prices": str(ROOT / "data/prices.yaml")}
+    p["ingest"] |= {
+        "out": str(tmp / "traces"),
+        "quarantine": str(tmp / "quarantine"),
+        "prices": str(ROOT / "data/prices.yaml"),
+    }
     p["train"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"),
                    "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml"), "register": True}  # fmt: skip
     p["train"]["quality"] |= {"heads": "shared", "num_boost_round": 60}
     p["features"]["text"] |= {"k": 8, "n_features": 1024}
-    p["monitor"] |= {"traces": str(tmp / "traces"), "out": str(tmp / "monitor"), "prices": str(ROOT / "data/prices.yaml")}
+    p["monitor"] |= {
+        "traces": str(tmp / "traces"),
+        "out": str(tmp / "monitor"),
+        "prices": str(ROOT / "data/prices.yaml"),
+    }
     p["retrain"] |= {"traces": [str(ROOT / s) for s in SAMPLES], "replay_traces": str(ROOT / SAMPLES[0]), "evaluate": False,
                      "bundle": str(tmp / "bundle"), "work": str(tmp / "prefect"), "retry_delay_s": 0.1, "lock_timeout_s": 1.0}  # fmt: skip
     path = tmp / "params.yaml"
@@ -60,24 +73,37 @@ def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, mon
     first = retrain(params)  # fresh registry: version 1 is champion and challenger, nothing to gate
     assert not first["resumed"] and calls == ["quality", "cost", "cache"]
     assert first["gate"]["promote"] is None and "first version" in first["gate"]["reasons"][0]
-    assert first["ingest"]["stored"] == 51486 and first["bundle_versions"] == {"quality": "1", "cost": "1", "cache": "1"}
+    assert first["ingest"]["stored"] == 51486 and first["bundle_versions"] == {
+        "quality": "1",
+        "cost": "1",
+        "cache": "1",
+    }
     assert verify(tmp / "bundle").manifest["conformance"]["vectors"] >= 200
     assert "| quality | 1 |" in (tmp / "prefect" / "summary.md").read_text()
 
     real_replay = evaluation.replay.main
-    monkeypatch.setattr(evaluation.replay, "main", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected replay failure")))
+    monkeypatch.setattr(
+        evaluation.replay, "main", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected replay failure"))
+    )
     with pytest.raises(RuntimeError, match="injected replay failure"):
         retrain(params)  # a second retrain: new challengers (version 2), then the replay task fails
     assert calls == ["quality", "cost", "cache"] * 2
     assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "running"
-    assert {e["version"] for e in verify(tmp / "bundle").predictors.values()} == {"1"}  # the failed flow left the champion served
+    assert {e["version"] for e in verify(tmp / "bundle").predictors.values()} == {
+        "1"
+    }  # the failed flow left the champion served
 
     monkeypatch.setattr(evaluation.replay, "main", real_replay)
     resumed = retrain(params)  # same inputs: the unfinished run's key, its completed tasks come from the cache
     assert resumed["resumed"] and calls == ["quality", "cost", "cache"] * 2  # nothing retrained
     assert resumed["ingest"]["stored"] == 0 and {t["version"] for t in resumed["trained"].values()} == {"2"}
     # identical data and parameters: the new challengers choose exactly like the champions, so nothing moves
-    assert resumed["gate"] == {"promote": False, "reasons": ["no_difference"], "quality_estimate": None, "quality_p": None}
+    assert resumed["gate"] == {
+        "promote": False,
+        "reasons": ["no_difference"],
+        "quality_estimate": None,
+        "quality_p": None,
+    }
     assert resumed["bundle_versions"] == {"quality": "1", "cost": "1", "cache": "1"}
     assert json.loads((tmp / "prefect" / "retrain.json").read_text())["status"] == "completed"
 
@@ -125,8 +151,13 @@ def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_
                         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
                         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}  # fmt: skip
     bin_dir = Path(sys.executable).parent
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - the server subprocess writes to it until the test stops it
+    server = subprocess.Popen(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     served = None
     try:
         deadline = time.monotonic() + 120
@@ -139,7 +170,14 @@ def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_
                 pass
             assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
             time.sleep(0.5)
-        served = subprocess.Popen([str(bin_dir / "beast"), "deploy", "--params", str(params)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        served = subprocess.Popen(
+            [str(bin_dir / "beast"), "deploy", "--params", str(params)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert "serving retrain/nightly, monitor/drift" in served.stdout.readline()
         check = (
             "import asyncio, json\n"
@@ -156,7 +194,9 @@ def test_deployment_served_against_a_real_prefect_server_runs_to_completion(tmp_
             "run = run_deployment('retrain/nightly', timeout=240)\n"
             "print(run.state.type.value)\n"
         )
-        done = subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         schedules_line, state = done.stdout.strip().splitlines()[-2:]
         schedules = json.loads(schedules_line)

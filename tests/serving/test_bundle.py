@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -17,18 +17,26 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import BOOSTER_KEYS, ROOT, SIDES
+from conftest import fake_booster as _booster
+from conftest import fake_boosters as _boosters
+from conftest import register_fake as _register
 
 from core.errors import BeastError
 from models.export import ExportResult, build_bundle, default_policy, export
 from serving.bundle import Bundle, BundleError, extract, verify
 from traces.prices import parse_prices
 
-from conftest import BOOSTER_KEYS, ROOT, SIDES
-from conftest import fake_booster as _booster
-from conftest import fake_boosters as _boosters
-from conftest import register_fake as _register
-
-PRICES = parse_prices({"models": {"big": {"input": 10.0, "output": 30.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}, "mid": {"input": 1.0, "output": 2.0}}}, "test")
+PRICES = parse_prices(
+    {
+        "models": {
+            "big": {"input": 10.0, "output": 30.0},
+            "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05},
+            "mid": {"input": 1.0, "output": 2.0},
+        }
+    },
+    "test",
+)
 
 
 def _write_models_dir(folder: Path, boosters: dict[str, dict[str, lgb.Booster]]) -> Path:
@@ -48,7 +56,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def built(models_dir: Path, tmp_path: Path) -> ExportResult:
-    return build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}}, requests=())
+    return build_bundle(
+        models_dir,
+        PRICES,
+        tmp_path / "bundle",
+        None,
+        {"name": "threshold", "args": {"target_quality": 0.5}},
+        requests=(),
+    )
 
 
 def _all_files(root: Path) -> list[str]:
@@ -60,8 +75,15 @@ def test_build_writes_a_verified_bundle(built: ExportResult) -> None:
     m = bundle.manifest
     assert (m["kind"], m["schema_version"], m["feature_spec_version"]) == ("beast-bundle", "1", "0123456789abcdef")
     assert m["created_at"].endswith("Z") and len(m["created_at"]) == 20
-    assert m["candidates"] == {"big": {"input": 10.0, "output": 30.0, "cached_input": 10.0}, "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05}}
-    assert m["policy"] == {"name": "threshold", "args": {"target_quality": 0.5}, "fallback_order": ["small", "big"]} == bundle.policy()
+    assert m["candidates"] == {
+        "big": {"input": 10.0, "output": 30.0, "cached_input": 10.0},
+        "small": {"input": 0.1, "output": 0.2, "cached_input": 0.05},
+    }
+    assert (
+        m["policy"]
+        == {"name": "threshold", "args": {"target_quality": 0.5}, "fallback_order": ["small", "big"]}
+        == bundle.policy()
+    )
     assert {p: e["keys"] for p, e in m["predictors"].items()} == BOOSTER_KEYS
     assert m["predictors"]["quality"]["heads"] == "per_model" and m["predictors"]["cache"]["horizon_s"] == 300.0
     assert m["predictors"]["cost"]["registered_name"] is None
@@ -82,7 +104,11 @@ def test_bundle_models_predict_like_the_originals(built: ExportResult, models_di
             original = lgb.Booster(model_file=str(models_dir / p / f"{key}.txt"))
             loaded = lgb.Booster(model_str=bundle.model_text(p, key))
             np.testing.assert_array_equal(loaded.predict(X), original.predict(X))
-            assert len(bundle.model_json(p, key)["tree_info"]) == loaded.num_trees() == bundle.predictors[p]["num_trees"][key]
+            assert (
+                len(bundle.model_json(p, key)["tree_info"])
+                == loaded.num_trees()
+                == bundle.predictors[p]["num_trees"][key]
+            )
 
 
 def test_json_dump_has_as_many_trees_as_the_text_model(built: ExportResult) -> None:
@@ -135,7 +161,10 @@ def test_symlink_in_place_of_a_file_is_refused(built: ExportResult) -> None:
         (lambda m: m | {"schema_version": "2"}, "unknown schema_version '2'"),
         (lambda m: {k: v for k, v in m.items() if k != "files"}, "field 'files' missing"),
         (lambda m: m | {"files": m["files"] | {"../x": {"sha256": "0" * 64, "bytes": 1}}}, "bad path"),
-        (lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != "policy.json"}}, "policy.json: named by manifest.json but not listed"),
+        (
+            lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != "policy.json"}},
+            "policy.json: named by manifest.json but not listed",
+        ),
     ],
 )
 def test_bad_manifest_is_refused(built: ExportResult, edit, message: str) -> None:
@@ -166,7 +195,11 @@ def test_out_exists_refused_unless_overwrite(built: ExportResult, models_dir: Pa
 
 def test_side_json_from_another_fit_is_refused(models_dir: Path, tmp_path: Path) -> None:
     boosters = _boosters()
-    boosters["cache"]["model"] = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(pd.DataFrame({"a": np.arange(50.0)}), label=np.arange(50) % 2), 2)
+    boosters["cache"]["model"] = lgb.train(
+        {"objective": "binary", "verbosity": -1},
+        lgb.Dataset(pd.DataFrame({"a": np.arange(50.0)}), label=np.arange(50) % 2),
+        2,
+    )
     with pytest.raises(BeastError, match="cache booster 'model' features"):
         build_bundle(models_dir, PRICES, tmp_path / "b", None, {"name": "threshold"}, boosters=boosters, requests=())
     assert list(tmp_path.iterdir()) == []
@@ -283,7 +316,12 @@ def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     bundle = verify(result.path)
     for p, v in versions.items():
         entry = bundle.predictors[p]
-        assert (entry["registered_name"], entry["version"], entry["run_id"], entry["alias"]) == (v.name, v.version, v.run_id, "champion")
+        assert (entry["registered_name"], entry["version"], entry["run_id"], entry["alias"]) == (
+            v.name,
+            v.version,
+            v.run_id,
+            "champion",
+        )
         assert bundle.side(p) == SIDES[p]
         X = _booster(0)[1]
         for key, b in boosters[p].items():
@@ -292,33 +330,55 @@ def test_export_from_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert verify(extract(result.archive, tmp_path / "x")).manifest == bundle.manifest
 
 
-def test_export_takes_side_json_and_keys_from_the_exported_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_takes_side_json_and_keys_from_the_exported_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A newer training (challenger) with other fitted features and other heads must not leak into the
     champion's bundle: each version ships with its own run's side JSON and booster keys."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     first = _register(tmp_path, _boosters(), SIDES)
     newer_sides = {p: dict(side) for p, side in SIDES.items()}
-    newer_sides["quality"] = dict(SIDES["quality"], feature_spec=dict(SIDES["quality"]["feature_spec"], version="fedcba9876543210"))
+    newer_sides["quality"] = dict(
+        SIDES["quality"], feature_spec=dict(SIDES["quality"]["feature_spec"], version="fedcba9876543210")
+    )
     newer_sides["cost"] = dict(SIDES["cost"], p90_shift={"": 9.9})
     newer = _boosters() | {"quality": {"big": _booster(7)[0], "small": _booster(8)[0], "mid": _booster(9)[0]}}
     second = _register(tmp_path, newer, newer_sides)
     prices_file = tmp_path / "prices.yaml"
-    prices_file.write_text("models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n  mid: {input: 1.0, output: 2.0}\n")
+    prices_file.write_text(
+        "models:\n  big: {input: 10.0, output: 30.0}\n  small: {input: 0.1, output: 0.2}\n  mid: {input: 1.0, output: 2.0}\n"
+    )
     champion = verify(export("champion", tmp_path / "champion", prices_file, requests=()).path)
     challenger = verify(export("challenger", tmp_path / "challenger", prices_file, requests=()).path)
     assert champion.manifest["feature_spec_version"] == "0123456789abcdef" and champion.side("cost") == SIDES["cost"]
-    assert champion.predictors["quality"]["keys"] == ["big", "small"] and champion.predictors["quality"]["version"] == first["quality"].version
-    assert challenger.manifest["feature_spec_version"] == "fedcba9876543210" and challenger.side("cost")["p90_shift"] == {"": 9.9}
-    assert challenger.predictors["quality"]["keys"] == ["big", "mid", "small"] and challenger.predictors["quality"]["version"] == second["quality"].version
+    assert (
+        champion.predictors["quality"]["keys"] == ["big", "small"]
+        and champion.predictors["quality"]["version"] == first["quality"].version
+    )
+    assert challenger.manifest["feature_spec_version"] == "fedcba9876543210" and challenger.side("cost")[
+        "p90_shift"
+    ] == {"": 9.9}
+    assert (
+        challenger.predictors["quality"]["keys"] == ["big", "mid", "small"]
+        and challenger.predictors["quality"]["version"] == second["quality"].version
+    )
 
 
 @pytest.mark.parametrize(
     ("prices", "policy", "message"),
     [
-        (PRICES, {"name": "threshold", "fallback_order": ["small", "gpt-9"]}, "fallback_order names models that are not candidates: gpt-9"),
+        (
+            PRICES,
+            {"name": "threshold", "fallback_order": ["small", "gpt-9"]},
+            "fallback_order names models that are not candidates: gpt-9",
+        ),
         (PRICES, {"args": {}}, "policy needs a name"),
-        (parse_prices({"models": {"small": {"input": 0.1, "output": 0.2}}}, "test"), {"name": "threshold"}, "candidate model 'big' has no price"),
+        (
+            parse_prices({"models": {"small": {"input": 0.1, "output": 0.2}}}, "test"),
+            {"name": "threshold"},
+            "candidate model 'big' has no price",
+        ),
     ],
 )
 def test_bad_policy_or_prices_are_refused(models_dir: Path, tmp_path: Path, prices, policy, message: str) -> None:
@@ -337,17 +397,31 @@ def test_missing_models_dir_is_a_clear_error(tmp_path: Path) -> None:
 KEY = "0123456789abcdef-test-key"
 
 
-def test_export_signs_when_the_key_is_set_and_verify_checks_it(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_signs_when_the_key_is_set_and_verify_checks_it(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from serving.bundle import KEY_ENV, SIGNATURE, bundle_key, load
 
     monkeypatch.setenv(KEY_ENV, KEY)
-    built = build_bundle(models_dir, PRICES, tmp_path / "bundle", None, {"name": "threshold", "args": {"target_quality": 0.5}}, requests=())
+    built = build_bundle(
+        models_dir,
+        PRICES,
+        tmp_path / "bundle",
+        None,
+        {"name": "threshold", "args": {"target_quality": 0.5}},
+        requests=(),
+    )
     doc = json.loads((built.path / SIGNATURE).read_text())
     raw = (built.path / "manifest.json").read_bytes()
     import hashlib
     import hmac
 
-    assert doc == {"kind": "beast-bundle-signature", "algorithm": "hmac-sha256", "manifest_sha256": hashlib.sha256(raw).hexdigest(), "hmac": hmac.new(KEY.encode(), raw, "sha256").hexdigest()}
+    assert doc == {
+        "kind": "beast-bundle-signature",
+        "algorithm": "hmac-sha256",
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "hmac": hmac.new(KEY.encode(), raw, "sha256").hexdigest(),
+    }
     assert built.files == 19 and SIGNATURE not in built.manifest["files"]
     assert verify(built.path, bundle_key()).manifest == built.manifest
     assert verify(built.path).manifest == built.manifest  # without a key the signature is allowed, not checked
@@ -366,11 +440,15 @@ def test_export_signs_when_the_key_is_set_and_verify_checks_it(models_dir: Path,
         verify(copy, bundle_key())
 
 
-def test_a_router_with_a_key_refuses_unsigned_bundles(built: ExportResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_router_with_a_key_refuses_unsigned_bundles(
+    built: ExportResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from serving.bundle import KEY_ENV, SIGNATURE, bundle_key, sign
 
     monkeypatch.setenv(KEY_ENV, KEY)
-    with pytest.raises(BundleError, match=f"{SIGNATURE}: missing: this router only loads signed bundles \\({KEY_ENV} is set\\)"):
+    with pytest.raises(
+        BundleError, match=f"{SIGNATURE}: missing: this router only loads signed bundles \\({KEY_ENV} is set\\)"
+    ):
         verify(built.path, bundle_key())
     (built.path / SIGNATURE).write_text("not json")
     with pytest.raises(BundleError, match="not valid JSON"):
@@ -396,5 +474,11 @@ def test_the_bundle_policy_is_the_one_training_calibrated() -> None:
 
     candidates = {"small": {"input": 0.1, "output": 0.2}, "big": {"input": 10.0, "output": 30.0}}
     calibrated = {"quality": {"policy": {"policy": "tradeoff", "lam": 0.25, "reached": True}}}
-    assert trained_policy(calibrated, candidates) == {"name": "tradeoff", "args": {"lam": 0.25}, "fallback_order": ["small", "big"]}
-    assert trained_policy({"quality": {"policy": None}}, candidates) == default_policy(candidates)  # older side JSON: threshold 0.5
+    assert trained_policy(calibrated, candidates) == {
+        "name": "tradeoff",
+        "args": {"lam": 0.25},
+        "fallback_order": ["small", "big"],
+    }
+    assert trained_policy({"quality": {"policy": None}}, candidates) == default_policy(
+        candidates
+    )  # older side JSON: threshold 0.5

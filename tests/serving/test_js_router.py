@@ -13,23 +13,26 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from features.prompt import CHARS_PER_TOKEN, CODE_TOKENS_FOR_CODE, PATTERNS, PROMPT_FEATURES
 from models.export import build_bundle
 from serving.conformance import _floats, record
-from serving.router import RouteRequest, Router
+from serving.router import Router, RouteRequest
 from traces.prices import load_prices
 
-from conftest import ROOT
-
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js >= 20) is not on PATH: the JavaScript router cannot be run")
+pytestmark = pytest.mark.skipif(
+    NODE is None, reason="node (Node.js >= 20) is not on PATH: the JavaScript router cannot be run"
+)
 JS = ROOT / "serving" / "js"
 CONFORMANCE = JS / "conformance.mjs"
 
 
 def node(*args: str | Path, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([NODE, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [NODE, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def node_module(script: str, stdin: str) -> object:
@@ -126,7 +129,12 @@ def test_js_patterns_and_constants_are_the_python_ones() -> None:
         'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE}));',
         "",
     )
-    assert js == {"patterns": {k: list(v) for k, v in PATTERNS.items()}, "features": list(PROMPT_FEATURES), "chars": CHARS_PER_TOKEN, "code": CODE_TOKENS_FOR_CODE}
+    assert js == {
+        "patterns": {k: list(v) for k, v in PATTERNS.items()},
+        "features": list(PROMPT_FEATURES),
+        "chars": CHARS_PER_TOKEN,
+        "code": CODE_TOKENS_FOR_CODE,
+    }
 
 
 HOSTILE_PROMPTS = [
@@ -158,7 +166,14 @@ HOSTILE_PROMPTS = [
     "",
 ]
 HOSTILE_REQUESTS = [
-    *({"prompt": p, "timestamp": f"2025-03-0{1 + i % 9}T{i % 24:02d}:30:00Z", "task": ["koala", "vicuna", None, "not-a-task"][i % 4]} for i, p in enumerate(HOSTILE_PROMPTS)),
+    *(
+        {
+            "prompt": p,
+            "timestamp": f"2025-03-0{1 + i % 9}T{i % 24:02d}:30:00Z",
+            "task": ["koala", "vicuna", None, "not-a-task"][i % 4],
+        }
+        for i, p in enumerate(HOSTILE_PROMPTS)
+    ),
     {"prompt": None, "timestamp": "2025-01-01T00:00:00Z"},
     {"prompt": None, "input_tokens": 0, "timestamp": "2025-01-01T10:00:00+05:30", "task": "oasst"},
     {"prompt": "offset across midnight", "timestamp": "2025-01-01T23:30:00-08:00", "input_tokens": 10**12},
@@ -251,7 +266,9 @@ def test_node_reproduces_policies_and_the_circuit_breaker(bundles, tmp_path: Pat
     config = POLICIES[policy] | {"breaker": {"window": 6, "min_requests": 3, "max_error_rate": 0.5, "cooldown_s": 20.0}}
     bundle = build_bundle(src, prices, tmp_path / policy, None, config, requests=[]).path
     router = Router.load(bundle)
-    requests = [json.loads(line)["request"] for line in (bundles["shared"] / "conformance.jsonl").read_text().splitlines()][:90]
+    requests = [
+        json.loads(line)["request"] for line in (bundles["shared"] / "conformance.jsonl").read_text().splitlines()
+    ][:90]
     vectors, now = [], 1000.0
     for i, request in enumerate(requests):
         now += 0.5 if i < 40 else 9.0  # a burst (budget: spend above the rate), then a trickle
@@ -272,7 +289,28 @@ def test_node_reproduces_policies_and_the_circuit_breaker(bundles, tmp_path: Pat
     assert done.stdout.splitlines() == [f"{len(vectors)} vectors, 0 mismatches"]
 
 
-EDGE_VALUES = [math.nan, 0.0, -0.0, 1e-36, -1e-36, float(np.float32(1e-35)), 2e-35, -2e-35, 1e-300, -0.5, -1.0, -1.5, 0.9999, 2.9, 1e10, 2.0**31, 1e300, -1e300, math.inf, -math.inf]
+EDGE_VALUES = [
+    math.nan,
+    0.0,
+    -0.0,
+    1e-36,
+    -1e-36,
+    float(np.float32(1e-35)),
+    2e-35,
+    -2e-35,
+    1e-300,
+    -0.5,
+    -1.0,
+    -1.5,
+    0.9999,
+    2.9,
+    1e10,
+    2.0**31,
+    1e300,
+    -1e300,
+    math.inf,
+    -math.inf,
+]
 
 
 @pytest.mark.parametrize(("predictor", "key"), [("cost", "p50"), ("quality", "shared"), ("cache", "model")])
@@ -315,13 +353,26 @@ def test_node_checks_the_bundle_signature_like_python(bundles, tmp_path: Path) -
 
     def run(key: str | None) -> str:
         env = {k: v for k, v in os.environ.items() if k != KEY_ENV} | ({KEY_ENV: key} if key is not None else {})
-        done = subprocess.run([NODE, "--input-type=module", "-e", script, str(copy)], capture_output=True, text=True, timeout=60, env=env, check=True)
+        done = subprocess.run(
+            [NODE, "--input-type=module", "-e", script, str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=True,
+        )
         return done.stdout.strip()
 
-    assert run("js-side-key-0123456789") == f"{copy}: signature.json: missing: this router only loads signed bundles ({KEY_ENV} is set)"
+    assert (
+        run("js-side-key-0123456789")
+        == f"{copy}: signature.json: missing: this router only loads signed bundles ({KEY_ENV} is set)"
+    )
     sign(copy, b"js-side-key-0123456789")
     assert run("js-side-key-0123456789") == "ok" and run(None) == "ok"
-    assert run("another-key-0123456789") == f"{copy}: signature.json: signature mismatch: signed with another key, or manifest.json changed after signing"
+    assert (
+        run("another-key-0123456789")
+        == f"{copy}: signature.json: signature mismatch: signed with another key, or manifest.json changed after signing"
+    )
     assert run("short") == f"{KEY_ENV}: key too short (5 bytes); use at least 16 random bytes"
 
 
@@ -365,9 +416,17 @@ def test_node_embedding_equals_python_on_every_alpaca_prompt(bundles) -> None:
 
     bundle = bundles["shared"]
     router = Router.load(bundle)
-    prompts = sorted(set(pd.read_parquet(ROOT / "data/sample/alpaca_eval.parquet", columns=["prompt"])["prompt"].dropna()))
+    prompts = sorted(
+        set(pd.read_parquet(ROOT / "data/sample/alpaca_eval.parquet", columns=["prompt"])["prompt"].dropna())
+    )
     m = json.loads((bundle / "feature_spec.json").read_text())["embed"]["params"]["max_chars"]
-    at_the_cut = ["😀" * (m + 5), "x" * (m - 1) + "😀" + "tail", "x" * (m - 1) + "\ud800" + "tail", "\udc00" * (m + 3), "x" * (m - 2) + "😀\ud83d" + "😀" * 3]
+    at_the_cut = [
+        "😀" * (m + 5),
+        "x" * (m - 1) + "😀" + "tail",
+        "x" * (m - 1) + "\ud800" + "tail",
+        "\udc00" * (m + 3),
+        "x" * (m - 2) + "😀\ud83d" + "😀" * 3,
+    ]
     prompts += [*HOSTILE_PROMPTS, *at_the_cut, "\ud83d" + "\ude00 split pair", "<s>[INST] hi [/INST]</s>", None]
     want = np.array([router.embed.vector(p) for p in prompts], dtype=np.float64)
     got = np.array([f["embed"] for f in _js_features(bundle, prompts)], dtype=np.float64)
@@ -412,7 +471,7 @@ def _with_spec(bundle: Path, change) -> None:
     [
         ("table sha", "embedding/table.f32: sha256 differs from feature_spec.json embed.table_sha256"),
         ("tokenizer sha", "embedding/tokenizer.json: sha256 differs from feature_spec.json embed.tokenizer_sha256"),
-        ("unlisted", "feature_spec.json: embed.table \"embedding/other.f32\" is not a file of the bundle"),
+        ("unlisted", 'feature_spec.json: embed.table "embedding/other.f32" is not a file of the bundle'),
         ("short table", "embedding/table.f32: embed: 4 bytes, vocab 32000 x k "),
         ("nan in table", "embedding/table.f32: embed: table holds a value that is not finite"),
         ("added tokens", "embedding/tokenizer.json: tokenizer: added_tokens must be empty"),
@@ -447,7 +506,9 @@ def test_node_refuses_a_bad_embedding(bundles, tmp_path: Path, case: str, reason
         data[400:404] = np.array([np.nan], dtype="<f4").tobytes()
         new_file(table, bytes(data))
     elif case == "added tokens":
-        config = json.loads(tok.read_text(encoding="utf-8")) | {"added_tokens": [{"id": 1, "content": "<s>", "special": True}]}
+        config = json.loads(tok.read_text(encoding="utf-8")) | {
+            "added_tokens": [{"id": 1, "content": "<s>", "special": True}]
+        }
         new_file(tok, json.dumps(config).encode())
     elif case == "params":
         _with_spec(copy, lambda e: e["params"].__setitem__("extra", 1))
@@ -469,14 +530,25 @@ def bundle_without_embed(routed, sample_dataset: Path) -> Path:
     tmp, _, _ = routed
     out = tmp / "no_embed"
     if not (out / "bundle").exists():
-        shutil.copytree(tmp / "models", out / "models", ignore=lambda folder, names: names if folder.endswith("quality") else [], dirs_exist_ok=True)
+        shutil.copytree(
+            tmp / "models",
+            out / "models",
+            ignore=lambda folder, names: names if folder.endswith("quality") else [],
+            dirs_exist_ok=True,
+        )
         params = yaml.safe_load((tmp / "params.yaml").read_text())
         params["train"] |= {"out": str(out / "models"), "metrics": str(out / "metrics"), "plots": str(out / "plots")}
         params["train"]["quality"] |= {"num_boost_round": 40}
         params["features"]["use_embed"] = False
         (out / "params.yaml").write_text(yaml.safe_dump(params))
         train_main(["quality"], params_file=out / "params.yaml", traces=[sample_dataset])
-        build_bundle(out / "models", load_prices(ROOT / "data/prices.yaml"), out / "bundle", None, {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}})
+        build_bundle(
+            out / "models",
+            load_prices(ROOT / "data/prices.yaml"),
+            out / "bundle",
+            None,
+            {"name": "threshold", "args": {"target_quality": DEFAULT_TARGET_QUALITY}},
+        )
     return out / "bundle"
 
 
@@ -485,7 +557,9 @@ def test_a_bundle_without_the_embedding_family_routes_as_before(bundle_without_e
     assert json.loads((bundle / "feature_spec.json").read_text()).get("embed") is None
     assert not (bundle / "embedding").exists()
     router = Router.load(bundle)
-    vectors = [json.loads(line) for line in (bundle / "conformance.jsonl").read_text().splitlines()] + [record(router, r) for r in HOSTILE_REQUESTS]
+    vectors = [json.loads(line) for line in (bundle / "conformance.jsonl").read_text().splitlines()] + [
+        record(router, r) for r in HOSTILE_REQUESTS
+    ]
     assert all(v["features"].get("embed") is None for v in vectors)
     done = conformance(bundle, write_vectors(tmp_path / "all.jsonl", vectors))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT
 
 tokenizers = pytest.importorskip("tokenizers")
 
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js >= 20) is not on PATH: the JavaScript tokenizer cannot be run")
+pytestmark = pytest.mark.skipif(
+    NODE is None, reason="node (Node.js >= 20) is not on PATH: the JavaScript tokenizer cannot be run"
+)
 JS = ROOT / "serving" / "js"
 SAMPLE = ROOT / "data" / "sample"
 
@@ -63,8 +64,17 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def js_encode(config: Path, texts: list[str]) -> list:
     """Token ids per text from the JS tokenizer, one node process for the whole batch."""
-    stdin = str(config) + "\n" + "".join(json.dumps(t, ensure_ascii=True) + "\n" for t in texts)  # ASCII: lone surrogates survive
-    done = subprocess.run([NODE, "--input-type=module", "-e", RUNNER.replace('"./', '"' + JS.as_uri() + "/")], input=stdin, capture_output=True, text=True, timeout=300, check=False)
+    stdin = (
+        str(config) + "\n" + "".join(json.dumps(t, ensure_ascii=True) + "\n" for t in texts)
+    )  # ASCII: lone surrogates survive
+    done = subprocess.run(
+        [NODE, "--input-type=module", "-e", RUNNER.replace('"./', '"' + JS.as_uri() + "/")],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert len(out) == len(texts)
@@ -80,7 +90,9 @@ def assert_same_ids(config: Path, reference, texts: list[str]) -> None:
     want = [reference.encode(well_formed(t), add_special_tokens=False).ids for t in texts]
     got = js_encode(config, texts)
     bad = [i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b]
-    assert not bad, f"{len(bad)} of {len(texts)} texts differ; first {texts[bad[0]][:200]!r}: python {want[bad[0]][:40]}, js {got[bad[0]] if isinstance(got[bad[0]], str) else got[bad[0]][:40]}"
+    assert not bad, (
+        f"{len(bad)} of {len(texts)} texts differ; first {texts[bad[0]][:200]!r}: python {want[bad[0]][:40]}, js {got[bad[0]] if isinstance(got[bad[0]], str) else got[bad[0]][:40]}"
+    )
 
 
 def _distinct_prompts(name: str) -> list[str]:
@@ -177,7 +189,10 @@ def test_random_vocabulary_soup(llama) -> None:
     path, reference = llama
     vocab = [t for t in json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"] if not t.startswith("<")]
     rng = random.Random(5)
-    texts = ["".join(rng.choice(vocab) for _ in range(rng.randrange(1, 60))).replace("▁", rng.choice([" ", "▁"])) for _ in range(1500)]
+    texts = [
+        "".join(rng.choice(vocab) for _ in range(rng.randrange(1, 60))).replace("▁", rng.choice([" ", "▁"]))
+        for _ in range(1500)
+    ]
     texts += ["".join(rng.choice("aeinorst ▁") for _ in range(rng.randrange(1, 80))) for _ in range(1500)]
     assert_same_ids(path, reference, texts)
 
@@ -186,7 +201,15 @@ def test_lone_surrogates_become_replacement_characters(llama) -> None:
     """JS strings may hold lone surrogates; Python fixes them to U+FFFD before tokenising, JS encode() does the
     same (toWellFormed), and a split surrogate pair in Python is the joined character in both."""
     path, reference = llama
-    texts = ["\ud800", "lone high \ud800 and low \udc00 surrogates", "\udc00\ud800", "a\ud83d", "\ud83d\ude00 joined pair", "\ud83d" + "\ude00", "x\udfff\ud800y" * 50]
+    texts = [
+        "\ud800",
+        "lone high \ud800 and low \udc00 surrogates",
+        "\udc00\ud800",
+        "a\ud83d",
+        "\ud83d\ude00 joined pair",
+        "\ud83d" + "\ude00",
+        "x\udfff\ud800y" * 50,
+    ]
     assert_same_ids(path, reference, texts)
     fixed = js_encode(path, [well_formed(t) for t in texts])
     assert fixed == js_encode(path, texts)
@@ -199,26 +222,35 @@ def test_the_runner_refuses_unsupported_configs(llama, tmp_path: Path) -> None:
     changes = {
         "added_tokens": lambda c: c.update(added_tokens=[{"id": 1, "content": "<s>", "special": True}]),
         "pre_tokenizer": lambda c: c.update(pre_tokenizer={"type": "Whitespace"}),
-        "Replace": lambda c: c["normalizer"]["normalizers"].__setitem__(1, {"type": "Replace", "pattern": {"Regex": " "}, "content": "▁"}),
+        "Replace": lambda c: c["normalizer"]["normalizers"].__setitem__(
+            1, {"type": "Replace", "pattern": {"Regex": " "}, "content": "▁"}
+        ),
         "dropout": lambda c: c["model"].update(dropout=0.1),
         "not in the vocab": lambda c: c["model"]["merges"].append("zz▁ qq"),
         "one form": lambda c: c["model"]["merges"].append(["▁", "t"]),
     }
-    script = 'import {readFileSync} from "node:fs"; import {LlamaTokenizer} from "./tokenizer.mjs";' " try { LlamaTokenizer.fromJSON(JSON.parse(readFileSync(process.argv[1], \"utf8\"))); console.log(\"ok\"); } catch (e) { console.log(e.name + \": \" + e.message); }"
+    script = (
+        'import {readFileSync} from "node:fs"; import {LlamaTokenizer} from "./tokenizer.mjs";'
+        ' try { LlamaTokenizer.fromJSON(JSON.parse(readFileSync(process.argv[1], "utf8"))); console.log("ok"); } catch (e) { console.log(e.name + ": " + e.message); }'
+    )
     script = script.replace('"./', '"' + JS.as_uri() + "/")
     for needle, change in changes.items():
         c = json.loads(json.dumps(config))
         change(c)
         p = tmp_path / "bad.json"
         p.write_text(json.dumps(c), encoding="utf-8")
-        out = subprocess.run([NODE, "--input-type=module", "-e", script, str(p)], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        out = subprocess.run(
+            [NODE, "--input-type=module", "-e", script, str(p)], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
         assert out.startswith("TokenizerError: tokenizer: ") and needle in out, out
 
 
 # ------------------------------------------------------------------------- synthetic BPE models
 
 
-def _toy_config(rng: random.Random, *, byte_fallback: bool, fuse_unk: bool, unk: bool, ignore_merges: bool = False) -> dict:
+def _toy_config(
+    rng: random.Random, *, byte_fallback: bool, fuse_unk: bool, unk: bool, ignore_merges: bool = False
+) -> dict:
     """A tiny BPE over {a, b, c, ▁}: every string of length <= 4 is a token, merges are a random subset of all
     pairs (so many different pairs merge into the same token and stale queue entries revalidate)."""
     alphabet = "abc▁"
@@ -236,7 +268,13 @@ def _toy_config(rng: random.Random, *, byte_fallback: bool, fuse_unk: bool, unk:
         "truncation": None,
         "padding": None,
         "added_tokens": [],
-        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "normalizer": {
+            "type": "Sequence",
+            "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+            ],
+        },
         "pre_tokenizer": None,
         "post_processor": None,
         "decoder": None,
@@ -250,21 +288,34 @@ def _toy_config(rng: random.Random, *, byte_fallback: bool, fuse_unk: bool, unk:
             "byte_fallback": byte_fallback,
             "ignore_merges": ignore_merges,
             "vocab": vocab,
-            "merges": [f"{x} {y}" for x, y in merges] if rng.random() < 0.5 else [[x, y] for x, y in merges],  # HF: one form or the other
+            "merges": [f"{x} {y}" for x, y in merges]
+            if rng.random() < 0.5
+            else [[x, y] for x, y in merges],  # HF: one form or the other
         },
     }
 
 
 @pytest.mark.parametrize(
     ("byte_fallback", "fuse_unk", "unk", "ignore_merges"),
-    [(False, False, True, False), (False, True, True, False), (True, True, True, False), (True, False, True, False), (False, False, False, False), (True, True, True, True)],
+    [
+        (False, False, True, False),
+        (False, True, True, False),
+        (True, True, True, False),
+        (True, False, True, False),
+        (False, False, False, False),
+        (True, True, True, True),
+    ],
 )
-def test_synthetic_bpe_models(tmp_path: Path, byte_fallback: bool, fuse_unk: bool, unk: bool, ignore_merges: bool) -> None:
+def test_synthetic_bpe_models(
+    tmp_path: Path, byte_fallback: bool, fuse_unk: bool, unk: bool, ignore_merges: bool
+) -> None:
     for seed in range(3):
         rng = random.Random(seed * 31 + byte_fallback * 7 + fuse_unk * 3 + unk + ignore_merges * 101)
         config = _toy_config(rng, byte_fallback=byte_fallback, fuse_unk=fuse_unk, unk=unk, ignore_merges=ignore_merges)
         path = tmp_path / f"toy{seed}.json"
         path.write_text(json.dumps(config), encoding="utf-8")
         reference = tokenizers.Tokenizer.from_str(path.read_text(encoding="utf-8"))
-        texts = ["", " ", "ddd", "déjà", "xyz", "ab", "a b", "abc"] + ["".join(rng.choice("abcabcabc ▁dé") for _ in range(rng.randrange(1, 40))) for _ in range(400)]
+        texts = ["", " ", "ddd", "déjà", "xyz", "ab", "a b", "abc"] + [
+            "".join(rng.choice("abcabcabc ▁dé") for _ in range(rng.randrange(1, 40))) for _ in range(400)
+        ]
         assert_same_ids(path, reference, texts)

@@ -8,17 +8,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from features.build import build_features
 from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
 from models.quality import quality_rows
 from serving.bundle import BundleError
-from serving.router import DecisionCode, RouteRequest, Router, Threshold, Tradeoff
+from serving.router import DecisionCode, Router, RouteRequest, Threshold, Tradeoff
 
-from conftest import ROOT
-
-EDGE_PROMPTS = ["", "!!!", "User: hi\nAssistant: yo\nuser: 2+2=?", "```py\ndef f(x): return x\n```", "什么是机器学习？", None]
+EDGE_PROMPTS = [
+    "",
+    "!!!",
+    "User: hi\nAssistant: yo\nuser: 2+2=?",
+    "```py\ndef f(x): return x\n```",
+    "什么是机器学习？",
+    None,
+]
 
 
 def test_single_prompt_paths_equal_the_batch_paths(sample_traces) -> None:
@@ -26,7 +32,9 @@ def test_single_prompt_paths_equal_the_batch_paths(sample_traces) -> None:
     batch = prompt_features(pd.Series(prompts, dtype=object)).to_numpy()
     np.testing.assert_array_equal(batch, np.vstack([prompt_vector(p) for p in prompts]).astype(np.float32))
     spec = fit_text(pd.Series(prompts[:200]), TextParams(k=8, n_features=1024))
-    np.testing.assert_array_equal(transform_text(spec, pd.Series(prompts, dtype=object)), np.vstack([text_vector(spec, p) for p in prompts]))
+    np.testing.assert_array_equal(
+        transform_text(spec, pd.Series(prompts, dtype=object)), np.vstack([text_vector(spec, p) for p in prompts])
+    )
 
 
 def test_router_quality_equals_the_trained_predictor(routed, sample_traces) -> None:
@@ -53,8 +61,12 @@ def test_router_cost_equals_the_trained_predictor(routed, sample_traces) -> None
 
     categories = {k: tuple(v) for k, v in router.bundle.side("cost")["categories"].items()}
     expected = np.clip(np.expm1(p50.predict(cost_features(rows, categories)[router.c_names])), 0, None)
-    for (prompt, model, tokens, task, ts), want in zip(rows[["prompt", "model", "input_tokens", "task", "timestamp"]].itertuples(index=False), expected, strict=True):
-        _, cost = router.predict(RouteRequest(prompt=prompt, input_tokens=int(tokens), task=task, timestamp=ts.to_pydatetime()))
+    for (prompt, model, tokens, task, ts), want in zip(
+        rows[["prompt", "model", "input_tokens", "task", "timestamp"]].itertuples(index=False), expected, strict=True
+    ):
+        _, cost = router.predict(
+            RouteRequest(prompt=prompt, input_tokens=int(tokens), task=task, timestamp=ts.to_pydatetime())
+        )
         i = router.models.index(model)
         want_usd = (tokens * router.price_in[i] + want * router.price_out[i]) / 1e6
         assert cost[i] == pytest.approx(want_usd, rel=1e-6)
@@ -124,7 +136,7 @@ def test_router_skips_failing_models_and_falls_back(routed) -> None:
         router.observe(first.model, ok=False, now=float(t))
     second = router.route(request, now=10.0)
     assert second.model != first.model and first.model in second.reason and "circuit open" in second.reason
-    for t, model in enumerate(router.models):
+    for model in router.models:
         for k in range(5):
             router.observe(model, ok=False, now=20.0 + k)
     fallback = router.route(request, now=30.0)
@@ -154,7 +166,13 @@ def test_route_stream_keeps_order_and_names_bad_fields(routed) -> None:
     assert route_stream(router, lines, out) == 5
     rows = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [r.get("request_id") for r in rows] == ["a", None, None, None, None, None, "b"]
-    assert [r["error"].split(":")[0] for r in rows[1:6]] == ["Expecting value", "prompt", "input_tokens", "timestamp", "expected a JSON object"]
+    assert [r["error"].split(":")[0] for r in rows[1:6]] == [
+        "Expecting value",
+        "prompt",
+        "input_tokens",
+        "timestamp",
+        "expected a JSON object",
+    ]
     assert rows[1]["line"] == 2 and rows[2]["line"] == 4 and rows[6]["model"] in router.models
 
 
@@ -198,7 +216,12 @@ def test_budget_policy_paces_the_remaining_budget_file(tmp_path: Path) -> None:
     for t in range(7200):
         clock[0] = start.timestamp() + t
         if t == 3600:
-            write_state(path, BudgetState("tenant-a", state.period_start, state.period_end, 1000.0, 995.0, start + dt.timedelta(hours=1)))
+            write_state(
+                path,
+                BudgetState(
+                    "tenant-a", state.period_start, state.period_end, 1000.0, 995.0, start + dt.timedelta(hours=1)
+                ),
+            )
         if t == 5400:
             path.write_text("{not json")  # a broken update: the last good state stays in force, and is reported
         quality = np.clip(np.array([0.3, 0.6, 0.8]) + rng.normal(0, 0.05, 3), 0, 1)
@@ -212,7 +235,9 @@ def test_budget_policy_paces_the_remaining_budget_file(tmp_path: Path) -> None:
     assert 5.0 * 0.8 <= last_half_hour <= 5.0 * 1.2 + 0.001 * 3600 * 0.2
     assert "$40.00 left of tenant-a until 2026-11-26T12:00Z" in reasons[0]
     assert "not JSON" in reasons[-1] and "keeping the state of 2026-11-26T11:00:00Z" in reasons[-1]
-    path.write_text('{"kind": "beast.budget-state", "version": "1", "period_start": "2026-11-01T00:00:00Z", "period_end": "2026-12-01T00:00:00Z", "budget_usd": -5, "spent_usd": 0, "updated_at": "2026-11-26T00:00:00Z"}')
+    path.write_text(
+        '{"kind": "beast.budget-state", "version": "1", "period_start": "2026-11-01T00:00:00Z", "period_end": "2026-12-01T00:00:00Z", "budget_usd": -5, "spent_usd": 0, "updated_at": "2026-11-26T00:00:00Z"}'
+    )
     with pytest.raises(BudgetFileError, match="budget.json: budget_usd: expected a finite number >= 0"):
         Budget(state_file=str(path))
     with pytest.raises(BundleError, match="exactly one of usd_per_hour and state_file"):
@@ -231,17 +256,23 @@ def test_http_route_health_and_bad_requests(routed) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+
         def call(method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
             conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
             conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read())
 
-        status, body = call("POST", "/route", json.dumps({"request_id": "x1", "prompt": "Translate 'good morning' to French."}).encode())
+        status, body = call(
+            "POST", "/route", json.dumps({"request_id": "x1", "prompt": "Translate 'good morning' to French."}).encode()
+        )
         assert status == 200 and body["request_id"] == "x1" and body["model"] in router.models
         assert call("GET", "/health")[1]["models"] == list(router.models)
         assert call("POST", "/route", b"{nope")[0] == 400
-        assert call("POST", "/route", json.dumps({"prompt": 7}).encode()) == (400, {"error": "prompt: expected text or null, got int"})
+        assert call("POST", "/route", json.dumps({"prompt": 7}).encode()) == (
+            400,
+            {"error": "prompt: expected text or null, got int"},
+        )
         assert call("POST", "/nowhere", b"{}")[0] == 404
         assert call("POST", "/route", b"x" * ((1 << 20) + 1))[0] == 413
     finally:
@@ -257,7 +288,15 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
     router = router[2] if isinstance(router, tuple) else router
     assert router.heads == ("shared" if which == "routed" else "per_model")
     prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:40]) + EDGE_PROMPTS
-    requests = [RouteRequest(prompt=p, task="koala" if i % 2 else None, input_tokens=None if i % 3 else 10 * i, timestamp=pd.Timestamp("2025-01-01T05:00Z").to_pydatetime()) for i, p in enumerate(prompts)]
+    requests = [
+        RouteRequest(
+            prompt=p,
+            task="koala" if i % 2 else None,
+            input_tokens=None if i % 3 else 10 * i,
+            timestamp=pd.Timestamp("2025-01-01T05:00Z").to_pydatetime(),
+        )
+        for i, p in enumerate(prompts)
+    ]
     for r in requests[:10]:  # the fast C path against Booster.predict, row by row, NaN included
         _, v = router.request_vector(r)
         Xq, Xc = router.quality_features(v), router.cost_features(v)
@@ -291,7 +330,10 @@ def test_router_loads_with_a_budget_file_override(routed, tmp_path: Path) -> Non
 
     tmp, _, router = routed
     now = dt.datetime.now(dt.UTC)
-    path = write_state(tmp_path / "budget.json", BudgetState("all", now - dt.timedelta(days=1), now + dt.timedelta(hours=10), 100.0, 50.0, now))
+    path = write_state(
+        tmp_path / "budget.json",
+        BudgetState("all", now - dt.timedelta(days=1), now + dt.timedelta(hours=10), 100.0, 50.0, now),
+    )
     paced = Router.load(tmp / "bundle", budget_file=path)
     decision = paced.route(RouteRequest(prompt="Write a haiku about the sea."))
     assert paced.policy.name == "budget" and decision.policy == "budget" and "$50.00 left of all" in decision.reason
@@ -306,7 +348,18 @@ def test_requests_take_rfc3339_timestamps_only() -> None:
     assert RouteRequest.from_dict({"timestamp": "2025-01-01 05:00:00+05:30"}).timestamp.hour == 23
     assert RouteRequest.from_dict({"timestamp": "2025-01-01T05:00:00"}).timestamp.tzinfo is dt.UTC  # no offset = UTC
     assert RouteRequest.from_dict({"timestamp": None}).timestamp is None  # null = now
-    for bad in [0, False, [], {}, "", "2025-06-30", "20250101T050000", "2025-W01-1", "0001-01-01T00:30:00+01:00", "2025-01-01T23:59:60Z"]:
+    for bad in [
+        0,
+        False,
+        [],
+        {},
+        "",
+        "2025-06-30",
+        "20250101T050000",
+        "2025-W01-1",
+        "0001-01-01T00:30:00+01:00",
+        "2025-01-01T23:59:60Z",
+    ]:
         with pytest.raises(ValueError, match="^timestamp: "):
             RouteRequest.from_dict({"timestamp": bad})
 
@@ -334,7 +387,9 @@ def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
     assert data.isascii() and json.loads(data)["request"]["prompt"] == "a\ud800b é"
 
 
-def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(routed, routed_per_model, sample_traces, tmp_path: Path) -> None:
+def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
+    routed, routed_per_model, sample_traces, tmp_path: Path
+) -> None:
     from abtest.gate import GateCode, GateParams, decide
     from evaluation.replay import replay, write_experiment
     from traces.load import load_traces
@@ -346,7 +401,11 @@ def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
     assert result.prompts == 120 and set(exp["variant"]) == {"champion", "challenger"}
     a, b = (exp[exp["variant"] == v].set_index("prompt_id") for v in ("champion", "challenger"))
     assert sorted(a.index) == sorted(b.index) and len(a) == 120 - max(result.dropped.values()) >= 100
-    logged = sample_traces.assign(prompt_id=sample_traces["prompt_id"].astype(str)).groupby(["prompt_id", "model"])["quality"].mean()
+    logged = (
+        sample_traces.assign(prompt_id=sample_traces["prompt_id"].astype(str))
+        .groupby(["prompt_id", "model"])["quality"]
+        .mean()
+    )
     for pid, row in a.head(20).iterrows():  # every score is the logged answer of the chosen model
         assert row["quality"] == pytest.approx(logged[(pid, row["model"])])
     assert sum(result.chosen["champion"].values()) == 120
@@ -357,7 +416,9 @@ def test_offline_replay_of_two_bundles_is_paired_and_scored_with_logged_answers(
     assert decision.stats["design"]["paired"] is True
     assert decision.stats["quality"]["name"] == "paired_non_inferiority" and decision.stats["quality"]["n_a"] == len(a)
     assert decision.stats["cost"]["name"].startswith("paired_") and decision.arms["champion"]["rows"] == len(a)
-    assert decision.stats["errors"]["code"] == "skipped" and "errors" not in decision.stats["holm"]["tests"]  # not observed offline
+    assert (
+        decision.stats["errors"]["code"] == "skipped" and "errors" not in decision.stats["holm"]["tests"]
+    )  # not observed offline
     from abtest.gate import report
 
     md, _ = report(decision, tmp_path / "report", GateParams(min_rows_per_arm=50, min_pairs=50))
@@ -372,12 +433,16 @@ def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
     serve-router in another, malformed POSTs get 400 and nothing gets 5xx or a dropped connection."""
     import json
 
-    from serving.http import batch_json
     from benchmarks.serve import main
+    from serving.http import batch_json
 
     tmp, _, router = routed
     answers = batch_json(router, [{"prompt": "hi", "request_id": "a"}, {"prompt": 3}, "x", {"prompt": "bye"}])
-    assert answers[0]["request_id"] == "a" and answers[0]["model"] in router.models and answers[3]["model"] in router.models
+    assert (
+        answers[0]["request_id"] == "a"
+        and answers[0]["model"] in router.models
+        and answers[3]["model"] in router.models
+    )
     assert answers[1] == {"index": 1, "error": "prompt: expected text or null, got int"} and answers[2]["index"] == 2
     assert json.dumps(answers)  # plain JSON
     for batch in (1, 16):
@@ -386,7 +451,9 @@ def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
         assert set(result.statuses) <= {"200", "400"} and result.p99_ms < 1000
 
 
-def test_router_load_honours_the_bundle_key_from_the_environment(routed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_router_load_honours_the_bundle_key_from_the_environment(
+    routed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from serving.bundle import KEY_ENV, sign

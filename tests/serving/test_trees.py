@@ -29,7 +29,12 @@ def _data(rng: np.random.Generator, n: int, categorical: bool) -> np.ndarray:
 
 def _label(X: np.ndarray, rng: np.random.Generator, objective: str) -> np.ndarray:
     z = np.nan_to_num(X[:, 0]) * 1.5 + (np.isnan(X[:, 3])) - (X[:, 2] == 0) + np.nan_to_num(X[:, 1]) ** 2
-    z = z + np.isin(np.nan_to_num(X[:, 4], nan=-1), (1, 3, 6)) + (np.nan_to_num(X[:, 5]) % 3 == 0) + rng.normal(scale=0.3, size=len(X))
+    z = (
+        z
+        + np.isin(np.nan_to_num(X[:, 4], nan=-1), (1, 3, 6))
+        + (np.nan_to_num(X[:, 5]) % 3 == 0)
+        + rng.normal(scale=0.3, size=len(X))
+    )
     if objective == "binary":
         return (z > np.median(z)).astype(float)
     if objective == "cross_entropy":
@@ -64,7 +69,20 @@ def _held_out(dump: dict, rng: np.random.Generator, categorical: bool) -> np.nda
             row = row.copy()
             row[f] = np.nextafter(th, np.inf)
             edge.append(row)
-    specials = [np.nan, 0.0, -0.0, K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD, 1e-36, -1e-36, 1e-30, 1e300, -1e300, np.inf, -np.inf]
+    specials = [
+        np.nan,
+        0.0,
+        -0.0,
+        K_ZERO_THRESHOLD,
+        -K_ZERO_THRESHOLD,
+        1e-36,
+        -1e-36,
+        1e-30,
+        1e300,
+        -1e300,
+        np.inf,
+        -np.inf,
+    ]
     if categorical:
         specials += [-1.0, -0.5, 0.5, 2.7, 7.0, 8.0, 39.0, 40.0, 1000.0, 3e9, 31.0, 32.0, 33.0, 63.0, 64.0]
     for f in range(N_FEATURES):
@@ -93,7 +111,15 @@ def _train(params: dict, categorical: bool, seed: int = 0, rounds: int = 60) -> 
     rng = np.random.default_rng(seed)
     X = _data(rng, 1500, categorical)
     y = _label(X, rng, params["objective"])
-    base = {"verbose": -1, "seed": seed, "num_leaves": 15, "learning_rate": 0.1, "min_data_in_leaf": 5, "deterministic": True, "num_threads": 1}
+    base = {
+        "verbose": -1,
+        "seed": seed,
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "min_data_in_leaf": 5,
+        "deterministic": True,
+        "num_threads": 1,
+    }
     if categorical:
         base |= {"min_data_per_group": 5, "cat_smooth": 1.0, "cat_l2": 1.0}
     dataset = lgb.Dataset(X, y, categorical_feature=list(CAT) if categorical else "auto", free_raw_data=False)

@@ -18,8 +18,22 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
-PRELOAD = ["pandas", "pyarrow.parquet", "lightgbm", "numpy", "matplotlib.pyplot", "traces.ingest", "models.export", "serving.bundle", "models.registry", "abtest.gate", "pipelines.promote", "pipelines.flows"]
+PRELOAD = [
+    "pandas",
+    "pyarrow.parquet",
+    "lightgbm",
+    "numpy",
+    "matplotlib.pyplot",
+    "traces.ingest",
+    "models.export",
+    "serving.bundle",
+    "models.registry",
+    "abtest.gate",
+    "pipelines.promote",
+    "pipelines.flows",
+]
 _CTX = None
 
 
@@ -68,7 +82,9 @@ def _child(op: Callable[..., None], args: tuple, kill_at: int | None, out: str) 
         fh.write(json.dumps(names[: counter[0]]))
 
 
-def run(op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str, timeout: float = 120) -> tuple[int, list[str] | None]:
+def run(
+    op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str, timeout: float = 120
+) -> tuple[int, list[str] | None]:
     """(exit code, events made, by function name): exit code -9 when killed; events only when it finished."""
     out = os.path.join(scratch, f"events-{os.getpid()}-{kill_at}")
     if os.path.exists(out):
@@ -80,7 +96,7 @@ def run(op: Callable[..., None], args: tuple, kill_at: int | None, scratch: str,
         p.kill()
         p.join()
         raise TimeoutError(f"{op.__name__} did not finish in {timeout} s")
-    events = json.loads(open(out).read()) if os.path.exists(out) else None
+    events = json.loads(Path(out).read_text()) if os.path.exists(out) else None
     return p.exitcode, events
 
 

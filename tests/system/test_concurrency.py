@@ -11,14 +11,25 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
-ENV = os.environ | {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_WAIT_POLICY": "PASSIVE", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+ENV = os.environ | {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
 
 
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "beast.cli", *args], cwd=cwd, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "beast.cli", *args],
+        cwd=cwd,
+        env=env or ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
@@ -30,7 +41,12 @@ def test_parallel_ingests_store_every_row_exactly_once(tmp_path: Path) -> None:
     from traces.store import read_traces
     from traces.synth import main as synth
 
-    synth(tmp_path / "all.jsonl", params_file=None, overrides={"rows": 600, "seed": 5, "malformed": 0.0}, prices_file=ROOT / "data" / "prices.yaml")
+    synth(
+        tmp_path / "all.jsonl",
+        params_file=None,
+        overrides={"rows": 600, "seed": 5, "malformed": 0.0},
+        prices_file=ROOT / "data" / "prices.yaml",
+    )
     lines = (tmp_path / "all.jsonl").read_text().splitlines(keepends=True)
     slices = {"a": (0, 300), "b": (200, 500), "c": (0, 300), "d": (400, 600)}
     for name, (lo, hi) in slices.items():
@@ -38,13 +54,18 @@ def test_parallel_ingests_store_every_row_exactly_once(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(
         f"ingest:\n  out: {tmp_path / 'ds'}\n  quarantine: {tmp_path / 'q'}\n  metrics: null\n  prices: {ROOT / 'data' / 'prices.yaml'}\n"
     )
-    procs = [_start(["ingest", str(tmp_path / f"{n}.jsonl"), "--params", str(tmp_path / "params.yaml")], tmp_path) for n in slices]
+    procs = [
+        _start(["ingest", str(tmp_path / f"{n}.jsonl"), "--params", str(tmp_path / "params.yaml")], tmp_path)
+        for n in slices
+    ]
     results = _finish(procs)
     assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
     ids = read_traces(tmp_path / "ds", columns=["request_id"])["request_id"].tolist()
     expected = {json.loads(line)["request_id"] for line in lines}
     assert len(ids) == len(set(ids)) == 600 and set(ids) == expected
-    stored = [int(out.split("accepted")[2].split("(")[1].split()[0].replace(",", "")) for _, out, _ in results]  # "(N new, ..."
+    stored = [
+        int(out.split("accepted")[2].split("(")[1].split()[0].replace(",", "")) for _, out, _ in results
+    ]  # "(N new, ..."
     assert sum(stored) == 600  # each row stored by exactly one of the four
     assert not list((tmp_path / "q").glob("*.jsonl"))  # same content is already_stored, never a conflict
 
@@ -70,17 +91,29 @@ def test_two_gates_promoting_at_once_make_exactly_one_move(registry_with_two_ver
         f"main(Path({str(experiment)!r}), Path({str(params)!r}), out_dir=Path(sys.argv[1]), uri={uri!r}, bundle=Path({str(tmp_path / 'bundle')!r}))\n"
     )
     env = ENV | {"MLFLOW_TRACKING_URI": uri}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"gate{i}")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / f"gate{i}")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = _finish(procs)
     assert [c for c, _, _ in results] == [0, 0], [e[-2000:] for _, _, e in results]
-    assert _aliases(uri) == {p: ("2", "1") for p in registry.REGISTERED}  # not ("2", "2"): no double move
+    assert _aliases(uri) == dict.fromkeys(registry.REGISTERED, ("2", "1"))  # not ("2", "2"): no double move
     moved = [out for _, out, _ in results if "champion 1 -> 2" in out]
     assert len(moved) == 1 and sum("nothing to move" in out for _, out, _ in results) == 1
     runs = registry.gate_runs(uri)
     assert sorted(bool(r.tags.get("beast.alias.quality")) for r in runs) == [False, True]
 
 
-def test_two_trainings_register_at_once_without_corrupting_the_registry(routed, sample_dataset: Path, tmp_path: Path) -> None:
+def test_two_trainings_register_at_once_without_corrupting_the_registry(
+    routed, sample_dataset: Path, tmp_path: Path
+) -> None:
     """Two `beast train cost` processes on one sqlite store: versions 1 and 2, both loadable, aliases set."""
     import yaml
 
@@ -91,9 +124,20 @@ def test_two_trainings_register_at_once_without_corrupting_the_registry(routed, 
     procs = []
     for i in range(2):
         params = yaml.safe_load((folder / "params.yaml").read_text())
-        params["train"] |= {"out": str(tmp_path / f"m{i}"), "metrics": str(tmp_path / f"metrics{i}"), "plots": str(tmp_path / f"plots{i}"), "register": True}
+        params["train"] |= {
+            "out": str(tmp_path / f"m{i}"),
+            "metrics": str(tmp_path / f"metrics{i}"),
+            "plots": str(tmp_path / f"plots{i}"),
+            "register": True,
+        }
         (tmp_path / f"params{i}.yaml").write_text(yaml.safe_dump(params))
-        procs.append(_start(["train", "cost", "--params", str(tmp_path / f"params{i}.yaml"), "--traces", str(sample_dataset)], ROOT, ENV | {"MLFLOW_TRACKING_URI": uri}))
+        procs.append(
+            _start(
+                ["train", "cost", "--params", str(tmp_path / f"params{i}.yaml"), "--traces", str(sample_dataset)],
+                ROOT,
+                ENV | {"MLFLOW_TRACKING_URI": uri},
+            )
+        )
     results = _finish(procs)
     assert [c for c, _, _ in results] == [0, 0], [e[-2000:] for _, _, e in results]
     champion, challenger = (registry.load_predictor("cost", a, uri) for a in ("champion", "challenger"))

@@ -42,7 +42,12 @@ pytestmark = pytest.mark.slow
 
 def _repo_files(root: Path) -> list[Path]:
     """Tracked files plus untracked ones git does not ignore (what a commit of the working tree would hold)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
     return sorted({Path(p.decode()) for p in out.split(b"\0") if p and (root / p.decode()).is_file()})
 
 
@@ -64,9 +69,13 @@ def _env(copy: Path, tmp: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = REPRO_TIMEOUT_S) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = REPRO_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -107,7 +116,11 @@ def _compare(got: object, want: object, where: str) -> list[str]:
             return [f"{where}: {len(got)} items, committed {len(want)}"]
         return [d for i, (g, w) in enumerate(zip(got, want)) for d in _compare(g, w, f"{where}[{i}]")]
     if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
-        return [] if math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-12) else [f"{where}: {got!r} != committed {want!r}"]
+        return (
+            []
+            if math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-12)
+            else [f"{where}: {got!r} != committed {want!r}"]
+        )
     return [] if got == want and type(got) is type(want) else [f"{where}: {got!r} != committed {want!r}"]
 
 
@@ -127,7 +140,10 @@ def test_repro_leaves_everything_up_to_date_and_plot_data(repro) -> None:
     assert seconds < REPRO_TIMEOUT_S
     plots = json.loads(_run(_dvc("plots", "show", "--json"), copy, env, timeout=120).stdout)
     data = plots["data"]
-    for plot_id, fields in {"bench_cost_quality": {"oracle", "learned/tradeoff", "random"}, "bench_pgr": {"pair/learned", "random"}}.items():
+    for plot_id, fields in {
+        "bench_cost_quality": {"oracle", "learned/tradeoff", "random"},
+        "bench_pgr": {"pair/learned", "random"},
+    }.items():
         values = data[plot_id][0]["content"]["data"]["values"]
         assert fields <= {v["field"] for v in values}, plot_id
     calibration = [v for v in data["quality_calibration"][0]["content"]["data"]["values"] if "predicted" in v]

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 ENV = os.environ | {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -43,9 +42,17 @@ FSIZE_LIMIT = 4096  # RLIMIT_FSIZE fallback: any file write beyond 4 KB fails wi
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def beast(*args: object, cwd: Path, env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+def beast(
+    *args: object, cwd: Path, env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "beast.cli", *map(str, args)], cwd=cwd, env=env or ENV, preexec_fn=preexec, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "beast.cli", *map(str, args)],
+        cwd=cwd,
+        env=env or ENV,
+        preexec_fn=preexec,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -77,7 +84,12 @@ def can_mount() -> bool:
     probe = Path(f"/tmp/beast-mount-probe-{uuid.uuid4().hex[:8]}")
     probe.mkdir()
     try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode == 0
+        ok = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
+            ).returncode
+            == 0
+        )
         if ok:
             ok = subprocess.run(["mount", "-o", "remount,ro", str(probe)], capture_output=True).returncode == 0
             subprocess.run(["umount", str(probe)], capture_output=True)
@@ -129,7 +141,9 @@ def _limit_file_size() -> None:
 
 
 @contextmanager
-def full_disk(path: Path, size: str = "1m") -> Iterator[tuple[Path, Callable[..., tuple[Callable[[], None] | None, str]]]]:
+def full_disk(
+    path: Path, size: str = "1m"
+) -> Iterator[tuple[Path, Callable[..., tuple[Callable[[], None] | None, str]]]]:
     """(folder, make_full): write the good state into the folder, then call make_full(leave=0 bytes free);
     it returns the preexec_fn for the child (None when the folder really is full) and the reason the error
     must name."""
@@ -149,7 +163,9 @@ def full_disk(path: Path, size: str = "1m") -> Iterator[tuple[Path, Callable[...
 @contextmanager
 def read_only(path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
     if not can_mount():
-        pytest.skip("read-only output needs a read-only tmpfs mount, i.e. root with mount rights (chmod 0o555 does not stop root)")
+        pytest.skip(
+            "read-only output needs a read-only tmpfs mount, i.e. root with mount rights (chmod 0o555 does not stop root)"
+        )
     with tmpfs(path, "24m") as root:
         yield root, lambda: remount_ro(root)
 
@@ -167,8 +183,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp / "data").mkdir()
     for name in ("prices.yaml", "models.yaml", "budgets.yaml"):
         shutil.copy(ROOT / "data" / name, tmp / "data" / name)
-    synth(tmp / "first.jsonl", ROOT / "params.yaml", {"rows": 300, "seed": 1, "malformed": 0.0}, ROOT / "data/prices.yaml")
-    synth(tmp / "second.jsonl", ROOT / "params.yaml", {"rows": 300, "seed": 2, "malformed": 0.05}, ROOT / "data/prices.yaml")
+    synth(
+        tmp / "first.jsonl", ROOT / "params.yaml", {"rows": 300, "seed": 1, "malformed": 0.0}, ROOT / "data/prices.yaml"
+    )
+    synth(
+        tmp / "second.jsonl",
+        ROOT / "params.yaml",
+        {"rows": 300, "seed": 2, "malformed": 0.05},
+        ROOT / "data/prices.yaml",
+    )
     return tmp
 
 
@@ -177,12 +200,29 @@ def ingest_into(work: Path, root: Path) -> None:
     from traces.ingest import IngestParams, ingest
     from traces.prices import load_prices
 
-    ingest([work / "first.jsonl"], IngestParams(out=root / "traces", quarantine=root / "q", metrics=None), load_prices(ROOT / "data/prices.yaml"))
+    ingest(
+        [work / "first.jsonl"],
+        IngestParams(out=root / "traces", quarantine=root / "q", metrics=None),
+        load_prices(ROOT / "data/prices.yaml"),
+    )
 
 
-def ingest_args(work: Path, root: Path, quarantine: Path | None = None, prices: Path = ROOT / "data/prices.yaml") -> list[object]:
+def ingest_args(
+    work: Path, root: Path, quarantine: Path | None = None, prices: Path = ROOT / "data/prices.yaml"
+) -> list[object]:
     """`beast ingest` of the second file (300 rows, 5% malformed) into root/traces."""
-    return ["ingest", work / "second.jsonl", "--out", root / "traces", "--quarantine", quarantine or root / "q", "--params", ROOT / "params.yaml", "--prices", prices]
+    return [
+        "ingest",
+        work / "second.jsonl",
+        "--out",
+        root / "traces",
+        "--quarantine",
+        quarantine or root / "q",
+        "--params",
+        ROOT / "params.yaml",
+        "--prices",
+        prices,
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ ingest
@@ -241,7 +281,9 @@ def test_ingest_onto_full_disk(work: Path, tmp_path: Path, full: str, room: int,
     ],
     ids=["missing", "not_yaml", "negative"],
 )
-def test_ingest_with_missing_or_invalid_price_table(work: Path, tmp_path: Path, content: str | None, needle: str) -> None:
+def test_ingest_with_missing_or_invalid_price_table(
+    work: Path, tmp_path: Path, content: str | None, needle: str
+) -> None:
     ingest_into(work, tmp_path)
     prices = tmp_path / "prices.yaml"
     if content is not None:
@@ -263,7 +305,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from traces.prices import load_prices
 
     tmp = tmp_path_factory.mktemp("models")
-    ingest(sorted((ROOT / "data/sample").iterdir()), IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None), load_prices(ROOT / "data/prices.yaml"))
+    ingest(
+        sorted((ROOT / "data/sample").iterdir()),
+        IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None),
+        load_prices(ROOT / "data/prices.yaml"),
+    )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"] |= {"out": str(tmp / "models"), "metrics": str(tmp / "metrics"), "plots": str(tmp / "plots"), "register": False,
                         "prices": str(ROOT / "data/prices.yaml"), "cards": str(ROOT / "data/models.yaml")}  # fmt: skip
@@ -334,7 +380,9 @@ def train_setup(work: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("store", ["corrupt_sqlite", "closed_http_port"])
-def test_train_registers_to_unavailable_tracking_store(train_setup: tuple[Path, Path], work: Path, tmp_path: Path, store: str) -> None:
+def test_train_registers_to_unavailable_tracking_store(
+    train_setup: tuple[Path, Path], work: Path, tmp_path: Path, store: str
+) -> None:
     """The tracking URI comes from $MLFLOW_TRACKING_URI (models/registry.py): a sqlite file that is not a
     database, or an http server that is not there (retries cut to 0 so the test stays quick)."""
     params, traces = train_setup
@@ -344,7 +392,9 @@ def test_train_registers_to_unavailable_tracking_store(train_setup: tuple[Path, 
     before = snapshot(tmp_path)
     out = beast("train", "cost", "--traces", traces, "--params", params, cwd=work, env=env)
     line = assert_clean_failure(out, "train", "mlflow", uri)
-    assert "== cost:" in out.stdout and "registered" not in out.stdout  # trained, then the store failed: nothing registered
+    assert (
+        "== cost:" in out.stdout and "registered" not in out.stdout
+    )  # trained, then the store failed: nothing registered
     assert snapshot(tmp_path) == before, line  # the store file untouched, no mlruns/ beside it
 
 
@@ -355,10 +405,23 @@ def test_report_into_read_only_folder(work: Path, tmp_path: Path) -> None:
     ingest_into(work, tmp_path / "data")
     with read_only(tmp_path / "mnt") as (root, make_ro):
         (root / "report" / "plots").mkdir(parents=True)  # a previous report
-        for name, data in {"index.html": b"<html>old</html>", "report.json": b'{"old": true}\n', "plots/cost.png": b"\x89PNG old"}.items():
+        for name, data in {
+            "index.html": b"<html>old</html>",
+            "report.json": b'{"old": true}\n',
+            "plots/cost.png": b"\x89PNG old",
+        }.items():
             (root / "report" / name).write_bytes(data)
         make_ro()
         before = snapshot(root)
-        out = beast("monitor", "report", tmp_path / "data" / "traces", "--out", root / "report", "--params", ROOT / "params.yaml", cwd=work)
+        out = beast(
+            "monitor",
+            "report",
+            tmp_path / "data" / "traces",
+            "--out",
+            root / "report",
+            "--params",
+            ROOT / "params.yaml",
+            cwd=work,
+        )
         assert_clean_failure(out, "monitor report", str(root / "report"), "Read-only file system")
         assert snapshot(root) == before

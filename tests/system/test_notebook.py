@@ -36,7 +36,9 @@ def test_committed_notebook_has_no_outputs() -> None:
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code, "no code cells"
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    dirty = [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)
+    ]
     assert not dirty, f"cells {dirty} have outputs or execution counts: clear them before committing"
     assert not any(key in nb.metadata for key in ("widgets", "varInspector")), "notebook metadata carries output state"
 
@@ -45,15 +47,21 @@ def test_committed_notebook_has_no_outputs() -> None:
 def executed():
     traces = ROOT / "data" / "traces"
     if not any(traces.glob("date=*/*.parquet")):
-        pytest.skip(f"{traces} holds no trace dataset: run `make run` (or `uv run dvc repro`) first, the notebook reads its outputs")
+        pytest.skip(
+            f"{traces} holds no trace dataset: run `make run` (or `uv run dvc repro`) first, the notebook reads its outputs"
+        )
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()
     return nb
 
 
 def test_notebook_runs_headless_without_errors(executed) -> None:
-    errors = [out for c in executed.cells if c.cell_type == "code" for out in c.outputs if out.get("output_type") == "error"]
+    errors = [
+        out for c in executed.cells if c.cell_type == "code" for out in c.outputs if out.get("output_type") == "error"
+    ]
     assert not errors, errors
 
 

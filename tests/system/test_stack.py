@@ -22,11 +22,11 @@ from typing import Any
 import psutil
 import psycopg2
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
 from pipelines import stack
 from pipelines.stack import StackParams, StackUrls
-from conftest import ROOT
 
 REQUEST_TIMEOUT_S = 10
 FLOW = "beast-stack-probe"
@@ -43,8 +43,13 @@ def _have_postgres() -> bool:
 
 if not _have_postgres():
     if os.environ.get("BEAST_REQUIRE_STACK") == "1":
-        raise RuntimeError("BEAST_REQUIRE_STACK=1 but PostgreSQL (initdb, pg_ctl) is not installed: apt-get install postgresql")
-    pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql (BEAST_REQUIRE_STACK=1 makes this a failure)", allow_module_level=True)
+        raise RuntimeError(
+            "BEAST_REQUIRE_STACK=1 but PostgreSQL (initdb, pg_ctl) is not installed: apt-get install postgresql"
+        )
+    pytest.skip(
+        "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql (BEAST_REQUIRE_STACK=1 makes this a failure)",
+        allow_module_level=True,
+    )
 
 
 def free_ports(n: int) -> list[int]:
@@ -116,7 +121,11 @@ def test_urls_are_pure_and_typed() -> None:
     assert u.mlflow_backend == "postgresql://beast@127.0.0.1:5433/mlflow"
     assert (u.mlflow_tracking, u.prefect_api) == ("http://127.0.0.1:5000", "http://127.0.0.1:4200/api")
     assert u.prefect_db == "postgresql+asyncpg://beast@127.0.0.1:5433/prefect"
-    assert stack.exports(u).splitlines() == ["export MLFLOW_TRACKING_URI=http://127.0.0.1:5000", "export PREFECT_API_URL=http://127.0.0.1:4200/api", f"export OPTUNA_STORAGE={u.optuna_storage}"]
+    assert stack.exports(u).splitlines() == [
+        "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
+        "export PREFECT_API_URL=http://127.0.0.1:4200/api",
+        f"export OPTUNA_STORAGE={u.optuna_storage}",
+    ]
 
 
 def test_everything_answers_and_the_databases_exist(running: Running) -> None:
@@ -125,7 +134,9 @@ def test_everything_answers_and_the_databases_exist(running: Running) -> None:
     assert call(f"{running.urls.prefect_api}/health") is True
     names = {row[0] for row in query(running.params, "postgres", "SELECT datname FROM pg_database")}
     assert {"mlflow", "prefect", "optuna"} <= names
-    assert query(running.params, "mlflow", "SELECT count(*) FROM alembic_version")[0][0] == 1  # MLflow migrated its schema there
+    assert (
+        query(running.params, "mlflow", "SELECT count(*) FROM alembic_version")[0][0] == 1
+    )  # MLflow migrated its schema there
 
 
 def test_up_again_starts_nothing(running: Running) -> None:
@@ -135,17 +146,28 @@ def test_up_again_starts_nothing(running: Running) -> None:
 
 def test_a_port_taken_by_someone_else_is_a_clear_error(running: Running, tmp_path: Path) -> None:
     other = StackParams(state=tmp_path / "other", postgres_port=running.params.postgres_port)
-    with pytest.raises(BeastError, match=f"postgres: port {running.params.postgres_port} on 127.0.0.1 is taken by another process"):
+    with pytest.raises(
+        BeastError, match=f"postgres: port {running.params.postgres_port} on 127.0.0.1 is taken by another process"
+    ):
         stack.up(other)
 
 
 def test_a_start_that_times_out_stops_what_it_started(running: Running) -> None:
     params = fresh_params(3.0)  # postgres is up in ~1 s; the servers need ~15 s
     try:
-        with pytest.raises(BeastError, match=r"(mlflow|prefect): not healthy within stack.start_timeout_s = 3 s; log .*\.log: "):
+        with pytest.raises(
+            BeastError, match=r"(mlflow|prefect): not healthy within stack.start_timeout_s = 3 s; log .*\.log: "
+        ):
             stack.up(params)
-        assert [(row.name, row.up, row.pid) for row in stack.status(params)] == [("postgres", False, None), ("mlflow", False, None), ("prefect", False, None)]
-        assert all(stack.port_free(params.host, port) for port in (params.postgres_port, params.mlflow_port, params.prefect_port))
+        assert [(row.name, row.up, row.pid) for row in stack.status(params)] == [
+            ("postgres", False, None),
+            ("mlflow", False, None),
+            ("prefect", False, None),
+        ]
+        assert all(
+            stack.port_free(params.host, port)
+            for port in (params.postgres_port, params.mlflow_port, params.prefect_port)
+        )
     finally:
         stack.down(params)
         shutil.rmtree(params.state, ignore_errors=True)
@@ -155,30 +177,54 @@ def test_mlflow_run_lands_in_postgres_and_artifacts_in_the_state_dir(running: Ru
     api = f"{running.urls.mlflow_tracking}/api/2.0/mlflow"
     exp = call(f"{api}/experiments/create", {"name": "stack-probe"})["experiment_id"]
     run = call(f"{api}/runs/create", {"experiment_id": exp, "start_time": int(time.time() * 1000)})["run"]["info"]
-    call(f"{api}/runs/log-metric", {"run_id": run["run_id"], "key": "auc", "value": 0.875, "timestamp": int(time.time() * 1000), "step": 0})
+    call(
+        f"{api}/runs/log-metric",
+        {"run_id": run["run_id"], "key": "auc", "value": 0.875, "timestamp": int(time.time() * 1000), "step": 0},
+    )
     metrics = call(f"{api}/runs/get?run_id={run['run_id']}")["run"]["data"]["metrics"]
     assert [(m["key"], m["value"]) for m in metrics] == [("auc", 0.875)]
 
-    assert run["artifact_uri"] == f"mlflow-artifacts:/{exp}/{run['run_id']}/artifacts"  # proxied: clients upload over HTTP
+    assert (
+        run["artifact_uri"] == f"mlflow-artifacts:/{exp}/{run['run_id']}/artifacts"
+    )  # proxied: clients upload over HTTP
     path = f"{exp}/{run['run_id']}/artifacts/notes/hello.txt"
-    call(f"{running.urls.mlflow_tracking}/api/2.0/mlflow-artifacts/artifacts/{path}", method="PUT", data=b"hello stack\n")
+    call(
+        f"{running.urls.mlflow_tracking}/api/2.0/mlflow-artifacts/artifacts/{path}", method="PUT", data=b"hello stack\n"
+    )
     assert (running.params.state / "mlartifacts" / path).read_bytes() == b"hello stack\n"
     listed = call(f"{api}/artifacts/list?run_id={run['run_id']}&path=notes")["files"]
     assert [f["path"] for f in listed] == ["notes/hello.txt"]
 
-    rows = query(running.params, "mlflow", "SELECT r.experiment_id, m.value FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid WHERE r.run_uuid = %s AND m.key = 'auc'", (run["run_id"],))
+    rows = query(
+        running.params,
+        "mlflow",
+        "SELECT r.experiment_id, m.value FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid WHERE r.run_uuid = %s AND m.key = 'auc'",
+        (run["run_id"],),
+    )
     assert rows == [(int(exp), 0.875)]
 
 
 def test_prefect_flow_run_is_recorded_in_postgres(running: Running) -> None:
     code = f"from prefect import flow\n@flow(name={FLOW!r})\ndef probe():\n    return 42\nassert probe() == 42\n"
-    env = {**os.environ, **stack.TELEMETRY_OFF, "PREFECT_API_URL": running.urls.prefect_api, "PREFECT_HOME": str(running.params.state / "client")}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        **stack.TELEMETRY_OFF,
+        "PREFECT_API_URL": running.urls.prefect_api,
+        "PREFECT_HOME": str(running.params.state / "client"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     runs = call(f"{running.urls.prefect_api}/flow_runs/filter", {"flows": {"name": {"any_": [FLOW]}}})
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
-    rows = query(running.params, "prefect", "SELECT fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id WHERE f.name = %s", (FLOW,))
+    rows = query(
+        running.params,
+        "prefect",
+        "SELECT fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id WHERE f.name = %s",
+        (FLOW,),
+    )
     assert [str(r[0]) for r in rows] == ["COMPLETED"]
 
 
@@ -186,7 +232,15 @@ E2E_TIMEOUT_S = 300  # per command; the whole test takes ~2 min on 2 cores
 
 
 def beast(args: list[str], work: Path, env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "beast.cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=E2E_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "beast.cli", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=E2E_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == 0, f"beast {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -202,12 +256,34 @@ def scale_out_params(work: Path, urls: StackUrls) -> Path:
         for key in ("prices", "cards"):
             if isinstance(section, dict) and isinstance(section.get(key), str):
                 section[key] = str(ROOT / section[key])
-    params["ingest"] |= {"out": str(work / "traces"), "quarantine": str(work / "quarantine"), "metrics": None, "prices": str(data / "prices.yaml")}
-    params["train"] |= {"traces": str(work / "traces"), "out": str(work / "models"), "metrics": str(work / "metrics"), "plots": str(work / "plots"), "prices": str(data / "prices.yaml"), "cards": str(data / "models.yaml")}
+    params["ingest"] |= {
+        "out": str(work / "traces"),
+        "quarantine": str(work / "quarantine"),
+        "metrics": None,
+        "prices": str(data / "prices.yaml"),
+    }
+    params["train"] |= {
+        "traces": str(work / "traces"),
+        "out": str(work / "models"),
+        "metrics": str(work / "metrics"),
+        "plots": str(work / "plots"),
+        "prices": str(data / "prices.yaml"),
+        "cards": str(data / "models.yaml"),
+    }
     params["dask"] |= {"engine": "dask", "n_workers": 2, "partition_rows": 20000}
     params["tune"] |= {"storage": urls.optuna_storage, "workers": 2, "trials": 4, "report": str(work / "metrics")}
-    samples = [str(data / "sample" / n) for n in ("alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz")]
-    params["retrain"] |= {"traces": samples, "replay_traces": samples[0], "evaluate": False, "bundle": str(work / "bundle"), "work": str(work / "prefect"), "task_runner": "dask"}
+    samples = [
+        str(data / "sample" / n)
+        for n in ("alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz")
+    ]
+    params["retrain"] |= {
+        "traces": samples,
+        "replay_traces": samples[0],
+        "evaluate": False,
+        "bundle": str(work / "bundle"),
+        "work": str(work / "prefect"),
+        "task_runner": "dask",
+    }
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -217,7 +293,14 @@ def test_scale_out_end_to_end(running: Running, tmp_path: Path) -> None:
     """The retrain flow on the Prefect server with a Dask task runner (cost trained with lightgbm.dask inside it),
     every version registered in the MLflow server on PostgreSQL, then 2 Optuna workers sharing one PostgreSQL study."""
     urls, params = running.urls, running.params
-    env = {**os.environ, **stack.TELEMETRY_OFF, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": urls.mlflow_tracking, "PREFECT_API_URL": urls.prefect_api, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env = {
+        **os.environ,
+        **stack.TELEMETRY_OFF,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": urls.mlflow_tracking,
+        "PREFECT_API_URL": urls.prefect_api,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+    }
     env.pop("BEAST_DASK_ADDRESS", None)
     params_file = scale_out_params(tmp_path, urls)
 
@@ -227,30 +310,52 @@ def test_scale_out_end_to_end(running: Running, tmp_path: Path) -> None:
         assert f"registered beast-{predictor} version 1 (challenger, champion)" in out
     assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["predictors"]["cost"]["version"] == "1"
 
-    flows = query(params, "prefect", "SELECT fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain'")
+    flows = query(
+        params,
+        "prefect",
+        "SELECT fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain'",
+    )
     assert [str(r[0]) for r in flows] == ["COMPLETED"]
-    tasks = query(params, "prefect", "SELECT tr.name, tr.state_type FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain' AND tr.name LIKE 'train-%%'")
+    tasks = query(
+        params,
+        "prefect",
+        "SELECT tr.name, tr.state_type FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id JOIN flow f ON f.id = fr.flow_id WHERE f.name = 'retrain' AND tr.name LIKE 'train-%%'",
+    )
     assert len(tasks) == 3 and {str(t[1]) for t in tasks} == {"COMPLETED"}
     aliases = query(params, "mlflow", "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias")
     assert aliases == [(f"beast-{p}", a, 1) for p in ("cache", "cost", "quality") for a in ("challenger", "champion")]
-    assert list((params.state / "mlartifacts").rglob("p90.txt")), "the cost boosters were uploaded through the tracking server"
+    assert list((params.state / "mlartifacts").rglob("p90.txt")), (
+        "the cost boosters were uploaded through the tracking server"
+    )
 
     out = beast(["tune", "cost", "--params", str(params_file)], tmp_path, env)
     assert "cost: 4 trials on 2 workers sharing beast-cost" in out
-    trials = query(params, "optuna", "SELECT t.state FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = 'beast-cost'")
+    trials = query(
+        params,
+        "optuna",
+        "SELECT t.state FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = 'beast-cost'",
+    )
     assert len(trials) == 4 and {str(t[0]) for t in trials} <= {"COMPLETE", "PRUNED"}
-    logged = query(params, "mlflow", "SELECT count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = 'beast-cost-tuning'")
+    logged = query(
+        params,
+        "mlflow",
+        "SELECT count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = 'beast-cost-tuning'",
+    )
     assert logged == [(4,)]
 
 
 def test_down_leaves_nothing_and_is_idempotent(running: Running) -> None:
     params = running.params
-    family = {pid for pid in running.pids.values()}
+    family = set(running.pids.values())
     for pid in running.pids.values():
         family |= {c.pid for c in psutil.Process(pid).children(recursive=True)}
 
     lines = stack.down(params)
-    assert lines == [f"prefect: stopped (pid {running.pids['prefect']})", f"mlflow: stopped (pid {running.pids['mlflow']})", "postgres: stopped"]
+    assert lines == [
+        f"prefect: stopped (pid {running.pids['prefect']})",
+        f"mlflow: stopped (pid {running.pids['mlflow']})",
+        "postgres: stopped",
+    ]
 
     def lingering() -> list[str]:
         found = []
@@ -264,7 +369,13 @@ def test_down_leaves_nothing_and_is_idempotent(running: Running) -> None:
         return found
 
     assert lingering() == []
-    assert all(stack.port_free(params.host, port) for port in (params.postgres_port, params.mlflow_port, params.prefect_port))
+    assert all(
+        stack.port_free(params.host, port) for port in (params.postgres_port, params.mlflow_port, params.prefect_port)
+    )
     assert not list(params.state.glob("*.pid"))
     assert stack.down(params) == ["prefect: not running", "mlflow: not running", "postgres: not running"]
-    assert [(row.name, row.up) for row in stack.status(params)] == [("postgres", False), ("mlflow", False), ("prefect", False)]
+    assert [(row.name, row.up) for row in stack.status(params)] == [
+        ("postgres", False),
+        ("mlflow", False),
+        ("prefect", False),
+    ]

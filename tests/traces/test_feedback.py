@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import good_row, write_jsonl
 
 from core.errors import BeastError
 from models.quality import quality_rows
@@ -15,15 +16,18 @@ from traces.feedback import apply_feedback, decide
 from traces.ingest import IngestParams, ingest
 from traces.store import read_traces
 
-from conftest import good_row, write_jsonl
-
 NOW = pd.Timestamp("2024-05-01T12:00:00Z")
 
 
 @pytest.fixture
 def dataset(tmp_path: Path, params: IngestParams, prices) -> IngestParams:
     """Six stored rows over two dates: r0-r3 on 2024-03-01 (r0 with a prompt and no label), r4-r5 on 2024-03-02."""
-    rows = [good_row(0, prompt="What is 2 + 2?", prompt_id="p0"), good_row(1, quality=0.4, prompt="hi", prompt_id="p1"), good_row(2), good_row(3, extra_field="kept")]
+    rows = [
+        good_row(0, prompt="What is 2 + 2?", prompt_id="p0"),
+        good_row(1, quality=0.4, prompt="hi", prompt_id="p1"),
+        good_row(2),
+        good_row(3, extra_field="kept"),
+    ]
     rows += [good_row(i, timestamp=f"2024-03-02T00:00:0{i}Z") for i in (4, 5)]
     ingest([write_jsonl(tmp_path / "traces.jsonl", rows)], params, prices)
     return params
@@ -47,12 +51,25 @@ def test_feedback_labels_rows_keeps_provenance_and_training_sees_them(tmp_path: 
     ])  # fmt: skip
     before = {p: p.stat().st_mtime_ns for p in store.part_files(dataset.out)}
     report = apply(fb, dataset)
-    assert (report.rows_read, report.applied, report.changed, report.unchanged, report.quarantined_total) == (2, 2, 2, 0, 0)
+    assert (report.rows_read, report.applied, report.changed, report.unchanged, report.quarantined_total) == (
+        2,
+        2,
+        2,
+        0,
+        0,
+    )
     assert report.sources == {"judge:gpt-4": 1, "user": 1}
     t = labels(dataset)
     assert t.at["r0", "quality"] == 0.9 and t.at["r3", "quality"] == 0.25
-    assert t.at["r0", "meta"] == {"quality_source": "user", "quality_labelled_at": "2024-04-01T10:00:00.000Z", "quality_feedback": f"{fb}:1"}
-    assert t.at["r3", "meta"]["extra_field"] == "kept" and t.at["r3", "meta"]["quality_labelled_at"] == "2024-05-01T12:00:00.000Z"  # applied time
+    assert t.at["r0", "meta"] == {
+        "quality_source": "user",
+        "quality_labelled_at": "2024-04-01T10:00:00.000Z",
+        "quality_feedback": f"{fb}:1",
+    }
+    assert (
+        t.at["r3", "meta"]["extra_field"] == "kept"
+        and t.at["r3", "meta"]["quality_labelled_at"] == "2024-05-01T12:00:00.000Z"
+    )  # applied time
     assert len(t) == 6 and t.at["r1", "quality"] == 0.4 and t.loc[["r2", "r4", "r5"], "quality"].isna().all()
     # only the 2024-03-01 partition held changed rows: the other part file is untouched
     after = {p: p.stat().st_mtime_ns for p in store.part_files(dataset.out)}
@@ -77,7 +94,14 @@ def test_bad_rows_are_quarantined_with_a_reason_never_dropped(tmp_path: Path, da
     report = apply(fb, dataset)
     assert report.rows_read == 8 == report.applied + report.quarantined_total
     assert report.applied == 1
-    assert report.quarantined == {"bad_json": 1, "bad_timestamp": 1, "bad_type": 1, "missing_field": 1, "out_of_range": 2, "unknown_request_id": 1}
+    assert report.quarantined == {
+        "bad_json": 1,
+        "bad_timestamp": 1,
+        "bad_type": 1,
+        "missing_field": 1,
+        "out_of_range": 2,
+        "unknown_request_id": 1,
+    }
     q = [json.loads(line) for line in Path(report.quarantine_file).read_text().splitlines()]
     assert [r["row"] for r in q] == [2, 3, 4, 5, 6, 7, 8]
     assert q[0]["reason"] == "unknown_request_id" and json.loads(q[0]["raw"])["request_id"] == "nope"
@@ -86,7 +110,11 @@ def test_bad_rows_are_quarantined_with_a_reason_never_dropped(tmp_path: Path, da
 
 
 def test_reapplying_changes_nothing(tmp_path: Path, dataset: IngestParams) -> None:
-    fb = write_jsonl(tmp_path / "fb.jsonl", [{"request_id": f"r{i}", "score": i / 10, "source": "judge"} for i in range(6)] + [{"request_id": "x", "score": 1, "source": "judge"}])
+    fb = write_jsonl(
+        tmp_path / "fb.jsonl",
+        [{"request_id": f"r{i}", "score": i / 10, "source": "judge"} for i in range(6)]
+        + [{"request_id": "x", "score": 1, "source": "judge"}],
+    )
     first = apply(fb, dataset)
     snapshot = {p: p.read_bytes() for p in store.part_files(dataset.out)}
     again = apply(fb, dataset, now=NOW + pd.Timedelta(days=1))  # later: no timestamp in the file, still unchanged
@@ -95,8 +123,13 @@ def test_reapplying_changes_nothing(tmp_path: Path, dataset: IngestParams) -> No
     assert {p: p.read_bytes() for p in store.part_files(dataset.out)} == snapshot
 
 
-def test_newest_label_wins_in_a_file_and_across_files_in_any_order(tmp_path: Path, dataset: IngestParams, prices) -> None:
-    old = write_jsonl(tmp_path / "old.jsonl", [{"request_id": "r2", "score": 0.1, "source": "judge", "timestamp": "2024-04-01T00:00:00Z"}])
+def test_newest_label_wins_in_a_file_and_across_files_in_any_order(
+    tmp_path: Path, dataset: IngestParams, prices
+) -> None:
+    old = write_jsonl(
+        tmp_path / "old.jsonl",
+        [{"request_id": "r2", "score": 0.1, "source": "judge", "timestamp": "2024-04-01T00:00:00Z"}],
+    )
     new = write_jsonl(tmp_path / "new.jsonl", [
         {"request_id": "r2", "score": 0.7, "source": "user", "timestamp": "2024-04-03T00:00:00Z"},
         {"request_id": "r2", "score": 0.2, "source": "user", "timestamp": "2024-04-02T00:00:00Z"},  # older, later row: superseded
@@ -106,7 +139,9 @@ def test_newest_label_wins_in_a_file_and_across_files_in_any_order(tmp_path: Pat
     r_new = apply(new, dataset)
     assert r_new.quarantined == {"duplicate_id": 2} and r_new.applied == 2
     q = [json.loads(line) for line in Path(r_new.quarantine_file).read_text().splitlines()]
-    assert [(r["row"], r["reason"]) for r in q] == [(2, "duplicate_id"), (3, "duplicate_id")] and "row 1" in q[0]["detail"]
+    assert [(r["row"], r["reason"]) for r in q] == [(2, "duplicate_id"), (3, "duplicate_id")] and "row 1" in q[0][
+        "detail"
+    ]
     r_old = apply(old, dataset)  # applied after, but labelled before: stale
     assert r_old.quarantined == {"stale": 1} and r_old.applied == 0
     t = labels(dataset)
@@ -118,17 +153,27 @@ def test_newest_label_wins_in_a_file_and_across_files_in_any_order(tmp_path: Pat
     apply(new, fresh)
     u = labels(fresh)
     assert (u.at["r2", "quality"], u.at["r4", "quality"]) == (0.7, 0.6)
-    assert u.at["r2", "meta"]["quality_previous"] == {"quality": 0.1, "source": "judge", "labelled_at": "2024-04-01T00:00:00.000Z"}
+    assert u.at["r2", "meta"]["quality_previous"] == {
+        "quality": 0.1,
+        "source": "judge",
+        "labelled_at": "2024-04-01T00:00:00.000Z",
+    }
 
 
 def test_ingested_label_is_replaced_and_remembered() -> None:
     d = decide({"source": "user", "score": 0.8, "labelled_at": NOW, "origin": "f:1"}, 0.4, None)
-    assert d.action == "change" and json.loads(d.extra)["quality_previous"] == {"quality": 0.4, "source": None, "labelled_at": None}
+    assert d.action == "change" and json.loads(d.extra)["quality_previous"] == {
+        "quality": 0.4,
+        "source": None,
+        "labelled_at": None,
+    }
     same = decide({"source": "user", "score": 0.8, "labelled_at": NOW, "origin": "f:9"}, 0.8, d.extra)
     assert same.action == "unchanged" and same.extra == d.extra
 
 
-def test_reingesting_the_original_log_still_counts_as_already_stored(tmp_path: Path, dataset: IngestParams, prices) -> None:
+def test_reingesting_the_original_log_still_counts_as_already_stored(
+    tmp_path: Path, dataset: IngestParams, prices
+) -> None:
     apply(write_jsonl(tmp_path / "fb.jsonl", [{"request_id": "r0", "score": 0.9, "source": "user"}]), dataset)
     again = ingest([tmp_path / "traces.jsonl"], dataset, prices)
     assert (again.stored, again.already_stored, again.quarantined_total) == (0, 6, 0)
@@ -149,7 +194,10 @@ def test_failed_write_changes_nothing(tmp_path: Path, dataset: IngestParams, mon
         return real(table, where, **kw)
 
     monkeypatch.setattr(store.pq, "write_table", flaky)
-    fb = write_jsonl(tmp_path / "fb.jsonl", [{"request_id": "r0", "score": 0.9, "source": "user"}, {"request_id": "r4", "score": 0.1, "source": "user"}])
+    fb = write_jsonl(
+        tmp_path / "fb.jsonl",
+        [{"request_id": "r0", "score": 0.9, "source": "user"}, {"request_id": "r4", "score": 0.1, "source": "user"}],
+    )
     with pytest.raises(BeastError, match="cannot rewrite the dataset"):
         apply(fb, dataset)
     assert {p: p.read_bytes() for p in store.part_files(dataset.out)} == snapshot

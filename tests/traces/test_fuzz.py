@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import good_row
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from traces.contract import REQUIRED, Reason
 from traces.ingest import IngestParams, ingest
 from traces.store import read_traces
-
-from conftest import good_row
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REASONS = {r.value for r in Reason}
@@ -49,7 +48,9 @@ json_values = st.recursive(
 def _run(path: Path, tmp: Path, prices) -> tuple:
     params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None, block_rows=7)
     report = ingest([path], params, prices)
-    rejects = [json.loads(x) for x in Path(report.quarantine_file).read_text().splitlines()] if report.quarantine_file else []
+    rejects = (
+        [json.loads(x) for x in Path(report.quarantine_file).read_text().splitlines()] if report.quarantine_file else []
+    )
     return report, rejects, read_traces(params.out)
 
 
@@ -77,7 +78,9 @@ def test_known_defects_get_their_reason_and_good_rows_are_stored(plan: list[int]
 @given(
     rows=st.lists(
         st.one_of(
-            st.dictionaries(st.sampled_from([*REQUIRED, "quality", "prefix_blocks", "cache_hit", "x"]), json_values, max_size=9),
+            st.dictionaries(
+                st.sampled_from([*REQUIRED, "quality", "prefix_blocks", "cache_hit", "x"]), json_values, max_size=9
+            ),
             st.binary(max_size=30).map(lambda b: b.replace(b"\n", b" ")),
             st.builds(good_row, st.integers(0, 5)),
         ),
@@ -99,7 +102,10 @@ def test_random_jsonl_loses_nothing(rows: list, prices) -> None:
 
 @SETTINGS
 @given(
-    cells=st.lists(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=6), min_size=1, max_size=8), max_size=15)
+    cells=st.lists(
+        st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=6), min_size=1, max_size=8),
+        max_size=15,
+    )
 )
 def test_random_csv_loses_nothing(cells: list[list[str]], prices) -> None:
     header = ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status"]
@@ -126,7 +132,11 @@ def test_random_csv_loses_nothing(cells: list[list[str]], prices) -> None:
 def test_random_parquet_column_loses_nothing(values: list, prices) -> None:
     base = [good_row(i) for i in range(len(values))]
     table = pa.Table.from_pylist(base).append_column("input_tokens_raw", pa.array([str(v) for v in values]))
-    table = table.set_column(table.schema.get_field_index("input_tokens"), "input_tokens", pa.array([None if v is None else str(v) for v in values]))
+    table = table.set_column(
+        table.schema.get_field_index("input_tokens"),
+        "input_tokens",
+        pa.array([None if v is None else str(v) for v in values]),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "t.parquet"
         pq.write_table(table, src)

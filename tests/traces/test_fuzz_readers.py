@@ -29,12 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT, good_row
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import from_mapping, load_params
 from core.errors import BeastError
-from conftest import ROOT, good_row
 from traces.contract import Reason
 from traces.ingest import IngestParams, ingest
 
@@ -53,9 +53,20 @@ scalars = (
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
     | st.sampled_from(["", " ", "1e400", "NaN", "-1", "2024-13-45", "9999-12-31T23:59:59-23:59", "0001-01-01", "\ud800", "a\x00b", "../x", "/abs"])
 )  # fmt: skip
-docs = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6) | st.integers(-3, 3), inner, max_size=4), max_leaves=12)
+docs = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6) | st.integers(-3, 3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 json_docs = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | big_ints | st.floats(allow_nan=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | big_ints
+    | st.floats(allow_nan=False)
+    | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
@@ -91,10 +102,13 @@ def yaml_text(doc: object) -> str:
 
 # --------------------------------------------------------------------------- trace files: ingest
 
+
 def _ingest(src: Path, tmp: Path, prices) -> tuple:
     params = IngestParams(out=tmp / "traces", quarantine=tmp / "q", metrics=None, block_rows=5)
     report = ingest([src], params, prices)
-    rejects = [json.loads(x) for x in Path(report.quarantine_file).read_text().splitlines()] if report.quarantine_file else []
+    rejects = (
+        [json.loads(x) for x in Path(report.quarantine_file).read_text().splitlines()] if report.quarantine_file else []
+    )
     return report, rejects
 
 
@@ -106,13 +120,25 @@ def _lossless(report, rejects) -> None:
 
 hostile_lines = st.one_of(
     st.builds(lambda i: json.dumps(good_row(i)), st.integers(0, 50)),
-    st.builds(lambda i, d: json.dumps(good_row(i))[:-1] + f', "x": {nested(d)}}}', st.integers(0, 50), st.integers(1, 3000)),
+    st.builds(
+        lambda i, d: json.dumps(good_row(i))[:-1] + f', "x": {nested(d)}}}', st.integers(0, 50), st.integers(1, 3000)
+    ),
     st.builds(lambda d: nested(d), st.integers(1, 12000)),  # deep, not an object (pyarrow segfaulted past ~10k)
-    st.builds(lambda i, n: json.dumps(good_row(i))[:-1] + f', "input_tokens": {"9" * n}}}', st.integers(0, 50), st.integers(18, 4400)),
-    st.builds(lambda i, v: json.dumps(good_row(i, **{"input_tokens": v})), st.integers(0, 50), st.sampled_from(["NaN", "Infinity", "-0", "1e999", [], {}])),
+    st.builds(
+        lambda i, n: json.dumps(good_row(i))[:-1] + f', "input_tokens": {"9" * n}}}',
+        st.integers(0, 50),
+        st.integers(18, 4400),
+    ),
+    st.builds(
+        lambda i, v: json.dumps(good_row(i, **{"input_tokens": v})),
+        st.integers(0, 50),
+        st.sampled_from(["NaN", "Infinity", "-0", "1e999", [], {}]),
+    ),
     st.builds(lambda i: json.dumps(good_row(i, prompt="\ud800 lone surrogate")), st.integers(0, 50)),
     st.builds(lambda i: json.dumps(good_row(i), ensure_ascii=False).replace("r", "\u2028", 1), st.integers(0, 50)),
-    st.sampled_from(["null", " null", "\ufeffnull", "null {}"]),  # a first line `null` segfaulted pyarrow 25's JSON reader
+    st.sampled_from(
+        ["null", " null", "\ufeffnull", "null {}"]
+    ),  # a first line `null` segfaulted pyarrow 25's JSON reader
     st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ").decode("latin-1")),
     st.text(max_size=30).map(lambda t: t.replace("\n", " ").replace("\r", " ")),
     json_docs.map(lambda d: json.dumps(d).replace("\n", " ")),
@@ -178,17 +204,57 @@ def test_huge_jsonl_line_and_csv_field_are_read_whole(prices) -> None:
 
 csv_cells = st.one_of(
     st.text(max_size=8),
-    st.sampled_from(['"', '""', 'a"b', "a\nb", "a\r\nb", "\r", "\x00", "\ufeff", ",", "9" * 30, "NaN", "-1", "2024-03-01T00:00:00Z", "ok", "error"]),
+    st.sampled_from(
+        [
+            '"',
+            '""',
+            'a"b',
+            "a\nb",
+            "a\r\nb",
+            "\r",
+            "\x00",
+            "\ufeff",
+            ",",
+            "9" * 30,
+            "NaN",
+            "-1",
+            "2024-03-01T00:00:00Z",
+            "ok",
+            "error",
+        ]
+    ),
 )
 
 
 @SETTINGS
 @given(
-    header=st.lists(st.sampled_from(["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt", "x", "", '"q"', "a\nb"]), min_size=1, max_size=8),
+    header=st.lists(
+        st.sampled_from(
+            [
+                "request_id",
+                "timestamp",
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "status",
+                "prompt",
+                "x",
+                "",
+                '"q"',
+                "a\nb",
+            ]
+        ),
+        min_size=1,
+        max_size=8,
+    ),
     rows=st.lists(st.lists(csv_cells, min_size=0, max_size=9), max_size=12),
-    bom=st.booleans(), gz=st.booleans(), raw_tail=st.binary(max_size=20),
+    bom=st.booleans(),
+    gz=st.booleans(),
+    raw_tail=st.binary(max_size=20),
 )
-def test_hostile_csv_is_lossless_or_one_error(header: list[str], rows: list[list[str]], bom: bool, gz: bool, raw_tail: bytes, prices) -> None:
+def test_hostile_csv_is_lossless_or_one_error(
+    header: list[str], rows: list[list[str]], bom: bool, gz: bool, raw_tail: bytes, prices
+) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -228,12 +294,36 @@ arrow_columns = st.sampled_from([
 
 
 @SETTINGS
-@given(n=st.integers(1, 12), overrides=st.dictionaries(st.sampled_from(["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "quality", "cache_hit", "prefix_blocks", "x"]), arrow_columns, max_size=4))
+@given(
+    n=st.integers(1, 12),
+    overrides=st.dictionaries(
+        st.sampled_from(
+            [
+                "request_id",
+                "timestamp",
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "status",
+                "quality",
+                "cache_hit",
+                "prefix_blocks",
+                "x",
+            ]
+        ),
+        arrow_columns,
+        max_size=4,
+    ),
+)
 def test_parquet_with_any_column_types_is_lossless(n: int, overrides: dict, prices) -> None:
     table = pa.Table.from_pylist([good_row(i) for i in range(n)])
     for name, make in overrides.items():
         col = make(n)
-        table = table.set_column(table.schema.get_field_index(name), name, col) if name in table.schema.names else table.append_column(name, col)
+        table = (
+            table.set_column(table.schema.get_field_index(name), name, col)
+            if name in table.schema.names
+            else table.append_column(name, col)
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "t.parquet"
         pq.write_table(table, src)
@@ -243,7 +333,9 @@ def test_parquet_with_any_column_types_is_lossless(n: int, overrides: dict, pric
 
 
 @SETTINGS
-@given(data=st.binary(max_size=300), suffix=st.sampled_from([".parquet", ".jsonl.gz", ".csv.gz"]), cut=st.integers(1, 200))
+@given(
+    data=st.binary(max_size=300), suffix=st.sampled_from([".parquet", ".jsonl.gz", ".csv.gz"]), cut=st.integers(1, 200)
+)
 def test_damaged_binary_trace_files_are_one_error_naming_the_file(data: bytes, suffix: str, cut: int, prices) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"t{suffix}"
@@ -251,7 +343,9 @@ def test_damaged_binary_trace_files_are_one_error_naming_the_file(data: bytes, s
             sink = io.BytesIO()
             pq.write_table(pa.Table.from_pylist([good_row(i) for i in range(20)]), sink)
             whole = sink.getvalue()
-            payload = data if len(data) % 2 else whole[: max(len(whole) - cut, 0)] + data[:8]  # random or truncated + junk
+            payload = (
+                data if len(data) % 2 else whole[: max(len(whole) - cut, 0)] + data[:8]
+            )  # random or truncated + junk
         else:
             whole = gzip.compress(b"\n".join(json.dumps(good_row(i)).encode() for i in range(20)))
             payload = data if len(data) % 2 else whole[: max(len(whole) - cut, 1)]
@@ -268,11 +362,19 @@ def test_damaged_binary_trace_files_are_one_error_naming_the_file(data: bytes, s
 
 price_entries = st.dictionaries(
     st.sampled_from(["input", "output", "cached_input", "effective_from", "cache", 3]),
-    scalars | st.dates() | st.datetimes() | docs, max_size=5,
+    scalars | st.dates() | st.datetimes() | docs,
+    max_size=5,
 )
 price_docs = st.one_of(
     docs,
-    st.builds(lambda m: {"models": m}, st.dictionaries(st.text(max_size=6) | st.integers(), price_entries | st.lists(price_entries, max_size=3) | scalars, max_size=4)),
+    st.builds(
+        lambda m: {"models": m},
+        st.dictionaries(
+            st.text(max_size=6) | st.integers(),
+            price_entries | st.lists(price_entries, max_size=3) | scalars,
+            max_size=4,
+        ),
+    ),
 )
 
 
@@ -321,14 +423,24 @@ def test_yaml_files_load_or_fail_naming_the_file(data: bytes) -> None:
 def _params_classes() -> list[type]:
     from abtest.gate import GateParams
     from features.build import FeatureParams
-    from monitoring.budget import BudgetParams
     from models.cost import CostParams
     from models.quality import QualityParams
     from models.train import TrainParams
     from models.tune import TuneParams
+    from monitoring.budget import BudgetParams
     from monitoring.drift import MonitorParams
 
-    return [IngestParams, GateParams, FeatureParams, BudgetParams, CostParams, QualityParams, TrainParams, TuneParams, MonitorParams]
+    return [
+        IngestParams,
+        GateParams,
+        FeatureParams,
+        BudgetParams,
+        CostParams,
+        QualityParams,
+        TrainParams,
+        TuneParams,
+        MonitorParams,
+    ]
 
 
 @st.composite
@@ -360,11 +472,24 @@ def test_params_from_mapping_accepts_or_names_the_key(case: tuple[type, object])
             assert isinstance(value, int) and not isinstance(value, bool)
 
 
-budget_entries = st.dictionaries(st.sampled_from(["name", "scope", "period", "usd", "alerts", "limit", 1]), scalars | st.lists(scalars, max_size=3) | st.sampled_from(["day", "week", "month"]), max_size=5)
+budget_entries = st.dictionaries(
+    st.sampled_from(["name", "scope", "period", "usd", "alerts", "limit", 1]),
+    scalars | st.lists(scalars, max_size=3) | st.sampled_from(["day", "week", "month"]),
+    max_size=5,
+)
 
 
 @SETTINGS
-@given(doc=st.one_of(docs, st.builds(lambda b, extra: {"budgets": b} | extra, st.lists(budget_entries | scalars, max_size=3), st.dictionaries(st.sampled_from(["prices", "x", 2]), docs, max_size=2))))
+@given(
+    doc=st.one_of(
+        docs,
+        st.builds(
+            lambda b, extra: {"budgets": b} | extra,
+            st.lists(budget_entries | scalars, max_size=3),
+            st.dictionaries(st.sampled_from(["prices", "x", 2]), docs, max_size=2),
+        ),
+    )
+)
 def test_parse_budgets_accepts_or_names_the_problem(doc: object) -> None:
     from monitoring.budget import BudgetConfig, parse_budgets
 
@@ -386,10 +511,20 @@ STATE = {"kind": "beast.budget-state", "version": "1", "scope": "t", "period_sta
 state_files = st.one_of(
     st.binary(max_size=200),
     json_docs.map(lambda d: json.dumps(d).encode()),
-    st.dictionaries(st.sampled_from(list(STATE)), scalars, max_size=4).map(lambda o: json.dumps(STATE | o).encode("utf-8", "surrogatepass")),
+    st.dictionaries(st.sampled_from(list(STATE)), scalars, max_size=4).map(
+        lambda o: json.dumps(STATE | o).encode("utf-8", "surrogatepass")
+    ),
     st.integers(100, 30000).map(lambda n: ("[" * n + "]" * n).encode()),  # deep, under 64 KiB: RecursionError before
-    st.integers(4301, 6000).map(lambda n: json.dumps(STATE)[:-1].encode() + b', "x": ' + b"7" * n + b"}"),  # int over 4300 digits: ValueError before
-    st.sampled_from([json.dumps(STATE | {"budget_usd": 10**400}).encode(), json.dumps(STATE).encode("utf-16"), b"\xef\xbb\xbf" + json.dumps(STATE).encode()]),
+    st.integers(4301, 6000).map(
+        lambda n: json.dumps(STATE)[:-1].encode() + b', "x": ' + b"7" * n + b"}"
+    ),  # int over 4300 digits: ValueError before
+    st.sampled_from(
+        [
+            json.dumps(STATE | {"budget_usd": 10**400}).encode(),
+            json.dumps(STATE).encode("utf-16"),
+            b"\xef\xbb\xbf" + json.dumps(STATE).encode(),
+        ]
+    ),
 )
 
 
@@ -425,14 +560,27 @@ def test_budget_state_reader_is_bounded() -> None:
 # --------------------------------------------------------------------------- bundles
 
 SHA = "0" * 64
-file_entries = st.one_of(st.fixed_dictionaries({"sha256": st.sampled_from([SHA, "x", 5]), "bytes": st.sampled_from([0, 1, True, "1", -1])}), scalars)
+file_entries = st.one_of(
+    st.fixed_dictionaries({"sha256": st.sampled_from([SHA, "x", 5]), "bytes": st.sampled_from([0, 1, True, "1", -1])}),
+    scalars,
+)
 rel_paths = st.one_of(
     st.sampled_from(["feature_spec.json", "policy.json", "q.json", "models/q/k.txt", "models/q/k.json", "../x", "/etc/passwd", "a//b", "./a", "a\x00",
                      "C:x", "a\\b", "manifest.json", "signature.json", "a" * 300, "/".join(["d" * 200] * 30), "\udc80", "models"]),
     st.text(max_size=10),
 )  # fmt: skip
 predictor_entries = st.one_of(
-    st.fixed_dictionaries({"side": rel_paths | scalars, "files": st.dictionaries(st.text(max_size=3), st.dictionaries(st.sampled_from(["text", "json"]), rel_paths | scalars | st.lists(scalars, max_size=2)), max_size=2) | scalars}),
+    st.fixed_dictionaries(
+        {
+            "side": rel_paths | scalars,
+            "files": st.dictionaries(
+                st.text(max_size=3),
+                st.dictionaries(st.sampled_from(["text", "json"]), rel_paths | scalars | st.lists(scalars, max_size=2)),
+                max_size=2,
+            )
+            | scalars,
+        }
+    ),
     docs,
 )
 manifests = st.one_of(
@@ -459,13 +607,17 @@ def _write_manifest(root: Path, manifest: object, files: dict[str, bytes]) -> No
 
 
 @SETTINGS
-@given(manifest=manifests, present=st.lists(rel_paths, max_size=3), extra=st.sampled_from([None, b"[" * 5000 + b"]" * 5000, b"1" * 5000, b"\xff"]))
+@given(
+    manifest=manifests,
+    present=st.lists(rel_paths, max_size=3),
+    extra=st.sampled_from([None, b"[" * 5000 + b"]" * 5000, b"1" * 5000, b"\xff"]),
+)
 def test_verify_random_manifests(manifest: object, present: list[str], extra: bytes | None) -> None:
     from serving.bundle import BundleError, verify
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "b"
-        _write_manifest(root, manifest, {rel: b"x" for rel in present})
+        _write_manifest(root, manifest, dict.fromkeys(present, b"x"))
         if extra is not None:
             (root / "manifest.json").write_bytes(extra)  # deep / 5000-digit / not UTF-8 manifest
         try:
@@ -473,7 +625,9 @@ def test_verify_random_manifests(manifest: object, present: list[str], extra: by
         except BundleError as exc:
             assert str(exc).startswith(str(root))
             return
-        assert isinstance(bundle.manifest, dict) and all(isinstance(e.get("sha256"), str) for e in bundle.files.values())
+        assert isinstance(bundle.manifest, dict) and all(
+            isinstance(e.get("sha256"), str) for e in bundle.files.values()
+        )
 
 
 tar_members = st.lists(
@@ -583,7 +737,9 @@ def http_server():
 
 bodies = st.one_of(
     requests.map(lambda d: json.dumps(d).encode("utf-8", "surrogatepass")),
-    st.lists(requests | json_docs, min_size=0, max_size=4).map(lambda items: json.dumps(items).encode("utf-8", "surrogatepass")),
+    st.lists(requests | json_docs, min_size=0, max_size=4).map(
+        lambda items: json.dumps(items).encode("utf-8", "surrogatepass")
+    ),
     json_docs.map(lambda d: json.dumps(d).encode()),
     st.binary(max_size=60),
     st.integers(100, 400_000).map(lambda n: b"[" * n + b"]" * n),  # deep: RecursionError in the handler before
@@ -623,6 +779,7 @@ def test_route_stream_answers_every_line(lines: list[str]) -> None:
 
 # --------------------------------------------------------------------------- feedback files
 
+
 @pytest.fixture(scope="module")
 def labelled_dataset(prices, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fb")
@@ -640,7 +797,11 @@ feedback_rows = st.one_of(
 
 
 @FEW
-@given(rows=st.lists(feedback_rows, max_size=10), fmt=st.sampled_from(["jsonl", "csv", "jsonl.gz"]), junk=st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), max_size=2))
+@given(
+    rows=st.lists(feedback_rows, max_size=10),
+    fmt=st.sampled_from(["jsonl", "csv", "jsonl.gz"]),
+    junk=st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), max_size=2),
+)
 def test_feedback_files_are_lossless(rows: list, fmt: str, junk: list[bytes], labelled_dataset: Path) -> None:
     from traces.feedback import apply_feedback
 
@@ -653,7 +814,9 @@ def test_feedback_files_are_lossless(rows: list, fmt: str, junk: list[bytes], la
             w = csv.writer(buf)
             w.writerow(["request_id", "score", "source", "timestamp"])
             for r in rows:
-                w.writerow([r.get(k, "") if isinstance(r, dict) else r for k in ("request_id", "score", "source", "timestamp")])
+                w.writerow(
+                    [r.get(k, "") if isinstance(r, dict) else r for k in ("request_id", "score", "source", "timestamp")]
+                )
             data = buf.getvalue().encode("utf-8", "surrogatepass")
         else:
             data = b"\n".join([json.dumps(r).encode("utf-8", "surrogatepass") for r in rows] + junk) + b"\n"
@@ -663,11 +826,15 @@ def test_feedback_files_are_lossless(rows: list, fmt: str, junk: list[bytes], la
         except BeastError as exc:
             assert names(exc, str(src))
             return
-    assert report.rows_read == report.applied + report.quarantined_total and report.applied == report.changed + report.unchanged
+    assert (
+        report.rows_read == report.applied + report.quarantined_total
+        and report.applied == report.changed + report.unchanged
+    )
     assert set(report.quarantined) <= REASONS | {"unknown_request_id", "stale"}
 
 
 # --------------------------------------------------------------------------- the gate's experiment files
+
 
 @FEW
 @given(
@@ -683,7 +850,9 @@ def test_gate_decides_on_any_experiment_frame(n: int, columns: dict, min_rows: i
 
     from abtest.gate import GateCode, GateDecision, GateParams, decide
 
-    frame = pd.DataFrame({k: pd.Series([v[i % len(v)] for i in range(n)], dtype=object) for k, v in columns.items()}, index=range(n))
+    frame = pd.DataFrame(
+        {k: pd.Series([v[i % len(v)] for i in range(n)], dtype=object) for k, v in columns.items()}, index=range(n)
+    )
     params = GateParams(min_rows_per_arm=min_rows, min_pairs=min_rows)
     decision = decide(frame, params)
     assert isinstance(decision, GateDecision) and json.loads(decision.to_json())
@@ -715,10 +884,20 @@ def test_gate_experiment_file_reads_or_names_it(lines: list[str]) -> None:
 
 CLI_CASES = {  # each was a crash (segfault or traceback) before issue 9's fixes
     "t.jsonl": b"null\n" + json.dumps(good_row(0)).encode() + b"\n",  # pyarrow 25 segfaulted on a leading null
-    "deep.jsonl": json.dumps(good_row(9)).encode() + b"\n" + json.dumps(good_row(1)).encode()[:-1] + b', "x": ' + nested(30000).encode() + b"}\n",  # segfault
-    "big.jsonl": json.dumps(good_row(2, input_tokens=10**400)).encode() + b"\n" + json.dumps(good_row(3, input_tokens=1)).encode() + b"\n",  # OverflowError
+    "deep.jsonl": json.dumps(good_row(9)).encode()
+    + b"\n"
+    + json.dumps(good_row(1)).encode()[:-1]
+    + b', "x": '
+    + nested(30000).encode()
+    + b"}\n",  # segfault
+    "big.jsonl": json.dumps(good_row(2, input_tokens=10**400)).encode()
+    + b"\n"
+    + json.dumps(good_row(3, input_tokens=1)).encode()
+    + b"\n",  # OverflowError
     "long.csv": b"request_id,timestamp,model,input_tokens,output_tokens,status,prompt\n"
-    + b"r4,2024-03-01T00:00:00Z,gpt-3.5-turbo-1106,1,1,ok," + b"p" * 200_000 + b"\nr5,short\n",  # _csv.Error
+    + b"r4,2024-03-01T00:00:00Z,gpt-3.5-turbo-1106,1,1,ok,"
+    + b"p" * 200_000
+    + b"\nr5,short\n",  # _csv.Error
     "bad.jsonl.gz": b"\x1f\x8b\x08\x00 not gzip",  # one line: unreadable gzip
 }
 
@@ -730,7 +909,16 @@ def test_beast_ingest_never_shows_a_traceback(name: str, tmp_path: Path, capsys)
     src = tmp_path / name
     src.write_bytes(CLI_CASES[name])
     (tmp_path / "params.yaml").write_text("ingest:\n  metrics: null\n")
-    flags = ["--out", str(tmp_path / "traces"), "--quarantine", str(tmp_path / "q"), "--prices", str(ROOT / "data/prices.yaml"), "--params", str(tmp_path / "params.yaml")]
+    flags = [
+        "--out",
+        str(tmp_path / "traces"),
+        "--quarantine",
+        str(tmp_path / "q"),
+        "--prices",
+        str(ROOT / "data/prices.yaml"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
     code = main(["ingest", str(src), *flags])
     captured = capsys.readouterr()
     err = captured.err
@@ -740,7 +928,12 @@ def test_beast_ingest_never_shows_a_traceback(name: str, tmp_path: Path, capsys)
     else:
         assert code == 0
         rejects = [json.loads(x) for f in (tmp_path / "q").iterdir() for x in f.read_text().splitlines()]
-        expected = {"t.jsonl": "not_an_object", "deep.jsonl": "bad_json", "big.jsonl": "bad_type", "long.csv": "bad_csv_row"}[name]
+        expected = {
+            "t.jsonl": "not_an_object",
+            "deep.jsonl": "bad_json",
+            "big.jsonl": "bad_type",
+            "long.csv": "bad_csv_row",
+        }[name]
         assert [r["reason"] for r in rejects] == [expected]
         assert re.search(r"accepted +1 ", captured.out)  # the summary table: one good row stored
 
@@ -761,7 +954,9 @@ def test_a_gzip_bomb_stops_at_the_input_limit(tmp_path: Path, monkeypatch: pytes
     assert bomb.stat().st_size < 400_000
     monkeypatch.setenv(MAX_INPUT_ENV, str(10 * 2**20))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(BeastError, match=f"bomb.jsonl.gz: decompresses to more than 10,485,760 bytes \\({MAX_INPUT_ENV}\\)"):
+    with pytest.raises(
+        BeastError, match=f"bomb.jsonl.gz: decompresses to more than 10,485,760 bytes \\({MAX_INPUT_ENV}\\)"
+    ):
         read_bytes(bomb)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no 200 MB spike
     small = tmp_path / "ok.jsonl.gz"

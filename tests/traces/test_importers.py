@@ -18,8 +18,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import ROOT
 
 from core.errors import BeastError
+from core.files import gzip_bytes, write_atomic
 from traces.contract import FIELD_BY_NAME, FIELDS
 from traces.importers import (
     DEFAULT_SRC,
@@ -40,9 +42,7 @@ from traces.importers import (
     rfc3339_ms,
     run_import,
 )
-from core.files import gzip_bytes, write_atomic
 from traces.prices import load_prices, parse_prices
-from conftest import ROOT
 
 SAMPLE = ROOT / "data" / "sample"
 SHARED = ROOT / "../shared/data"
@@ -107,7 +107,7 @@ def test_alpaca_shape(alpaca: pd.DataFrame) -> None:
     assert set(alpaca.columns) == {"request_id", "timestamp", "model", "input_tokens", "output_tokens", "status",
                                    "prompt", "prompt_id", "quality", "task"}  # fmt: skip
     assert alpaca["model"].nunique() == 14
-    assert alpaca["model"].value_counts().to_dict() == {m: 805 for m in MEAN_QUALITY}
+    assert alpaca["model"].value_counts().to_dict() == dict.fromkeys(MEAN_QUALITY, 805)
     assert alpaca["prompt_id"].nunique() == 805
     assert alpaca.groupby("prompt_id")["prompt"].nunique().eq(1).all()
     assert alpaca.groupby("prompt")["prompt_id"].nunique().eq(1).all()
@@ -160,7 +160,9 @@ def test_alpaca_ids_and_times(alpaca: pd.DataFrame) -> None:
     j = alpaca["model"].map({m: k for k, m in enumerate(sorted(MEAN_QUALITY))})
     assert (ts.dt.second == j).all()
     # the first prompt of the reference file at minute 0
-    assert alpaca["prompt"].iloc[0] == "What are the names of some famous actors that started their careers on Broadway?"
+    assert (
+        alpaca["prompt"].iloc[0] == "What are the names of some famous actors that started their careers on Broadway?"
+    )
 
 
 def test_mooncake_known_answers(mooncake: pd.DataFrame) -> None:
@@ -186,7 +188,9 @@ def test_mooncake_known_answers(mooncake: pd.DataFrame) -> None:
 def test_mooncake_raw_lines() -> None:
     with gzip.open(SAMPLE / "mooncake_conversation.jsonl.gz", "rt", encoding="utf-8") as fh:
         first = fh.readline()
-    assert first.startswith('{"request_id":"mooncake-conv-000000","timestamp":1717200000000,"model":"mooncake/conversation",')
+    assert first.startswith(
+        '{"request_id":"mooncake-conv-000000","timestamp":1717200000000,"model":"mooncake/conversation",'
+    )
     assert json.loads(first)["prefix_blocks"] == list(range(14))
 
 
@@ -197,7 +201,9 @@ def test_mooncake_raw_lines() -> None:
         ("code", 8819, "2023-11-16T18:17:03.979Z", "2023-11-16T19:14:19.928Z", (18059974, 245896)),
     ],
 )
-def test_azure_known_answers(azure: dict[str, pd.DataFrame], service: str, rows: int, first: str, last: str, tokens: tuple[int, int]) -> None:
+def test_azure_known_answers(
+    azure: dict[str, pd.DataFrame], service: str, rows: int, first: str, last: str, tokens: tuple[int, int]
+) -> None:
     df = azure[service]
     assert len(df) == rows
     assert list(df.columns) == ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "task"]
@@ -213,7 +219,11 @@ def test_azure_known_answers(azure: dict[str, pd.DataFrame], service: str, rows:
 
 
 def test_all_request_ids_unique_across_samples(
-    alpaca: pd.DataFrame, mooncake: pd.DataFrame, azure: dict[str, pd.DataFrame], mmlu: pd.DataFrame, mt_bench: pd.DataFrame
+    alpaca: pd.DataFrame,
+    mooncake: pd.DataFrame,
+    azure: dict[str, pd.DataFrame],
+    mmlu: pd.DataFrame,
+    mt_bench: pd.DataFrame,
 ) -> None:
     ids = pd.concat([alpaca["request_id"], mooncake["request_id"], azure["conv"]["request_id"], azure["code"]["request_id"],
                      mmlu["request_id"], mt_bench["request_id"]])  # fmt: skip
@@ -235,7 +245,18 @@ def test_sample_sizes_stay_small() -> None:
 
 # ---------------------------------------------------------------------------------------------- RouteLLM samples
 
-ROUTELLM_COLUMNS = ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt", "prompt_id", "quality", "task"]
+ROUTELLM_COLUMNS = [
+    "request_id",
+    "timestamp",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "status",
+    "prompt",
+    "prompt_id",
+    "quality",
+    "task",
+]
 MIXTRAL, GPT4 = "Mixtral-8x7B-Instruct-v0.1", "gpt4_1106_preview"
 
 
@@ -281,7 +302,10 @@ def test_mmlu_known_answers(mmlu: pd.DataFrame) -> None:
     assert (mmlu["request_id"] == mmlu["prompt_id"] + "-" + mmlu["model"]).all()
     assert (mmlu["task"] == "mmlu/" + mmlu["prompt_id"].str.extract(r"^mmlu-(\w+)-\d{4}$")[0]).all()
     assert mmlu["model"].tolist()[:2] == [MIXTRAL, GPT4] and mmlu["prompt_id"].iloc[0] == "mmlu-abstract_algebra-0000"
-    assert mmlu["prompt"].iloc[0] == "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+    assert (
+        mmlu["prompt"].iloc[0]
+        == "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+    )
     assert mmlu["request_id"].iloc[-1] == f"mmlu-world_religions-0170-{GPT4}"
     ts = mmlu["timestamp"]
     assert ts.is_monotonic_increasing and ts.is_unique and str(ts.dt.tz) == "UTC"
@@ -340,7 +364,10 @@ def test_alpaca_eval_frame_tiny() -> None:
     ann = {
         "gpt4_1106_preview": [_rec("gpt4_1106_preview", "p0", 1.5), _rec("gpt4_1106_preview", "p1 longer", 1.5)],
         # other order in the file, a missing preference, an empty answer
-        "b-model": [_rec("b-model", "p1 longer", None, out=""), _rec("b-model", "p0", 2.0, out="x" * 9, dataset="oasst")],
+        "b-model": [
+            _rec("b-model", "p1 longer", None, out=""),
+            _rec("b-model", "p0", 2.0, out="x" * 9, dataset="oasst"),
+        ],
     }
     df = alpaca_eval_frame(ann, known_models={"gpt4_1106_preview", "b-model"})
     assert list(df.columns) == ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status",
@@ -376,12 +403,17 @@ def test_alpaca_eval_frame_duplicate_instruction_gets_own_id() -> None:
         ({"m": [_rec("m", "p", 1.5)]}, "reference model gpt4_1106_preview"),
         ({"gpt4_1106_preview": [_rec("other", "p", 1.5)]}, "generator_2 is 'other'"),
         ({"gpt4_1106_preview": [_rec("gpt4_1106_preview", "p", 2.5)]}, "preference must be a number in [1, 2]"),
-        ({"gpt4_1106_preview": [_rec("gpt4_1106_preview", "p", 1.5)], "m": [_rec("m", "q", 1.5)]}, "not in the gpt4_1106_preview file"),
+        (
+            {"gpt4_1106_preview": [_rec("gpt4_1106_preview", "p", 1.5)], "m": [_rec("m", "q", 1.5)]},
+            "not in the gpt4_1106_preview file",
+        ),
         ({"gpt4_1106_preview": [{"instruction": "p"}]}, "missing column(s) dataset"),
     ],
 )
 def test_alpaca_eval_frame_errors(ann: dict, message: str) -> None:
-    with pytest.raises(BeastError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        BeastError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         alpaca_eval_frame(ann)
 
 
@@ -392,7 +424,9 @@ def test_alpaca_eval_frame_rejects_unpriced_model() -> None:
 
 
 def test_mooncake_frame_tiny() -> None:
-    raw = pd.DataFrame({"timestamp": [0, 1500], "input_length": [600, 10], "output_length": [5, 0], "hash_ids": [[0, 1], [2]]})
+    raw = pd.DataFrame(
+        {"timestamp": [0, 1500], "input_length": [600, 10], "output_length": [5, 0], "hash_ids": [[0, 1], [2]]}
+    )
     df = mooncake_frame(raw)
     assert df["request_id"].tolist() == ["mooncake-conv-000000", "mooncake-conv-000001"]
     assert df["timestamp"].tolist() == [pd.Timestamp("2024-06-01T00:00:00Z"), pd.Timestamp("2024-06-01T00:00:01.500Z")]
@@ -423,11 +457,18 @@ def test_mooncake_frame_errors(raw: dict) -> None:
 
 def test_azure_frame_tiny() -> None:
     raw = pd.DataFrame(
-        {"TIMESTAMP": ["2023-11-16 18:15:46.6809990", "2023-11-16 23:59:59.9999999"], "ContextTokens": [374, 2], "GeneratedTokens": [44, 0]}
+        {
+            "TIMESTAMP": ["2023-11-16 18:15:46.6809990", "2023-11-16 23:59:59.9999999"],
+            "ContextTokens": [374, 2],
+            "GeneratedTokens": [44, 0],
+        }
     )
     df = azure_frame(raw, "code")
     assert df["request_id"].tolist() == ["azure-code-000000", "azure-code-000001"]
-    assert rfc3339_ms(df["timestamp"]).tolist() == ["2023-11-16T18:15:46.680Z", "2023-11-16T23:59:59.999Z"]  # floored, not rounded
+    assert rfc3339_ms(df["timestamp"]).tolist() == [
+        "2023-11-16T18:15:46.680Z",
+        "2023-11-16T23:59:59.999Z",
+    ]  # floored, not rounded
     assert df["input_tokens"].tolist() == [374, 2] and df["output_tokens"].tolist() == [44, 0]
     assert set(df["model"]) == {"azure/code"} and set(df["task"]) == {"code"} and set(df["status"]) == {"ok"}
     text = csv_bytes(df).decode()
@@ -465,9 +506,9 @@ def test_write_atomic_leaves_no_temp(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- RouteLLM tiny inputs
 
 MMLU_CSV = (
-    'prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n'
+    "prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n"
     '"What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:",True,True\n'
-    'NA,False,True\n'  # a question reading NA stays text
+    "NA,False,True\n"  # a question reading NA stays text
     '"Café?\nA. oui\nAnswer:",True,False\n'
 )
 
@@ -510,7 +551,10 @@ def test_run_import_mmlu_tiny_exact_rows(tmp_path: Path) -> None:
 
 def test_mmlu_frame_orders_subjects_and_keeps_missing_labels() -> None:
     cols = ("prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
-    subjects = {"b": pd.DataFrame([["q-b", "False", ""]], columns=cols), "a": pd.DataFrame([["q-a", True, False]], columns=cols)}
+    subjects = {
+        "b": pd.DataFrame([["q-b", "False", ""]], columns=cols),
+        "a": pd.DataFrame([["q-a", True, False]], columns=cols),
+    }
     df = mmlu_frame(subjects)
     assert df["prompt_id"].tolist() == ["mmlu-a-0000"] * 2 + ["mmlu-b-0000"] * 2
     assert df["quality"].tolist()[:3] == [1.0, 0.0, 0.0] and np.isnan(df["quality"].iloc[3])
@@ -522,9 +566,18 @@ def test_mmlu_frame_orders_subjects_and_keeps_missing_labels() -> None:
     [
         ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1\nq,True\n", "missing column(s) gpt-4-1106-preview"),
         ("question,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\nq,True,True\n", "missing column(s) prompt"),
-        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview,claude\nq,True,True,True\n", "unexpected column(s) claude"),
-        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\nq,yes,True\n", "expected True or False, got 'yes'"),
-        ("prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n,True,True\n", "`prompt` must be non-empty text"),
+        (
+            "prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview,claude\nq,True,True,True\n",
+            "unexpected column(s) claude",
+        ),
+        (
+            "prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\nq,yes,True\n",
+            "expected True or False, got 'yes'",
+        ),
+        (
+            "prompt,mistralai/Mixtral-8x7B-Instruct-v0.1,gpt-4-1106-preview\n,True,True\n",
+            "`prompt` must be non-empty text",
+        ),
     ],
 )
 def test_run_import_mmlu_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -557,9 +610,22 @@ def _judgement(qid: int, model: str, judge: str, user_prompt: str, score: float,
 
 
 MTB_LINES = [
-    _judgement(111, "gpt-4-1106-preview", "single-math-v1", _t1_prompt("Area of the triangle?", "It is 3.", reference="3"), 10.0, 1),
-    _judgement(81, "mistralai/Mixtral-8x7B-Instruct-v0.1", "single-v1-multi-turn",
-               _t2_prompt("Write a blog post.", "Aloha! " * 10, "Start every sentence with A.", "A trip."), 5.5, 2),  # fmt: skip
+    _judgement(
+        111,
+        "gpt-4-1106-preview",
+        "single-math-v1",
+        _t1_prompt("Area of the triangle?", "It is 3.", reference="3"),
+        10.0,
+        1,
+    ),
+    _judgement(
+        81,
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        "single-v1-multi-turn",
+        _t2_prompt("Write a blog post.", "Aloha! " * 10, "Start every sentence with A.", "A trip."),
+        5.5,
+        2,
+    ),  # fmt: skip
 ]
 
 
@@ -632,7 +698,10 @@ def test_mt_bench_frame_keeps_the_reference_guided_judgement() -> None:
         ({"turn": 3}, "turn must be 1 or 2"),
         ({"question_id": 7}, "question_id 7 is not an MT-Bench question (81-160)"),
         ({"judge": ["gpt-4", "single-v1-multi-turn"]}, "does not grade turn 1"),
-        ({"user_prompt": "[Question]\nQ?\n\n[The Start of Assistant's Answer]\nno end"}, "record 0 (question 111, turn 1, gpt-4-1106-preview): turn 1"),
+        (
+            {"user_prompt": "[Question]\nQ?\n\n[The Start of Assistant's Answer]\nno end"},
+            "record 0 (question 111, turn 1, gpt-4-1106-preview): turn 1",
+        ),
     ],
 )
 def test_mt_bench_frame_errors(change: dict, message: str) -> None:
@@ -674,7 +743,11 @@ def test_price_aliases_appended_once() -> None:
            "  Mixtral-8x7B-Instruct-v0.1_concise: {input: 0.60,  output: 0.60}\n"  # fmt: skip
     out, added = price_aliases_text(text)
     assert added == ["Mixtral-8x7B-Instruct-v0.1"]
-    assert out == text + "  Mixtral-8x7B-Instruct-v0.1:         {input: 0.60,  output: 0.60}  # alias of Mixtral-8x7B-Instruct-v0.1_concise (beast import prices)\n"
+    assert (
+        out
+        == text
+        + "  Mixtral-8x7B-Instruct-v0.1:         {input: 0.60,  output: 0.60}  # alias of Mixtral-8x7B-Instruct-v0.1_concise (beast import prices)\n"
+    )
     assert price_aliases_text(out) == (out, [])  # idempotent: the alias is there now
     if shared is not None:  # the shared table lacks the alias; the project table is the shared one plus it
         merged, added = price_aliases_text(shared.read_text())
@@ -778,8 +851,14 @@ def rerun(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImportResult]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["alpaca_eval.parquet", "mooncake_conversation.jsonl.gz", "azure_conv.csv.gz", "azure_code.csv.gz",
-     "routellm_mmlu.parquet", "routellm_mt_bench.parquet"],  # fmt: skip
+    [
+        "alpaca_eval.parquet",
+        "mooncake_conversation.jsonl.gz",
+        "azure_conv.csv.gz",
+        "azure_code.csv.gz",
+        "routellm_mmlu.parquet",
+        "routellm_mt_bench.parquet",
+    ],  # fmt: skip
 )
 def test_rerun_is_byte_identical(rerun: dict[str, ImportResult], name: str) -> None:
     (fresh,) = [p for r in rerun.values() for p in r.outputs if p.name == name]

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import good_row, write_jsonl
 
 from core.errors import BeastError
 from traces.contract import COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN, STORE_SCHEMA
@@ -18,11 +19,13 @@ from traces.ingest import IngestParams, StrictFailure, ingest
 from traces.prices import parse_prices
 from traces.store import read_traces
 
-from conftest import good_row, write_jsonl
-
 
 def quarantined(report) -> list[dict]:
-    return [json.loads(line) for line in Path(report.quarantine_file).read_text().splitlines()] if report.quarantine_file else []
+    return (
+        [json.loads(line) for line in Path(report.quarantine_file).read_text().splitlines()]
+        if report.quarantine_file
+        else []
+    )
 
 
 def test_mixed_file_every_row_accounted_for(tmp_path: Path, params: IngestParams, prices) -> None:
@@ -41,7 +44,14 @@ def test_mixed_file_every_row_accounted_for(tmp_path: Path, params: IngestParams
     report = ingest([src], params, prices)
     assert report.rows_read == 12  # the blank line is not a row
     assert report.accepted == 6 and report.stored == 6
-    assert report.quarantined == {"bad_encoding": 1, "bad_json": 1, "duplicate_id": 1, "missing_field": 1, "not_an_object": 1, "out_of_range": 1}
+    assert report.quarantined == {
+        "bad_encoding": 1,
+        "bad_json": 1,
+        "duplicate_id": 1,
+        "missing_field": 1,
+        "not_an_object": 1,
+        "out_of_range": 1,
+    }
     assert report.rows_read == report.accepted + report.quarantined_total
     q = quarantined(report)
     assert [r["row"] for r in q] == [6, 7, 10, 11, 12, 14]  # file line numbers, in file order
@@ -80,7 +90,12 @@ def _three_formats(tmp_path: Path, rows: list[dict]) -> list[Path]:
 
 
 def test_round_trip_same_rows_in_every_format(tmp_path: Path, prices) -> None:
-    rows = [good_row(i, latency_ms=12.5 * i, cached_input_tokens=i, prefix_blocks=[1, 2, i], cache_hit=bool(i % 2), tenant="t1") for i in range(20)]
+    rows = [
+        good_row(
+            i, latency_ms=12.5 * i, cached_input_tokens=i, prefix_blocks=[1, 2, i], cache_hit=bool(i % 2), tenant="t1"
+        )
+        for i in range(20)
+    ]
     stored = []
     for k, path in enumerate(_three_formats(tmp_path, rows)):
         p = IngestParams(out=tmp_path / f"s{k}", quarantine=tmp_path / f"q{k}", metrics=None)
@@ -98,13 +113,27 @@ def test_round_trip_same_rows_in_every_format(tmp_path: Path, prices) -> None:
 
 def test_costs_follow_dated_prices_and_unknown_is_never_zero(tmp_path: Path, params: IngestParams) -> None:
     table = parse_prices(
-        {"models": {"m": [{"input": 1.0, "output": 2.0, "effective_from": "2024-01-01"}, {"input": 0.5, "output": 1.0, "cached_input": 0.1, "effective_from": "2024-06-01"}]}},
+        {
+            "models": {
+                "m": [
+                    {"input": 1.0, "output": 2.0, "effective_from": "2024-01-01"},
+                    {"input": 0.5, "output": 1.0, "cached_input": 0.1, "effective_from": "2024-06-01"},
+                ]
+            }
+        },
         "test",
     )
     rows = [
         good_row(0, model="m", timestamp="2023-12-31T23:59:59Z", input_tokens=1_000_000, output_tokens=0),
         good_row(1, model="m", timestamp="2024-03-01T00:00:00Z", input_tokens=1_000_000, output_tokens=1_000_000),
-        good_row(2, model="m", timestamp="2024-07-01T00:00:00Z", input_tokens=1_000_000, output_tokens=1_000_000, cached_input_tokens=500_000),
+        good_row(
+            2,
+            model="m",
+            timestamp="2024-07-01T00:00:00Z",
+            input_tokens=1_000_000,
+            output_tokens=1_000_000,
+            cached_input_tokens=500_000,
+        ),
         good_row(3, model="other", timestamp="2024-07-01T00:00:00Z"),
         good_row(4, model="m", timestamp="2024-07-01T00:00:00Z", cost_usd=0.42),
     ]
@@ -114,7 +143,11 @@ def test_costs_follow_dated_prices_and_unknown_is_never_zero(tmp_path: Path, par
     assert got.at["r1", "cost_usd"] == pytest.approx(3.0)
     assert got.at["r2", "cost_usd"] == pytest.approx(0.25 + 0.05 + 1.0)
     assert np.isnan(got.at["r3", "cost_usd"]) and got.at["r3", "cost_source"] == COST_UNKNOWN
-    assert (got.at["r1", "cost_source"], got.at["r4", "cost_source"], got.at["r4", "cost_usd"]) == (COST_PRICE_TABLE, COST_LOGGED, 0.42)
+    assert (got.at["r1", "cost_source"], got.at["r4", "cost_source"], got.at["r4", "cost_usd"]) == (
+        COST_PRICE_TABLE,
+        COST_LOGGED,
+        0.42,
+    )
     assert report.total_cost_usd == pytest.approx(3.0 + 1.3 + 0.42)
     assert report.cost_unknown_rows == 2
 
@@ -148,7 +181,9 @@ def test_strict_stores_nothing_but_keeps_the_quarantine(tmp_path: Path, prices) 
         ("dup.csv", b"a,a\n1,2\n", "repeats column(s) a"),
     ],
 )
-def test_unreadable_files_fail_with_one_line_and_write_nothing(tmp_path: Path, params: IngestParams, prices, name, content, message) -> None:
+def test_unreadable_files_fail_with_one_line_and_write_nothing(
+    tmp_path: Path, params: IngestParams, prices, name, content, message
+) -> None:
     good = write_jsonl(tmp_path / "good.jsonl", [good_row(0)])
     bad = tmp_path / name
     if content is not None:
@@ -157,7 +192,9 @@ def test_unreadable_files_fail_with_one_line_and_write_nothing(tmp_path: Path, p
         ingest([good, bad], params, prices)
     text = str(info.value)
     assert message in text and str(bad) in text and "\n" not in text
-    assert read_traces(params.out).empty and not list(params.quarantine.glob("*")) if params.quarantine.exists() else True
+    assert (
+        read_traces(params.out).empty and not list(params.quarantine.glob("*")) if params.quarantine.exists() else True
+    )
 
 
 def test_block_boundaries_do_not_change_the_answer(tmp_path: Path, prices) -> None:
@@ -174,7 +211,9 @@ def test_block_boundaries_do_not_change_the_answer(tmp_path: Path, prices) -> No
 
 def test_csv_short_rows_are_numbered_by_record(tmp_path: Path, params: IngestParams, prices) -> None:
     header = "request_id,timestamp,model,input_tokens,output_tokens,status,prompt\n"
-    body = 'a,2024-03-01T00:00:00Z,m,1,2,ok,"two\nlines"\nb,2024-03-01T00:00:00Z,m,1\n\nc,2024-03-01T00:00:00Z,m,1,2,ok,\n'
+    body = (
+        'a,2024-03-01T00:00:00Z,m,1,2,ok,"two\nlines"\nb,2024-03-01T00:00:00Z,m,1\n\nc,2024-03-01T00:00:00Z,m,1,2,ok,\n'
+    )
     src = tmp_path / "s.csv"
     src.write_text(header + body)
     report = ingest([src], params, prices)
@@ -194,10 +233,14 @@ def test_ingest_ids_are_checked_and_never_reused(tmp_path: Path, params: IngestP
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".csv.gz"])
-def test_synthetic_defects_are_quarantined_exactly_as_planted(tmp_path: Path, params: IngestParams, prices, suffix: str) -> None:
+def test_synthetic_defects_are_quarantined_exactly_as_planted(
+    tmp_path: Path, params: IngestParams, prices, suffix: str
+) -> None:
     from traces.synth import SynthParams, synth_frame, write_trace
 
-    planted = write_trace(synth_frame(SynthParams(rows=4000, seed=11), prices), tmp_path / f"s{suffix}", malformed=0.05, seed=11)
+    planted = write_trace(
+        synth_frame(SynthParams(rows=4000, seed=11), prices), tmp_path / f"s{suffix}", malformed=0.05, seed=11
+    )
     report = ingest([planted.path], params, prices)
     assert planted.malformed == 200
     assert dict(report.quarantined) == dict(planted.malformed_by_reason)

@@ -29,7 +29,15 @@ TABLE = parse_prices(
 ROWS = pd.DataFrame(
     {
         "timestamp": pd.to_datetime(
-            ["2024-01-15T10:00Z", "2024-02-01T00:00Z", "2024-01-15T12:00Z", "2024-01-15T13:00Z", "2023-12-31T23:59Z", "2024-01-15T14:00Z"], utc=True
+            [
+                "2024-01-15T10:00Z",
+                "2024-02-01T00:00Z",
+                "2024-01-15T12:00Z",
+                "2024-01-15T13:00Z",
+                "2023-12-31T23:59Z",
+                "2024-01-15T14:00Z",
+            ],
+            utc=True,
         ),
         "tenant": ["a", "a", "b", "b", None, "a"],
         "model": ["m1", "m1", "m2", "m3", "m1", "m2"],
@@ -51,8 +59,17 @@ R6 = 0.5  # logged
 def test_cost_rows_known_answers() -> None:
     rows = cost_rows(ROWS, TABLE)
     assert rows["cost_usd"].iloc[[0, 1, 2, 5]].tolist() == pytest.approx([R1, R2, R3, R6], rel=1e-12)
-    assert math.isnan(rows["cost_usd"].iloc[3]) and math.isnan(rows["cost_usd"].iloc[4])  # unknown model; before the first price
-    assert rows["cost_source"].tolist() == [COST_PRICE_TABLE, COST_PRICE_TABLE, COST_PRICE_TABLE, COST_UNKNOWN, COST_UNKNOWN, COST_LOGGED]
+    assert math.isnan(rows["cost_usd"].iloc[3]) and math.isnan(
+        rows["cost_usd"].iloc[4]
+    )  # unknown model; before the first price
+    assert rows["cost_source"].tolist() == [
+        COST_PRICE_TABLE,
+        COST_PRICE_TABLE,
+        COST_PRICE_TABLE,
+        COST_UNKNOWN,
+        COST_UNKNOWN,
+        COST_LOGGED,
+    ]
     assert rows["day"].tolist() == ["2024-01-15", "2024-02-01", "2024-01-15", "2024-01-15", "2023-12-31", "2024-01-15"]
     assert rows["tenant"].iloc[4] == NO_TENANT
 
@@ -63,7 +80,11 @@ def test_ledger_totals_and_unknowns_reported_separately() -> None:
     assert ledger.cost_usd == pytest.approx(R1 + R2 + R3 + R6, rel=1e-12)
     assert ledger.unknown_by_model() == {"m1": 1, "m3": 1}
     tenants = ledger.by("tenant")
-    assert {t: (x.requests, x.priced_requests, x.unknown_requests) for t, x in tenants.items()} == {"a": (3, 3, 0), "b": (2, 1, 1), NO_TENANT: (1, 0, 1)}
+    assert {t: (x.requests, x.priced_requests, x.unknown_requests) for t, x in tenants.items()} == {
+        "a": (3, 3, 0),
+        "b": (2, 1, 1),
+        NO_TENANT: (1, 0, 1),
+    }
     assert tenants["a"].cost_usd == pytest.approx(R1 + R2 + R6) and tenants["b"].cost_usd == pytest.approx(R3)
     assert tenants[NO_TENANT].cost_usd == 0.0 and tenants[NO_TENANT].priced_requests == 0  # nothing priced, not "free"
     days = ledger.by("day")
@@ -76,7 +97,9 @@ def test_ledger_totals_and_unknowns_reported_separately() -> None:
 
 
 def test_extra_prices_reprice_unknown_rows_and_never_override() -> None:
-    extra = parse_prices({"models": {"m3": {"input": 1.0, "output": 1.0}, "m2": {"input": 99.0, "output": 99.0}}}, "extra")
+    extra = parse_prices(
+        {"models": {"m3": {"input": 1.0, "output": 1.0}, "m2": {"input": 99.0, "output": 99.0}}}, "extra"
+    )
     table = merge_prices(TABLE, extra)
     rows = cost_rows(ROWS, table)
     assert rows["cost_usd"].iloc[3] == pytest.approx(200 / 1e6)  # stored as unknown, priced by the extra table

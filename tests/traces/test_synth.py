@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from core.errors import BeastError
 from traces.contract import FIELDS, REQUIRED, Kind, Reason
@@ -27,7 +28,6 @@ from traces.synth import (
     synth_frame,
     write_trace,
 )
-from conftest import ROOT
 
 PRICES = load_prices(ROOT / "data" / "prices.yaml")
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -135,7 +135,10 @@ def test_error_structure(big: pd.DataFrame) -> None:
     ts = pd.to_datetime(big["timestamp"], utc=True, format="ISO8601").dt.floor("10s")
     per = big.assign(rl=big["error_type"].eq("rate_limit")).groupby(ts).agg(n=("rl", "size"), rl=("rl", "sum"))
     busy = per["n"] > per["n"].median()
-    assert per.loc[busy, "rl"].sum() / per.loc[busy, "n"].sum() > 3 * per.loc[~busy, "rl"].sum() / per.loc[~busy, "n"].sum()
+    assert (
+        per.loc[busy, "rl"].sum() / per.loc[busy, "n"].sum()
+        > 3 * per.loc[~busy, "rl"].sum() / per.loc[~busy, "n"].sum()
+    )
     # timeouts hit slow (pricey) models more than cheap ones; context_length only small-window models
     unit = big["model"].map({m: PRICES.current(m).input + PRICES.current(m).output for m in PRICES.models})
     to = big["error_type"].eq("timeout")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import good_row
 
 from traces.contract import FIELD_BY_NAME, Reason
 from traces.validate import check, row_hash
-
-from conftest import good_row
 
 
 def one(**fields: object) -> tuple[bool, str, str]:
@@ -71,7 +70,11 @@ def test_every_reason_in_the_checks_is_a_contract_reason() -> None:
 
 def test_timestamps_normalise_to_utc() -> None:
     raw = pd.DataFrame.from_records(
-        [good_row(0, timestamp="2024-03-01T02:00:00+02:00"), good_row(1, timestamp="2024-03-01T00:00:00"), good_row(2, timestamp=1709251200000)]
+        [
+            good_row(0, timestamp="2024-03-01T02:00:00+02:00"),
+            good_row(1, timestamp="2024-03-01T00:00:00"),
+            good_row(2, timestamp=1709251200000),
+        ]
     )
     c = check(raw)
     assert not c.bad.any()
