@@ -66,7 +66,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,7 @@ class LearnedParams:
 class CacheSimParams:
     """Mirrors params.yaml -> cache_sim."""
 
-    capacities: tuple[int, ...] = (250, 500, 1000, 2000, 4000, 8000, 16000)
+    capacities: tuple[Count, ...] = (250, 500, 1000, 2000, 4000, 8000, 16000)
     eval_from: Share = 0.5
     policies: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")
     block_tokens: Count = BLOCK_TOKENS
@@ -820,6 +820,21 @@ def summary(report: CacheSimReport) -> str:
     return "\n".join(lines)
 
 
+def read_block_trace(
+    traces: Sequence[Path], params_file: Path | None, limit_rows: int | None
+) -> tuple[pd.DataFrame, str]:
+    """The rows of trace files or dataset folders (trace files costed with the ingest price table), the first
+    `limit_rows` requests by time when given, and a display name."""
+    from core.config import load_params
+    from traces.ingest import IngestParams
+    from traces.load import load_traces
+
+    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
+    if limit_rows:
+        frame = select_rows(frame).iloc[:limit_rows]
+    return frame, ", ".join(p.name for p in traces)
+
+
 def main(
     traces: Sequence[Path],
     params_file: Path | None = None,
@@ -830,11 +845,9 @@ def main(
     limit_rows: int | None = None,
 ) -> CacheSimReport:
     """`beast cache sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
-    from core.config import load_params
+    from core.config import load_params, with_overrides
     from core.errors import BeastError
     from core.files import write_atomic
-    from traces.ingest import IngestParams
-    from traces.load import load_traces
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
     overrides = {
@@ -843,11 +856,8 @@ def main(
         "eval_from": eval_from,
         "out": out,
     }
-    params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
-    if limit_rows:
-        frame = select_rows(frame).iloc[:limit_rows]
-    name = ", ".join(p.name for p in traces)
+    params = with_overrides(params, **overrides)
+    frame, name = read_block_trace(traces, params_file, limit_rows)
     print(
         f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
     )

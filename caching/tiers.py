@@ -33,14 +33,14 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, select_rows
-from core.config import Count, NonNegative, Share
+from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, read_block_trace, select_rows
+from core.config import Count, NonNegative, NonNegativeInt, Share
 
 MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
 
@@ -49,8 +49,8 @@ MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
 class TiersParams:
     """Mirrors params.yaml -> cache_tiers (latencies: illustrative, see the module docstring)."""
 
-    fast_capacities: tuple[int, ...] = (0, 250, 1000, 4000)  # fast-tier sizes in blocks (0: slow tier only)
-    slow_capacities: tuple[int, ...] = (0, 1000, 4000, 16000, 64000)  # slow-tier sizes in blocks
+    fast_capacities: tuple[NonNegativeInt, ...] = (0, 250, 1000, 4000)  # fast-tier sizes in blocks (0: slow tier only)
+    slow_capacities: tuple[NonNegativeInt, ...] = (0, 1000, 4000, 16000, 64000)  # slow-tier sizes in blocks
     fast_ms: NonNegative = 3.0  # per block: KV copied from host DRAM over PCIe 4
     slow_ms: NonNegative = 15.0  # per block: KV read from a local NVMe SSD
     miss_ms_per_block: NonNegative = 50.0  # per block: prefill recompute of 512 tokens
@@ -236,11 +236,9 @@ def main(
     limit_rows: int | None = None,
 ) -> TiersReport:
     """`beast cache tiers`: read the traces, simulate, write tiers_report.json and cache_tiers.png to `out`."""
-    from core.config import load_params
+    from core.config import load_params, with_overrides
     from core.errors import BeastError
     from core.files import write_atomic
-    from traces.ingest import IngestParams
-    from traces.load import load_traces
 
     params = load_params(params_file, "cache_tiers", TiersParams)
     overrides = {
@@ -249,11 +247,8 @@ def main(
         "eval_from": eval_from,
         "out": out,
     }
-    params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
-    if limit_rows:
-        frame = select_rows(frame).iloc[:limit_rows]
-    name = ", ".join(p.name for p in traces)
+    params = with_overrides(params, **overrides)
+    frame, name = read_block_trace(traces, params_file, limit_rows)
     print(
         f"cache-tiers on {name}: fast {', '.join(map(str, params.fast_capacities))} x slow {', '.join(map(str, params.slow_capacities))} "
         f"blocks of {params.block_tokens} tokens; ms per block: fast {params.fast_ms:g}, slow {params.slow_ms:g}, miss {params.miss_ms_per_block:g} (illustrative)"

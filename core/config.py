@@ -123,6 +123,31 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     return cls(**kwargs)
 
 
+def _check_ranges(value: Any, hint: Any, where: str) -> None:
+    """The `Between` marks of `hint` (also inside tuples) hold for an already typed `value`."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        inner, *marks = typing.get_args(hint)
+        for mark in marks:
+            if isinstance(mark, Between) and not mark.holds(value):
+                raise BeastError(f"{where}: expected a number {mark.describe()}, got {value!r}")
+        _check_ranges(value, inner, where)
+    elif origin is tuple and isinstance(value, tuple):
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        for v in value:
+            _check_ranges(v, item, where)
+
+
+def with_overrides(params: T, **values: Any) -> T:
+    """Command-line flags over a params section: every non-None value replaces the field of that name,
+    range-checked like a params.yaml value (the error names the flag, e.g. `--eval-from`)."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    hints = typing.get_type_hints(type(params), include_extras=True)
+    for key, value in changes.items():
+        _check_ranges(value, hints[key], f"--{key.replace('_', '-')}")
+    return dataclasses.replace(params, **changes)  # type: ignore[type-var]
+
+
 def load_section(params_file: Path, section: str, cls: type[T]) -> T:
     """Read `section` (dotted, e.g. "train.quality") of a params file into `cls`; absent = defaults."""
     node: Any = read_yaml(params_file) or {}

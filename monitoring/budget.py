@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import Count, Fraction, NonNegativeInt, Positive, load_params, read_yaml
+from core.config import Count, Fraction, NonNegativeInt, Positive, load_params, read_yaml, with_overrides
 from core.errors import BeastError
 from core.files import write_atomic
 from traces.ledger import Ledger, cost_rows, format_ledger, merge_prices, summarise
@@ -485,7 +485,7 @@ def status_main(
     from serving.budget import write_state
 
     params = load_params(params_file, "budget", BudgetParams)
-    params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
+    params = with_overrides(params, config=config, out=out)
     cfg = load_budgets(params.config)
     when = parse_at(at)
     rows = cost_rows(_read(list(traces) or [params.traces], params), budget_prices(params, cfg))
@@ -512,7 +512,7 @@ def backtest_main(
 ) -> BacktestReport:
     """`beast monitor budget backtest`: forecast error and interval coverage on the Azure traces; writes backtest.json."""
     params = load_params(params_file, "budget", BudgetParams)
-    params = replace(params, **{k: v for k, v in {"config": config, "out": out}.items() if v is not None})
+    params = with_overrides(params, config=config, out=out)
     cfg = load_budgets(params.config)
     table = budget_prices(params, cfg)
     by_trace = {

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.config import Count, NonNegativeInt, load_params
+from core.config import Count, NonNegativeInt, load_params, with_overrides
 from core.files import write_atomic
 from core.jsonable import plain
 from monitoring import html as h
@@ -481,7 +481,7 @@ def main(
     """`beast monitor report`: read, compute, plot, write index.html and report.json atomically, print where."""
     started = time.perf_counter()
     params = load_params(params_file, "report", ReportParams)
-    params = replace(params, **{k: v for k, v in {"out": out, "bundle": bundle}.items() if v is not None})
+    params = with_overrides(params, out=out, bundle=bundle)
 
     def log(s: str) -> None:
         print(s, file=sys.stderr, flush=True)

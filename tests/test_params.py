@@ -128,3 +128,15 @@ def test_tuple_items_are_range_checked(tmp_path: Path) -> None:
     assert from_mapping(Caps, {"sizes": [3, 4]}, "x").sizes == (3, 4)
     with pytest.raises(BeastError, match=r"^x\.sizes: expected a number >= 1, got 0$"):
         from_mapping(Caps, {"sizes": [3, 0]}, "x")
+
+
+def test_command_line_overrides_are_range_checked_and_name_the_flag() -> None:
+    from caching.sim import CacheSimParams
+    from core.config import with_overrides
+
+    params = with_overrides(CacheSimParams(), eval_from=0.25, capacities=None)
+    assert params.eval_from == 0.25 and params.capacities == CacheSimParams().capacities
+    with pytest.raises(BeastError, match=r"^--eval-from: expected a number in \[0, 1\], got 1.5$"):
+        with_overrides(CacheSimParams(), eval_from=1.5)
+    with pytest.raises(BeastError, match=r"^--capacities: expected a number >= 1, got 0$"):
+        with_overrides(CacheSimParams(), capacities=(100, 0))

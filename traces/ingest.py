@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.config import Count, load_params
+from core.config import Count, load_params, with_overrides
 from core.errors import BeastError
 from core.files import atomic_path, os_reason, write_atomic
 from traces import store
@@ -388,8 +388,7 @@ def main(
     """CLI / DVC edge: params `ingest` section (params.yaml when present), overridden by flags; writes the metrics
     JSON only when `metrics` is set (`--metrics FILE`: the dvc.yaml stage names its output)."""
     params = load_params(params_file, "ingest", IngestParams)
-    if overrides:
-        params = IngestParams(**(asdict(params) | {k: v for k, v in overrides.items() if v is not None}))
+    params = with_overrides(params, **(overrides or {}))
     check_inputs(paths)
     prices = load_prices(params.prices)
     try:

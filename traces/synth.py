@@ -36,7 +36,7 @@ import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from core.config import Count, NonNegativeInt, Positive, Share, load_params
+from core.config import Count, NonNegativeInt, Positive, Share, load_params, with_overrides
 from core.errors import BeastError
 from core.files import atomic_path, gzip_writer
 from traces.contract import FIELD_BY_NAME, FIELDS, STATUS_ERROR, STATUS_OK, Kind, Reason
@@ -829,7 +829,6 @@ def main(
     """Stage entry (`beast traces synth`): params.yaml -> synth (None overrides are ignored), models from the price
     table, then write `out` with params.malformed corrupted rows (seeded by params.seed)."""
     params = load_params(params_file, "synth", SynthParams)
-    if overrides:
-        params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
+    params = with_overrides(params, **(overrides or {}))
     frame = synth_frame(params, load_prices(Path(prices_file)))
     return write_trace(frame, Path(out), malformed=params.malformed, seed=params.seed)
