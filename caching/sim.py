@@ -68,6 +68,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -835,6 +836,34 @@ def read_block_trace(
     return frame, ", ".join(p.name for p in traces)
 
 
+def run_study(simulate_fn: Callable, frame: pd.DataFrame, params: Any, name: str) -> Any:
+    """Run a cache study; its input errors (ValueError) become the CLI's one-line error."""
+    from core.errors import BeastError
+
+    try:
+        return simulate_fn(frame, params, name, log=print)
+    except ValueError as exc:
+        raise BeastError(str(exc)) from None
+
+
+def save_study(
+    report: Any, out: Path, json_name: str, plot_fn: Callable, png_name: str, summary_fn: Callable, eval_from: float
+) -> tuple[Path, Path]:
+    """Write a study's report JSON (atomically) and plot into `out`, print what was counted and the summary."""
+    from core.files import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / json_name
+    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    png = plot_fn(report, out / png_name)
+    print(
+        f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, "
+        f"eval from {eval_from:g} of the time range)\n"
+    )
+    print(summary_fn(report))
+    return json_path, png
+
+
 def main(
     traces: Sequence[Path],
     params_file: Path | None = None,
@@ -846,8 +875,6 @@ def main(
 ) -> CacheSimReport:
     """`beast cache sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
     from core.config import load_params, with_overrides
-    from core.errors import BeastError
-    from core.files import write_atomic
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
     overrides = {
@@ -861,18 +888,10 @@ def main(
     print(
         f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
     )
-    try:
-        report = simulate(frame, params, name, log=print)
-    except ValueError as exc:
-        raise BeastError(str(exc)) from None
-    params.out.mkdir(parents=True, exist_ok=True)
-    json_path = params.out / "cache_report.json"
-    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
-    png = plot(report, params.out / "cache_sim.png")
-    print(
-        f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n"
+    report = run_study(simulate, frame, params, name)
+    json_path, png = save_study(
+        report, params.out, "cache_report.json", plot, "cache_sim.png", summary, params.eval_from
     )
-    print(summary(report))
     speed = ", ".join(f"{k} {v:,.0f}" for k, v in report.lookups_per_s().items())
     print(
         f"\nspeed, block lookups/s: {report.overall_lookups_per_s():,.0f} over all {len(report.runs)} runs; per policy (median): {speed}"

@@ -29,7 +29,6 @@ tokens at ~10k tokens/s on one A100. Put your own hardware's numbers in params.y
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, read_block_trace, select_rows
+from caching.sim import BLOCK_TOKENS, BlockTrace, block_trace, read_block_trace, run_study, save_study, select_rows
 from core.config import Count, NonNegative, NonNegativeInt, Share
 
 MISS, FAST, SLOW = 0, 1, 2  # per-lookup outcome codes of `simulate_two_tier`
@@ -237,8 +236,6 @@ def main(
 ) -> TiersReport:
     """`beast cache tiers`: read the traces, simulate, write tiers_report.json and cache_tiers.png to `out`."""
     from core.config import load_params, with_overrides
-    from core.errors import BeastError
-    from core.files import write_atomic
 
     params = load_params(params_file, "cache_tiers", TiersParams)
     overrides = {
@@ -253,18 +250,10 @@ def main(
         f"cache-tiers on {name}: fast {', '.join(map(str, params.fast_capacities))} x slow {', '.join(map(str, params.slow_capacities))} "
         f"blocks of {params.block_tokens} tokens; ms per block: fast {params.fast_ms:g}, slow {params.slow_ms:g}, miss {params.miss_ms_per_block:g} (illustrative)"
     )
-    try:
-        report = simulate_tiers(frame, params, name, log=print)
-    except ValueError as exc:
-        raise BeastError(str(exc)) from None
-    params.out.mkdir(parents=True, exist_ok=True)
-    json_path = params.out / "tiers_report.json"
-    write_atomic(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
-    png = plot(report, params.out / "cache_tiers.png")
-    print(
-        f"\n{report.counted_lookups:,} of {report.lookups:,} lookups counted ({report.requests:,} requests, eval from {params.eval_from:g} of the time range)\n"
+    report = run_study(simulate_tiers, frame, params, name)
+    json_path, png = save_study(
+        report, params.out, "tiers_report.json", plot, "cache_tiers.png", summary, params.eval_from
     )
-    print(summary(report))
     print(f"\nspeed: {report.overall_lookups_per_s():,.0f} block lookups/s over the simulated configurations")
     print(f"wrote {json_path} and {png}")
     return report
