@@ -26,6 +26,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.system)
 
 
+SYSTEM_FILES = (Path("/etc/passwd"), Path("/etc/group"), Path("/etc/hosts"))  # CI runs as root: a stray write is real
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_files_untouched() -> object:
+    """Fails the session if any test wrote to a system file (a fuzzed "/etc/passwd" once did: `root / "/x"` is "/x")."""
+    before = {p: p.read_bytes() for p in SYSTEM_FILES if p.exists()}
+    yield
+    changed = [str(p) for p, data in before.items() if p.read_bytes() != data]
+    assert not changed, f"the tests changed {', '.join(changed)}"
+
+
 @pytest.fixture(scope="session")
 def prices() -> PriceTable:
     return load_prices(ROOT / "data" / "prices.yaml")

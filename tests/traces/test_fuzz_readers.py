@@ -594,16 +594,34 @@ manifests = st.one_of(
 )  # fmt: skip
 
 
+def inside(root: Path, rel: str) -> Path | None:
+    """`root / rel` when it stays inside `root`; None for an absolute or escaping name ("/etc/passwd",
+    "../x"): `root / "/etc/passwd"` IS /etc/passwd, and the tests run as root in CI."""
+    try:
+        path = (root / rel).resolve()
+    except (OSError, ValueError):
+        return None
+    return path if path.is_relative_to(root.resolve()) else None
+
+
 def _write_manifest(root: Path, manifest: object, files: dict[str, bytes]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").write_bytes(json.dumps(manifest).encode("utf-8", "surrogatepass"))
     for rel, data in files.items():
+        if (p := inside(root, rel)) is None:
+            continue  # listed in the manifest, never written outside the bundle
         try:
-            p = root / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
         except (OSError, ValueError):
             pass  # a name the file system refuses: the manifest still lists it
+
+
+def test_the_fuzz_writer_never_leaves_its_folder(tmp_path: Path) -> None:
+    root = tmp_path / "b"
+    root.mkdir()
+    assert inside(root, "/etc/passwd") is None and inside(root, "../x") is None and inside(root, "a\x00") is None
+    assert inside(root, "models/q/k.txt") == (root / "models/q/k.txt").resolve()
 
 
 @SETTINGS
