@@ -75,14 +75,19 @@ def read_yaml(path: Path) -> Any:
         raise BeastError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+def _check_marks(marks: typing.Iterable[object], value: Any, where: str) -> None:
+    """The `Between` marks of an `Annotated` type hold for `value` (one line naming `where` if not)."""
+    for mark in marks:
+        if isinstance(mark, Between) and not mark.holds(value):
+            raise BeastError(f"{where}: expected a number {mark.describe()}, got {value!r}")
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         inner, *marks = typing.get_args(hint)
         value = _coerce(value, inner, where)
-        for mark in marks:
-            if isinstance(mark, Between) and not mark.holds(value):
-                raise BeastError(f"{where}: expected a number {mark.describe()}, got {value!r}")
+        _check_marks(marks, value, where)
         return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_mapping(hint, value, where)
@@ -128,9 +133,7 @@ def _check_ranges(value: Any, hint: Any, where: str) -> None:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         inner, *marks = typing.get_args(hint)
-        for mark in marks:
-            if isinstance(mark, Between) and not mark.holds(value):
-                raise BeastError(f"{where}: expected a number {mark.describe()}, got {value!r}")
+        _check_marks(marks, value, where)
         _check_ranges(value, inner, where)
     elif origin is tuple and isinstance(value, tuple):
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
