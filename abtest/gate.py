@@ -2,42 +2,53 @@
 on contract-v1 traces of an A/B experiment; :func:`report` writes it up. Reading the experiment and moving
 the MLflow ``champion`` alias on promote is the pipeline step `pipelines/promote.py`.
 
-Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion, "B" = challenger):
+Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion, "B" = a challenger):
 
-1. Only rows whose ``variant`` is ``params.champion`` or ``params.challenger`` count; other rows are ignored.
+1. Arms: ``params.champion``, ``params.challenger`` and any ``more_challengers`` (A/B/n); rows of other
+   ``variant`` values are ignored.
 2. EMPTY_ARM: an arm with 0 rows blocks (no test is run on it).
-3. SRM: chi-square of the two row counts against the planned split (``planned_split`` = challenger share);
-   ``p < srm_threshold`` blocks (the tests below still run and are reported, but the split is suspect).
+3. SRM: chi-square of the arms' row counts against the planned shares (two arms: ``planned_split`` =
+   challenger share; A/B/n: ``planned_shares``, equal when empty); ``p < srm_threshold`` blocks (the tests
+   below still run and are reported, but the split is suspect).
 4. TOO_FEW: an arm with fewer than ``min_rows_per_arm`` rows (``min_pairs`` prompts in the paired design)
    blocks; the decision tests are then not run.
-5. Decision tests, each one-sided with H1 = "the challenger is acceptable":
+5. NO_SUCCESS: an arm whose every request has ``status == "error"`` blocks (nothing it answered can be
+   judged, whatever labels the rows carry). Quality is judged on successful rows only everywhere.
+6. Decision tests of each challenger against the champion, each one-sided with H1 = "B is acceptable":
    - errors (``status == "error"`` rate, lower is better): :func:`~abtest.stats.non_inferiority_proportions`
      with margin ``error_rate_margin``. Counts carry the Agresti-Caffo adjustment (+1 error and +1 success
      per arm), so arms without any error still get a finite standard error instead of ZERO_VARIANCE;
      with 200 rows and no errors the upper bound is still ~1.4 points, so it rightly does not pass.
      Fails -> ERRORS_WORSE.
-   - quality (rows with a ``quality`` label only): :func:`~abtest.stats.non_inferiority` (Welch) with margin
-     ``quality_margin``, or with ``sequential`` the always-valid mSPRT p-value (:func:`~abtest.stats.msprt`
-     on challenger + margin vs champion, mixture sd ``msprt_tau``; one-sided: p = 1 when the shifted
-     difference is <= 0). An arm without labels -> NO_LABELS; fewer than 2 labels -> TOO_FEW; any other
-     failure (including zero variance) -> QUALITY_WORSE.
-   - cost per request (rows with ``cost_usd``): margin = ``cost_margin`` x champion mean cost. With margin 0
-     this is :func:`~abtest.stats.superiority_cost` (the challenger must be shown cheaper: an equal-cost
-     challenger does NOT pass), otherwise :func:`~abtest.stats.non_inferiority` with ``higher_is_better=False``.
-     Fails -> COST_WORSE.
-6. Holm: the raw one-sided p-values of the decision tests whose stat code is OK enter
-   :func:`~abtest.stats.holm` at ``alpha``, in the order errors, quality, cost; a test passes iff its
-   Holm-adjusted p <= alpha. (Promotion needs every test to pass, an intersection-union test that is
-   already level alpha without correction; Holm is the brief's extra safety margin and only makes
-   promotion harder.) A test whose stat code is not OK fails.
+   - quality (successful rows with a ``quality`` label): :func:`~abtest.stats.non_inferiority` (Welch) with
+     margin ``quality_margin``, or with ``sequential`` the always-valid mSPRT p-value
+     (:func:`~abtest.stats.msprt` on challenger + margin vs champion, mixture sd ``msprt_tau``; one-sided:
+     p = 1 when the shifted difference is <= 0). An arm without labels -> NO_LABELS; fewer than 2 labels ->
+     TOO_FEW; any other failure (including zero variance) -> QUALITY_WORSE.
+   - cost per request (rows with a finite ``cost_usd``): margin = ``cost_margin`` x champion mean cost. With
+     margin 0 this is :func:`~abtest.stats.superiority_cost` (the challenger must be shown cheaper: an
+     equal-cost challenger does NOT pass), otherwise :func:`~abtest.stats.non_inferiority` with
+     ``higher_is_better=False``. An arm without any cost -> NO_COST; otherwise fails -> COST_WORSE.
+7. Holm: the raw one-sided p-values of every decision test whose stat code is OK, over all challengers,
+   enter :func:`~abtest.stats.holm` at ``alpha`` (order: challenger by challenger, errors, quality, cost); a
+   test passes iff its Holm-adjusted p <= alpha. (Promotion needs every test of an arm to pass, an
+   intersection-union test that is already level alpha without correction; Holm is the extra safety margin
+   across tests and arms and only makes promotion harder.) A test whose stat code is not OK fails.
+8. Winner (at most one): among the challengers that passed every test, the highest mean quality, then the
+   lower mean cost (``stats["winner"]``). Only ``params.challenger`` (the registered ``challenger`` alias)
+   can be promoted: when another arm wins -> NOT_PROMOTABLE.
 
-``promote`` is True iff no blocking code was raised; ``reasons`` is then ``(PROMOTE,)``. Bad experiment data
-never raises and never passes: it yields one of the codes above, with the stat's own ``code`` in ``stats``.
+``promote`` is True iff no blocking code was raised for ``params.challenger`` and it is the winner; ``reasons``
+is then ``(PROMOTE,)``. Bad experiment data never raises and never passes: it yields one of the codes above,
+with the stat's own ``code`` in ``stats``. ``stats`` keeps the registered challenger's tests under
+``errors`` / ``quality`` / ``cost``; an A/B/n experiment adds ``stats["challengers"][arm]`` for every arm.
 
 Paired design: when every row of both arms has a ``prompt_id``, each prompt appears once per arm and both
 arms hold the same prompts (an offline replay of two bundles, `evaluation/replay.py`), the quality and cost
 tests are the paired ones (one-sample t on the per-prompt differences), which remove the prompt-to-prompt
-variance both arms share. ``stats["design"]`` says which design was used.
+variance both arms share; error rates are not tested (a replay scores logged successful answers only).
+``stats["design"]`` says which design was used; NO_DIFFERENCE when both arms scored and cost the same on
+every prompt.
 
 On promote (`pipelines.promote.main`, not a dry run), under the registry's alias lock: for every predictor with a
 ``challenger``, ``previous`` moves to the old champion and ``champion`` to the challenger; the champion
@@ -61,7 +72,8 @@ import numpy as np
 import pandas as pd
 
 from abtest import stats as st
-from core.config import Count, Fraction, NonNegative, Positive
+from core.config import Count, Fraction, NonNegative, Positive, PositiveShare
+from core.errors import BeastError
 
 ERRORS, QUALITY, COST = "errors", "quality", "cost"
 DECISION_TESTS = (ERRORS, QUALITY, COST)
@@ -75,8 +87,11 @@ class GateCode(StrEnum):
     ERRORS_WORSE = "error_rate_worse"
     COST_WORSE = "cost_worse"
     NO_LABELS = "quality_labels_missing"
+    NO_COST = "cost_missing"  # an arm has no finite cost_usd: the cost test cannot run, so it cannot pass
+    NO_SUCCESS = "no_successful_requests"  # an arm's requests all failed: nothing it answered can be judged
     EMPTY_ARM = "empty_arm"
     NO_DIFFERENCE = "no_difference"  # paired replay: the challenger scored exactly like the champion on every prompt
+    NOT_PROMOTABLE = "winner_not_promotable"  # A/B/n: another arm won; only `challenger` is registered to promote
 
 
 FAIL_CODE = {ERRORS: GateCode.ERRORS_WORSE, QUALITY: GateCode.QUALITY_WORSE, COST: GateCode.COST_WORSE}
@@ -88,7 +103,9 @@ class GateParams:
 
     champion: str = "champion"
     challenger: str = "challenger"
-    planned_split: Fraction = 0.5  # challenger share of the experiment's rows
+    more_challengers: tuple[str, ...] = ()  # A/B/n: further `variant` values tested against the champion
+    planned_split: Fraction = 0.5  # challenger share of the experiment's rows (two arms)
+    planned_shares: tuple[PositiveShare, ...] = ()  # A/B/n: shares of (champion, challenger, *more); () = equal
     srm_threshold: Fraction = 0.001
     alpha: Fraction = 0.05
     quality_margin: NonNegative = 0.02  # challenger mean quality may be at most this much lower
@@ -100,6 +117,27 @@ class GateParams:
     min_pairs: Count = 100  # paired design (offline replay): prompts needed in both arms
     sequential: bool = False  # quality decision on the always-valid mSPRT p-value
     msprt_tau: Positive = 0.05  # mSPRT mixture sd (a plausible quality difference), used when sequential
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Every arm's `variant` value, champion first."""
+        return (self.champion, self.challenger, *self.more_challengers)
+
+    def shares(self) -> tuple[float, ...]:
+        """Planned share of each arm (in `arms` order)."""
+        if self.planned_shares:
+            return tuple(float(s) for s in self.planned_shares)
+        if not self.more_challengers:
+            return (1 - self.planned_split, self.planned_split)
+        return tuple(1 / len(self.arms) for _ in self.arms)
+
+    def __post_init__(self) -> None:
+        if len(set(self.arms)) != len(self.arms):
+            raise BeastError(f"gate arms must be distinct variant values, got {list(self.arms)}")
+        if self.planned_shares and len(self.planned_shares) != len(self.arms):
+            raise BeastError(
+                f"gate.planned_shares has {len(self.planned_shares)} values for {len(self.arms)} arms {list(self.arms)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,14 +168,16 @@ def _clean(x: object) -> object:
 
 
 def _arm_metrics(arm: pd.DataFrame) -> dict[str, float]:
-    q = _column(arm, "quality")
+    q = _column(_succeeded(arm), "quality")
     c = _column(arm, "cost_usd")
     lat = _column(arm, "latency_ms")
     n = len(arm)
+    errors = int((arm["status"] == "error").sum()) if "status" in arm else 0
     return {
         "rows": int(n),
-        "errors": int((arm["status"] == "error").sum()) if "status" in arm else 0,
-        "error_rate": float((arm["status"] == "error").mean()) if n and "status" in arm else math.nan,
+        "errors": errors,
+        "successes": int(n - errors),
+        "error_rate": errors / n if n and "status" in arm else math.nan,
         "quality_labels": int(q.size),
         "quality_mean": float(q.mean()) if q.size else math.nan,
         "cost_rows": int(c.size),
@@ -145,6 +185,11 @@ def _arm_metrics(arm: pd.DataFrame) -> dict[str, float]:
         "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else math.nan,
         "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else math.nan,
     }
+
+
+def _succeeded(arm: pd.DataFrame) -> pd.DataFrame:
+    """The rows that produced an answer: a failed request's quality label judges nothing the arm served."""
+    return arm[arm["status"] != "error"] if "status" in arm else arm
 
 
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
@@ -202,88 +247,123 @@ def _cost_test(ca: np.ndarray, cb: np.ndarray, p: GateParams, paired: bool = Fal
     return st.non_inferiority(ca, cb, margin, p.alpha, higher_is_better=False, paired=paired)
 
 
+def _decision_tests(a: pd.DataFrame, b: pd.DataFrame, p: GateParams, paired: bool) -> dict[str, st.TestResult]:
+    """The one-sided tests of one challenger arm `b` against the champion `a` (rule 6)."""
+    sa, sb = _succeeded(a), _succeeded(b)
+    qa, qb = _aligned(sa, sb, "quality") if paired else (_column(sa, "quality"), _column(sb, "quality"))
+    ca, cb = _aligned(a, b, "cost_usd") if paired else (_column(a, "cost_usd"), _column(b, "cost_usd"))
+    results = {QUALITY: _quality_test(qa, qb, p, paired), COST: _cost_test(ca, cb, p, paired)}
+    if not paired:  # a replay scores logged successful answers only: its error rates say nothing
+        ea, eb = int((a["status"] == "error").sum()), int((b["status"] == "error").sum())
+        # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
+        results[ERRORS] = st.non_inferiority_proportions(
+            ea + 1, len(a) + 2, eb + 1, len(b) + 2, p.error_rate_margin, p.alpha, higher_is_better=False
+        )
+    return {n: results[n] for n in DECISION_TESTS if n in results}
+
+
+def _same_everywhere(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Paired replay where both arms scored and cost exactly the same on every prompt."""
+    return all(np.array_equal(*_aligned(a, b, column)) for column in ("quality", "cost_usd"))
+
+
+def _fail_code(name: str, result: st.TestResult, arm_a: Mapping, arm_b: Mapping) -> GateCode:
+    """Why a decision test did not pass: missing data gets its own code, anything else is the test's failure."""
+    if name == QUALITY and (arm_a["quality_labels"] == 0 or arm_b["quality_labels"] == 0):
+        return GateCode.NO_LABELS
+    if name == COST and result.code == st.StatCode.EMPTY_ARM:
+        return GateCode.NO_COST
+    if name in (QUALITY, COST) and result.code == st.StatCode.TOO_FEW:
+        return GateCode.TOO_FEW
+    return FAIL_CODE[name]
+
+
+def _skipped_errors(rows_a: int, rows_b: int, alpha: float) -> dict:
+    return {
+        "name": "not_observed_offline",
+        "code": "skipped",
+        "estimate": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "statistic": math.nan,
+        "p_value": math.nan,
+        "n_a": rows_a,
+        "n_b": rows_b,
+        "alpha": alpha,
+        "note": "offline replay: only logged successful answers are scored; the online A/B test checks errors",
+    }
+
+
+def _winner(passed: list[str], arms: Mapping[str, Mapping[str, float]]) -> str | None:
+    """Among the challengers that passed every test: the highest mean quality, then the lower mean cost."""
+    if not passed:
+        return None
+    return max(passed, key=lambda n: (arms[n]["quality_mean"], -arms[n]["cost_mean"], n))
+
+
 def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
     """The gate's verdict on one experiment (pure: no I/O). See the module docstring for the rules."""
     p = params
     variant = traces["variant"] if "variant" in traces else pd.Series(index=traces.index, dtype=object)
-    arms_df = {name: traces[variant == name] for name in (p.champion, p.challenger)}
-    a, b = arms_df[p.champion], arms_df[p.challenger]
+    arms_df = {name: traces[variant == name] for name in p.arms}
     arms = {name: _arm_metrics(df) for name, df in arms_df.items()}
+    a = arms_df[p.champion]
+    challengers = p.arms[1:]
     codes: list[GateCode] = []
     out: dict[str, dict] = {}
 
-    srm = st.srm([len(a), len(b)], [1 - p.planned_split, p.planned_split], p.srm_threshold)
+    srm = st.srm([len(df) for df in arms_df.values()], list(p.shares()), p.srm_threshold)
     out["srm"] = dataclasses.asdict(srm)
-    if len(a) == 0 or len(b) == 0:
+    if any(len(df) == 0 for df in arms_df.values()):
         codes.append(GateCode.EMPTY_ARM)
     if srm.mismatch:
         codes.append(GateCode.SRM)
-    paired = len(a) > 0 and _paired(a, b)
-    if min(len(a), len(b)) < (p.min_pairs if paired else p.min_rows_per_arm):
+    paired = len(a) > 0 and all(_paired(a, arms_df[c]) for c in challengers)
+    if min(len(df) for df in arms_df.values()) < (p.min_pairs if paired else p.min_rows_per_arm):
         if GateCode.EMPTY_ARM not in codes:
             codes.append(GateCode.TOO_FEW)
         return GateDecision(False, tuple(codes), out, arms)
-
-    ma, mb = arms[p.champion], arms[p.challenger]
     out["design"] = {
         "paired": paired,
         "note": "same prompts in both arms: paired tests" if paired else "independent arms",
     }
-    qa, qb = _aligned(a, b, "quality") if paired else (_column(a, "quality"), _column(b, "quality"))
-    ca, cb = _aligned(a, b, "cost_usd") if paired else (_column(a, "cost_usd"), _column(b, "cost_usd"))
-    if paired and np.array_equal(qa, qb) and np.array_equal(ca, cb):  # same choices everywhere: nothing to test
-        return GateDecision(False, (GateCode.NO_DIFFERENCE,), out, arms)
-    results: dict[str, st.TestResult] = {
-        QUALITY: _quality_test(qa, qb, p, paired),
-        COST: _cost_test(ca, cb, p, paired),
+    if any(arms[n]["successes"] == 0 for n in p.arms):
+        return GateDecision(False, (*codes, GateCode.NO_SUCCESS), out, arms)
+    if paired and all(_same_everywhere(a, arms_df[c]) for c in challengers):  # same choices everywhere
+        return GateDecision(False, (*codes, GateCode.NO_DIFFERENCE), out, arms)
+
+    results = {c: _decision_tests(a, arms_df[c], p, paired) for c in challengers}
+    family = [(c, n) for c in challengers for n, r in results[c].items() if r.code == st.StatCode.OK]
+    passed = {(c, n): False for c in challengers for n in results[c]}
+    if family:
+        adj = st.holm([results[c][n].p_value for c, n in family], p.alpha)
+        tests = [n if len(challengers) == 1 else f"{c}.{n}" for c, n in family]
+        out["holm"] = dataclasses.asdict(adj) | {"tests": tests}
+        if adj.code == st.StatCode.OK:
+            passed |= dict(zip(family, map(bool, adj.reject), strict=True))
+    arm_codes = {
+        c: [_fail_code(n, r, arms[p.champion], arms[c]) for n, r in results[c].items() if not passed[(c, n)]]
+        for c in challengers
     }
-    if not paired:  # a replay scores logged successful answers only: its error rates say nothing
-        # Agresti-Caffo: +1 error and +1 success per arm (finite SE when an arm has no errors)
-        results[ERRORS] = st.non_inferiority_proportions(
-            ma["errors"] + 1,
-            ma["rows"] + 2,
-            mb["errors"] + 1,
-            mb["rows"] + 2,
-            p.error_rate_margin,
-            p.alpha,
-            higher_is_better=False,
+
+    mine = results[p.challenger]  # the registered challenger's tests keep their top-level keys
+    for name in DECISION_TESTS:
+        out[name] = (
+            dataclasses.asdict(mine[name])
+            if name in mine
+            else _skipped_errors(len(a), len(arms_df[p.challenger]), p.alpha)
         )
-    else:
-        out[ERRORS] = {
-            "name": "not_observed_offline",
-            "code": "skipped",
-            "estimate": math.nan,
-            "ci_low": math.nan,
-            "ci_high": math.nan,
-            "statistic": math.nan,
-            "p_value": math.nan,
-            "n_a": ma["rows"],
-            "n_b": mb["rows"],
-            "alpha": p.alpha,
-            "note": "offline replay: only logged successful answers are scored; the online A/B test checks errors",
+    winner = _winner([c for c in challengers if not arm_codes[c]], arms) if not codes else None
+    out["winner"] = {"arm": winner, "rule": "passed every test; highest mean quality, then lower mean cost"}
+    if len(challengers) > 1:
+        out["challengers"] = {
+            c: {n: dataclasses.asdict(r) for n, r in results[c].items()}
+            | {"reasons": [str(x) for x in dict.fromkeys(arm_codes[c])] or [str(GateCode.PROMOTE)]}
+            for c in challengers
         }
-    tests = [n for n in DECISION_TESTS if n in results]
-    for name in tests:
-        out[name] = dataclasses.asdict(results[name])
-
-    ok = [n for n in tests if results[n].code == st.StatCode.OK]
-    passed: dict[str, bool] = dict.fromkeys(tests, False)
-    if ok:
-        adj = st.holm([results[n].p_value for n in ok], p.alpha)
-        out["holm"] = dataclasses.asdict(adj) | {"tests": list(ok)}
-        passed |= {n: bool(r) for n, r in zip(ok, adj.reject, strict=True)} if adj.code == st.StatCode.OK else {}
-
-    for name in tests:
-        if passed[name]:
-            continue
-        code = results[name].code
-        if name == QUALITY and (ma["quality_labels"] == 0 or mb["quality_labels"] == 0):
-            codes.append(GateCode.NO_LABELS)
-        elif name == QUALITY and code == st.StatCode.TOO_FEW:
-            codes.append(GateCode.TOO_FEW)
-
-        else:
-            codes.append(FAIL_CODE[name])
+    codes += arm_codes[p.challenger]
+    if winner is not None and winner != p.challenger:
+        codes.append(GateCode.NOT_PROMOTABLE)
     promote = not codes
     return GateDecision(promote, (GateCode.PROMOTE,) if promote else tuple(dict.fromkeys(codes)), out, arms)
 
@@ -327,6 +407,7 @@ def report(decision: GateDecision, out_dir: Path, params: GateParams = GateParam
     lines += [f"| {k} | " + " | ".join(_fmt(m[k]) for m in decision.arms.values()) + " |" for k in metric_keys]
     holm = decision.stats.get("holm", {})
     adjusted = dict(zip(holm.get("tests", []), holm.get("adjusted", []), strict=False))
+    adjusted |= {t.removeprefix(f"{params.challenger}."): v for t, v in adjusted.items()}  # A/B/n names
     lines += [
         "",
         "## Tests (challenger - champion; one-sided, H1 = challenger acceptable)",

@@ -24,12 +24,20 @@ def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None =
             raise BeastError(f"{p}: file not found")
     folders, files = [p for p in paths if p.is_dir()], [p for p in paths if not p.is_dir()]
     frames = [read_traces(p, columns) for p in folders]
+    rejected: dict[str, int] = {}
     if files:
         with tempfile.TemporaryDirectory(prefix="beast-traces-") as tmp:
             ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=prices)
-            ingest(files, ip, load_prices(prices))
+            report = ingest(files, ip, load_prices(prices))
+            rejected = {k: n for k, n in report.quarantined.items() if n}
             frames.append(read_traces(ip.out, columns))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frame.empty and rejected:
+        reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(rejected.items()))
+        raise BeastError(
+            f"no valid traces in {', '.join(map(str, paths))}: every row broke the trace contract ({reasons}); "
+            "`beast ingest` on the file writes each rejected row with its reason to the quarantine"
+        )
     if frame.empty:
         raise BeastError(f"no traces in {', '.join(map(str, paths))}: run `beast ingest` (or `make run`) first")
     return frame
