@@ -4,11 +4,12 @@ the MLflow ``champion`` alias on promote is the pipeline step `pipelines/promote
 
 Rules (in order; every statistic comes from :mod:`abtest.stats`; "A" = champion, "B" = a challenger):
 
-1. Arms: ``params.champion``, ``params.challenger`` and any ``more_challengers`` (A/B/n); rows of other
-   ``variant`` values are ignored.
+1. Arms: ``params.champion``, ``params.challenger`` and ``more_challengers`` (A/B/n); when that list is empty,
+   every other ``variant`` value in the experiment is a further challenger (sorted), so an A/B/n file is never
+   judged as A/B. Rows without a ``variant`` are ignored.
 2. EMPTY_ARM: an arm with 0 rows blocks (no test is run on it).
 3. SRM: chi-square of the arms' row counts against the planned shares (two arms: ``planned_split`` =
-   challenger share; A/B/n: ``planned_shares``, equal when empty); ``p < srm_threshold`` blocks (the tests
+   challenger share; A/B/n: ``planned_shares``, equal when empty or for arms found in the data); ``p < srm_threshold`` blocks (the tests
    below still run and are reported, but the split is suspect).
 4. TOO_FEW: an arm with fewer than ``min_rows_per_arm`` rows (``min_pairs`` prompts in the paired design)
    blocks; the decision tests are then not run.
@@ -120,16 +121,24 @@ class GateParams:
 
     @property
     def arms(self) -> tuple[str, ...]:
-        """Every arm's `variant` value, champion first."""
+        """The configured arms' `variant` values, champion first."""
         return (self.champion, self.challenger, *self.more_challengers)
 
-    def shares(self) -> tuple[float, ...]:
-        """Planned share of each arm (in `arms` order)."""
-        if self.planned_shares:
+    def arms_in(self, variants: pd.Series) -> tuple[str, ...]:
+        """The experiment's arms: the configured ones, or, when `more_challengers` is empty, champion,
+        challenger and every other `variant` value present (sorted), so an A/B/n file is never read as A/B."""
+        if self.more_challengers:
+            return self.arms
+        seen = set(variants.dropna().astype(str)) - {self.champion, self.challenger}
+        return (self.champion, self.challenger, *sorted(seen))
+
+    def shares(self, k: int) -> tuple[float, ...]:
+        """Planned share of each of `k` arms (in `arms_in` order); equal for found arms not configured."""
+        if self.planned_shares and k == len(self.planned_shares):
             return tuple(float(s) for s in self.planned_shares)
-        if not self.more_challengers:
+        if k == 2:
             return (1 - self.planned_split, self.planned_split)
-        return tuple(1 / len(self.arms) for _ in self.arms)
+        return tuple(1 / k for _ in range(k))
 
     def __post_init__(self) -> None:
         if len(set(self.arms)) != len(self.arms):
@@ -305,14 +314,15 @@ def decide(traces: pd.DataFrame, params: GateParams) -> GateDecision:
     """The gate's verdict on one experiment (pure: no I/O). See the module docstring for the rules."""
     p = params
     variant = traces["variant"] if "variant" in traces else pd.Series(index=traces.index, dtype=object)
-    arms_df = {name: traces[variant == name] for name in p.arms}
+    names = p.arms_in(variant)
+    arms_df = {name: traces[variant == name] for name in names}
     arms = {name: _arm_metrics(df) for name, df in arms_df.items()}
     a = arms_df[p.champion]
-    challengers = p.arms[1:]
+    challengers = names[1:]
     codes: list[GateCode] = []
     out: dict[str, dict] = {}
 
-    srm = st.srm([len(df) for df in arms_df.values()], list(p.shares()), p.srm_threshold)
+    srm = st.srm([len(df) for df in arms_df.values()], list(p.shares(len(names))), p.srm_threshold)
     out["srm"] = dataclasses.asdict(srm)
     if any(len(df) == 0 for df in arms_df.values()):
         codes.append(GateCode.EMPTY_ARM)

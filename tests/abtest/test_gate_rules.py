@@ -150,6 +150,14 @@ def test_k_arm_srm_uses_the_planned_shares() -> None:
     assert decide(three_arms(n=3000, shares=(2, 1, 1)), planned).stats["srm"]["mismatch"] is False
 
 
+def test_abn_arms_are_found_in_the_data_when_not_configured() -> None:
+    """A three-arm file gated with two-arm params is judged as A/B/n, not as A/B with a third arm ignored."""
+    d = decide(three_arms(dq={"challenger": -0.1}), LOOSE)
+    assert d.reasons == (GateCode.QUALITY_WORSE, GateCode.NOT_PROMOTABLE)
+    assert set(d.arms) == {"champion", "challenger", "challenger_2"} and d.stats["winner"]["arm"] == "challenger_2"
+    assert d.stats["srm"]["expected"] == pytest.approx([3000.0] * 3)
+
+
 def test_arm_params_are_checked() -> None:
     with pytest.raises(BeastError, match="distinct"):
         GateParams(more_challengers=("champion",))
