@@ -19,6 +19,7 @@ class StatCode(StrEnum):
     ZERO_VARIANCE = "zero_variance"
     EMPTY_ARM = "empty_arm"
     BAD_INPUT = "bad_input"
+    ZERO_BASELINE = "zero_baseline"  # relative lift: the control mean is 0, so B / A - 1 is undefined
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class MultipleTestResult:
 
 @dataclass(frozen=True)
 class CupedResult:
-    """CUPED adjustment of one sample: ``adjusted = y - theta * (x - mean(x))``."""
+    """CUPED adjustment of one sample: ``adjusted = y - theta * (x - mean(x))``. ``variance_reduction`` is
+    the per-unit one (= the sample's squared correlation of y and x); what experiment platforms report is
+    the reduction of the treatment effect's squared standard error — see ``abtest.variance.cuped_reduction``."""
 
     code: StatCode
     theta: float
@@ -77,8 +80,11 @@ class CupedResult:
 
 @dataclass(frozen=True)
 class PowerResult:
-    """Sample size per arm for a minimum detectable effect, or the MDE for a sample size (two-sided test).
-    ``n_per_arm`` is 0 when the code is not OK."""
+    """Sample size for a minimum detectable effect, or the MDE for a sample size (two-sided test).
+    ``n_a`` / ``n_b`` are the control / treatment units to plan with; ``treatment_share`` = n_b / (n_a + n_b)
+    as designed (0.5 = 50/50, 0.1 = a 90/10 canary). ``n_per_arm`` is the larger arm, max(n_a, n_b): units
+    per arm at 50/50, and for the ``mde_*`` functions the n they were given. ``method`` is "fleiss" or
+    "arcsine" for proportions, "normal" for means. Counts are 0 when the code is BAD_INPUT."""
 
     name: str
     code: StatCode
@@ -88,6 +94,10 @@ class PowerResult:
     sd: float  # sd for means, NaN for proportions
     alpha: float
     power: float
+    n_a: int = 0  # control units
+    n_b: int = 0  # treatment units
+    treatment_share: float = 0.5
+    method: str = ""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
