@@ -1,14 +1,16 @@
 """Stage `ingest`: validate trace files against contract v1, quarantine bad rows, store the rest.
 
-Invariant (checked on every run, tested): rows read = rows accepted + rows quarantined. Accepted rows
-whose request_id is already stored with the same content are counted as `already_stored` and not
-written again, so re-ingesting a file adds nothing.
+Invariant (checked on every run, tested): rows read = rows accepted + rows quarantined, per file and in total.
+Accepted rows whose request_id is already stored with the same content are counted as `already_stored` and not
+written again (however often the file repeats them), so re-ingesting a file adds nothing and quarantines nothing
+new.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import sys
 import time
@@ -17,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -28,7 +31,7 @@ from core.files import atomic_path, os_reason, write_atomic
 from traces import store
 from traces.contract import CONTRACT_VERSION, COST_UNKNOWN, STATUS_ERROR, STORE_SCHEMA, Reason
 from traces.prices import PriceTable, compute_costs, load_prices
-from traces.readers import Block, Reject, reader_for
+from traces.readers import KNOWN_SUFFIXES, Block, Reject, reader_for, trace_format
 from traces.validate import check, row_hash
 
 
@@ -74,14 +77,25 @@ class IngestReport:
     quarantine_file: str | None
     seconds: float
     written_files: tuple[str, ...] = field(default=())
+    strict_failed: bool = False  # --strict and a row was quarantined: nothing was stored (stored == 0)
 
     @property
     def quarantined_total(self) -> int:
         return sum(self.quarantined.values())
 
     @property
-    def rows_per_second(self) -> float:
-        return self.rows_read / self.seconds if self.seconds > 0 else float("inf")
+    def rows_per_second(self) -> float | None:
+        """None when no time was measured: a rate is never infinite."""
+        return self.rows_read / self.seconds if self.seconds > 0 else None
+
+    def summary_line(self) -> str:
+        """One line for logs (the Prefect flow's ingest task): what was read, accepted, stored and quarantined."""
+        stored = "nothing stored (--strict)" if self.strict_failed else f"{self.stored:,} new"
+        return (
+            f"ingest {self.ingest_id}: {self.rows_read:,} rows read from {len(self.files)} file(s), "
+            f"{self.accepted:,} accepted ({stored}, {self.already_stored:,} already stored), "
+            f"{self.quarantined_total:,} quarantined"
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"quarantined_total": self.quarantined_total}, indent=2)
@@ -116,6 +130,7 @@ class StrictFailure(BeastError):
 
 
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def _new_id() -> str:
@@ -142,15 +157,16 @@ def _checked_block(block: Block) -> tuple[pd.DataFrame, np.ndarray, list[Reject]
 
 
 def _dedupe(frame: pd.DataFrame, seen: pd.Series, stored: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Masks (duplicate, already_stored, new) over `frame`; `seen`/`stored` map request_id -> row_hash."""
+    """Masks (duplicate, already_stored, new) over `frame`; `seen`/`stored` map request_id -> row_hash. A row equal
+    to its stored row is already stored however often the input repeats it, so re-ingesting a file is idempotent;
+    an id stored with other content, or one repeating an earlier row of this ingest, is a duplicate."""
     ids = frame["request_id"]
-    dup = ids.duplicated(keep="first").to_numpy() | ids.isin(seen.index).to_numpy()
-    in_store = ~dup & ids.isin(stored.index).to_numpy()
+    in_store = ids.isin(stored.index).to_numpy()
     same = np.zeros(len(frame), dtype=bool)
     if in_store.any():
         same[in_store] = stored.reindex(ids[in_store]).to_numpy() == frame["row_hash"].to_numpy()[in_store]
     already = in_store & same
-    dup |= in_store & ~same
+    dup = ~already & (in_store | ids.duplicated(keep="first").to_numpy() | ids.isin(seen.index).to_numpy())
     return dup, already, ~dup & ~already
 
 
@@ -164,7 +180,7 @@ class FileRows:
     rows: int
 
 
-def _read_file(path: Path, params: IngestParams, progress: Progress) -> FileRows:
+def _read_file(path: Path, params: IngestParams, progress: Progress, label: str) -> FileRows:
     frames, blocks, rejects = [], [], []
     rows = 0
     for b, block in enumerate(reader_for(path)(path, params.block_rows)):
@@ -174,7 +190,7 @@ def _read_file(path: Path, params: IngestParams, progress: Progress) -> FileRows
         blocks.append(block)
         rejects += bad
         rows += len(block.frame) + len(block.rejects)
-        progress(f"{path}: {rows:,} rows read, {len(rejects):,} quarantined")
+        progress(f"{label}: {rows:,} rows read")  # quarantine counts come after dedupe, per file
     if not frames:  # an empty file: still a typed (empty) frame
         empty, _, _ = _checked_block(Block(str(path), pd.DataFrame(), np.array([], dtype=np.int64), lambda pos: []))
         frames.append(empty.assign(_block=0, _pos=0))
@@ -240,12 +256,23 @@ def _write_quarantine(rejects: list[Reject], directory: Path, ingest_id: str) ->
     return path
 
 
-def check_inputs(paths: Sequence[Path]) -> None:
-    """Fail on a missing file or unknown format before doing any work."""
+def check_inputs(paths: Sequence[Path]) -> tuple[Path, ...]:
+    """The files to ingest, failing on a missing file, an unknown format or a folder without trace files before
+    doing any work. A folder stands for its trace files (suffixes the readers know; hidden files and subfolders
+    skipped, so a dataset or quarantine folder inside is never read), sorted by path."""
+    files: list[Path] = []
     for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file() and trace_format(p))
+            if not found:
+                raise BeastError(f"{path}: no trace files in this folder ({KNOWN_SUFFIXES}; subfolders are not read)")
+            files += found
+            continue
         reader_for(path)
         if not path.is_file():
             raise BeastError(f"{path}: file not found")
+        files.append(path)
+    return tuple(files)
 
 
 def ingest(
@@ -260,7 +287,7 @@ def ingest(
     ingest_id = ingest_id or _new_id()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", ingest_id):
         raise BeastError(f"ingest id {ingest_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    check_inputs(paths)
+    paths = check_inputs(paths)
     with store.locked(params.out):
         store.recover(params.out)  # an ingest killed before its commit is rolled back, so it can run again
         if store.has_ingest(params.out, ingest_id) or (params.quarantine / f"{ingest_id}.jsonl").exists():
@@ -269,8 +296,9 @@ def ingest(
         stored = pd.Series(stored_keys["row_hash"].to_numpy(), index=stored_keys["request_id"].to_numpy())
         seen = pd.Series([], dtype="uint64")
         files, accepted_frames, new_frames, rejects = [], [], [], []
-        for path in paths:
-            read = _read_file(path, params, progress)
+        for k, path in enumerate(paths, 1):
+            label = f"[{k}/{len(paths)}] {path}"
+            read = _read_file(path, params, progress, label)
             dup, already, new = _dedupe(read.frame, seen, stored)
             file_rejects = [*read.rejects, *_dup_rejects(read, dup, stored)]
             frame = read.frame[~dup].reset_index(drop=True)
@@ -293,6 +321,7 @@ def ingest(
                 raise AssertionError(
                     f"{path}: {read.rows} rows read but {len(frame)} accepted + {len(file_rejects)} quarantined"
                 )
+            progress(f"{label}: {read.rows:,} read, {len(frame):,} accepted, {len(file_rejects):,} quarantined")
         accepted = pd.concat(accepted_frames, ignore_index=True)
         order = {str(p): i for i, p in enumerate(paths)}
         rejects.sort(key=lambda r: (order[r.source], r.row))
@@ -316,10 +345,13 @@ def ingest(
             quarantined={k: counts[k] for k in sorted(counts)},
             quarantine_file=str(quarantine_file) if quarantine_file else None,
             seconds=0.0,
+            strict_failed=bool(params.strict and rejects),
             **_summary_numbers(accepted),
         )
-        if params.strict and rejects:
+        if report.strict_failed:
             store.commit(params.out, ingest_id)  # strict: the quarantine file is the whole result
+            report = replace(report, seconds=round(time.perf_counter() - started, 3))
+            log.info(report.summary_line())
             raise StrictFailure(report)
         try:
             written = store.append(params.out, to_table(to_store, ingest_id), ingest_id)
@@ -329,7 +361,9 @@ def ingest(
             store.commit(params.out, ingest_id)  # nothing of it is left to roll back
             raise
         store.commit(params.out, ingest_id)
-    return replace(report, seconds=round(time.perf_counter() - started, 3), written_files=tuple(map(str, written)))
+    report = replace(report, seconds=round(time.perf_counter() - started, 3), written_files=tuple(map(str, written)))
+    log.info(report.summary_line())
+    return report
 
 
 def to_table(frame: pd.DataFrame, ingest_id: str) -> pa.Table:
@@ -344,9 +378,15 @@ def to_table(frame: pd.DataFrame, ingest_id: str) -> pa.Table:
 
 def format_summary(report: IngestReport) -> str:
     """The table printed after an ingest."""
+    stored = (
+        f"0 stored: --strict and {report.quarantined_total:,} quarantined, nothing was written"
+        if report.strict_failed
+        else f"{report.stored:,} new, {report.already_stored:,} already stored"
+    )
+    rate = report.rows_per_second
     rows = [
         ("rows read", f"{report.rows_read:,}"),
-        ("accepted", f"{report.accepted:,}  ({report.stored:,} new, {report.already_stored:,} already stored)"),
+        ("accepted", f"{report.accepted:,}  ({stored})"),
         ("quarantined", f"{report.quarantined_total:,}"),
     ]
     rows += [(f"  {reason}", f"{n:,}") for reason, n in report.quarantined.items()]
@@ -361,9 +401,9 @@ def format_summary(report: IngestReport) -> str:
             + (f"  (+ {report.cost_unknown_rows:,} rows cost_unknown: no price)" if report.cost_unknown_rows else ""),
         ),
         ("error rate", f"{report.error_rate:.2%}" if report.error_rate is not None else "-"),
-        ("dataset", report.dataset),
+        ("dataset", report.dataset + ("  (unchanged)" if report.strict_failed else "")),
         ("quarantine", report.quarantine_file or "- (no bad rows)"),
-        ("throughput", f"{report.rows_per_second:,.0f} rows/s ({report.seconds:.2f} s)"),
+        ("throughput", f"{rate:,.0f} rows/s ({report.seconds:.2f} s)" if rate is not None else "-"),
     ]
     width = max(len(k) for k, _ in rows)
     per_file = [
@@ -375,8 +415,17 @@ def format_summary(report: IngestReport) -> str:
     )
 
 
-def _stderr_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def progress_to(stream: TextIO) -> Progress:
+    """Progress (file k of n, rows) on one rewritten line of a terminal; nothing when `stream` is piped or a file,
+    so logs and CI output hold only the summary. An empty message clears the line."""
+    if not stream.isatty():
+        return lambda _: None
+
+    def show(message: str) -> None:
+        stream.write("\r\x1b[K" + message)
+        stream.flush()
+
+    return show
 
 
 def main(
@@ -389,13 +438,16 @@ def main(
     JSON only when `metrics` is set (`--metrics FILE`: the dvc.yaml stage names its output)."""
     params = load_params(params_file, "ingest", IngestParams)
     params = with_overrides(params, **(overrides or {}))
-    check_inputs(paths)
+    paths = check_inputs(paths)
     prices = load_prices(params.prices)
+    progress = progress_to(sys.stderr)
     try:
-        report = ingest(paths, params, prices, ingest_id=ingest_id, progress=_stderr_progress)
+        report = ingest(paths, params, prices, ingest_id=ingest_id, progress=progress)
     except StrictFailure as failure:
         print(format_summary(failure.report))
         raise
+    finally:
+        progress("")
     if params.metrics:
         write_atomic(params.metrics, (json.dumps(report.metrics(), indent=2) + "\n").encode())
     print(format_summary(report))

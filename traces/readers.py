@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -51,6 +52,16 @@ class Block:
     rows: np.ndarray
     raw: Callable[[np.ndarray], list[str]]  # raw text of the frame rows at these positions
     rejects: tuple[Reject, ...] = ()
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """`arrow_to_pandas`, except that a float column holding NaN becomes object cells (NaN and None apart): pandas
+    would read NaN as null, so a JSON `NaN` cost would be recomputed and a `NaN` quality label would vanish."""
+    frame = arrow_to_pandas(table)
+    for i, col in enumerate(table.columns):
+        if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+            frame.isetitem(i, pd.Series(col.to_pylist(), dtype=object, index=frame.index))
+    return frame
 
 
 def _object_frame(records: list[dict]) -> pd.DataFrame:
@@ -147,8 +158,13 @@ def _too_deep(value: object) -> bool:
 
 
 def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
+    """One JSONL line. Decoded as UTF-8 here: `json.loads(bytes)` would guess UTF-16 / UTF-32 and accept them."""
+    if line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None, Reason.BAD_ENCODING, "not UTF-8: UTF-16 or UTF-32 text (byte order mark)"
+    if b"\x00" in line:  # never in UTF-8 JSON (a NUL in a string is written \\u0000): UTF-16 / UTF-32 text
+        return None, Reason.BAD_ENCODING, f"not UTF-8: a NUL byte at byte {line.index(0)} (UTF-16 or UTF-32 text?)"
     try:
-        value = json.loads(line)
+        value = json.loads(line.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except UnicodeDecodeError as exc:
         return None, Reason.BAD_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"
     except ValueError as exc:
@@ -172,10 +188,24 @@ def _parse_line(line: bytes) -> tuple[dict | None, Reason | None, str]:
 def _parse_block(chunk: memoryview) -> pa.Table | None:
     """pyarrow's parse of a whole block, or None when it refuses (any damaged line or type change)."""
     buf = pa.py_buffer(chunk)
+
+    def read(block_size: int, text: list[str]) -> pa.Table:
+        return pa_json.read_json(
+            pa.BufferReader(buf),
+            read_options=pa_json.ReadOptions(block_size=block_size),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=pa.schema([(c, pa.string()) for c in text]) if text else None
+            ),
+        )
+
     # Small parse blocks keep both cores busy; a line longer than that needs one block for the whole chunk.
     for block_size in dict.fromkeys((min(1 << 21, len(buf) + 1), len(buf) + 1)):
         try:
-            return pa_json.read_json(pa.BufferReader(buf), read_options=pa_json.ReadOptions(block_size=block_size))
+            table = read(block_size, [])
+            # pyarrow reads ISO-looking text as a time (`2024-03-01` and `2024-03-01T05` too, not RFC 3339; a
+            # task "2024-03-01" would stop being text): such columns are read again as the text they are
+            times = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+            return read(block_size, times) if times else table
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue
     return None
@@ -217,13 +247,11 @@ def _jsonl_block(
 
     if table is not None and table.num_rows == n_lines:  # the common case: no blank or bad line
         kept = np.arange(n_lines)
-        return Block(source, arrow_to_pandas(table), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos])
+        return Block(source, _frame(table), kept + first_line + 1, lambda pos: [text(kept[p]) for p in pos])
     starts, ends = lines()
     nonblank = _nonblank(data, starts, ends)
     if table is not None and table.num_rows == len(nonblank):  # blank lines only
-        return Block(
-            source, arrow_to_pandas(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos]
-        )
+        return Block(source, _frame(table), nonblank + first_line + 1, lambda pos: [text(nonblank[p]) for p in pos])
     records, kept_l, rejects = [], [], []
     for i in nonblank:  # a damaged block: line by line, so each bad line gets its own reason
         line = data[starts[i] : ends[i]]
@@ -253,14 +281,19 @@ def _jsonable(value: object) -> object:
 def _cells_raw(frame: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
     """Raw text of CSV / Parquet rows: the cells as read (CSV cells are all text), absent ones left out."""
 
+    objects = {
+        c for c, d in frame.dtypes.items() if pd.api.types.is_object_dtype(d)
+    }  # their NaN is a value (see `_frame`)
+
+    def kept(k: str, v: object) -> bool:
+        if k in objects:
+            return v is not None and v is not pd.NA
+        return isinstance(v, np.ndarray) or not pd.isna(v)
+
     def raw(pos: np.ndarray) -> list[str]:
         records = frame.iloc[pos].astype(object).to_dict("records")
         return [
-            json.dumps(
-                {k: _jsonable(v) for k, v in r.items() if isinstance(v, np.ndarray) or not pd.isna(v)},
-                ensure_ascii=False,
-                default=str,
-            )
+            json.dumps({k: _jsonable(v) for k, v in r.items() if kept(k, v)}, ensure_ascii=False, default=str)
             for r in records
         ]
 
@@ -281,10 +314,20 @@ def _csv_field_limit(size: int, source: str, what: str) -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-def _csv_slow(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+def _csv_slow(source: str, text: str, delimiter: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
     """Python's csv module: knows each record's number, so short/long records are quarantined exactly."""
     with _csv_field_limit(len(text), source, "text"):
-        return _csv_records(source, text)
+        return _csv_records(source, text, delimiter)
+
+
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def csv_delimiter(header_line: str) -> str:
+    """The delimiter of a CSV file: of comma, semicolon and tab, the one that splits the header line into the most
+    columns (a tie: the earlier). A semicolon file read with commas would be one column: every row missing_field."""
+    counts = [len(next(csv.reader([header_line], delimiter=d), [])) for d in CSV_DELIMITERS]
+    return CSV_DELIMITERS[counts.index(max(counts))]
 
 
 def _check_header(source: str, header: list[str]) -> None:
@@ -295,8 +338,8 @@ def _check_header(source: str, header: list[str]) -> None:
         )
 
 
-def _csv_records(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_records(source: str, text: str, delimiter: str) -> tuple[pd.DataFrame, np.ndarray, list[Reject]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader, [])
     _check_header(source, header)  # the full header record (a quoted name may span lines)
     cells, numbers, rejects = [], [], []
@@ -307,11 +350,11 @@ def _csv_records(source: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list
         record += 1
         line = io.StringIO()
         if len(fields) != len(header):
-            csv.writer(line, lineterminator="").writerow(fields)
+            csv.writer(line, delimiter=delimiter, lineterminator="").writerow(fields)
             detail = f"{len(fields)} fields, header has {len(header)}"
             rejects.append(Reject(source, record, Reason.BAD_CSV_ROW.value, "", detail, line.getvalue()))
         elif any("\udc80" <= ch <= "\udcff" for f in fields for ch in f):
-            csv.writer(line, lineterminator="").writerow(fields)
+            csv.writer(line, delimiter=delimiter, lineterminator="").writerow(fields)
             raw = line.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             rejects.append(Reject(source, record, Reason.BAD_ENCODING.value, "", "not UTF-8", raw))
         else:
@@ -328,7 +371,8 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
         data = data[3:]
     first = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
     with _csv_field_limit(len(first), source, "header"):
-        header = next(csv.reader([first]), [])
+        delimiter = csv_delimiter(first)
+        header = next(csv.reader([first], delimiter=delimiter), [])
     if not header:
         return
     _check_header(source, header)
@@ -341,10 +385,13 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
         table = pa_csv.read_csv(
             io.BytesIO(data),
             parse_options=pa_csv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=lambda row: invalid.append(row) or "skip"
+                delimiter=delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=lambda row: invalid.append(row) or "skip",
             ),
+            # only an empty cell is null, as on the line-by-line path (pyarrow's default also nulls NaN, NA, null...)
             convert_options=pa_csv.ConvertOptions(
-                column_types={h: pa.string() for h in header}, strings_can_be_null=True
+                column_types={h: pa.string() for h in header}, strings_can_be_null=True, null_values=[""]
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -356,7 +403,7 @@ def read_csv(path: Path, block_rows: int) -> Iterator[Block]:
     if table is not None and not invalid:
         frame, rows, rejects = arrow_to_pandas(table), np.arange(1, table.num_rows + 1), []
     else:
-        frame, rows, rejects = _csv_slow(source, data.decode("utf-8", "surrogateescape"))
+        frame, rows, rejects = _csv_slow(source, data.decode("utf-8", "surrogateescape"), delimiter)
     raw = _cells_raw(frame)
     for a in range(0, max(len(frame), 1), block_rows):
         sub = frame.iloc[a : a + block_rows].reset_index(drop=True)
@@ -383,7 +430,7 @@ def read_parquet(path: Path, block_rows: int) -> Iterator[Block]:
     done = 0
     try:
         for batch in pf.iter_batches(batch_size=block_rows):
-            frame = arrow_to_pandas(pa.Table.from_batches([batch]))
+            frame = _frame(pa.Table.from_batches([batch]))
             rows = np.arange(done + 1, done + len(frame) + 1)
             done += len(frame)
             yield Block(source, frame, rows, _cells_raw(frame))
@@ -400,11 +447,22 @@ READERS: dict[str, Callable[[Path, int], Iterator[Block]]] = {
 }
 
 
-def reader_for(path: Path) -> Callable[[Path, int], Iterator[Block]]:
-    """Pick the reader by suffix (`.jsonl.gz` -> JSONL); an unknown suffix is an error naming the file."""
+def trace_format(path: Path) -> str | None:
+    """The READERS key of a file name (`.jsonl.gz` -> `.jsonl`), or None when no reader knows it."""
     suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
     fmt = suffixes[0].lower() if suffixes else ""
     if fmt not in READERS or (path.suffix == ".gz" and READERS[fmt] is read_parquet):
-        known = ", ".join(sorted(READERS)) + " (+ .gz for text formats)"
-        raise BeastError(f"{path}: unknown trace format {''.join(suffixes) or '(no suffix)'}; known: {known}")
+        return None
+    return fmt
+
+
+KNOWN_SUFFIXES = ", ".join(sorted(READERS)) + " (+ .gz for text formats)"
+
+
+def reader_for(path: Path) -> Callable[[Path, int], Iterator[Block]]:
+    """Pick the reader by suffix (`.jsonl.gz` -> JSONL); an unknown suffix is an error naming the file."""
+    fmt = trace_format(path)
+    if fmt is None:
+        suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
+        raise BeastError(f"{path}: unknown trace format {''.join(suffixes) or '(no suffix)'}; known: {KNOWN_SUFFIXES}")
     return READERS[fmt]

@@ -23,6 +23,11 @@ _INT_LIMIT = 2**53  # integers are exact below this in every representation (JSO
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _INTS = (int, np.integer)
 _NUMS = (int, float, np.integer, np.floating)
+# Unicode control characters (C0, DEL, C1): never part of an id or a name (a NUL in a model name is a logger bug).
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+# RFC 3339 date-time (what serving/router.py accepts too): seconds required, fraction and offset optional (none = UTC).
+# pandas' ISO 8601 parser alone also takes `2024-03-01`, `2024-03` or `20240301T0500`.
+_RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?"
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,17 @@ def _types(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return k == 0, k == 1, k == 2
 
 
+def nulls(s: pd.Series) -> np.ndarray:
+    """Null cells. In an object column (JSON read line by line, NaN-holding columns) only None / NA is null: a JSON
+    `NaN` is a value that is not a number (bad_type), never read as absent (which would recompute a cost)."""
+    if _is_obj(s):
+        return s.map(lambda v: v is None or v is pd.NA).to_numpy(dtype=bool, copy=True)
+    return s.isna().to_numpy(copy=True)
+
+
 def _strip_empty(s: pd.Series) -> np.ndarray:
     """Missing for text: null, or empty after stripping (CSV writes absent as an empty cell)."""
-    miss = s.isna().to_numpy(copy=True)
+    miss = nulls(s)
     if pd.api.types.is_string_dtype(s.dtype) and not _is_obj(s):
         miss |= (s.str.strip() == "").fillna(False).to_numpy(dtype=bool)
     return miss
@@ -160,6 +173,11 @@ def convert_text(spec: FieldSpec, s: pd.Series) -> Converted:
         values = pd.Series(np.full(n, None, dtype=object), dtype="str")
         invalid = ~missing
     values = values.where(~(invalid | missing))
+    if spec.kind is Kind.STR and not spec.free_text:
+        ctrl = ~invalid & ~missing & values.str.contains(_CONTROL, regex=True).fillna(False).to_numpy(dtype=bool)
+        code = _codes(n, invalid, Reason.BAD_TYPE)
+        code[ctrl] = Reason.BAD_VALUE.value
+        return Converted(values.where(~ctrl), missing, invalid | ctrl, code, "text without control characters")
     if spec.kind is Kind.ENUM:
         norm = values.str.strip().str.lower()
         off = ~invalid & ~missing & ~norm.isin(spec.choices).to_numpy(dtype=bool)
@@ -216,9 +234,9 @@ def convert_timestamp(spec: FieldSpec, s: pd.Series) -> Converted:
         ms = np.where(
             digits, pd.to_numeric(text.where(digits), errors="coerce").to_numpy(dtype=float, na_value=np.nan), np.nan
         )
-        iso = ~digits & ~missing & ~wrong
-        if iso.any():
-            parsed = pd.to_datetime(text.where(iso), utc=True, format="ISO8601", errors="coerce")
+        iso = ~digits & ~missing & ~wrong & text.str.fullmatch(_RFC3339).fillna(False).to_numpy(dtype=bool)
+        if iso.any():  # upper case: RFC 3339 allows `t` / `z`, pandas' parser does not
+            parsed = pd.to_datetime(text.where(iso).str.upper(), utc=True, format="ISO8601", errors="coerce")
             pms = parsed.dt.as_unit("ms").astype("int64").to_numpy().astype(float)
             pms[parsed.isna().to_numpy()] = np.nan
             ms = np.where(iso, pms, ms)
@@ -261,9 +279,13 @@ def convert_int_list(spec: FieldSpec, s: pd.Series) -> Converted:
         none = np.zeros(n, dtype=bool)
         return Converted(s.astype(INT_LIST_DTYPE), missing, none, _codes(n, none, Reason.BAD_TYPE), "list of integers")
     cells = s.astype(object).to_numpy()
+    nan_is_null = not _is_obj(s)  # an object column keeps a JSON NaN apart from null (see `nulls`)
     missing = np.array(
         [
-            v is None or v is pd.NA or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+            v is None
+            or v is pd.NA
+            or (nan_is_null and isinstance(v, float) and v != v)
+            or (isinstance(v, str) and not v.strip())
             for v in cells
         ],
         dtype=bool,
@@ -324,12 +346,15 @@ def extra_json(raw: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(present, lines, None), dtype=object)
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, nan: str = "nothing") -> str:
+    """A raw cell for a detail text; `nan` is what a float NaN reads as (null in a typed column, NaN in an object one)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     elif isinstance(value, np.generic):
         value = value.item()
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+    if isinstance(value, float) and np.isnan(value):
+        return nan
+    if value is None or value is pd.NA:
         return "nothing"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -345,7 +370,7 @@ def check(raw: pd.DataFrame) -> Checked:
         col = raw[spec.name] if spec.name in raw.columns else None
         if col is not None and isinstance(col.dtype, pd.ArrowDtype) and spec.kind is not Kind.INT_LIST:
             col = col.astype(object)  # a list / struct where a scalar belongs: judged cell by cell
-        conv = _absent(spec, n) if col is None or col.isna().all() else _CONVERTERS[spec.kind](spec, col)
+        conv = _absent(spec, n) if col is None or nulls(col).all() else _CONVERTERS[spec.kind](spec, col)
         frame[spec.name] = conv.values
         problems.append((spec.name, conv.invalid, conv.code, conv.expected))
         if spec.required:
@@ -375,7 +400,11 @@ def check(raw: pd.DataFrame) -> Checked:
         parts = []
         for name, mask, codes, expected in problems:
             if mask[i]:
-                got = _fmt(raw.at[i, name]) if name in raw.columns else "nothing"
+                got = (
+                    _fmt(raw.at[i, name], "NaN" if _is_obj(raw[name]) else "nothing")
+                    if name in raw.columns
+                    else "nothing"
+                )
                 parts.append(f"{name}: {codes[i]}: expected {expected}, got {got}")
         detail[i] = "; ".join(parts)
     return Checked(out, bad, reason, field, detail)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from traces.contract import COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN, STORE_S
 from traces.ingest import IngestParams, StrictFailure, ingest
 from traces.prices import parse_prices
 from traces.store import read_traces
+
+ROOT_PRICES = Path(__file__).resolve().parents[2] / "data" / "prices.yaml"
 
 
 def quarantined(report) -> list[dict]:
@@ -245,3 +249,230 @@ def test_synthetic_defects_are_quarantined_exactly_as_planted(
     assert planted.malformed == 200
     assert dict(report.quarantined) == dict(planted.malformed_by_reason)
     assert (report.rows_read, report.accepted) == (4000, 3800)
+
+
+# ---------------------------------------------------------------- issue: silent NaN, encodings, CSV, counts
+
+
+def test_nan_cost_and_quality_are_quarantined_not_read_as_absent(tmp_path: Path, params: IngestParams, prices) -> None:
+    """A JSON `NaN` became null: the cost was recomputed from the price table and a NaN label vanished."""
+    nan_cost = json.dumps(good_row(0, cost_usd=1.5)).replace("1.5", "NaN")
+    nan_quality = json.dumps(good_row(1, quality=0.5)).replace("0.5", "NaN")
+    src = write_jsonl(tmp_path / "n.jsonl", [nan_cost, nan_quality, good_row(2, cost_usd=0.25, quality=1.0)])
+    csv = tmp_path / "n.csv"
+    csv.write_text(
+        "request_id,timestamp,model,input_tokens,output_tokens,status,cost_usd\n"
+        "c0,2024-03-01T00:00:00Z,gpt-3.5-turbo-1106,10,5,ok,NaN\n"
+        "c1,2024-03-01T00:00:00Z,gpt-3.5-turbo-1106,10,5,ok,nan\n"
+        "c2,2024-03-01T00:00:00Z,gpt-3.5-turbo-1106,10,5,ok,\n"
+    )
+    parquet = tmp_path / "n.parquet"
+    pq.write_table(pa.Table.from_pylist([good_row(3, cost_usd=float("nan")), good_row(4, cost_usd=None)]), parquet)
+    report = ingest([src, csv, parquet], params, prices)
+    assert (report.rows_read, report.accepted, dict(report.quarantined)) == (8, 3, {"bad_type": 5})
+    details = [(q["row"], q["detail"]) for q in quarantined(report)]
+    assert details == [
+        (1, "cost_usd: bad_type: expected number >= 0, got NaN"),
+        (2, "quality: bad_type: expected number >= 0 <= 1, got NaN"),
+        (1, "cost_usd: bad_type: expected number >= 0, got 'NaN'"),
+        (2, "cost_usd: bad_type: expected number >= 0, got 'nan'"),
+        (1, "cost_usd: bad_type: expected number >= 0, got NaN"),
+    ]
+    stored = read_traces(params.out).set_index("request_id").sort_index()
+    assert list(stored.index) == ["c2", "r2", "r4"]  # an empty CSV cell / a Parquet null stay absent: costed
+    assert (stored.at["r2", "cost_usd"], stored.at["r2", "cost_source"], stored.at["r2", "quality"]) == (
+        0.25,
+        COST_LOGGED,
+        1.0,
+    )
+    assert stored.at["c2", "cost_source"] == stored.at["r4", "cost_source"] == COST_PRICE_TABLE
+
+
+def test_utf16_lines_are_bad_encoding_and_a_utf8_bom_is_skipped(tmp_path: Path, params: IngestParams, prices) -> None:
+    """`json.loads(bytes)` guessed UTF-16 and accepted the line; the contract reads UTF-8 only."""
+    text = "".join(json.dumps(good_row(i)) + "\n" for i in range(2))
+    utf16 = tmp_path / "u16.jsonl"
+    utf16.write_bytes(text.encode("utf-16"))  # with a byte order mark
+    bom8 = tmp_path / "u8.jsonl"
+    bom8.write_bytes(b"\xef\xbb\xbf" + json.dumps(good_row(5)).encode() + b"\n")
+    report = ingest([utf16, bom8], params, prices)
+    assert (report.accepted, dict(report.quarantined)) == (1, {"bad_encoding": report.rows_read - 1})
+    first = quarantined(report)[0]
+    assert (first["row"], first["detail"]) == (1, "not UTF-8: UTF-16 or UTF-32 text (byte order mark)")
+    assert all("NUL byte" in q["detail"] for q in quarantined(report)[1:])  # the UTF-16 lines after the first
+    assert read_traces(params.out)["request_id"].tolist() == ["r5"]
+
+
+def test_date_only_timestamps_are_quarantined_in_every_format(tmp_path: Path, params: IngestParams, prices) -> None:
+    """pyarrow's JSON reader turned `2024-03-01` (and other non-RFC-3339 text) into a time: it was accepted."""
+    src = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            good_row(0, timestamp="2024-03-01"),
+            good_row(1, timestamp="2024-03-01T05"),
+            good_row(2, timestamp="2024-03-01 05:00:00", task="2024-03-01", tenant="2024-03-01T05:00:00Z"),
+        ],
+    )
+    csv = tmp_path / "d.csv"
+    csv.write_text("request_id,timestamp,model,input_tokens,output_tokens,status\nc0,2024-03-01,m,1,1,ok\n")
+    report = ingest([src, csv], params, prices)
+    assert (report.accepted, dict(report.quarantined)) == (1, {"bad_timestamp": 3})
+    assert [q["detail"] for q in quarantined(report)][0] == (
+        "timestamp: bad_timestamp: expected RFC 3339 text or epoch ms in [2000, 2100), got '2024-03-01'"
+    )
+    row = read_traces(params.out).iloc[0]
+    # ISO-looking text in a text field stays the text it was (it came back as a time before)
+    assert (row["request_id"], row["task"], row["tenant"]) == ("r2", "2024-03-01", "2024-03-01T05:00:00Z")
+    assert row["timestamp"] == pd.Timestamp("2024-03-01T05:00:00Z")
+
+
+def test_control_characters_in_names_are_bad_value(tmp_path: Path, params: IngestParams, prices) -> None:
+    rows = [
+        '{"request_id": "r0", "timestamp": "2024-03-01T00:00:00Z", "model": "gpt\\u0000x", "input_tokens": 1, '
+        '"output_tokens": 1, "status": "ok"}',
+        good_row(1, prompt="two\nlines\tand a tab"),
+    ]
+    report = ingest([write_jsonl(tmp_path / "c.jsonl", rows)], params, prices)
+    assert (report.accepted, dict(report.quarantined)) == (1, {"bad_value": 1})
+    q = quarantined(report)[0]
+    assert (q["field"], q["detail"]) == (
+        "model",
+        "model: bad_value: expected text without control characters, got 'gpt\\x00x'",
+    )
+    assert read_traces(params.out).at[0, "prompt"] == "two\nlines\tand a tab"
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_csv_are_read_like_comma_csv(tmp_path: Path, prices, sep: str) -> None:
+    """A semicolon file was one column: every row missing_field."""
+    header = ["request_id", "timestamp", "model", "input_tokens", "output_tokens", "status", "prompt"]
+    records = [
+        ["a", "2024-03-01T00:00:00Z", "gpt-3.5-turbo-1106", "10", "5", "ok", "x, y; z"],
+        ["b", "2024-03-01T00:00:01Z", "gpt-3.5-turbo-1106", "10"],  # short
+        ["c", "2024-03-01T00:00:02Z", "gpt-3.5-turbo-1106", "20", "5", "ok", ""],
+    ]
+
+    def write(path: Path, delimiter: str) -> Path:
+        import csv as csvmod
+
+        with open(path, "w", newline="") as fh:
+            csvmod.writer(fh, delimiter=delimiter, lineterminator="\n").writerows([header, *records])
+        return path
+
+    stored = []
+    for name, delimiter in (("comma", ","), ("other", sep)):
+        p = IngestParams(out=tmp_path / name, quarantine=tmp_path / f"q-{name}", metrics=None)
+        report = ingest([write(tmp_path / f"{name}.csv", delimiter)], p, prices)
+        assert (report.rows_read, report.accepted, dict(report.quarantined)) == (3, 2, {"bad_csv_row": 1})
+        assert quarantined(report)[0]["raw"] == delimiter.join(records[1])  # raw as written, its delimiter
+        stored.append(read_traces(p.out).drop(columns=["source_file", "ingest_id"]).sort_values("request_id"))
+    pd.testing.assert_frame_equal(stored[0].reset_index(drop=True), stored[1].reset_index(drop=True))
+    assert stored[1]["prompt"].tolist()[0] == "x, y; z"
+
+
+def test_strict_failure_summary_says_nothing_stored_and_no_infinite_rate(tmp_path: Path, prices) -> None:
+    """`--strict` printed "accepted 2 (0 new, 0 already stored)" and "inf rows/s" though nothing was written."""
+    from traces.ingest import format_summary
+
+    p = IngestParams(out=tmp_path / "traces", quarantine=tmp_path / "q", metrics=None, strict=True)
+    src = write_jsonl(tmp_path / "s.jsonl", [good_row(0), good_row(1), good_row(2, output_tokens=-3)])
+    with pytest.raises(StrictFailure) as info:
+        ingest([src], p, prices)
+    report = info.value.report
+    assert (report.strict_failed, report.stored, report.accepted) == (True, 0, 2)
+    text = format_summary(report)
+    assert re.search(r"\naccepted +2  \(0 stored: --strict and 1 quarantined, nothing was written\)\n", text)
+    assert re.search(rf"\ndataset +{re.escape(str(p.out))}  \(unchanged\)\n", text) and "inf" not in text
+    assert "nothing stored (--strict)" in report.summary_line()
+    instant = replace(report, seconds=0.0)
+    assert instant.rows_per_second is None and re.fullmatch(r"throughput +-", format_summary(instant).splitlines()[-1])
+
+
+def test_per_file_counts_sum_to_the_summary(tmp_path: Path, params: IngestParams, prices) -> None:
+    """Duplicates are found after a file is read: the per-file progress said "4 rows read, 0 quarantined" while the
+    summary said 2. Every per-file count now comes after dedupe and they add up to the summary."""
+    a = write_jsonl(tmp_path / "a.jsonl", [good_row(0), good_row(1), good_row(0), good_row(1, output_tokens=9)])
+    b = write_jsonl(tmp_path / "b.jsonl", [good_row(1), good_row(2), good_row(3, status="nope"), "{bad"])
+    messages: list[str] = []
+    report = ingest([a, b], params, prices, progress=messages.append)
+    files = {Path(f.source).name: (f.rows, f.accepted, f.quarantined) for f in report.files}
+    assert files == {"a.jsonl": (4, 2, 2), "b.jsonl": (4, 1, 3)}
+    assert sum(f.quarantined for f in report.files) == report.quarantined_total == 5
+    assert sum(f.rows for f in report.files) == report.rows_read
+    assert all(f.rows == f.accepted + f.quarantined for f in report.files)
+    assert sum(f.accepted for f in report.files) == report.accepted
+    assert messages[-1] == f"[2/2] {b}: 4 read, 1 accepted, 3 quarantined"
+    assert f"[1/2] {a}: 4 read, 2 accepted, 2 quarantined" in messages
+
+
+def test_reingest_with_an_in_file_duplicate_is_idempotent(tmp_path: Path, params: IngestParams, prices) -> None:
+    """An exact repeat of a stored row was "stored with different content" and wrote a quarantine file per run."""
+    src = write_jsonl(tmp_path / "a.jsonl", [good_row(0), good_row(1), good_row(0)])
+    first = ingest([src], params, prices)
+    assert (first.stored, dict(first.quarantined)) == (2, {"duplicate_id": 1})
+    assert "repeats an earlier row of this ingest" in quarantined(first)[0]["detail"]
+    again = ingest([src], params, prices)
+    assert (again.stored, again.already_stored, again.quarantined_total, again.quarantine_file) == (0, 3, 0, None)
+    assert len(list(params.quarantine.glob("*.jsonl"))) == 1
+    conflict = write_jsonl(tmp_path / "b.jsonl", [good_row(0), good_row(0, output_tokens=7)])
+    third = ingest([conflict], params, prices)
+    assert (third.already_stored, dict(third.quarantined)) == (1, {"duplicate_id": 1})
+    assert quarantined(third)[0]["detail"] == "request_id 'r0' is stored with different content"
+    assert len(read_traces(params.out)) == 2
+
+
+def test_a_folder_stands_for_its_trace_files(tmp_path: Path, params: IngestParams, prices) -> None:
+    """`beast ingest DIR` said "unknown trace format (no suffix)"."""
+    folder = tmp_path / "logs"
+    (folder / "sub").mkdir(parents=True)
+    write_jsonl(folder / "b.jsonl", [good_row(1)])
+    (folder / "a.csv").write_text(
+        "request_id,timestamp,model,input_tokens,output_tokens,status\nr0,1709251200000,m,1,1,ok\n"
+    )
+    write_jsonl(folder / ".hidden.jsonl", [good_row(8)])
+    write_jsonl(folder / "sub" / "c.jsonl", [good_row(9)])  # subfolders are not read
+    (folder / "README.md").write_text("not a trace")
+    report = ingest([folder, write_jsonl(tmp_path / "x.jsonl", [good_row(2)])], params, prices)
+    assert [Path(f.source).name for f in report.files] == ["a.csv", "b.jsonl", "x.jsonl"]  # folder sorted by path
+    assert sorted(read_traces(params.out)["request_id"]) == ["r0", "r1", "r2"]
+    for bad in (tmp_path / "empty", folder / "sub" / "deeper"):
+        bad.mkdir(parents=True)
+        with pytest.raises(BeastError) as info:
+            ingest([bad], params, prices)
+        assert str(info.value) == (
+            f"{bad}: no trace files in this folder (.csv, .jsonl, .ndjson, .parquet, .pq (+ .gz for text formats); "
+            "subfolders are not read)"
+        )
+
+
+def test_progress_shows_on_a_terminal_only(tmp_path: Path, params: IngestParams, prices, capsys) -> None:
+    import io
+
+    from traces.ingest import main, progress_to
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    piped, tty = io.StringIO(), Terminal()
+    progress_to(piped)("x")
+    show = progress_to(tty)
+    show("[1/1] a.jsonl: 10 rows read")
+    show("")
+    assert (piped.getvalue(), tty.getvalue()) == ("", "\r\x1b[K[1/1] a.jsonl: 10 rows read\r\x1b[K")
+    src = write_jsonl(tmp_path / "a.jsonl", [good_row(0), good_row(0)])
+    overrides = {"out": params.out, "quarantine": params.quarantine, "prices": ROOT_PRICES}
+    main([src], params_file=None, overrides=overrides)  # pytest's stderr is not a terminal
+    out, err = capsys.readouterr()
+    assert err == "" and re.search(r"\nrows read +2\n", out) and re.search(r"\nquarantined +1\n", out)
+
+
+def test_the_summary_line_is_logged(tmp_path: Path, params: IngestParams, prices, caplog) -> None:
+    """The Prefect flow's ingest task calls `ingest()`: its log shows rows read / accepted / quarantined."""
+    src = write_jsonl(tmp_path / "a.jsonl", [good_row(0), good_row(1), good_row(1), good_row(2, status="x")])
+    with caplog.at_level("INFO", logger="traces.ingest"):
+        report = ingest([src], params, prices, ingest_id="log-1")
+    assert caplog.messages == [
+        "ingest log-1: 4 rows read from 1 file(s), 2 accepted (2 new, 0 already stored), 2 quarantined"
+    ]
+    assert report.summary_line() == caplog.messages[0]

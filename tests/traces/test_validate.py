@@ -56,6 +56,29 @@ def one(**fields: object) -> tuple[bool, str, str]:
         ({"prefix_blocks": "[1, 2, 3]"}, (False, "", "")),
         ({"prefix_blocks": [1, "x"]}, (True, "bad_type", "prefix_blocks")),
         ({"prefix_blocks": [True]}, (True, "bad_type", "prefix_blocks")),
+        # a JSON NaN is a value that is not a number (as Infinity and "NaN" are), never read as absent
+        ({"cost_usd": float("nan")}, (True, "bad_type", "cost_usd")),
+        ({"quality": float("nan")}, (True, "bad_type", "quality")),
+        ({"cost_usd": float("inf")}, (True, "bad_type", "cost_usd")),
+        ({"input_tokens": float("nan")}, (True, "bad_type", "input_tokens")),
+        ({"timestamp": float("nan")}, (True, "bad_timestamp", "timestamp")),
+        ({"prefix_blocks": float("nan")}, (True, "bad_type", "prefix_blocks")),
+        ({"cost_usd": None}, (False, "", "")),  # null stays absent (the cost is then computed)
+        # RFC 3339 date-time only: ISO 8601 forms pandas would also read are not timestamps of the contract
+        ({"timestamp": "2024-03-01"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": "2024-03-01T05"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": "2024-03-01T05:00Z"}, (True, "bad_timestamp", "timestamp")),  # no seconds
+        ({"timestamp": "20240301T050000Z"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": "2024-03-01T05:00:00+0100"}, (True, "bad_timestamp", "timestamp")),
+        ({"timestamp": "2024-03-01t05:00:00.123z"}, (False, "", "")),  # RFC 3339 allows lower case
+        ({"timestamp": "2024-03-01 05:00:00+01:00"}, (False, "", "")),
+        # control characters: never in an id or a name; free text (prompt) may hold them
+        ({"model": "gpt\x00x"}, (True, "bad_value", "model")),
+        ({"request_id": "r\n1"}, (True, "bad_value", "request_id")),
+        ({"tenant": "a\tb"}, (True, "bad_value", "tenant")),
+        ({"task": "chat\x85"}, (True, "bad_value", "task")),  # C1 control (NEL)
+        ({"model": "gpt-4o \u00e9\u4e2d"}, (False, "", "")),  # non-ASCII letters are fine
+        ({"prompt": "line one\nline\ttwo\x00"}, (False, "", "")),
     ],
 )
 def test_single_row_known_answers(fields: dict, expected: tuple[bool, str, str]) -> None:
@@ -126,3 +149,14 @@ def test_list_hash_of_a_row_does_not_depend_on_its_neighbours() -> None:
     for context in ([row, None, None], [row, [], None], [None, row], [[1], row, [], None], [[], row, [2, 3]]):
         assert hashes(context)[context.index(row)] == alone, context
     assert len({alone, hashes([[5, 7]])[0], hashes([[7, 5, 9]])[0], hashes([[]])[0]}) == 4  # order and items count
+
+
+def test_nan_and_control_character_details_name_the_value() -> None:
+    raw = pd.DataFrame(
+        {k: pd.Series([v], dtype=object) for k, v in good_row(cost_usd=float("nan"), model="a\x00").items()}
+    )
+    c = check(raw)
+    assert c.detail[0] == (
+        "model: bad_value: expected text without control characters, got 'a\\x00'; "
+        "cost_usd: bad_type: expected number >= 0, got NaN"
+    )
