@@ -8,6 +8,15 @@ Everything lives under `stack.state` (default `.stack/`): `postgres/` (data dir)
 server: `--serve-artifacts --artifacts-destination`, so clients upload over HTTP and need no file access),
 `prefect/` (PREFECT_HOME). PostgreSQL refuses to run as root: as root, initdb / pg_ctl run as the
 `postgres` OS user (`runuser`) and the data, socket and log paths are chowned to it.
+
+Authentication: scram-sha-256 on the socket and on TCP (initdb `--auth=scram-sha-256 --pwfile`), never trust.
+The superuser's password is a secret generated once (`secrets.token_urlsafe`) into `<state>/postgres.secret`
+(mode 0600, owned by whoever runs `up`; as root, initdb reads a temporary copy owned by `postgres`, deleted
+right after). The servers get it inside their database URLs through their environment, never their command
+line (`ps` shows any user every command line, but a process's environment only to its owner). Clients get it
+through libpq's password file `<state>/pgpass` (0600, rewritten by every `up`): `beast stack env` exports
+`PGPASSFILE`, so every URL shown or printed stays password-free. A stack created before this (no secret next
+to an existing data dir: trust auth) is refused by `up` with what to do.
 The MLflow and Prefect servers each run in their own session, so `down` ends every process they spawned.
 """
 
@@ -16,15 +25,18 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +53,9 @@ TELEMETRY_OFF = {
 PG_OS_USER = "postgres"
 STOP_WAIT_S = 15.0
 LOG_TAIL = 20
+SECRET_FILE = "postgres.secret"
+PGPASS_FILE = "pgpass"
+SECRET_BYTES = 32  # token_urlsafe: 43 characters of [A-Za-z0-9_-]
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class StackUrls:
     mlflow_tracking: str
     prefect_api: str
     prefect_db: str
+    pgpassfile: str  # libpq password file holding the secret: clients reach PostgreSQL with password-free URLs
 
 
 @dataclass(frozen=True)
@@ -88,9 +104,12 @@ class Status:
     url: str
 
 
-def urls(params: StackParams) -> StackUrls:
-    """The stack's URLs (trust auth on loopback: no password in them)."""
-    base = f"{params.user}@{params.host}:{params.postgres_port}"
+def urls(params: StackParams, secret: str | None = None) -> StackUrls:
+    """The stack's URLs. Without `secret` (what is shown, printed and exported) no password is in them: libpq
+    clients read it from `pgpassfile`. With it, the database URLs carry it (URL-quoted): only for the servers'
+    environments."""
+    user = params.user if secret is None else f"{params.user}:{urllib.parse.quote(secret, safe='')}"
+    base = f"{user}@{params.host}:{params.postgres_port}"
     db = params.databases
     return StackUrls(
         postgres=f"postgresql://{base}",
@@ -99,12 +118,17 @@ def urls(params: StackParams) -> StackUrls:
         mlflow_tracking=f"http://{params.host}:{params.mlflow_port}",
         prefect_api=f"http://{params.host}:{params.prefect_port}/api",
         prefect_db=f"postgresql+asyncpg://{base}/{db.prefect}",
+        pgpassfile=str(_state(params) / PGPASS_FILE),
     )
 
 
 def exports(u: StackUrls) -> str:
-    """Shell lines that point MLflow, Prefect and the Optuna CLI at the stack (`eval "$(beast stack env)"`)."""
-    return f"export MLFLOW_TRACKING_URI={u.mlflow_tracking}\nexport PREFECT_API_URL={u.prefect_api}\nexport OPTUNA_STORAGE={u.optuna_storage}\n"
+    """Shell lines that point MLflow, Prefect and the Optuna CLI at the stack (`eval "$(beast stack env)"`);
+    PGPASSFILE lets psycopg2 / libpq (Optuna, `psql`) log in without the secret in any URL."""
+    return (
+        f"export MLFLOW_TRACKING_URI={u.mlflow_tracking}\nexport PREFECT_API_URL={u.prefect_api}\n"
+        f"export OPTUNA_STORAGE={u.optuna_storage}\nexport PGPASSFILE={u.pgpassfile}\n"
+    )
 
 
 # ---------------------------------------------------------------- paths, processes, probes
@@ -124,6 +148,81 @@ def _log(params: StackParams, name: str) -> Path:
 
 def _pg_data(params: StackParams) -> Path:
     return _state(params) / "postgres"
+
+
+# ---------------------------------------------------------------- the secret
+
+
+def secret_path(params: StackParams) -> Path:
+    return _state(params) / SECRET_FILE
+
+
+def read_secret(params: StackParams) -> str | None:
+    """The PostgreSQL superuser's password, None when the state has no secret (not created yet, or trust-era)."""
+    try:
+        return secret_path(params).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _trust_era(params: StackParams) -> bool:
+    """A database cluster without a secret next to it was initialised with trust authentication."""
+    return (_pg_data(params) / "PG_VERSION").exists() and read_secret(params) is None
+
+
+def _trust_error(params: StackParams) -> BeastError:
+    return BeastError(
+        f"postgres: the stack in {params.state} was created with trust authentication (any local process could "
+        f"connect as superuser) and has no {SECRET_FILE}: recreate it with password authentication: "
+        f"`beast stack down && rm -rf {params.state}` then `beast stack up` (this deletes its MLflow runs, Prefect "
+        "history and Optuna studies: pg_dump what you need first)"
+    )
+
+
+def ensure_secret(params: StackParams) -> str:
+    """The secret, generated (0600, created exclusively) when the state has none and no cluster exists yet."""
+    found = read_secret(params)
+    if found is not None:
+        return found
+    if _trust_era(params):
+        raise _trust_error(params)
+    path = secret_path(params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # an empty file left by a crash
+    value = secrets.token_urlsafe(SECRET_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _pgpass_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def write_pgpass(params: StackParams, secret: str) -> Path:
+    """libpq's password file for this stack's host:port and socket (any database, the stack user); 0600."""
+    path = _state(params) / PGPASS_FILE
+    user, word = _pgpass_field(params.user), _pgpass_field(secret)
+    lines = "".join(
+        f"{_pgpass_field(host)}:{params.postgres_port}:*:{user}:{word}\n"
+        for host in (params.host, str(_state(params) / "socket"))
+    )
+    tmp = path.with_name(f".{PGPASS_FILE}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(lines)
+    os.replace(tmp, path)
+    return path
+
+
+def redact(text: str, params: StackParams) -> str:
+    """text with the secret (plain and URL-quoted) replaced by ***: for error messages quoting logs."""
+    secret = read_secret(params)
+    if not secret:
+        return text
+    return text.replace(secret, "***").replace(urllib.parse.quote(secret, safe=""), "***")
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL) -> str:
@@ -158,18 +257,34 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def _pg_connect(params: StackParams, dbname: str = "postgres", timeout: int = 2):  # noqa: ANN202 (psycopg2 connection)
     import psycopg2
 
+    secret = read_secret(params)
     return psycopg2.connect(
-        host=params.host, port=params.postgres_port, user=params.user, dbname=dbname, connect_timeout=timeout
+        host=params.host,
+        port=params.postgres_port,
+        user=params.user,
+        dbname=dbname,
+        connect_timeout=timeout,
+        **({"password": secret} if secret is not None else {}),
     )
 
 
-def pg_ok(params: StackParams) -> bool:
-    """True when PostgreSQL accepts a connection as the stack user."""
+def _auth_failed(exc: Exception) -> bool:
+    return "password authentication failed" in str(exc) or "no password supplied" in str(exc)
+
+
+def pg_ok(params: StackParams, *, strict: bool = False) -> bool:
+    """True when PostgreSQL accepts a connection as the stack user with the secret. strict: a refused password
+    is a BeastError (the secret does not match the cluster) instead of False."""
     import psycopg2
 
     try:
         _pg_connect(params).close()
-    except psycopg2.Error:
+    except psycopg2.Error as exc:
+        if strict and _auth_failed(exc):
+            raise BeastError(
+                f"postgres: the server refuses the password in {secret_path(params)} for user {params.user}: "
+                f"that file does not belong to this cluster ({_pg_data(params)})"
+            ) from None
         return False
     return True
 
@@ -293,11 +408,33 @@ def _conf_quote(value: str) -> str:
 def pg_conf(params: StackParams) -> str:
     """Settings rewritten on every `up` (included from postgresql.conf), so params changes apply: loopback only."""
     sock = _state(params) / "socket"
-    return f"listen_addresses = {_conf_quote(params.host)}\nport = {params.postgres_port}\nunix_socket_directories = {_conf_quote(str(sock))}\n"
+    return (
+        f"listen_addresses = {_conf_quote(params.host)}\nport = {params.postgres_port}\n"
+        f"unix_socket_directories = {_conf_quote(str(sock))}\npassword_encryption = 'scram-sha-256'\n"
+    )
 
 
-def _pg_init(params: StackParams) -> None:
-    """initdb once (trust auth, superuser = params.user), chowned to `postgres` when root; the stack's settings file."""
+@contextlib.contextmanager
+def _pwfile(params: StackParams, secret: str) -> Iterator[Path]:
+    """The secret as initdb's --pwfile: the secret file itself, or as root a 0600 copy owned by `postgres` (who
+    runs initdb) in the state dir, deleted on exit."""
+    if os.geteuid() != 0:
+        yield secret_path(params)
+        return
+    fd, name = tempfile.mkstemp(prefix=".initdb-pw-", dir=_state(params))  # 0600
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(secret + "\n")
+        _give_to_pg_user(path)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _pg_init(params: StackParams, secret: str) -> None:
+    """initdb once (scram-sha-256 on socket and TCP, superuser = params.user with the secret as password),
+    chowned to `postgres` when root; the stack's settings file."""
     data, sock, log = _pg_data(params), _state(params) / "socket", _log(params, "postgres")
     for d in (data, sock, log.parent):
         d.mkdir(parents=True, exist_ok=True)
@@ -315,21 +452,23 @@ def _pg_init(params: StackParams) -> None:
             raise BeastError(
                 f"postgres: {data} is not empty and holds no database cluster: remove it or set stack.state elsewhere"
             )
-        _run_pg(
-            [
-                str(find_pg_bin("initdb")),
-                "-D",
-                str(data),
-                "-U",
-                params.user,
-                "--auth=trust",
-                "--no-locale",
-                "-E",
-                "UTF8",
-            ],
-            "initdb",
-            120,
-        )
+        with _pwfile(params, secret) as pwfile:
+            _run_pg(
+                [
+                    str(find_pg_bin("initdb")),
+                    "-D",
+                    str(data),
+                    "-U",
+                    params.user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--no-locale",
+                    "-E",
+                    "UTF8",
+                ],
+                "initdb",
+                120,
+            )
         with open(data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write("\ninclude_if_exists = 'beast-stack.conf'   # written by `beast stack up`\n")
     (data / "beast-stack.conf").write_text(pg_conf(params), encoding="utf-8")
@@ -353,7 +492,7 @@ def _pg_start(params: StackParams) -> None:
     try:
         _run_pg(argv, "pg_ctl start", timeout + 10)
     except BeastError as exc:
-        raise BeastError(f"{exc}; log: {log_tail(_log(params, 'postgres'))}") from None
+        raise BeastError(f"{exc}; log: {redact(log_tail(_log(params, 'postgres')), params)}") from None
 
 
 def _pg_stop(params: StackParams) -> bool:
@@ -403,8 +542,7 @@ def _venv_script(name: str) -> str:
 def mlflow_argv(params: StackParams) -> list[str]:
     """One worker (2-core machines); artifacts proxied by the server into <state>/mlartifacts."""
     return [
-        _venv_script("mlflow"), "server",
-        "--backend-store-uri", urls(params).mlflow_backend,
+        _venv_script("mlflow"), "server",  # backend store: MLFLOW_BACKEND_STORE_URI (child_env), not on the command line
         "--serve-artifacts", "--artifacts-destination", str(_state(params) / "mlartifacts"),
         "--host", params.host, "--port", str(params.mlflow_port), "--workers", "1",
     ]  # fmt: skip
@@ -425,14 +563,20 @@ def prefect_argv(params: StackParams) -> list[str]:
 
 
 def child_env(params: StackParams, name: str) -> dict[str, str]:
-    """The parent's environment, telemetry off, and (Prefect) its database and home inside the state dir."""
+    """The parent's environment, telemetry off, and the server's database URL with the secret (in the environment:
+    only its owner can read it, unlike a command line); Prefect's home inside the state dir."""
     env = {**os.environ, **TELEMETRY_OFF}
+    secret = read_secret(params)
+    if secret is None:
+        raise BeastError(f"{name}: no {secret_path(params)}: start the stack with `beast stack up`")
+    with_secret = urls(params, secret)
     if name == "mlflow":  # its GenAI job runner (7 huey consumers) serves nothing here and would crowd 2 cores
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env["MLFLOW_BACKEND_STORE_URI"] = with_secret.mlflow_backend
     if name == "prefect":
         env.pop("PREFECT_API_URL", None)  # the server is the API; a client setting must not point it elsewhere
         env.update(
-            PREFECT_SERVER_DATABASE_CONNECTION_URL=urls(params).prefect_db, PREFECT_HOME=str(_state(params) / "prefect")
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=with_secret.prefect_db, PREFECT_HOME=str(_state(params) / "prefect")
         )
     return env
 
@@ -491,10 +635,12 @@ def _check(params: StackParams, name: str, proc: subprocess.Popen | None, deadli
     """A dead child or a passed deadline while starting is a BeastError with the tail of its log."""
     log = _log(params, name)
     if proc is not None and proc.poll() is not None:
-        raise BeastError(f"{name}: exited with code {proc.returncode} while starting; log {log}: {log_tail(log)}")
+        raise BeastError(
+            f"{name}: exited with code {proc.returncode} while starting; log {log}: {redact(log_tail(log), params)}"
+        )
     if time.monotonic() > deadline:
         raise BeastError(
-            f"{name}: not healthy within stack.start_timeout_s = {params.start_timeout_s:g} s; log {log}: {log_tail(log)}"
+            f"{name}: not healthy within stack.start_timeout_s = {params.start_timeout_s:g} s; log {log}: {redact(log_tail(log), params)}"
         )
 
 
@@ -506,19 +652,19 @@ def _wait(
         time.sleep(0.25)
 
 
-def _up_postgres(params: StackParams, started: list[str], deadline: float) -> None:
+def _up_postgres(params: StackParams, secret: str, started: list[str], deadline: float) -> None:
     t0 = time.monotonic()
     where = f"{params.host}:{params.postgres_port}"
     if _pg_pid(params) is not None:
-        _wait(params, "postgres", lambda: pg_ok(params), None, deadline)
+        _wait(params, "postgres", lambda: pg_ok(params, strict=True), None, deadline)
         print(f"postgres: already up on {where} (pid {_pg_pid(params)})", flush=True)
         return
     if not port_free(params.host, params.postgres_port):
         raise _taken(params, "postgres", params.postgres_port)
-    _pg_init(params)
+    _pg_init(params, secret)
     started.append("postgres")
     _pg_start(params)
-    _wait(params, "postgres", lambda: pg_ok(params), None, deadline)
+    _wait(params, "postgres", lambda: pg_ok(params, strict=True), None, deadline)
     print(f"postgres: up on {where} ({time.monotonic() - t0:.1f} s)", flush=True)
 
 
@@ -529,10 +675,12 @@ def up(params: StackParams) -> StackUrls:
         find_pg_bin(tool)  # fail before anything starts
     state = _state(params)
     state.mkdir(parents=True, exist_ok=True)
+    secret = ensure_secret(params)  # refuses a trust-era stack before anything starts
+    write_pgpass(params, secret)
     deadline = time.monotonic() + params.start_timeout_s
     started: list[str] = []
     try:
-        _up_postgres(params, started, deadline)
+        _up_postgres(params, secret, started, deadline)
         for name in create_databases(params):
             print(f"postgres: created database {name}", flush=True)
         pending: list[tuple[Server, subprocess.Popen | None, float]] = []

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,8 +106,25 @@ def call(url: str, body: dict[str, Any] | None = None, method: str | None = None
     return json.loads(text) if text else None
 
 
+def connect(params: StackParams, db: str = "postgres", host: str | None = None, **auth: str) -> Any:
+    """A psycopg2 connection as the stack user; auth (password=...) only, never a password file or PGPASSWORD."""
+    env = {k: os.environ.pop(k) for k in ("PGPASSWORD", "PGPASSFILE") if k in os.environ}
+    try:
+        return psycopg2.connect(
+            host=host or params.host,
+            port=params.postgres_port,
+            user=params.user,
+            dbname=db,
+            connect_timeout=5,
+            passfile="/nonexistent/beast-no-pgpass",  # not ~/.pgpass either
+            **auth,
+        )
+    finally:
+        os.environ.update(env)
+
+
 def query(params: StackParams, db: str, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(host=params.host, port=params.postgres_port, user=params.user, dbname=db, connect_timeout=5)
+    conn = connect(params, db, password=stack.read_secret(params) or "")
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -121,11 +139,25 @@ def test_urls_are_pure_and_typed() -> None:
     assert u.mlflow_backend == "postgresql://beast@127.0.0.1:5433/mlflow"
     assert (u.mlflow_tracking, u.prefect_api) == ("http://127.0.0.1:5000", "http://127.0.0.1:4200/api")
     assert u.prefect_db == "postgresql+asyncpg://beast@127.0.0.1:5433/prefect"
+    assert u.pgpassfile == str(Path(".stack").resolve() / "pgpass")
     assert stack.exports(u).splitlines() == [
         "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
         "export PREFECT_API_URL=http://127.0.0.1:4200/api",
         f"export OPTUNA_STORAGE={u.optuna_storage}",
+        f"export PGPASSFILE={u.pgpassfile}",
     ]
+    secret = stack.urls(StackParams(), "a/b:c@d")  # the servers' URLs: the secret URL-quoted
+    assert secret.mlflow_backend == "postgresql://beast:a%2Fb%3Ac%40d@127.0.0.1:5433/mlflow"
+    assert secret.prefect_db == "postgresql+asyncpg://beast:a%2Fb%3Ac%40d@127.0.0.1:5433/prefect"
+
+
+def test_a_stack_created_with_trust_auth_is_refused(tmp_path: Path) -> None:
+    params = StackParams(state=tmp_path / "old", postgres_port=free_ports(1)[0])
+    (params.state / "postgres").mkdir(parents=True)
+    (params.state / "postgres" / "PG_VERSION").write_text("15\n")  # a cluster, and no postgres.secret next to it
+    with pytest.raises(BeastError, match=r"created with trust authentication .* `beast stack down && rm -rf .*/old`"):
+        stack.up(params)
+    assert not (params.state / "postgres.secret").exists()  # no secret made up for a cluster that lacks it
 
 
 def test_everything_answers_and_the_databases_exist(running: Running) -> None:
@@ -137,6 +169,29 @@ def test_everything_answers_and_the_databases_exist(running: Running) -> None:
     assert (
         query(running.params, "mlflow", "SELECT count(*) FROM alembic_version")[0][0] == 1
     )  # MLflow migrated its schema there
+
+
+def test_postgres_wants_the_secret_on_socket_and_tcp(running: Running) -> None:
+    params = running.params
+    secret = stack.read_secret(params)
+    assert secret and len(secret) >= 40
+    for host in (params.host, str(params.state / "socket")):
+        with pytest.raises(psycopg2.OperationalError, match="fe_sendauth: no password supplied"):
+            connect(params, host=host)
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "beast"'):
+            connect(params, host=host, password="not-the-secret")
+        conn = connect(params, host=host, password=secret)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules")
+                assert {row[0] for row in cur.fetchall()} == {"scram-sha-256"}
+                cur.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s", ("beast",))
+                assert cur.fetchone() == (True,)
+        finally:
+            conn.close()
+    # clients: the password file `beast stack env` exports, with the password-free URLs
+    conn = psycopg2.connect(running.urls.postgres + "/optuna", passfile=running.urls.pgpassfile, connect_timeout=5)
+    conn.close()
 
 
 def test_up_again_starts_nothing(running: Running) -> None:
@@ -300,6 +355,7 @@ def test_scale_out_end_to_end(running: Running, tmp_path: Path) -> None:
         "MLFLOW_TRACKING_URI": urls.mlflow_tracking,
         "PREFECT_API_URL": urls.prefect_api,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PGPASSFILE": urls.pgpassfile,  # as `beast stack env`: the Optuna workers log in with it
     }
     env.pop("BEAST_DASK_ADDRESS", None)
     params_file = scale_out_params(tmp_path, urls)
@@ -342,6 +398,36 @@ def test_scale_out_end_to_end(running: Running, tmp_path: Path) -> None:
         "SELECT count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = 'beast-cost-tuning'",
     )
     assert logged == [(4,)]
+
+
+def test_the_secret_is_private_and_never_shown(running: Running, tmp_path: Path) -> None:
+    """0600 files of the invoking user; not in any log, command line, `beast stack status|env` output."""
+    params = running.params
+    secret = stack.read_secret(params)
+    assert secret
+    for name in ("postgres.secret", "pgpass"):
+        info = (params.state / name).stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o600, os.getuid()), name
+    assert not list(params.state.glob(".initdb-pw-*"))  # the copy initdb read is gone
+
+    (tmp_path / "params.yaml").write_text(
+        f"stack:\n  state: {params.state}\n  postgres_port: {params.postgres_port}\n"
+        f"  mlflow_port: {params.mlflow_port}\n  prefect_port: {params.prefect_port}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shown = {
+        f"beast stack {action}": beast(["stack", action, "--params", str(tmp_path / "params.yaml")], tmp_path, env)
+        for action in ("status", "env")
+    }
+    assert "postgres up" in shown["beast stack status"].replace("  ", " ")
+    assert f"export PGPASSFILE={params.state / 'pgpass'}" in shown["beast stack env"]
+    shown |= {str(log): log.read_text(errors="replace") for log in (params.state / "logs").glob("*.log")}
+    assert len(shown) >= 5  # postgres, mlflow, prefect logs
+    for pid in running.pids.values():
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            shown[f"command line of {proc.pid}"] = " ".join(proc.cmdline())
+    leaks = [where for where, text in shown.items() if secret in text]
+    assert leaks == []
 
 
 def test_down_leaves_nothing_and_is_idempotent(running: Running) -> None:
