@@ -126,10 +126,10 @@ class GateParams:
 
     def arms_in(self, variants: pd.Series) -> tuple[str, ...]:
         """The experiment's arms: the configured ones, or, when `more_challengers` is empty, champion,
-        challenger and every other `variant` value present (sorted), so an A/B/n file is never read as A/B."""
+        challenger and every other text `variant` value present (sorted), so an A/B/n file is never read as A/B."""
         if self.more_challengers:
             return self.arms
-        seen = set(variants.dropna().astype(str)) - {self.champion, self.challenger}
+        seen = {v for v in variants.dropna().unique() if isinstance(v, str)} - {self.champion, self.challenger}
         return (self.champion, self.challenger, *sorted(seen))
 
     def shares(self, k: int) -> tuple[float, ...]:
@@ -205,15 +205,30 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     """The finite values of a numeric column (empty when the column is absent)."""
     if name not in frame:
         return np.empty(0)
-    v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    v = _floats(frame[name])
     return v[np.isfinite(v)]
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A column as floats, NaN where a value is not a number (also an integer beyond float range)."""
+    try:
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    except (OverflowError, TypeError, ValueError):
+        return np.array([_float_or_nan(x) for x in column], dtype=float)
+
+
+def _float_or_nan(x: object) -> float:
+    try:
+        return float(x) if isinstance(x, int | float | np.number) else float(pd.to_numeric(x, errors="coerce"))
+    except (OverflowError, TypeError, ValueError):
+        return math.nan
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     """Both arms answered exactly the same prompts, once each (see "Paired design" above)."""
     if "prompt_id" not in a or "prompt_id" not in b or a["prompt_id"].isna().any() or b["prompt_id"].isna().any():
         return False
-    ids_a, ids_b = a["prompt_id"].astype(str), b["prompt_id"].astype(str)
+    ids_a, ids_b = _keys(a["prompt_id"]), _keys(b["prompt_id"])
     return ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b)
 
 
@@ -221,13 +236,16 @@ def _aligned(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[np.ndarray,
     """`column` of both arms, row i = the same prompt, keeping prompts where both values are finite."""
     if column not in a or column not in b:
         return np.empty(0), np.empty(0)
-    va = pd.to_numeric(a.set_index(a["prompt_id"].astype(str))[column], errors="coerce")
-    vb = pd.to_numeric(b.set_index(b["prompt_id"].astype(str))[column], errors="coerce").reindex(va.index)
-    both = pd.DataFrame(
-        {"a": va.to_numpy(dtype=float, na_value=np.nan), "b": vb.to_numpy(dtype=float, na_value=np.nan)}
-    )
-    both = both[np.isfinite(both["a"]) & np.isfinite(both["b"])]
-    return both["a"].to_numpy(), both["b"].to_numpy()
+    va = pd.Series(_floats(a[column]), index=_keys(a["prompt_id"]))
+    vb = pd.Series(_floats(b[column]), index=_keys(b["prompt_id"])).reindex(va.index)
+    xa, xb = va.to_numpy(dtype=float), vb.to_numpy(dtype=float, na_value=np.nan)
+    keep = np.isfinite(xa) & np.isfinite(xb)
+    return xa[keep], xb[keep]
+
+
+def _keys(column: pd.Series) -> pd.Index:
+    """Prompt ids as text keys (Python str, so any text a JSON file can hold is a key)."""
+    return pd.Index([str(v) for v in column], dtype=object)
 
 
 def _quality_test(qa: np.ndarray, qb: np.ndarray, p: GateParams, paired: bool = False) -> st.TestResult:

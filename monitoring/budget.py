@@ -327,7 +327,17 @@ def budget_status(rows: pd.DataFrame, spec: BudgetSpec, at: pd.Timestamp, params
     )
 
 
-def format_status(statuses: Sequence[BudgetStatus], ledger: Ledger) -> str:
+def period_ended(status: BudgetStatus, now: pd.Timestamp) -> bool:
+    """Whether the budget period of `status` ended at or before `now` (wall clock): a replay, not live state."""
+    return pd.Timestamp(status.period_end) <= now
+
+
+def format_status(
+    statuses: Sequence[BudgetStatus], ledger: Ledger, at: str | None = None, now: pd.Timestamp | None = None
+) -> str:
+    """The status table and the ledger by model; `at` = the `--at` text given (None: now), `now` = the wall
+    clock, to mark periods that are over."""
+
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:g}%"
 
@@ -338,7 +348,7 @@ def format_status(statuses: Sequence[BudgetStatus], ledger: Ledger) -> str:
     for s in statuses:
         lvl = f"{s.forecast.level:.0%}"
         lines.append(
-            f"| {s.budget.name} ({s.budget.scope}) | {s.budget.period} {s.period_start[:10]} | {s.budget.usd:,.2f} | {s.spent_usd:,.2f} | "
+            f"| {s.budget.name} ({s.budget.scope}) | {s.budget.period} {s.period_start[:10]}{' (ended)' if now is not None and period_ended(s, now) else ''} | {s.budget.usd:,.2f} | {s.spent_usd:,.2f} | "
             f"{s.remaining_usd:,.2f} | {s.forecast_end_usd:,.2f} ({lvl}: {s.forecast_low_usd:,.2f}-{s.forecast_high_usd:,.2f}) | "
             f"{pct(s.alert)} | {pct(s.forecast_alert)} | {s.unknown_requests:,} |"
         )
@@ -348,7 +358,8 @@ def format_status(statuses: Sequence[BudgetStatus], ledger: Ledger) -> str:
         if unknown
         else ""
     )
-    return "\n".join(lines) + "\n\nLedger by model (requests before --at):\n" + format_ledger(ledger, "model") + tail
+    until = f"requests before --at {statuses[0].at}" if at is not None and statuses else "requests up to now"
+    return "\n".join(lines) + f"\n\nLedger by model ({until}):\n" + format_ledger(ledger, "model") + tail
 
 
 # ------------------------------------------------------------------------------------------ backtest
@@ -479,29 +490,48 @@ def status_main(
     traces: Sequence[Path] = (),
     config: Path | None = None,
     out: Path | None = None,
+    now: pd.Timestamp | None = None,
 ) -> list[BudgetStatus]:
     """`beast monitor budget status`: the ledger up to `at`, every budget's status, status.json and one
-    `beast.budget-state` file per budget (`<out>/<name>.budget-state.json`) for routers to pace on."""
+    `beast.budget-state` file per budget (`<out>/<name>.budget-state.json`) for routers to pace on.
+
+    A budget whose period (the one containing `at`) has ended before `now` (the wall clock) is a read-only
+    replay: its status is printed and kept in status.json (`"period_ended": true`), but its budget-state
+    file is not written (an existing one is left as it is): a router paced on a period that is over would
+    divide what was left by the one minute `serving/budget.py` allows and spend it at once. To keep a
+    replay away from the live files altogether, give `--out` another folder."""
     from serving.budget import write_state
 
     params = load_params(params_file, "budget", BudgetParams)
     params = with_overrides(params, config=config, out=out)
     cfg = load_budgets(params.config)
     when = parse_at(at)
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
     rows = cost_rows(_read(list(traces) or [params.traces], params), budget_prices(params, cfg))
     rows = rows[rows["timestamp"] < when].reset_index(drop=True)
     statuses = [budget_status(rows, spec, when, params) for spec in cfg.budgets]
     ledger = summarise(rows)
     doc = {
         "at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ledger": ledger.to_dict(),
-        "budgets": [asdict(s) for s in statuses],
+        "budgets": [asdict(s) | {"period_ended": period_ended(s, now)} for s in statuses],
     }
     write_atomic(params.out / "status.json", (json.dumps(doc, indent=1) + "\n").encode())
-    states = [write_state(params.out / f"{s.budget.name}.budget-state.json", s.to_state()) for s in statuses]
-    print(format_status(statuses, ledger))
+    live = [s for s in statuses if not period_ended(s, now)]
+    states = [write_state(params.out / f"{s.budget.name}.budget-state.json", s.to_state()) for s in live]
+    print(format_status(statuses, ledger, at, now))
+    for s in statuses:
+        if period_ended(s, now):
+            print(
+                f"budget {s.budget.name}: its {s.budget.period} period {s.period_start} .. {s.period_end} ended before now "
+                f"({doc['now']}): a read-only replay; {params.out / (s.budget.name + '.budget-state.json')} not written "
+                "(a router must not pace on a period that is over)",
+                file=sys.stderr,
+            )
     print(
-        f"wrote {params.out / 'status.json'} and {len(states)} budget-state file(s): {', '.join(map(str, states))}",
+        f"wrote {params.out / 'status.json'} and {len(states)} budget-state file(s)"
+        + (f": {', '.join(map(str, states))}" if states else ""),
         file=sys.stderr,
     )
     return statuses

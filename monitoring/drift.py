@@ -3,11 +3,24 @@
 `drift_report(reference, recent, params)` is pure (two trace frames in, a `DriftReport` out); `main` is
 the I/O edge the Prefect `monitor` flow and `beast monitor drift` call. Params: `params.yaml -> monitor`.
 
-Which rows are compared (`main`): the stored dataset (`monitor.traces`) is the training data. Without an
-explicit file, "now" is the newest stored timestamp (not the wall clock, so a replayed or historic
-dataset is monitored the same way): recent = rows within `window_hours` before it, reference = every
-older row. With an explicit recent file (validated through a throwaway ingest, as training reads files),
-reference = every stored row whose request_id is not in that file.
+Which rows are compared (`main`), per model (`GROUP_BY`: `model` is a required contract field, and the
+samples' sources, AlpacaEval / Azure conv / Azure code / Mooncake, each have their own models): the
+stored dataset (`monitor.traces`) is the training data. Without an explicit file, each model is compared
+with itself: its "now" is its own newest stored timestamp (not the wall clock, so a replayed or historic
+dataset is monitored the same way), recent = its rows within `window_hours` before it, reference = its
+older rows. A single dataset-wide window would compare whichever source happens to be newest (on the
+committed samples: Mooncake, June 2024) with every other source and call the difference drift. With an
+explicit recent file (validated through a throwaway ingest, as training reads files), reference = every
+stored row whose request_id is not in that file, and each model of the file is compared with that model's
+stored rows; a model with >= `min_rows` rows in the file and none stored is new (a reason to retrain).
+
+A model with fewer than `min_rows` rows on either side is not compared and says so (`too_few`: e.g. on the
+committed samples right after ingest every model's history is shorter than the 24 h window, so nothing
+precedes any window); it never alarms. A model whose newest row is older than the dataset's last window
+is noted as stale (no longer served?). The compared models share the family-wise error rates: each uses
+`ks_alpha / G` and `alpha / G` (G = models compared; Bonferroni across models, Holm within one).
+`grouped_report` takes the grouping key as an argument (`task`, `tenant`, `source_file`: stored rows
+carry the file they came from), `drift_report` compares two frames as a whole.
 
 Checks, each with a `CheckCode` (ok / drift / too_few / missing):
 
@@ -34,7 +47,9 @@ Checks, each with a `CheckCode` (ok / drift / too_few / missing):
   with >= `min_rows` recent rows and none in the reference is `missing` and is a reason to retrain (the
   predictors have never seen it).
 
-`retrain` is true when any check is `drift` (or a new model appeared); `reasons` says which, in words.
+`retrain` is true when any check of any model is `drift` (or a new model appeared in an explicit recent
+file); `reasons` says which, in words. It is a recommendation: `beast monitor drift` only reports it; the
+Prefect `monitor` flow (`pipelines/flows.py`, scheduled by `beast deploy`) is what runs `retrain` on it.
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -59,6 +74,8 @@ from features.prompt import PROMPT_FEATURES, prompt_features
 from traces.contract import STATUS_ERROR
 
 ALL = "all"  # the `model` of an overall (not per-model) check
+GROUP_BY = "model"  # what `main` groups by: a required contract field, so every row has one
+NO_GROUP = "(none)"  # the group of a row whose key is missing (a grouping by an optional field)
 BASE_FEATURES = ("input_tokens", "output_tokens", "cached_input_tokens", "latency_ms", "hour")
 
 
@@ -295,11 +312,11 @@ def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, params: Monitor
     return tuple(FeatureDrift(**r) for r in rows)
 
 
-def _shift_rows(reference: Profile, recent: Profile, params: MonitorParams) -> list[dict]:
-    """Unadjusted error-rate and cost tests, overall then per model (sorted)."""
+def _shift_rows(reference: Profile, recent: Profile, params: MonitorParams, per_model: bool = True) -> list[dict]:
+    """Unadjusted error-rate and cost tests, overall then (with `per_model`) per model (sorted)."""
     out: list[dict] = []
     ma, mb = reference.model.astype(str), recent.model.astype(str)
-    for model in [ALL, *sorted(set(ma) | set(mb))]:
+    for model in [ALL, *(sorted(set(ma) | set(mb)) if per_model else [])]:
         ra = np.ones(len(ma), bool) if model == ALL else ma == model
         rb = np.ones(len(mb), bool) if model == ALL else mb == model
         na, nb = int(ra.sum()), int(rb.sum())
@@ -332,9 +349,11 @@ def _shift_rows(reference: Profile, recent: Profile, params: MonitorParams) -> l
     return out
 
 
-def shift_checks(reference: Profile, recent: Profile, params: MonitorParams) -> tuple[ShiftCheck, ...]:
-    """Error-rate and cost checks (overall and per model), Holm across all of them."""
-    rows = _shift_rows(reference, recent, params)
+def shift_checks(
+    reference: Profile, recent: Profile, params: MonitorParams, per_model: bool = True
+) -> tuple[ShiftCheck, ...]:
+    """Error-rate and cost checks (overall and, with `per_model`, per model), Holm across all of them."""
+    rows = _shift_rows(reference, recent, params, per_model)
     tested = [i for i, r in enumerate(rows) if r["code"] is CheckCode.OK]
     if tested:
         adjusted = stats.holm([rows[i]["p_value"] for i in tested], params.alpha)
@@ -380,10 +399,11 @@ def _reasons(
     return tuple(out)
 
 
-def compare(reference: Profile, recent: Profile, params: MonitorParams) -> DriftReport:
-    """Pure: every check of `recent` against `reference`, and the retrain decision."""
+def compare(reference: Profile, recent: Profile, params: MonitorParams, per_model: bool = True) -> DriftReport:
+    """Pure: every check of `recent` against `reference`, and the retrain decision (`per_model` = False: the
+    error-rate and cost checks overall only, for a group that is one model already)."""
     features = feature_drift(reference.features, recent.features, params)
-    shifts = shift_checks(reference, recent, params)
+    shifts = shift_checks(reference, recent, params, per_model)
     reasons = _reasons(features, shifts, params)
     return DriftReport(
         retrain=bool(reasons), reasons=reasons, reference_rows=len(reference), recent_rows=len(recent),
@@ -395,6 +415,134 @@ def compare(reference: Profile, recent: Profile, params: MonitorParams) -> Drift
 def drift_report(reference: pd.DataFrame, recent: pd.DataFrame, params: MonitorParams) -> DriftReport:
     """Pure: drift of the `recent` trace rows against the `reference` trace rows (see the module docstring)."""
     return compare(profile(reference, params), profile(recent, params), params)
+
+
+def group_keys(traces: pd.DataFrame, by: str) -> np.ndarray:
+    """The group of each row (text; a missing key or column is NO_GROUP)."""
+    if by not in traces:
+        return np.full(len(traces), NO_GROUP, dtype=object)
+    keys = traces[by].astype(object)
+    return keys.where(keys.notna(), NO_GROUP).astype(str).to_numpy(dtype=object)
+
+
+def split_window_by(traces: pd.DataFrame, window_hours: float, by: str = GROUP_BY) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(reference, recent) per group: a row is recent when it lies within `window_hours` of the newest
+    timestamp of its own group (`by`), reference otherwise; each frame keeps its rows' order."""
+    if traces.empty:
+        return traces, traces
+    ts = pd.to_datetime(traces["timestamp"], utc=True).reset_index(drop=True)
+    newest = ts.groupby(pd.Series(group_keys(traces, by))).transform("max")
+    recent = (ts > newest - pd.Timedelta(hours=window_hours)).to_numpy()
+    return traces[~recent].reset_index(drop=True), traces[recent].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class GroupDrift:
+    """One group (one value of `by`): its recent rows against its own reference rows."""
+
+    group: str
+    code: CheckCode  # drift | ok | too_few (not compared: a side below min_rows) | missing (new: no reference)
+    note: str  # the reasons (drift), or why the group was not compared
+    reference_rows: int
+    recent_rows: int
+    recent_span: tuple[str | None, str | None]
+    report: DriftReport | None  # None when not compared
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """Drift per group; `retrain` = some group drifted (or, with an explicit recent file, a new group appeared)."""
+
+    retrain: bool
+    reasons: tuple[str, ...]  # "<by> <group>: <reason>"
+    group_by: str
+    window_hours: float | None  # None: an explicit recent file
+    reference_rows: int
+    recent_rows: int
+    groups: tuple[GroupDrift, ...]
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return plain(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def codes(self) -> dict[str, int]:
+        """How many groups got each code."""
+        out: dict[str, int] = {}
+        for g in self.groups:
+            out[g.code.value] = out.get(g.code.value, 0) + 1
+        return dict(sorted(out.items()))
+
+    def group(self, name: str) -> GroupDrift:
+        return next(g for g in self.groups if g.group == name)
+
+    def drifted(self) -> tuple[str, ...]:
+        return tuple(g.group for g in self.groups if g.code is CheckCode.DRIFT)
+
+
+def _span(frame: pd.DataFrame) -> tuple[str | None, str | None]:
+    ts = pd.to_datetime(frame["timestamp"], utc=True) if len(frame) else pd.Series([], dtype="datetime64[ns, UTC]")
+    return (ts.min().isoformat(), ts.max().isoformat()) if len(ts) and ts.notna().any() else (None, None)
+
+
+def grouped_report(
+    reference: pd.DataFrame,
+    recent: pd.DataFrame,
+    params: MonitorParams,
+    by: str = GROUP_BY,
+    window_hours: float | None = None,
+    new_is_reason: bool = False,
+    now: pd.Timestamp | None = None,
+) -> MonitorReport:
+    """Pure: each group's recent rows against the same group's reference rows (see the module docstring).
+
+    Groups with fewer than `min_rows` rows on a side are not compared (`too_few`, and the note says so); the
+    compared groups share the family-wise error: each uses `ks_alpha / G` and `alpha / G` (G = groups
+    compared; Bonferroni across groups, Holm within one). `new_is_reason`: a group with >= `min_rows` recent
+    rows and no reference row is new to the predictors (`missing`, a reason to retrain); without it (the
+    default window, where the reference is only what precedes each group's own window) such a group is
+    `too_few`. `now` (the dataset's newest timestamp): a group whose newest row is older than `now` minus
+    the window is noted as stale."""
+    kr, kn = group_keys(reference, by), group_keys(recent, by)
+    names = sorted(set(kr) | set(kn))
+    sizes = {g: (int((kr == g).sum()), int((kn == g).sum())) for g in names}
+    compared = [g for g in names if min(sizes[g]) >= params.min_rows]
+    share = max(len(compared), 1)
+    gp = replace(params, ks_alpha=params.ks_alpha / share, alpha=params.alpha / share)
+    window = f"its last {window_hours:g} h" if window_hours is not None else "the recent file"
+    groups: list[GroupDrift] = []
+    reasons: list[str] = []
+    for g in names:
+        ref_g = reference[kr == g].reset_index(drop=True)
+        rec_g = recent[kn == g].reset_index(drop=True)
+        n_ref, n_rec = sizes[g]
+        span = _span(rec_g)
+        report = None
+        if g in compared:
+            report = compare(profile(ref_g, params), profile(rec_g, params), gp, per_model=by != "model")
+            code = CheckCode.DRIFT if report.retrain else CheckCode.OK
+            note = "; ".join(report.reasons) if report.retrain else "no drift"
+            reasons += [f"{by} {g}: {r}" for r in report.reasons]
+        elif n_ref == 0 and n_rec >= params.min_rows and new_is_reason:
+            code = CheckCode.MISSING
+            note = f"new {by}: {n_rec:,} recent rows, none in the reference (the predictors have never seen it)"
+            reasons.append(f"new {by} {g}: {n_rec:,} recent rows, none in the reference")
+        elif n_ref == 0 and window_hours is not None:
+            code = CheckCode.TOO_FEW
+            note = f"not compared: all {n_rec:,} rows are within {window}, none older to compare with"
+        else:
+            code = CheckCode.TOO_FEW
+            note = f"not compared: too few rows ({n_ref:,} reference, {n_rec:,} in {window}; need {params.min_rows:,} each)"
+        stale = now is not None and window_hours is not None and span[1] is not None
+        if stale and pd.Timestamp(span[1]) <= now - pd.Timedelta(hours=window_hours):
+            note += f"; stale: newest row {span[1][:19]}, before the dataset's last {window_hours:g} h"
+        groups.append(GroupDrift(g, code, note, n_ref, n_rec, span, report))
+    return MonitorReport(
+        retrain=bool(reasons), reasons=tuple(reasons), group_by=by, window_hours=window_hours,
+        reference_rows=len(reference), recent_rows=len(recent), groups=tuple(groups), params=plain(asdict(params)),
+    )  # fmt: skip
 
 
 def split_window(traces: pd.DataFrame, window_hours: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -415,7 +563,7 @@ def _fmt(x: float, spec: str = ".3f") -> str:
 
 def to_markdown(report: DriftReport) -> str:
     lines = [
-        f"# Drift: {'RETRAIN' if report.retrain else 'no retrain'}",
+        f"# Drift: {'retrain recommended' if report.retrain else 'no retrain needed'}",
         "",
         f"reference {report.reference_rows:,} rows ({report.reference_span[0]} .. {report.reference_span[1]}), "
         f"recent {report.recent_rows:,} rows ({report.recent_span[0]} .. {report.recent_span[1]})",
@@ -463,17 +611,85 @@ def psi_plot(report: DriftReport, path: Path, threshold: float) -> Path:
     return save_figure(fig, path)
 
 
-def summary(report: DriftReport, out: Path) -> str:
-    head = f"drift: {'RETRAIN' if report.retrain else 'no retrain'}  (reference {report.reference_rows:,} rows, recent {report.recent_rows:,} rows)"
+RETRAIN_RECOMMENDED = (
+    "retrain recommended (the Prefect `monitor` flow retrains on this; `beast monitor drift` only reports)"
+)
+NO_RETRAIN = "no retrain needed"
+
+
+def verdict(report: MonitorReport) -> str:
+    return RETRAIN_RECOMMENDED if report.retrain else NO_RETRAIN
+
+
+def basis(report: MonitorReport) -> str:
+    by = report.group_by
+    if report.window_hours is None:
+        return f"per {by}: the recent file's rows against the stored rows of the same {by}"
+    return f"per {by}: each {by}'s last {report.window_hours:g} h (to its own newest row) against its older rows"
+
+
+def summary(report: MonitorReport, out: Path) -> str:
     codes = ", ".join(f"{k} {v}" for k, v in report.codes().items())
     return "\n".join(
         [
-            head,
-            f"  checks: {codes}",
-            *[f"  - {r}" for r in report.reasons],
+            f"drift: {verdict(report)}",
+            f"  {basis(report)}; {len(report.groups)} {report.group_by}(s): {codes}",
+            *[f"  - {report.group_by} {g.group}: {g.code.value}: {g.note}" for g in report.groups],
             f"  report: {out / 'drift.md'}, {out / 'drift.json'}, {out / 'psi.png'}",
         ]
     )
+
+
+def grouped_markdown(report: MonitorReport) -> str:
+    by = report.group_by
+    lines = [
+        f"# Drift: {verdict(report)}",
+        "",
+        f"{basis(report)}. A {by} with fewer than {report.params.get('min_rows')} rows on a side is not compared "
+        "(`too_few`); the compared ones share the family-wise error (Bonferroni across them, Holm within one).",
+        "",
+    ]
+    lines += [f"- {r}" for r in report.reasons] + ([""] if report.reasons else [])
+    lines += [f"| {by} | code | rows ref / recent | recent span | note |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {g.group} | {g.code.value} | {g.reference_rows:,} / {g.recent_rows:,} | {g.recent_span[0]} .. {g.recent_span[1]} | {g.note} |"
+        for g in report.groups
+    ]
+    for g in report.groups:
+        if g.report is not None:
+            body = to_markdown(g.report).split("\n", 1)[1]  # without its own title
+            lines += ["", f"## {by} {g.group}: {g.code.value}", body.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def grouped_psi_plot(report: MonitorReport, path: Path, threshold: float) -> Path:
+    """PSI per compared group (rows) and feature (columns); a cross marks PSI >= threshold, blank = not tested."""
+    from core.plots import plt, save_figure  # Agg backend: no display needed
+
+    tested = [g for g in report.groups if g.report is not None]
+    if not tested:
+        fig, ax = plt.subplots(figsize=(6.5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no {report.group_by} had enough rows on both sides to compare", ha="center", va="center")
+        return save_figure(fig, path)
+    names = [f.feature for f in tested[0].report.features]
+    grid = np.array([[f.psi for f in g.report.features] for g in tested], dtype=float)
+    fig, ax = plt.subplots(figsize=(0.55 * len(names) + 3, 0.35 * len(tested) + 1.8))
+    shown = np.ma.masked_invalid(grid)
+    image = ax.imshow(
+        shown,
+        aspect="auto",
+        cmap="Reds",
+        vmin=0,
+        vmax=max(2 * threshold, float(np.nanmax(grid)) if np.isfinite(grid).any() else 0),
+    )
+    for i, j in zip(*np.nonzero(np.nan_to_num(grid) >= threshold), strict=True):
+        ax.text(j, i, "x", ha="center", va="center", color="black")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(tested)), [g.group for g in tested])
+    ax.set(title=f"PSI per {report.group_by} (x: >= {threshold:g})")
+    fig.colorbar(image, ax=ax, label="PSI (recent vs reference)")
+    return save_figure(fig, path)
 
 
 def read_recent_file(path: Path, params: MonitorParams) -> pd.DataFrame:
@@ -483,25 +699,29 @@ def read_recent_file(path: Path, params: MonitorParams) -> pd.DataFrame:
     return load_traces([path], params.prices)
 
 
-def main(recent: Path | None = None, params_file: Path | None = None) -> DriftReport:
-    """`beast monitor drift` / the `monitor` flow: read, compare, write drift.json / drift.md / psi.png, print a summary."""
+def main(recent: Path | None = None, params_file: Path | None = None) -> MonitorReport:
+    """`beast monitor drift` / the `monitor` flow: read, compare per model, write drift.json / drift.md /
+    psi.png, print a summary. It only reports: the Prefect `monitor` flow (pipelines/flows.py) is what
+    runs the retrain when `retrain` is true."""
     from traces.store import read_traces
 
     params = load_params(params_file, "monitor", MonitorParams)
     check_features(params.features)
     stored = read_traces(params.traces)
+    if stored.empty:
+        raise BeastError(f"{params.traces}: no stored traces to compare; ingest traces first")
     if recent is None:
-        reference, recent_rows = split_window(stored, params.window_hours)
+        reference, recent_rows = split_window_by(stored, params.window_hours, GROUP_BY)
+        now = pd.to_datetime(stored["timestamp"], utc=True).max()
+        report = grouped_report(reference, recent_rows, params, GROUP_BY, params.window_hours, now=now)
     else:
         recent_rows = read_recent_file(recent, params)
+        if recent_rows.empty:
+            raise BeastError(f"{recent}: no valid trace rows to compare")
         reference = stored[~stored["request_id"].isin(recent_rows["request_id"])].reset_index(drop=True)
-    if reference.empty or recent_rows.empty:
-        raise BeastError(
-            f"{params.traces}: nothing to compare ({len(reference):,} reference rows, {len(recent_rows):,} recent rows); ingest traces first"
-        )
-    report = drift_report(reference, recent_rows, params)
+        report = grouped_report(reference, recent_rows, params, GROUP_BY, None, new_is_reason=True)
     write_atomic(params.out / "drift.json", (report.to_json() + "\n").encode())
-    write_atomic(params.out / "drift.md", to_markdown(report).encode())
-    psi_plot(report, params.out / "psi.png", params.psi_threshold)
+    write_atomic(params.out / "drift.md", grouped_markdown(report).encode())
+    grouped_psi_plot(report, params.out / "psi.png", params.psi_threshold)
     print(summary(report, params.out))
     return report

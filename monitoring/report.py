@@ -453,7 +453,14 @@ def _recommend_html(rec: dict | None) -> str:
 def _drift_html(drift: dict | None) -> str:
     if not drift:
         return ""
-    verdict = ("RETRAIN: " + "; ".join(drift["reasons"])) if drift["retrain"] else "No retrain needed."
+    verdict = (
+        (
+            "Retrain recommended (the Prefect `monitor` flow acts on this; the report only reports): "
+            + "; ".join(drift["reasons"])
+        )
+        if drift["retrain"]
+        else "No retrain needed."
+    )
     head = h.note(
         f"Last {drift['window_hours']:.3g} h ({drift['recent_rows']:,} rows) against the {drift['reference_rows']:,} rows before. {verdict}",
         warn=drift["retrain"],

@@ -118,6 +118,7 @@ def ingest_task(files: list[str], key: str, params_file: str) -> dict:
     if store.has_ingest(params.out, ingest_id):  # stored by an attempt that died before its result was saved
         return {"ingest_id": ingest_id, "stored": None, "note": "already stored by an earlier attempt"}
     report = ingest([Path(f) for f in files], params, load_prices(params.prices), ingest_id=ingest_id)
+    get_run_logger().info(report.summary_line())
     return {
         "ingest_id": ingest_id,
         "rows_read": report.rows_read,

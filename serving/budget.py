@@ -9,7 +9,7 @@ remaining money lasts until the period ends::
      "budget_usd": 5000.0, "spent_usd": 1234.5, "updated_at": "2026-11-26T09:00:00Z"}
 
 Target rate (USD per hour) = max(budget_usd - spent_usd - what this router spent since it read the file, 0)
-/ hours from now to `period_end` (at least one minute). Writers replace the file atomically (`write_state`); readers re-read it when it changes and keep
+/ hours from now to `period_end` (at least one minute); a period that has ended is paced at 0 and the reason says so. Writers replace the file atomically (`write_state`); readers re-read it when it changes and keep
 the last good state (and say so) if it becomes unreadable. Stdlib only: a router in any language can
 implement this in a few lines.
 """
@@ -182,9 +182,20 @@ class BudgetFile:
         return max(self.current().remaining_usd - self.own_usd, 0.0)
 
     def target_usd_per_hour(self) -> float:
-        """What remains (after this router's own spend) over the hours left in the period."""
-        hours = max(
-            (self.current().period_end - dt.datetime.fromtimestamp(self.clock(), dt.UTC)).total_seconds() / 3600,
-            MIN_HOURS_LEFT,
-        )
+        """What remains (after this router's own spend) over the hours left in the period.
+
+        A period that has ended is never paced on: the rate is 0 (spend as little as possible: the budget
+        policy then picks the cheapest models) and `problem` says why, until a current state is written.
+        (Pacing what was left over the last minute allowed would spend it at once.)"""
+        state = self.current()
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        if now >= state.period_end:
+            ended = (
+                f"{self.path}: the budget period ended {state.period_end:%Y-%m-%dT%H:%M:%SZ}: not pacing on it "
+                "(rate 0, cheapest models) until a current budget-state file is written"
+            )
+            if self.problem is None or ended not in self.problem:
+                self.problem = ended if self.problem is None else f"{ended}; {self.problem}"
+            return 0.0
+        hours = max((state.period_end - now).total_seconds() / 3600, MIN_HOURS_LEFT)
         return self.remaining_usd() / hours

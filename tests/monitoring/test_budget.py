@@ -27,6 +27,7 @@ from monitoring.budget import (
 )
 from serving.budget import read_state
 from serving.router import Budget
+from traces.ledger import summarise
 
 AZURE = [ROOT / "data/sample/azure_conv.csv.gz", ROOT / "data/sample/azure_code.csv.gz"]
 T0 = pd.Timestamp("2026-01-05T00:00:00Z")  # a Monday
@@ -153,8 +154,16 @@ def test_budget_status_known_answers() -> None:
     assert (state.scope, state.budget_usd, state.spent_usd, state.remaining_usd) == ("a", 40.0, 35.0, 5.0)
 
 
-def test_status_command_writes_files_the_router_reads(tmp_path: Path) -> None:
+def test_status_command_replays_an_ended_period_without_touching_live_state(tmp_path: Path) -> None:
+    """The README example (`--at` in Nov 2023): every budget period containing --at is over, so the status is a
+    read-only replay: printed and in status.json, but no budget-state file is written or overwritten."""
+    from serving.budget import BudgetState, write_state
+
     at = "2023-11-16T18:45:00Z"
+    live = tmp_path / "all-daily.budget-state.json"  # what a live `status` wrote earlier: must survive
+    today = pd.Timestamp.now(tz="UTC").normalize().to_pydatetime()
+    write_state(live, BudgetState("all", today, today + pd.Timedelta(days=1), 200.0, 12.0, today))
+    before = live.read_bytes()
     out = subprocess.run(
         [
             sys.executable,
@@ -180,21 +189,76 @@ def test_status_command_writes_files_the_router_reads(tmp_path: Path) -> None:
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert "all-daily (all)" in out.stdout and "azure/conv" in out.stdout
+    assert "all-daily (all) | day 2023-11-16 (ended)" in out.stdout and "azure/conv" in out.stdout
+    assert "Ledger by model (requests before --at 2023-11-16T18:45:00Z)" in out.stdout
+    assert (
+        "budget all-daily: its day period 2023-11-16T00:00:00Z .. 2023-11-17T00:00:00Z ended before now" in out.stderr
+    )
+    assert "not written" in out.stderr and "0 budget-state file(s)" in out.stderr
+    assert live.read_bytes() == before and sorted(p.name for p in tmp_path.glob("*.budget-state.json")) == [live.name]
     doc = json.loads((tmp_path / "status.json").read_text())
     daily = next(b for b in doc["budgets"] if b["budget"]["name"] == "all-daily")
+    assert all(b["period_ended"] for b in doc["budgets"])
     assert doc["ledger"]["unknown_requests"] == 0 and doc["ledger"]["requests"] == 14854  # rows before 18:45 UTC
     assert daily["spent_usd"] == pytest.approx(doc["ledger"]["cost_usd"]) and daily["spent_usd"] == pytest.approx(
         14.71, abs=0.01
     )
+
+
+def test_status_writes_files_the_router_reads_while_the_period_is_open(tmp_path: Path, capsys) -> None:
+    """With the wall clock inside the period (here: `now` = --at), the budget-state files are written and the
+    router paces what is left over the hours left."""
+    from monitoring.budget import status_main
+
+    at = "2023-11-16T18:45:00Z"
+    statuses = status_main(ROOT / "params.yaml", at, AZURE, ROOT / "data/budgets.yaml", tmp_path, now=pd.Timestamp(at))
+    daily = next(s for s in statuses if s.budget.name == "all-daily")
     state = read_state(tmp_path / "all-daily.budget-state.json")
-    assert (state.scope, state.budget_usd, state.spent_usd) == ("all", 200.0, pytest.approx(daily["spent_usd"]))
+    assert (state.scope, state.budget_usd, state.spent_usd) == ("all", 200.0, pytest.approx(daily.spent_usd))
     assert state.period_end.isoformat() == "2023-11-17T00:00:00+00:00"
     now = pd.Timestamp(at).timestamp()
     policy = Budget(state_file=str(tmp_path / "all-daily.budget-state.json"), clock=lambda: now)
-    assert policy.budget == pytest.approx((200.0 - daily["spent_usd"]) / 5.25)  # USD per hour left in the day
+    assert policy.budget == pytest.approx((200.0 - daily.spent_usd) / 5.25)  # USD per hour left in the day
     for name in ("all-monthly", "tenant-a-weekly"):
         assert read_state(tmp_path / f"{name}.budget-state.json").budget_usd > 0
+    assert "3 budget-state file(s)" in capsys.readouterr().err
+
+
+def test_the_router_never_paces_on_an_ended_period_silently(tmp_path: Path) -> None:
+    """A state whose period is over (the README's replay, before this fix, left one in data/budget): the
+    router used to divide $185 by the one minute allowed (~$11,000/h). Now: rate 0 (cheapest models), said
+    in every decision's reason; a current state restores pacing."""
+    import datetime as dt
+
+    from serving.budget import BudgetState, write_state
+
+    path = tmp_path / "all-daily.budget-state.json"
+    start = dt.datetime(2023, 11, 16, tzinfo=dt.UTC)
+    write_state(path, BudgetState("all", start, start + dt.timedelta(days=1), 200.0, 14.71, start))
+    clock = [(start + dt.timedelta(days=800)).timestamp()]
+    policy = Budget(state_file=str(path), refresh_s=0.0, clock=lambda: clock[0])
+    assert policy.budget == 0.0
+    _, reason, _ = policy.choose(("cheap", "dear"), np.array([0.5, 0.9]), np.array([0.001, 0.01]))
+    assert "budget period ended 2023-11-17T00:00:00Z: not pacing on it" in reason and "$0/h" in reason
+    policy.record(0.001, clock[0])
+    assert policy.lam > 0.1  # pushed toward the cheapest models, never toward the dearest
+    now = dt.datetime.fromtimestamp(clock[0], dt.UTC)
+    write_state(path, BudgetState("all", now - dt.timedelta(hours=1), now + dt.timedelta(hours=9), 90.0, 0.0, now))
+    clock[0] += 1
+    _, reason, _ = policy.choose(("cheap", "dear"), np.array([0.5, 0.9]), np.array([0.001, 0.01]))
+    assert policy.budget == pytest.approx(10.0, rel=1e-3) and "ended" not in reason  # $90 over 9 h
+
+
+def test_status_without_at_says_up_to_now() -> None:
+    from monitoring.budget import format_status
+
+    rows = _rows([1, 2], [10.0, 20.0], ["a", "a"])
+    spec = BudgetSpec("a-day", "a", "day", 40.0)
+    st = budget_status(rows, spec, T0 + pd.Timedelta(hours=6), BudgetParams())
+    ledger = summarise(rows)
+    text = format_status([st], ledger, None, T0 + pd.Timedelta(hours=6))
+    assert "Ledger by model (requests up to now)" in text and "--at" not in text and "(ended)" not in text
+    assert "(ended)" in format_status([st], ledger, None, T0 + pd.Timedelta(days=2))
 
 
 def test_backtest_on_azure_traces(tmp_path: Path) -> None:

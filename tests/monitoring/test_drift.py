@@ -11,7 +11,20 @@ import pytest
 from conftest import ROOT
 from scipy import stats as sps
 
-from monitoring.drift import CheckCode, MonitorParams, compare, drift_report, ks, main, profile, psi, split_window
+from monitoring.drift import (
+    RETRAIN_RECOMMENDED,
+    CheckCode,
+    MonitorParams,
+    compare,
+    drift_report,
+    grouped_report,
+    ks,
+    main,
+    profile,
+    psi,
+    split_window,
+    split_window_by,
+)
 from traces.ingest import IngestParams, ingest
 from traces.store import read_traces
 from traces.synth import SynthParams, synth_frame, write_trace
@@ -179,18 +192,30 @@ def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
         IngestParams(out=tmp_path / "traces", quarantine=tmp_path / "q", metrics=None),
         load_prices(ROOT / "data" / "prices.yaml"),
     )
-    report = main(None, params_file)
-    assert report.recent_rows == int(last.sum()) and report.reference_rows == len(traces) - int(last.sum())
-    assert report.retrain and {f.feature: f.code for f in report.features}["chars"] is CheckCode.DRIFT
+    report = main(None, params_file)  # every model's last 6 h against its own older rows
+    assert report.group_by == "model" and report.recent_rows + report.reference_rows == len(traces)
+    compared = [g for g in report.groups if g.report is not None]
+    assert len(compared) >= 10 and report.retrain
+    chars = [{f.feature: f.code for f in g.report.features}["chars"] is CheckCode.DRIFT for g in compared]
+    assert sum(chars) >= 0.8 * len(
+        compared
+    )  # measured: 10 of the 11 models compared (the window holds ~40 rows of the 11th)
     data = json.loads((tmp_path / "monitor" / "drift.json").read_text())
-    assert data["retrain"] is True and [f["feature"] for f in data["features"]] == ["input_tokens", "chars", "hour"]
+    first = next(g for g in data["groups"] if g["report"])
+    assert data["retrain"] is True and [f["feature"] for f in first["report"]["features"]] == [
+        "input_tokens",
+        "chars",
+        "hour",
+    ]
     assert "| chars | drift |" in (tmp_path / "monitor" / "drift.md").read_text()
     assert (tmp_path / "monitor" / "psi.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "drift: RETRAIN" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"drift: {RETRAIN_RECOMMENDED}" in out and "RETRAIN" not in out.replace(RETRAIN_RECOMMENDED, "")
+    assert "`beast monitor drift` only reports" in out
     # an explicit recent file (validated by a throwaway ingest): reference = every stored row not in it
     recent = tmp_path / "recent.parquet"
     write_trace(
-        longer.iloc[::20].drop(
+        longer.iloc[::4].drop(  # ~540 rows per model: enough to compare each model with its stored rows
             columns=["extra", "cost_source", "row_hash", "source_file", "source_row", "ingest_id", "date"]
         ),
         recent,
@@ -200,5 +225,83 @@ def test_main_writes_json_markdown_png(tmp_path: Path, pool, capsys) -> None:
         f"monitor:\n  traces: {tmp_path / 'traces'}\n  out: {tmp_path / 'monitor2'}\n  features: [chars]\n  prices: {ROOT / 'data' / 'prices.yaml'}\n"
     )
     explicit = main(recent, other)
-    assert (explicit.recent_rows, explicit.reference_rows) == (1500, len(traces) - 1500)
-    assert explicit.retrain and explicit.features[0].code is CheckCode.DRIFT
+    assert (explicit.recent_rows, explicit.reference_rows) == (7500, len(traces) - 7500)
+    assert explicit.retrain and explicit.window_hours is None
+    compared = [g for g in explicit.groups if g.report is not None]  # >= 200 rows in the file: vs its stored rows
+    assert len(compared) >= 10 and all(g.recent_rows >= 200 for g in compared)
+    assert len(explicit.drifted()) >= 0.7 * len(compared)  # measured: 10 of the 13 compared (~400-540 rows each)
+    assert all("not compared: too few rows" in g.note for g in explicit.groups if g.report is None)
+
+
+# ------------------------------------------------------------------ per-model windows (the samples are several sources)
+
+
+def test_committed_samples_right_after_ingest_report_no_drift(sample_dataset: Path, tmp_path: Path, capsys) -> None:
+    """The committed samples are four sources of different dates (Azure Nov 2023, AlpacaEval Jan 2024, Mooncake
+    Jun 2024): one dataset-wide window held only Mooncake and called it drift. Per model, each history is
+    shorter than the 24 h window: nothing to compare, said so, and no model alarms."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(f"monitor:\n  traces: {sample_dataset}\n  out: {tmp_path / 'monitor'}\n")
+    report = main(None, params_file)
+    assert not report.retrain and report.reasons == () and report.drifted() == ()
+    assert len(report.groups) == 17 and report.codes() == {"too_few": 17}
+    assert "all 19,366 rows are within its last 24 h" in report.group("azure/conv").note
+    out = capsys.readouterr().out
+    assert out.startswith("drift: no retrain needed\n") and "model mooncake/conversation: too_few: not compared" in out
+    assert json.loads((tmp_path / "monitor" / "drift.json").read_text())["retrain"] is False
+
+
+@pytest.fixture(scope="module")
+def spread_samples(sample_traces) -> pd.DataFrame:
+    """The committed samples with each model's rows spread uniformly (seeded) over 3 days: every model then has a
+    reference, and its last day is a random third of its rows (the null holds)."""
+    rng = np.random.default_rng(11)
+    frame = sample_traces.copy()
+    start = pd.Timestamp("2024-03-01", tz="UTC")
+    frame["timestamp"] = start + pd.to_timedelta(rng.uniform(0, 3 * 86_400, len(frame)), unit="s")
+    return frame
+
+
+def test_a_shift_in_one_source_is_flagged_for_that_source_only(spread_samples: pd.DataFrame) -> None:
+    params = MonitorParams()
+    reference, recent = split_window_by(spread_samples, params.window_hours)
+    null = grouped_report(reference, recent, params, window_hours=params.window_hours)
+    compared = {g.group for g in null.groups if g.report is not None}
+    assert {"azure/conv", "azure/code", "mooncake/conversation"} <= compared and len(compared) >= 10
+    assert not null.retrain and null.drifted() == ()
+    # Azure conv's last day: prompts 40% longer (input tokens x1.4); every other model unchanged
+    shifted = recent.copy()
+    conv = (shifted["model"] == "azure/conv").to_numpy()
+    shifted.loc[conv, "input_tokens"] = (shifted.loc[conv, "input_tokens"] * 1.4).round().astype("Int64")
+    report = grouped_report(reference, shifted, params, window_hours=params.window_hours)
+    assert report.retrain and report.drifted() == ("azure/conv",)
+    assert all(r.startswith("model azure/conv: feature input_tokens") for r in report.reasons)
+    conv_checks = {f.feature: f.code for f in report.group("azure/conv").report.features}
+    assert conv_checks["input_tokens"] is CheckCode.DRIFT and conv_checks["latency_ms"] is not CheckCode.DRIFT
+
+
+def test_split_window_by_uses_each_groups_own_newest_row() -> None:
+    t = pd.DataFrame({
+        "timestamp": list(pd.date_range("2024-03-01", periods=48, freq="h", tz="UTC")) * 2,
+        "model": ["old"] * 48 + ["new"] * 48,
+    })  # fmt: skip
+    t.loc[t["model"] == "new", "timestamp"] += pd.Timedelta(days=30)
+    ref, rec = split_window_by(t, 24)
+    assert rec.groupby("model").size().to_dict() == {"new": 24, "old": 24}
+    assert ref.groupby("model").size().to_dict() == {"new": 24, "old": 24}
+    whole_ref, whole_rec = split_window(t, 24)  # one dataset-wide window: only the newer model is "recent"
+    assert set(whole_rec["model"]) == {"new"}
+
+
+def test_small_groups_say_so_and_a_new_model_counts_only_for_an_explicit_file() -> None:
+    params = MonitorParams(features=("input_tokens",), min_rows=200)
+    ref = _traces(3000, 0, model="a")
+    rec = pd.concat([_traces(400, 1, model="a"), _traces(50, 2, model="b"), _traces(300, 3, model="c")])
+    window = grouped_report(ref, rec.reset_index(drop=True), params, window_hours=24)
+    assert (
+        window.group("b").code is CheckCode.TOO_FEW and "all 50 rows are within its last 24 h" in window.group("b").note
+    )
+    assert window.group("c").code is CheckCode.TOO_FEW and not window.retrain
+    explicit = grouped_report(ref, rec.reset_index(drop=True), params, new_is_reason=True)
+    assert explicit.group("c").code is CheckCode.MISSING and explicit.group("b").code is CheckCode.TOO_FEW
+    assert explicit.retrain and explicit.reasons == ("new model c: 300 recent rows, none in the reference",)

@@ -109,13 +109,22 @@ def test_retrain_first_run_then_a_failure_resumes_without_recomputing(setup, mon
 
 
 def test_monitor_flow_sees_the_drift_and_runs_retrain(setup) -> None:
-    """The samples' newest day is Mooncake traffic the older Azure / AlpacaEval rows never showed: drift, so
-    `monitor` runs `retrain` as a subflow (a new run key: the previous retrain completed)."""
+    """Right after training the samples show no drift (each model is compared with its own history); a recent
+    file of 300 rows from a model the training data never saw is drift, so `monitor` runs `retrain` as a
+    subflow (a new run key: the previous retrain completed)."""
+    from conftest import good_row, write_jsonl
+
     from pipelines.flows import monitor
 
     tmp, params = setup
-    out = monitor(params)
-    assert out["retrain"] is True and any("mooncake/conversation" in r for r in out["reasons"])
+    quiet = monitor(params)
+    assert quiet["retrain"] is False and "summary" not in quiet
+    rows = [good_row(i, model="brand-new-model", cost_usd=0.001, request_id=f"new-{i}") for i in range(300)]
+    recent = write_jsonl(tmp / "recent-new-model.jsonl", rows)
+    out = monitor(params, recent=str(recent))
+    assert out["retrain"] is True and out["reasons"] == [
+        "new model brand-new-model: 300 recent rows, none in the reference"
+    ]
     assert out["summary"]["resumed"] is False and {t["version"] for t in out["summary"]["trained"].values()} == {"3"}
     assert (tmp / "monitor" / "drift.json").exists() or any(tmp.rglob("drift.json"))
 
