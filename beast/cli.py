@@ -38,7 +38,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     ),
     "bench": (
         "Speed benchmarks",
-        "Speed benchmarks, each next to a plain baseline: ingest, training, routing, serving, scale-out.",
+        "Speed benchmarks, each next to a plain baseline: ingest, training, routing, serving, scale-out, CLI start-up.",
     ),
 }
 
@@ -190,21 +190,31 @@ def _bench_serve(args: argparse.Namespace) -> int:
     from benchmarks.serve import main
 
     result = main(
-        args.bundle, seconds=args.seconds, concurrency=args.concurrency, batch=args.batch, malformed=args.malformed
+        args.bundle,
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        batch=args.batch,
+        malformed=args.malformed,
+        workers=args.workers,
+        slow_clients=args.slow_clients,
+        baseline=args.baseline,
     )
     return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.http import make_server
-    from serving.router import Router
+    from serving.http import ServeOptions, serve
 
-    server = make_server(Router.load(args.bundle, args.budget_file), args.host, args.port)
-    print(f"routing on http://{args.host}:{server.server_port}/route (GET /health); Ctrl-C stops", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        backlog=args.backlog,
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_request=args.timeout_request,
+        limit_concurrency=args.limit_concurrency,
+    )
+    serve(args.bundle, args.budget_file, options)
     return EXIT_OK
 
 
@@ -245,6 +255,18 @@ def _bench_scale(args: argparse.Namespace) -> int:
         params_file=args.params,
     )
     return EXIT_OK
+
+
+def _bench_startup(args: argparse.Namespace) -> int:
+    from benchmarks.startup import main
+
+    extra = []
+    if args.every_help:  # every command's --help, from the tree itself
+        for name, sub in _commands(_parser()).items():
+            leaves = _commands(sub)
+            extra += [(name, leaf, "--help") for leaf in leaves] if leaves else [(name, "--help")]
+    results = main(runs=args.runs, extra=extra, as_json=args.json)
+    return EXIT_STRICT if any(r.exit_code for r in results) else EXIT_OK
 
 
 def _gate(args: argparse.Namespace) -> int:
@@ -406,6 +428,31 @@ def _stack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def version_text() -> str:
+    """`beast --version`: the package, the bundle schema it writes and reads, and the trace contract, one line each."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from serving.bundle import SCHEMA_VERSION
+    from traces.contract import CONTRACT_VERSION
+
+    try:
+        package = version("beast-mode")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        package = "unknown (not installed)"
+    return f"beast-mode {package}\nbundle schema_version {SCHEMA_VERSION}\ntrace contract v{CONTRACT_VERSION}"
+
+
+class _Version(argparse.Action):
+    """--version as argparse's own, but the text is built (and its modules imported) only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The commands under `parser` by name, in the order they were added ({} for a leaf command)."""
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
@@ -426,9 +473,12 @@ def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="beast",
-        usage="beast [-h] COMMAND ...",
+        usage="beast [-h] [-V] COMMAND ...",
         epilog="Run `beast COMMAND --help` (in a group: `beast GROUP COMMAND --help`) for the options and an example of each command.",
         formatter_class=fmt,
+    )
+    parser.add_argument(
+        "-V", "--version", action=_Version, help="print the package, bundle schema and trace contract versions"
     )
     # argparse would list all commands in one flat section: the descriptions list them instead (set at the end)
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help=argparse.SUPPRESS, prog="beast")
@@ -482,7 +532,8 @@ def _parser() -> argparse.ArgumentParser:
         top,
         "ingest",
         "Validate traces (contract v1), quarantine bad rows, store Parquet.",
-        "Validate trace files against contract v1, quarantine bad rows with a reason, store the rest as Parquet.",
+        "Validate trace files against contract v1, quarantine bad rows with a reason, store the rest as Parquet. "
+        "On a terminal, progress (file k of n, rows read) shows on stderr; piped, only the summary is printed.",
         "beast ingest data/sample/*.parquet data/sample/*.jsonl.gz --out data/traces",
         _ingest,
         "`ingest`",
@@ -492,7 +543,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         type=Path,
         metavar="PATH",
-        help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet",
+        help="trace files: .jsonl/.ndjson/.csv (optionally .gz) or .parquet (CSV: comma, semicolon or tab); a folder "
+        "stands for the trace files directly in it, sorted by name (not its subfolders; hidden files skipped)",
     )
     p.add_argument(
         "--prices",
@@ -503,7 +555,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quarantine", type=Path, help="directory for quarantined rows (default: params.yaml ingest.quarantine)"
     )
-    p.add_argument("--strict", action="store_true", help="store nothing and exit 1 if any row breaks the contract")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="store nothing and exit 1 if any row breaks the contract (the summary then says 0 stored; the quarantine "
+        "file is still written)",
+    )
     p.add_argument(
         "--ingest-id",
         help="name this ingest (files are named after it; must be new). Default: UTC time + random suffix",
@@ -519,7 +576,8 @@ def _parser() -> argparse.ArgumentParser:
         top,
         "train",
         "Fit, evaluate and register the quality / cost / cache predictors.",
-        "Fit, evaluate (held out, against baselines), save and register the quality / cost / cache predictors.",
+        "Fit, evaluate (held out, against baselines), save and register the quality / cost / cache predictors. "
+        "On a terminal, the predictor being fitted (k of n) shows on stderr; piped, only the results are printed.",
         "beast train all            # or: beast train quality --traces data/traces --no-register",
         _train,
         "`train`, `features`, `dask`",
@@ -544,7 +602,8 @@ def _parser() -> argparse.ArgumentParser:
         top,
         "tune",
         "Optuna study per predictor, then default vs tuned.",
-        "Optuna study per predictor (TPE + pruning, resumable storage), then default vs tuned on the test side.",
+        "Optuna study per predictor (TPE + pruning, resumable storage), then default vs tuned on the test side. "
+        "On a terminal, progress (trial k of n, pruned or not, best so far, seconds) shows on stderr; piped, only the verdicts are printed.",
         "beast tune cache --trials 30\n  beast tune cost --trials 40 --workers 2 --storage postgresql+psycopg2://beast@127.0.0.1:5433/optuna   # after `make stack`",
         _tune,
         "`tune`, `train`, `features`, `dask`",
@@ -616,9 +675,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command(
         top,
         "serve",
-        "Serve POST /route and GET /health on localhost.",
-        "Serve POST /route (JSON request -> JSON decision) and GET /health on localhost for routers in other languages.",
-        "beast serve --bundle bundle --port 8808",
+        "Serve POST /route, GET /health and GET /metrics (uvicorn, worker processes).",
+        "Serve POST /route (JSON request or batch -> JSON decisions), GET /health and GET /metrics (Prometheus) with uvicorn worker processes; BEAST_ROUTER_TOKEN set: /route and /metrics need `Authorization: Bearer <token>`.",
+        "beast serve --bundle bundle --port 8808 --workers 2",
         _serve,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz (verified on load)")
@@ -627,8 +686,37 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="route with the budget policy, paced by this remaining-budget file (format: serving/budget.py)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; another address without BEAST_ROUTER_TOKEN warns)",
+    )
     p.add_argument("--port", type=int, default=8808, help="port (default: 8808; 0 = any free port)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each loading the bundle (state is per worker; default: 1)",
+    )
+    p.add_argument("--backlog", type=int, default=2048, help="listen backlog (default: 2048)")
+    p.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default: 5)",
+    )
+    p.add_argument(
+        "--timeout-request",
+        type=float,
+        default=10.0,
+        help="seconds to receive a whole request, headers and body, else 408 and close (slow clients; default: 10)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1024,
+        help="connections + requests per worker; beyond it 503 at once (default: 1024)",
+    )
 
     p = command(
         top,
@@ -863,8 +951,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command(
         monitor,
         "drift",
-        "Drift of recent traces vs the training data: retrain or not.",
-        "Drift of recent traces against the training data (PSI + KS per feature, error-rate and cost shifts) and the retrain decision.",
+        "Drift of recent traces vs the training data, per model: reports only.",
+        "Drift of recent traces against the training data, per model (each model's last monitor.window_hours against its own older rows: PSI + KS per feature, error-rate and cost shifts) and whether a retrain is recommended. It only reports: the Prefect `monitor` flow (beast deploy) is what runs the retrain.",
         "beast monitor drift         # or: beast monitor drift recent.jsonl.gz",
         _monitor_drift,
         "`monitor`",
@@ -909,14 +997,18 @@ def _parser() -> argparse.ArgumentParser:
         "budget",
         "Budgets: spend, forecast and alerts (status), or a backtest.",
         "Cost ledger and budgets: `status` = spend, remaining, forecast end-of-period spend with an interval, alerts, and a remaining-budget file per budget for routers; `backtest` = forecast error on the Azure traces.",
-        "beast monitor budget status --at 2023-11-16T18:45:00Z --traces data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz",
+        "beast monitor budget status --at 2023-11-16T18:45:00Z --traces data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz --out data/budget-replay",
         _budget,
         "`budget`",
     )
     p.add_argument(
         "action", nargs="?", default="status", choices=("status", "backtest"), help="what to do (default: status)"
     )
-    p.add_argument("--at", help="status as of this time, RFC 3339 (default: now); later rows are ignored")
+    p.add_argument(
+        "--at",
+        help="status as of this time, RFC 3339 (default: now); later rows are ignored. A budget whose period has "
+        "ended before now is a read-only replay: printed and in status.json, its budget-state file is not written",
+    )
     p.add_argument(
         "--traces",
         nargs="+",
@@ -1084,14 +1176,23 @@ def _parser() -> argparse.ArgumentParser:
     p = command(
         bench,
         "serve",
-        "`beast serve` under load from a second process.",
-        "Benchmark: `beast serve` in a second process under a bounded load (keep-alive POSTs, some malformed): decisions/s, p50/p95/p99, errors.",
-        "beast bench serve --bundle data/bundle --seconds 10 --concurrency 4 --batch 32",
+        "`beast serve` under wrk load: clean, then malformed + slow clients.",
+        "Benchmark: `beast serve` in a second process under wrk (needs wrk: apt-get install -y wrk): a clean run, then the same load with malformed POSTs and slow clients: decisions/s, p50/p95/p99, errors.",
+        "beast bench serve --bundle data/bundle --seconds 10 --concurrency 16 --workers 2",
         _bench_serve,
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder or .tar.gz")
-    p.add_argument("--seconds", type=float, default=10.0, help="load duration (default: 10)")
-    p.add_argument("--concurrency", type=int, default=4, help="client connections (default: 4)")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each run (default: 10)")
+    p.add_argument("--concurrency", type=int, default=16, help="wrk keep-alive connections (default: 16)")
+    p.add_argument("--workers", type=int, default=2, help="`beast serve --workers` (default: 2)")
+    p.add_argument(
+        "--slow-clients", type=int, default=50, help="connections dribbling a body in the hostile run (default: 50)"
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a module file with make_server(router, host, port) (e.g. the old ThreadingHTTPServer module) measured first",
+    )
     p.add_argument("--batch", type=int, default=1, help="requests per POST (a JSON array when > 1; default: 1)")
     p.add_argument(
         "--malformed", type=float, default=0.05, help="share of broken POSTs, which must get 4xx (default: 0.05)"
@@ -1137,6 +1238,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("/tmp/bench_scale.json"), help="results JSON (default: /tmp/bench_scale.json)"
     )
+
+    p = command(
+        bench,
+        "startup",
+        "`beast` start-up time per command vs `python -c pass`.",
+        "Benchmark: start-up time of `beast --help`, `--version`, `metrics`, `traces contract` and `route --help` "
+        "(median of --runs fresh processes each, interleaved), as a ratio to `python -c pass` in the same run; goal < 1 s. "
+        "Exit 1 if a measured command fails.",
+        "beast bench startup --runs 7            # or: beast bench startup --every-help --json",
+        _bench_startup,
+    )
+    p.add_argument("--runs", type=int, default=7, help="timed runs per command, after one warm-up (default: 7)")
+    p.add_argument("--every-help", action="store_true", help="also time `<command> --help` for every command")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (only the JSON on stdout)")
 
     for name, sub in groups.items():
         top.choices[

@@ -1,1 +1,1 @@
-"""Speed benchmarks (`beast bench ...`): ingest, training, routing, serving and scale-out, each vs a baseline."""
+"""Speed benchmarks (`beast bench ...`): ingest, training, routing, serving, scale-out and CLI start-up, each vs a baseline."""

@@ -67,8 +67,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, PositiveShare
 from models.common import Evaluation, Split, TooLittleData, TuningProblem, time_split, train_booster
+from models.params import CacheParams
 
 FEATURES: tuple[str, ...] = (
     "input_tokens",
@@ -86,33 +86,6 @@ FEATURES: tuple[str, ...] = (
     "rate_60s",
 )
 RATE_WINDOW_S = 60.0
-
-
-@dataclass(frozen=True)
-class CacheParams:
-    """Mirrors params.yaml -> train.cache."""
-
-    horizon_s: Positive = 300.0
-    holdout_fraction_of_time: Fraction = 0.25
-    num_leaves: AtLeastTwo = 31
-    learning_rate: Positive = 0.05
-    num_boost_round: Count = 300
-    min_data_in_leaf: Count = 20
-    feature_fraction: PositiveShare = 1.0
-    lambda_l2: NonNegative = 0.0
-    seed: NonNegativeInt = 0
-
-    def booster_params(self) -> dict[str, object]:
-        return {
-            "objective": "binary",
-            "num_leaves": self.num_leaves,
-            "learning_rate": self.learning_rate,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "feature_fraction": self.feature_fraction,
-            "lambda_l2": self.lambda_l2,
-            "seed": self.seed,
-            "num_threads": 1,  # ~10k rows: one thread is fastest, and OpenMP spin-waits on a busy machine
-        }
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # imported where used: `beast metrics` reads an Evaluation without LightGBM, numpy or pandas
+    import lightgbm as lgb
+    import numpy as np
+    import pandas as pd
 
 
 class TooLittleData(ValueError):
@@ -36,6 +38,8 @@ class Split:
 
 def _unit_hash(keys: pd.Series, salt: str) -> np.ndarray:
     """Stable value in [0, 1) per key (sha256 of salt + key): the same key always lands on the same side."""
+    import numpy as np
+
     uniq, inverse = np.unique(keys.astype(str).to_numpy(), return_inverse=True)
     vals = np.array([int.from_bytes(hashlib.sha256(f"{salt}:{k}".encode()).digest()[:8], "big") / 2**64 for k in uniq])
     return vals[inverse]
@@ -66,6 +70,8 @@ def train_booster(
     callbacks: Sequence[object] = (),
 ) -> lgb.Booster:
     """Fit a Booster; `feature_pre_filter` off so tuned `min_data_in_leaf` values are honoured."""
+    import lightgbm as lgb
+
     ds_params = {"feature_pre_filter": False}
     train = lgb.Dataset(
         X, label=y, categorical_feature=list(categorical) or "auto", params=ds_params, free_raw_data=False

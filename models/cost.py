@@ -26,35 +26,17 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, PositiveShare
 from features.build import token_features
 from features.model_cards import category_codes
 from features.prompt import prompt_features
 from models.common import Evaluation, Split, TuningProblem, group_split, train_booster
+from models.params import CostParams
 from traces.contract import STATUS_OK
 from traces.prices import PriceTable, price_rows
 
 CATEGORICAL: tuple[str, ...] = ("model", "task")
 HEADS: tuple[str, ...] = ("p50", "p90", "mean")
 MIN_CALIBRATION_ROWS = 50  # fewer calibration rows of a model -> it gets the all-model P90 shift
-
-
-@dataclass(frozen=True)
-class CostParams:
-    """Mirrors params.yaml -> train.cost."""
-
-    azure_holdout_minutes: Positive = 30.0
-    alpaca_test_fraction: Fraction = 0.2
-    num_leaves: AtLeastTwo = 31
-    learning_rate: Positive = 0.2
-    num_boost_round: Count = 60
-    min_data_in_leaf: Count = 20
-    feature_fraction: PositiveShare = 1.0
-    lambda_l2: NonNegative = 0.0
-    seed: NonNegativeInt = 0
-    time_split_models: tuple[str, ...] = ("azure/conv", "azure/code")  # evaluated on a time split ("azure.")
-    split_salt: str = "beast"  # group_split salt for the prompt-grouped rows ("alpaca.")
-    p90_calibration_fraction: Fraction = 0.2  # share of the train side held out to calibrate P90; 0 = off
 
 
 # ------------------------------------------------------------------------------------------ features

@@ -23,58 +23,15 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, PositiveShare
 from features.build import FeatureParams, FeatureSpec, build_features, fit_features
 from features.context import CONTEXT_FEATURES
 from features.model_cards import MODEL_FEATURES, ModelCard
 from models.calibration import PolicyCalibration, calibrate_tradeoff
 from models.common import Evaluation, Split, TooLittleData, TuningProblem, group_split, train_booster
+from models.params import QualityParams
 from traces.prices import PriceTable
 
 HEADS = ("shared", "per_model")
-
-
-@dataclass(frozen=True)
-class QualityParams:
-    """Mirrors params.yaml -> train.quality."""
-
-    test_fraction: Fraction = 0.2
-    valid_fraction: Fraction = 0.2  # of the training prompts, to choose heads and stop early
-    heads: str = "auto"  # shared | per_model | auto
-    num_leaves: AtLeastTwo = 15
-    learning_rate: Positive = 0.03
-    num_boost_round: Count = 600
-    early_stopping_rounds: NonNegativeInt = 50
-    min_data_in_leaf: Count = 40
-    feature_fraction: PositiveShare = 0.7
-    bagging_fraction: PositiveShare = 0.8
-    bagging_freq: NonNegativeInt = 1
-    lambda_l2: NonNegative = 1.0
-    knn_k: Count = 25
-    ece_bins: Count = 10
-    seed: NonNegativeInt = 0
-    prior_fallback: bool = True  # validation says the heads beat no per-model mean: ship the means (constant heads)
-    fallback_z: NonNegative = 1.645  # the heads must beat the prior's validation log loss by this many standard errors
-    fallback_cv_prompts: NonNegativeInt = (
-        2000  # up to this many training prompts, that test scores every prompt (k-fold, rounds fixed)
-    )
-    fallback_folds: AtLeastTwo = 5
-    policy_quality_share: Fraction = (
-        0.95  # the bundle's tradeoff lambda: cheapest routing at >= this share of the best model's quality
-    )
-
-    def lgb_params(self) -> dict[str, object]:
-        keep = (
-            "num_leaves",
-            "learning_rate",
-            "min_data_in_leaf",
-            "feature_fraction",
-            "bagging_fraction",
-            "bagging_freq",
-            "lambda_l2",
-            "seed",
-        )
-        return {"objective": "cross_entropy", "metric": "cross_entropy"} | {k: getattr(self, k) for k in keep}
 
 
 @dataclass(frozen=True)

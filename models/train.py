@@ -10,28 +10,28 @@ params.yaml `train` (+ `features`) read once, traces read through `traces.store`
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-import lightgbm as lgb
-import pandas as pd
-
-from core import plots
 from core.cluster import ClusterParams, use_dask
 from core.cluster import client as cluster_client
 from core.config import load_params
 from core.errors import BeastError
 from core.files import write_atomic
-from features.build import FeatureParams, build_features
-from features.distributed import read_dataset, stored_rows
-from features.model_cards import load_cards
-from models import cache, cost, quality
 from models.common import Evaluation, TooLittleData
-from traces.load import load_traces
-from traces.prices import PriceTable, load_prices
+from models.params import CacheParams, CostParams, QualityParams
+
+if TYPE_CHECKING:  # the rest is imported where used: `beast metrics` (TrainParams, metrics_summary) stays light
+    import lightgbm as lgb
+    import pandas as pd
+
+    from features.build import FeatureParams
+    from traces.prices import PriceTable
 
 PREDICTORS = ("quality", "cost", "cache")
 
@@ -47,9 +47,9 @@ class TrainParams:
     metrics: Path = Path("data/metrics")
     plots: Path = Path("data/plots")  # <predictor>/*.png
     register: bool = True
-    quality: quality.QualityParams = field(default_factory=quality.QualityParams)
-    cost: cost.CostParams = field(default_factory=cost.CostParams)
-    cache: cache.CacheParams = field(default_factory=cache.CacheParams)
+    quality: QualityParams = field(default_factory=QualityParams)
+    cost: CostParams = field(default_factory=CostParams)
+    cache: CacheParams = field(default_factory=CacheParams)
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,15 @@ class Inputs:
     @cached_property
     def traces(self) -> pd.DataFrame:
         """Read on first use: a predictor trained on Dask never holds the whole dataset in this process."""
+        from traces.load import load_traces
+
         return load_traces(list(self.paths), self.params.prices)
 
     @cached_property
     def on_dask(self) -> bool:
         """A single dataset folder with at least `dask.auto_rows` rows (or `dask.engine: dask`) trains on Dask."""
+        from features.distributed import stored_rows
+
         folder = len(self.paths) == 1 and self.paths[0].is_dir()
         if self.cluster.engine == "dask" and not folder:
             raise BeastError(
@@ -89,6 +93,10 @@ class Inputs:
 
 
 def _quality(inp: Inputs) -> Trained:
+    from features.build import build_features
+    from features.model_cards import load_cards
+    from models import quality
+
     predictor, evaluation = quality.fit_and_evaluate(
         inp.traces, inp.params.quality, inp.features, load_cards(inp.cards_path), inp.prices
     )
@@ -108,9 +116,12 @@ def _quality(inp: Inputs) -> Trained:
 
 
 def _cost(inp: Inputs) -> Trained:
+    from models import cost
+
     if inp.on_dask:
         from distributed import KilledWorker
 
+        from features.distributed import read_dataset
         from models import cost_dask
 
         try:
@@ -135,6 +146,8 @@ def _cost(inp: Inputs) -> Trained:
 
 
 def _cache(inp: Inputs) -> Trained:
+    from models import cache
+
     predictor, evaluation = cache.fit_and_evaluate(inp.traces, inp.params.cache)
     example = cache.cache_features(cache.select_rows(inp.traces).head(5))[list(predictor.feature_names)]
     side = {"feature_names": list(predictor.feature_names), "horizon_s": inp.params.cache.horizon_s}
@@ -145,6 +158,10 @@ TRAINERS: dict[str, Callable[[Inputs], Trained]] = {"quality": _quality, "cost":
 
 
 def _plots(name: str, trained: Trained, folder: Path) -> dict[str, Path]:
+    import pandas as pd
+
+    from core import plots
+
     first = next(iter(trained.boosters.values()))
     out = {
         "plots/importance.png": plots.importance_plot(first, folder / "importance.png", f"{name}: feature importance")
@@ -199,6 +216,19 @@ def metrics_summary(folder: Path) -> str:
     return "\n\n".join(parts) if parts else f"no predictor metrics in {folder}: run `beast train` (or `make run`)"
 
 
+def progress_line(stream: TextIO) -> Callable[[str], None]:
+    """Progress on one rewritten line of a terminal (an empty message clears it); nothing when `stream` is piped
+    or a file, so logs hold only the results."""
+    if not stream.isatty():
+        return lambda _: None
+
+    def show(message: str) -> None:
+        stream.write("\r\x1b[K" + message)
+        stream.flush()
+
+    return show
+
+
 @dataclass(frozen=True)
 class TrainResult:
     name: str
@@ -217,6 +247,9 @@ def main(
     """`beast train`: each named predictor in turn; prints its metrics table, files and registered version.
     The cost predictor trains on Dask when `engine` (or params.yaml `dask.engine`) says so; quality and cache
     always train in this process (their rows: judge-labelled prompts and prefix-block traces, not all traffic)."""
+    from features.build import FeatureParams
+    from traces.prices import load_prices
+
     params = load_params(params_file, "train", TrainParams)
     cluster = load_params(params_file, "dask", ClusterParams)
     if engine is not None:
@@ -231,12 +264,16 @@ def main(
         cluster,
     )
     results = []
-    for name in which:
+    progress = progress_line(sys.stderr)
+    for k, name in enumerate(which, 1):
         started = time.perf_counter()
+        progress(f"train {name} ({k}/{len(which)}): fit and evaluate ...")
         try:
             trained = TRAINERS[name](inputs)
         except TooLittleData as exc:
             raise BeastError(f"train {name}: {exc}; nothing was written") from None
+        finally:
+            progress("")
         files = write_outputs(name, trained, params)
         print(f"\n== {name}: {time.perf_counter() - started:.1f} s ==\n{trained.evaluation.table()}")
         for note in trained.evaluation.notes:

@@ -38,7 +38,7 @@ GROUPS = {
     "eval": ["routing", "replay"],
     "monitor": ["drift", "report", "budget", "recommend"],
     "cache": ["sim", "tiers", "semantic"],
-    "bench": ["ingest", "train", "route", "serve", "scale"],
+    "bench": ["ingest", "train", "route", "serve", "scale", "startup"],
 }
 LEAVES = [(name,) for name in STAGES] + [(group, name) for group, names in GROUPS.items() for name in names]
 NO_PARAMS = {
@@ -51,6 +51,7 @@ NO_PARAMS = {
     ("bench", "ingest"),
     ("bench", "route"),
     ("bench", "serve"),
+    ("bench", "startup"),
 }
 
 # The flat names of 0.1, kept as hidden aliases until 0.2: old name -> new command path (written out here, not
