@@ -13,7 +13,10 @@ A bundle is a directory (and a ``.tar.gz`` of it) written by `models/export.py`:
     policy.json                     the default routing policy config
 
 `verify` trusts nothing but the manifest: every listed file must exist with its size and sha256, and no
-other file may be present. `extract` unpacks an archive without letting a member escape its folder.
+other file may be present. `extract` unpacks an archive without letting a member escape its folder. `load`
+(what every command's ``--bundle`` goes through) takes a folder, a symlink to one (resolved once; symlinks
+inside the bundle are refused), or the ``.tar.gz`` (extracted into a private temporary folder that is removed
+at exit); a path that does not exist is "<path>: bundle not found".
 
 Optional signature: when `BEAST_BUNDLE_KEY` is set at export, `signature.json` holds an HMAC-SHA256 of the
 exact manifest bytes under that key (the manifest pins every other file by sha256, so this signs the whole
@@ -24,6 +27,7 @@ This module is the router side: stdlib only, no mlflow / optuna / prefect / ligh
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
@@ -381,11 +385,36 @@ def extract(archive: Path, dest: Path, max_bytes: int = MAX_BYTES, key: bytes | 
     return dest
 
 
+def _private_folder() -> Path:
+    """A new folder only this user can enter (mode 0700), removed when the process that made it exits (not
+    when a forked worker exits: the parent and the other workers may still read it)."""
+    folder = Path(tempfile.mkdtemp(prefix="beast-bundle-"))
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    return folder
+
+
 def load(path: Path, dest: Path | None = None, key: bytes | None = None) -> Bundle:
-    """A verified bundle (signed with `key` when given) from a folder, or from a ``.tar.gz`` extracted into `dest`."""
+    """A verified bundle (signed with `key` when given) from a folder (a symlink to one is followed), or from a
+    ``.tar.gz`` extracted into `dest` -- by default into a private temporary folder removed at exit (the same
+    member checks, size cap and verification as `extract`). A path that does not exist: "<path>: bundle not
+    found"."""
     path = Path(path)
-    if path.is_dir():
-        return verify(path, key)
-    if dest is None:
-        raise BundleError(f"{path}: an archive needs a destination folder to extract into")
-    return verify(extract(path, dest, key=key), key)
+    if not path.exists():  # also a dangling symlink
+        raise BundleError(f"{path}: bundle not found")
+    if path.is_dir():  # a symlink to a folder (`current -> v3`) is resolved once: every read is of one version
+        return verify(path.resolve() if path.is_symlink() else path, key)
+    if dest is not None:
+        return verify(extract(path, dest, max_bytes=MAX_BYTES, key=key), key)
+    private = _private_folder()
+    try:
+        bundle = verify(extract(path, private / "bundle", max_bytes=MAX_BYTES, key=key), key)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
+    return bundle

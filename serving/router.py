@@ -33,7 +33,12 @@ from features.text import TextSpec, text_vector
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
 
-MAX_TOKENS = 2**63 - 1  # the contract's int64; beyond it log1p / float64 overflow
+# The largest input a request may claim: no candidate reads more. The model cards (data/models.yaml), the price
+# table and the bundle carry no context-window sizes, so this is a documented constant above the largest
+# context window of any current model (2M tokens). A larger `input_tokens` is refused (ValueError: an HTTP
+# 400); a prompt whose estimate (ceil(chars / 4)) is larger is counted as this many tokens, so a predicted
+# cost -- and what the budget policy is charged for one request -- is bounded by this many input tokens.
+MAX_INPUT_TOKENS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,11 @@ class RouteRequest:
                 raise ValueError(f"{key}: expected text or null, got {type(d[key]).__name__}")
         tokens = d.get("input_tokens")
         if tokens is not None and (
-            isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_TOKENS
+            isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_INPUT_TOKENS
         ):
-            raise ValueError(f"input_tokens: expected an integer in 0..{MAX_TOKENS}, got {tokens!r}")
+            raise ValueError(
+                f"input_tokens: expected an integer in 0..{MAX_INPUT_TOKENS} (the largest context a candidate takes), got {tokens!r}"
+            )
         ts = d.get("timestamp")
         return cls(d.get("prompt"), tokens, d.get("task"), None if ts is None else parse_timestamp(ts))
 
@@ -207,7 +214,9 @@ class Budget(Policy):
         )
 
     def record(self, usd: float, now: float) -> None:
-        """Account a decision's predicted cost and move lam toward the budget rate."""
+        """Account a decision's predicted cost and move lam toward the budget rate (a cost that is not a finite
+        number >= 0 is accounted as 0: one bad prediction must not poison the pace for good)."""
+        usd = float(usd) if math.isfinite(usd) and usd > 0 else 0.0
         self._spend.append((now, usd))
         self._sum += usd
         if self.file is not None:
@@ -268,16 +277,147 @@ class CircuitBreaker:
 def budget_file_policy(config: Mapping[str, object], state_file: Path) -> dict[str, object]:
     """`config` switched to the budget policy paced by `state_file` (its lam / gain / window kept when it
     already was a budget policy; fallback order and breaker kept either way)."""
+    check_policy_config(config)  # a config of the wrong shape: one clear line, not a traceback
     args = dict(config.get("args") or {}) if config.get("name") == "budget" else {}
     args.pop("usd_per_hour", None)
     return dict(config) | {"name": "budget", "args": args | {"state_file": str(state_file)}}
 
 
+@dataclass(frozen=True)
+class ArgRule:
+    """What one policy / breaker setting accepts (the same rules as serving/js/beast-router.mjs `ARG_RULES`):
+    a finite JSON number (never a bool, text or NaN / infinity) within the bounds, an integer when `integer`,
+    text when `text`; null only when `nullable`."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    integer: bool = False
+    text: bool = False
+    nullable: bool = False
+
+    def check(self, where: str, value: object) -> object:
+        if value is None:
+            if self.nullable:
+                return None
+            raise BundleError(f"{where} must not be null")
+        if self.text:
+            if not isinstance(value, str):
+                raise BundleError(f"{where} must be text{' or null' if self.nullable else ''}, got {_json_kind(value)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BundleError(f"{where} must be a finite number, got {_json_kind(value)} {_short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float64: JSON readers elsewhere see infinity
+            number = math.inf
+        if not math.isfinite(number):
+            raise BundleError(f"{where} must be a finite number, got {_short(value)}")
+        if self.integer and not number.is_integer():
+            raise BundleError(f"{where} must be an integer, got {_short(value)}")
+        for op, bound, bad in (
+            (">=", self.ge, lambda b: number < b),
+            (">", self.gt, lambda b: number <= b),
+            ("<=", self.le, lambda b: number > b),
+        ):
+            if bound is not None and bad(bound):
+                raise BundleError(f"{where} must be {op} {bound:g}, got {_short(value)}")
+        return int(number) if self.integer else number
+
+
+def _json_kind(value: object) -> str:
+    """The JSON type name of a parsed value (the names the Node router uses too)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Every setting a policy config may carry, per policy (each name must be a parameter of the class; `clock`
+# and other code-only parameters are not settable from a config), and the breaker's.
+POLICY_ARGS: dict[str, dict[str, ArgRule]] = {
+    "threshold": {"target_quality": ArgRule(ge=0.0, le=1.0)},
+    "tradeoff": {"lam": ArgRule(ge=0.0)},
+    "budget": {
+        "usd_per_hour": ArgRule(gt=0.0, nullable=True),
+        "lam": ArgRule(ge=0.0),
+        "gain": ArgRule(ge=0.0),
+        "window_s": ArgRule(gt=0.0),
+        "min_lam": ArgRule(gt=0.0),
+        "max_lam": ArgRule(gt=0.0),
+        "state_file": ArgRule(text=True, nullable=True),
+        "refresh_s": ArgRule(ge=0.0),
+    },
+}
+BREAKER_ARGS: dict[str, ArgRule] = {
+    "window": ArgRule(ge=1, integer=True),
+    "min_requests": ArgRule(ge=1, integer=True),
+    "max_error_rate": ArgRule(gt=0.0, le=1.0),
+    "cooldown_s": ArgRule(ge=0.0),
+}
+
+
+def _check_settings(where: str, given: object, rules: Mapping[str, ArgRule]) -> dict[str, object]:
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise BundleError(f"{where} must be an object, got {_json_kind(given)}")
+    out = {}
+    for key, value in given.items():
+        if key not in rules:
+            raise BundleError(f"{where}: unknown argument {str(key)!r}; it takes {', '.join(rules)}")
+        out[key] = rules[key].check(f"{where}: {key}", value)
+    return out
+
+
+def check_policy_config(config: object) -> tuple[str, dict[str, object], tuple[str, ...], dict[str, object]]:
+    """(name, args, fallback order, breaker settings) of a policy config -- `policy.json` or a deployment's
+    override -- checked against the registry and each policy's arguments; anything else is one BundleError
+    line. The Node router (serving/js/beast-router.mjs `checkPolicyConfig`) accepts and refuses the same
+    configs (tests/serving/policy_configs.json)."""
+    if not isinstance(config, Mapping):
+        raise BundleError(f'policy: expected an object {{"name": ..., "args": {{...}}}}, got {_json_kind(config)}')
+    name = config.get("name")
+    if not isinstance(name, str) or name not in POLICIES:
+        shown = repr(name) if isinstance(name, str) else _json_kind(name)
+        raise BundleError(f"policy {shown} is not one of {', '.join(POLICIES)}")
+    args = _check_settings(f"policy {name}: args", config.get("args"), POLICY_ARGS[name])
+    if name == "budget":
+        lo = args.get("min_lam", 1e-4)
+        hi = args.get("max_lam", 1e4)
+        if lo > hi:
+            raise BundleError(f"policy budget: args: min_lam {lo:g} is above max_lam {hi:g}")
+        if (args.get("usd_per_hour") is None) == (args.get("state_file") is None):
+            raise BundleError(
+                f"budget policy: give exactly one of usd_per_hour and state_file, got {args.get('usd_per_hour')!r} and {args.get('state_file')!r}"
+            )
+    order = config.get("fallback_order")
+    if order is None:
+        order = []
+    if not isinstance(order, list) or not all(isinstance(m, str) for m in order):
+        raise BundleError(f"policy: fallback_order must be a list of model names, got {_json_kind(order)}")
+    breaker = _check_settings("breaker", config.get("breaker"), BREAKER_ARGS)
+    return name, args, tuple(order), breaker
+
+
 def make_policy(config: Mapping[str, object]) -> Policy:
-    name = str(config.get("name"))
-    if name not in POLICIES:
-        raise BundleError(f"policy {name!r} is not one of {', '.join(POLICIES)}")
-    return POLICIES[name](**dict(config.get("args") or {}))
+    """The policy a config names, built from its checked arguments (BundleError for any bad config)."""
+    name, args, _, _ = check_policy_config(config)
+    return POLICIES[name](**args)
 
 
 class RowPredictor:
@@ -402,9 +542,14 @@ class Router:
         self.price_in = np.array([prices[m]["input"] for m in self.models], dtype=float)
         self.price_out = np.array([prices[m]["output"] for m in self.models], dtype=float)
         config = bundle.policy() if policy is None else policy  # a deployment may override the bundle's
-        self.policy = make_policy(config)
-        self.fallback = tuple(m for m in config.get("fallback_order", ()) if m in self.models)
-        self.breaker = CircuitBreaker(**dict(config.get("breaker") or {}))
+        try:
+            name, args, order, breaker = check_policy_config(config)
+        except BundleError as exc:
+            source = f"{bundle.root}: policy.json" if policy is None else "policy override"
+            raise BundleError(f"{source}: {exc}") from None
+        self.policy = POLICIES[name](**args)
+        self.fallback = tuple(m for m in order if m in self.models)
+        self.breaker = CircuitBreaker(**breaker)
         spec = bundle.feature_spec()
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         self.embed = _encoder(bundle)
@@ -448,11 +593,19 @@ class Router:
 
     @classmethod
     def load(cls, path: Path, budget_file: Path | None = None, key: bytes | None = None) -> Router:
-        """Verify the bundle folder and build the router; a tampered bundle is refused, and so is an unsigned
+        """Verify the bundle (a folder, a symlink to one, or its ``.tar.gz``, extracted into a private temporary
+        folder removed at exit) and build the router; a tampered bundle is refused, and so is an unsigned
         or foreign-signed one when a key is given or `BEAST_BUNDLE_KEY` is set (`serving.bundle.bundle_key`).
         With `budget_file` it routes with the budget policy paced by that remaining-budget file."""
         bundle = load(Path(path), key=bundle_key() if key is None else key)
-        return cls(bundle, budget_file_policy(bundle.policy(), budget_file) if budget_file is not None else None)
+        if budget_file is None:
+            return cls(bundle)
+        config = bundle.policy()
+        try:
+            check_policy_config(config)  # a bad policy.json is refused even when the budget file replaces its policy
+        except BundleError as exc:
+            raise BundleError(f"{bundle.root}: policy.json: {exc}") from None
+        return cls(bundle, budget_file_policy(config, budget_file))
 
     def _model_rows(self, models_spec: Mapping[str, object]) -> np.ndarray:
         """Model-identity features of every candidate (rows aligned with `self.models`)."""
@@ -466,10 +619,11 @@ class Router:
 
     def request_features(self, request: RouteRequest) -> tuple[int, np.ndarray, np.ndarray | None]:
         """What every candidate shares: input tokens, prompt features, text features (computed once)."""
-        tokens = (
+        tokens = min(
             request.input_tokens
             if request.input_tokens is not None
-            else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN)
+            else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN),
+            MAX_INPUT_TOKENS,  # bounded: one request's predicted cost never exceeds a full context's
         )
         text = text_vector(self.text, request.prompt) if self.text is not None else None
         return tokens, prompt_vector(request.prompt), text

@@ -18,6 +18,8 @@ export { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 export { TreeModel, TreeModelError } from "./trees.mjs";
 
 export const MODEL_FEATURES = ["model_code", "price_in", "price_out", "params_b", "size_class", "open_weights"];
+/** serving/router.py MAX_INPUT_TOKENS: a larger input_tokens is refused, a larger prompt estimate counted as this. */
+export const MAX_INPUT_TOKENS = 2_000_000;
 
 // ------------------------------------------------------------------------------------------ request
 
@@ -84,8 +86,8 @@ export class RouteRequest {
       if (v !== null && v !== undefined && typeof v !== "string") throw new RequestError(`${key}: expected text or null, got ${Array.isArray(v) ? "list" : typeof v}`);
     }
     const tokens = d.input_tokens ?? null;
-    if (tokens !== null && (typeof tokens !== "number" || !Number.isInteger(tokens) || tokens < 0)) {
-      throw new RequestError(`input_tokens: expected an integer >= 0, got ${pyRepr(tokens)}`);
+    if (tokens !== null && (typeof tokens !== "number" || !Number.isInteger(tokens) || tokens < 0 || tokens > MAX_INPUT_TOKENS)) {
+      throw new RequestError(`input_tokens: expected an integer in 0..${MAX_INPUT_TOKENS} (the largest context a candidate takes), got ${pyRepr(tokens)}`);
     }
     const ts = d.timestamp;
     let hour = null;
@@ -172,7 +174,7 @@ export class Policy {
     for (const [key, fallback] of Object.entries(cls.params)) {
       const v = Object.hasOwn(args, key) ? args[key] : fallback;
       if (v === undefined) throw new BundleError(`policy ${name}: missing argument '${key}'`);
-      this.args[key] = v === null ? null : pyFloat(v, `policy ${name}: ${key}`);
+      this.args[key] = Object.hasOwn(args, key) ? ARG_RULES[name][key].check(`policy ${name}: args: ${key}`, v) : v;
     }
     this.name = name;
   }
@@ -266,6 +268,7 @@ export class Budget extends Policy {
   }
 
   record(usd, now) {
+    usd = Number.isFinite(usd) && usd > 0 ? usd : 0.0; // as the Python one: a bad cost must not poison the pace
     this._spend.push([now, usd]);
     this._sum += usd;
     while (this._head < this._spend.length && this._spend[this._head][0] < now - this.window) this._sum -= this._spend[this._head++][1];
@@ -283,11 +286,112 @@ export class Budget extends Policy {
 
 export const POLICIES = { threshold: Threshold, tradeoff: Tradeoff, budget: Budget };
 
+// ------------------------------------------------------------------------------------------ policy config checks
+
+/** JSON type name of a parsed value (as serving/router.py `_json_kind`). */
+function jsonKind(v) {
+  if (v === null || v === undefined) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v; // object, string, number, boolean
+}
+
+const short = (v) => {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length <= 60 ? text : `${text.slice(0, 57)}...`;
+};
+
+/** What one policy / breaker setting accepts (serving/router.py ArgRule: the same rules, the same refusals). */
+class ArgRule {
+  constructor({ ge = null, gt = null, le = null, integer = false, text = false, nullable = false } = {}) {
+    Object.assign(this, { ge, gt, le, integer, text, nullable });
+  }
+
+  check(where, value) {
+    if (value === null) {
+      if (this.nullable) return null;
+      throw new BundleError(`${where} must not be null`);
+    }
+    if (this.text) {
+      if (typeof value !== "string") throw new BundleError(`${where} must be text${this.nullable ? " or null" : ""}, got ${jsonKind(value)}`);
+      return value;
+    }
+    if (typeof value !== "number") throw new BundleError(`${where} must be a finite number, got ${jsonKind(value)} ${short(value)}`);
+    if (!Number.isFinite(value)) throw new BundleError(`${where} must be a finite number, got ${value}`);
+    if (this.integer && !Number.isInteger(value)) throw new BundleError(`${where} must be an integer, got ${short(value)}`);
+    if (this.ge !== null && value < this.ge) throw new BundleError(`${where} must be >= ${formatG(this.ge)}, got ${short(value)}`);
+    if (this.gt !== null && value <= this.gt) throw new BundleError(`${where} must be > ${formatG(this.gt)}, got ${short(value)}`);
+    if (this.le !== null && value > this.le) throw new BundleError(`${where} must be <= ${formatG(this.le)}, got ${short(value)}`);
+    return value;
+  }
+}
+
+/** serving/router.py POLICY_ARGS: every setting a policy config may carry, per policy. */
+export const ARG_RULES = {
+  threshold: { target_quality: new ArgRule({ ge: 0, le: 1 }) },
+  tradeoff: { lam: new ArgRule({ ge: 0 }) },
+  budget: {
+    usd_per_hour: new ArgRule({ gt: 0, nullable: true }),
+    lam: new ArgRule({ ge: 0 }),
+    gain: new ArgRule({ ge: 0 }),
+    window_s: new ArgRule({ gt: 0 }),
+    min_lam: new ArgRule({ gt: 0 }),
+    max_lam: new ArgRule({ gt: 0 }),
+    state_file: new ArgRule({ text: true, nullable: true }),
+    refresh_s: new ArgRule({ ge: 0 }),
+  },
+};
+
+/** serving/router.py BREAKER_ARGS. */
+export const BREAKER_RULES = {
+  window: new ArgRule({ ge: 1, integer: true }),
+  min_requests: new ArgRule({ ge: 1, integer: true }),
+  max_error_rate: new ArgRule({ gt: 0, le: 1 }),
+  cooldown_s: new ArgRule({ ge: 0 }),
+};
+
+function checkSettings(where, given, rules) {
+  if (given === null || given === undefined) return {};
+  if (typeof given !== "object" || Array.isArray(given)) throw new BundleError(`${where} must be an object, got ${jsonKind(given)}`);
+  const out = {};
+  for (const [key, value] of Object.entries(given)) {
+    if (!Object.hasOwn(rules, key)) throw new BundleError(`${where}: unknown argument '${key}'; it takes ${Object.keys(rules).join(", ")}`);
+    out[key] = rules[key].check(`${where}: ${key}`, value);
+  }
+  return out;
+}
+
+/**
+ * { name, args, fallbackOrder, breaker } of a policy config (policy.json), checked against the registry and each
+ * policy's arguments as serving/router.py `check_policy_config` does: both routers accept and refuse the same
+ * configs (tests/serving/policy_configs.json). Anything else is one BundleError line.
+ */
+export function checkPolicyConfig(config) {
+  if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    throw new BundleError(`policy: expected an object {"name": ..., "args": {...}}, got ${jsonKind(config)}`);
+  }
+  const name = config.name;
+  if (typeof name !== "string" || !Object.hasOwn(POLICIES, name)) {
+    throw new BundleError(`policy ${typeof name === "string" ? `'${name}'` : jsonKind(name)} is not one of ${Object.keys(POLICIES).join(", ")}`);
+  }
+  const args = checkSettings(`policy ${name}: args`, config.args, ARG_RULES[name]);
+  if (name === "budget") {
+    const lo = args.min_lam ?? 1e-4;
+    const hi = args.max_lam ?? 1e4;
+    if (lo > hi) throw new BundleError(`policy budget: args: min_lam ${formatG(lo)} is above max_lam ${formatG(hi)}`);
+    const usd = args.usd_per_hour ?? null;
+    const file = args.state_file ?? null;
+    if ((usd === null) === (file === null)) throw new BundleError(`budget policy: give exactly one of usd_per_hour and state_file, got ${usd === null ? "None" : formatG(usd)} and ${file === null ? "None" : pyRepr(file)}`);
+  }
+  const order = config.fallback_order ?? [];
+  if (!Array.isArray(order) || !order.every((m) => typeof m === "string")) {
+    throw new BundleError(`policy: fallback_order must be a list of model names, got ${jsonKind(order)}`);
+  }
+  const breaker = checkSettings("breaker", config.breaker, BREAKER_RULES);
+  return { name, args, fallbackOrder: order, breaker };
+}
+
 export function makePolicy(config) {
-  const name = String(config?.name);
-  if (!Object.hasOwn(POLICIES, name)) throw new BundleError(`policy '${name}' is not one of ${Object.keys(POLICIES).join(", ")}`);
-  const args = config.args ?? {};
-  if (typeof args !== "object" || Array.isArray(args)) throw new BundleError(`policy ${name}: args must be an object`);
+  const { name, args } = checkPolicyConfig(config);
   return new POLICIES[name](args);
 }
 
@@ -393,10 +497,17 @@ export class Router {
     const prices = bundle.manifest.candidates;
     this.priceIn = Float64Array.from(this.models, (m) => pyFloat(prices[m]?.input, `candidates.${m}.input`));
     this.priceOut = Float64Array.from(this.models, (m) => pyFloat(prices[m]?.output, `candidates.${m}.output`));
-    const config = bundle.policy();
-    this.policy = makePolicy(config);
-    this.fallback = (config.fallback_order ?? []).filter((m) => this.models.includes(m));
-    this.breaker = new CircuitBreaker(config.breaker ?? {});
+    const config = bundle.policy(); // unreadable: a BundleError naming the bundle and policy.json already
+    let checked;
+    try {
+      checked = checkPolicyConfig(config);
+    } catch (exc) {
+      if (exc instanceof BundleError) throw fail(bundle, `policy.json: ${exc.message}`);
+      throw exc;
+    }
+    this.policy = new POLICIES[checked.name](checked.args);
+    this.fallback = checked.fallbackOrder.filter((m) => this.models.includes(m));
+    this.breaker = new CircuitBreaker(checked.breaker);
     const spec = bundle.featureSpec();
     this.text = spec.text ? new TextSpec(spec.text) : null;
     this.embed = loadEmbed(bundle);
@@ -472,7 +583,7 @@ export class Router {
    * without its family in the bundle). */
   requestFeatures(request) {
     const req = asRequest(request);
-    const tokens = req.inputTokens ?? Math.ceil(codePoints(req.prompt ?? "") / CHARS_PER_TOKEN);
+    const tokens = Math.min(req.inputTokens ?? Math.ceil(codePoints(req.prompt ?? "") / CHARS_PER_TOKEN), MAX_INPUT_TOKENS); // bounded cost
     const text = this.text ? this.text.vector(req.prompt) : null;
     const embed = this.embed ? this.embed.vector(req.prompt) : null;
     return { inputTokens: tokens, prompt: promptVector(req.prompt), text, embed };

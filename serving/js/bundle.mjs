@@ -5,7 +5,7 @@
 // (no second read, so the folder cannot change between the check and the use).
 
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import { lstatSync, readFileSync, readdirSync } from "node:fs";
+import { lstatSync, readFileSync, readdirSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 
 export const SCHEMA_VERSION = "1";
@@ -128,14 +128,33 @@ export const orderedKeys = (obj) => obj[KEY_ORDER] ?? Object.keys(obj);
 
 // ------------------------------------------------------------------ verify
 
-function loadManifest(root) {
+/**
+ * The bundle folder: `dir` itself, or -- when `dir` is a symlink (the usual `current -> v3` deployment) --
+ * the folder it points to, resolved once so that every file is read from the same version and messages name
+ * it (as serving/bundle.py `load`). Symlinks inside the bundle are still refused (not a regular file /
+ * unexpected file).
+ */
+function resolveRoot(dir) {
   let st;
   try {
-    st = lstatSync(root);
+    st = lstatSync(dir);
   } catch {
-    throw new BundleError(`${root}: not a bundle folder (missing or not a directory)`);
+    throw new BundleError(`${dir}: bundle not found`);
   }
-  if (!st.isDirectory()) throw new BundleError(`${root}: not a bundle folder (missing or not a directory)`);
+  let root = dir;
+  if (st.isSymbolicLink()) {
+    try {
+      root = realpathSync(dir);
+      st = lstatSync(root);
+    } catch {
+      throw new BundleError(`${dir}: bundle not found`); // a dangling link
+    }
+  }
+  if (!st.isDirectory()) throw new BundleError(`${dir}: not a bundle folder (missing or not a directory)`);
+  return root;
+}
+
+function loadManifest(root) {
   const path = join(root, MANIFEST);
   let mst = null;
   try {
@@ -321,7 +340,7 @@ export class Bundle {
  * With a key (default: BEAST_BUNDLE_KEY) the bundle must carry that key's signature of its manifest.
  */
 export function loadBundle(dir, key = bundleKey()) {
-  const root = String(dir);
+  const root = resolveRoot(String(dir)); // a symlinked folder resolved once
   const { manifest, raw } = loadManifest(root);
   checkListing(root, manifest);
   if (key !== null) checkSignature(root, raw, key);

@@ -176,7 +176,11 @@ HOSTILE_REQUESTS = [
     ),
     {"prompt": None, "timestamp": "2025-01-01T00:00:00Z"},
     {"prompt": None, "input_tokens": 0, "timestamp": "2025-01-01T10:00:00+05:30", "task": "oasst"},
-    {"prompt": "offset across midnight", "timestamp": "2025-01-01T23:30:00-08:00", "input_tokens": 10**12},
+    {
+        "prompt": "offset across midnight",
+        "timestamp": "2025-01-01T23:30:00-08:00",
+        "input_tokens": 2_000_000,
+    },  # the cap
     {"prompt": "fraction and lowercase t", "timestamp": "2024-02-29t13:59:59.999999999Z", "input_tokens": 1},
     {"prompt": "no offset means UTC", "timestamp": "2025-06-30T07:15:00", "request_id": "r-1"},
     {"prompt": "space separator", "timestamp": "2025-06-30 18:45:00+01:00", "task": "selfinstruct"},
@@ -202,6 +206,9 @@ def test_node_reproduces_hostile_prompts(bundles, tmp_path: Path, heads: str) ->
         {"prompt": 3},
         {"task": ["x"]},
         {"input_tokens": -1},
+        {"input_tokens": 2_000_001},  # above serving/router.py MAX_INPUT_TOKENS
+        {"input_tokens": 10**12},
+        {"input_tokens": 2**63 - 1},
         {"input_tokens": 2.5},
         {"input_tokens": True},
         {"input_tokens": "12"},
