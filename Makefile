@@ -16,7 +16,7 @@ PYTHON ?= python3
 SAMPLES := data/sample/alpaca_eval.parquet data/sample/mooncake_conversation.jsonl.gz \
            data/sample/azure_conv.csv.gz data/sample/azure_code.csv.gz
 
-.PHONY: help install run repro test lint wheel-check bench bench-scale data docs clean mlflow-ui prefect-server tune stack stack-down
+.PHONY: help install run repro test lint wheel-check bench bench-scale bench-startup data docs clean mlflow-ui prefect-server tune stack stack-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,12 +37,16 @@ run: install  ## the Prefect retrain flow on the committed samples: ingest, trai
 	@echo
 	@cat data/prefect/summary.md
 	@echo "Results:"
-	@echo "  bundle      data/bundle/ + data/bundle.tar.gz   (what routers load: beast route --bundle data/bundle)"
-	@echo "  dataset     data/traces/      (Parquet, partitioned by date; quarantined rows in data/quarantine/)"
-	@echo "  metrics     data/metrics/{quality,cost,cache}.json, plots in data/plots/<predictor>/"
-	@echo "  benchmark   data/prefect/bench/report.md   (routing: AIQ, APGR, savings vs always-strongest)"
-	@echo "  gate        data/prefect/gate/gate.md      (offline replay of the challenger against the champion)"
-	@echo "  report      data/report/index.html         (monitoring: traffic, errors, latency, cost, budgets, predicted vs actual, drift)"
+	@# one line per result that exists (the first run has no champion, so no gate report: it says so instead)
+	@result() { if [ -e "$$2" ]; then printf '  %-11s %s\n' "$$1" "$$3"; \
+	          else printf '  %-11s %s\n' "$$1" "$$2 (not produced this run$${4:+: $$4})"; fi; }; \
+	result bundle    data/bundle                  "data/bundle/ + data/bundle.tar.gz   (what routers load: beast route --bundle data/bundle)"; \
+	result dataset   data/traces                  "data/traces/      (Parquet, partitioned by date; quarantined rows in data/quarantine/)"; \
+	result metrics   data/metrics/quality.json    "data/metrics/{quality,cost,cache}.json, plots in data/plots/<predictor>/"; \
+	result benchmark data/prefect/bench/report.md "data/prefect/bench/report.md   (routing: AIQ, APGR, savings vs always-strongest)"; \
+	result gate      data/prefect/gate/gate.md    "data/prefect/gate/gate.md      (offline replay of the challenger against the champion)" \
+	                 "first run has no champion to compare with"; \
+	result report    data/report/index.html       "data/report/index.html         (monitoring: traffic, errors, latency, cost, budgets, predicted vs actual, drift)"
 	@echo "  MLflow      make mlflow-ui       -> http://127.0.0.1:5000 (runs, beast-* models + aliases, beast-gate)"
 	@echo "  Prefect     make prefect-server  -> http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api beast retrain)"
 
@@ -78,11 +82,17 @@ bench: install  ## benchmarks: 1M-row ingest vs plain pyarrow; 100k-row features
 bench-scale: install  ## benchmark: 2M-row cost training one process vs Dask (time, peak memory, metrics); Optuna trials/min 1 vs 2 workers (needs make stack)
 	$(UV) run beast bench scale --rows 2000000
 
+bench-startup: install  ## benchmark: beast start-up per command (--help, --version, metrics, traces contract, route --help) vs python -c pass; goal < 1 s
+	$(UV) run beast bench startup --every-help
+
 tune: install  ## Optuna studies for the three predictors (resumable, data/optuna.db), default vs tuned verdict
 	$(UV) run beast tune all
 
-mlflow-ui: install  ## MLflow UI on http://127.0.0.1:5000 (runs, metrics, plots, registered models + aliases)
-	$(UV) run mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: install  ## MLflow UI on http://127.0.0.1:5000 (runs, metrics, plots, registered models + aliases; MLFLOW_TRACKING_URI if set)
+	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"; \
+	case "$$uri" in http://*|https://*) echo "MLFLOW_TRACKING_URI=$$uri is a tracking server: its UI is already there"; exit 0;; esac; \
+	echo "$(UV) run mlflow ui --backend-store-uri $$uri --host 127.0.0.1 --port 5000"; \
+	$(UV) run mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000
 
 data: install  ## re-create data/sample from ../shared/data (needs the raw data)
 	$(UV) run beast traces import prices --out data
@@ -92,8 +102,9 @@ data: install  ## re-create data/sample from ../shared/data (needs the raw data)
 	$(UV) run beast traces import routellm-mmlu --out data/sample
 	$(UV) run beast traces import routellm-mt-bench --out data/sample
 
-docs: install  ## regenerate docs/trace-contract.md from the code
+docs: install  ## regenerate docs/trace-contract.md from the code, the README's result tables from data/metrics
 	$(UV) run beast traces contract > docs/trace-contract.md
+	$(UV) run python -m evaluation.readme README.md
 
 clean:  ## remove generated data (not the committed samples or metrics)
 	rm -rf data/traces data/quarantine data/models data/plots data/optuna.db mlflow.db mlruns .pytest_cache

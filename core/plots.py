@@ -1,5 +1,8 @@
 """Plots a person would rather look at than read: calibration, feature importance, error by model.
-Each function writes one PNG and returns its path (matplotlib's Agg backend: no display needed)."""
+Each function writes one PNG and returns its path (matplotlib's Agg backend: no display needed).
+
+Same figure in, same bytes out (DVC hashes the PNGs of `dvc repro`): `save_figure` writes no software stamp
+and no date (PNG `Software`; SVG / PDF dates, creator and producer), and SVG element ids come from a fixed salt."""
 
 from __future__ import annotations
 
@@ -9,18 +12,29 @@ import lightgbm as lgb
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "beast"  # SVG element ids from a fixed salt, not a random one
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+# Per format, the metadata keys matplotlib would fill with its version or the current time: None drops them.
+NO_STAMP: dict[str, dict[str, None]] = {
+    "png": {"Software": None},
+    "svg": {"Creator": None, "Date": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
+}
+
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write atomically as PNG (a reader never sees half a file) and close: every plot goes here."""
+    """Lay out, write atomically (a reader never sees half a file) and close: every plot goes here. The format
+    is the suffix's (.png unless .svg / .pdf), written without a software stamp or date (`NO_STAMP`)."""
     from core.files import atomic_path
 
+    fmt = path.suffix.lstrip(".").lower()
+    fmt = fmt if fmt in NO_STAMP else "png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format=fmt, metadata=NO_STAMP[fmt])
     plt.close(fig)
     return path
 

@@ -22,7 +22,9 @@ Routers, all on the same test prompts:
 
 Metrics are in `evaluation/metrics.py`. Outputs (fixed names, in --out): `report.json`, `decisions.jsonl`
 (one line per router, knob value and test prompt: every number is recomputable from it and the traces),
-`report.md`, `cost_quality.png`, `pgr.png`.
+`report.md`, `cost_quality.png`, `pgr.png`. They are a pure function of the inputs (the DVC `evaluate` stage
+hashes them): no wall-clock time in report.json / report.md (the run's duration is printed on stdout only),
+PNGs without a software stamp (`core.plots.save_figure`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import pandas as pd
 
 from core.config import AtLeastTwo, Count, Fraction, NonNegativeInt, load_params
 from core.errors import BeastError
-from core.files import atomic_path, write_atomic
+from core.files import write_atomic
 from evaluation import metrics as rm
 from features.build import FeatureParams, build_features
 from features.model_cards import ModelCard, load_cards
@@ -152,12 +154,13 @@ class BenchReport:
     routers: Mapping[str, RouterScore]
     pair: PairScore
     notes: tuple[str, ...]
-    seconds: float
+    seconds: float  # wall time of the run: printed, never written (the outputs stay a function of the inputs)
     train_traces: str | None = None
     fallback_folds: int = 0  # folds whose quality heads fell back to the per-model prior
 
     def to_json(self) -> str:
-        return json.dumps({"schema": SCHEMA} | asdict(self), indent=1, allow_nan=False)
+        body = {k: v for k, v in asdict(self).items() if k != "seconds"}
+        return json.dumps({"schema": SCHEMA} | body, indent=1, allow_nan=False)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -770,7 +773,7 @@ def markdown(report: BenchReport) -> str:
     lines = [
         f"# Routing benchmark: {report.traces}",
         "",
-        f"{report.prompts} prompts, {len(report.models)} models, {protocol}, {report.seconds:.0f} s.",
+        f"{report.prompts} prompts, {len(report.models)} models, {protocol}.",
         f"AIQ cost range ${report.cost_range[0] * 1000:.4f} .. ${report.cost_range[1] * 1000:.4f} per 1k requests; AIQ<=strong stops at {report.savings_reference}'s cost; "
         f"savings vs always-{report.savings_reference}.",
         "",
@@ -809,13 +812,9 @@ def markdown(report: BenchReport) -> str:
 
 
 def _save_png(fig: object, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from core.plots import save_figure  # atomic, no software stamp: same report in, same PNG bytes out
 
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def cost_quality_plot(report: BenchReport, path: Path) -> Path:
@@ -904,10 +903,11 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
     """DVC metrics: the numbers to compare across experiments (no timings, no per-knob detail), rounded.
 
     Per router except the single models: AIQ, AIQ<=strong, both / oracle, cost saved vs always-strong (None:
-    never reached), regret; always-strong's AIQ; the strong/weak pair's APGR and CPT beside random's."""
+    never reached) with the bootstrap CI of the one at 95%, regret; always-strong's AIQ; the strong/weak pair's
+    APGR and CPT beside random's (one seed, and the mean / 95th percentile over the seeds)."""
 
     def r(v: float | None) -> float | None:
-        return None if v is None else round(float(v), digits)
+        return None if v is None else round(float(v), digits) + 0.0  # + 0.0: no -0.0
 
     strong = f"always/{report.savings_reference}"
     routers = {name: s for name, s in report.routers.items() if not name.startswith("always/") or name == strong}
@@ -915,6 +915,7 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
     return {
         "prompts": report.prompts,
         "folds": report.folds,
+        "models": len(report.models),
         "strong": report.savings_reference,
         "weak": p.weak,
         "routers": {
@@ -925,6 +926,7 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
                 "aiq_to_strong_vs_oracle": r(s.aiq_to_strong_vs_oracle),
                 "cost_savings": r(s.cost_savings),
                 "cost_savings_95": r(s.cost_savings_95),
+                "cost_savings_95_ci": [r(v) for v in s.cost_savings_95_ci],
                 "regret": r(s.regret),
             }
             for name, s in routers.items()
@@ -936,8 +938,11 @@ def summary(report: BenchReport, digits: int = 6) -> dict[str, object]:
             "random_apgr": r(p.random.apgr),
             "random_cpt50": r(p.random.cpt50),
             "random_cpt80": r(p.random.cpt80),
+            "random_seed_count": p.random_seeds.seeds if p.random_seeds else None,
             "random_apgr_mean": r(p.random_seeds.apgr_mean) if p.random_seeds else None,
             "random_apgr_p95": r(p.random_seeds.apgr_p95) if p.random_seeds else None,
+            "random_cpt50_mean": r(p.random_seeds.cpt50_mean) if p.random_seeds else None,
+            "random_cpt80_mean": r(p.random_seeds.cpt80_mean) if p.random_seeds else None,
             "routers": {
                 n: {"apgr": r(c.apgr), "apgr_ci": [r(v) for v in c.apgr_ci], "cpt50": r(c.cpt50), "cpt80": r(c.cpt80)}
                 for n, c in p.routers.items()

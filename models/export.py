@@ -8,6 +8,12 @@ boosters passed in); `export` looks each predictor's version up by alias in the 
 Writing is atomic: everything goes into a hidden temp folder next to `out`, is verified with the
 router's own `serving.bundle.verify`, and is renamed into place; the ``.tar.gz`` beside it is written
 through `core.files.atomic_path`. Models are LightGBM text + LightGBM JSON only; nothing is pickled.
+
+Reproducible: same inputs, same bytes (bundle files, sorted JSON, a tar.gz with sorted members, mtime 0,
+uid/gid 0 and a gzip header without time or name). The manifest's `created_at` and `source.git_commit` are the
+only provenance that varies between runs; with `SOURCE_DATE_EPOCH` set (reproducible-builds.org: the DVC
+`export` stage sets 0) `created_at` is that instant and the checkout's commit is left out (`null`): a commit
+made after the run, such as the one holding its dvc.lock, must not change the bundle.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from traces.prices import PriceTable, load_prices
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICE_UNIT = "USD per 1M tokens"
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # env: pins created_at and drops the git commit (reproducible build)
 DEFAULT_TARGET_QUALITY = 0.5
 
 
@@ -175,6 +182,24 @@ def _stage(tmp: Path, rel: str, data: bytes, files: dict[str, dict[str, Any]]) -
     files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
+def _provenance() -> dict[str, Any]:
+    """`created_at` (UTC, to the second) and `source`: now and the checkout's commit, or, with SOURCE_DATE_EPOCH
+    set, that instant and no commit (the manifest is then a function of the exported files alone)."""
+    pinned = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    if pinned:
+        try:
+            when = dt.datetime.fromtimestamp(int(pinned), dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise BeastError(f"{SOURCE_DATE_EPOCH}={pinned!r}: expected whole seconds since 1970-01-01 UTC") from None
+        commit = None
+    else:
+        when, commit = dt.datetime.now(dt.UTC), git_commit(ROOT)
+    return {
+        "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": {"git_commit": commit, "lightgbm_version": lgb.__version__},
+    }
+
+
 def _write_tree(
     tmp: Path,
     sides: Mapping[str, Mapping[str, Any]],
@@ -231,8 +256,7 @@ def _write_tree(
     manifest = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
-        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": {"git_commit": git_commit(ROOT), "lightgbm_version": lgb.__version__},
+        **_provenance(),
         "predictors": predictors,
         "candidates": candidates,
         "price_unit": PRICE_UNIT,

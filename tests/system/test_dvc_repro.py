@@ -83,8 +83,34 @@ def _dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
+_REPROS: dict[str, tuple[Path, dict[str, str], float, Path] | BaseException] = {}
+
+
+def repro_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float, Path]:
+    """The copy after one `dvc repro` from scratch, its env, the seconds it took, and a snapshot of it taken right
+    after (folder `pristine`: later tests here change the copy; test_repro_determinism.py repros the snapshot
+    again). Once per session, shared by both modules (a failure or skip too: the repro is not tried twice)."""
+    if "repro" not in _REPROS:
+        try:
+            copy, env, seconds = _first_repro(tmp_path_factory)
+            pristine = copy.parent / "pristine"
+            shutil.copytree(copy, pristine, symlinks=True)
+            _REPROS["repro"] = copy, env, seconds, pristine
+        except BaseException as exc:
+            _REPROS["repro"] = exc
+    got = _REPROS["repro"]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
+    copy, env, seconds, _ = repro_copy(tmp_path_factory)
+    return copy, env, seconds
+
+
+def _first_repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     tmp = tmp_path_factory.mktemp("dvc-repro")
