@@ -106,7 +106,7 @@ def _io(params: RetrainParams) -> dict:
     return {"retries": params.retries, "retry_delay_seconds": exponential_backoff(backoff_factor=params.retry_delay_s)}
 
 
-@task(name="ingest", **_CACHED)
+@task(name="ingest", log_prints=True, **_CACHED)
 def ingest_task(files: list[str], key: str, params_file: str) -> dict:
     """New trace files into the dataset (rows already stored are counted, not added)."""
     from traces import store
@@ -118,7 +118,7 @@ def ingest_task(files: list[str], key: str, params_file: str) -> dict:
     if store.has_ingest(params.out, ingest_id):  # stored by an attempt that died before its result was saved
         return {"ingest_id": ingest_id, "stored": None, "note": "already stored by an earlier attempt"}
     report = ingest([Path(f) for f in files], params, load_prices(params.prices), ingest_id=ingest_id)
-    get_run_logger().info(report.summary_line())
+    print(report.summary_line())  # log_prints: the run log shows rows read / accepted / quarantined
     return {
         "ingest_id": ingest_id,
         "rows_read": report.rows_read,
