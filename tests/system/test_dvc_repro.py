@@ -83,19 +83,16 @@ def _dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-_REPROS: dict[str, tuple[Path, dict[str, str], float, Path] | BaseException] = {}
+FIRST_LOCK = "dvc.lock.first-repro"  # beside the copy: its dvc.lock right after the repro from scratch
+_REPROS: dict[str, tuple[Path, dict[str, str], float] | BaseException] = {}
 
 
-def repro_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float, Path]:
-    """The copy after one `dvc repro` from scratch, its env, the seconds it took, and a snapshot of it taken right
-    after (folder `pristine`: later tests here change the copy; test_repro_determinism.py repros the snapshot
-    again). Once per session, shared by both modules (a failure or skip too: the repro is not tried twice)."""
+def repro_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
+    """The copy after one `dvc repro` from scratch, its env and the seconds it took. Once per session, shared by
+    this module and test_repro_determinism.py (a failure or skip too: the repro is not tried twice)."""
     if "repro" not in _REPROS:
         try:
-            copy, env, seconds = _first_repro(tmp_path_factory)
-            pristine = copy.parent / "pristine"
-            shutil.copytree(copy, pristine, symlinks=True)
-            _REPROS["repro"] = copy, env, seconds, pristine
+            _REPROS["repro"] = _first_repro(tmp_path_factory)
         except BaseException as exc:
             _REPROS["repro"] = exc
     got = _REPROS["repro"]
@@ -106,8 +103,7 @@ def repro_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
-    copy, env, seconds, _ = repro_copy(tmp_path_factory)
-    return copy, env, seconds
+    return repro_copy(tmp_path_factory)
 
 
 def _first_repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
@@ -128,7 +124,9 @@ def _first_repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
         _run(args, copy, env, timeout=60)
     started = time.perf_counter()
     _run(_dvc("repro"), copy, env)
-    return copy, env, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    shutil.copy2(copy / "dvc.lock", tmp / FIRST_LOCK)  # later tests here change the copy's lock (exp run)
+    return copy, env, seconds
 
 
 def _compare(got: object, want: object, where: str) -> list[str]:
