@@ -137,6 +137,14 @@ class ShiftCheck:
     recent_rows: int
 
 
+def _count_codes(codes: list[StrEnum]) -> dict[str, int]:
+    """How often each code occurs, by code value, sorted: what `codes()` of a report prints."""
+    out: dict[str, int] = {}
+    for c in codes:
+        out[c.value] = out.get(c.value, 0) + 1
+    return dict(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class DriftReport:
     retrain: bool
@@ -157,10 +165,7 @@ class DriftReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def codes(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in [f.code for f in self.features] + [s.code for s in self.shifts]:
-            out[c.value] = out.get(c.value, 0) + 1
-        return dict(sorted(out.items()))
+        return _count_codes([f.code for f in self.features] + [s.code for s in self.shifts])
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -470,10 +475,7 @@ class MonitorReport:
 
     def codes(self) -> dict[str, int]:
         """How many groups got each code."""
-        out: dict[str, int] = {}
-        for g in self.groups:
-            out[g.code.value] = out.get(g.code.value, 0) + 1
-        return dict(sorted(out.items()))
+        return _count_codes([g.code for g in self.groups])
 
     def group(self, name: str) -> GroupDrift:
         return next(g for g in self.groups if g.group == name)
