@@ -22,7 +22,7 @@ from core.errors import BeastError
 from features.context import CONTEXT_FEATURES, ContextSpec, context_features, fit_context_spec
 from features.embed import EmbedParams, EmbedSpec, fit_embed, transform_embed
 from features.model_cards import MODEL_FEATURES, ModelCard, ModelSpec, fit_model_spec, model_features
-from features.prompt import PROMPT_FEATURES, prompt_features
+from features.prompt import PROMPT_FEATURES, prompt_features, prompt_window
 from features.text import TextParams, TextSpec, fit_text, transform_text
 from traces.prices import PriceTable
 
@@ -95,16 +95,18 @@ class FeatureSpec:
 
 
 def _per_prompt(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Prompt and text features, computed once per distinct prompt and broadcast to its rows."""
+    """Prompt, text and embedding features, computed once per distinct prompt and broadcast to its rows; text
+    and embedding read the prompt's window, as the prompt counts do (`features.prompt.prompt_window`)."""
     prompts = frame["prompt"].astype(object) if "prompt" in frame else pd.Series([None] * len(frame), dtype=object)
     codes, uniques = pd.factorize(prompts, use_na_sentinel=True)
     distinct = pd.Series(list(uniques) + [None], dtype=object)
+    windows = pd.Series([prompt_window(str(p)) for p in uniques] + [None], dtype=object)
     parts = [prompt_features(distinct).reset_index(drop=True)]
     if spec.text is not None:
-        text = transform_text(spec.text, distinct)  # no prompt: NaN (unknown), not the embedding of ""
+        text = transform_text(spec.text, windows)  # no prompt: NaN (unknown), not the embedding of ""
         parts.append(pd.DataFrame(text, columns=[f"text_{i}" for i in range(text.shape[1])]))
     if spec.embed is not None:
-        emb = transform_embed(spec.embed, distinct)
+        emb = transform_embed(spec.embed, windows)
         parts.append(pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(emb.shape[1])]))
     table = pd.concat(parts, axis=1)
     return table.iloc[np.where(codes < 0, len(distinct) - 1, codes)].reset_index(drop=True)
@@ -131,10 +133,11 @@ def fit_features(
     """Fit every transform on the training rows only (text weights, categories, tenants)."""
     text = embed = None
     has_prompts = "prompt" in frame and frame["prompt"].notna().any()
+    windows = frame["prompt"].dropna().drop_duplicates().map(prompt_window) if has_prompts else None
     if params.use_text and has_prompts:
-        text = fit_text(frame["prompt"].dropna().drop_duplicates(), params.text)
+        text = fit_text(windows, params.text)
     if params.use_embed and has_prompts:
-        embed = fit_embed(frame["prompt"].dropna().drop_duplicates(), params.embed)
+        embed = fit_embed(windows, params.embed)
     context = fit_context_spec(frame, params.context_window_s) if params.use_context else None
     columns = [*MODEL_FEATURES, *TOKEN_FEATURES, *PROMPT_FEATURES]
     columns += [f"text_{i}" for i in range(text.components.shape[0])] if text is not None else []

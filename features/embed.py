@@ -7,6 +7,8 @@ reads it from site-packages and nothing is fetched.
 
 The recipe, for a port (serving/js/tokenizer.mjs is one):
 
+0. The text embedded is the prompt's window (`features.prompt.prompt_window`, applied by the callers:
+   `features.build` and the routers), like every other prompt feature.
 1. prompt None -> k NaN. Otherwise make the text well formed (a lone surrogate becomes U+FFFD; Python
    `s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")`, JS `s.toWellFormed()`), then keep its
    first `max_chars` code points (the cost is bounded for any prompt length).
@@ -30,11 +32,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from core.config import Count
 from core.errors import BeastError
@@ -117,6 +122,49 @@ def well_formed(prompt: str, max_chars: int) -> str:
     return head[:max_chars]
 
 
+SPACE = "\u2581"  # the Llama-2 normaliser's word marker: prepended to a non-empty text, and every " " becomes it
+_PIECES = re.compile(SPACE + "*[^" + SPACE + "]+|" + SPACE + "+")  # runs of markers, each with the text up to the next
+_MEMO_MAX = 1_000_000  # pieces memoised per encoder (cleared when full: bounded memory under hostile input)
+
+
+def piece_tokenizer_json(tokenizer_json: str) -> str | None:
+    """The tokenizer that encodes one piece of a normalised text (`_PIECES`), when encoding the pieces one by
+    one provably gives the ids of the whole text, else None. Proof: the normaliser is exactly prepend SPACE +
+    replace " " by SPACE (so the normalised text is known) and there is no pre-tokenizer (BPE runs on the
+    whole text); the model is a plain BPE (no dropout, affixes or ignore_merges) with byte fallback and all
+    256 byte tokens (never an unknown token to fuse); and no merge joins a symbol whose last character is not
+    SPACE to one starting with SPACE. Then no symbol ever spans a cut between a non-SPACE character and a
+    SPACE, every merge happens inside one piece, and BPE (merges by rank, then position) applies the same
+    merges to a piece alone as inside the text. The piece tokenizer is the same model without normaliser."""
+    config = json.loads(tokenizer_json)
+    model = config.get("model") or {}
+    normalizer = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": SPACE},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
+        ],
+    }
+    vocab, merges = model.get("vocab") or {}, model.get("merges") or []
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
+    if (
+        config.get("normalizer") != normalizer
+        or config.get("pre_tokenizer") is not None
+        or config.get("added_tokens")
+        or model.get("type") != "BPE"
+        or model.get("dropout") is not None
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or model.get("ignore_merges")
+        or not model.get("byte_fallback")
+        or any(f"<0x{b:02X}>" not in vocab for b in range(256))
+        or any(len(p) != 2 or (p[0][-1:] != SPACE and p[1][:1] == SPACE) for p in pairs)
+    ):
+        return None
+    config["normalizer"] = None
+    return json.dumps(config)
+
+
 class Encoder:
     """Tokenizer + projected table + offset: the per-request and batch transforms (router and training)."""
 
@@ -145,6 +193,69 @@ class Encoder:
         if prompt is None:
             return np.full(self.k, np.nan, dtype=np.float32)
         return self._pooled(self.ids(prompt))
+
+    @functools.cached_property
+    def _pieces(self) -> tuple[object, dict[str, bytes], dict[str, bytes]] | None:
+        """The piece tokenizer (`piece_tokenizer_json`) and the memos of `_ids_bytes`, or None without proof."""
+        from tokenizers import Tokenizer
+
+        piece_json = piece_tokenizer_json(self.tokenizer.to_str())
+        return None if piece_json is None else (Tokenizer.from_str(piece_json), {}, {})
+
+    @functools.cached_property
+    def _table64(self) -> np.ndarray:
+        return self.table.astype(np.float64)
+
+    def _ids_bytes(self, texts: list[str]) -> list[bytes]:
+        """The ids of each (well-formed) text as int32 bytes: each piece tokenised once per process (a text
+        with single spaces only, none at its ends and no SPACE, is cut at its spaces, no regex needed)."""
+        if self._pieces is None:
+            encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+            return [np.array(e.ids, dtype="<i4").tobytes() for e in encoded]
+        pieces, bare, whole = self._pieces
+        if len(bare) + len(whole) >= _MEMO_MAX:
+            bare.clear()
+            whole.clear()
+        out: list[bytes] = []
+        failed: list[tuple[int, list[str], dict[str, bytes]]] = []
+        for text in texts:
+            simple = text != "" and SPACE not in text and "  " not in text and text[0] != " " and text[-1] != " "
+            keys = text.split(" ") if simple else _PIECES.findall(SPACE + text.replace(" ", SPACE)) if text else []
+            memo = bare if simple else whole
+            try:
+                out.append(b"".join(map(memo.__getitem__, keys)))
+            except KeyError:  # a piece not seen yet: all of them tokenised together below
+                failed.append((len(out), keys, memo))
+                out.append(b"")
+        for memo, spaced in ((bare, True), (whole, False)):
+            new = list(dict.fromkeys(k for _, keys, m in failed if m is memo for k in keys if k not in memo))
+            if new:  # one call, each piece a pre-tokenized word (far cheaper than one encoding per piece)
+                e = pieces.encode(
+                    [SPACE + k if spaced else k for k in new], is_pretokenized=True, add_special_tokens=False
+                )
+                raw = np.array(e.ids, dtype="<i4").tobytes()
+                ends = 4 * np.cumsum(np.bincount(np.array(e.word_ids, dtype=np.int64), minlength=len(new)))
+                memo.update((k, raw[a:b]) for k, a, b in zip(new, [0, *ends[:-1].tolist()], ends.tolist(), strict=True))
+        for i, keys, memo in failed:
+            out[i] = b"".join(map(memo.__getitem__, keys))
+        return out
+
+    def vectors(self, prompts: Sequence[str | None]) -> np.ndarray:
+        """`vector` of every prompt (n x k float32, NaN rows for None), equal to it bit for bit: memoised
+        pieces for the ids, then one sparse product sums every prompt's table rows in id order in float64,
+        the same additions as `_pooled`'s."""
+        out = np.full((len(prompts), self.k), np.nan, dtype=np.float32)
+        rows = [i for i, p in enumerate(prompts) if p is not None]
+        if not rows:
+            return out
+        chunks = self._ids_bytes([well_formed(prompts[i], self.max_chars) for i in rows])
+        counts = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)) // 4
+        ids = np.frombuffer(b"".join(chunks), dtype="<i4")
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        x = sp.csr_matrix((np.ones(len(ids)), ids, indptr), shape=(len(rows), len(self.table)))
+        sums = np.asarray(x @ self._table64)
+        out[rows] = (sums / np.maximum(counts, 1)[:, None] - self.offset).astype(np.float32)
+        return out
 
     def matrix(self, prompts: pd.Series) -> np.ndarray:
         """n x k float32, each distinct prompt tokenised once (a batch through the Rust tokenizer)."""

@@ -16,18 +16,41 @@ Every feature is a count of one regex (or a formula over such counts), listed wi
   searched in it. Other patterns run on the raw prompt.
 - A ratio with a zero denominator is 0. A null prompt gives a row of NaN (LightGBM reads it as missing);
   an empty prompt gives real numbers (chars 0, lines 1, turns 1, ...).
+- Bounded work: every count reads the prompt's *window* (`prompt_window`): the whole prompt when it has at
+  most WINDOW_HEAD + WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL code points
+  joined by one newline (the instruction of a long prompt is usually at its start or end). Only `chars`
+  and `tokens_est` read the whole prompt's length, an O(1) number. Ratios divide by the window's length.
+  So a 1 MB prompt costs what a 512-character one does, in every language; text and embedding features
+  read the same window (`features.build`, the routers).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 CHARS_PER_TOKEN = 4  # same rule as traces.importers.estimate_tokens
+WINDOW_HEAD = 256  # code points of a long prompt's start that its features read
+WINDOW_TAIL = 256  # ... and of its end (serving/js/features.mjs holds the same numbers; tested)
+WINDOW_JOIN = "\n"  # between head and tail: a word cut at either end stays a word of its own
+
+
+def prompt_window(prompt: str) -> str:
+    """What every prompt feature (counts, text, embedding) reads: the prompt itself up to WINDOW_HEAD +
+    WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL joined by WINDOW_JOIN."""
+    n = len(prompt)
+    if n <= WINDOW_HEAD + WINDOW_TAIL:
+        return prompt
+    return prompt[:WINDOW_HEAD] + WINDOW_JOIN + prompt[n - WINDOW_TAIL :]
+
 
 # ------------------------------------------------------------------------------------------ patterns
 
@@ -97,16 +120,16 @@ def _c(name: str) -> str:
 CODE_TOKENS_FOR_CODE = 3  # has_code: a fence, or at least this many code tokens
 
 PROMPT_FEATURE_DOCS: dict[str, str] = {
-    "chars": "length in Unicode code points",
+    "chars": "length of the whole prompt in Unicode code points (every other count reads the window, `wchars` long)",
     "words": f"{_c('word')} (whitespace-separated chunks)",
     "tokens_est": f"ceil(chars / {CHARS_PER_TOKEN}) (the importer's token estimate)",
     "lines": f"{_c('newline')} + 1",
     "has_code": f"1 if {_c('fence')} > 0 or code_tokens >= {CODE_TOKENS_FOR_CODE}, else 0",
     "code_tokens": _c("code_token"),
-    "code_ratio": f"(chars - length after replacing every match of /{PATTERNS['fenced_block'][0]}/gu by '') / chars "
+    "code_ratio": f"(wchars - length after replacing every match of /{PATTERNS['fenced_block'][0]}/gu by '') / wchars "
     "(share of characters inside ``` fences; an unclosed fence runs to the end)",
-    "code_symbol_ratio": f"{_c('code_symbol')} / chars",
-    "digit_ratio": f"{_c('digit')} / chars",
+    "code_symbol_ratio": f"{_c('code_symbol')} / wchars",
+    "digit_ratio": f"{_c('digit')} / wchars",
     "math": f"1 if {_c('math')} > 0, else 0 (operator between operands, LaTeX command, or math word)",
     "list_items": f"{_c('list_item')} (lines starting with a bullet or `1.` / `1)`)",
     "question": f"1 if {_c('question_end')} > 0 or {_c('wh_start')} > 0, else 0",
@@ -116,11 +139,11 @@ PROMPT_FEATURE_DOCS: dict[str, str] = {
     },
     "q_other": f"1 if /{PATTERNS['wh_any'][0]}/u does not match lower, else 0",
     "imperative": f"1 if {_c('imperative')} > 0, else 0 (starts with an instruction verb, optionally after 'please')",
-    "non_ascii_ratio": f"{_c('non_ascii')} / chars",
-    "latin_ratio": f"{_c('latin')} / chars",
-    "cjk_ratio": f"{_c('cjk')} / chars (kana, CJK ideographs, hangul)",
-    "cyrillic_ratio": f"{_c('cyrillic')} / chars",
-    "arabic_ratio": f"{_c('arabic')} / chars",
+    "non_ascii_ratio": f"{_c('non_ascii')} / wchars",
+    "latin_ratio": f"{_c('latin')} / wchars",
+    "cjk_ratio": f"{_c('cjk')} / wchars (kana, CJK ideographs, hangul)",
+    "cyrillic_ratio": f"{_c('cyrillic')} / wchars",
+    "arabic_ratio": f"{_c('arabic')} / wchars",
     "upper_ratio": f"{_c('upper')} / {_c('letter')} (share of ASCII letters that are upper case)",
     "turns": f"{_c('turn')} + 1 (role-marked lines of an inlined conversation, plus the current turn)",
 }
@@ -130,63 +153,55 @@ PROMPT_FEATURES: tuple[str, ...] = tuple(PROMPT_FEATURE_DOCS)
 # ------------------------------------------------------------------------------------------ computing
 
 
-def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else 0.0
+class _Ops(NamedTuple):
+    """The arithmetic `_row` needs, for plain floats (one prompt) or float64 arrays (a batch, one entry per prompt)."""
+
+    ratio: Callable  # num / den, 0 where den is 0
+    num: Callable  # a bool (array) as float
+    ceil: Callable
 
 
-def _row(n: Mapping[str, float], chars: float, outside: float, wh: str) -> list[float]:
-    """The feature formulas (PROMPT_FEATURE_DOCS) of one prompt from its pattern counts, its length, its length
-    outside ``` fences and its first wh-word, in `PROMPT_FEATURES` order. Plain floats: both the batch and
-    the per-request path use this one function, and it costs microseconds, not numpy call overheads."""
+def _array_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(np.shape(num)), where=den > 0)
+
+
+_SCALAR = _Ops(ratio=lambda num, den: num / den if den > 0 else 0.0, num=float, ceil=lambda x: float(math.ceil(x)))
+_ARRAY = _Ops(ratio=_array_ratio, num=lambda x: np.asarray(x, dtype=np.float64), ceil=np.ceil)
+
+
+def _row(n: Mapping[str, float], chars: float, wchars: float, outside: float, wh: str, ops: _Ops = _SCALAR) -> list:
+    """The feature formulas (PROMPT_FEATURE_DOCS) of one prompt from its window's pattern counts, its length,
+    its window's length and length outside ``` fences, and the window's first wh-word, in `PROMPT_FEATURES`
+    order. Plain floats for one prompt (microseconds, not numpy call overheads); with `ops=_ARRAY` every
+    argument is an array over a batch (`wh` an object array) and so is every entry: the same IEEE operations."""
     feats = {
         "chars": chars,
         "words": n["word"],
-        "tokens_est": float(math.ceil(chars / CHARS_PER_TOKEN)),
+        "tokens_est": ops.ceil(chars / CHARS_PER_TOKEN),
         "lines": n["newline"] + 1,
-        "has_code": float(n["fence"] > 0 or n["code_token"] >= CODE_TOKENS_FOR_CODE),
+        "has_code": ops.num((n["fence"] > 0) | (n["code_token"] >= CODE_TOKENS_FOR_CODE)),
         "code_tokens": n["code_token"],
-        "code_ratio": _ratio(chars - outside, chars),
-        "code_symbol_ratio": _ratio(n["code_symbol"], chars),
-        "digit_ratio": _ratio(n["digit"], chars),
-        "math": float(n["math"] > 0),
+        "code_ratio": ops.ratio(wchars - outside, wchars),
+        "code_symbol_ratio": ops.ratio(n["code_symbol"], wchars),
+        "digit_ratio": ops.ratio(n["digit"], wchars),
+        "math": ops.num(n["math"] > 0),
         "list_items": n["list_item"],
-        "question": float(n["question_end"] > 0 or n["wh_start"] > 0),
-        **{f"q_{w}": float(wh == w) for w in _WH},
-        "q_other": float(wh == ""),
-        "imperative": float(n["imperative"] > 0),
-        "non_ascii_ratio": _ratio(n["non_ascii"], chars),
-        "latin_ratio": _ratio(n["latin"], chars),
-        "cjk_ratio": _ratio(n["cjk"], chars),
-        "cyrillic_ratio": _ratio(n["cyrillic"], chars),
-        "arabic_ratio": _ratio(n["arabic"], chars),
-        "upper_ratio": _ratio(n["upper"], n["letter"]),
+        "question": ops.num((n["question_end"] > 0) | (n["wh_start"] > 0)),
+        **{f"q_{w}": ops.num(wh == w) for w in _WH},
+        "q_other": ops.num(wh == ""),
+        "imperative": ops.num(n["imperative"] > 0),
+        "non_ascii_ratio": ops.ratio(n["non_ascii"], wchars),
+        "latin_ratio": ops.ratio(n["latin"], wchars),
+        "cjk_ratio": ops.ratio(n["cjk"], wchars),
+        "cyrillic_ratio": ops.ratio(n["cyrillic"], wchars),
+        "arabic_ratio": ops.ratio(n["arabic"], wchars),
+        "upper_ratio": ops.ratio(n["upper"], n["letter"]),
         "turns": n["turn"] + 1,
     }
     return [feats[name] for name in PROMPT_FEATURES]
 
 
 _SKIPPED = {"fenced_block", "wh_any"}  # used for replacement / extraction, not counted
-
-
-def _features_of_distinct(text: pd.Series) -> np.ndarray:
-    """All features of non-null prompts (one float64 row per prompt): pattern counts with pandas string
-    methods, then `_row` per prompt."""
-    lower = text.str.lower()
-    names = [name for name in PATTERNS if name not in _SKIPPED]
-    counts = [
-        (lower if PATTERNS[name][1] else text).str.count(PATTERNS[name][0]).to_numpy(dtype=np.float64).tolist()
-        for name in names
-    ]
-    chars = text.str.len().to_numpy(dtype=np.float64).tolist()
-    outside = (
-        text.str.replace(PATTERNS["fenced_block"][0], "", regex=True).str.len().to_numpy(dtype=np.float64).tolist()
-    )
-    wh = lower.str.extract(PATTERNS["wh_any"][0], expand=False).fillna("").tolist()
-    rows = [
-        _row(dict(zip(names, vals, strict=True)), c, o, w)
-        for *vals, c, o, w in zip(*counts, chars, outside, wh, strict=True)
-    ]
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(PROMPT_FEATURES))
 
 
 _COMPILED = {name: (re.compile(src), lower) for name, (src, lower) in PATTERNS.items()}
@@ -223,24 +238,160 @@ def prompt_vector(prompt: str | None) -> np.ndarray:
     regexes and `_row` as `prompt_features` without pandas (tens of microseconds, not milliseconds)."""
     if prompt is None:
         return np.full(len(PROMPT_FEATURES), np.nan)
-    lower = prompt.lower()
-    raw = prompt.encode("ascii") if prompt.isascii() else None
-    n = {name: _count(name, rx, lower if is_lower else prompt, raw) for name, rx, is_lower in _COUNTED}
+    text = prompt_window(prompt)
+    lower = text.lower()
+    raw = text.encode("ascii") if text.isascii() else None
+    n = {name: _count(name, rx, lower if is_lower else text, raw) for name, rx, is_lower in _COUNTED}
     first = _COMPILED["wh_any"][0].search(lower)
-    outside = len(_COMPILED["fenced_block"][0].sub("", prompt))
-    return np.array(_row(n, float(len(prompt)), float(outside), first.group(1) if first else ""), dtype=np.float64)
+    outside = len(_COMPILED["fenced_block"][0].sub("", text))
+    row = _row(n, float(len(prompt)), float(len(text)), float(outside), first.group(1) if first else "")
+    return np.array(row, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------ batches
+#
+# `prompt_matrix` gives, row by row, exactly the float64 numbers of `prompt_vector` for a whole batch at once:
+# - the one-character classes, and `word` (runs of its one-character class), from the windows' code points in
+#   numpy; which classes a code point is in is read off the compiled regexes themselves (nothing restated);
+# - the other patterns through pyarrow's RE2 over the batch, asked only *whether* a window holds a match: a
+#   property of the pattern alone, the same in both engines for these patterns (no `\s`, `\w`, `\b` or
+#   look-around, `^`/`$` on the whole text, and `$`'s final-newline quirk cannot change a result: module
+#   docstring), whereas RE2's match *counting* differs at `^`. A flag is that answer; a count is then made by
+#   Python `re` in the windows that match (few: code, lists, turns). `wh_any`'s first group comes from RE2's
+#   leftmost-first `extract_regex`, which is Python's `search`;
+# - `fence` and the text outside fences with str methods (the fence regex only where a fence is).
+# A window RE2 cannot read (lone surrogates are not UTF-8) takes `prompt_vector`.
+
+_BIT_NAMES = ("word", *_CHAR_CLASSES)  # one-character classes; `word` is the class its runs are made of
+_RE2 = {name: re.sub(r"\\u([0-9a-fA-F]{4})", r"\\x{\1}", src) for name, (src, _) in PATTERNS.items()}
+_RE2_FLAGS = ("math", "question_end", "wh_start", "imperative")
+_RE2_COUNTS = ("code_token", "list_item", "turn")
+_WH_GROUP = _RE2["wh_any"].replace("(" + "|".join(_WH) + ")", "(?P<wh>" + "|".join(_WH) + ")", 1)
+
+
+def _char_bits(char: str) -> int:
+    return sum(1 << j for j, name in enumerate(_BIT_NAMES) if _COMPILED[name][0].fullmatch(char))
+
+
+@functools.cache
+def _bmp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The class bits of every BMP code point (bit j: `_BIT_NAMES[j]` matches it), the distinct bit patterns,
+    and each possible pattern's index among them (-1: no BMP code point has it). Built once per process from
+    the regexes: every match of a one-character class (or of `word`'s runs) covers members only."""
+    every = "".join(map(chr, range(0x10000)))
+    bits = np.zeros(0x10000, dtype=np.int64)
+    for j, name in enumerate(_BIT_NAMES):
+        spans = np.array([m.span() for m in _COMPILED[name][0].finditer(every)], dtype=np.int64).reshape(-1, 2)
+        cover = np.zeros(0x10001, dtype=np.int64)
+        cover[spans[:, 0]] += 1
+        cover[spans[:, 1]] -= 1
+        bits[np.cumsum(cover[:-1]) > 0] |= 1 << j
+    patterns = np.unique(bits)
+    index = np.full(1 << len(_BIT_NAMES), -1, dtype=np.int64)
+    index[patterns] = np.arange(len(patterns))
+    return bits, patterns, index
+
+
+@functools.cache
+def _bmp_pattern_ids() -> np.ndarray:
+    """Each BMP code point's bit pattern as its index in `_bmp_tables()[1]` (one small gather per character)."""
+    bits, _, index = _bmp_tables()
+    return index[bits].astype(np.int32)
+
+
+def _class_counts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per text (well-formed Unicode): its characters in each of `_BIT_NAMES` (n x bits) and its `word` runs."""
+    bmp, patterns, index = _bmp_tables()
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4")
+    astral = np.flatnonzero(cps > 0xFFFF)
+    ids = _bmp_pattern_ids()[np.minimum(cps, 0xFFFF)]
+    if len(astral):
+        values, where = np.unique(cps[astral], return_inverse=True)
+        bits = np.array([_char_bits(chr(v)) for v in values], dtype=np.int64)[where]
+        if (index[bits] < 0).any():  # a class pattern only astral characters have
+            extra = np.unique(bits[index[bits] < 0])
+            patterns, index = np.concatenate([patterns, extra]), index.copy()
+            index[extra] = np.arange(len(patterns) - len(extra), len(patterns))
+        ids[astral] = index[bits]
+    row = np.repeat(np.arange(len(texts), dtype=np.int64) * len(patterns), lens)
+    per_pattern = np.bincount(row + ids, minlength=len(texts) * len(patterns))
+    counts = per_pattern.reshape(len(texts), len(patterns)) @ ((patterns[:, None] >> np.arange(len(_BIT_NAMES))) & 1)
+    in_word = (patterns & 1).astype(bool)[ids]
+    starts = in_word.copy()
+    starts[1:] &= ~in_word[:-1]
+    firsts = (np.cumsum(lens) - lens)[lens > 0]
+    starts[firsts] = in_word[firsts]
+    words = np.zeros(len(texts), dtype=np.int64)
+    if len(firsts):
+        words[lens > 0] = np.add.reduceat(starts, firsts, dtype=np.int64)
+    return counts, words
+
+
+def _window_rows(texts: list[str], chars: np.ndarray) -> np.ndarray:
+    """`prompt_vector` of prompts of length `chars` whose windows are `texts` (well-formed Unicode), n x features."""
+    lowers = [t.lower() for t in texts]
+    counts, words = _class_counts(texts)
+    n = dict(zip(_BIT_NAMES, counts.T.astype(np.float64), strict=True))
+    n["word"] = words.astype(np.float64)
+    n["fence"] = np.fromiter((t.count("```") for t in texts), dtype=np.float64, count=len(texts))
+    arrays = {False: pa.array(texts, type=pa.string()), True: pa.array(lowers, type=pa.string())}
+    for name in (*_RE2_FLAGS, *_RE2_COUNTS):
+        rx, is_lower = _COMPILED[name]
+        hit = pc.match_substring_regex(arrays[is_lower], _RE2[name]).to_numpy(zero_copy_only=False)
+        n[name] = hit.astype(np.float64)
+        if name not in _FLAGS:
+            source = lowers if is_lower else texts
+            for j in np.flatnonzero(hit):
+                n[name][j] = len(rx.findall(source[j]))
+    wchars = np.fromiter(map(len, texts), dtype=np.float64, count=len(texts))
+    outside = wchars.copy()
+    for j in np.flatnonzero(n["fence"]):
+        outside[j] = len(_COMPILED["fenced_block"][0].sub("", texts[j]))
+    first = pc.extract_regex(arrays[True], _WH_GROUP).field("wh").to_pylist()
+    wh = np.array(["" if w is None else w for w in first], dtype=object)
+    return np.column_stack(_row(n, chars, wchars, outside, wh, _ARRAY))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_CHUNK = 8192  # windows per numpy / RE2 pass (at most ~4 MB of code points each)
+
+
+def prompt_matrix(prompts: Sequence[str | None]) -> np.ndarray:
+    """`prompt_vector` of every prompt (n x `PROMPT_FEATURES`, float64; row i is bit for bit
+    `prompt_vector(prompts[i])`), computed over the whole batch at once (see the comment above)."""
+    out = np.full((len(prompts), len(PROMPT_FEATURES)), np.nan)
+    rows, texts = [], []
+    for i, prompt in enumerate(prompts):
+        if prompt is None:
+            continue
+        text = prompt_window(prompt)
+        if text.isascii() or _utf8(text):
+            rows.append(i)
+            texts.append(text)
+        else:
+            out[i] = prompt_vector(prompt)
+    chars = np.array([len(prompts[i]) for i in rows], dtype=np.float64)
+    for at in range(0, len(texts), _CHUNK):  # bounded memory for a training set's millions of prompts
+        out[rows[at : at + _CHUNK]] = _window_rows(texts[at : at + _CHUNK], chars[at : at + _CHUNK])
+    return out
 
 
 def prompt_features(prompts: pd.Series) -> pd.DataFrame:
     """One float32 row of `PROMPT_FEATURES` per prompt (same index); a null prompt gives a row of NaN.
 
-    Each distinct prompt is computed once (traces repeat a prompt across models), with pandas string
-    methods over the distinct values held as Python objects, so every regex runs in Python `re` (Arrow
-    strings would run RE2, whose match counting treats `^` as the start of the not-yet-scanned rest).
+    Each distinct prompt is computed once (traces repeat a prompt across models), by `prompt_matrix`: the
+    router's numbers, bit for bit, rounded to float32.
     """
     codes, uniques = pd.factorize(prompts, use_na_sentinel=True)
-    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
-    distinct = _features_of_distinct(text)
+    distinct = prompt_matrix(list(np.asarray(uniques, dtype=object)))
     out = np.full((len(prompts), len(PROMPT_FEATURES)), np.nan, dtype=np.float32)
     known = codes >= 0
     out[known] = distinct[codes[known]]

@@ -12,15 +12,17 @@ import ctypes
 import datetime as dt
 import json
 import math
+import os
 import re
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import lightgbm as lgb
 import numpy as np
@@ -28,10 +30,11 @@ import numpy as np
 from core.errors import BeastError
 from features.embed import EmbedSpec, Encoder
 from features.model_cards import MODEL_FEATURES
-from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_vector
-from features.text import TextSpec, text_vector
+from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_matrix, prompt_vector, prompt_window
+from features.text import TextSpec, text_matrix, text_vector
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
+from serving.compiled import load_trees, verify_trees
 
 # The largest input a request may claim: no candidate reads more. The model cards (data/models.yaml), the price
 # table and the bundle carry no context-window sizes, so this is a documented constant above the largest
@@ -465,6 +468,71 @@ class RowPredictor:
             self._lib.LGBM_FastConfigFree(self._config)
 
 
+class TreeEvaluator(Protocol):
+    """The router's boosters over candidate rows: `one` for one request's n_candidates rows (the router's reused
+    buffers); `many` for a batch, candidate-major (n_candidates x n_requests x n_features, `fill_many`),
+    returning n_requests x n_candidates arrays; both return (quality, cost booster output)."""
+
+    def one(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class LightGBMTrees:
+    """The boosters through LightGBM: `RowPredictor` row by row for one request, one `Booster.predict` per
+    booster for a batch. The reference for the compiled trees, and the path when they are unavailable."""
+
+    def __init__(self, heads: Sequence[lgb.Booster | None], shared: bool, cost: lgb.Booster):
+        self.heads, self.shared, self.cost = tuple(heads), shared, cost
+        fast = {id(b): RowPredictor(b) for b in self.heads if b is not None}
+        self._q_fast = [fast[id(b)] if b is not None else None for b in self.heads]
+        self._c_fast = RowPredictor(cost)
+
+    def one(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        quality = np.array([f(Xq[i]) if f is not None else math.nan for i, f in enumerate(self._q_fast)])
+        return quality, np.array([self._c_fast(row) for row in Xc])
+
+    def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, n_requests = Xq.shape[:2]
+        quality = np.full((n, n_requests), math.nan)
+        if n_requests and self.shared:
+            quality[:] = self.heads[0].predict(Xq.reshape(n * n_requests, -1), num_threads=1).reshape(n, n_requests)
+        elif n_requests:
+            for i, booster in enumerate(self.heads):
+                if booster is not None:
+                    quality[i] = booster.predict(Xq[i], num_threads=1)
+        rows = Xc.reshape(n * n_requests, Xc.shape[2])
+        log_out = self.cost.predict(rows, num_threads=1) if n_requests else np.empty(0)
+        return quality.T, log_out.reshape(n, n_requests).T
+
+
+TREES_ENV = "BEAST_TREES"  # "lightgbm" forces the LightGBM path (a benchmark's reference); default "compiled"
+
+
+def tree_evaluator(
+    mode: str | None,
+    reference: LightGBMTrees,
+    head_texts: Sequence[str | None],
+    cost_text: str,
+    probe: tuple[np.ndarray, np.ndarray],
+) -> TreeEvaluator:
+    """The compiled trees (serving/compiled.py), checked against `reference` on the `probe` rows (quality
+    and cost matrices side by side); `reference` itself when `mode` (else $BEAST_TREES) is "lightgbm", or,
+    with one warning naming why, when compiling is unavailable or fails."""
+    mode = mode or os.environ.get(TREES_ENV) or "compiled"
+    if mode not in ("compiled", "lightgbm"):
+        raise BundleError(f"trees {mode!r}: expected 'compiled' or 'lightgbm' (${TREES_ENV})")
+    if mode == "lightgbm":
+        return reference
+    try:
+        trees = load_trees(head_texts, reference.shared, cost_text)
+        verify_trees(trees, reference, *probe)
+    except BundleError as exc:
+        warnings.warn(f"compiled trees unavailable, routing with LightGBM: {exc}", RuntimeWarning, stacklevel=3)
+        return reference
+    return trees
+
+
 @dataclass(frozen=True)
 class FeatureLayout:
     """How a predictor's feature matrix is filled: a template (one row per candidate, candidate columns
@@ -495,6 +563,22 @@ class FeatureLayout:
         np.copyto(out, self.template)
         out[:, self.dst] = vector[self.src]
         return out
+
+    def fill_many(self, vectors: np.ndarray) -> np.ndarray:
+        """`fill` for a batch (one request vector per row of `vectors`), candidate-major: n_candidates x
+        n_requests x n_features, so each candidate's rows are one C-contiguous block, as its head reads them
+        (no strided copy per head)."""
+        out = np.empty((len(self.template), len(vectors), self.template.shape[1]))
+        out[:] = self.template[:, None, :]
+        out[:, :, self.dst] = vectors[None, :, self.src]
+        return out
+
+
+def input_tokens(request: RouteRequest) -> int:
+    """The request's input tokens: as given, else the prompt's estimate ceil(chars / 4), at most MAX_INPUT_TOKENS
+    (bounded: one request's predicted cost never exceeds a full context's)."""
+    given = request.input_tokens
+    return min(given if given is not None else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN), MAX_INPUT_TOKENS)
 
 
 def _booster(bundle: Bundle, predictor: str, key: str) -> lgb.Booster:
@@ -534,7 +618,8 @@ class Router:
     """Per request: features for every candidate, predicted quality and cost, then the policy's choice.
     One request at a time (`route`) or many at once (`route_many`, same decisions, higher throughput)."""
 
-    def __init__(self, bundle: Bundle, policy: Mapping[str, object] | None = None):
+    def __init__(self, bundle: Bundle, policy: Mapping[str, object] | None = None, trees: str | None = None):
+        """`trees`: "compiled" (default; LightGBM with a warning if compiling is unavailable) or "lightgbm"."""
         self.bundle = bundle
         self.models: tuple[str, ...] = tuple(bundle.candidates)
         n = len(self.models)
@@ -575,14 +660,11 @@ class Router:
         self.q_heads = [
             self.q_boosters["shared"] if self.heads == "shared" else self.q_boosters.get(m) for m in self.models
         ]
-        q_fast = {id(b): RowPredictor(b) for b in self.q_boosters.values()}
-        self._q_fast = [q_fast[id(b)] if b is not None else None for b in self.q_heads]
         cost = bundle.side("cost")
         self.c_names = list(cost["feature_names"])
         self.c_categories = {key: tuple(v) for key, v in cost["categories"].items()}
         self.c_shift = cost["p90_shift"]
         self.c_p50 = _booster(bundle, "cost", "p50")
-        self._c_fast = RowPredictor(self.c_p50)
         cost_slots = ("log_input_tokens", "task", "hour", *(f"prompt_{f}" for f in PROMPT_FEATURES))
         self.c_layout = FeatureLayout.make(
             self.c_names, {"model": _codes(self.models, self.c_categories.get("model", ()))}, cost_slots, n
@@ -590,6 +672,14 @@ class Router:
         self._task_code = {t: float(i) for i, t in enumerate(self.c_categories.get("task", ()))}
         self._Xq = self.q_layout.template.copy()
         self._Xc = self.c_layout.template.copy()
+        head_keys = ["shared" if self.heads == "shared" else m for m in self.models]
+        self.trees: TreeEvaluator = tree_evaluator(
+            trees,
+            LightGBMTrees(self.q_heads, self.heads == "shared", self.c_p50),
+            [bundle.model_text("quality", k) if b is not None else None for k, b in zip(head_keys, self.q_heads)],
+            bundle.model_text("cost", "p50"),
+            (np.stack([self._Xq, np.zeros_like(self._Xq)], 1), np.stack([self._Xc, np.zeros_like(self._Xc)], 1)),
+        )
 
     @classmethod
     def load(cls, path: Path, budget_file: Path | None = None, key: bytes | None = None) -> Router:
@@ -619,35 +709,57 @@ class Router:
 
     def request_features(self, request: RouteRequest) -> tuple[int, np.ndarray, np.ndarray | None]:
         """What every candidate shares: input tokens, prompt features, text features (computed once)."""
-        tokens = min(
-            request.input_tokens
-            if request.input_tokens is not None
-            else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN),
-            MAX_INPUT_TOKENS,  # bounded: one request's predicted cost never exceeds a full context's
-        )
-        text = text_vector(self.text, request.prompt) if self.text is not None else None
+        tokens = input_tokens(request)
+        window = None if request.prompt is None else prompt_window(request.prompt)
+        text = text_vector(self.text, window) if self.text is not None else None
         return tokens, prompt_vector(request.prompt), text
 
     def embed_features(self, request: RouteRequest) -> np.ndarray | None:
-        """The prompt's embedding features (float32), None when the bundle has no embedding family."""
-        return self.embed.vector(request.prompt) if self.embed is not None else None
+        """The prompt's embedding features (float32, of its window), None when the bundle has no embedding family."""
+        if self.embed is None:
+            return None
+        return self.embed.vector(None if request.prompt is None else prompt_window(request.prompt))
 
     def request_vector(self, request: RouteRequest, now: dt.datetime | None = None) -> tuple[int, np.ndarray]:
         """Input tokens and the request vector (`_slots` order) that both feature layouts scatter from."""
         tokens, prompt, text = self.request_features(request)
         emb = self.embed_features(request)
-        when = request.timestamp or now or dt.datetime.now(dt.UTC)
-        head = [
-            math.log1p(tokens),
-            self._task_code.get(request.task, math.nan) if request.task is not None else math.nan,
-            float(when.astimezone(dt.UTC).hour),
-        ]
         parts = (
-            [np.array(head), prompt]
+            [np.array(self._head(request, tokens, now)), prompt]
             + ([text.astype(np.float64)] if text is not None else [])
             + ([emb.astype(np.float64)] if emb is not None else [])
         )
         return tokens, np.concatenate(parts)
+
+    def _head(self, request: RouteRequest, tokens: int, now: dt.datetime | None) -> list[float]:
+        """The request vector's first slots: log1p(input tokens), task code, UTC hour."""
+        when = request.timestamp or now or dt.datetime.now(dt.UTC)
+        return [
+            math.log1p(tokens),
+            self._task_code.get(request.task, math.nan) if request.task is not None else math.nan,
+            float(when.astimezone(dt.UTC).hour),
+        ]
+
+    def request_vectors(
+        self, requests: Sequence[RouteRequest], now: dt.datetime | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`request_vector` of every request at once: input tokens (float) and the len(requests) x len(_slots)
+        matrix whose row i equals `request_vector(requests[i], now)[1]`, from the feature families' batch paths
+        (`prompt_matrix`, `text_matrix`, `Encoder.vectors`; tested equal to the per-request ones)."""
+        now = now or dt.datetime.now(dt.UTC)
+        tokens = [input_tokens(r) for r in requests]
+        out = np.empty((len(requests), len(self._slots)))
+        out[:, :3] = np.array([self._head(r, t, now) for r, t in zip(requests, tokens, strict=True)]).reshape(-1, 3)
+        prompts = [r.prompt for r in requests]
+        end = 3 + len(PROMPT_FEATURES)
+        out[:, 3:end] = prompt_matrix(prompts)
+        windows = [None if p is None else prompt_window(p) for p in prompts]
+        if self.text is not None:
+            out[:, end : end + self.text.params.k] = text_matrix(self.text, windows)
+            end += self.text.params.k
+        if self.embed is not None:
+            out[:, end : end + self.embed.k] = self.embed.vectors(windows)
+        return np.array(tokens, dtype=float), out
 
     def quality_features(self, vector: np.ndarray) -> np.ndarray:
         """n_candidates x len(q_names) matrix in the quality boosters' column order (a fresh array)."""
@@ -662,33 +774,18 @@ class Router:
         return (tokens * self.price_in + out_tokens * self.price_out) / 1e6
 
     def predict(self, request: RouteRequest) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted quality, predicted USD cost) per candidate, one fast single-row call per candidate."""
+        """(predicted quality, predicted USD cost) per candidate: one tree-evaluator call per booster over the
+        request's candidate rows, filled into buffers reused across requests."""
         tokens, vector = self.request_vector(request)
-        Xq = self.q_layout.fill(self._Xq, vector)
-        quality = np.array([f(Xq[i]) if f is not None else math.nan for i, f in enumerate(self._q_fast)])
-        Xc = self.c_layout.fill(self._Xc, vector)
-        log_out = np.array([self._c_fast(Xc[i]) for i in range(len(self.models))])
+        quality, log_out = self.trees.one(self.q_layout.fill(self._Xq, vector), self.c_layout.fill(self._Xc, vector))
         return quality, self._usd(np.float64(tokens), log_out)
 
     def predict_many(self, requests: Sequence[RouteRequest]) -> tuple[np.ndarray, np.ndarray]:
-        """(quality, cost), each len(requests) x n_candidates, with one `Booster.predict` per booster over all
+        """(quality, cost), each len(requests) x n_candidates, with one tree-evaluator call per booster over all
         rows: the per-call overhead is paid once per batch, not once per candidate and request."""
-        n = len(self.models)
-        now = dt.datetime.now(dt.UTC)
-        pairs = [self.request_vector(r, now) for r in requests]
-        tokens = np.array([t for t, _ in pairs], dtype=float)
-        Xq = np.concatenate([self.quality_features(v) for _, v in pairs]) if pairs else np.empty((0, len(self.q_names)))
-        Xc = np.concatenate([self.cost_features(v) for _, v in pairs]) if pairs else np.empty((0, len(self.c_names)))
-        quality = np.full(len(Xq), math.nan)
-        if self.heads == "shared":
-            quality[:] = self.q_boosters["shared"].predict(Xq, num_threads=1)
-        else:
-            for i, booster in enumerate(self.q_heads):
-                if booster is not None and len(requests):
-                    quality[i::n] = booster.predict(Xq[i::n], num_threads=1)
-        log_out = self.c_p50.predict(Xc, num_threads=1) if len(Xc) else np.empty(0)
-        cost = self._usd(tokens[:, None], log_out.reshape(-1, n))
-        return quality.reshape(-1, n), cost
+        tokens, vectors = self.request_vectors(requests, dt.datetime.now(dt.UTC))
+        quality, log_out = self.trees.many(self.q_layout.fill_many(vectors), self.c_layout.fill_many(vectors))
+        return quality, self._usd(tokens[:, None], log_out)
 
     def observe(self, model: str, ok: bool, now: float | None = None) -> None:
         """Report a served request's outcome; feeds the circuit breaker."""

@@ -8,7 +8,7 @@
 import { performance } from "node:perf_hooks";
 
 import { Bundle, BundleError, loadBundle, orderedKeys } from "./bundle.mjs";
-import { CHARS_PER_TOKEN, EmbedSpec, EmbedSpecError, PROMPT_FEATURES, TextSpec, checkEmbedSpec, codePoints, promptVector, readEmbedTable } from "./features.mjs";
+import { CHARS_PER_TOKEN, EmbedSpec, EmbedSpecError, PROMPT_FEATURES, TextSpec, checkEmbedSpec, promptVector, promptWindow, readEmbedTable } from "./features.mjs";
 import { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 import { TreeModel } from "./trees.mjs";
 
@@ -16,6 +16,8 @@ export { Bundle, BundleError, loadBundle } from "./bundle.mjs";
 export { PATTERNS, PROMPT_FEATURES, promptVector, TextSpec, textKeys, murmur3, EmbedSpec, EmbedSpecError } from "./features.mjs";
 export { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 export { TreeModel, TreeModelError } from "./trees.mjs";
+
+const CHARS = PROMPT_FEATURES.indexOf("chars"); // the prompt vector slot holding its length in code points
 
 export const MODEL_FEATURES = ["model_code", "price_in", "price_out", "params_b", "size_class", "open_weights"];
 /** serving/router.py MAX_INPUT_TOKENS: a larger input_tokens is refused, a larger prompt estimate counted as this. */
@@ -583,10 +585,13 @@ export class Router {
    * without its family in the bundle). */
   requestFeatures(request) {
     const req = asRequest(request);
-    const tokens = Math.min(req.inputTokens ?? Math.ceil(codePoints(req.prompt ?? "") / CHARS_PER_TOKEN), MAX_INPUT_TOKENS); // bounded cost
-    const text = this.text ? this.text.vector(req.prompt) : null;
-    const embed = this.embed ? this.embed.vector(req.prompt) : null;
-    return { inputTokens: tokens, prompt: promptVector(req.prompt), text, embed };
+    const prompt = promptVector(req.prompt);
+    const chars = req.prompt === null || req.prompt === undefined ? 0 : prompt[CHARS]; // counted once: O(prompt) for two-byte text
+    const tokens = Math.min(req.inputTokens ?? Math.ceil(chars / CHARS_PER_TOKEN), MAX_INPUT_TOKENS); // bounded cost
+    const win = req.prompt === null || req.prompt === undefined ? req.prompt : promptWindow(req.prompt);
+    const text = this.text ? this.text.vector(win) : null;
+    const embed = this.embed ? this.embed.vector(win) : null;
+    return { inputTokens: tokens, prompt, text, embed };
   }
 
   _fill(row, plan, i, shared) {

@@ -11,6 +11,11 @@ import { LlamaTokenizer } from "./tokenizer.mjs";
 
 export const CHARS_PER_TOKEN = 4;
 export const CODE_TOKENS_FOR_CODE = 3;
+// The window every prompt feature reads (features/prompt.py prompt_window): the whole prompt up to
+// WINDOW_HEAD + WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL joined by WINDOW_JOIN.
+export const WINDOW_HEAD = 256;
+export const WINDOW_TAIL = 256;
+export const WINDOW_JOIN = "\n";
 
 const LEAD = String.raw`^[ \t\n\r"'(\[*#>_-]*`;
 const WH = ["what", "how", "why", "who", "when", "where", "which"];
@@ -79,18 +84,34 @@ const WH_ANY = new RegExp(PATTERNS.wh_any[0], "u");
 
 /** Length in Unicode code points (Python len): a surrogate pair is one, a lone surrogate is one. */
 export function codePoints(s) {
-  let n = s.length;
-  for (let i = 0; i < s.length - 1; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n--;
-        i++;
-      }
-    }
-  }
-  return n;
+  return s.length - count(SURROGATE_PAIR, s); // a native scan, and none at all for a one-byte (Latin-1) string
+}
+const SURROGATE_PAIR = /[\ud800-\udbff][\udc00-\udfff]/g;
+
+const isHigh = (c) => (c & 0xfc00) === 0xd800;
+const isLow = (c) => (c & 0xfc00) === 0xdc00;
+
+/** UTF-16 index just past the first `n` code points of `s` (s.length if it has fewer). */
+function headEnd(s, n) {
+  let i = 0;
+  for (let count = 0; count < n && i < s.length; count++) i += isHigh(s.charCodeAt(i)) && i + 1 < s.length && isLow(s.charCodeAt(i + 1)) ? 2 : 1;
+  return i;
+}
+
+/** UTF-16 index where the last `n` code points of `s` start (0 if it has fewer). A high surrogate pairs only
+ * with the low one right after it, so walking back cuts at the same code point boundaries as walking forward. */
+function tailStart(s, n) {
+  let i = s.length;
+  for (let count = 0; count < n && i > 0; count++) i -= isLow(s.charCodeAt(i - 1)) && i >= 2 && isHigh(s.charCodeAt(i - 2)) ? 2 : 1;
+  return i;
+}
+
+/** The part of a prompt its features read (Python prompt_window): O(window) work for any prompt length. */
+export function promptWindow(s) {
+  if (s.length <= WINDOW_HEAD + WINDOW_TAIL) return s; // code points <= UTF-16 units
+  const h = headEnd(s, WINDOW_HEAD);
+  const t = tailStart(s, WINDOW_TAIL);
+  return t <= h ? s : s.slice(0, h) + WINDOW_JOIN + s.slice(t); // t <= h: at most HEAD + TAIL code points
 }
 
 function count(re, s) {
@@ -104,11 +125,13 @@ const ratio = (num, den) => (den > 0 ? num / den : 0.0);
 export function promptVector(prompt) {
   const out = new Float64Array(PROMPT_FEATURES.length);
   if (prompt === null || prompt === undefined) return out.fill(NaN);
-  const lower = prompt.toLowerCase();
+  const text = promptWindow(prompt);
+  const lower = text.toLowerCase();
   const n = {};
-  for (const [name, re, isLower] of COUNTED) n[name] = count(re, isLower ? lower : prompt);
+  for (const [name, re, isLower] of COUNTED) n[name] = count(re, isLower ? lower : text);
   const chars = codePoints(prompt);
-  const outside = codePoints(prompt.replace(FENCED, ""));
+  const wchars = codePoints(text);
+  const outside = codePoints(text.replace(FENCED, ""));
   const first = WH_ANY.exec(lower);
   const wh = first ? first[1] : "";
   const f = {
@@ -118,19 +141,19 @@ export function promptVector(prompt) {
     lines: n.newline + 1,
     has_code: n.fence > 0 || n.code_token >= CODE_TOKENS_FOR_CODE ? 1 : 0,
     code_tokens: n.code_token,
-    code_ratio: ratio(chars - outside, chars),
-    code_symbol_ratio: ratio(n.code_symbol, chars),
-    digit_ratio: ratio(n.digit, chars),
+    code_ratio: ratio(wchars - outside, wchars),
+    code_symbol_ratio: ratio(n.code_symbol, wchars),
+    digit_ratio: ratio(n.digit, wchars),
     math: n.math > 0 ? 1 : 0,
     list_items: n.list_item,
     question: n.question_end > 0 || n.wh_start > 0 ? 1 : 0,
     q_other: wh === "" ? 1 : 0,
     imperative: n.imperative > 0 ? 1 : 0,
-    non_ascii_ratio: ratio(n.non_ascii, chars),
-    latin_ratio: ratio(n.latin, chars),
-    cjk_ratio: ratio(n.cjk, chars),
-    cyrillic_ratio: ratio(n.cyrillic, chars),
-    arabic_ratio: ratio(n.arabic, chars),
+    non_ascii_ratio: ratio(n.non_ascii, wchars),
+    latin_ratio: ratio(n.latin, wchars),
+    cjk_ratio: ratio(n.cjk, wchars),
+    cyrillic_ratio: ratio(n.cyrillic, wchars),
+    arabic_ratio: ratio(n.arabic, wchars),
     upper_ratio: ratio(n.upper, n.letter),
     turns: n.turn + 1,
   };

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from features.prompt import CHARS_PER_TOKEN, CODE_TOKENS_FOR_CODE, PATTERNS, PROMPT_FEATURES
+from features.prompt import (
+    CHARS_PER_TOKEN,
+    CODE_TOKENS_FOR_CODE,
+    PATTERNS,
+    PROMPT_FEATURES,
+    WINDOW_HEAD,
+    WINDOW_JOIN,
+    WINDOW_TAIL,
+    prompt_window,
+)
 from models.export import build_bundle
 from serving.conformance import _floats, record
 from serving.router import Router, RouteRequest
@@ -126,7 +135,7 @@ def test_node_refuses_a_tampered_bundle(bundles, tmp_path: Path, change: str, re
 def test_js_patterns_and_constants_are_the_python_ones() -> None:
     """The JS port hard-codes features/prompt.py's regex sources; any drift fails here, not in production."""
     js = node_module(
-        'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE}));',
+        'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE, window: [f.WINDOW_HEAD, f.WINDOW_TAIL, f.WINDOW_JOIN]}));',
         "",
     )
     assert js == {
@@ -134,6 +143,7 @@ def test_js_patterns_and_constants_are_the_python_ones() -> None:
         "features": list(PROMPT_FEATURES),
         "chars": CHARS_PER_TOKEN,
         "code": CODE_TOKENS_FOR_CODE,
+        "window": [WINDOW_HEAD, WINDOW_TAIL, WINDOW_JOIN],
     }
 
 
@@ -164,6 +174,13 @@ HOSTILE_PROMPTS = [
     ("Explain quantum entanglement to me like I am five. " * 4000) + "😀" * 1000 + "𝟙" * 1000,  # 206,000 code points
     "".join(chr(c) for c in range(0x20, 0x3000, 7)),
     "",
+    # the window's edges (features/prompt.py prompt_window): exactly head + tail code points, one more, astral
+    # characters (two UTF-16 units each) and lone surrogates right at either cut, and a 1 MB prompt
+    "😀" * (WINDOW_HEAD + WINDOW_TAIL),
+    "😀" * (WINDOW_HEAD + WINDOW_TAIL + 1),
+    "a" * (WINDOW_HEAD - 1) + "😀\ud800" + "```code " * 300 + "\udc00😀" + "b? " * (WINDOW_TAIL // 3),
+    "Why? " + "x" * (WINDOW_HEAD - 5) + "\ud83d" + "y" * 1000 + "😀" + "z" * (WINDOW_TAIL - 1),
+    "What is this code?\n```py\n" + "def f(x):\n    return x == 1 -> 2;\n" * 30_000 + "```\nUser: fix it please",
 ]
 HOSTILE_REQUESTS = [
     *(
@@ -418,7 +435,7 @@ def test_bundles_carry_the_embedding_family(bundles, heads: str) -> None:
 
 def test_node_embedding_equals_python_on_every_alpaca_prompt(bundles) -> None:
     """JS tokenizer + table mean = the Python router's Encoder (the Rust tokenizer) on 805 real prompts and the
-    hostile ones (lone surrogates, 206,000 code points cut to max_chars, astral text, empty)."""
+    hostile ones (lone surrogates, 206,000 code points cut to the prompt window, astral text, empty)."""
     import pandas as pd
 
     bundle = bundles["shared"]
@@ -435,7 +452,7 @@ def test_node_embedding_equals_python_on_every_alpaca_prompt(bundles) -> None:
         "x" * (m - 2) + "😀\ud83d" + "😀" * 3,
     ]
     prompts += [*HOSTILE_PROMPTS, *at_the_cut, "\ud83d" + "\ude00 split pair", "<s>[INST] hi [/INST]</s>", None]
-    want = np.array([router.embed.vector(p) for p in prompts], dtype=np.float64)
+    want = np.array([router.embed.vector(None if p is None else prompt_window(p)) for p in prompts], dtype=np.float64)
     got = np.array([f["embed"] for f in _js_features(bundle, prompts)], dtype=np.float64)
     assert want.shape == got.shape == (len(prompts), router.embed.k)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, equal_nan=True)

@@ -1,0 +1,88 @@
+"""Feature speed, one run (a measurement, not a test): microseconds per prompt of each feature family's
+per-request path (`prompt_vector`, `text_vector`, `Encoder.vector`) against its batch path (`prompt_matrix`,
+`text_matrix`, `Encoder.vectors`) on batches of real prompts, and of `Router.request_vector` per request
+against `Router.request_vectors`, on one core.
+
+"first" is the first pass over prompts never seen (the word, pair and piece memos warmed on other prompts
+only: new words, pairs and pieces are hashed / tokenised then); "again" the best of five interleaved
+repeats of the same batch (memos warm: the steady state of a router whose memos hold its traffic's words).
+
+    uv run python -m benchmarks.features [bundle] [batch]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from features.prompt import prompt_matrix, prompt_vector, prompt_window
+from features.text import text_matrix, text_vector
+from serving.router import Router, RouteRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = {"alpaca": "alpaca_eval.parquet", "mmlu": "routellm_mmlu.parquet"}
+
+
+def _us(fn: Callable[[], object], n: int, repeats: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best / n * 1e6
+
+
+def _row(t: list[float]) -> str:
+    return f"first: single {t[0]:6.1f}  batch {t[1]:6.1f}   again: single {t[2]:6.1f}  batch {t[3]:6.1f}"
+
+
+def _prompts(name: str) -> list[str]:
+    frame = pd.read_parquet(ROOT / "data" / "sample" / SAMPLES[name], columns=["prompt"])
+    return list(frame["prompt"].dropna().drop_duplicates())
+
+
+def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -> None:
+    text, embed = router.text, router.embed
+    windows = [prompt_window(p) for p in prompts]
+    warm = [prompt_window(p) for p in others]
+    text_matrix(text, warm), embed.vectors(warm), prompt_matrix(others[:50])  # memos and tables, other prompts
+    for w in warm:
+        text_vector(text, w)
+        embed.vector(w)
+    families = {
+        "prompt": (lambda: [prompt_vector(p) for p in prompts], lambda: prompt_matrix(prompts)),
+        "text": (lambda: [text_vector(text, w) for w in windows], lambda: text_matrix(text, windows)),
+        "embed": (lambda: [embed.vector(w) for w in windows], lambda: embed.vectors(windows)),
+    }
+    n, total = len(prompts), [0.0, 0.0, 0.0, 0.0]
+    for family, (single, batched) in families.items():
+        times = [_us(single, n), _us(batched, n), float("inf"), float("inf")]  # first passes
+        for _ in range(5):  # then interleaved repeats (the machine is shared): the best of each
+            times[2], times[3] = min(times[2], _us(single, n)), min(times[3], _us(batched, n))
+        total = [a + b for a, b in zip(total, times, strict=True)]
+        print(f"  {name:6s} {family:6s} " + _row(times))
+    print(f"  {name:6s} {'sum':6s} " + _row(total))
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    requests = [RouteRequest(prompt=p, task="koala") for p in prompts]
+    vec = [float("inf"), float("inf")]
+    for _ in range(3):
+        vec[0] = min(vec[0], _us(lambda: [router.request_vector(r, now) for r in requests], n))
+        vec[1] = min(vec[1], _us(lambda: router.request_vectors(requests, now), n))
+    print(f"  {name:6s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
+
+
+def main(bundle: Path = ROOT / "data" / "bundle", batch: int = 1000) -> None:
+    router = Router.load(bundle)
+    mmlu = _prompts("mmlu")
+    print(f"us per prompt, batches of up to {batch} prompts, one core (single: the per-request path)")
+    _measure("alpaca", router, _prompts("alpaca")[:batch], mmlu[batch : 3 * batch])
+    _measure("mmlu", router, mmlu[:batch], mmlu[batch:])
+
+
+if __name__ == "__main__":
+    main(*(Path(a) if i == 0 else int(a) for i, a in enumerate(sys.argv[1:])))

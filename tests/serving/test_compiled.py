@@ -1,0 +1,220 @@
+"""Compiled trees (serving/compiled.py): the same numbers as `Booster.predict` on every leaf and edge value,
+a disk cache that is rebuilt when corrupt, and a router that falls back to LightGBM when compiling fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from serving import compiled
+from serving.bundle import BundleError, load
+from serving.compiled import compilable_text, compile_booster, needs_snap
+from serving.router import LightGBMTrees, Router, RouteRequest
+from serving.trees import K_ZERO_THRESHOLD, probe_rows
+
+BUNDLE = ROOT / "data" / "bundle"
+
+
+def _data(seed: int, n: int = 600, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded rows with NaN, exact zeros (LightGBM puts bin edges at +-kZeroThreshold) and a category-like column."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, k))
+    X[rng.random(X.shape) < 0.3] = 0.0
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:, 0] = rng.integers(0, 9, n)
+    y = X[:, 1] * 2 + np.nan_to_num(X[:, 2]) - (X[:, 0] % 3) + rng.normal(size=n) * 0.1
+    return X, y
+
+
+def _train(params: dict, seed: int, rounds: int = 25, label=None, **dataset) -> lgb.Booster:
+    X, y = _data(seed)
+    y = label(y) if label else y
+    base = {"verbose": -1, "num_threads": 1, "seed": seed, "min_data_in_leaf": 5, "num_leaves": 15}
+    return lgb.train(base | params, lgb.Dataset(X, y, **dataset), num_boost_round=rounds)
+
+
+BOOSTERS = {
+    "binary_nan": lambda: _train({"objective": "binary"}, 1, label=lambda y: (y > 0).astype(float)),
+    "cross_entropy": lambda: _train({"objective": "cross_entropy"}, 2, label=lambda y: 1 / (1 + np.exp(-y))),
+    "regression_zero_missing": lambda: _train({"objective": "regression", "zero_as_missing": True}, 3),
+    "quantile_categorical": lambda: _train({"objective": "quantile", "alpha": 0.5}, 4, categorical_feature=[0]),
+    "binary_categorical": lambda: _train(
+        {"objective": "binary", "cat_smooth": 1, "min_data_per_group": 5},
+        5,
+        label=lambda y: (y > 0).astype(float),
+        categorical_feature=[0],
+    ),
+    "one_tree": lambda: _train({"objective": "regression"}, 6, rounds=1),
+    "constant": lambda: _train({"objective": "regression", "min_data_in_leaf": 10_000}, 7, rounds=3),
+}
+
+
+def _rows(booster: lgb.Booster, seed: int = 0) -> np.ndarray:
+    """Every leaf and edge value (`probe_rows`), plus seeded rows like the training data."""
+    return np.vstack([probe_rows(booster.dump_model()), _data(seed + 100)[0]])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.mark.parametrize("name", BOOSTERS)
+def test_compiled_booster_predicts_what_lightgbm_predicts(name: str, cache: Path) -> None:
+    booster = BOOSTERS[name]()
+    text = booster.model_to_string()
+    X = _rows(booster)
+    got, want = compile_booster(text, cache).predict(X), booster.predict(X, num_threads=1)
+    assert got.shape == want.shape == (len(X),)
+    assert not np.isnan(want).any()
+    np.testing.assert_array_equal(got, want)  # bit for bit: trees summed in LightGBM's order
+
+
+def test_the_edge_cases_are_really_exercised(cache: Path) -> None:
+    """The boosters above do have what the compiled path treats specially: categorical splits, missing-type
+    Zero and NaN splits, thresholds at exactly -kZeroThreshold (moved), a 1-tree and a single-leaf model."""
+    texts = {name: make().model_to_string() for name, make in BOOSTERS.items()}
+    kinds = {name: [int(v) for line in t.splitlines() if line.startswith("decision_type=") for v in line[14:].split()]
+             for name, t in texts.items()}  # fmt: skip
+    assert any(k & 1 for k in kinds["quantile_categorical"]) and any(k & 1 for k in kinds["binary_categorical"])
+    assert any((k >> 2) & 3 == 2 for k in kinds["binary_nan"])
+    assert needs_snap(texts["regression_zero_missing"]) and not needs_snap(texts["binary_nan"])
+    assert any(compilable_text(t) != t for t in texts.values())
+    assert "num_leaves=1" in texts["constant"] and texts["one_tree"].count("Tree=") == 1
+    # tiny values are read as 0.0 by LightGBM's C API: the compiled trees agree on them too
+    booster = BOOSTERS["regression_zero_missing"]()
+    X = np.zeros((4, booster.num_feature()))
+    X[:, 1:] = np.array([K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD, 1e-36, 0.0])[:, None]
+    np.testing.assert_array_equal(compile_booster(booster.model_to_string(), cache).predict(X), booster.predict(X))
+
+
+def test_cache_is_warm_atomic_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> None:
+    booster = BOOSTERS["binary_nan"]()
+    text, X = booster.model_to_string(), _rows(booster)
+    cold = compile_booster(text, tmp_path)
+    (entry,) = tmp_path.glob("*.o")
+    assert not cold.cached and entry.name == f"{cold.key}.o" and not list(tmp_path.glob(".*"))
+    warm = compile_booster(text, tmp_path)
+    assert warm.cached and warm.key == cold.key
+    np.testing.assert_array_equal(warm.predict(X), cold.predict(X))
+    good = entry.read_bytes()
+    for bad in (good[:-1] + bytes([good[-1] ^ 1]), good[: len(good) // 2], b"", b"junk"):
+        entry.write_bytes(bad)
+        rebuilt = compile_booster(text, tmp_path)
+        assert not rebuilt.cached and entry.read_bytes() == good
+        np.testing.assert_array_equal(rebuilt.predict(X), cold.predict(X))
+    other = BOOSTERS["one_tree"]().model_to_string()  # another model's (valid) entry under this key: rebuilt
+    entry.write_bytes(good.replace(cold.key.encode(), compile_booster(other, tmp_path).key.encode()))
+    assert not compile_booster(text, tmp_path).cached
+    assert compile_booster(text, tmp_path / "new" / "dir").cached is False  # a missing folder is created
+
+
+def test_two_processes_compiling_into_one_cache_at_once_both_get_a_valid_entry(tmp_path: Path) -> None:
+    """Two HTTP workers loading the same bundle at once: each writes a temporary file and renames it."""
+    text = tmp_path / "model.txt"
+    text.write_text(BOOSTERS["binary_categorical"]().model_to_string())
+    code = (
+        "import sys; from pathlib import Path; from serving.compiled import compile_booster; "
+        "b = compile_booster(Path(sys.argv[1]).read_text(), Path(sys.argv[2])); print(b.key)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(text), str(tmp_path / "cache")], stdout=subprocess.PIPE, cwd=ROOT
+        )
+        for _ in range(2)
+    ]
+    keys = {p.communicate(timeout=120)[0].decode().strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(keys) == 1
+    assert [f.name for f in (tmp_path / "cache").iterdir()] == [f"{keys.pop()}.o"]  # no temporary file left
+    assert compile_booster(text.read_text(), tmp_path / "cache").cached
+
+
+def test_a_model_lleaves_cannot_compile_is_a_bundle_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="lleaves could not compile"):
+        compile_booster("tree\nversion=v4\nmax_feature_idx=2\nobjective=regression\n\nTree=0\nnonsense\n", tmp_path)
+
+
+def test_rows_of_the_wrong_shape_are_refused(cache: Path) -> None:
+    booster = BOOSTERS["one_tree"]()
+    with pytest.raises(BundleError, match="needs"):
+        compile_booster(booster.model_to_string(), cache).predict(np.zeros((2, booster.num_feature() + 1)))
+
+
+@pytest.mark.skipif(not (BUNDLE / "manifest.json").exists(), reason="no built bundle (make run)")
+def test_every_shipped_booster_matches_on_probe_rows_and_real_requests() -> None:
+    bundle = load(BUNDLE)
+    router = Router(bundle, trees="lightgbm")
+    requests = [json.loads(line)["request"] for line in bundle.text("conformance.jsonl").splitlines()]
+    vectors = [router.request_vector(RouteRequest.from_dict(r))[1] for r in requests]
+    real = {
+        "quality": np.vstack([router.quality_features(v) for v in vectors]),
+        "cost": np.vstack([router.cost_features(v) for v in vectors]),
+    }
+    rows = 0
+    for predictor, side in bundle.predictors.items():
+        for key in side["keys"]:
+            text = bundle.model_text(predictor, key)
+            X = probe_rows(bundle.model_json(predictor, key))
+            X = np.vstack([X, real[predictor]]) if predictor in real else X
+            got, want = compiled.load_booster(text).predict(X), lgb.Booster(model_str=text).predict(X, num_threads=1)
+            np.testing.assert_array_equal(got, want, err_msg=f"{predictor}/{key}")  # bit for bit
+            rows += len(X)
+    assert rows > 50_000  # every leaf of 19 boosters, their edge values, and the conformance requests' rows
+
+
+@pytest.mark.skipif(not (BUNDLE / "manifest.json").exists(), reason="no built bundle (make run)")
+def test_router_decisions_are_identical_with_compiled_trees() -> None:
+    bundle = load(BUNDLE)
+    fast, ref = Router(bundle), Router(bundle, trees="lightgbm")
+    assert isinstance(fast.trees, compiled.CompiledTrees) and isinstance(ref.trees, LightGBMTrees)
+    requests = [
+        RouteRequest.from_dict(json.loads(line)["request"]) for line in bundle.text("conformance.jsonl").splitlines()
+    ]
+    for r in requests[:60]:
+        for got, want in zip(fast.predict(r), ref.predict(r)):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(fast.predict_many(requests), ref.predict_many(requests)):
+        np.testing.assert_array_equal(got, want)
+    assert fast.route_many(requests, now=1.0) == ref.route_many(requests, now=1.0)
+
+
+@pytest.mark.skipif(not (BUNDLE / "manifest.json").exists(), reason="no built bundle (make run)")
+def test_router_falls_back_to_lightgbm_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = load(BUNDLE)
+    monkeypatch.setattr(compiled, "_memo", {})
+    monkeypatch.setitem(sys.modules, "lleaves", None)  # `import lleaves` raises ImportError
+    with pytest.warns(RuntimeWarning, match="routing with LightGBM: lleaves is not importable") as caught:
+        router = Router(bundle)
+    assert len(caught) == 1 and isinstance(router.trees, LightGBMTrees)
+    assert router.route(RouteRequest(prompt="hi")).model in router.models
+    monkeypatch.setitem(sys.modules, "lleaves", None)
+    monkeypatch.setenv("BEAST_TREES", "lightgbm")  # forced: no compile attempted, no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(Router(bundle).trees, LightGBMTrees)
+    with pytest.raises(BundleError, match="expected 'compiled' or 'lightgbm'"):
+        Router(bundle, trees="gpu")
+    monkeypatch.delenv("BEAST_TREES")
+    monkeypatch.setattr(compiled, "load_booster", lambda text: Path("/nonexistent/beast").read_text())  # any failure
+    with pytest.warns(RuntimeWarning, match="routing with LightGBM: compiling the trees failed: FileNotFoundError"):
+        assert isinstance(Router(bundle).trees, LightGBMTrees)
+
+
+@pytest.mark.skipif(not (BUNDLE / "manifest.json").exists(), reason="no built bundle (make run)")
+def test_compiled_trees_that_disagree_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = load(BUNDLE)
+    real = compiled.CompiledTrees.many
+    monkeypatch.setattr(
+        compiled.CompiledTrees, "many", lambda self, Xq, Xc: (real(self, Xq, Xc)[0] + 1e-6, real(self, Xq, Xc)[1])
+    )
+    with pytest.warns(RuntimeWarning, match="compiled quality booster disagrees with LightGBM"):
+        assert isinstance(Router(bundle).trees, LightGBMTrees)
