@@ -105,7 +105,12 @@ def _synth(args: argparse.Namespace) -> int:
     result = main(
         args.out,
         params_file=args.params,
-        overrides={"rows": args.rows, "seed": args.seed, "malformed": args.malformed},
+        overrides={
+            "rows": args.rows,
+            "seed": args.seed,
+            "malformed": args.malformed,
+            "prefix_regime": args.prefix_regime,
+        },
         prices_file=args.prices,
     )
     print(f"wrote {result.rows:,} rows to {result.path} ({result.malformed:,} malformed)")
@@ -402,6 +407,23 @@ def _cache_sim(args: argparse.Namespace) -> int:
         capacities=args.capacity,
         policies=args.policy,
         eval_from=args.eval_from,
+        out=args.out,
+        limit_rows=args.limit_rows,
+    )
+    return EXIT_OK
+
+
+def _cache_transfer(args: argparse.Namespace) -> int:
+    from caching.transfer import main
+
+    main(
+        args.traces,
+        regimes=args.regime,
+        rows=args.rows,
+        seed=args.seed,
+        mean_rps=args.mean_rps,
+        params_file=args.params,
+        capacities=args.capacity,
         out=args.out,
         limit_rows=args.limit_rows,
     )
@@ -840,6 +862,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv (optionally .gz) or .parquet")
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
+    p.add_argument(
+        "--prefix-regime",
+        choices=("none", "system", "multiturn", "toolloop", "oneoff", "mixture"),
+        help="prefix-sharing regime for cache studies (traces/synth.py PREFIX_REGIMES; default: synth.prefix_regime)",
+    )
 
     command(
         traces,
@@ -1064,7 +1091,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         nargs="+",
-        choices=("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady"),
+        choices=("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "online", "guarded", "belady"),
         help="policies (default: params.yaml cache_sim.policies)",
     )
     p.add_argument(
@@ -1076,6 +1103,34 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="output folder for cache_report.json and cache_sim.png (default: cache_sim.out)"
     )
     p.add_argument("--limit-rows", type=int, help="only the first N requests (by time) of the trace")
+
+    p = command(
+        cache,
+        "transfer",
+        "Train a cache policy on one trace, test on another: every pair.",
+        "Train the learned prefix-cache policy on each trace and test it on each other trace (trace files and seeded prefix regimes): LRU/ARC/S3-FIFO/learned/online/guarded/Belady hit ratios, gap closed, lookups/s.",
+        "beast cache transfer data/sample/mooncake_conversation.jsonl.gz --regime system multiturn toolloop oneoff --out data/cache_transfer",
+        _cache_transfer,
+        "`cache_sim`",
+    )
+    p.add_argument("traces", nargs="*", type=Path, help="trace files or dataset folders (optional)")
+    p.add_argument(
+        "--regime",
+        nargs="*",
+        default=["system", "multiturn", "toolloop", "oneoff"],
+        choices=("system", "multiturn", "toolloop", "oneoff", "mixture"),
+        help="synthetic prefix regimes to add (traces/synth.py; default: system multiturn toolloop oneoff)",
+    )
+    p.add_argument("--rows", type=int, default=3000, help="requests per regime (default: 3000)")
+    p.add_argument("--seed", type=int, default=0, help="regime seed (default: 0)")
+    p.add_argument(
+        "--mean-rps", type=float, default=2.0, help="regime arrival rate, requests/s (default: 2; sets the time scale)"
+    )
+    p.add_argument("--capacity", type=int, nargs="+", help="capacities in blocks (default: cache_sim.capacities)")
+    p.add_argument("--limit-rows", type=int, help="first N requests of each trace file by time")
+    p.add_argument(
+        "--out", type=Path, default=Path("data/cache_transfer"), help="output folder (default: data/cache_transfer)"
+    )
 
     p = command(
         cache,

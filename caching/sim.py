@@ -21,11 +21,20 @@ Policies (`POLICIES`): `lru`, `lfu`, `fifo`, `s3fifo` and `arc` are libCacheSim'
 `learned` included; without bypass it equals libCacheSim's Belady (demand paging, which must admit every
 miss) hit count for hit count (tested), and that one is not an upper bound for a policy that may decline.
 `learned` is our own simulator; `LearnedParams.objective` picks its model (`LEARNED_OBJECTIVES`).
+`online` is the same hit-probability simulator driven by a model refitted on the stream it serves, and
+`guarded` (the shipped policy) runs shadow experts (`GuardParams.experts`: ARC, online, S3-FIFO, LRU) and
+keeps its real cache a subset of the current leader's; both are specified in `caching/guard.py`. The
+guard's classic shadows are our own simulators (`OWN_SHADOWS`: `simulate_lru`, `simulate_arc`,
+`simulate_s3fifo`), equal to libCacheSim's hit for hit (tested) and 2-4x faster; they also answer the
+guard's membership queries at a switch (`Probe`).
 
 Features (`lookup_features`), per lookup, known at that moment (from earlier lookups only; tested by
 altering later requests): the request's cache-hit-predictor features (`models.cache.cache_features`) plus
 the block's position, whether it is the request's last (partial) block, its prior lookups and the gap
-since its last one (in lookups and seconds).
+since its last one (in lookups and seconds), the gap relative to the mean gap so far, the same for its
+prefix parent (the block before it in the request) and its position relative to where the request
+extended the prefix. `LearnedParams.features = "transfer"` keeps only the scale-free ones
+(`TRANSFER_FEATURES`).
 
 Training (`_training_window`), the same for both objectives: only lookups before the evaluation cut
 (`n_train` of them), `horizon` = int(horizon_fraction x n_train) lookups; a lookup's next use counts only
@@ -75,10 +84,33 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from caching.guard import (
+    GuardParams,
+    OnlineParams,
+    OnlinePrediction,
+    guard_hits,
+    guard_leaders,
+    online_predictions,
+    switch_queries,
+)
 from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, Share
 
 BLOCK_TOKENS = 512  # Mooncake: one hash per 512-token prompt block (data/README.md)
 NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
+
+
+@dataclass
+class Probe:
+    """Membership queries during a replay: just before lookup `times[k]` (sorted) is processed, which of
+    `blocks[k]` are cached; the simulators fill `found` (one bool array per time). The guard asks its
+    outgoing leader this at a switch (`caching.guard`)."""
+
+    times: Sequence[int]
+    blocks: Sequence[np.ndarray]
+    found: list[np.ndarray] = field(default_factory=list)
+
+    def first(self) -> int:
+        return int(self.times[0]) if len(self.times) else -1
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,7 @@ class LearnedParams:
     overdue_factor: NonNegative = 1.0  # distance only: an overdue block counts with this x its idle time
     admit_bypass: bool = True
     seed: NonNegativeInt = 0
+    features: str = "all"  # FEATURE_SETS: "all" (every lookup feature) or "transfer" (scale-free reuse structure)
 
 
 @dataclass(frozen=True)
@@ -108,10 +141,12 @@ class CacheSimParams:
 
     capacities: tuple[Count, ...] = (250, 500, 1000, 2000, 4000, 8000, 16000)
     eval_from: Share = 0.5
-    policies: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")
+    policies: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "online", "guarded", "belady")
     block_tokens: Count = BLOCK_TOKENS
     out: Path = Path("data/cache_sim")
     learned: LearnedParams = field(default_factory=LearnedParams)
+    guard: GuardParams = field(default_factory=GuardParams)
+    online: OnlineParams = field(default_factory=OnlineParams)
 
 
 # --- the block-level trace ----------------------------------------------------------------------------
@@ -205,8 +240,11 @@ def _libcachesim_cache(policy: str, capacity: int):
     return classes[policy](capacity)
 
 
-def libcachesim_hits(block: np.ndarray, policy: str, capacity: int, next_index: np.ndarray | None = None) -> np.ndarray:
-    """Hit (True) per lookup under libCacheSim's `policy` with `capacity` unit-size objects."""
+def libcachesim_hits(
+    block: np.ndarray, policy: str, capacity: int, next_index: np.ndarray | None = None, probe: Probe | None = None
+) -> np.ndarray:
+    """Hit (True) per lookup under libCacheSim's `policy` with `capacity` unit-size objects (`probe`:
+    membership queries, answered by libCacheSim's find without updating the cache)."""
     import libcachesim as lcs
 
     if capacity < MIN_CAPACITY.get(policy, 1):  # below it libCacheSim aborts the process
@@ -218,13 +256,30 @@ def libcachesim_hits(block: np.ndarray, policy: str, capacity: int, next_index: 
     req.obj_size = 1
     get = cache.get
     hits = np.zeros(len(block), dtype=bool)
+    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, (b, x) in enumerate(zip(block.tolist(), nxt)):
+        if i == at:
+            pk, at = _answer(probe, pk, lambda q: cache.find(_request(req, q), False) is not None)
         req.obj_id = b
         req.clock_time = i
         req.next_access_vtime = x if x >= 0 else NEVER
         if get(req):
             hits[i] = True
     return hits
+
+
+def _request(req, obj_id: int):
+    req.obj_id = obj_id
+    return req
+
+
+def _answer(probe: Probe, k: int, member: Callable[[int], bool]) -> tuple[int, int]:
+    """Answer probe k (and any at the same time); return the next probe number and its time (-1: none)."""
+    t = probe.times[k]
+    while k < len(probe.times) and probe.times[k] == t:
+        probe.found.append(np.fromiter((member(q) for q in probe.blocks[k].tolist()), bool, len(probe.blocks[k])))
+        k += 1
+    return k, (int(probe.times[k]) if k < len(probe.times) else -1)
 
 
 def simulate_belady(
@@ -283,12 +338,15 @@ def plugin_lru_hits(block: np.ndarray, capacity: int) -> np.ndarray:
     return hits
 
 
-def simulate_lru(block: np.ndarray, capacity: int) -> np.ndarray:
+def simulate_lru(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
     """Our own LRU (an ordered dict), the reference that `simulate_learned`'s machinery is checked against."""
     cache: OrderedDict[int, None] = OrderedDict()
     hits = np.zeros(len(block), dtype=bool)
     move, pop = cache.move_to_end, cache.popitem
+    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, b in enumerate(block.tolist()):
+        if i == at:
+            pk, at = _answer(probe, pk, cache.__contains__)
         if b in cache:
             hits[i] = True
             move(b)
@@ -296,6 +354,124 @@ def simulate_lru(block: np.ndarray, capacity: int) -> np.ndarray:
             if len(cache) >= capacity:
                 pop(last=False)
             cache[b] = None
+    return hits
+
+
+def simulate_s3fifo(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
+    """Our S3-FIFO, libCacheSim's rules (S3FIFO.c: small FIFO 10 %, main FIFO with a 2-bit clock, ghost FIFO
+    90 %, move to main at 2 hits, insert into main while the small FIFO is full before the first eviction,
+    no insert at all when the small FIFO holds < 2 objects), equal to it hit for hit (tested), ~4x faster."""
+    small_size = int(capacity * 0.10)
+    main_size = capacity - small_size
+    ghost_size = int(capacity * 0.90)
+    small, main, ghost = OrderedDict(), OrderedDict(), OrderedDict()
+    freq = {}
+    has_evicted = False
+    hits = np.zeros(len(block), dtype=bool)
+    gpop, spop, mpop = ghost.pop, small.popitem, main.popitem
+    mmove = main.move_to_end
+    at, pk = (probe.first(), 0) if probe else (-1, 0)
+    for i, b in enumerate(block.tolist()):
+        if i == at:
+            pk, at = _answer(probe, pk, lambda q: q in small or q in main)
+        if b in small or b in main:
+            freq[b] += 1
+            hits[i] = True
+            continue
+        on_ghost = gpop(b, 0) is None
+        while len(small) + len(main) >= capacity:
+            has_evicted = True
+            if len(main) > main_size or not small:
+                while main:
+                    o = next(iter(main))
+                    f = freq[o]
+                    if f >= 1:
+                        mmove(o)
+                        freq[o] = min(f, 3) - 1
+                    else:
+                        mpop(last=False)
+                        del freq[o]
+                        break
+            else:
+                while small:
+                    o = spop(last=False)[0]
+                    if freq[o] >= 2:
+                        main[o] = None
+                        freq[o] = 0
+                    else:
+                        if ghost_size > 0 and o not in ghost:
+                            if len(ghost) >= ghost_size:
+                                ghost.popitem(last=False)
+                            ghost[o] = None
+                        del freq[o]
+                        break
+        if on_ghost:
+            main[b] = None
+        elif small_size <= 1:
+            continue
+        elif not has_evicted and len(small) >= small_size:
+            main[b] = None
+        else:
+            small[b] = None
+        freq[b] = 0
+    return hits
+
+
+def simulate_arc(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
+    """Our ARC, libCacheSim's rules (ARC.c: real-valued p, a ghost hit adapts p and replaces on insert, REPLACE
+    takes from T1 when T2 is empty), equal to it hit for hit (tested), ~2x faster."""
+    T1, T2, B1, B2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    p = 0.0
+    C = capacity
+    hits = np.zeros(len(block), dtype=bool)
+
+    def replace(in_b2):
+        n1 = len(T1)
+        if (n1 > 0 and (n1 > p or (n1 == p and in_b2))) or not T2:
+            B1[T1.popitem(last=False)[0]] = None
+        else:
+            B2[T2.popitem(last=False)[0]] = None
+
+    at, pk = (probe.first(), 0) if probe else (-1, 0)
+    for i, b in enumerate(block.tolist()):
+        if i == at:
+            pk, at = _answer(probe, pk, lambda q: q in T1 or q in T2)
+        if b in T2:
+            T2.move_to_end(b)
+            hits[i] = True
+            continue
+        if b in T1:
+            del T1[b]
+            T2[b] = None
+            hits[i] = True
+            continue
+        ghost = False
+        in_b2 = False
+        if b in B1:
+            p = min(p + max(len(B2) / len(B1), 1.0), C)
+            del B1[b]
+            ghost = True
+        elif b in B2:
+            p = max(p - max(len(B1) / len(B2), 1.0), 0.0)
+            del B2[b]
+            ghost = in_b2 = True
+        while len(T1) + len(T2) + 1 > C:
+            if ghost:
+                replace(in_b2)
+            elif len(T1) + len(B1) + 1 > C:
+                if B1:
+                    B1.popitem(last=False)
+                    replace(False)
+                else:
+                    T1.popitem(last=False)
+            else:
+                if len(T1) + len(B1) + len(T2) + len(B2) >= 2 * C and B2:
+                    B2.popitem(last=False)
+                replace(False)
+        if ghost:
+            T2[b] = None
+        else:
+            T1[b] = None
     return hits
 
 
@@ -396,6 +572,7 @@ def simulate_hit_probability(
     samples: int | None = 8,
     admit_bypass: bool = True,
     seed: int = 0,
+    probe: Probe | None = None,
 ) -> np.ndarray:
     """Learned eviction by conditional hit probability: `reuse[i]` = predicted P(lookup i's block is used
     again within the horizon); `curves[group[i]]` = the reuse-distance curve of lookup i's group (`age_curve`;
@@ -414,7 +591,10 @@ def simulate_hit_probability(
     seens, aheads = [list(c[0]) for c in curves], [list(c[1]) for c in curves]
     hits = np.zeros(len(block), dtype=bool)
     groups = np.zeros(len(block), dtype=np.int64) if group is None else group
+    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, (b, p, g) in enumerate(zip(block.tolist(), reuse.tolist(), groups.tolist())):
+        if i == at:
+            pk, at = _answer(probe, pk, where.__contains__)
         if b in where:
             hits[i] = True
         else:
@@ -460,12 +640,46 @@ BLOCK_FEATURES: tuple[str, ...] = (
     "prior_lookups",
     "gap_lookups",
     "gap_s",
+    "gap_rel",
+    "parent_prior_lookups",
+    "parent_gap_rel",
+    "new_from",
+)
+# Scale-free reuse structure only (no seconds, no absolute load or trace-length counts of the request):
+# what a model trained on one trace may carry to another.
+TRANSFER_FEATURES: tuple[str, ...] = (
+    "pos",
+    "n_blocks",
+    "is_last",
+    "rel_pos",
+    "prior_lookups",
+    "gap_rel",
+    "parent_prior_lookups",
+    "parent_gap_rel",
+    "new_from",
+    "req_frac_blocks_seen",
+    "req_n_blocks_new",
+    "req_conv_turn",
 )
 
 
+def feature_columns(columns: Sequence[str], features: str) -> list[str]:
+    """The columns of `lookup_features` a model uses: all of them, or `TRANSFER_FEATURES`."""
+    if features == "all":
+        return list(columns)
+    if features == "transfer":
+        return list(TRANSFER_FEATURES)
+    raise ValueError(f"unknown feature set {features!r}; known: all, transfer")
+
+
 def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
-    """Per lookup, from earlier lookups only: the block's features plus its request's `cache_features`."""
-    from models.cache import cache_features
+    """Per lookup, from earlier lookups only: the block's features plus its request's `cache_features`.
+
+    Reuse structure (scale-free): `gap_rel` = the gap in lookups since the block's last lookup over the mean
+    of all such gaps before this lookup; `parent_*` = the same for the block before it in its request
+    (its prefix parent; NaN at position 0); `new_from` = position minus the request's first never-seen
+    position (< 0: inside the reused prefix; >= 0: where the prefix was extended; NaN if all were seen)."""
+    from models.cache import FEATURES, cache_features
 
     prev = prev_use(trace.block)
     n = len(trace)
@@ -476,6 +690,16 @@ def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
     prior = np.empty(n)
     prior[order] = np.arange(n) - start
     seen = prev >= 0
+    gap = np.where(seen, np.arange(n) - prev, np.nan)
+    gsum = np.concatenate([[0.0], np.cumsum(np.where(seen, gap, 0.0))[:-1]])  # gaps before this lookup
+    gcnt = np.concatenate([[0.0], np.cumsum(seen)[:-1]])
+    gap_rel = gap / np.where(gcnt > 0, gsum / np.maximum(gcnt, 1), np.nan)
+    has_parent = trace.pos > 0
+    parent = np.maximum(np.arange(n) - 1, 0)
+    unseen = np.where(~seen, trace.pos, np.iinfo(np.int64).max)
+    first_new = np.full(int(trace.request.max()) + 1 if n else 0, np.iinfo(np.int64).max)
+    np.minimum.at(first_new, trace.request, unseen)
+    first_new = first_new[trace.request]
     blocks = pd.DataFrame(
         {
             "pos": trace.pos.astype(float),
@@ -484,13 +708,15 @@ def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
             "rel_pos": trace.pos / np.maximum(trace.n_blocks, 1),
             "block_tokens": trace.tokens.astype(float),
             "prior_lookups": prior,
-            "gap_lookups": np.where(seen, np.arange(n) - prev, np.nan),
+            "gap_lookups": gap,
             "gap_s": np.where(seen, (trace.t_ms - trace.t_ms[np.maximum(prev, 0)]) / 1e3, np.nan),
+            "gap_rel": gap_rel,
+            "parent_prior_lookups": np.where(has_parent, prior[parent], np.nan),
+            "parent_gap_rel": np.where(has_parent, gap_rel[parent], np.nan),
+            "new_from": np.where(first_new < np.iinfo(np.int64).max, trace.pos - first_new, np.nan),
         }
     )
     per_request = cache_features(frame).reset_index(drop=True).to_numpy()[trace.request]
-    from models.cache import FEATURES
-
     return pd.concat([blocks, pd.DataFrame(per_request, columns=[f"req_{c}" for c in FEATURES])], axis=1)
 
 
@@ -501,10 +727,11 @@ class LearnedModel:
     horizon: int
     train_lookups: int
     reuse_distances: tuple[np.ndarray, ...]  # hit_probability, per `curve_group`: distances of the positives
+    features: tuple[str, ...] = ()  # the columns of `lookup_features` it reads (empty: all)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """hit_probability: P(reused within the horizon); distance: lookups to the next use (>= 1)."""
-        raw = self.booster.predict(X)
+        raw = self.booster.predict(X[list(self.features)] if self.features else X)
         return raw if self.objective == "hit_probability" else np.maximum(np.expm1(raw), 1.0)
 
 
@@ -539,9 +766,12 @@ def fit_distance(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> L
     from models.common import train_booster
 
     n_train, horizon, dist, keep = _training_window(trace, params)
+    cols = feature_columns(X.columns, params.features)
     y = np.log1p(np.where(dist >= 0, np.minimum(dist, horizon), horizon)[keep].astype(float))
-    booster = train_booster(X.iloc[:n_train][keep], y, _booster_params(params, "regression"), params.num_boost_round)
-    return LearnedModel(booster, "distance", horizon, int(keep.sum()), ())
+    booster = train_booster(
+        X[cols].iloc[:n_train][keep], y, _booster_params(params, "regression"), params.num_boost_round
+    )
+    return LearnedModel(booster, "distance", horizon, int(keep.sum()), (), tuple(cols))
 
 
 CURVE_GROUPS = 2
@@ -561,12 +791,16 @@ def fit_hit_probability(X: pd.DataFrame, trace: BlockTrace, params: LearnedParam
 
     n_train, horizon, dist, keep = _training_window(trace, params)
     reused = (dist >= 0) & (dist <= horizon)
+    cols = feature_columns(X.columns, params.features)
     booster = train_booster(
-        X.iloc[:n_train][keep], reused[keep].astype(float), _booster_params(params, "binary"), params.num_boost_round
+        X[cols].iloc[:n_train][keep],
+        reused[keep].astype(float),
+        _booster_params(params, "binary"),
+        params.num_boost_round,
     )
     group = curve_group(trace)[:n_train]
     distances = tuple(np.sort(dist[keep & reused & (group == g)]) for g in range(CURVE_GROUPS))
-    return LearnedModel(booster, "hit_probability", horizon, int(keep.sum()), distances)
+    return LearnedModel(booster, "hit_probability", horizon, int(keep.sum()), distances, tuple(cols))
 
 
 LEARNED_OBJECTIVES: dict[str, Callable[[pd.DataFrame, BlockTrace, LearnedParams], LearnedModel]] = {
@@ -585,7 +819,25 @@ def fit_learned(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> Le
 # --- the experiment -----------------------------------------------------------------------------------
 
 LIBCACHESIM_POLICIES = ("lru", "lfu", "fifo", "s3fifo", "arc", "belady")  # libCacheSim's "belady": demand paging
-POLICIES: tuple[str, ...] = ("lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady")  # "belady": ours, with bypass
+POLICIES: tuple[str, ...] = (
+    "lru",
+    "lfu",
+    "fifo",
+    "s3fifo",
+    "arc",
+    "learned",
+    "online",
+    "guarded",
+    "belady",
+)  # "belady": ours, with bypass; "guarded", "online": `caching.guard`
+
+
+# the guard's shadows of the classic policies: our simulators, equal to libCacheSim's hit for hit (tested)
+OWN_SHADOWS: dict[str, Callable[..., np.ndarray]] = {
+    "lru_own": simulate_lru,
+    "arc_own": simulate_arc,
+    "s3fifo_own": simulate_s3fifo,
+}
 
 
 @dataclass(frozen=True)
@@ -620,12 +872,12 @@ class CacheSimReport:
             out.setdefault(r.policy, []).append(r.hit_ratio)
         return out
 
-    def gap_closed(self) -> list[float | None]:
-        """Per capacity: (learned - lru) / (belady - lru) hit ratio; None when the gap is 0 or a run is absent."""
+    def gap_closed(self, policy: str = "learned") -> list[float | None]:
+        """Per capacity: (policy - lru) / (belady - lru) hit ratio; None when the gap is 0 or a run is absent."""
         by = {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
         out: list[float | None] = []
         for c in self.capacities:
-            lru, bel, lea = by.get(("lru", c)), by.get(("belady", c)), by.get(("learned", c))
+            lru, bel, lea = by.get(("lru", c)), by.get(("belady", c)), by.get((policy, c))
             out.append(None if None in (lru, bel, lea) or bel - lru <= 0 else (lea - lru) / (bel - lru))
         return out
 
@@ -657,6 +909,7 @@ class CacheSimReport:
             "tokens_saved": {p: [r.tokens_saved for r in self.runs if r.policy == p] for p in self.policies()},
             "token_hit_ratio": {p: [r.token_hit_ratio for r in self.runs if r.policy == p] for p in self.policies()},
             "learned_gap_closed": self.gap_closed(),
+            "gap_closed": {p: self.gap_closed(p) for p in self.policies() if p not in ("lru", "belady")},
             "lookups_per_s": self.lookups_per_s(),
             "overall_lookups_per_s": self.overall_lookups_per_s(),
             "learned": dict(self.learned_info),
@@ -664,53 +917,8 @@ class CacheSimReport:
         }
 
 
-def run_policy(
-    trace: BlockTrace,
-    policy: str,
-    capacity: int,
-    predicted: np.ndarray | None = None,
-    learned: LearnedParams = LearnedParams(),
-    model: LearnedModel | None = None,
-) -> PolicyRun:
-    """Replay the whole trace through one policy at one capacity; count the evaluation window only.
-
-    `learned` needs `predicted` (`model.predict` per lookup) and, for the hit_probability objective, the
-    `model` (its horizon and reuse distances)."""
-    started = time.perf_counter()
-    if policy == "learned":
-        if predicted is None:
-            raise ValueError("the learned policy needs the predictions of its model")
-        if learned.objective == "hit_probability":
-            if model is None:
-                raise ValueError("the hit_probability objective needs its model's reuse-distance curve")
-            curves = [age_curve(d, model.horizon, learned.window_factor * capacity) for d in model.reuse_distances]
-            hits = simulate_hit_probability(
-                trace.block,
-                predicted,
-                capacity,
-                curves,
-                curve_group(trace),
-                learned.samples,
-                learned.admit_bypass,
-                learned.seed,
-            )
-        else:
-            hits = simulate_learned(
-                trace.block,
-                predicted,
-                capacity,
-                learned.samples,
-                learned.overdue_factor,
-                learned.admit_bypass,
-                learned.seed,
-            )
-    elif policy == "belady":
-        hits = simulate_belady(trace.block, capacity, trace.next_use)
-    elif policy in LIBCACHESIM_POLICIES:
-        hits = libcachesim_hits(trace.block, policy, capacity, trace.next_use)
-    else:
-        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
-    seconds = time.perf_counter() - started
+def _score(trace: BlockTrace, policy: str, capacity: int, hits: np.ndarray, seconds: float) -> PolicyRun:
+    """Count the evaluation window only."""
     counted = hits & trace.counted
     n_counted = int(trace.counted.sum())
     tokens_counted = int(trace.tokens[trace.counted].sum())
@@ -726,10 +934,205 @@ def run_policy(
     )
 
 
+@dataclass
+class Replay:
+    """One trace's lookups, the models its learned policies need (fitted lazily, once) and every policy's
+    hits per capacity (memoised: `guarded` reuses its experts' shadow runs and is charged their time).
+
+    `model`: a learned model fitted elsewhere (another trace: the transfer study); None fits one on this
+    trace's lookups before the evaluation cut. The `online` expert starts from `model` as its prior when
+    one is given, else from no model (LRU-like) -- it never reads this trace's future either way."""
+
+    frame: pd.DataFrame
+    trace: BlockTrace
+    params: CacheSimParams
+    model: LearnedModel | None = None
+    prior: LearnedModel | None = None
+    X: pd.DataFrame | None = None
+    online: OnlinePrediction | None = None
+    info: dict[str, object] = field(default_factory=dict)
+    memo: dict[tuple[str, int], tuple[np.ndarray, float]] = field(default_factory=dict)
+
+    def features(self) -> pd.DataFrame:
+        if self.X is None:
+            self.X = lookup_features(self.frame, self.trace)
+        return self.X
+
+    def learned_model(self) -> LearnedModel:
+        if self.model is None:
+            started = time.perf_counter()
+            self.model = fit_learned(self.features(), self.trace, self.params.learned)
+            self.info.update(
+                objective=self.model.objective,
+                train_lookups=self.model.train_lookups,
+                horizon_lookups=self.model.horizon,
+                fit_seconds=round(time.perf_counter() - started, 2),
+                features=list(self.model.features or self.features().columns),
+                params=asdict(self.params.learned),
+            )
+        return self.model
+
+    def online_prediction(self) -> OnlinePrediction:
+        if self.online is None:
+            started = time.perf_counter()
+            self.online = online_predictions(
+                self.features(), self.trace, self.params.learned, self.params.online, self.prior
+            )
+            self.info["online"] = {
+                "refits": list(self.online.refits),
+                "fit_seconds": round(time.perf_counter() - started, 2),
+                "params": asdict(self.params.online),
+            }
+        return self.online
+
+    def hits(self, policy: str, capacity: int) -> tuple[np.ndarray, float]:
+        """(hit per lookup, simulation seconds) of `policy` at `capacity`; model fitting is not timed."""
+        key = (policy, capacity)
+        if key not in self.memo:
+            if policy == "guarded":
+                self.memo[key] = self._guarded(capacity)
+            else:
+                if policy == "learned":  # fit before the clock starts: fitting is not simulation
+                    self.predicted(self.learned_model())
+                elif policy == "online":
+                    self.online_prediction()
+                started = time.perf_counter()
+                hits = self._simulate(policy, capacity)
+                self.memo[key] = (hits, time.perf_counter() - started)
+        return self.memo[key]
+
+    def _simulate(self, policy: str, capacity: int, probe: Probe | None = None) -> np.ndarray:
+        trace, learned = self.trace, self.params.learned
+        if policy == "learned":
+            model = self.learned_model()
+            predicted = self.predicted(model)
+            return _learned_hits(trace.block, predicted, capacity, model, learned, curve_group(trace), probe)
+        if policy == "online":
+            pred = self.online_prediction()
+            curves = [
+                age_curve(d, h, learned.window_factor * capacity) for d, h in zip(pred.reuse_distances, pred.horizons)
+            ]
+            return simulate_hit_probability(
+                trace.block,
+                pred.predicted,
+                capacity,
+                curves,
+                pred.group,
+                learned.samples,
+                learned.admit_bypass,
+                learned.seed,
+                probe,
+            )
+        if policy in OWN_SHADOWS:  # ours, equal to libCacheSim's hit for hit (tested), faster
+            return OWN_SHADOWS[policy](trace.block, capacity, probe)
+        if policy == "belady":
+            return simulate_belady(trace.block, capacity, trace.next_use)
+        if policy in LIBCACHESIM_POLICIES:
+            return libcachesim_hits(trace.block, policy, capacity, trace.next_use, probe)
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+
+    def predicted(self, model: LearnedModel) -> np.ndarray:
+        if ("predicted", 0) not in self.memo:
+            self.memo[("predicted", 0)] = (model.predict(self.features()), 0.0)
+        return self.memo[("predicted", 0)][0]
+
+    def _guarded(self, capacity: int) -> tuple[np.ndarray, float]:
+        """The guard (`caching.guard`): its experts' shadow runs (memoised, charged to it), the leader
+        sequence, and at each switch the outgoing leader's membership of the blocks that matter (re-running
+        that expert to the switch: a simulation artefact, not charged; a deployed guard asks its live shadow)."""
+        names = [(f"{e}_own" if f"{e}_own" in OWN_SHADOWS else e) for e in self.params.guard.experts]
+        for e in names:
+            if e in ("guarded", "belady") or e not in (*POLICIES, *OWN_SHADOWS):
+                raise ValueError(f"the guard's experts must be online policies, got {e!r}")
+        runs = [self.hits(e, capacity) for e in names]
+        started = time.perf_counter()
+        own = self.info.get("trained_elsewhere") is not True  # learned was fitted on this trace's first part
+        score_from = [self.trace.eval_start if (e == "learned" and own) else 0 for e in names]
+        leader = guard_leaders([h for h, _ in runs], capacity, self.params.guard, score_from, self.trace.request)
+        prev = self.prev()
+        switches, asked = switch_queries(leader, prev)
+        charged = time.perf_counter() - started
+        found: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(switches)
+        for e in np.unique(leader[switches - 1]).tolist() if len(switches) else []:
+            ks = np.flatnonzero(leader[switches - 1] == e)
+            probe = Probe([int(switches[k]) for k in ks], [self.trace.block[asked[k]] for k in ks])
+            self._simulate(names[e], capacity, probe)
+            for k, f in zip(ks.tolist(), probe.found):
+                found[k] = f
+        started = time.perf_counter()
+        hits = guard_hits([h for h, _ in runs], leader, prev, asked, found)
+        charged += time.perf_counter() - started + sum(sec for _, sec in runs)
+        self.info.setdefault("guard_switches", {})[str(capacity)] = len(switches)
+        return hits, charged
+
+    def prev(self) -> np.ndarray:
+        if ("prev", 0) not in self.memo:
+            self.memo[("prev", 0)] = (prev_use(self.trace.block), 0.0)
+        return self.memo[("prev", 0)][0]
+
+    def run(self, policy: str, capacity: int) -> PolicyRun:
+        hits, seconds = self.hits(policy, capacity)
+        return _score(self.trace, policy, capacity, hits, seconds)
+
+
+def _learned_hits(
+    block: np.ndarray,
+    predicted: np.ndarray,
+    capacity: int,
+    model: LearnedModel | None,
+    learned: LearnedParams,
+    group: np.ndarray,
+    probe: Probe | None = None,
+) -> np.ndarray:
+    if learned.objective == "hit_probability":
+        if model is None:
+            raise ValueError("the hit_probability objective needs its model's reuse-distance curve")
+        curves = [age_curve(d, model.horizon, learned.window_factor * capacity) for d in model.reuse_distances]
+        return simulate_hit_probability(
+            block, predicted, capacity, curves, group, learned.samples, learned.admit_bypass, learned.seed, probe
+        )
+    if probe is not None:
+        raise ValueError("the guard needs the hit_probability objective for its learned experts")
+    return simulate_learned(
+        block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed
+    )
+
+
+def run_policy(
+    trace: BlockTrace,
+    policy: str,
+    capacity: int,
+    predicted: np.ndarray | None = None,
+    learned: LearnedParams = LearnedParams(),
+    model: LearnedModel | None = None,
+) -> PolicyRun:
+    """Replay the whole trace through one policy at one capacity; count the evaluation window only.
+
+    `learned` needs `predicted` (`model.predict` per lookup) and, for the hit_probability objective, the
+    `model` (its horizon and reuse distances). (`Replay` runs every policy, `online` and `guarded` too.)"""
+    started = time.perf_counter()
+    if policy == "learned":
+        if predicted is None:
+            raise ValueError("the learned policy needs the predictions of its model")
+        hits = _learned_hits(trace.block, predicted, capacity, model, learned, curve_group(trace))
+    elif policy == "belady":
+        hits = simulate_belady(trace.block, capacity, trace.next_use)
+    elif policy in LIBCACHESIM_POLICIES:
+        hits = libcachesim_hits(trace.block, policy, capacity, trace.next_use)
+    else:
+        raise ValueError(f"unknown policy {policy!r} for run_policy; known: {', '.join(LIBCACHESIM_POLICIES)}, learned")
+    return _score(trace, policy, capacity, hits, time.perf_counter() - started)
+
+
 def simulate(
-    frame: pd.DataFrame, params: CacheSimParams, name: str = "trace", log: Callable[[str], None] = lambda _s: None
+    frame: pd.DataFrame,
+    params: CacheSimParams,
+    name: str = "trace",
+    log: Callable[[str], None] = lambda _s: None,
+    model: LearnedModel | None = None,
 ) -> CacheSimReport:
-    """Pure: every policy of `params` at every capacity on `frame`'s block lookups."""
+    """Pure: every policy of `params` at every capacity on `frame`'s block lookups (`model`: a learned
+    model fitted on another trace, used as `learned` and as the online expert's prior)."""
     unknown = sorted(set(params.policies) - set(POLICIES))
     if unknown:
         raise ValueError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
@@ -737,24 +1140,13 @@ def simulate(
     if frame.empty:
         raise ValueError("cache-sim: no rows with prefix_blocks in the trace")
     trace = block_trace(frame, params.eval_from, params.block_tokens)
-    predicted, model, info = None, None, {}
-    if "learned" in params.policies:
-        started = time.perf_counter()
-        X = lookup_features(frame, trace)
-        model = fit_learned(X, trace, params.learned)
-        predicted = model.predict(X)
-        info = {
-            "objective": model.objective,
-            "train_lookups": model.train_lookups,
-            "horizon_lookups": model.horizon,
-            "fit_seconds": round(time.perf_counter() - started, 2),
-            "features": list(X.columns),
-            "params": asdict(params.learned),
-        }
+    replay = Replay(frame, trace, params, model=model, prior=model)
+    if model is not None:
+        replay.info.update(objective=model.objective, horizon_lookups=model.horizon, trained_elsewhere=True)
     runs = []
     for policy in params.policies:
         for capacity in params.capacities:
-            run = run_policy(trace, policy, capacity, predicted, params.learned, model)
+            run = replay.run(policy, capacity)
             log(
                 f"  {policy:8s} capacity {capacity:>7,}: hit ratio {run.hit_ratio:.4f}, tokens saved {run.tokens_saved:,} ({run.lookups_per_s:,.0f} lookups/s)"
             )
@@ -770,7 +1162,7 @@ def simulate(
         params.eval_from,
         tuple(params.capacities),
         tuple(runs),
-        info,
+        replay.info,
     )
 
 
@@ -781,6 +1173,8 @@ COLORS = {
     "s3fifo": "tab:purple",
     "arc": "tab:brown",
     "learned": "tab:red",
+    "online": "tab:pink",
+    "guarded": "tab:olive",
     "belady": "black",
 }
 
@@ -791,7 +1185,7 @@ def plot(report: CacheSimReport, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for policy, ratios in report.policies().items():
-        style = {"belady": {"linestyle": "--"}, "learned": {"linewidth": 2.5}}.get(policy, {})
+        style = {"belady": {"linestyle": "--"}, "guarded": {"linewidth": 2.5}}.get(policy, {})
         ax.plot(report.capacities, ratios, marker="o", label=policy, color=COLORS.get(policy), **style)
     ax.set_xscale("log")
     ax.set_xlabel(f"capacity (blocks of {report.block_tokens} tokens)")
@@ -811,13 +1205,14 @@ def summary(report: CacheSimReport) -> str:
     speed = report.lookups_per_s()
     for policy, ratios in report.policies().items():
         lines.append(f"| {policy} | " + " | ".join(f"{r:.4f}" for r in ratios) + f" | {speed[policy]:,.0f} |")
-    gaps = report.gap_closed()
-    if any(g is not None for g in gaps):
-        lines.append(
-            "| learned: share of LRU-to-Belady gap closed | "
-            + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps)
-            + " | |"
-        )
+    for policy in ("learned", "online", "guarded"):
+        gaps = report.gap_closed(policy)
+        if any(g is not None for g in gaps):
+            lines.append(
+                f"| {policy}: share of LRU-to-Belady gap closed | "
+                + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps)
+                + " | |"
+            )
     return "\n".join(lines)
 
 

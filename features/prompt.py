@@ -20,7 +20,7 @@ Every feature is a count of one regex (or a formula over such counts), listed wi
   most WINDOW_HEAD + WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL code points
   joined by one newline (the instruction of a long prompt is usually at its start or end). Only `chars`
   and `tokens_est` read the whole prompt's length, an O(1) number. Ratios divide by the window's length.
-  So a 1 MB prompt costs what a 512-character one does, in every language; text and embedding features
+  So a 1 MB prompt costs what a 385-character one does, in every language; text and embedding features
   read the same window (`features.build`, the routers).
 """
 
@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 CHARS_PER_TOKEN = 4  # same rule as traces.importers.estimate_tokens
-WINDOW_HEAD = 256  # code points of a long prompt's start that its features read
-WINDOW_TAIL = 256  # ... and of its end (serving/js/features.mjs holds the same numbers; tested)
+WINDOW_HEAD = 192  # code points of a long prompt's start that its features read
+WINDOW_TAIL = 192  # ... and of its end (serving/js/features.mjs holds the same numbers; tested)
 WINDOW_JOIN = "\n"  # between head and tail: a word cut at either end stays a word of its own
 
 

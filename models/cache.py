@@ -312,3 +312,41 @@ def fit_and_evaluate(traces: pd.DataFrame, params: CacheParams) -> tuple[CachePr
     )
     baselines = {"recency_frequency": baseline}
     return predictor, Evaluation("cache", metrics, baselines, int(train.sum()), int(test.sum()), notes)
+
+
+# --- transfer: train on one trace, score on another ---------------------------------------------------
+
+# Scale-free request features (no seconds, no load, no counts that grow with the trace): what a model
+# fitted on one workload may carry to another (`caching.transfer`, `beast cache transfer`).
+TRANSFER_FEATURES: tuple[str, ...] = ("n_blocks", "n_blocks_seen", "frac_blocks_seen", "n_blocks_new", "conv_turn")
+
+
+def transfer_auc(
+    frames: dict[str, pd.DataFrame], params: CacheParams, features: tuple[str, ...] = FEATURES
+) -> list[dict[str, object]]:
+    """For every ordered pair (A, B): fit on A's training rows (`split_rows`), score ROC AUC on B's test rows
+    (A -> A is the usual held-out evaluation). Pairs whose side has one class only get AUC None."""
+    prepared = {}
+    for name, traces in frames.items():
+        frame = select_rows(traces).reset_index(drop=True)
+        X, y = cache_features(frame)[list(features)], cache_labels(frame, params.horizon_s)
+        prepared[name] = (X, y, split_rows(frame, params))
+    out = []
+    for a, (Xa, ya, ra) in prepared.items():
+        booster = None
+        if ra.train.sum() and len(np.unique(ya[ra.train])) == 2:
+            booster = train_booster(Xa[ra.train], ya[ra.train], params.booster_params(), params.num_boost_round)
+        for b, (Xb, yb, rb) in prepared.items():
+            auc = float("nan")
+            if booster is not None and rb.test.sum():
+                auc = _scores(yb[rb.test], booster.predict(Xb[rb.test]))["auc"]
+            out.append(
+                {
+                    "train": a,
+                    "test": b,
+                    "features": len(features),
+                    "auc": None if auc != auc else auc,  # NaN -> null: strict JSON
+                    "test_rows": int(rb.test.sum()),
+                }
+            )
+    return out

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from features.prompt import WINDOW_HEAD, WINDOW_TAIL
 from serving.router import Router, RouteRequest
 
 EDGE_PROMPTS = (
@@ -22,10 +23,10 @@ EDGE_PROMPTS = (
     "```py\ndef f(x):\n    return x\n```\nWhy does this fail?",
     "什么是机器学习？",
     "Объясни квантовую запутанность.",
-    # long prompts: features read a window of the first and last 256 code points (features/prompt.py); its
-    # cuts fall inside astral characters' UTF-16 pairs and next to lone surrogates; one is 40,000 characters
-    "😀" * 513,
-    "Why? " + "x" * 251 + "\ud83d" + "y" * 600 + "😀" + "z" * 255,
+    # long prompts: features read a window of the first and last code points (features/prompt.py); its cuts
+    # fall inside astral characters' UTF-16 pairs and next to lone surrogates; one is 40,000 characters
+    "😀" * (WINDOW_HEAD + WINDOW_TAIL + 1),
+    "Why? " + "x" * (WINDOW_HEAD - 5) + "\ud83d" + "y" * 600 + "😀" + "z" * (WINDOW_TAIL - 1),
     "Fix this:\n```js\n" + "const x = () => { return x++; };\n" * 1200 + "```\nUser: what is wrong?",
 )
 

@@ -92,6 +92,7 @@ class SynthParams:
     burstiness: Share = 0.5  # 0 = Poisson; sd of the log arrival rate is 1.5 x burstiness
     error_rate: Share = 0.03  # overall failure probability; rises inside bursts and for slow models
     malformed: Share = 0.0  # fraction of rows to corrupt when written (for ingest tests)
+    prefix_regime: str = "none"  # "none": the story above; else a PREFIX_REGIMES generator (prefix blocks only)
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ def synth_frame(params: SynthParams, prices: PriceTable) -> pd.DataFrame:
     if not models:
         raise BeastError("synth: the price table has no models")
     n = int(params.rows)
+    if params.prefix_regime != "none":
+        return prefix_regime_frame(params.prefix_regime, n, params.seed, params.start, params.mean_rps, models[0])
     rng = np.random.default_rng(params.seed)
     if n == 0:
         return _empty_frame()
@@ -832,3 +835,184 @@ def main(
     params = with_overrides(params, **(overrides or {}))
     frame = synth_frame(params, load_prices(Path(prices_file)))
     return write_trace(frame, Path(out), malformed=params.malformed, seed=params.seed)
+
+
+# ---------------------------------------------------------------------------------------------- prefix regimes
+
+# Prefix-sharing regimes (`prefix_regime_frame`, `beast traces synth --prefix-regime R`): the reuse structure
+# of prompt-prefix blocks, and nothing else, so a cache policy can be trained on one regime and tested on
+# another. One request = one list of 512-token block ids (hash-chain style: equal ids = equal prefix).
+# Time is drawn in "request slots" (mean gap 1 slot = 1 / mean_rps seconds), so a regime looks the same at
+# any rate. Every id is a splitmix64 hash of a counter (and the seed), so ids carry no identity across
+# regimes or seeds. Regimes (each documented at its generator):
+#   system     - shared system prompts: few hot prefixes (Zipf over 200 prompts of 4-16 blocks) + one-off tails
+#   multiturn  - multi-turn sessions: each turn re-sends the whole conversation and extends it by 1-3 blocks
+#   toolloop   - agent tool loops: a long task prefix re-sent every ~60 slots, extended by one block per call
+#   oneoff     - one-off prompts (scan pollution): 70 % unique 8-40-block prompts, 30 % popular templates
+#   mixture    - the four above interleaved, a quarter of the requests each
+PREFIX_BLOCK_TOKENS = 512
+PREFIX_REGIMES = ("system", "multiturn", "toolloop", "oneoff", "mixture")
+
+
+class _Ids:
+    """Fresh block ids: a counter, hashed to 62 bits at the end (`_finish`)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, k: int) -> list[int]:
+        out = list(range(self.next, self.next + k))
+        self.next += k
+        return out
+
+
+def _regime_system(rng: np.random.Generator, rows: int, ids: _Ids) -> list[tuple[float, list[int]]]:
+    """Shared system prompts: 200 prompts of 4-16 blocks, popularity Zipf (1 / rank), each request = one
+    prompt + a one-off user tail of 1-12 new blocks; Poisson arrivals. Reuse: the system blocks only."""
+    n_prompts = 200
+    prompts = [ids.take(int(k)) for k in rng.integers(4, 17, n_prompts)]
+    w = 1.0 / np.arange(1, n_prompts + 1)
+    pick = rng.choice(n_prompts, size=rows, p=w / w.sum())
+    tails = rng.integers(1, 13, rows)
+    t = np.cumsum(rng.exponential(1.0, rows))
+    return [(float(t[i]), prompts[pick[i]] + ids.take(int(tails[i]))) for i in range(rows)]
+
+
+def _sessions(
+    rng: np.random.Generator, rows: int, mean_turns: float, think: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stationary stream of sessions: 1 + geometric turns (mean `mean_turns`) `think` slots apart on
+    average (exponential), 3 rows + 100 think turns in all, sessions started uniformly over
+    [-50 think, that many slots), so about one turn arrives per slot. Returns (time, session, turn, kept)
+    by time for every turn up to the `rows`-th at t >= 0; `kept` marks the turns at t >= 0 (the earlier ones
+    only build the history of sessions already running at 0, so the trace starts in the steady state)."""
+    total = 3 * rows + int(100 * think)
+    turns = rng.geometric(1.0 / mean_turns, size=total)
+    n_sess = int(np.searchsorted(np.cumsum(turns), total) + 1)
+    turns = turns[:n_sess].copy()
+    turns[-1] -= int(turns.sum()) - total
+    sess = np.repeat(np.arange(n_sess), turns)
+    first = np.cumsum(turns) - turns
+    turn = np.arange(total) - first[sess]
+    gap = rng.exponential(think, total)
+    gap[first] = 0.0
+    cum = np.cumsum(gap)
+    t = rng.uniform(-50.0 * think, total, n_sess)[sess] + cum - cum[first][sess]
+    order = np.argsort(t, kind="stable")
+    kept = t[order] >= 0
+    last = np.flatnonzero(kept)[rows - 1] if kept.sum() >= rows else len(order) - 1
+    order, kept = order[: last + 1], kept[: last + 1]
+    return t[order], sess[order], turn[order], kept
+
+
+def _regime_multiturn(rng: np.random.Generator, rows: int, ids: _Ids) -> list[tuple[float, list[int]]]:
+    """Multi-turn sessions: a 2-block system prompt shared by all, then the conversation so far, extended
+    by 1-3 new blocks per turn (the previous answer + the new message); mean 6 turns, 300 slots apart
+    on average; a request holds at most 64 blocks (the first 64: later turns of a long session re-send
+    the same capped prefix)."""
+    system = ids.take(2)
+    t, sess, turn, kept = _sessions(rng, rows, 6.0, 300.0)
+    history: dict[int, list[int]] = {}
+    out = []
+    for ti, s, keep in zip(t.tolist(), sess.tolist(), kept.tolist()):
+        h = history.setdefault(int(s), [])
+        h += ids.take(int(rng.integers(1, 4)))
+        if keep:
+            out.append((ti, (system + h)[:64]))
+    return out
+
+
+def _regime_toolloop(rng: np.random.Generator, rows: int, ids: _Ids) -> list[tuple[float, list[int]]]:
+    """Agent tool loops: a loop has a 1-block shared system prompt, its own task prefix of 10-40 blocks,
+    then calls (1 + geometric, mean 12) about 60 slots apart (exponential), each call re-sending the
+    prefix extended by one tool-result block (short-period, repeated, growing prefixes)."""
+    system = ids.take(1)
+    t, sess, turn, kept = _sessions(rng, rows, 12.0, 60.0)
+    history: dict[int, list[int]] = {}
+    out = []
+    for ti, s, keep in zip(t.tolist(), sess.tolist(), kept.tolist()):
+        s = int(s)
+        if s not in history:
+            history[s] = ids.take(int(rng.integers(10, 41)))
+        else:
+            history[s] += ids.take(1)
+        if keep:
+            out.append((ti, (system + history[s])[:64]))
+    return out
+
+
+def _regime_oneoff(rng: np.random.Generator, rows: int, ids: _Ids) -> list[tuple[float, list[int]]]:
+    """One-off prompts (scan pollution): 70 % of requests are unique prompts of 8-40 new blocks; 30 % are
+    one of 300 templates of 2-10 blocks, popularity Zipf (rank^-0.9); Poisson arrivals."""
+    n_templates = 300
+    templates = [ids.take(int(k)) for k in rng.integers(2, 11, n_templates)]
+    w = 1.0 / np.arange(1, n_templates + 1) ** 0.9
+    pick = rng.choice(n_templates, size=rows, p=w / w.sum())
+    unique = rng.random(rows) < 0.7
+    size = rng.integers(8, 41, rows)
+    t = np.cumsum(rng.exponential(1.0, rows))
+    return [(float(t[i]), ids.take(int(size[i])) if unique[i] else templates[pick[i]]) for i in range(rows)]
+
+
+def _regime_mixture(rng: np.random.Generator, rows: int, ids: _Ids) -> list[tuple[float, list[int]]]:
+    """The four regimes interleaved: a quarter of the requests each (the last takes the remainder), each on
+    its own time line over the same span, then merged by time."""
+    parts = []
+    share = rows // 4
+    for k, gen in enumerate((_regime_system, _regime_multiturn, _regime_toolloop, _regime_oneoff)):
+        n = share if k < 3 else rows - 3 * share
+        if n > 0:
+            events = gen(rng, n, ids)
+            scale = rows / max(max(e[0] for e in events), 1e-9)
+            parts += [(e[0] * scale, e[1]) for e in events]
+    return sorted(parts, key=lambda e: e[0])
+
+
+_REGIME_GENERATORS = {
+    "system": _regime_system,
+    "multiturn": _regime_multiturn,
+    "toolloop": _regime_toolloop,
+    "oneoff": _regime_oneoff,
+    "mixture": _regime_mixture,
+}
+
+
+def prefix_regime_frame(
+    regime: str,
+    rows: int,
+    seed: int = 0,
+    start: str = "2025-01-01T00:00:00Z",
+    mean_rps: float = 20.0,
+    model: str = "synthetic",
+) -> pd.DataFrame:
+    """Contract-v1 rows of one prefix regime (`PREFIX_REGIMES`), ordered by time: `prefix_blocks`
+    (ids of 512-token blocks), `input_tokens` (full blocks + a partial last block of 1-512 tokens),
+    `session_id` where the regime has sessions, ok status and 1-400 output tokens; seeded and deterministic."""
+    if regime not in _REGIME_GENERATORS:
+        raise BeastError(f"synth.prefix_regime: unknown regime {regime!r}; known: none, {', '.join(PREFIX_REGIMES)}")
+    rng = np.random.default_rng(seed)
+    ids = _Ids()
+    events = sorted(_REGIME_GENERATORS[regime](rng, int(rows), ids), key=lambda e: e[0])
+    n = len(events)
+    slots = np.array([e[0] for e in events]) - (events[0][0] if n else 0.0)
+    lengths = np.array([len(e[1]) for e in events], dtype=np.int64)
+    flat = np.fromiter((b for e in events for b in e[1]), dtype=np.uint64, count=int(lengths.sum()))
+    hashed = (_mix64(flat + np.uint64(seed) * np.uint64(1 << 40)) >> np.uint64(2)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    blocks = pd.Series(pa.ListArray.from_arrays(pa.array(offsets), pa.array(hashed)).to_pandas(), dtype=object)
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    t_ms = int(t0.value // 1_000_000) + np.floor(slots / mean_rps * 1000.0).astype(np.int64)
+    partial = rng.integers(1, PREFIX_BLOCK_TOKENS + 1, n)
+    frame = pd.DataFrame(
+        {
+            "request_id": _str(_label(f"{regime}-{seed}-", np.arange(n), 9)),
+            "timestamp": _str(_rfc3339_ms(t_ms)),
+            "model": model,
+            "input_tokens": np.maximum(lengths - 1, 0) * PREFIX_BLOCK_TOKENS + partial,
+            "output_tokens": rng.integers(1, 401, n),
+            "status": STATUS_OK,
+            "prefix_blocks": blocks,
+        }
+    )
+    return frame.reindex(columns=list(COLUMNS))

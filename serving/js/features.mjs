@@ -13,8 +13,8 @@ export const CHARS_PER_TOKEN = 4;
 export const CODE_TOKENS_FOR_CODE = 3;
 // The window every prompt feature reads (features/prompt.py prompt_window): the whole prompt up to
 // WINDOW_HEAD + WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL joined by WINDOW_JOIN.
-export const WINDOW_HEAD = 256;
-export const WINDOW_TAIL = 256;
+export const WINDOW_HEAD = 192;
+export const WINDOW_TAIL = 192;
 export const WINDOW_JOIN = "\n";
 
 const LEAD = String.raw`^[ \t\n\r"'(\[*#>_-]*`;

@@ -336,7 +336,7 @@ def test_cli_smoke_on_a_mooncake_slice(tmp_path: Path) -> None:
     assert code == 0
     report = json.loads((out / "cache_report.json").read_text())
     assert report["capacities"] == [50, 400] and report["requests"] == 1200 and report["block_tokens"] == 512
-    assert set(report["policies"]) == {"lru", "lfu", "fifo", "s3fifo", "arc", "learned", "belady"}
+    assert set(report["policies"]) == {"lru", "lfu", "fifo", "s3fifo", "arc", "learned", "online", "guarded", "belady"}
     assert all(len(v) == 2 and all(0 <= x <= 1 for x in v) for v in report["policies"].values())
     assert all(report["policies"]["belady"][i] >= max(v[i] for v in report["policies"].values()) for i in range(2))
     assert len(report["learned_gap_closed"]) == 2

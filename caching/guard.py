@@ -1,0 +1,247 @@
+"""The guarded prefix-cache policy and the online-learned expert (`guarded` and `online` in `caching.sim`).
+
+Guard (`guard_hits`), exact:
+
+1. Experts (`GuardParams.experts`: ARC, the online-learned scorer, S3-FIFO and LRU by default) each run as
+   a metadata-only shadow cache of the full capacity on the same stream of lookups (`caching.sim` runs
+   them: our ARC / S3-FIFO / LRU, equal to libCacheSim's hit for hit, and our learned simulators). Expert
+   e's hit at lookup i means its block was in the shadow set S_e just before lookup i.
+2. Score: each expert's exponentially discounted hit ratio over the lookups before now, half-life
+   max(`half_life_min`, `half_life_factor` x capacity) lookups (an expert whose model was fitted on this
+   trace's first part, `learned`, is scored only after its training lookups). Every `interval` lookups the
+   leader is re-chosen from the scores of the lookups before that point (never a later one): the best
+   expert takes over only if it beats the current leader by more than `margin`, `rel_margin` x the
+   leader's score and `z` standard errors of the discounted difference, with the effective sample size
+   counted in requests (a request's blocks hit or miss together) (hysteresis: a switch costs the blocks the
+   two shadows do not share). The first leader is `experts[0]`.
+3. The real cache R is always a subset of the current leader's shadow set: after each lookup,
+   R := (R ∩ S_leader) ∪ {the block, if the leader holds it}; at a switch, R := R ∩ S_new. So
+   |R| <= |S_leader| <= capacity, and while one expert leads, R hits exactly where that leader hits (once
+   the blocks looked up before the switch have passed through). Equivalently: lookup i hits iff its block
+   was looked up before (at j), the leader at i hits, and at every switch s in (j, i] the outgoing leader
+   still held the block just before s. Because a block leaves a shadow only by eviction and re-enters only
+   on its own lookup, membership in between follows from those facts; so the rule needs the experts' hit
+   arrays, the leader sequence, the previous-use indices and, per switch, the outgoing leader's answer to
+   "do you hold these blocks?" (`switch_queries`, `caching.sim.Probe`), and is evaluated vectorised
+   (`guard_hits`; tested against an explicitly stepped real cache).
+
+Online expert (`online_predictions`, no future leak, tested by altering the trace after a time t):
+the hit-probability model of `caching.sim` refitted on the stream it serves. Refits happen at lookups
+T_1 = `first_refit`, T_k+1 = min(`growth` x T_k, T_k + `max_every`). At a refit T the horizon is
+H = int(horizon_fraction x T) lookups, and the training rows are the lookups i in [T - H - `window`, T - H]
+(their whole horizon lies before T), labelled "the block is looked up again at an index < T and <= i + H".
+Lookups in [T_k, T_k+1) are scored by the model fitted at T_k (with its own reuse-distance curves, one
+`curve_group` pair per refit). Before T_1 the `prior` model is used if one is given (a model trained on
+another trace: transfer, then adapt), else every block gets p = 1 with a uniform reuse-distance curve
+(the eviction then follows age: LRU-like).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.config import Count, NonNegative, Positive
+
+
+@dataclass(frozen=True)
+class GuardParams:
+    """Mirrors params.yaml -> cache_sim.guard."""
+
+    experts: tuple[str, ...] = ("arc", "online", "s3fifo", "lru")  # shadow caches; the first leads at the start
+    half_life_factor: Positive = 4.0  # score half-life = this x capacity lookups ...
+    half_life_min: Count = 4096  # ... and at least this many lookups
+    interval: Count = 256  # lookups between leader decisions
+    margin: NonNegative = 0.002  # a challenger must beat the leader's discounted hit ratio by this much ...
+    rel_margin: NonNegative = 0.0  # ... and by this share of it (a switch costs the blocks the two do not share)
+    z: NonNegative = 3.0  # ... and by this many standard errors of the discounted difference
+
+
+@dataclass(frozen=True)
+class OnlineParams:
+    """Mirrors params.yaml -> cache_sim.online."""
+
+    first_refit: Count = 4096  # lookups before the first refit
+    growth: Positive = 2.0  # refit points grow geometrically ...
+    max_every: Count = 65536  # ... and are at most this many lookups apart
+    window: Count = 131072  # training rows per refit (the most recent ones whose horizon has passed)
+    num_boost_round: Count = 80
+
+
+def guard_leaders(
+    expert_hits: Sequence[np.ndarray],
+    capacity: int,
+    params: GuardParams,
+    score_from: Sequence[int] | None = None,
+    request: np.ndarray | None = None,
+) -> np.ndarray:
+    """Index of the leading expert at each lookup (rule 2): re-chosen every `interval` lookups from the
+    discounted hit ratios of the lookups before that point; the best expert takes over only if it beats
+    the leader by more than `margin`, `rel_margin` x the leader's score and `z` standard errors of the
+    discounted difference (from the discounted rate at which the two disagree; effective sample size
+    min(age, (1 + lam) / (1 - lam)), divided by the mean lookups per request so far when `request` (the
+    request number of each lookup) is given: a request's blocks hit or miss together). `experts[0]` leads first. `score_from[e]`: expert e is scored only on
+    lookups from there on (a model is not scored on the lookups it was trained on; bias-corrected
+    discounting) and cannot lead before."""
+    from scipy.signal import lfilter
+
+    k, n = len(expert_hits), len(expert_hits[0]) if len(expert_hits) else 0
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    H = np.stack([np.asarray(h, dtype=float) for h in expert_hits])
+    half = max(float(params.half_life_min), params.half_life_factor * capacity)
+    lam = 0.5 ** (1.0 / half)
+    start = np.zeros(k, dtype=np.int64) if score_from is None else np.asarray(score_from, dtype=np.int64)
+    t = np.arange(n)
+    H[t[None, :] < start[:, None]] = 0.0
+    points = np.arange(params.interval, n, params.interval)  # decision points; each sees lookups < it
+    if len(points) == 0:
+        return np.zeros(n, dtype=np.int64)
+
+    def discounted(x: np.ndarray) -> np.ndarray:
+        return lfilter([1.0 - lam], [1.0, -lam], x, axis=-1)[..., points - 1]
+
+    age = points[None, :] - start[:, None]  # lookups scored, per expert and point
+    norm = np.where(age > 0, 1.0 - lam ** np.maximum(age, 1), np.nan)
+    score = np.where(age > 0, discounted(H) / norm, -np.inf)  # k x points
+    both = {(e, c): discounted(H[e] * H[c]) for e in range(k) for c in range(e + 1, k)}
+    n_eff = np.minimum(np.maximum(age, 1), (1.0 + lam) / (1.0 - lam))
+    if request is not None:
+        per_request = points / (np.asarray(request)[points - 1] - request[0] + 1)
+        n_eff = n_eff / np.maximum(per_request, 1.0)[None, :]
+    leaders = np.zeros(len(points) + 1, dtype=np.int64)
+    current = 0
+    S, N = score.T.tolist(), n_eff.T.tolist()
+    for m in range(len(points)):
+        s = S[m]
+        best = max(range(k), key=s.__getitem__)
+        if best != current and s[best] > -np.inf:
+            if s[current] == -np.inf:
+                current = best
+            else:
+                e, c = min(best, current), max(best, current)
+                agree = both[(e, c)][m] / max(norm[e, m], norm[c, m])
+                disagree = max(s[best] + s[current] - 2.0 * agree, 0.0)  # discounted rate of (h_b - h_c)^2
+                se = (disagree / min(N[m][best], N[m][current])) ** 0.5
+                if s[best] - s[current] > max(params.margin, params.rel_margin * s[current], params.z * se):
+                    current = best
+        leaders[m + 1] = current
+    return np.repeat(leaders, params.interval)[:n]
+
+
+def switch_queries(leader: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The leader's switch points s_k (first lookup under the new leader) and, per switch, the lookups
+    i >= s_k whose previous lookup of the same block came before s_k: the blocks whose fate the outgoing
+    leader decides (it must still hold them just before s_k)."""
+    switches = np.flatnonzero(leader[1:] != leader[:-1]) + 1
+    seen = np.flatnonzero(prev >= 0)
+    return switches, [seen[(seen >= s) & (prev[seen] < s)] for s in switches.tolist()]
+
+
+def guard_hits(
+    expert_hits: Sequence[np.ndarray],
+    leader: np.ndarray,
+    prev: np.ndarray,
+    asked: Sequence[np.ndarray],
+    found: Sequence[np.ndarray],
+) -> np.ndarray:
+    """The real cache's hits (rule 3): lookup i hits iff its block was looked up before (`prev[i]` >= 0),
+    the leader at i hits, and at every switch between the two lookups the outgoing leader still held the
+    block. `asked[k]`: the lookups i whose previous lookup precedes switch k and who come at or after it;
+    `found[k]`: whether the outgoing leader held their blocks just before the switch."""
+    n = len(prev)
+    H = np.stack([np.asarray(h, dtype=bool) for h in expert_hits]) if n else np.zeros((1, 0), dtype=bool)
+    hits = (prev >= 0) & H[leader, np.arange(n)]
+    for idx, ok in zip(asked, found):
+        hits[idx] &= ok
+    return hits
+
+
+# --- the online expert --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnlinePrediction:
+    """Per lookup: P(reused within the horizon) from the latest model fitted before it, and its curve group
+    (2 per refit: `caching.sim.curve_group` offset by 2 x the refit number); per group: the reuse distances
+    of that refit's positives and its horizon."""
+
+    predicted: np.ndarray
+    group: np.ndarray
+    reuse_distances: tuple[np.ndarray, ...]
+    horizons: tuple[int, ...]
+    refits: tuple[int, ...]  # the lookups T_k at which a model was fitted
+
+
+def refit_points(n: int, params: OnlineParams) -> list[int]:
+    """T_1 = first_refit, T_k+1 = min(growth x T_k, T_k + max_every), all < n."""
+    out, t = [], int(params.first_refit)
+    while t < n:
+        out.append(t)
+        t = max(t + 1, min(int(params.growth * t), t + int(params.max_every)))
+    return out
+
+
+def online_predictions(X: pd.DataFrame, trace, learned, online: OnlineParams, prior=None) -> OnlinePrediction:
+    """The online expert's predictions (module docstring): each lookup scored by the model fitted at the
+    latest refit point at or before it, from lookups whose horizon ended before that point only."""
+    from caching.sim import CURVE_GROUPS, _booster_params, curve_group
+    from models.common import train_booster
+
+    n = len(trace)
+    base = curve_group(trace)
+    points = refit_points(n, online)
+    predicted = np.ones(n)
+    group = base.copy()
+    distances: list[np.ndarray] = []
+    horizons: list[int] = []
+    first = points[0] if points else n
+    if prior is not None:
+        predicted[:first] = prior.predict(X.iloc[:first])
+        distances += list(prior.reuse_distances)
+        horizons += [prior.horizon] * CURVE_GROUPS
+    else:
+        flat = np.arange(1, max(online.first_refit, 2))
+        distances += [flat] * CURVE_GROUPS
+        horizons += [int(online.first_refit)] * CURVE_GROUPS
+    fitted = []
+    params = _booster_params(learned, "binary")
+    for k, t in enumerate(points, start=1):
+        end = points[k] if k < len(points) else n
+        horizon = max(int(learned.horizon_fraction * t), 1)
+        hi = t - horizon
+        lo = max(0, hi - int(online.window))
+        if hi - lo < 2 * learned.min_data_in_leaf:
+            model = None
+        else:
+            idx = np.arange(lo, hi + 1)
+            nxt = trace.next_use[idx]
+            reused = (nxt >= 0) & (nxt < t) & (nxt - idx <= horizon)
+            if reused.all() or not reused.any():
+                model = None
+            else:
+                model = train_booster(X.iloc[lo : hi + 1], reused.astype(float), params, online.num_boost_round)
+                g = base[idx]
+                dist = nxt - idx
+                distances += [np.sort(dist[reused & (g == c)]) for c in range(CURVE_GROUPS)]
+                horizons += [horizon] * CURVE_GROUPS
+        if model is None:  # too little resolved data yet: keep the previous groups and predictions' source
+            fitted.append(None)
+            if k == 1:
+                predicted[t:end] = predicted[0] if prior is None else prior.predict(X.iloc[t:end])
+                continue
+            prev_model = next((m for m in reversed(fitted[:-1]) if m is not None), None)
+            predicted[t:end] = (
+                prev_model.predict(X.iloc[t:end])
+                if prev_model is not None
+                else (prior.predict(X.iloc[t:end]) if prior is not None else 1.0)
+            )
+            group[t:end] = base[t:end] + (len(distances) - CURVE_GROUPS)
+            continue
+        fitted.append(model)
+        predicted[t:end] = model.predict(X.iloc[t:end])
+        group[t:end] = base[t:end] + (len(distances) - CURVE_GROUPS)
+    return OnlinePrediction(predicted, group, tuple(distances), tuple(horizons), tuple(points))
