@@ -21,9 +21,13 @@ from models import cost, cost_dask
 from traces.prices import PriceTable
 from traces.store import pieces, read_traces
 
-# Every held-out cost metric (MdAPE, coverage, relative sum errors: all shares) of the Dask fit lies within this
-# of the single-process fit on the same rows. Measured on the committed samples: largest gap 0.016 (alpaca MdAPE).
-TOLERANCE = 0.03
+# LightGBM's data-parallel learner takes each feature's bins from one worker's rows, so the Dask fit differs from the
+# single-process one about as much as single-process fits whose bins come from a different half of the rows. That
+# spread is measured in the same run (BIN_SAMPLES fits): on the committed samples alpaca MdAPE moves by up to 0.05
+# with the bin sample alone (0.396..0.444), azure MdAPE by < 0.01. Every held-out cost metric (all shares) of the
+# Dask fit lies within that spread of the single-process fit, plus SLACK.
+BIN_SAMPLES = 6
+SLACK = 0.01
 PARAMS = cost.CostParams(learning_rate=0.2, num_boost_round=60)  # params.yaml train.cost
 
 
@@ -87,13 +91,29 @@ def both(sample_dataset: Path, prices: PriceTable):
     return single, dask
 
 
-def test_dask_cost_predictor_matches_single_process(both) -> None:
+@pytest.fixture(scope="module")
+def bin_spread(sample_dataset: Path, prices: PriceTable, both) -> list:
+    """Single-process evaluations whose feature bins come from a random half of the train rows (seeded), as
+    one of two Dask workers' bins do."""
+    traces = read_traces(sample_dataset, list(cost_dask.COLUMNS))
+    out = []
+    for seed in range(BIN_SAMPLES):
+        half = {"bin_construct_sample_cnt": both[0][1].n_train // 2, "data_random_seed": seed}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cost, "booster_params", lambda p, o, plain=cost.booster_params, half=half: plain(p, o) | half)
+            out.append(cost.fit_and_evaluate(traces, prices, PARAMS)[1])
+    return out
+
+
+def test_dask_cost_predictor_matches_single_process(both, bin_spread) -> None:
     (p1, e1), (p2, e2) = both
     assert (e1.n_train, e1.n_test) == (e2.n_train, e2.n_test) and e1.n_train > 20_000
     assert e1.notes[:3] == e2.notes[:3]  # the same rows on each side of each split
     assert set(e1.metrics) == set(e2.metrics) and len(e1.metrics) == 10
     gaps = {k: abs(e1.metrics[k] - e2.metrics[k]) for k in e1.metrics}
-    assert max(gaps.values()) <= TOLERANCE, gaps
+    allowed = {k: max(abs(e.metrics[k] - e1.metrics[k]) for e in bin_spread) + SLACK for k in e1.metrics}
+    assert all(gaps[k] <= allowed[k] for k in gaps), (gaps, allowed)
+    assert allowed["azure.mdape"] < 0.03 and allowed["alpaca.mdape"] < 0.08  # the spread itself stays small
     # the baseline is computed from the same rows by the same function: equal to rounding
     for k, v in e1.baselines["per_model"].items():
         assert e2.baselines["per_model"][k] == pytest.approx(v, rel=1e-12, nan_ok=True)
