@@ -19,7 +19,10 @@ Every feature is a count of one regex (or a formula over such counts), listed wi
 - Bounded work: every count reads the prompt's *window* (`prompt_window`): the whole prompt when it has at
   most WINDOW_HEAD + WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL code points
   joined by one newline (the instruction of a long prompt is usually at its start or end). Only `chars`
-  and `tokens_est` read the whole prompt's length, an O(1) number. Ratios divide by the window's length.
+  and `tokens_est` read the whole prompt's length, capped at CHARS_CAP code points: O(1) in Python (`len`)
+  and in JS (a string of at least 2 x CHARS_CAP UTF-16 units holds at least CHARS_CAP code points, so
+  only shorter ones are counted). The cap loses nothing: the request's input tokens are a feature of their
+  own, and no training prompt comes near it. Ratios divide by the window's length.
   So a 1 MB prompt costs what a 385-character one does, in every language; text and embedding features
   read the same window (`features.build`, the routers).
 """
@@ -41,6 +44,7 @@ CHARS_PER_TOKEN = 4  # same rule as traces.importers.estimate_tokens
 WINDOW_HEAD = 192  # code points of a long prompt's start that its features read
 WINDOW_TAIL = 192  # ... and of its end (serving/js/features.mjs holds the same numbers; tested)
 WINDOW_JOIN = "\n"  # between head and tail: a word cut at either end stays a word of its own
+CHARS_CAP = 65_536  # `chars` counts code points up to this (the longest sample prompt has 4,868)
 
 
 def prompt_window(prompt: str) -> str:
@@ -120,7 +124,8 @@ def _c(name: str) -> str:
 CODE_TOKENS_FOR_CODE = 3  # has_code: a fence, or at least this many code tokens
 
 PROMPT_FEATURE_DOCS: dict[str, str] = {
-    "chars": "length of the whole prompt in Unicode code points (every other count reads the window, `wchars` long)",
+    "chars": f"length of the whole prompt in Unicode code points, at most {CHARS_CAP:,} (every other count reads "
+    "the window, `wchars` long)",
     "words": f"{_c('word')} (whitespace-separated chunks)",
     "tokens_est": f"ceil(chars / {CHARS_PER_TOKEN}) (the importer's token estimate)",
     "lines": f"{_c('newline')} + 1",
@@ -244,7 +249,7 @@ def prompt_vector(prompt: str | None) -> np.ndarray:
     n = {name: _count(name, rx, lower if is_lower else text, raw) for name, rx, is_lower in _COUNTED}
     first = _COMPILED["wh_any"][0].search(lower)
     outside = len(_COMPILED["fenced_block"][0].sub("", text))
-    row = _row(n, float(len(prompt)), float(len(text)), float(outside), first.group(1) if first else "")
+    row = _row(n, float(min(len(prompt), CHARS_CAP)), float(len(text)), float(outside), first.group(1) if first else "")
     return np.array(row, dtype=np.float64)
 
 
@@ -378,7 +383,7 @@ def prompt_matrix(prompts: Sequence[str | None]) -> np.ndarray:
             texts.append(text)
         else:
             out[i] = prompt_vector(prompt)
-    chars = np.array([len(prompts[i]) for i in rows], dtype=np.float64)
+    chars = np.array([min(len(prompts[i]), CHARS_CAP) for i in rows], dtype=np.float64)
     for at in range(0, len(texts), _CHUNK):  # bounded memory for a training set's millions of prompts
         out[rows[at : at + _CHUNK]] = _window_rows(texts[at : at + _CHUNK], chars[at : at + _CHUNK])
     return out

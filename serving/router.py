@@ -638,6 +638,8 @@ class Router:
         spec = bundle.feature_spec()
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         self.embed = _encoder(bundle)
+        if self.embed is not None:
+            self.embed.vector("warm up")  # builds the piece tokenizer (~0.2 s) at load, not in the first request
         k = self.text.params.k if self.text is not None else 0
         k_emb = self.embed.k if self.embed is not None else 0
         # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text..., embedding...]

@@ -8,7 +8,7 @@
 import { performance } from "node:perf_hooks";
 
 import { Bundle, BundleError, loadBundle, orderedKeys } from "./bundle.mjs";
-import { CHARS_PER_TOKEN, EmbedSpec, EmbedSpecError, PROMPT_FEATURES, TextSpec, checkEmbedSpec, promptVector, promptWindow, readEmbedTable } from "./features.mjs";
+import { CHARS_CAP, CHARS_PER_TOKEN, EmbedSpec, EmbedSpecError, PROMPT_FEATURES, TextSpec, checkEmbedSpec, codePoints, promptVector, promptWindow, readEmbedTable } from "./features.mjs";
 import { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 import { TreeModel } from "./trees.mjs";
 
@@ -17,7 +17,14 @@ export { PATTERNS, PROMPT_FEATURES, promptVector, TextSpec, textKeys, murmur3, E
 export { LlamaTokenizer, TokenizerError } from "./tokenizer.mjs";
 export { TreeModel, TreeModelError } from "./trees.mjs";
 
-const CHARS = PROMPT_FEATURES.indexOf("chars"); // the prompt vector slot holding its length in code points
+const CHARS = PROMPT_FEATURES.indexOf("chars"); // the prompt vector slot holding min(code points, CHARS_CAP)
+
+/** The prompt's code points for the input-token estimate (0 without a prompt): the `chars` feature when under its
+ * cap, else counted (O(prompt) for two-byte text: a client that sends input_tokens never pays it). */
+function promptChars(text, prompt) {
+  if (text === null || text === undefined) return 0;
+  return prompt[CHARS] < CHARS_CAP ? prompt[CHARS] : codePoints(text);
+}
 
 export const MODEL_FEATURES = ["model_code", "price_in", "price_out", "params_b", "size_class", "open_weights"];
 /** serving/router.py MAX_INPUT_TOKENS: a larger input_tokens is refused, a larger prompt estimate counted as this. */
@@ -586,8 +593,7 @@ export class Router {
   requestFeatures(request) {
     const req = asRequest(request);
     const prompt = promptVector(req.prompt);
-    const chars = req.prompt === null || req.prompt === undefined ? 0 : prompt[CHARS]; // counted once: O(prompt) for two-byte text
-    const tokens = Math.min(req.inputTokens ?? Math.ceil(chars / CHARS_PER_TOKEN), MAX_INPUT_TOKENS); // bounded cost
+    const tokens = Math.min(req.inputTokens ?? Math.ceil(promptChars(req.prompt, prompt) / CHARS_PER_TOKEN), MAX_INPUT_TOKENS); // bounded cost
     const win = req.prompt === null || req.prompt === undefined ? req.prompt : promptWindow(req.prompt);
     const text = this.text ? this.text.vector(win) : null;
     const embed = this.embed ? this.embed.vector(win) : null;

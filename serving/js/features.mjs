@@ -16,6 +16,7 @@ export const CODE_TOKENS_FOR_CODE = 3;
 export const WINDOW_HEAD = 192;
 export const WINDOW_TAIL = 192;
 export const WINDOW_JOIN = "\n";
+export const CHARS_CAP = 65536; // `chars` counts code points up to this (features.prompt.CHARS_CAP)
 
 const LEAD = String.raw`^[ \t\n\r"'(\[*#>_-]*`;
 const WH = ["what", "how", "why", "who", "when", "where", "which"];
@@ -88,6 +89,11 @@ export function codePoints(s) {
 }
 const SURROGATE_PAIR = /[\ud800-\udbff][\udc00-\udfff]/g;
 
+/** min(code points, CHARS_CAP) in O(1) for long strings: 2 x CHARS_CAP UTF-16 units hold >= CHARS_CAP code points. */
+export function cappedCodePoints(s) {
+  return s.length >= 2 * CHARS_CAP ? CHARS_CAP : Math.min(codePoints(s), CHARS_CAP);
+}
+
 const isHigh = (c) => (c & 0xfc00) === 0xd800;
 const isLow = (c) => (c & 0xfc00) === 0xdc00;
 
@@ -129,7 +135,7 @@ export function promptVector(prompt) {
   const lower = text.toLowerCase();
   const n = {};
   for (const [name, re, isLower] of COUNTED) n[name] = count(re, isLower ? lower : text);
-  const chars = codePoints(prompt);
+  const chars = cappedCodePoints(prompt);
   const wchars = codePoints(text);
   const outside = codePoints(text.replace(FENCED, ""));
   const first = WH_ANY.exec(lower);

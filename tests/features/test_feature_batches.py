@@ -118,6 +118,16 @@ def test_encoder_vectors_are_vector_bit_for_bit(encoder: Encoder, prompts) -> No
         assert _bitwise_equal(batch, single).all()
 
 
+def test_encoder_vector_reads_the_tokenizer_ids_through_its_memos(encoder: Encoder, prompts) -> None:
+    """`vector` takes its ids from the piece memos; the definition is the tokenizer's `ids` (cold and warm)."""
+    some = [p for p in prompts if p is not None][:300] + [e for e in EDGES if e is not None]
+    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars)
+    for _ in range(2):
+        for p in some:
+            assert _bitwise_equal(fresh.vector(p), fresh._pooled(fresh.ids(p))).all(), p[:80]
+    assert len(fresh._pieces[1]) + len(fresh._pieces[2]) > 1000  # the memos were used and filled
+
+
 def test_a_tokenizer_that_fails_the_piece_proof_takes_the_whole_text_path(encoder: Encoder, prompts) -> None:
     config = json.loads(encoder.tokenizer.to_str())
     assert piece_tokenizer_json(json.dumps(config)) is not None

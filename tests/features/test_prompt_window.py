@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from features.prompt import (
+    CHARS_CAP,
     PROMPT_FEATURES,
     WINDOW_HEAD,
     WINDOW_JOIN,
@@ -46,8 +47,17 @@ def test_features_of_a_long_prompt_depend_only_on_its_head_and_tail(middle: str)
     a, b = prompt_vector(short), prompt_vector(long)
     rest = [i for i in range(len(PROMPT_FEATURES)) if i not in LENGTH_ONLY]
     np.testing.assert_array_equal(a[rest], b[rest])
-    assert b[PROMPT_FEATURES.index("chars")] == len(long)
-    assert b[PROMPT_FEATURES.index("tokens_est")] == math.ceil(len(long) / 4)
+    assert b[PROMPT_FEATURES.index("chars")] == min(len(long), CHARS_CAP)
+    assert b[PROMPT_FEATURES.index("tokens_est")] == math.ceil(min(len(long), CHARS_CAP) / 4)
+
+
+def test_chars_counts_code_points_up_to_its_cap_and_the_token_estimate_does_not_stop_there() -> None:
+    from serving.router import RouteRequest, input_tokens
+
+    for n, want in ((0, 0), (CHARS_CAP - 1, CHARS_CAP - 1), (CHARS_CAP, CHARS_CAP), (CHARS_CAP + 1, CHARS_CAP)):
+        assert prompt_vector("😀" * n)[PROMPT_FEATURES.index("chars")] == want
+        assert prompt_features(pd.Series(["😀" * n]))["chars"].iloc[0] == want
+    assert input_tokens(RouteRequest(prompt="😀" * 1_000_000)) == 250_000  # the whole prompt, in code points
 
 
 def test_ratios_divide_by_the_window_and_batch_equals_single() -> None:

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 
 from features.prompt import (
+    CHARS_CAP,
     CHARS_PER_TOKEN,
     CODE_TOKENS_FOR_CODE,
     PATTERNS,
@@ -135,7 +136,7 @@ def test_node_refuses_a_tampered_bundle(bundles, tmp_path: Path, change: str, re
 def test_js_patterns_and_constants_are_the_python_ones() -> None:
     """The JS port hard-codes features/prompt.py's regex sources; any drift fails here, not in production."""
     js = node_module(
-        'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE, window: [f.WINDOW_HEAD, f.WINDOW_TAIL, f.WINDOW_JOIN]}));',
+        'import * as f from "./features.mjs"; process.stdout.write(JSON.stringify({patterns: f.PATTERNS, features: f.PROMPT_FEATURES, chars: f.CHARS_PER_TOKEN, code: f.CODE_TOKENS_FOR_CODE, window: [f.WINDOW_HEAD, f.WINDOW_TAIL, f.WINDOW_JOIN], cap: f.CHARS_CAP}));',
         "",
     )
     assert js == {
@@ -144,6 +145,7 @@ def test_js_patterns_and_constants_are_the_python_ones() -> None:
         "chars": CHARS_PER_TOKEN,
         "code": CODE_TOKENS_FOR_CODE,
         "window": [WINDOW_HEAD, WINDOW_TAIL, WINDOW_JOIN],
+        "cap": CHARS_CAP,
     }
 
 
@@ -181,6 +183,9 @@ HOSTILE_PROMPTS = [
     "a" * (WINDOW_HEAD - 1) + "😀\ud800" + "```code " * 300 + "\udc00😀" + "b? " * (WINDOW_TAIL // 3),
     "Why? " + "x" * (WINDOW_HEAD - 5) + "\ud83d" + "y" * 1000 + "😀" + "z" * (WINDOW_TAIL - 1),
     "What is this code?\n```py\n" + "def f(x):\n    return x == 1 -> 2;\n" * 30_000 + "```\nUser: fix it please",
+    # `chars` around its cap (CHARS_CAP code points): astral characters make UTF-16 units and code points differ
+    "😀" * (CHARS_CAP - 1),  # 2 x CHARS_CAP - 2 units: counted, under the cap
+    "😀" * 50_000 + "a" * 20_000,  # 120,000 units, 70,000 code points: counted, capped; the token estimate is not
 ]
 HOSTILE_REQUESTS = [
     *(
