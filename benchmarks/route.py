@@ -2,9 +2,10 @@
 
 - single request: `route()` latency p50 / p99 over real prompts with the compiled trees (serving/compiled.py),
   measured after `WARM_REQUESTS` other sample prompts (a server in steady state: its word memos know other
-  prompts' words, not these), then again with the garbage collector on and with the LightGBM path (`BEAST_TREES=lightgbm`), their ratio; the tree part alone per request:
-  compiled, LightGBM's single-row fast C API (`RowPredictor`), and the router's old way of calling LightGBM
-  (one `Booster.predict` per quality head plus one for the cost rows), the reference ratio;
+  prompts' words, not these), then again with the garbage collector on and with the LightGBM path
+  (`BEAST_TREES=lightgbm`), their ratio; the tree part alone per request: compiled, LightGBM's single-row
+  fast C API (`RowPredictor`), and the router's old way of calling LightGBM (one `Booster.predict` per
+  quality head plus one for the cost rows), the reference ratio;
 - batched: `route_many()` decisions/s over the same prompts (features included), and the model part
   alone over the batch's rows, compiled and `Booster.predict`, on one core;
 - the compiled trees' build time: cold (compile into an empty cache) and warm (load from it);

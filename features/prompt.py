@@ -47,6 +47,11 @@ WINDOW_JOIN = "\n"  # between head and tail: a word cut at either end stays a wo
 CHARS_CAP = 65_536  # `chars` counts code points up to this (the longest sample prompt has 4,868)
 
 
+def capped_chars(prompt: str) -> float:
+    """The `chars` feature: the prompt's code points, at most CHARS_CAP."""
+    return float(min(len(prompt), CHARS_CAP))
+
+
 def prompt_window(prompt: str) -> str:
     """What every prompt feature (counts, text, embedding) reads: the prompt itself up to WINDOW_HEAD +
     WINDOW_TAIL code points, else its first WINDOW_HEAD and last WINDOW_TAIL joined by WINDOW_JOIN."""
@@ -249,7 +254,7 @@ def prompt_vector(prompt: str | None) -> np.ndarray:
     n = {name: _count(name, rx, lower if is_lower else text, raw) for name, rx, is_lower in _COUNTED}
     first = _COMPILED["wh_any"][0].search(lower)
     outside = len(_COMPILED["fenced_block"][0].sub("", text))
-    row = _row(n, float(min(len(prompt), CHARS_CAP)), float(len(text)), float(outside), first.group(1) if first else "")
+    row = _row(n, capped_chars(prompt), float(len(text)), float(outside), first.group(1) if first else "")
     return np.array(row, dtype=np.float64)
 
 
@@ -383,7 +388,7 @@ def prompt_matrix(prompts: Sequence[str | None]) -> np.ndarray:
             texts.append(text)
         else:
             out[i] = prompt_vector(prompt)
-    chars = np.array([min(len(prompts[i]), CHARS_CAP) for i in rows], dtype=np.float64)
+    chars = np.array([capped_chars(prompts[i]) for i in rows], dtype=np.float64)
     for at in range(0, len(texts), _CHUNK):  # bounded memory for a training set's millions of prompts
         out[rows[at : at + _CHUNK]] = _window_rows(texts[at : at + _CHUNK], chars[at : at + _CHUNK])
     return out
