@@ -26,14 +26,14 @@ Guard (`guard_hits`), exact:
    (`guard_hits`; tested against an explicitly stepped real cache).
 
 Online expert (`online_predictions`, no future leak, tested by altering the trace after a time t):
-the hit-probability model of `caching.sim` refitted on the stream it serves. Refits happen at lookups
-T_1 = `first_refit`, T_k+1 = min(`growth` x T_k, T_k + `max_every`). At a refit T the horizon is
-H = int(horizon_fraction x T) lookups, and the training rows are the lookups i in [T - H - `window`, T - H]
-(their whole horizon lies before T), labelled "the block is looked up again at an index < T and <= i + H".
-Lookups in [T_k, T_k+1) are scored by the model fitted at T_k (with its own reuse-distance curves, one
-`curve_group` pair per refit). Before T_1 the `prior` model is used if one is given (a model trained on
-another trace: transfer, then adapt), else every block gets p = 1 with a uniform reuse-distance curve
-(the eviction then follows age: LRU-like).
+the survival model of `caching.sim` refitted on the stream it serves. Refits happen at lookups
+T_1 = `first_refit`, T_k+1 = min(`growth` x T_k, T_k + `max_every`). At a refit T the training rows are
+`caching.sim.survival_rows` of the lookups i in [T - `window`, T - 1): horizons h <= T - 1 - i, so every
+label ("looked up again within h lookups") is known at T. Lookups in [T_k, T_k+1) get their survival
+curves from the model fitted at T_k (a refit whose rows are too few or of one class keeps the previous
+model). Before T_1 the `prior` model is used if one is given (a model trained on another trace: transfer,
+then adapt), else F(h) = min(h / first_refit, 1) for every block (reuse uniform in time: eviction by age,
+LRU-like).
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ class GuardParams:
     """Mirrors params.yaml -> cache_sim.guard."""
 
     experts: tuple[str, ...] = ("arc", "online", "s3fifo", "lru")  # shadow caches; the first leads at the start
-    half_life_factor: Positive = 4.0  # score half-life = this x capacity lookups ...
-    half_life_min: Count = 4096  # ... and at least this many lookups
+    half_life_factor: Positive = 8.0  # score half-life = this x capacity lookups ...
+    half_life_min: Count = 8192  # ... and at least this many lookups
     interval: Count = 256  # lookups between leader decisions
     margin: NonNegative = 0.002  # a challenger must beat the leader's discounted hit ratio by this much ...
     rel_margin: NonNegative = 0.0  # ... and by this share of it (a switch costs the blocks the two do not share)
-    z: NonNegative = 3.0  # ... and by this many standard errors of the discounted difference
+    z: NonNegative = 2.0  # ... and by this many standard errors of the discounted difference
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class OnlineParams:
     growth: Positive = 2.0  # refit points grow geometrically ...
     max_every: Count = 65536  # ... and are at most this many lookups apart
     window: Count = 131072  # training rows per refit (the most recent ones whose horizon has passed)
-    num_boost_round: Count = 80
+    num_boost_round: Count = 150
 
 
 def guard_leaders(
@@ -165,15 +165,12 @@ def guard_hits(
 
 @dataclass(frozen=True)
 class OnlinePrediction:
-    """Per lookup: P(reused within the horizon) from the latest model fitted before it, and its curve group
-    (2 per refit: `caching.sim.curve_group` offset by 2 x the refit number); per group: the reuse distances
-    of that refit's positives and its horizon."""
+    """Per lookup: its survival curve, P(its block is looked up again within h lookups) at each h of
+    `caching.sim.horizon_grid`, from the latest model fitted before it (n x grid)."""
 
-    predicted: np.ndarray
-    group: np.ndarray
-    reuse_distances: tuple[np.ndarray, ...]
-    horizons: tuple[int, ...]
+    curve: np.ndarray
     refits: tuple[int, ...]  # the lookups T_k at which a model was fitted
+    fitted: tuple[bool, ...]  # per refit: False when its rows were too few or of one class (the last model stays)
 
 
 def refit_points(n: int, params: OnlineParams) -> list[int]:
@@ -186,62 +183,25 @@ def refit_points(n: int, params: OnlineParams) -> list[int]:
 
 
 def online_predictions(X: pd.DataFrame, trace, learned, online: OnlineParams, prior=None) -> OnlinePrediction:
-    """The online expert's predictions (module docstring): each lookup scored by the model fitted at the
-    latest refit point at or before it, from lookups whose horizon ended before that point only."""
-    from caching.sim import CURVE_GROUPS, _booster_params, curve_group
-    from models.common import train_booster
+    """The online expert's survival curves (module docstring): each lookup scored by the model fitted at the
+    latest refit point at or before it, from lookups whose labels were known before that point only."""
+    from caching.sim import LearnedModel, feature_columns, fit_survival_window, horizon_grid
 
     n = len(trace)
-    base = curve_group(trace)
+    grid = horizon_grid(n)
     points = refit_points(n, online)
-    predicted = np.ones(n)
-    group = base.copy()
-    distances: list[np.ndarray] = []
-    horizons: list[int] = []
-    first = points[0] if points else n
-    if prior is not None:
-        predicted[:first] = prior.predict(X.iloc[:first])
-        distances += list(prior.reuse_distances)
-        horizons += [prior.horizon] * CURVE_GROUPS
-    else:
-        flat = np.arange(1, max(online.first_refit, 2))
-        distances += [flat] * CURVE_GROUPS
-        horizons += [int(online.first_refit)] * CURVE_GROUPS
+    cols = feature_columns(X.columns, learned.features)
+    flat = np.minimum(grid / max(int(online.first_refit), 1), 1.0)  # no model: reuse uniform in time (LRU-like)
+    curve = np.empty((n, len(grid)))
+    model = prior
     fitted = []
-    params = _booster_params(learned, "binary")
-    for k, t in enumerate(points, start=1):
-        end = points[k] if k < len(points) else n
-        horizon = max(int(learned.horizon_fraction * t), 1)
-        hi = t - horizon
-        lo = max(0, hi - int(online.window))
-        if hi - lo < 2 * learned.min_data_in_leaf:
-            model = None
-        else:
-            idx = np.arange(lo, hi + 1)
-            nxt = trace.next_use[idx]
-            reused = (nxt >= 0) & (nxt < t) & (nxt - idx <= horizon)
-            if reused.all() or not reused.any():
-                model = None
-            else:
-                model = train_booster(X.iloc[lo : hi + 1], reused.astype(float), params, online.num_boost_round)
-                g = base[idx]
-                dist = nxt - idx
-                distances += [np.sort(dist[reused & (g == c)]) for c in range(CURVE_GROUPS)]
-                horizons += [horizon] * CURVE_GROUPS
-        if model is None:  # too little resolved data yet: keep the previous groups and predictions' source
-            fitted.append(None)
-            if k == 1:
-                predicted[t:end] = predicted[0] if prior is None else prior.predict(X.iloc[t:end])
-                continue
-            prev_model = next((m for m in reversed(fitted[:-1]) if m is not None), None)
-            predicted[t:end] = (
-                prev_model.predict(X.iloc[t:end])
-                if prev_model is not None
-                else (prior.predict(X.iloc[t:end]) if prior is not None else 1.0)
+    for k, (t, end) in enumerate(zip([0, *points], [*points, n])):
+        if k > 0:
+            booster = fit_survival_window(
+                X, trace.next_use, max(0, t - int(online.window)), t, cols, learned, online.num_boost_round
             )
-            group[t:end] = base[t:end] + (len(distances) - CURVE_GROUPS)
-            continue
-        fitted.append(model)
-        predicted[t:end] = model.predict(X.iloc[t:end])
-        group[t:end] = base[t:end] + (len(distances) - CURVE_GROUPS)
-    return OnlinePrediction(predicted, group, tuple(distances), tuple(horizons), tuple(points))
+            fitted.append(booster is not None)
+            if booster is not None:
+                model = LearnedModel(booster, "survival", t, t, (), tuple(cols))
+        curve[t:end] = flat if model is None else model.curve(X.iloc[t:end], grid)
+    return OnlinePrediction(curve, tuple(points), tuple(fitted))

@@ -21,7 +21,7 @@ Policies (`POLICIES`): `lru`, `lfu`, `fifo`, `s3fifo` and `arc` are libCacheSim'
 `learned` included; without bypass it equals libCacheSim's Belady (demand paging, which must admit every
 miss) hit count for hit count (tested), and that one is not an upper bound for a policy that may decline.
 `learned` is our own simulator; `LearnedParams.objective` picks its model (`LEARNED_OBJECTIVES`).
-`online` is the same hit-probability simulator driven by a model refitted on the stream it serves, and
+`online` is the same survival policy driven by a model refitted on the stream it serves, and
 `guarded` (the shipped policy) runs shadow experts (`GuardParams.experts`: ARC, online, S3-FIFO, LRU) and
 keeps its real cache a subset of the current leader's; both are specified in `caching/guard.py`. The
 guard's classic shadows are our own simulators (`OWN_SHADOWS`: `simulate_lru`, `simulate_arc`,
@@ -36,28 +36,32 @@ prefix parent (the block before it in the request) and its position relative to 
 extended the prefix. `LearnedParams.features = "transfer"` keeps only the scale-free ones
 (`TRANSFER_FEATURES`).
 
-Training (`_training_window`), the same for both objectives: only lookups before the evaluation cut
-(`n_train` of them), `horizon` = int(horizon_fraction x n_train) lookups; a lookup's next use counts only
-if it lies before the cut; lookups whose horizon reaches past the cut (i + horizon > n_train) are dropped
-(all kept if fewer than 100 would remain). Nothing at or after the cut is read.
+`survival` (default; `fit_survival` + `survival_table` + `simulate_scored`):
+1. Training rows (`survival_rows`): each lookup i before the evaluation cut (`n_train` lookups) with
+   `horizons_per_row` horizons h drawn log-uniformly in [1, n_train - 1 - i], label "the block is looked up
+   again within h lookups" -- known before the cut for every row, so nothing at or after it is read and no
+   lookup is dropped for an unresolved horizon. A LightGBM classifier (small trees: 7 leaves, >= 500 rows
+   per leaf, since a request's blocks share features and labels) reads the lookup features plus log2(h),
+   constrained monotone increasing in it: one model of F(h) = P(reused within h) for every horizon.
+2. Per lookup, F is evaluated at h = 1, 2, 4, ... (`horizon_grid`) and read between grid points linearly
+   in log2 h (`survival_table`).
+3. Eviction: a cached block last looked up l lookups ago, at age a = i - l, scores the chance that it is
+   used within the next W = window_factor x capacity lookups given it was not used in the first a:
+   (F(a + W) - F(a)) / (1 - F(a)), a rounded down to its half-octave bucket (`age_bucket`, `bucket_ages`),
+   precomputed per lookup and bucket (`survival_table`). On a miss with a full cache, `samples` random
+   cached blocks are compared and the lowest score goes; with `admit_bypass` a missed block whose own
+   score (a = 0: F(W)) is lower than that victim's is not admitted instead (`simulate_scored`).
 
-`hit_probability` (default; `fit_hit_probability` + `simulate_hit_probability`):
-1. A LightGBM classifier (small trees: 7 leaves, >= 500 lookups per leaf, because a request's blocks share
-   their features and labels and deeper trees memorise requests) predicts p = P(the block is looked up
-   again within `horizon` lookups).
-2. Reuse-distance curves: G_g = the empirical distribution of the distances of the training positives of
-   curve group g (`curve_group`: a prompt's first block, on Mooncake the shared system prompt reused within
-   ~30 lookups, or any other block), flat beyond `horizon`. A lookup's distance distribution is taken as
-   p x G_g (p from the classifier, the timing shared within its group).
-3. Eviction: a cached block last looked up l lookups ago with prediction p scores the chance that it is
-   used within the next W = window_factor x capacity lookups given it was not used in the first a = i - l:
-   p (G(a + W) - G(a)) / (1 - p G(a)), with a rounded to its power-of-two bucket (`age_curve`: bucket
-   a.bit_length(), represented by 2^(bucket - 1/2)). On a miss with a full cache, `samples` random cached
-   blocks are compared and the lowest score goes; with `admit_bypass` a missed block whose own score
-   (a = 0: p G(W)) is lower than that victim's is not admitted instead.
+`hit_probability` (the one-horizon model before it; `fit_hit_probability` + `simulate_hit_probability`):
+training rows are the lookups before the cut whose horizon H = int(horizon_fraction x n_train) lookups
+ends before it (`_training_window`; all of them if fewer than 100); a classifier predicts p = P(reused
+within H); the timing comes from G_g, the empirical distribution of the training positives' reuse
+distances per curve group (`curve_group`: a prompt's first block, or any other), flat beyond H, so
+F(h) = p G_g(h) and the score is p (G(a + W) - G(a)) / (1 - p G(a)) (`age_curve`, `hit_probability_table`),
+evicted by the same `simulate_scored`.
 
-`distance` (the earlier model; `fit_distance` + `simulate_learned`): a LightGBM regressor predicts the
-log distance (in lookups) to the block's next use, capped at `horizon`; eviction is a learned relaxed
+`distance` (the first model; `fit_distance` + `simulate_learned`): a LightGBM regressor predicts the
+log distance (in lookups) to the block's next use, capped at H (same rows as `hit_probability`); eviction is a learned relaxed
 Belady (as in LRB): on a miss, `samples` random cached blocks are compared and the one with the farthest
 expected next use goes (an overdue block, not reused by its predicted time, counts with `overdue_factor` x
 its idle time); a missed block predicted farther than that victim is not admitted.
@@ -69,6 +73,8 @@ and a full scan is exactly LRU, and then it and `simulate_lru` equal libCacheSim
 
 from __future__ import annotations
 
+import array
+import functools
 import heapq
 import json
 import random
@@ -117,9 +123,7 @@ class Probe:
 class LearnedParams:
     """Mirrors params.yaml -> cache_sim.learned."""
 
-    objective: str = (
-        "hit_probability"  # LEARNED_OBJECTIVES: "hit_probability" (default) or "distance" (the earlier regressor)
-    )
+    objective: str = "survival"  # LEARNED_OBJECTIVES: survival, hit_probability (one horizon), distance (regressor)
     horizon_fraction: Fraction = 0.25  # horizon = this share of the training lookups (label: reused within it)
     num_leaves: AtLeastTwo = 7  # small trees, many rows per leaf: a request's blocks share features and labels,
     learning_rate: Positive = 0.1  # so deep trees memorise requests (31 leaves / 50 rows: train AUC 0.99, test 0.68)
@@ -132,6 +136,7 @@ class LearnedParams:
     overdue_factor: NonNegative = 1.0  # distance only: an overdue block counts with this x its idle time
     admit_bypass: bool = True
     seed: NonNegativeInt = 0
+    horizons_per_row: Count = 4  # survival: horizons drawn per training lookup
     features: str = "all"  # FEATURE_SETS: "all" (every lookup feature) or "transfer" (scale-free reuse structure)
 
 
@@ -538,20 +543,31 @@ def age_bucket(age: int) -> int:
     return 2 * bits + ((age >> (bits - 2)) & 1) if bits > 1 else bits
 
 
+def bucket_ages(nb: int = AGE_BUCKETS) -> np.ndarray:
+    """The youngest age of each age bucket (2^(b-1) or 1.5 x 2^(b-1) for bit length b; 0 and 1 themselves;
+    the unused bucket numbers 2 and 3 get age 1): rounding down never calls a block reused-or-gone sooner."""
+    ages = np.ones(max(nb, AGE_BUCKETS))
+    ages[0] = 0.0
+    bits = np.arange(2, len(ages) // 2)
+    ages[2 * bits] = 2.0 ** (bits - 1)
+    ages[2 * bits + 1] = 1.5 * 2.0 ** (bits - 1)
+    return ages[:nb]
+
+
+def n_buckets(n: int) -> int:
+    """Age buckets that ages below `n` lookups use."""
+    return age_bucket(max(int(n), 1)) + 1
+
+
 def age_curve(reuse_distances: np.ndarray, horizon: int, window: float) -> tuple[list[float], list[float]]:
     """The reuse-distance curve at the age buckets of `simulate_hit_probability`.
 
-    G(x) = share of `reuse_distances` (training lookups reused within `horizon`) that are <= min(x, horizon).
-    Bucket `age_bucket(a)` is represented by its youngest age (2^(b-1) or 1.5 x 2^(b-1) for bit length b):
-    rounding down never calls a block reused-or-gone sooner than it is. Returns (seen, ahead) per bucket:
-    seen = G(a), ahead = G(a + window) - G(a); unused bucket numbers (2, 3) get the values of age 1.
+    G(x) = share of `reuse_distances` (training lookups reused within `horizon`) that are <= min(x, horizon),
+    at each bucket's youngest age a (`bucket_ages`). Returns (seen, ahead) per bucket: seen = G(a),
+    ahead = G(a + window) - G(a).
     """
     d = np.sort(np.asarray(reuse_distances, dtype=float))
-    ages = np.ones(AGE_BUCKETS)
-    ages[0] = 0.0
-    bits = np.arange(2, AGE_BUCKETS // 2)
-    ages[2 * bits] = 2.0 ** (bits - 1)
-    ages[2 * bits + 1] = 1.5 * 2.0 ** (bits - 1)
+    ages = bucket_ages()
 
     def cdf(x: np.ndarray) -> np.ndarray:
         return np.searchsorted(d, np.minimum(x, horizon), side="right") / max(len(d), 1)
@@ -561,6 +577,18 @@ def age_curve(reuse_distances: np.ndarray, horizon: int, window: float) -> tuple
 
 
 Curve = tuple[Sequence[float], Sequence[float]]  # (seen, ahead) per age bucket, from `age_curve`
+
+
+def hit_probability_table(reuse: np.ndarray, curves: Sequence[Curve], group: np.ndarray, nb: int) -> np.ndarray:
+    """Eviction scores (`simulate_scored`) of the hit-probability model: lookup l's block at age bucket j scores
+    p ahead[j] / (1 - p seen[j]) with p = `reuse[l]` and (seen, ahead) = `curves[group[l]]`; 0 where
+    1 - p seen[j] <= 1e-12."""
+    seen = np.array([list(c[0])[:nb] for c in curves])[group]
+    ahead = np.array([list(c[1])[:nb] for c in curves])[group]
+    q = np.asarray(reuse, dtype=float)[:, None]
+    den = 1.0 - q * seen
+    ok = den > 1e-12
+    return np.where(ok, q * ahead / np.where(ok, den, 1.0), 0.0)
 
 
 def simulate_hit_probability(
@@ -576,57 +604,114 @@ def simulate_hit_probability(
 ) -> np.ndarray:
     """Learned eviction by conditional hit probability: `reuse[i]` = predicted P(lookup i's block is used
     again within the horizon); `curves[group[i]]` = the reuse-distance curve of lookup i's group (`age_curve`;
-    `group` None: all 0).
+    `group` None: all 0). The scores are `hit_probability_table`'s, evicted by `simulate_scored`: a cached
+    block last looked up at l, at age a = i - l, scores P(reused within the window | not reused in its first
+    a lookups) = p ahead[j] / (1 - p seen[j])."""
+    groups = np.zeros(len(block), dtype=np.int64) if group is None else np.asarray(group)
+    nb = n_buckets(len(block))
+    table = hit_probability_table(reuse, curves, groups, nb)
+    return simulate_scored(block, table, capacity, samples, admit_bypass, seed, probe)
 
-    A cached block last looked up at lookup l with prediction p and curve (seen, ahead), at age a = i - l
-    (bucket j = `age_bucket(a)`), scores P(reused within the window | not reused in its first a lookups)
-    = p ahead[j] / (1 - p seen[j]). On a miss with a full cache, `samples` cached blocks are drawn at random
-    (None: all of them) and the lowest score goes; with `admit_bypass`, a missed block whose own score
-    (age 0: p ahead[0]) is lower than that victim's is not admitted instead.
-    """
-    uniform = random.Random(seed).random
-    keys: list[int] = []  # cached blocks, for O(1) random sampling (swap-remove)
-    where: dict[int, int] = {}  # block -> index in keys
-    state: dict[int, tuple] = {}  # block -> (its last lookup, p there, seen, ahead)
-    seens, aheads = [list(c[0]) for c in curves], [list(c[1]) for c in curves]
+
+@functools.cache
+def _young_buckets() -> list[int]:
+    """`age_bucket` of every age below 2^16, for the simulators' inner loop (a list index beats the bit ops)."""
+    return [age_bucket(a) for a in range(1 << 16)]
+
+
+def simulate_scored(
+    block: np.ndarray,
+    table: np.ndarray,
+    capacity: int,
+    samples: int | None = 8,
+    admit_bypass: bool = True,
+    seed: int = 0,
+    probe: Probe | None = None,
+) -> np.ndarray:
+    """Learned eviction by a score table: `table[l, j]` = the worth of keeping lookup l's block at age bucket
+    j (`age_bucket(i - l)`, i the lookup now; the score of every learned objective is a chance of reuse
+    within a window, given no reuse so far). On a miss with a full cache, `samples` cache slots are drawn
+    at random (None: all of them) and the lowest score goes (the first drawn wins ties); with
+    `admit_bypass`, a missed block whose own score (`table[i, 0]`) is lower than that victim's is not
+    admitted instead. Slots and random draws are those of a list with swap-remove eviction and
+    `random.Random(seed)`, so the decisions equal the straightforward implementation's (tested)."""
+    nb = table.shape[1]
+    score = array.array("d")
+    score.frombytes(np.ascontiguousarray(table, dtype=np.float64).tobytes())
+    young = _young_buckets()
+    rng = np.random.RandomState([seed])  # the same stream as random.Random(seed)
+    keys: list[int] = []  # the cached blocks, one per slot
+    lastpos: list[int] = []  # per slot: the block's last lookup
+    where: dict[int, int] = {}  # cached block -> its slot
+    get = where.get
     hits = np.zeros(len(block), dtype=bool)
-    groups = np.zeros(len(block), dtype=np.int64) if group is None else group
+    full_scan = samples is None or samples >= capacity
+    draws: list[int] = list(range(capacity)) if full_scan else []
+    step = capacity if full_scan else int(samples)
+    p = 0
     at, pk = (probe.first(), 0) if probe else (-1, 0)
-    for i, (b, p, g) in enumerate(zip(block.tolist(), reuse.tolist(), groups.tolist())):
+    for i, b in enumerate(block.tolist()):
         if i == at:
             pk, at = _answer(probe, pk, where.__contains__)
-        if b in where:
+        j = get(b)
+        if j is not None:
             hits[i] = True
-        else:
-            if len(keys) >= capacity:
-                n = len(keys)
-                best, victim = float("inf"), keys[0]
-                for k in (
-                    keys if samples is None or samples >= n else [keys[int(uniform() * n)] for _ in range(samples)]
-                ):
-                    last, q, seen, ahead = state[k]
-                    age = i - last
-                    bits = age.bit_length()
-                    j = 2 * bits + ((age >> (bits - 2)) & 1) if bits > 1 else bits  # age_bucket, inlined
-                    den = 1.0 - q * seen[j]
-                    if den > 1e-12:
-                        score = q * ahead[j] / den
-                        if score < best:
-                            best, victim = score, k
-                    elif best > 0.0:
-                        best, victim = 0.0, k
-                if admit_bypass and p * aheads[g][0] < best:
-                    continue
-                j = where.pop(victim)
-                tail = keys.pop()
-                if tail != victim:
-                    keys[j] = tail
-                    where[tail] = j
-                del state[victim]
+            lastpos[j] = i
+            continue
+        if len(keys) < capacity:
             where[b] = len(keys)
             keys.append(b)
-        state[b] = (i, p, seens[g], aheads[g])
+            lastpos.append(i)
+            continue
+        if full_scan:
+            p = 0
+        elif p >= len(draws):  # Python's random stream (random.Random(seed).random() x capacity), drawn in bulk
+            draws, p = (rng.random_sample(65536 * step) * capacity).astype(np.int64).tolist(), 0
+        best, slot = float("inf"), 0
+        for j in draws[p : p + step]:
+            lk = lastpos[j]
+            age = i - lk
+            s = score[lk * nb + (young[age] if age < 65536 else age_bucket(age))]
+            if s < best:
+                best, slot = s, j
+        p += step
+        if admit_bypass and score[i * nb] < best:
+            continue
+        del where[keys[slot]]
+        last = capacity - 1  # swap-remove the victim, append the new block: slot order as a list would keep it
+        if slot != last:
+            tail = keys[last]
+            keys[slot], lastpos[slot], where[tail] = tail, lastpos[last], slot
+        keys[last], lastpos[last], where[b] = b, i, last
     return hits
+
+
+def horizon_grid(n: int) -> np.ndarray:
+    """Horizons (lookups) at which survival curves are evaluated: 1, 2, 4, ... up to 2 x `n`."""
+    return 2.0 ** np.arange(0, int(np.ceil(np.log2(max(n, 2)))) + 2)
+
+
+def survival_table(F: np.ndarray, window: float) -> np.ndarray:
+    """Eviction scores (`simulate_scored`) from survival curves: `F[l, k]` = P(lookup l's block is looked up
+    again within `horizon_grid` 2^k lookups), read between grid points linearly in log2 of the horizon
+    (F(0) = 0, flat past the grid). At each bucket's youngest age a (`bucket_ages`): P(reused within the
+    next `window` lookups | not reused in the first a) = (F(a + window) - F(a)) / (1 - F(a)); 0 where
+    1 - F(a) <= 1e-12."""
+    n, g = F.shape
+    ages = bucket_ages(n_buckets(n))
+
+    def at(x: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.log2(np.maximum(x, 1.0)), 0.0, g - 1.0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, g - 1)
+        w = pos - lo
+        out = F[:, lo] * (1.0 - w) + F[:, hi] * w
+        return np.where(x >= 1.0, out, 0.0)
+
+    seen, later = at(ages), at(ages + window)
+    den = 1.0 - seen
+    ok = den > 1e-12
+    return np.where(ok, np.maximum(later - seen, 0.0) / np.where(ok, den, 1.0), 0.0)
 
 
 # --- the learned policy's predictor -------------------------------------------------------------------
@@ -720,6 +805,9 @@ def lookup_features(frame: pd.DataFrame, trace: BlockTrace) -> pd.DataFrame:
     return pd.concat([blocks, pd.DataFrame(per_request, columns=[f"req_{c}" for c in FEATURES])], axis=1)
 
 
+HORIZON_FEATURE = "log2_horizon"  # the survival model's extra input: log2 of the horizon asked about
+
+
 @dataclass(frozen=True)
 class LearnedModel:
     booster: object
@@ -730,9 +818,41 @@ class LearnedModel:
     features: tuple[str, ...] = ()  # the columns of `lookup_features` it reads (empty: all)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """hit_probability: P(reused within the horizon); distance: lookups to the next use (>= 1)."""
+        """hit_probability: P(reused within the horizon); survival: the same from its curve; distance:
+        lookups to the next use (>= 1)."""
+        if self.objective == "survival":
+            return self.curve(X, np.array([float(self.horizon)]))[:, 0]
         raw = self.booster.predict(X[list(self.features)] if self.features else X)
         return raw if self.objective == "hit_probability" else np.maximum(np.expm1(raw), 1.0)
+
+    def curve(self, X: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+        """P(the lookup's block is looked up again within h lookups) at each h of `grid`: n x len(grid).
+        survival: read from the booster at log2(h); hit_probability: p x its `curve_group`'s reuse-distance
+        curve; distance has none."""
+        if self.objective == "survival":
+            return survival_curve(self.booster, X[list(self.features)].to_numpy(dtype=float), grid)
+        if self.objective != "hit_probability":
+            raise ValueError(f"the {self.objective} objective has no survival curve; use survival or hit_probability")
+        cdf = np.stack(
+            [
+                np.searchsorted(d, np.minimum(grid, self.horizon), side="right") / max(len(d), 1)
+                for d in self.reuse_distances
+            ]
+        )
+        return self.predict(X)[:, None] * cdf[(X["pos"].to_numpy() == 0).astype(np.int64)]
+
+
+def survival_curve(booster, A: np.ndarray, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """The survival booster's P(reused within h) for every row of `A` at every h of `grid` (chunked: the
+    rows are repeated once per horizon), made non-decreasing in h."""
+    g = len(grid)
+    out = np.empty((len(A), g))
+    log_h = np.log2(grid)
+    for lo in range(0, len(A), chunk):
+        part = A[lo : lo + chunk]
+        rows = np.column_stack([np.repeat(part, g, axis=0), np.tile(log_h, len(part))])
+        out[lo : lo + len(part)] = booster.predict(rows).reshape(len(part), g)
+    return np.maximum.accumulate(out, axis=1)
 
 
 def _booster_params(params: LearnedParams, objective: str) -> dict[str, object]:
@@ -803,7 +923,47 @@ def fit_hit_probability(X: pd.DataFrame, trace: BlockTrace, params: LearnedParam
     return LearnedModel(booster, "hit_probability", horizon, int(keep.sum()), distances, tuple(cols))
 
 
+def survival_rows(next_use: np.ndarray, lo: int, hi: int, per_row: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Training rows of the survival model from lookups lo .. hi - 2, every label known before lookup `hi`:
+    `per_row` horizons per lookup i, drawn log-uniformly in [1, hi - 1 - i]; label = the block is looked up
+    again within h lookups. Returns (lookup index, horizon, label) per row."""
+    idx = np.repeat(np.arange(lo, max(hi - 1, lo)), per_row)
+    h_max = (hi - 1 - idx).astype(float)
+    h = np.clip(np.floor((h_max + 1.0) ** np.random.default_rng(seed).random(len(idx))), 1.0, h_max)
+    nxt = next_use[idx]
+    return idx, h, (nxt >= 0) & (nxt - idx <= h)
+
+
+def fit_survival_window(
+    X: pd.DataFrame, next_use: np.ndarray, lo: int, hi: int, cols: Sequence[str], params: LearnedParams, rounds: int
+) -> object | None:
+    """A LightGBM classifier of "looked up again within h lookups" on `survival_rows(lo, hi)`, with log2(h)
+    as an extra feature constrained monotone increasing (a longer horizon never lowers the chance); None
+    when the rows are too few or all of one class."""
+    from models.common import train_booster
+
+    idx, h, y = survival_rows(next_use, lo, hi, params.horizons_per_row, params.seed + hi)
+    if len(idx) < 2 * params.min_data_in_leaf or y.all() or not y.any():
+        return None
+    rows = pd.DataFrame(X[list(cols)].to_numpy(dtype=float)[idx], columns=list(cols))
+    rows[HORIZON_FEATURE] = np.log2(h)
+    booster_params = _booster_params(params, "binary") | {"monotone_constraints": [0] * len(cols) + [1]}
+    return train_booster(rows, y.astype(float), booster_params, rounds)
+
+
+def fit_survival(X: pd.DataFrame, trace: BlockTrace, params: LearnedParams) -> LearnedModel:
+    """The survival model (`fit_survival_window`) on the lookups before the evaluation cut: one model of
+    P(reused within h) for every horizon h, so eviction can ask about any window at any age."""
+    n_train = trace.eval_start
+    cols = feature_columns(X.columns, params.features)
+    booster = fit_survival_window(X, trace.next_use, 0, n_train, cols, params, params.num_boost_round)
+    if booster is None:
+        raise ValueError(f"too few lookups before the cut ({n_train:,}) to fit the survival model")
+    return LearnedModel(booster, "survival", n_train, n_train, (), tuple(cols))
+
+
 LEARNED_OBJECTIVES: dict[str, Callable[[pd.DataFrame, BlockTrace, LearnedParams], LearnedModel]] = {
+    "survival": fit_survival,
     "hit_probability": fit_hit_probability,
     "distance": fit_distance,
 }
@@ -952,6 +1112,7 @@ class Replay:
     online: OnlinePrediction | None = None
     info: dict[str, object] = field(default_factory=dict)
     memo: dict[tuple[str, int], tuple[np.ndarray, float]] = field(default_factory=dict)
+    tables: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)  # policy -> (capacity, score table)
 
     def features(self) -> pd.DataFrame:
         if self.X is None:
@@ -986,16 +1147,18 @@ class Replay:
         return self.online
 
     def hits(self, policy: str, capacity: int) -> tuple[np.ndarray, float]:
-        """(hit per lookup, simulation seconds) of `policy` at `capacity`; model fitting is not timed."""
+        """(hit per lookup, simulation seconds) of `policy` at `capacity`; fitting a model, predicting and
+        turning predictions into eviction scores are not timed (a deployed cache scores a block as it is
+        looked up)."""
         key = (policy, capacity)
         if key not in self.memo:
             if policy == "guarded":
                 self.memo[key] = self._guarded(capacity)
             else:
-                if policy == "learned":  # fit before the clock starts: fitting is not simulation
+                if policy == "online" or (policy == "learned" and self.learned_model().objective != "distance"):
+                    self.scores(policy, capacity)
+                elif policy == "learned":
                     self.predicted(self.learned_model())
-                elif policy == "online":
-                    self.online_prediction()
                 started = time.perf_counter()
                 hits = self._simulate(policy, capacity)
                 self.memo[key] = (hits, time.perf_counter() - started)
@@ -1003,25 +1166,22 @@ class Replay:
 
     def _simulate(self, policy: str, capacity: int, probe: Probe | None = None) -> np.ndarray:
         trace, learned = self.trace, self.params.learned
-        if policy == "learned":
-            model = self.learned_model()
-            predicted = self.predicted(model)
-            return _learned_hits(trace.block, predicted, capacity, model, learned, curve_group(trace), probe)
-        if policy == "online":
-            pred = self.online_prediction()
-            curves = [
-                age_curve(d, h, learned.window_factor * capacity) for d, h in zip(pred.reuse_distances, pred.horizons)
-            ]
-            return simulate_hit_probability(
+        if policy == "learned" and self.learned_model().objective == "distance":
+            if probe is not None:
+                raise ValueError("the guard cannot ask the distance objective's cache; use survival or hit_probability")
+            return simulate_learned(
                 trace.block,
-                pred.predicted,
+                self.predicted(self.learned_model()),
                 capacity,
-                curves,
-                pred.group,
                 learned.samples,
+                learned.overdue_factor,
                 learned.admit_bypass,
                 learned.seed,
-                probe,
+            )
+        if policy in ("learned", "online"):
+            table = self.scores(policy, capacity)
+            return simulate_scored(
+                trace.block, table, capacity, learned.samples, learned.admit_bypass, learned.seed, probe
             )
         if policy in OWN_SHADOWS:  # ours, equal to libCacheSim's hit for hit (tested), faster
             return OWN_SHADOWS[policy](trace.block, capacity, probe)
@@ -1030,6 +1190,27 @@ class Replay:
         if policy in LIBCACHESIM_POLICIES:
             return libcachesim_hits(trace.block, policy, capacity, trace.next_use, probe)
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+
+    def scores(self, policy: str, capacity: int) -> np.ndarray:
+        """The eviction score table (`simulate_scored`) of `learned` or `online` at `capacity`: survival curves
+        through `survival_table`, or the hit-probability model's `hit_probability_table` (the last capacity
+        per policy is kept: a table is lookups x age buckets)."""
+        kept = self.tables.get(policy)
+        if kept is None or kept[0] != capacity:
+            window = self.params.learned.window_factor * capacity
+            if policy == "online":
+                table = survival_table(self.online_prediction().curve, window)
+            elif (model := self.learned_model()).objective == "survival":
+                if ("curve", 0) not in self.memo:
+                    self.memo[("curve", 0)] = (model.curve(self.features(), horizon_grid(len(self.trace))), 0.0)
+                table = survival_table(self.memo[("curve", 0)][0], window)
+            else:
+                curves = [age_curve(d, model.horizon, window) for d in model.reuse_distances]
+                table = hit_probability_table(
+                    self.predicted(model), curves, curve_group(self.trace), n_buckets(len(self.trace))
+                )
+            self.tables[policy] = kept = (capacity, table)
+        return kept[1]
 
     def predicted(self, model: LearnedModel) -> np.ndarray:
         if ("predicted", 0) not in self.memo:
@@ -1075,52 +1256,16 @@ class Replay:
         return _score(self.trace, policy, capacity, hits, seconds)
 
 
-def _learned_hits(
-    block: np.ndarray,
-    predicted: np.ndarray,
-    capacity: int,
-    model: LearnedModel | None,
-    learned: LearnedParams,
-    group: np.ndarray,
-    probe: Probe | None = None,
-) -> np.ndarray:
-    if learned.objective == "hit_probability":
-        if model is None:
-            raise ValueError("the hit_probability objective needs its model's reuse-distance curve")
-        curves = [age_curve(d, model.horizon, learned.window_factor * capacity) for d in model.reuse_distances]
-        return simulate_hit_probability(
-            block, predicted, capacity, curves, group, learned.samples, learned.admit_bypass, learned.seed, probe
-        )
-    if probe is not None:
-        raise ValueError("the guard needs the hit_probability objective for its learned experts")
-    return simulate_learned(
-        block, predicted, capacity, learned.samples, learned.overdue_factor, learned.admit_bypass, learned.seed
-    )
-
-
-def run_policy(
-    trace: BlockTrace,
-    policy: str,
-    capacity: int,
-    predicted: np.ndarray | None = None,
-    learned: LearnedParams = LearnedParams(),
-    model: LearnedModel | None = None,
-) -> PolicyRun:
-    """Replay the whole trace through one policy at one capacity; count the evaluation window only.
-
-    `learned` needs `predicted` (`model.predict` per lookup) and, for the hit_probability objective, the
-    `model` (its horizon and reuse distances). (`Replay` runs every policy, `online` and `guarded` too.)"""
+def run_policy(trace: BlockTrace, policy: str, capacity: int) -> PolicyRun:
+    """Replay the whole trace through one classic policy or Belady at one capacity; count the evaluation
+    window only. (`Replay` runs every policy, the learned ones too.)"""
     started = time.perf_counter()
-    if policy == "learned":
-        if predicted is None:
-            raise ValueError("the learned policy needs the predictions of its model")
-        hits = _learned_hits(trace.block, predicted, capacity, model, learned, curve_group(trace))
-    elif policy == "belady":
+    if policy == "belady":
         hits = simulate_belady(trace.block, capacity, trace.next_use)
     elif policy in LIBCACHESIM_POLICIES:
         hits = libcachesim_hits(trace.block, policy, capacity, trace.next_use)
     else:
-        raise ValueError(f"unknown policy {policy!r} for run_policy; known: {', '.join(LIBCACHESIM_POLICIES)}, learned")
+        raise ValueError(f"unknown policy {policy!r} for run_policy; known: {', '.join(LIBCACHESIM_POLICIES)}")
     return _score(trace, policy, capacity, hits, time.perf_counter() - started)
 
 

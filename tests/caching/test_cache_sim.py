@@ -33,6 +33,9 @@ from caching.sim import (
     simulate_hit_probability,
     simulate_learned,
     simulate_lru,
+    simulate_scored,
+    survival_rows,
+    survival_table,
 )
 
 MOONCAKE = ROOT / "data/sample/mooncake_conversation.jsonl.gz"
@@ -153,6 +156,88 @@ def test_hit_probability_prefers_the_block_more_likely_reused() -> None:
     assert hits.tolist() == [False, False, False, True, False]
 
 
+@pytest.mark.parametrize(
+    ("bypass_score", "hits"), [(0.5, [False, False, False, True, False]), (0.05, [False] * 3 + [True] * 2)]
+)
+def test_scored_eviction_and_bypass_known_answers(bypass_score: float, hits: list[bool]) -> None:
+    # capacity 2: blocks 1 (score 0.9 at every age) and 2 (0.1) cached; block 3 evicts 2 when its own score
+    # at age 0 is not below 0.1, else it is not admitted and both 1 and 2 hit again
+    block = np.array([1, 2, 3, 1, 2])
+    table = np.full((5, 7), 0.5)
+    table[0], table[1], table[2, 0] = 0.9, 0.1, bypass_score
+    assert simulate_scored(block, table, 2, samples=None).tolist() == hits
+
+
+def reference_scored(block: np.ndarray, table: np.ndarray, capacity: int, samples: int, seed: int = 0) -> np.ndarray:
+    """The straightforward sampled eviction: a list of cached blocks with swap-remove, random.Random draws
+    (a full scan in list order when `samples` >= capacity)."""
+    import random
+
+    uniform = random.Random(seed).random
+    keys: list[int] = []
+    last: dict[int, int] = {}
+    hits = np.zeros(len(block), dtype=bool)
+    for i, b in enumerate(block.tolist()):
+        if b in last:
+            hits[i] = True
+        elif len(keys) >= capacity:
+            drawn = list(keys) if samples >= capacity else [keys[int(uniform() * capacity)] for _ in range(samples)]
+            scores = [table[last[k], age_bucket(i - last[k])] for k in drawn]
+            victim = drawn[int(np.argmin(scores))]
+            if table[i, 0] < min(scores):
+                continue
+            keys[keys.index(victim)] = keys[-1]
+            keys[-1] = b
+            del last[victim]
+        else:
+            keys.append(b)
+        last[b] = i
+    return hits
+
+
+@pytest.mark.parametrize("capacity", [7, 60])
+def test_scored_eviction_equals_the_straightforward_implementation(capacity: int) -> None:
+    rng = np.random.default_rng(capacity)
+    block = rng.zipf(1.4, 6000) % 400
+    table = rng.random((len(block), age_bucket(len(block)) + 1))
+    assert np.array_equal(simulate_scored(block, table, capacity), reference_scored(block, table, capacity, 8))
+
+
+def test_survival_table_known_answer() -> None:
+    # F at horizons 1 2 4 8 = 0.1 0.2 0.4 0.8, read linearly in log2 of the horizon; window 2 lookups.
+    # 4 lookups: buckets 0..6 stand for ages 0 1 1 1 2 3 4
+    F = np.tile([0.1, 0.2, 0.4, 0.8], (4, 1))
+    table = survival_table(F, 2.0)
+    f3, f6 = 0.2 + np.log2(1.5) * 0.2, 0.4 + np.log2(1.5) * 0.4
+    expected = [
+        0.2,
+        (f3 - 0.1) / 0.9,
+        (f3 - 0.1) / 0.9,
+        (f3 - 0.1) / 0.9,
+        0.2 / 0.8,
+        (0.4 + np.log2(1.25) * 0.4 - f3) / (1 - f3),
+        (f6 - 0.4) / 0.6,
+    ]
+    assert table.shape == (4, 7) and table[0] == pytest.approx(expected)
+    # a block certain to have been reused by now scores 0, not a division by zero
+    assert survival_table(np.ones((4, 4)), 2.0)[0, 1:].tolist() == [0.0] * 6
+
+
+def test_survival_labels_known_answer_and_never_read_past_the_fit_point() -> None:
+    # blocks 1 2 1 3 2: next uses 2 4 - - -; fitting at lookup 5 uses lookups 0..3, horizons in [1, 4 - i]
+    nxt = next_use(np.array([1, 2, 1, 3, 2]))
+    idx, h, y = survival_rows(nxt, 0, 5, 50, seed=0)
+    assert set(idx.tolist()) == {0, 1, 2, 3} and (h >= 1).all() and (h <= 4 - idx).all()
+    assert y.tolist() == [bool(i == 0 and x >= 2 or i == 1 and x >= 3) for i, x in zip(idx.tolist(), h.tolist())]
+    assert {(i, x) for i, x in zip(idx.tolist(), h.tolist())} >= {(0, 1), (0, 2), (1, 2), (1, 3)}  # both labels drawn
+    # on a longer trace: forgetting every next use at or after the fit point changes no row
+    rng = np.random.default_rng(1)
+    nxt = next_use(rng.integers(0, 300, 5000))
+    cut = np.where(nxt >= 3000, -1, nxt)
+    for a, b in zip(survival_rows(nxt, 1000, 3000, 4, seed=2), survival_rows(cut, 1000, 3000, 4, seed=2)):
+        assert np.array_equal(a, b)
+
+
 def test_features_and_training_never_see_past_the_lookup_or_the_cut(mooncake: pd.DataFrame) -> None:
     # alter the requests after the evaluation cut: features of earlier lookups, the training set and so the
     # fitted model are unchanged (no lookup after the cut, nor after the lookup itself, leaks in)
@@ -171,7 +256,7 @@ def test_features_and_training_never_see_past_the_lookup_or_the_cut(mooncake: pd
     cut = trace.eval_start
     pd.testing.assert_frame_equal(X.iloc[:cut], X2.iloc[:cut])
     assert not X.iloc[cut:].equals(X2.iloc[cut:])  # the alteration did change later lookups
-    for objective in ("hit_probability", "distance"):
+    for objective in ("survival", "hit_probability", "distance"):
         params = LearnedParams(objective=objective, num_boost_round=20)
         m, m2 = fit_learned(X, trace, params), fit_learned(X2, trace2, params)
         assert m.train_lookups == m2.train_lookups and len(m.reuse_distances) == len(m2.reuse_distances)
@@ -195,7 +280,8 @@ def test_hit_probability_labels_known_answer() -> None:
     trace = block_trace(frame, 0.5)
     assert trace.eval_start == 8  # t >= 3.5 s: requests 4..7
     X = lookup_features(frame, trace)
-    model = fit_learned(X, trace, LearnedParams(horizon_fraction=0.5, num_boost_round=1, min_data_in_leaf=1))
+    params = LearnedParams(objective="hit_probability", horizon_fraction=0.5, num_boost_round=1, min_data_in_leaf=1)
+    model = fit_learned(X, trace, params)
     # lookups 0 1 2 3 ... = blocks 0 100 0 101 0 100 0 101 | 0 104 ...; horizon int(0.5 x 8) = 4 lookups; kept:
     # lookups 0..4 (i + 4 <= 8), but fewer than 100, so all 8 before the cut; next uses before the cut: of
     # lookups 0..4 at 2, 5, 4, 7, 6 (distances 2 4 2 4 2); lookups 5..7 have none before it (label 0)
@@ -296,8 +382,8 @@ def synthetic_trace(seed: int = 0, n: int = 3000) -> pd.DataFrame:
 
 
 def test_learned_beats_lru_on_a_seeded_synthetic_trace() -> None:
-    # both objectives; hit_probability with ages rounded up (the bucket's middle) lost block 0 here: 77 %
-    for objective in ("hit_probability", "distance"):
+    # every objective; hit_probability with ages rounded up (the bucket's middle) lost block 0 here: 77 %
+    for objective in ("survival", "hit_probability", "distance"):
         params = CacheSimParams(
             capacities=(120, 400),
             policies=("lru", "learned", "belady"),

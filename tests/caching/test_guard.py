@@ -193,10 +193,11 @@ def test_online_expert_uses_only_the_past() -> None:
     X, X2 = lookup_features(frame, trace), lookup_features(altered, trace2)
     p1 = online_predictions(X, trace, params.learned, params.online)
     p2 = online_predictions(X2, trace2, params.learned, params.online)
-    assert p1.refits == p2.refits
-    assert np.array_equal(p1.predicted[:start], p2.predicted[:start])
-    assert np.array_equal(p1.group[:start], p2.group[:start])
-    assert not np.array_equal(p1.predicted[start:], p2.predicted[start:])  # the alteration did reach later refits
+    assert p1.refits == p2.refits and all(p1.fitted)
+    assert np.array_equal(p1.curve[:start], p2.curve[:start])
+    assert not np.array_equal(p1.curve[start:], p2.curve[start:])  # the alteration did reach later refits
+    # a survival curve never falls as the horizon grows
+    assert (np.diff(p1.curve, axis=1) >= 0).all() and p1.curve.min() >= 0 and p1.curve.max() <= 1
     # the cache decisions before t are the same: hits before t equal
     r1, r2 = Replay(frame, trace, params), Replay(altered, trace2, params)
     r1.X, r2.X = X, X2
