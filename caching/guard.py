@@ -1,11 +1,12 @@
 """The guarded prefix-cache policy and the online-learned expert (`guarded` and `online` in `caching.sim`).
 
-Guard (`guard_hits`), exact:
+Guard (`guard_leaders` + `guard_cache`), exact:
 
 1. Experts (`GuardParams.experts`: ARC, the online-learned scorer, S3-FIFO and LRU by default) each run as
    a metadata-only shadow cache of the full capacity on the same stream of lookups (`caching.sim` runs
-   them: our ARC / S3-FIFO / LRU, equal to libCacheSim's hit for hit, and our learned simulators). Expert
-   e's hit at lookup i means its block was in the shadow set S_e just before lookup i.
+   them: our ARC / S3-FIFO / LRU, equal to libCacheSim's hit for hit, and our learned simulators), and
+   record when each lookup's block left their cache. Expert e's hit at lookup i means its block was in
+   the shadow set S_e just before lookup i.
 2. Score: each expert's exponentially discounted hit ratio over the lookups before now, half-life
    max(`half_life_min`, `half_life_factor` x capacity) lookups (an expert whose model was fitted on this
    trace's first part, `learned`, is scored only after its training lookups). Every `interval` lookups the
@@ -14,16 +15,15 @@ Guard (`guard_hits`), exact:
    leader's score and `z` standard errors of the discounted difference, with the effective sample size
    counted in requests (a request's blocks hit or miss together) (hysteresis: a switch costs the blocks the
    two shadows do not share). The first leader is `experts[0]`.
-3. The real cache R is always a subset of the current leader's shadow set: after each lookup,
-   R := (R ∩ S_leader) ∪ {the block, if the leader holds it}; at a switch, R := R ∩ S_new. So
-   |R| <= |S_leader| <= capacity, and while one expert leads, R hits exactly where that leader hits (once
-   the blocks looked up before the switch have passed through). Equivalently: lookup i hits iff its block
-   was looked up before (at j), the leader at i hits, and at every switch s in (j, i] the outgoing leader
-   still held the block just before s. Because a block leaves a shadow only by eviction and re-enters only
-   on its own lookup, membership in between follows from those facts; so the rule needs the experts' hit
-   arrays, the leader sequence, the previous-use indices and, per switch, the outgoing leader's answer to
-   "do you hold these blocks?" (`switch_queries`, `caching.sim.Probe`), and is evaluated vectorised
-   (`guard_hits`; tested against an explicitly stepped real cache).
+3. The real cache R (`guard_cache`) holds at most `capacity` blocks. After lookup i of block b: if the
+   leader's shadow holds b, so does R; if it does not but R does (a hit on a block the leader dropped), R
+   keeps it. R makes room only when it must insert: it evicts a block the leader no longer holds (one
+   exists, since the leader holds b and at most `capacity` blocks), the one the leader dropped first. So
+   R always contains R' = the cache that is kept a subset of the leader's shadow (R' := (R' ∩ S_leader) ∪
+   {b if the leader holds it}; at a switch R' := R' ∩ S_new), hence hits wherever R' hits and, while one
+   expert leads, at least where it hits once the blocks from before the switch have passed through; the
+   blocks a switch would throw away keep hitting until room is needed (tested against an explicitly stepped
+   reference and against R').
 
 Online expert (`online_predictions`, no future leak, tested by altering the trace after a time t):
 the survival model of `caching.sim` refitted on the stream it serves. Refits happen at lookups
@@ -132,32 +132,73 @@ def guard_leaders(
     return np.repeat(leaders, params.interval)[:n]
 
 
-def switch_queries(leader: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The leader's switch points s_k (first lookup under the new leader) and, per switch, the lookups
-    i >= s_k whose previous lookup of the same block came before s_k: the blocks whose fate the outgoing
-    leader decides (it must still hold them just before s_k)."""
-    switches = np.flatnonzero(leader[1:] != leader[:-1]) + 1
-    seen = np.flatnonzero(prev >= 0)
-    return switches, [seen[(seen >= s) & (prev[seen] < s)] for s in switches.tolist()]
+def _drop_events(until: np.ndarray) -> tuple[list[int], dict[int, list[int]]]:
+    """When an expert dropped which lookup's block: one[t] = the lookup j whose block it evicted during
+    lookup t (-1: none; -2: several, listed in index order in several[t]: a miss may evict more than one)."""
+    n = len(until)
+    j = np.flatnonzero((until > np.arange(n)) & (until < n))
+    j = j[np.argsort(until[j], kind="stable")]
+    t = until[j]
+    one = np.full(n, -1, dtype=np.int64)
+    one[t] = j
+    same = t[1:] == t[:-1]
+    shared = np.r_[same, False] | np.r_[False, same] if len(t) else np.zeros(0, dtype=bool)  # times with several
+    several: dict[int, list[int]] = {}
+    for tt, jj in zip(t[shared].tolist(), j[shared].tolist()):
+        several.setdefault(tt, []).append(jj)
+    one[t[shared]] = -2
+    return one.tolist(), several
 
 
-def guard_hits(
-    expert_hits: Sequence[np.ndarray],
-    leader: np.ndarray,
-    prev: np.ndarray,
-    asked: Sequence[np.ndarray],
-    found: Sequence[np.ndarray],
-) -> np.ndarray:
-    """The real cache's hits (rule 3): lookup i hits iff its block was looked up before (`prev[i]` >= 0),
-    the leader at i hits, and at every switch between the two lookups the outgoing leader still held the
-    block. `asked[k]`: the lookups i whose previous lookup precedes switch k and who come at or after it;
-    `found[k]`: whether the outgoing leader held their blocks just before the switch."""
-    n = len(prev)
-    H = np.stack([np.asarray(h, dtype=bool) for h in expert_hits]) if n else np.zeros((1, 0), dtype=bool)
-    hits = (prev >= 0) & H[leader, np.arange(n)]
-    for idx, ok in zip(asked, found):
-        hits[idx] &= ok
-    return hits
+def guard_cache(block: np.ndarray, leader: np.ndarray, untils: Sequence[np.ndarray], capacity: int) -> np.ndarray:
+    """The real cache's hits (rule 3), stepped: `untils[e][j]` = the lookup during which expert e's shadow
+    dropped the block looked up at j (j: not held after it; >= the block's next lookup: held until then).
+    A block is in the leader's shadow just after lookup i iff untils[leader][its last lookup] > i. The real
+    cache holds the blocks the leader holds once looked up under it and keeps the others (stale) until it
+    needs room: then the one the leader dropped first goes (ties: the earlier last lookup). The stale ones
+    wait in a queue in the order the leader dropped them (its drop events appended as they happen; rebuilt
+    at a switch, outdated entries skipped)."""
+    from collections import deque
+
+    n = len(block)
+    hit = bytearray(n)
+    blocks = block.tolist()
+    lists = [u.tolist() for u in untils]
+    events = [_drop_events(u) for u in untils]
+    real: dict[int, int] = {}  # cached block -> its last lookup
+    get = real.get
+    bounds = [0, *(np.flatnonzero(leader[1:] != leader[:-1]) + 1).tolist(), n]
+    for s, e in zip(bounds[:-1], bounds[1:]):  # one leader from lookup s to e
+        U, (one, several) = lists[int(leader[s])], events[int(leader[s])]
+        # (block, its last lookup) the leader no longer holds, in the order it dropped them
+        stale = deque((x, j) for _, j, x in sorted((U[j], j, x) for x, j in real.items() if U[j] < s))
+        for i in range(s, e):
+            b = blocks[i]
+            jd = one[i]  # the leader dropped lookup jd's block during lookup i
+            if jd >= 0:
+                x = blocks[jd]
+                if get(x) == jd:
+                    stale.append((x, jd))
+            elif jd == -2:
+                for jd in several[i]:
+                    x = blocks[jd]
+                    if get(x) == jd:
+                        stale.append((x, jd))
+            j = get(b)
+            if j is not None:
+                hit[i] = 1
+            u = U[i]
+            if u > i or j is not None:  # the leader holds it now, or the real cache already does
+                if j is None and len(real) >= capacity:
+                    while True:  # a stale block exists: the leader holds b and at most `capacity` blocks
+                        x, jx = stale.popleft()
+                        if get(x) == jx:
+                            del real[x]
+                            break
+                real[b] = i
+                if u <= i:  # a hit on a block the leader does not keep: stale from now
+                    stale.append((b, i))
+    return np.frombuffer(bytes(hit), dtype=bool).copy()
 
 
 # --- the online expert --------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ miss) hit count for hit count (tested), and that one is not an upper bound for a
 `learned` is our own simulator; `LearnedParams.objective` picks its model (`LEARNED_OBJECTIVES`).
 `online` is the same survival policy driven by a model refitted on the stream it serves, and
 `guarded` (the shipped policy) runs shadow experts (`GuardParams.experts`: ARC, online, S3-FIFO, LRU) and
-keeps its real cache a subset of the current leader's; both are specified in `caching/guard.py`. The
+a real cache that follows the current leader's shadow; both are specified in `caching/guard.py`. The
 guard's classic shadows are our own simulators (`OWN_SHADOWS`: `simulate_lru`, `simulate_arc`,
-`simulate_s3fifo`), equal to libCacheSim's hit for hit (tested) and 2-4x faster; they also answer the
-guard's membership queries at a switch (`Probe`).
+`simulate_s3fifo`), equal to libCacheSim's hit for hit (tested) and 2-4x faster; like the learned
+simulators they record when each lookup's block left the cache (`until`), which the real cache steps on.
 
 Features (`lookup_features`), per lookup, known at that moment (from earlier lookups only; tested by
 altering later requests): the request's cache-hit-predictor features (`models.cache.cache_features`) plus
@@ -94,29 +94,14 @@ from caching.guard import (
     GuardParams,
     OnlineParams,
     OnlinePrediction,
-    guard_hits,
+    guard_cache,
     guard_leaders,
     online_predictions,
-    switch_queries,
 )
 from core.config import AtLeastTwo, Count, Fraction, NonNegative, NonNegativeInt, Positive, Share
 
 BLOCK_TOKENS = 512  # Mooncake: one hash per 512-token prompt block (data/README.md)
 NEVER = 2**62  # next_access_vtime of a lookup whose block never comes back
-
-
-@dataclass
-class Probe:
-    """Membership queries during a replay: just before lookup `times[k]` (sorted) is processed, which of
-    `blocks[k]` are cached; the simulators fill `found` (one bool array per time). The guard asks its
-    outgoing leader this at a switch (`caching.guard`)."""
-
-    times: Sequence[int]
-    blocks: Sequence[np.ndarray]
-    found: list[np.ndarray] = field(default_factory=list)
-
-    def first(self) -> int:
-        return int(self.times[0]) if len(self.times) else -1
 
 
 @dataclass(frozen=True)
@@ -245,11 +230,8 @@ def _libcachesim_cache(policy: str, capacity: int):
     return classes[policy](capacity)
 
 
-def libcachesim_hits(
-    block: np.ndarray, policy: str, capacity: int, next_index: np.ndarray | None = None, probe: Probe | None = None
-) -> np.ndarray:
-    """Hit (True) per lookup under libCacheSim's `policy` with `capacity` unit-size objects (`probe`:
-    membership queries, answered by libCacheSim's find without updating the cache)."""
+def libcachesim_hits(block: np.ndarray, policy: str, capacity: int, next_index: np.ndarray | None = None) -> np.ndarray:
+    """Hit (True) per lookup under libCacheSim's `policy` with `capacity` unit-size objects."""
     import libcachesim as lcs
 
     if capacity < MIN_CAPACITY.get(policy, 1):  # below it libCacheSim aborts the process
@@ -261,30 +243,13 @@ def libcachesim_hits(
     req.obj_size = 1
     get = cache.get
     hits = np.zeros(len(block), dtype=bool)
-    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, (b, x) in enumerate(zip(block.tolist(), nxt)):
-        if i == at:
-            pk, at = _answer(probe, pk, lambda q: cache.find(_request(req, q), False) is not None)
         req.obj_id = b
         req.clock_time = i
         req.next_access_vtime = x if x >= 0 else NEVER
         if get(req):
             hits[i] = True
     return hits
-
-
-def _request(req, obj_id: int):
-    req.obj_id = obj_id
-    return req
-
-
-def _answer(probe: Probe, k: int, member: Callable[[int], bool]) -> tuple[int, int]:
-    """Answer probe k (and any at the same time); return the next probe number and its time (-1: none)."""
-    t = probe.times[k]
-    while k < len(probe.times) and probe.times[k] == t:
-        probe.found.append(np.fromiter((member(q) for q in probe.blocks[k].tolist()), bool, len(probe.blocks[k])))
-        k += 1
-    return k, (int(probe.times[k]) if k < len(probe.times) else -1)
 
 
 def simulate_belady(
@@ -343,43 +308,63 @@ def plugin_lru_hits(block: np.ndarray, capacity: int) -> np.ndarray:
     return hits
 
 
-def simulate_lru(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
-    """Our own LRU (an ordered dict), the reference that `simulate_learned`'s machinery is checked against."""
-    cache: OrderedDict[int, None] = OrderedDict()
+def _leave_times(until: np.ndarray | None, n: int) -> list[int]:
+    """The simulators' record of when each lookup's block left the cache (filled into `until` at the end)."""
+    return [n] * n if until is not None else _NO_RECORD
+
+
+class _NoRecord(list):
+    """A sink for eviction times nobody asked for: item assignment does nothing."""
+
+    def __setitem__(self, _k, _v) -> None:
+        pass
+
+
+_NO_RECORD = _NoRecord()
+
+
+def _fill(until: np.ndarray | None, left: list[int]) -> None:
+    if until is not None:
+        until[:] = left
+
+
+def simulate_lru(block: np.ndarray, capacity: int, until: np.ndarray | None = None) -> np.ndarray:
+    """Our own LRU (an ordered dict of block -> its last lookup), the reference that the learned simulators'
+    machinery is checked against. `until` (the guard's shadows): filled with the lookup during which each
+    lookup's block left the cache (`n`: it was still cached at its next lookup or the end)."""
+    cache: OrderedDict[int, int] = OrderedDict()
     hits = np.zeros(len(block), dtype=bool)
+    left = _leave_times(until, len(block))
     move, pop = cache.move_to_end, cache.popitem
-    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, b in enumerate(block.tolist()):
-        if i == at:
-            pk, at = _answer(probe, pk, cache.__contains__)
         if b in cache:
             hits[i] = True
             move(b)
-        else:
-            if len(cache) >= capacity:
-                pop(last=False)
-            cache[b] = None
+        elif len(cache) >= capacity:
+            left[pop(last=False)[1]] = i
+        cache[b] = i
+    _fill(until, left)
     return hits
 
 
-def simulate_s3fifo(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
+def simulate_s3fifo(block: np.ndarray, capacity: int, until: np.ndarray | None = None) -> np.ndarray:
     """Our S3-FIFO, libCacheSim's rules (S3FIFO.c: small FIFO 10 %, main FIFO with a 2-bit clock, ghost FIFO
     90 %, move to main at 2 hits, insert into main while the small FIFO is full before the first eviction,
-    no insert at all when the small FIFO holds < 2 objects), equal to it hit for hit (tested), ~4x faster."""
+    no insert at all when the small FIFO holds < 2 objects), equal to it hit for hit (tested), ~4x faster.
+    `until`: as in `simulate_lru`."""
     small_size = int(capacity * 0.10)
     main_size = capacity - small_size
     ghost_size = int(capacity * 0.90)
-    small, main, ghost = OrderedDict(), OrderedDict(), OrderedDict()
+    small, main, ghost = OrderedDict(), OrderedDict(), OrderedDict()  # small, main: block -> its last lookup
     freq = {}
     has_evicted = False
     hits = np.zeros(len(block), dtype=bool)
+    left = _leave_times(until, len(block))
     gpop, spop, mpop = ghost.pop, small.popitem, main.popitem
     mmove = main.move_to_end
-    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, b in enumerate(block.tolist()):
-        if i == at:
-            pk, at = _answer(probe, pk, lambda q: q in small or q in main)
         if b in small or b in main:
+            (small if b in small else main)[b] = i
             freq[b] += 1
             hits[i] = True
             continue
@@ -394,16 +379,17 @@ def simulate_s3fifo(block: np.ndarray, capacity: int, probe: Probe | None = None
                         mmove(o)
                         freq[o] = min(f, 3) - 1
                     else:
-                        mpop(last=False)
+                        left[mpop(last=False)[1]] = i
                         del freq[o]
                         break
             else:
                 while small:
-                    o = spop(last=False)[0]
+                    o, j = spop(last=False)
                     if freq[o] >= 2:
-                        main[o] = None
+                        main[o] = j
                         freq[o] = 0
                     else:
+                        left[j] = i
                         if ghost_size > 0 and o not in ghost:
                             if len(ghost) >= ghost_size:
                                 ghost.popitem(last=False)
@@ -411,43 +397,48 @@ def simulate_s3fifo(block: np.ndarray, capacity: int, probe: Probe | None = None
                         del freq[o]
                         break
         if on_ghost:
-            main[b] = None
+            main[b] = i
         elif small_size <= 1:
+            left[i] = i
             continue
         elif not has_evicted and len(small) >= small_size:
-            main[b] = None
+            main[b] = i
         else:
-            small[b] = None
+            small[b] = i
         freq[b] = 0
+    _fill(until, left)
     return hits
 
 
-def simulate_arc(block: np.ndarray, capacity: int, probe: Probe | None = None) -> np.ndarray:
+def simulate_arc(block: np.ndarray, capacity: int, until: np.ndarray | None = None) -> np.ndarray:
     """Our ARC, libCacheSim's rules (ARC.c: real-valued p, a ghost hit adapts p and replaces on insert, REPLACE
-    takes from T1 when T2 is empty), equal to it hit for hit (tested), ~2x faster."""
-    T1, T2, B1, B2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    takes from T1 when T2 is empty), equal to it hit for hit (tested), ~2x faster. `until`: as in
+    `simulate_lru`."""
+    T1, T2, B1, B2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()  # T1, T2: block -> last lookup
     p = 0.0
     C = capacity
     hits = np.zeros(len(block), dtype=bool)
+    left = _leave_times(until, len(block))
 
-    def replace(in_b2):
+    def replace(in_b2, i):
         n1 = len(T1)
         if (n1 > 0 and (n1 > p or (n1 == p and in_b2))) or not T2:
-            B1[T1.popitem(last=False)[0]] = None
+            x, j = T1.popitem(last=False)
+            B1[x] = None
         else:
-            B2[T2.popitem(last=False)[0]] = None
+            x, j = T2.popitem(last=False)
+            B2[x] = None
+        left[j] = i
 
-    at, pk = (probe.first(), 0) if probe else (-1, 0)
     for i, b in enumerate(block.tolist()):
-        if i == at:
-            pk, at = _answer(probe, pk, lambda q: q in T1 or q in T2)
         if b in T2:
             T2.move_to_end(b)
+            T2[b] = i
             hits[i] = True
             continue
         if b in T1:
             del T1[b]
-            T2[b] = None
+            T2[b] = i
             hits[i] = True
             continue
         ghost = False
@@ -462,21 +453,22 @@ def simulate_arc(block: np.ndarray, capacity: int, probe: Probe | None = None) -
             ghost = in_b2 = True
         while len(T1) + len(T2) + 1 > C:
             if ghost:
-                replace(in_b2)
+                replace(in_b2, i)
             elif len(T1) + len(B1) + 1 > C:
                 if B1:
                     B1.popitem(last=False)
-                    replace(False)
+                    replace(False, i)
                 else:
-                    T1.popitem(last=False)
+                    left[T1.popitem(last=False)[1]] = i
             else:
                 if len(T1) + len(B1) + len(T2) + len(B2) >= 2 * C and B2:
                     B2.popitem(last=False)
-                replace(False)
+                replace(False, i)
         if ghost:
-            T2[b] = None
+            T2[b] = i
         else:
-            T1[b] = None
+            T1[b] = i
+    _fill(until, left)
     return hits
 
 
@@ -600,7 +592,7 @@ def simulate_hit_probability(
     samples: int | None = 8,
     admit_bypass: bool = True,
     seed: int = 0,
-    probe: Probe | None = None,
+    until: np.ndarray | None = None,
 ) -> np.ndarray:
     """Learned eviction by conditional hit probability: `reuse[i]` = predicted P(lookup i's block is used
     again within the horizon); `curves[group[i]]` = the reuse-distance curve of lookup i's group (`age_curve`;
@@ -610,13 +602,14 @@ def simulate_hit_probability(
     groups = np.zeros(len(block), dtype=np.int64) if group is None else np.asarray(group)
     nb = n_buckets(len(block))
     table = hit_probability_table(reuse, curves, groups, nb)
-    return simulate_scored(block, table, capacity, samples, admit_bypass, seed, probe)
+    return simulate_scored(block, table, capacity, samples, admit_bypass, seed, until)
 
 
 @functools.cache
-def _young_buckets() -> list[int]:
-    """`age_bucket` of every age below 2^16, for the simulators' inner loop (a list index beats the bit ops)."""
-    return [age_bucket(a) for a in range(1 << 16)]
+def _buckets_below(limit: int) -> list[int]:
+    """`age_bucket` of every age below `limit` (a power of two), for the simulator's inner loop: a list index
+    beats the bit operations."""
+    return [age_bucket(a) for a in range(limit)]
 
 
 def simulate_scored(
@@ -626,36 +619,36 @@ def simulate_scored(
     samples: int | None = 8,
     admit_bypass: bool = True,
     seed: int = 0,
-    probe: Probe | None = None,
+    until: np.ndarray | None = None,
 ) -> np.ndarray:
     """Learned eviction by a score table: `table[l, j]` = the worth of keeping lookup l's block at age bucket
     j (`age_bucket(i - l)`, i the lookup now; the score of every learned objective is a chance of reuse
-    within a window, given no reuse so far). On a miss with a full cache, `samples` cache slots are drawn
+    within a window, given no reuse so far; held as float32, which halves the memory the loop reads and
+    is ~15 % faster). On a miss with a full cache, `samples` cache slots are drawn
     at random (None: all of them) and the lowest score goes (the first drawn wins ties); with
     `admit_bypass`, a missed block whose own score (`table[i, 0]`) is lower than that victim's is not
     admitted instead. Slots and random draws are those of a list with swap-remove eviction and
-    `random.Random(seed)`, so the decisions equal the straightforward implementation's (tested)."""
+    `random.Random(seed)`, so the decisions equal the straightforward implementation's (tested). `until`: as
+    in `simulate_lru` (a block not admitted leaves at its own lookup)."""
     nb = table.shape[1]
-    score = array.array("d")
-    score.frombytes(np.ascontiguousarray(table, dtype=np.float64).tobytes())
-    young = _young_buckets()
+    score = array.array("f")
+    score.frombytes(np.ascontiguousarray(table, dtype=np.float32).tobytes())
+    bucket = _buckets_below(1 << max(len(block), 1).bit_length())  # every age here is below len(block)
     rng = np.random.RandomState([seed])  # the same stream as random.Random(seed)
     keys: list[int] = []  # the cached blocks, one per slot
     lastpos: list[int] = []  # per slot: the block's last lookup
     where: dict[int, int] = {}  # cached block -> its slot
     get = where.get
-    hits = np.zeros(len(block), dtype=bool)
+    hit = bytearray(len(block))
     full_scan = samples is None or samples >= capacity
     draws: list[int] = list(range(capacity)) if full_scan else []
     step = capacity if full_scan else int(samples)
     p = 0
-    at, pk = (probe.first(), 0) if probe else (-1, 0)
+    left = _leave_times(until, len(block))
     for i, b in enumerate(block.tolist()):
-        if i == at:
-            pk, at = _answer(probe, pk, where.__contains__)
         j = get(b)
         if j is not None:
-            hits[i] = True
+            hit[i] = 1
             lastpos[j] = i
             continue
         if len(keys) < capacity:
@@ -670,20 +663,22 @@ def simulate_scored(
         best, slot = float("inf"), 0
         for j in draws[p : p + step]:
             lk = lastpos[j]
-            age = i - lk
-            s = score[lk * nb + (young[age] if age < 65536 else age_bucket(age))]
+            s = score[lk * nb + bucket[i - lk]]
             if s < best:
                 best, slot = s, j
         p += step
         if admit_bypass and score[i * nb] < best:
+            left[i] = i
             continue
+        left[lastpos[slot]] = i
         del where[keys[slot]]
         last = capacity - 1  # swap-remove the victim, append the new block: slot order as a list would keep it
         if slot != last:
             tail = keys[last]
             keys[slot], lastpos[slot], where[tail] = tail, lastpos[last], slot
         keys[last], lastpos[last], where[b] = b, i, last
-    return hits
+    _fill(until, left)
+    return np.frombuffer(bytes(hit), dtype=bool).copy()
 
 
 def horizon_grid(n: int) -> np.ndarray:
@@ -998,6 +993,7 @@ OWN_SHADOWS: dict[str, Callable[..., np.ndarray]] = {
     "arc_own": simulate_arc,
     "s3fifo_own": simulate_s3fifo,
 }
+SHADOWS = (*OWN_SHADOWS, "online", "learned")  # the policies whose simulators record eviction times
 
 
 @dataclass(frozen=True)
@@ -1113,6 +1109,7 @@ class Replay:
     info: dict[str, object] = field(default_factory=dict)
     memo: dict[tuple[str, int], tuple[np.ndarray, float]] = field(default_factory=dict)
     tables: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)  # policy -> (capacity, score table)
+    untils: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # the shadows' eviction times
 
     def features(self) -> pd.DataFrame:
         if self.X is None:
@@ -1164,11 +1161,11 @@ class Replay:
                 self.memo[key] = (hits, time.perf_counter() - started)
         return self.memo[key]
 
-    def _simulate(self, policy: str, capacity: int, probe: Probe | None = None) -> np.ndarray:
+    def _simulate(self, policy: str, capacity: int) -> np.ndarray:
+        """Hits of `policy`; the guard's possible experts (`SHADOWS`) also record when each lookup's block
+        left their cache (`until`, kept for the guard)."""
         trace, learned = self.trace, self.params.learned
         if policy == "learned" and self.learned_model().objective == "distance":
-            if probe is not None:
-                raise ValueError("the guard cannot ask the distance objective's cache; use survival or hit_probability")
             return simulate_learned(
                 trace.block,
                 self.predicted(self.learned_model()),
@@ -1178,17 +1175,21 @@ class Replay:
                 learned.admit_bypass,
                 learned.seed,
             )
-        if policy in ("learned", "online"):
-            table = self.scores(policy, capacity)
-            return simulate_scored(
-                trace.block, table, capacity, learned.samples, learned.admit_bypass, learned.seed, probe
-            )
-        if policy in OWN_SHADOWS:  # ours, equal to libCacheSim's hit for hit (tested), faster
-            return OWN_SHADOWS[policy](trace.block, capacity, probe)
+        if policy in SHADOWS:
+            until = np.empty(len(trace), dtype=np.int64)
+            if policy in OWN_SHADOWS:  # ours, equal to libCacheSim's hit for hit (tested), faster
+                hits = OWN_SHADOWS[policy](trace.block, capacity, until)
+            else:
+                table = self.scores(policy, capacity)
+                hits = simulate_scored(
+                    trace.block, table, capacity, learned.samples, learned.admit_bypass, learned.seed, until
+                )
+            self.untils[(policy, capacity)] = until
+            return hits
         if policy == "belady":
             return simulate_belady(trace.block, capacity, trace.next_use)
         if policy in LIBCACHESIM_POLICIES:
-            return libcachesim_hits(trace.block, policy, capacity, trace.next_use, probe)
+            return libcachesim_hits(trace.block, policy, capacity, trace.next_use)
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
 
     def scores(self, policy: str, capacity: int) -> np.ndarray:
@@ -1219,37 +1220,25 @@ class Replay:
 
     def _guarded(self, capacity: int) -> tuple[np.ndarray, float]:
         """The guard (`caching.guard`): its experts' shadow runs (memoised, charged to it), the leader
-        sequence, and at each switch the outgoing leader's membership of the blocks that matter (re-running
-        that expert to the switch: a simulation artefact, not charged; a deployed guard asks its live shadow)."""
+        sequence and the real cache stepped on the shadows' eviction times."""
         names = [(f"{e}_own" if f"{e}_own" in OWN_SHADOWS else e) for e in self.params.guard.experts]
         for e in names:
-            if e in ("guarded", "belady") or e not in (*POLICIES, *OWN_SHADOWS):
-                raise ValueError(f"the guard's experts must be online policies, got {e!r}")
+            if e not in SHADOWS:
+                known = ", ".join(x.removesuffix("_own") for x in SHADOWS)
+                raise ValueError(f"the guard's experts are shadow caches of {known}; got {e.removesuffix('_own')!r}")
+            if e == "learned" and self.learned_model().objective == "distance":
+                raise ValueError("the guard cannot shadow the distance objective; use survival or hit_probability")
         runs = [self.hits(e, capacity) for e in names]
+        import scipy.signal  # noqa: F401  (the leader rule's filter: importing it is not per-lookup work)
+
         started = time.perf_counter()
         own = self.info.get("trained_elsewhere") is not True  # learned was fitted on this trace's first part
         score_from = [self.trace.eval_start if (e == "learned" and own) else 0 for e in names]
         leader = guard_leaders([h for h, _ in runs], capacity, self.params.guard, score_from, self.trace.request)
-        prev = self.prev()
-        switches, asked = switch_queries(leader, prev)
-        charged = time.perf_counter() - started
-        found: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(switches)
-        for e in np.unique(leader[switches - 1]).tolist() if len(switches) else []:
-            ks = np.flatnonzero(leader[switches - 1] == e)
-            probe = Probe([int(switches[k]) for k in ks], [self.trace.block[asked[k]] for k in ks])
-            self._simulate(names[e], capacity, probe)
-            for k, f in zip(ks.tolist(), probe.found):
-                found[k] = f
-        started = time.perf_counter()
-        hits = guard_hits([h for h, _ in runs], leader, prev, asked, found)
-        charged += time.perf_counter() - started + sum(sec for _, sec in runs)
-        self.info.setdefault("guard_switches", {})[str(capacity)] = len(switches)
+        hits = guard_cache(self.trace.block, leader, [self.untils[(e, capacity)] for e in names], capacity)
+        charged = time.perf_counter() - started + sum(sec for _, sec in runs)
+        self.info.setdefault("guard_switches", {})[str(capacity)] = int((leader[1:] != leader[:-1]).sum())
         return hits, charged
-
-    def prev(self) -> np.ndarray:
-        if ("prev", 0) not in self.memo:
-            self.memo[("prev", 0)] = (prev_use(self.trace.block), 0.0)
-        return self.memo[("prev", 0)][0]
 
     def run(self, policy: str, capacity: int) -> PolicyRun:
         hits, seconds = self.hits(policy, capacity)

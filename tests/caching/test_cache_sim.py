@@ -200,6 +200,7 @@ def test_scored_eviction_equals_the_straightforward_implementation(capacity: int
     rng = np.random.default_rng(capacity)
     block = rng.zipf(1.4, 6000) % 400
     table = rng.random((len(block), age_bucket(len(block)) + 1))
+    table = table.astype(np.float32)  # the simulator holds its scores as float32
     assert np.array_equal(simulate_scored(block, table, capacity), reference_scored(block, table, capacity, 8))
 
 
