@@ -163,13 +163,15 @@ def guard_cache(block: np.ndarray, leader: np.ndarray, untils: Sequence[np.ndarr
     n = len(block)
     hit = bytearray(n)
     blocks = block.tolist()
-    lists = [u.tolist() for u in untils]
-    events = [_drop_events(u) for u in untils]
+    per_leader: dict[int, tuple] = {}  # only the experts that lead: their eviction times as lists, drop events
     real: dict[int, int] = {}  # cached block -> its last lookup
     get = real.get
     bounds = [0, *(np.flatnonzero(leader[1:] != leader[:-1]) + 1).tolist(), n]
     for s, e in zip(bounds[:-1], bounds[1:]):  # one leader from lookup s to e
-        U, (one, several) = lists[int(leader[s])], events[int(leader[s])]
+        lead = int(leader[s])
+        if lead not in per_leader:
+            per_leader[lead] = (untils[lead].tolist(), *_drop_events(untils[lead]))
+        U, one, several = per_leader[lead]
         # (block, its last lookup) the leader no longer holds, in the order it dropped them
         stale = deque((x, j) for _, j, x in sorted((U[j], j, x) for x, j in real.items() if U[j] < s))
         for i in range(s, e):

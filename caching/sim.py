@@ -560,12 +560,13 @@ def age_curve(reuse_distances: np.ndarray, horizon: int, window: float) -> tuple
     """
     d = np.sort(np.asarray(reuse_distances, dtype=float))
     ages = bucket_ages()
+    seen = reuse_cdf(d, horizon, ages)
+    return seen.tolist(), (reuse_cdf(d, horizon, ages + window) - seen).tolist()
 
-    def cdf(x: np.ndarray) -> np.ndarray:
-        return np.searchsorted(d, np.minimum(x, horizon), side="right") / max(len(d), 1)
 
-    seen = cdf(ages)
-    return seen.tolist(), (cdf(ages + window) - seen).tolist()
+def reuse_cdf(distances: np.ndarray, horizon: int, x: np.ndarray) -> np.ndarray:
+    """G(x): share of the sorted reuse `distances` that are <= min(x, horizon) (flat beyond the horizon)."""
+    return np.searchsorted(distances, np.minimum(x, horizon), side="right") / max(len(distances), 1)
 
 
 Curve = tuple[Sequence[float], Sequence[float]]  # (seen, ahead) per age bucket, from `age_curve`
@@ -828,12 +829,7 @@ class LearnedModel:
             return survival_curve(self.booster, X[list(self.features)].to_numpy(dtype=float), grid)
         if self.objective != "hit_probability":
             raise ValueError(f"the {self.objective} objective has no survival curve; use survival or hit_probability")
-        cdf = np.stack(
-            [
-                np.searchsorted(d, np.minimum(grid, self.horizon), side="right") / max(len(d), 1)
-                for d in self.reuse_distances
-            ]
-        )
+        cdf = np.stack([reuse_cdf(d, self.horizon, grid) for d in self.reuse_distances])
         return self.predict(X)[:, None] * cdf[(X["pos"].to_numpy() == 0).astype(np.int64)]
 
 
