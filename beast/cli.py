@@ -202,6 +202,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
         malformed=args.malformed,
         workers=args.workers,
         slow_clients=args.slow_clients,
+        coalesce=args.coalesce,
         baseline=args.baseline,
     )
     return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
@@ -218,6 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
         timeout_request=args.timeout_request,
         limit_concurrency=args.limit_concurrency,
+        coalesce=args.coalesce,
     )
     serve(args.bundle, args.budget_file, options)
     return EXIT_OK
@@ -739,6 +741,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1024,
         help="connections + requests per worker; beyond it 503 at once (default: 1024)",
     )
+    p.add_argument(
+        "--coalesce",
+        type=int,
+        default=64,
+        help="single-request POSTs waiting together in a worker are routed as one batch of up to this many (no "
+        "added wait; same decisions; 1 = each alone; default: 64)",
+    )
 
     p = command(
         top,
@@ -1251,6 +1260,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="requests per POST (a JSON array when > 1; default: 1)")
     p.add_argument(
         "--malformed", type=float, default=0.05, help="share of broken POSTs, which must get 4xx (default: 0.05)"
+    )
+    p.add_argument(
+        "--coalesce",
+        type=int,
+        default=64,
+        help="`beast serve --coalesce`: single POSTs routed together at most (1 = each alone; default: 64)",
     )
 
     p = command(

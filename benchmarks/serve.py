@@ -221,6 +221,7 @@ def main(
     workers: int = 2,
     slow_clients: int = 50,
     baseline: Path | None = None,
+    coalesce: int = 64,
     prompts_file: Path = Path("data/sample/alpaca_eval.parquet"),
     threads: int = 2,
 ) -> LoadResult:
@@ -253,7 +254,9 @@ def main(
         port = free_port()
         cmd = [sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
         cut = max(1.0, min(10.0, seconds / 4))  # slow clients are cut off (408) several times within a run
-        proc = _start([*cmd, "--workers", str(workers), "--timeout-request", f"{cut:g}"], port)
+        proc = _start(
+            [*cmd, "--workers", str(workers), "--timeout-request", f"{cut:g}", "--coalesce", str(coalesce)], port
+        )
         try:
             _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
             clean = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
@@ -277,7 +280,7 @@ def main(
             stderr = _stop(proc)
     hostile = _as_result(good_result, bad_result, batch, outcomes)
     result = LoadResult(**{**hostile.__dict__, "clean": clean, "baseline": base})
-    _print(result, concurrency, batch, workers, slow_clients, stderr)
+    _print(result, concurrency, batch, workers, slow_clients, stderr, coalesce)
     return result
 
 
@@ -289,11 +292,14 @@ def _line(name: str, r: LoadResult) -> str:
     )
 
 
-def _print(r: LoadResult, concurrency: int, batch: int, workers: int, slow_clients: int, stderr: str) -> None:
+def _print(
+    r: LoadResult, concurrency: int, batch: int, workers: int, slow_clients: int, stderr: str, coalesce: int
+) -> None:
     clean = r.clean
     assert clean is not None
     print(
-        f"wrk, {concurrency} keep-alive connections, batch {batch}, {r.seconds:.0f} s per run; `beast serve --workers {workers}`"
+        f"wrk, {concurrency} keep-alive connections, batch {batch}, {r.seconds:.0f} s per run; "
+        f"`beast serve --workers {workers} --coalesce {coalesce}`"
     )
     if r.baseline is not None:
         b = r.baseline

@@ -13,6 +13,9 @@ itself, so the policy, budget and breaker state is per worker. Endpoints:
   POST /route; summed over every worker (prometheus_client multiprocess mode) when served by `beast serve`.
 - another method on a known path 405 with an Allow header; an unknown path 404.
 
+Single-request POSTs that wait together in a worker are routed as one `route_many` call of at most `--coalesce`
+(`Coalescer`: no added wait; same decisions as one by one).
+
 With `BEAST_ROUTER_TOKEN` set, /route and /metrics need `Authorization: Bearer <token>` (401 otherwise).
 A worker holds at most `--limit-concurrency` connections + requests; beyond that uvicorn answers 503 at once.
 A request whose headers and body do not arrive within `--timeout-request` seconds of its first byte (or a new
@@ -49,6 +52,7 @@ MAX_BATCH = 1000  # requests per batched POST
 MAX_REQUEST_ID = 128  # characters of a string request_id
 TOKEN_ENV = "BEAST_ROUTER_TOKEN"
 BUNDLE_ENV, BUDGET_ENV = "BEAST_ROUTER_BUNDLE", "BEAST_ROUTER_BUDGET_FILE"  # how `serve` hands workers the bundle
+COALESCE_ENV = "BEAST_ROUTER_COALESCE"  # ... and --coalesce
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 Scope = MutableMapping[str, Any]
@@ -90,6 +94,47 @@ def _as_json(d: Decision, request: dict) -> dict:
 def decision_json(router: Router, request: dict) -> dict:
     check_request_id(request)
     return _as_json(router.route(RouteRequest.from_dict(request)), request)
+
+
+class Coalescer:
+    """Routes the single-request POSTs that are waiting together as one `route_many` call (dynamic batching
+    with no added wait): the first request of an event-loop turn schedules a flush after the turn's other
+    ready requests, which join it. Idle, a request is routed alone at once; under load, the requests that
+    arrived while a batch was routed form the next one, so the per-call costs are shared. Decisions equal
+    `route`'s one by one (`route_many` is tested equal), in arrival order."""
+
+    def __init__(self, router: Router, limit: int):
+        self.router, self.limit = router, limit
+        self.pending: list[tuple[RouteRequest, asyncio.Future]] = []
+        self.flushes = 0  # batches routed (tests read the mean batch size from this)
+
+    def route(self, request: RouteRequest) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((request, future))
+        if len(self.pending) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending[: self.limit], self.pending[self.limit :]
+        if self.pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.flushes += 1
+        try:
+            decisions = self.router.route_many([r for r, _ in batch])
+        except Exception:  # noqa: BLE001 - one request's failure must not fail the others: route each alone
+            decisions = None
+        for n, (request, future) in enumerate(batch):
+            if future.done():
+                continue
+            if decisions is not None:
+                future.set_result(decisions[n])
+                continue
+            try:
+                future.set_result(self.router.route(request))
+            except Exception as exc:  # noqa: BLE001 - handed to the request's own handler (500)
+                future.set_exception(exc)
 
 
 def batch_json(router: Router, items: list) -> list[dict]:
@@ -175,9 +220,14 @@ class RouterApp:
     """The raw ASGI app. `on_error(exc)` is called for an unexpected exception (answered 500)."""
 
     def __init__(
-        self, router: Router, token: str | None = None, on_error: Callable[[BaseException], None] | None = None
+        self,
+        router: Router,
+        token: str | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        coalesce: int = 1,
     ):
         self.router = router
+        self.coalescer = Coalescer(router, coalesce) if coalesce > 1 else None
         self.auth = None if not token else b"Bearer " + token.encode()
         self.metrics = Metrics()
         self.on_error = on_error
@@ -257,8 +307,13 @@ class RouterApp:
                         self.metrics.decided(a["model"], a["code"])
             elif not isinstance(body, dict):
                 raise ValueError("expected a JSON object (one request) or an array of them (a batch)")
-            else:
+            elif self.coalescer is None:
                 answer = decision_json(self.router, body)
+                self.metrics.decided(answer["model"], answer["code"])
+            else:
+                check_request_id(body)
+                request = RouteRequest.from_dict(body)
+                answer = _as_json(await self.coalescer.route(request), body)
                 self.metrics.decided(answer["model"], answer["code"])
         except (ValueError, TypeError, OverflowError) as exc:
             await self._send(send, 400, orjson.dumps({"error": str(exc).splitlines()[0]}))
@@ -331,7 +386,7 @@ def worker_app() -> RouterApp:
     """uvicorn's app factory in each worker process: the bundle named by the environment `serve` set."""
     budget = os.environ.get(BUDGET_ENV)
     router = Router.load(Path(os.environ[BUNDLE_ENV]), Path(budget) if budget else None)
-    return RouterApp(router, os.environ.get(TOKEN_ENV))
+    return RouterApp(router, os.environ.get(TOKEN_ENV), coalesce=int(os.environ.get(COALESCE_ENV, "1")))
 
 
 # ---------------------------------------------------------------------------------------------------- protocol
@@ -394,6 +449,7 @@ class ServeOptions:
     timeout_keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
     timeout_request: float = 10.0  # seconds to receive a whole request (slowloris)
     limit_concurrency: int = 1024  # connections + requests per worker before 503
+    coalesce: int = 64  # single-request POSTs routed together at most (Coalescer; 1 = each alone)
 
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -402,6 +458,7 @@ class ServeOptions:
             ("--workers", self.workers, 1),
             ("--backlog", self.backlog, 1),
             ("--limit-concurrency", self.limit_concurrency, 1),
+            ("--coalesce", self.coalesce, 1),
         ):
             if value < low:
                 raise BeastError(f"{name} {value}: expected at least {low}")
@@ -497,6 +554,7 @@ def serve(bundle: Path, budget_file: Path | None, opts: ServeOptions, out=None, 
         {
             BUNDLE_ENV: str(Path(bundle).resolve()),
             BUDGET_ENV: str(Path(budget_file).resolve()) if budget_file is not None else "",
+            COALESCE_ENV: str(opts.coalesce),
             "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
         }
     )
@@ -535,7 +593,12 @@ class EmbeddedServer:
         self._sock = bind(opts.host, opts.port, opts.backlog)
         self.server_address = self._sock.getsockname()[:2]
         self.server_port = self.server_address[1]
-        self.app = RouterApp(router, os.environ.get(TOKEN_ENV), on_error=lambda exc: self.handle_error(None, None))
+        self.app = RouterApp(
+            router,
+            os.environ.get(TOKEN_ENV),
+            on_error=lambda exc: self.handle_error(None, None),
+            coalesce=opts.coalesce,
+        )
         import uvicorn
 
         self._server = uvicorn.Server(_config(self.app, opts))

@@ -219,3 +219,66 @@ def test_non_loopback_without_token_warns(monkeypatch: pytest.MonkeyPatch, capsy
         served.serve("b", None, served.ServeOptions(host="0.0.0.0", port=0))
     assert "warning: listening on 0.0.0.0 without BEAST_ROUTER_TOKEN" in capsys.readouterr().err
     assert served.is_loopback("127.0.0.1") and served.is_loopback("::1") and not served.is_loopback("0.0.0.0")
+
+
+class _Batching(_Stub):
+    """Answers with the request's own prompt (a misrouted answer shows), blocks 50 ms per call (requests queue
+    up behind it) and refuses every batch that holds a "poison" prompt (as a bug in the batch path would)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def route(self, request):
+        from serving.router import Decision, DecisionCode
+
+        if request.prompt == "bad":
+            raise ValueError("bad prompt")
+        return Decision("a", 0.5, 1e-6, "stub", request.prompt, DecisionCode.OK)
+
+    def route_many(self, requests):
+        self.batches.append(len(requests))
+        time.sleep(0.05)
+        if any(r.prompt in ("poison", "bad") for r in requests):
+            raise RuntimeError("batch path failed")
+        return [self.route(r) for r in requests]
+
+
+@pytest.mark.parametrize("coalesce", [1, 8])
+def test_concurrent_single_posts_are_routed_together_each_getting_its_own_answer(coalesce: int) -> None:
+    """`--coalesce`: single-request POSTs waiting together go through one `route_many` call of at most
+    `coalesce`; every client still gets the decision of its own request, a failing batch falls back to
+    routing each request alone (only the bad one fails, with its own 400), and with 1 nothing is batched."""
+    from serving.http import make_server
+
+    stub = _Batching()
+    server = make_server(stub, "127.0.0.1", 0, coalesce=coalesce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prompts = [f"p{i}" for i in range(38)] + ["poison", "bad"]
+    answers: dict[str, tuple[int, dict]] = {}
+    ready = threading.Barrier(len(prompts))
+
+    def post(prompt: str) -> None:  # keep-alive clients, as load balancers and SDKs are: connected, then all send
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        conn.connect()
+        ready.wait()
+        conn.request("POST", "/route", body=json.dumps({"prompt": prompt}).encode())
+        resp = conn.getresponse()
+        answers[prompt] = (resp.status, json.loads(resp.read()))
+        conn.close()
+
+    try:
+        threads = [threading.Thread(target=post, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(answers[p] == (200, answers[p][1]) and answers[p][1]["reason"] == p for p in prompts[:-1])
+    assert answers["bad"] == (400, {"error": "bad prompt"})
+    if coalesce == 1:
+        assert stub.batches == []  # each routed alone by route()
+    else:
+        assert max(stub.batches) == coalesce and sum(stub.batches) == len(prompts)
+        assert len(stub.batches) < len(prompts) / 2

@@ -15,7 +15,7 @@ from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
 from models.quality import quality_rows
 from serving.bundle import BundleError
-from serving.router import DecisionCode, Router, RouteRequest, Threshold, Tradeoff
+from serving.router import BATCH_FEATURES_MIN, DecisionCode, Router, RouteRequest, Threshold, Tradeoff
 
 EDGE_PROMPTS = [
     "",
@@ -308,8 +308,16 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
         q, c = router.predict(r)
         np.testing.assert_allclose(quality[j], q, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(cost[j], c, rtol=1e-12)
+    assert len(requests) >= BATCH_FEATURES_MIN  # the batch feature paths, then the per-request ones stacked
     assert router.route_many(requests, now=5.0) == [router.route(r, now=5.0) for r in requests]
+    assert router.route_many(requests[:5], now=5.0) == [router.route(r, now=5.0) for r in requests[:5]]
     assert router.route_many([]) == []
+    for model in router.models[:2]:  # two circuits open: batches skip them as single requests do
+        for _ in range(router.breaker.min_requests):
+            router.observe(model, ok=False, now=4.0)
+    decisions = router.route_many(requests, now=5.0)
+    assert decisions == [router.route(r, now=5.0) for r in requests]
+    assert all(d.model not in router.models[:2] and "skipped (circuit open)" in d.reason for d in decisions)
 
 
 def test_ascii_shortcut_counts_equal_the_regex_counts() -> None:
@@ -376,6 +384,28 @@ def test_policies_never_pick_an_unavailable_or_unpredicted_model() -> None:
     assert Threshold(0.5).choose(models, np.array([-np.inf, 0.3, np.nan]), cost)[0] == 1  # best prediction that exists
     with pytest.raises(BundleError, match="window >= 1"):
         CircuitBreaker(window=0)
+
+
+@pytest.mark.parametrize("policy", [Threshold(0.5), Threshold(0.9), Tradeoff(0.1), Tradeoff(0.0), Tradeoff(1e4)])
+def test_vectorised_choices_equal_choose_row_by_row(policy) -> None:
+    """Stateless policies choose a whole batch in one numpy pass (the router's batch path): the same index,
+    reason and code as `choose` row by row, on rows mixing ties, NaN (no prediction), -inf / +inf (a circuit
+    open) and rows where every model reaching the target costs +inf."""
+    from serving.router import Policy
+
+    rng = np.random.default_rng(7)
+    q_pool = np.array([np.nan, -np.inf, 0.2, 0.5, 0.5, 0.9, 0.95, 1.0])
+    c_pool = np.array([np.nan, np.inf, 0.001, 0.001, 0.002, 0.01, 0.1])
+    quality, cost = q_pool[rng.integers(0, 8, (4000, 5))], c_pool[rng.integers(0, 7, (4000, 5))]
+    quality[:50], cost[:50] = np.nan, np.inf  # nothing predicted, nothing available
+    quality[50:100, :2], cost[50:100, :] = 0.95, np.inf  # models reach the target but cost +inf
+    quality[100:150] = np.linspace(0.1, 0.9, 5)  # one row repeated: ties across rows, none within
+    models = ("a", "b", "c", "d", "e")
+    fast = policy.choose_many(models, quality, cost, 0.0)
+    slow = Policy.choose_many(policy, models, quality, cost, 0.0)
+    assert fast.index.tolist() == slow.index.tolist()
+    assert fast.reasons == slow.reasons and fast.codes == slow.codes
+    assert {c.value for c in slow.codes} == {"ok", "below_target"}
 
 
 def test_conformance_file_is_ascii_json_even_for_lone_surrogates() -> None:
