@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def _install(kill_at: int | None, counter: list[int], names: list[str]) -> None:
 
 
 def _child(op: Callable[..., None], args: tuple, kill_at: int | None, out: str) -> None:
+    tempfile.tempdir = os.path.dirname(out)  # a killed child's temporary folders stay in the test's scratch, not /tmp
     counter, names = [0], []
     _install(kill_at, counter, names)
     op(*args)
