@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -42,10 +43,11 @@ from serving.compiled import load_trees, verify_trees
 # 400); a prompt whose estimate (ceil(chars / 4)) is larger is counted as this many tokens, so a predicted
 # cost -- and what the budget policy is charged for one request -- is bounded by this many input tokens.
 MAX_INPUT_TOKENS = 2_000_000
-# Below this many requests `request_vectors` stacks the per-request vectors: the batch feature paths cost ~1.5 ms
-# per call (pyarrow's regexes are compiled per call) and are ~95 us per request cheaper, so they break even at
-# ~20 requests (measured with `beast bench route`'s prompts: 16 -> 120 vs 102 us a request, 24 -> 92 vs 105).
-BATCH_FEATURES_MIN = 20
+# The fewest requests for which `request_vectors` uses a feature family's batch path rather than stacking its
+# per-request vectors (equal numbers, tested). A batch path has a fixed cost per call (prompt: ~0.8 ms, pyarrow
+# compiles its regexes per call; text: ~0.3 ms; embedding: ~0.04 ms) and a lower cost per prompt (prompt 11 vs
+# 34 us, text 14 vs 32, embedding 5 vs 12: AlpacaEval prompts, words memoised), so each breaks even here.
+BATCH_MIN = {"prompt": 36, "text": 17, "embed": 6}
 
 
 @dataclass(frozen=True)
@@ -648,6 +650,11 @@ def input_tokens(request: RouteRequest) -> int:
     return min(given if given is not None else math.ceil(len(request.prompt or "") / CHARS_PER_TOKEN), MAX_INPUT_TOKENS)
 
 
+def _stacked(vector: Callable[[str | None], np.ndarray], items: Sequence[str | None]) -> np.ndarray | float:
+    """The per-request vectors of `items` as rows (NaN for no items: the empty batch's slots stay unset)."""
+    return np.vstack([vector(x) for x in items]) if items else math.nan
+
+
 def _booster(bundle: Bundle, predictor: str, key: str) -> lgb.Booster:
     return lgb.Booster(model_str=bundle.model_text(predictor, key))
 
@@ -814,23 +821,29 @@ class Router:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`request_vector` of every request at once: input tokens (float) and the len(requests) x len(_slots)
         matrix whose row i equals `request_vector(requests[i], now)[1]`, from the feature families' batch paths
-        (`prompt_matrix`, `text_matrix`, `Encoder.vectors`; tested equal to the per-request ones)."""
+        (`prompt_matrix`, `text_matrix`, `Encoder.vectors`; tested equal to the per-request ones) for batches of at
+        least `BATCH_MIN` requests, else from their per-request vectors stacked."""
         now = now or dt.datetime.now(dt.UTC)
-        if 0 < len(requests) < BATCH_FEATURES_MIN:  # the batch paths' fixed cost per call outweighs their gain
-            pairs = [self.request_vector(r, now) for r in requests]
-            return np.array([t for t, _ in pairs], dtype=float), np.vstack([v for _, v in pairs])
+        n = len(requests)
         tokens = [input_tokens(r) for r in requests]
-        out = np.empty((len(requests), len(self._slots)))
+        out = np.empty((n, len(self._slots)))
         out[:, :3] = np.array([self._head(r, t, now) for r, t in zip(requests, tokens, strict=True)]).reshape(-1, 3)
         prompts = [r.prompt for r in requests]
         end = 3 + len(PROMPT_FEATURES)
-        out[:, 3:end] = prompt_matrix(prompts)
+        out[:, 3:end] = prompt_matrix(prompts) if n >= BATCH_MIN["prompt"] else _stacked(prompt_vector, prompts)
         windows = [None if p is None else prompt_window(p) for p in prompts]
         if self.text is not None:
-            out[:, end : end + self.text.params.k] = text_matrix(self.text, windows)
-            end += self.text.params.k
+            text, k = self.text, self.text.params.k
+            batch = n >= BATCH_MIN["text"]
+            out[:, end : end + k] = (
+                text_matrix(text, windows) if batch else _stacked(partial(text_vector, text), windows)
+            )
+            end += k
         if self.embed is not None:
-            out[:, end : end + self.embed.k] = self.embed.vectors(windows)
+            emb = self.embed
+            out[:, end : end + emb.k] = (
+                emb.vectors(windows) if n >= BATCH_MIN["embed"] else _stacked(emb.vector, windows)
+            )
         return np.array(tokens, dtype=float), out
 
     def quality_features(self, vector: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from conftest import ROOT
 from features.embed import EmbedParams, Encoder, fit_embed, piece_tokenizer_json
 from features.prompt import prompt_features, prompt_matrix, prompt_vector
 from features.text import TextParams, bucket, fit_text, murmur_buckets, text_keys, text_matrix, text_vector
-from serving.router import RouteRequest
+from serving.router import BATCH_MIN, RouteRequest
 
 
 def _hostile_prompts() -> list[str]:
@@ -158,10 +158,13 @@ def test_router_request_vectors_are_the_stacked_request_vectors(routed, prompts)
         )
         for i, p in enumerate(prompts)
     ]
-    tokens, matrix = router.request_vectors(requests, now)
     pairs = [router.request_vector(r, now) for r in requests]
-    assert matrix.shape == (len(requests), len(router._slots))
-    np.testing.assert_array_equal(tokens, [t for t, _ in pairs])
-    assert _bitwise_equal(matrix, np.vstack([v for _, v in pairs])).all()
+    assert len(requests) >= max(BATCH_MIN.values())
+    for size in (len(requests), 20, 5):  # every family's batch path; prompt stacked, the others batched; all stacked
+        tokens, matrix = router.request_vectors(requests[:size], now)
+        assert matrix.shape == (size, len(router._slots))
+        np.testing.assert_array_equal(tokens, [t for t, _ in pairs[:size]])
+        assert _bitwise_equal(matrix, np.vstack([v for _, v in pairs[:size]])).all()
+    assert BATCH_MIN["text"] <= 20 < BATCH_MIN["prompt"] and BATCH_MIN["embed"] > 5
     empty_tokens, empty = router.request_vectors([], now)
     assert empty.shape == (0, len(router._slots)) and len(empty_tokens) == 0

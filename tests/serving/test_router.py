@@ -15,7 +15,7 @@ from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
 from models.quality import quality_rows
 from serving.bundle import BundleError
-from serving.router import BATCH_FEATURES_MIN, DecisionCode, Router, RouteRequest, Threshold, Tradeoff
+from serving.router import BATCH_MIN, DecisionCode, Router, RouteRequest, Threshold, Tradeoff
 
 EDGE_PROMPTS = [
     "",
@@ -308,7 +308,7 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
         q, c = router.predict(r)
         np.testing.assert_allclose(quality[j], q, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(cost[j], c, rtol=1e-12)
-    assert len(requests) >= BATCH_FEATURES_MIN  # the batch feature paths, then the per-request ones stacked
+    assert len(requests) >= max(BATCH_MIN.values())  # every batch feature path, then per-request ones stacked
     assert router.route_many(requests, now=5.0) == [router.route(r, now=5.0) for r in requests]
     assert router.route_many(requests[:5], now=5.0) == [router.route(r, now=5.0) for r in requests[:5]]
     assert router.route_many([]) == []
