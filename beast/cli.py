@@ -204,6 +204,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
         slow_clients=args.slow_clients,
         coalesce=args.coalesce,
         baseline=args.baseline,
+        baseline_coalesce=args.baseline_coalesce,
     )
     return EXIT_OK if result.server_errors == 0 else EXIT_STRICT
 
@@ -1266,6 +1267,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         help="`beast serve --coalesce`: single POSTs routed together at most (1 = each alone; default: 64)",
+    )
+    p.add_argument(
+        "--baseline-coalesce",
+        type=int,
+        help="measure `beast serve --coalesce K` first (a clean run) and print the ratio against it (e.g. 1)",
     )
 
     p = command(

@@ -222,12 +222,16 @@ def main(
     slow_clients: int = 50,
     baseline: Path | None = None,
     coalesce: int = 64,
+    baseline_coalesce: int | None = None,
     prompts_file: Path = Path("data/sample/alpaca_eval.parquet"),
     threads: int = 2,
 ) -> LoadResult:
-    """Clean run, then the hostile run; returns the hostile run's result (the clean one in `.clean`)."""
+    """Clean run, then the hostile run; returns the hostile run's result (the clean one in `.clean`). A baseline
+    (another server module, or `beast serve --coalesce baseline_coalesce`) gets a clean run first."""
     if shutil.which("wrk") is None:
         raise BeastError(WRK_HELP)
+    if baseline is not None and baseline_coalesce is not None:
+        raise BeastError("bench-serve: give --baseline or --baseline-coalesce, not both")
     prompts = pd.read_parquet(prompts_file, columns=["prompt"])["prompt"].drop_duplicates().tolist()[:200]
     requests = [{"prompt": p, "request_id": f"load-{i}"} for i, p in enumerate(prompts)]
     if batch > 1:
@@ -251,12 +255,22 @@ def main(
                 base = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
             finally:
                 _stop(proc)
-        port = free_port()
-        cmd = [sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
         cut = max(1.0, min(10.0, seconds / 4))  # slow clients are cut off (408) several times within a run
-        proc = _start(
-            [*cmd, "--workers", str(workers), "--timeout-request", f"{cut:g}", "--coalesce", str(coalesce)], port
-        )
+
+        def serve(k: int) -> tuple[int, subprocess.Popen]:
+            port = free_port()
+            cmd = [sys.executable, "-m", "beast.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
+            options = ["--workers", str(workers), "--timeout-request", f"{cut:g}", "--coalesce", str(k)]
+            return port, _start([*cmd, *options], port)
+
+        if baseline_coalesce is not None:
+            port, proc = serve(baseline_coalesce)
+            try:
+                _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
+                base = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
+            finally:
+                _stop(proc)
+        port, proc = serve(coalesce)
         try:
             _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
             clean = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
@@ -280,7 +294,7 @@ def main(
             stderr = _stop(proc)
     hostile = _as_result(good_result, bad_result, batch, outcomes)
     result = LoadResult(**{**hostile.__dict__, "clean": clean, "baseline": base})
-    _print(result, concurrency, batch, workers, slow_clients, stderr, coalesce)
+    _print(result, concurrency, batch, workers, slow_clients, stderr, coalesce, baseline_coalesce)
     return result
 
 
@@ -293,7 +307,14 @@ def _line(name: str, r: LoadResult) -> str:
 
 
 def _print(
-    r: LoadResult, concurrency: int, batch: int, workers: int, slow_clients: int, stderr: str, coalesce: int
+    r: LoadResult,
+    concurrency: int,
+    batch: int,
+    workers: int,
+    slow_clients: int,
+    stderr: str,
+    coalesce: int,
+    baseline_coalesce: int | None = None,
 ) -> None:
     clean = r.clean
     assert clean is not None
@@ -303,7 +324,8 @@ def _print(
     )
     if r.baseline is not None:
         b = r.baseline
-        print(_line("baseline (clean)", b))
+        name = "baseline (clean)" if baseline_coalesce is None else f"baseline --coalesce {baseline_coalesce} (clean)"
+        print(_line(name, b))
         print(
             f"  ratio vs baseline: {clean.decisions_per_s / max(b.decisions_per_s, 1e-9):.2f}x decisions/s, "
             f"p99 {clean.p99_ms / b.p99_ms if b.p99_ms else float('nan'):.2f}x"

@@ -483,10 +483,18 @@ def test_http_batches_and_a_bounded_load_from_a_second_process(routed) -> None:
     )
     assert answers[1] == {"index": 1, "error": "prompt: expected text or null, got int"} and answers[2]["index"] == 2
     assert json.dumps(answers)  # plain JSON
-    for batch in (1, 16):
-        result = main(tmp / "bundle", seconds=2.0, concurrency=3, batch=batch, malformed=0.2)
+    for batch in (1, 16):  # single POSTs against a --coalesce 1 baseline (its clean run), then JSON-array batches
+        result = main(
+            tmp / "bundle",
+            seconds=2.0,
+            concurrency=3,
+            batch=batch,
+            malformed=0.2,
+            baseline_coalesce=1 if batch == 1 else None,
+        )
         assert result.server_errors == 0 and result.statuses.get("400", 0) > 0 and result.decisions > 20
         assert set(result.statuses) <= {"200", "400"} and result.p99_ms < 1000
+        assert (result.baseline is not None and result.baseline.statuses.keys() == {"200"}) == (batch == 1)
 
 
 def test_router_load_honours_the_bundle_key_from_the_environment(
