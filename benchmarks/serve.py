@@ -241,6 +241,15 @@ def main(
     with tempfile.TemporaryDirectory(prefix="beast-bench-serve-") as tmp:
         good_lua, bad_lua = _lua(bodies, Path(tmp), "good"), _lua(list(MALFORMED), Path(tmp), "bad")
         base = None
+
+        def clean_run(port: int, proc: subprocess.Popen) -> LoadResult:
+            """A baseline server's clean run after a warm-up; the server is stopped after it."""
+            try:
+                _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
+                return _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
+            finally:
+                _stop(proc)
+
         if baseline is not None:
             port = free_port()
             launcher = (
@@ -249,12 +258,7 @@ def main(
                 "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
                 f"m.make_server(Router.load({str(bundle)!r}), '127.0.0.1', {port}).serve_forever()"
             )
-            proc = _start([sys.executable, "-c", launcher], port)
-            try:
-                _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
-                base = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
-            finally:
-                _stop(proc)
+            base = clean_run(port, _start([sys.executable, "-c", launcher], port))
         cut = max(1.0, min(10.0, seconds / 4))  # slow clients are cut off (408) several times within a run
 
         def serve(k: int) -> tuple[int, subprocess.Popen]:
@@ -264,12 +268,7 @@ def main(
             return port, _start([*cmd, *options], port)
 
         if baseline_coalesce is not None:
-            port, proc = serve(baseline_coalesce)
-            try:
-                _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
-                base = _as_result(_wrk_result(_wrk(port, good_lua, seconds, concurrency, threads)), None, batch)
-            finally:
-                _stop(proc)
+            base = clean_run(*serve(baseline_coalesce))
         port, proc = serve(coalesce)
         try:
             _wrk_result(_wrk(port, good_lua, 2, concurrency, threads))  # warm-up, not reported
