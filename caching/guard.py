@@ -28,23 +28,30 @@ Guard (`guard_leaders` + `guard_cache`), exact:
 Online expert (`online_predictions`, no future leak, tested by altering the trace after a time t):
 the survival model of `caching.sim` refitted on the stream it serves. Refits happen at lookups
 T_1 = `first_refit`, T_k+1 = min(`growth` x T_k, T_k + `max_every`). At a refit T the training rows are
-`caching.sim.survival_rows` of the lookups i in [T - `window`, T - 1): horizons h <= T - 1 - i, so every
-label ("looked up again within h lookups") is known at T. Lookups in [T_k, T_k+1) get their survival
-curves from the model fitted at T_k (a refit whose rows are too few or of one class keeps the previous
-model). Before T_1 the `prior` model is used if one is given (a model trained on another trace: transfer,
-then adapt), else F(h) = min(h / first_refit, 1) for every block (reuse uniform in time: eviction by age,
-LRU-like).
+`caching.sim.survival_rows` of the lookups i in [lo, T - 1), lo = max(0, T - `window`): horizons
+h <= T - 1 - i, so every label ("looked up again within h lookups") is known at T. Validated refit
+(`validate` > 0): a candidate is first fitted on [lo, T - v), v = `validate` x (T - lo), and scored by
+log-loss on the survival rows of [T - v, T) (labels known at T) against the model in use; only if its mean
+gain per row exceeds `validate_z` standard errors (rows clustered by request: a request's blocks share
+their fate) is the model refitted on all of [lo, T) and adopted, else the model in use stays (a small
+early window does not throw away a better prior). Lookups in [T_k, T_k+1) get their survival curves from the
+model in use after T_k (a refit whose rows are too few or of one class keeps it too). Before T_1 the
+`prior` model is used if one is given (fitted on another trace: `caching.prior`, transfer then adapt),
+else F(h) = min(h / first_refit, 1) for every block (reuse uniform in time: eviction by age, LRU-like),
+which is also the incumbent the first candidate must beat.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
-from core.config import Count, NonNegative, Positive
+from core.config import Between, Count, NonNegative, Positive
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class OnlineParams:
     max_every: Count = 65536  # ... and are at most this many lookups apart
     window: Count = 131072  # training rows per refit (the most recent ones whose horizon has passed)
     num_boost_round: Count = 150
+    # a `caching.prior` folder: the model in use before the first adopted refit (None: the LRU-like curve)
+    prior: Path | None = Path("data/cache_prior")
+    # share of each refit window held out: a refit is adopted only if it beats the model in use there (0: always)
+    validate: Annotated[float, Between(0, 1, high_open=True)] = 0.25
+    validate_z: NonNegative = 1.0  # ... and only if its log-loss gain there exceeds this many standard errors
 
 
 def guard_leaders(
@@ -207,13 +219,25 @@ def guard_cache(block: np.ndarray, leader: np.ndarray, untils: Sequence[np.ndarr
 
 
 @dataclass(frozen=True)
+class Refit:
+    """One refit point of the online expert: adopted or not, and the held-out log-losses that decided it
+    (None when there was no validation: `validate` 0, or no candidate because its rows were too few or
+    of one class)."""
+
+    at: int
+    adopted: bool
+    incumbent_loss: float | None = None
+    candidate_loss: float | None = None
+    gain_se: float | None = None  # standard error of the mean per-row gain (incumbent - candidate loss)
+
+
+@dataclass(frozen=True)
 class OnlinePrediction:
     """Per lookup: its survival curve, P(its block is looked up again within h lookups) at each h of
-    `caching.sim.horizon_grid`, from the latest model fitted before it (n x grid)."""
+    `caching.sim.horizon_grid`, from the model in use at it (n x grid); and what each refit did."""
 
     curve: np.ndarray
-    refits: tuple[int, ...]  # the lookups T_k at which a model was fitted
-    fitted: tuple[bool, ...]  # per refit: False when its rows were too few or of one class (the last model stays)
+    refits: tuple[Refit, ...]
 
 
 def refit_points(n: int, params: OnlineParams) -> list[int]:
@@ -225,26 +249,71 @@ def refit_points(n: int, params: OnlineParams) -> list[int]:
     return out
 
 
+def row_log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Binary log-loss per row of probabilities `p` (clipped to [1e-6, 1 - 1e-6]) for labels `y`."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1.0 - 1e-6)
+    return -np.where(y, np.log(p), np.log1p(-p))
+
+
+def paired_gain(gain: np.ndarray, cluster: np.ndarray) -> tuple[float, float]:
+    """Mean of per-row `gain` and its cluster-robust standard error: rows of one cluster (a request) move
+    together, so the residuals are summed per cluster before squaring."""
+    _, which = np.unique(cluster, return_inverse=True)
+    mean = float(np.mean(gain))
+    residual = np.bincount(which, gain) - mean * np.bincount(which)
+    return mean, float(np.sqrt(np.sum(residual**2)) / len(gain))
+
+
+def _row_probabilities(model, X: pd.DataFrame, idx: np.ndarray, h: np.ndarray, first_refit: int) -> np.ndarray:
+    """P(looked up again within h) for survival rows (lookup idx, horizon h): from the model's booster at
+    log2(h), or the flat no-model curve min(h / first_refit, 1) when `model` is None."""
+    if model is None:
+        return np.minimum(h / max(first_refit, 1), 1.0)
+    A = np.column_stack([X[list(model.features)].to_numpy(dtype=float)[idx], np.log2(h)])
+    return model.booster.predict(A)
+
+
+def _candidate_wins(X: pd.DataFrame, trace, lo: int, t: int, v: int, cols, learned, online: OnlineParams, model):
+    """Validated refit at t (module docstring): fit a candidate on [lo, t - v), compare it with `model`
+    (None: the flat curve) by log-loss on the survival rows of [t - v, t). Returns (adopt, (incumbent
+    loss, candidate loss, standard error of the gain)); no losses when the candidate could not be fitted."""
+    from caching.sim import LearnedModel, fit_survival_window, survival_rows
+
+    candidate = fit_survival_window(X, trace.next_use, lo, t - v, cols, learned, online.num_boost_round)
+    if candidate is None:
+        return False, ()
+    idx, h, y = survival_rows(trace.next_use, t - v, t, learned.horizons_per_row, learned.seed + 7 * t)
+    trial = LearnedModel(candidate, "survival", t - v, t - v, (), tuple(cols))
+    old, new = (row_log_loss(_row_probabilities(m, X, idx, h, online.first_refit), y) for m in (model, trial))
+    gain, se = paired_gain(old - new, trace.request[idx])
+    return gain > online.validate_z * se, (float(old.mean()), float(new.mean()), se)
+
+
 def online_predictions(X: pd.DataFrame, trace, learned, online: OnlineParams, prior=None) -> OnlinePrediction:
-    """The online expert's survival curves (module docstring): each lookup scored by the model fitted at the
-    latest refit point at or before it, from lookups whose labels were known before that point only."""
+    """The online expert's survival curves (module docstring): each lookup scored by the model in use at
+    the latest refit point at or before it, fitted and validated on lookups whose labels were known there."""
     from caching.sim import LearnedModel, feature_columns, fit_survival_window, horizon_grid
 
     n = len(trace)
     grid = horizon_grid(n)
     points = refit_points(n, online)
     cols = feature_columns(X.columns, learned.features)
+    if prior is not None and (missing := sorted(set(prior.features) - set(X.columns))):
+        raise ValueError(f"the online expert's prior reads features this trace lacks: {', '.join(missing)}")
     flat = np.minimum(grid / max(int(online.first_refit), 1), 1.0)  # no model: reuse uniform in time (LRU-like)
     curve = np.empty((n, len(grid)))
     model = prior
-    fitted = []
+    refits = []
     for k, (t, end) in enumerate(zip([0, *points], [*points, n])):
         if k > 0:
-            booster = fit_survival_window(
-                X, trace.next_use, max(0, t - int(online.window)), t, cols, learned, online.num_boost_round
+            lo = max(0, t - int(online.window))
+            v = int(online.validate * (t - lo))
+            adopt, losses = _candidate_wins(X, trace, lo, t, v, cols, learned, online, model) if v > 0 else (True, ())
+            booster = (
+                fit_survival_window(X, trace.next_use, lo, t, cols, learned, online.num_boost_round) if adopt else None
             )
-            fitted.append(booster is not None)
             if booster is not None:
                 model = LearnedModel(booster, "survival", t, t, (), tuple(cols))
+            refits.append(Refit(t, booster is not None, *losses))
         curve[t:end] = flat if model is None else model.curve(X.iloc[t:end], grid)
-    return OnlinePrediction(curve, tuple(points), tuple(fitted))
+    return OnlinePrediction(curve, tuple(refits))

@@ -21,7 +21,8 @@ Policies (`POLICIES`): `lru`, `lfu`, `fifo`, `s3fifo` and `arc` are libCacheSim'
 `learned` included; without bypass it equals libCacheSim's Belady (demand paging, which must admit every
 miss) hit count for hit count (tested), and that one is not an upper bound for a policy that may decline.
 `learned` is our own simulator; `LearnedParams.objective` picks its model (`LEARNED_OBJECTIVES`).
-`online` is the same survival policy driven by a model refitted on the stream it serves, and
+`online` is the same survival policy driven by a model refitted on the stream it serves (from the
+shipped prior `caching.prior` until a refit beats it on held-out lookups), and
 `guarded` (the shipped policy) runs shadow experts (`GuardParams.experts`: ARC, online, S3-FIFO, LRU) and
 a real cache that follows the current leader's shadow; both are specified in `caching/guard.py`. The
 guard's classic shadows are our own simulators (`OWN_SHADOWS`: `simulate_lru`, `simulate_arc`,
@@ -812,6 +813,7 @@ class LearnedModel:
     train_lookups: int
     reuse_distances: tuple[np.ndarray, ...]  # hit_probability, per `curve_group`: distances of the positives
     features: tuple[str, ...] = ()  # the columns of `lookup_features` it reads (empty: all)
+    source: str = ""  # what it was fitted on, when that is not the trace it scores (a prior file, another trace)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """hit_probability: P(reused within the horizon); survival: the same from its curve; distance:
@@ -1092,8 +1094,9 @@ class Replay:
     hits per capacity (memoised: `guarded` reuses its experts' shadow runs and is charged their time).
 
     `model`: a learned model fitted elsewhere (another trace: the transfer study); None fits one on this
-    trace's lookups before the evaluation cut. The `online` expert starts from `model` as its prior when
-    one is given, else from no model (LRU-like) -- it never reads this trace's future either way."""
+    trace's lookups before the evaluation cut. The `online` expert starts from `prior` (a model fitted on
+    another trace: `caching.prior`, or the transfer study's `model`) when one is given, else from no model
+    (LRU-like) -- it never reads this trace's future either way."""
 
     frame: pd.DataFrame
     trace: BlockTrace
@@ -1133,9 +1136,10 @@ class Replay:
                 self.features(), self.trace, self.params.learned, self.params.online, self.prior
             )
             self.info["online"] = {
-                "refits": list(self.online.refits),
+                "refits": [asdict(r) for r in self.online.refits],
+                "prior": None if self.prior is None else (self.prior.source or "given"),
                 "fit_seconds": round(time.perf_counter() - started, 2),
-                "params": asdict(self.params.online),
+                "params": asdict(self.params.online) | {"prior": str(self.params.online.prior or "") or None},
             }
         return self.online
 
@@ -1260,9 +1264,11 @@ def simulate(
     name: str = "trace",
     log: Callable[[str], None] = lambda _s: None,
     model: LearnedModel | None = None,
+    prior: LearnedModel | None = None,
 ) -> CacheSimReport:
-    """Pure: every policy of `params` at every capacity on `frame`'s block lookups (`model`: a learned
-    model fitted on another trace, used as `learned` and as the online expert's prior)."""
+    """Pure: every policy of `params` at every capacity on `frame`'s block lookups. `model`: a learned
+    model fitted on another trace, used as `learned` (else one is fitted on this trace before its cut);
+    `prior`: the online expert's model before its first adopted refit (default: `model`)."""
     unknown = sorted(set(params.policies) - set(POLICIES))
     if unknown:
         raise ValueError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
@@ -1270,7 +1276,7 @@ def simulate(
     if frame.empty:
         raise ValueError("cache-sim: no rows with prefix_blocks in the trace")
     trace = block_trace(frame, params.eval_from, params.block_tokens)
-    replay = Replay(frame, trace, params, model=model, prior=model)
+    replay = Replay(frame, trace, params, model=model, prior=model if prior is None else prior)
     if model is not None:
         replay.info.update(objective=model.objective, horizon_lookups=model.horizon, trained_elsewhere=True)
     runs = []
@@ -1361,6 +1367,24 @@ def read_block_trace(
     return frame, ", ".join(p.name for p in traces)
 
 
+def online_prior(online: OnlineParams) -> LearnedModel | None:
+    """The online expert's prior named by params.yaml cache_sim.online.prior (`caching.prior`), or None; a
+    relative path not found in the working directory is read from the project folder (so `beast cache sim`
+    runs from anywhere in a checkout); a missing or altered prior is the CLI's one-line error."""
+    from caching.prior import load_prior
+    from core.errors import BeastError
+
+    if online.prior is None:
+        return None
+    path = online.prior
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parents[1] / path
+    try:
+        return load_prior(path)
+    except ValueError as exc:
+        raise BeastError(str(exc)) from None
+
+
 def run_study(simulate_fn: Callable, frame: pd.DataFrame, params: Any, name: str) -> Any:
     """Run a cache study; its input errors (ValueError) become the CLI's one-line error."""
     from core.errors import BeastError
@@ -1410,10 +1434,11 @@ def main(
     }
     params = with_overrides(params, **overrides)
     frame, name = read_block_trace(traces, params_file, limit_rows)
+    prior = online_prior(params.online)
     print(
         f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
     )
-    report = run_study(simulate, frame, params, name)
+    report = run_study(functools.partial(simulate, prior=prior), frame, params, name)
     json_path, png = save_study(
         report, params.out, "cache_report.json", plot, "cache_sim.png", summary, params.eval_from
     )

@@ -3,8 +3,9 @@ and does the guard keep the shipped policy at the best classic policy when it do
 
 For every ordered pair (train A, test B) of the traces: the learned model is fitted on A's lookups before
 A's evaluation cut (`caching.sim.fit_learned`), then B is replayed (`caching.sim.simulate`, its later
-half scored) with that model as `learned`, as the online expert's prior and inside the guard. A -> A is the
-time split of A (fitted on its first half, scored on its later half). Per pair and capacity: LRU, ARC,
+half scored) with that model as `learned` and as the online expert's prior. A -> A is the time split of A
+(`learned` fitted on its first half, scored on its later half) with the shipped prior
+(`cache_sim.online.prior`) as the online expert's: what `beast cache sim` runs on a new trace. Per pair and capacity: LRU, ARC,
 S3-FIFO, learned, online, guarded, Belady hit ratios, each policy's share of the LRU -> Belady gap closed,
 and lookups/s. Traces: trace files given on the command line and/or the seeded prefix regimes of
 `traces.synth.prefix_regime_frame`.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from caching.sim import CacheSimParams, Replay, block_trace, select_rows, simulate
+from caching.sim import CacheSimParams, LearnedModel, Replay, block_trace, online_prior, select_rows, simulate
 
 TRANSFER_POLICIES = ("lru", "arc", "s3fifo", "learned", "online", "guarded", "belady")
 
@@ -30,20 +31,27 @@ def gap_closed(policy: Sequence[float], lru: Sequence[float], belady: Sequence[f
 
 
 def transfer(
-    traces: Mapping[str, pd.DataFrame], params: CacheSimParams, log: Callable[[str], None] = lambda _s: None
+    traces: Mapping[str, pd.DataFrame],
+    params: CacheSimParams,
+    log: Callable[[str], None] = lambda _s: None,
+    prior: LearnedModel | None = None,
 ) -> dict[str, object]:
-    """Pure: every train -> test pair of `traces` (name -> frame); a JSON-ready dict."""
+    """Pure: every train -> test pair of `traces` (name -> frame); a JSON-ready dict. A -> B: A's model is
+    `learned` and the online expert's prior; A -> A: `learned` is fitted on A's first part and the online
+    expert starts from `prior` (the shipped one: what `beast cache sim` runs on a new trace)."""
     params = replace(params, policies=TRANSFER_POLICIES)
     frames = {k: select_rows(v) for k, v in traces.items()}
     models = {}
     for name, frame in frames.items():
         replay = Replay(frame, block_trace(frame, params.eval_from, params.block_tokens), params)
-        models[name] = replay.learned_model()
+        models[name] = replace(replay.learned_model(), source=f"{name} before its evaluation cut")
     pairs = []
     for a in frames:
         for b in frames:
             log(f"train {a} -> test {b}")
-            report = simulate(frames[b], params, b, model=None if a == b else models[a])
+            report = simulate(
+                frames[b], params, b, model=None if a == b else models[a], prior=prior if a == b else None
+            )
             ratios = report.policies()
             pairs.append(
                 {
@@ -147,7 +155,7 @@ def main(
         frames[path.name.split(".")[0]], _ = read_block_trace([path], params_file, limit_rows)
     for regime in regimes:
         frames[regime] = prefix_regime_frame(regime, rows, seed, mean_rps=mean_rps)
-    result = transfer(frames, params, log=print)
+    result = transfer(frames, params, log=print, prior=online_prior(params.online))
     result["cache_predictor"] = predictor_transfer(frames, _cache_params(params_file))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "transfer_report.json", (json.dumps(result, indent=2) + "\n").encode())

@@ -37,7 +37,7 @@ GROUPS = {
     "traces": ["import", "synth", "contract", "feedback"],
     "eval": ["routing", "replay"],
     "monitor": ["drift", "report", "budget", "recommend"],
-    "cache": ["sim", "transfer", "tiers", "semantic"],
+    "cache": ["sim", "transfer", "prior", "tiers", "semantic"],
     "bench": ["ingest", "train", "route", "serve", "scale", "startup"],
 }
 LEAVES = [(name,) for name in STAGES] + [(group, name) for group, names in GROUPS.items() for name in names]
