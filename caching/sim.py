@@ -1442,6 +1442,12 @@ def main(
     json_path, png = save_study(
         report, params.out, "cache_report.json", plot, "cache_sim.png", summary, params.eval_from
     )
+    if online := report.learned_info.get("online"):
+        adopted = sum(r["adopted"] for r in online["refits"])
+        print(
+            f"\nonline expert: started from {online['prior'] or 'the LRU-like curve (no prior)'}; "
+            f"{adopted} of {len(online['refits'])} refits adopted (learned.online.refits in {json_path.name})"
+        )
     speed = ", ".join(f"{k} {v:,.0f}" for k, v in report.lookups_per_s().items())
     print(
         f"\nspeed, block lookups/s: {report.overall_lookups_per_s():,.0f} over all {len(report.runs)} runs; per policy (median): {speed}"

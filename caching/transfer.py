@@ -101,6 +101,34 @@ def summary(result: Mapping[str, object]) -> str:
     return "\n".join(out)
 
 
+def plot(result: Mapping[str, object], path: Path) -> Path:
+    """The shipped policy on each trace (its A -> A pair), per capacity: guarded - best classic (left, the
+    -0.5-point line is the guard's target) and the share of the LRU -> Belady gap guarded closes (right, the
+    50 % line), one line per trace, in one PNG."""
+    from core.plots import plt, save_figure
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for pair in result["pairs"]:
+        if pair["train"] != pair["test"]:
+            continue
+        caps, gap = pair["capacities"], pair["gap_closed"]["guarded"]
+        left.plot(caps, [100 * d for d in pair["guarded_minus_best_classic"]], marker="o", label=pair["test"])
+        right.plot(caps, [None if g is None else 100 * g for g in gap], marker="o", label=pair["test"])
+    for ax, line, ylabel in (
+        (left, -0.5, "guarded - best of LRU / ARC / S3-FIFO (points)"),
+        (right, 50.0, "LRU -> Belady gap closed by guarded (%)"),
+    ):
+        ax.axhline(line, color="black", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("capacity (blocks)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    right.set_ylim(-25, 100)
+    left.legend(fontsize=8)
+    fig.suptitle(f"shipped cache policy per trace (later {1 - result['eval_from']:.0%} scored)", fontsize=10)
+    return save_figure(fig, path)
+
+
 def predictor_summary(result: Mapping[str, list[dict[str, object]]]) -> str:
     """Markdown: the cache-hit predictor's ROC AUC, train (rows) -> test (columns), per feature set."""
     out = []
@@ -141,7 +169,7 @@ def main(
     limit_rows: int | None = None,
 ) -> dict[str, object]:
     """`beast cache transfer`: read the traces, generate the regimes, run every pair, write
-    transfer_report.json and transfer.md to `out`."""
+    transfer_report.json, transfer.md and transfer.png to `out`."""
     from core.config import load_params, with_overrides
     from core.files import write_atomic
     from traces.synth import prefix_regime_frame
@@ -161,8 +189,9 @@ def main(
     write_atomic(out / "transfer_report.json", (json.dumps(result, indent=2) + "\n").encode())
     text = summary(result) + "\n\n" + predictor_summary(result["cache_predictor"])
     (out / "transfer.md").write_text(text + "\n")
+    png = plot(result, out / "transfer.png")
     print(text)
     worst = min(min(p["guarded_minus_best_classic"]) for p in result["pairs"])
     print(f"\nworst guarded - best classic over all pairs and capacities: {worst:+.4f}")
-    print(f"wrote {out / 'transfer_report.json'} and {out / 'transfer.md'}")
+    print(f"wrote {out / 'transfer_report.json'}, {out / 'transfer.md'} and {png}")
     return result

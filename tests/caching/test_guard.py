@@ -332,6 +332,7 @@ def test_transfer_cli_smoke(tmp_path: Path) -> None:
         assert set(p["policies"]) == {"lru", "arc", "s3fifo", "learned", "online", "guarded", "belady"}
         assert all(len(v) == 2 for v in p["policies"].values())
     assert (out / "transfer.md").read_text().startswith("\n**train")
+    assert (out / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cache_predictor_transfer_auc_pairs() -> None:
