@@ -15,6 +15,9 @@ from pathlib import Path
 
 from core.errors import BeastError
 
+# traces.synth.PREFIX_REGIMES, spelled out so parsing the command line does not import numpy (tested equal)
+PREFIX_REGIMES = ("system", "multiturn", "toolloop", "oneoff", "mixture")
+
 EXIT_OK, EXIT_STRICT, EXIT_ERROR = 0, 1, 2
 
 # The command tree: the stage verbs at the top level, everything else in groups named after their packages.
@@ -888,7 +891,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prices", type=Path, default=Path("data/prices.yaml"), help="price table: the models to draw from")
     p.add_argument(
         "--prefix-regime",
-        choices=("none", "system", "multiturn", "toolloop", "oneoff", "mixture"),
+        choices=("none", *PREFIX_REGIMES),
         help="prefix-sharing regime for cache studies (traces/synth.py PREFIX_REGIMES; default: synth.prefix_regime)",
     )
 
@@ -1142,7 +1145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--regime",
         nargs="*",
         default=["system", "multiturn", "toolloop", "oneoff"],
-        choices=("system", "multiturn", "toolloop", "oneoff", "mixture"),
+        choices=PREFIX_REGIMES,
         help="synthetic prefix regimes to add (traces/synth.py; default: system multiturn toolloop oneoff)",
     )
     p.add_argument("--rows", type=int, default=3000, help="requests per regime (default: 3000)")
@@ -1168,7 +1171,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--regime",
         default="mixture",
-        choices=("system", "multiturn", "toolloop", "oneoff", "mixture"),
+        choices=PREFIX_REGIMES,
         help="synthetic prefix regime (traces/synth.py; default: mixture)",
     )
     p.add_argument("--rows", type=int, default=3000, help="requests (default: 3000)")

@@ -41,9 +41,7 @@ def fit_prior(source: PriorSource, learned: LearnedParams, block_tokens: int) ->
     if learned.objective != "survival":
         raise ValueError(f"the online prior is a survival model; cache_sim.learned.objective is {learned.objective!r}")
     frame = select_rows(prefix_regime_frame(source.regime, source.rows, source.seed, mean_rps=source.mean_rps))
-    trace = block_trace(
-        frame, 0.5, block_tokens
-    )  # the cut only marks what a report would count; every lookup is fitted on
+    trace = block_trace(frame, 0.5, block_tokens)  # the cut marks what a report counts; all lookups are fitted
     X = lookup_features(frame, trace)
     cols = feature_columns(X.columns, learned.features)
     booster = fit_survival_window(X, trace.next_use, 0, len(trace), cols, learned, learned.num_boost_round)

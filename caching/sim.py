@@ -1135,11 +1135,12 @@ class Replay:
             self.online = online_predictions(
                 self.features(), self.trace, self.params.learned, self.params.online, self.prior
             )
+            path = self.params.online.prior
             self.info["online"] = {
                 "refits": [asdict(r) for r in self.online.refits],
                 "prior": None if self.prior is None else (self.prior.source or "given"),
                 "fit_seconds": round(time.perf_counter() - started, 2),
-                "params": asdict(self.params.online) | {"prior": str(self.params.online.prior or "") or None},
+                "params": asdict(self.params.online) | {"prior": None if path is None else str(path)},
             }
         return self.online
 

@@ -419,3 +419,9 @@ def test_params_sections_are_the_defaults_and_name_no_dvc_outputs(section: str, 
 
 def test_contract_doc_is_generated_from_code() -> None:
     assert (ROOT / "docs" / "trace-contract.md").read_text() == render_markdown(), "run `make docs`"
+
+
+def test_prefix_regime_choices_are_the_generators() -> None:
+    from traces.synth import PREFIX_REGIMES
+
+    assert cli.PREFIX_REGIMES == PREFIX_REGIMES
