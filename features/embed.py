@@ -33,7 +33,8 @@ import importlib.util
 import json
 import os
 import re
-from collections.abc import Sequence
+import string
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -165,6 +166,64 @@ def piece_tokenizer_json(tokenizer_json: str) -> str | None:
     return json.dumps(config)
 
 
+_WORD_CHARS = string.ascii_letters + string.digits
+_CUT_CANDIDATES = string.punctuation  # cut next to a word character when no merge joins them
+_ISOLATED_CANDIDATES = "\n\t\r"  # cut on both sides when no merge involves them at all
+
+
+def safe_cuts(tokenizer_json: str) -> re.Pattern[str] | None:
+    """The points inside a piece where it may be cut into parts tokenised alone (`Encoder._ids_bytes`' memos), for
+    a tokenizer that passes `piece_tokenizer_json`'s proof; None when there are none. BPE merges two adjacent
+    symbols only through a merge (a, b); the symbols on either side of a point between characters x and y
+    always end in x and start with y, so when no merge has a ending in x and b starting with y, no symbol ever
+    spans the point and the merges on each side are those of that side alone (and by rank, then position,
+    in the same order). Cut points: between an ASCII letter or digit and a punctuation character no merge
+    joins to any of them (either order), and on both sides of a newline, tab or carriage return that no merge
+    holds. For Llama-2: every ASCII punctuation character and all three, so "prices:" reuses "prices" and ":"."""
+    model = json.loads(tokenizer_json).get("model") or {}
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+    joined = {(a[-1:], b[:1]) for a, b in pairs}
+    held = set("".join(a + b for a, b in pairs))
+    cut = [c for c in _CUT_CANDIDATES if not any((w, c) in joined or (c, w) in joined for w in _WORD_CHARS)]
+    isolated = [c for c in _ISOLATED_CANDIDATES if c not in held]
+    alternatives = []
+    if cut:
+        words, marks = re.escape(_WORD_CHARS), "".join(map(re.escape, cut))
+        alternatives += [f"(?<=[{words}])(?=[{marks}])", f"(?<=[{marks}])(?=[{words}])"]
+    if isolated:
+        alone = "".join(map(re.escape, isolated))
+        alternatives += [f"(?=[{alone}])", f"(?<=[{alone}])"]
+    return re.compile("|".join(alternatives)) if alternatives else None
+
+
+class _Pieces:
+    """The piece tokenizer, its cut points and two memos of int32 id bytes: `bare` (a word w of a simple text ->
+    the ids of SPACE + w) and `whole` (a piece or part -> its ids as it is)."""
+
+    def __init__(self, tokenizer: object, cuts: re.Pattern[str] | None):
+        self.tokenizer, self.cuts = tokenizer, cuts
+        self.bare: dict[str, bytes] = {}
+        self.whole: dict[str, bytes] = {}
+
+    def memoise(self, memo: dict[str, bytes], keys: Iterable[str], spaced: bool) -> None:
+        """memo[key] = the ids of key (of SPACE + key if `spaced`) for every key not in it yet: the parts it is
+        cut into from `whole`, the parts not there tokenised in one call, each a pre-tokenized word (far
+        cheaper than one encoding per part)."""
+        new = list(dict.fromkeys(k for k in keys if k not in memo))
+        if not new:
+            return
+        texts = [SPACE + k if spaced else k for k in new]
+        parts = [[p for p in self.cuts.split(t) if p] for t in texts] if self.cuts else [[t] for t in texts]
+        missing = list(dict.fromkeys(p for ps in parts for p in ps if p not in self.whole))
+        if missing:
+            e = self.tokenizer.encode(missing, is_pretokenized=True, add_special_tokens=False)
+            raw = np.array(e.ids, dtype="<i4").tobytes()
+            ends = 4 * np.cumsum(np.bincount(np.array(e.word_ids, dtype=np.int64), minlength=len(missing)))
+            starts = [0, *ends[:-1].tolist()]
+            self.whole.update((p, raw[a:b]) for p, a, b in zip(missing, starts, ends.tolist(), strict=True))
+        memo.update((k, b"".join(map(self.whole.__getitem__, ps))) for k, ps in zip(new, parts, strict=True))
+
+
 class Encoder:
     """Tokenizer + projected table + offset: the per-request and batch transforms (router and training)."""
 
@@ -198,12 +257,14 @@ class Encoder:
         return self._pooled(np.frombuffer(self._ids_bytes([well_formed(prompt, self.max_chars)])[0], dtype="<i4"))
 
     @functools.cached_property
-    def _pieces(self) -> tuple[object, dict[str, bytes], dict[str, bytes]] | None:
-        """The piece tokenizer (`piece_tokenizer_json`) and the memos of `_ids_bytes`, or None without proof."""
+    def _pieces(self) -> _Pieces | None:
+        """The piece tokenizer (`piece_tokenizer_json`), its cut points and the memos of `_ids_bytes`, or None
+        without proof."""
         from tokenizers import Tokenizer
 
-        piece_json = piece_tokenizer_json(self.tokenizer.to_str())
-        return None if piece_json is None else (Tokenizer.from_str(piece_json), {}, {})
+        config = self.tokenizer.to_str()
+        piece_json = piece_tokenizer_json(config)
+        return None if piece_json is None else _Pieces(Tokenizer.from_str(piece_json), safe_cuts(config))
 
     @functools.cached_property
     def _table64(self) -> np.ndarray:
@@ -211,11 +272,13 @@ class Encoder:
 
     def _ids_bytes(self, texts: list[str]) -> list[bytes]:
         """The ids of each (well-formed) text as int32 bytes: each piece tokenised once per process (a text
-        with single spaces only, none at its ends and no SPACE, is cut at its spaces, no regex needed)."""
+        with single spaces only, none at its ends and no SPACE, is cut at its spaces, no regex needed), a new
+        piece from the parts it is cut into (`safe_cuts`), so only never-seen parts reach the tokenizer."""
         if self._pieces is None:
             encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
             return [np.array(e.ids, dtype="<i4").tobytes() for e in encoded]
-        pieces, bare, whole = self._pieces
+        pieces = self._pieces
+        bare, whole = pieces.bare, pieces.whole
         if len(bare) + len(whole) >= _MEMO_MAX:
             bare.clear()
             whole.clear()
@@ -231,17 +294,25 @@ class Encoder:
                 failed.append((len(out), keys, memo))
                 out.append(b"")
         for memo, spaced in ((bare, True), (whole, False)):
-            new = list(dict.fromkeys(k for _, keys, m in failed if m is memo for k in keys if k not in memo))
-            if new:  # one call, each piece a pre-tokenized word (far cheaper than one encoding per piece)
-                e = pieces.encode(
-                    [SPACE + k if spaced else k for k in new], is_pretokenized=True, add_special_tokens=False
-                )
-                raw = np.array(e.ids, dtype="<i4").tobytes()
-                ends = 4 * np.cumsum(np.bincount(np.array(e.word_ids, dtype=np.int64), minlength=len(new)))
-                memo.update((k, raw[a:b]) for k, a, b in zip(new, [0, *ends[:-1].tolist()], ends.tolist(), strict=True))
+            pieces.memoise(memo, [k for _, keys, m in failed if m is memo for k in keys], spaced)
         for i, keys, memo in failed:
             out[i] = b"".join(map(memo.__getitem__, keys))
         return out
+
+    def vocabulary_words(self) -> list[str]:
+        """The tokenizer's whole-word tokens (its word marker followed by no other), without the marker, in id
+        order: a fixed word list that owes nothing to any prompt, to warm the memos with (`warm`)."""
+        vocab = self.tokenizer.get_vocab()
+        return [
+            t[1:] for t in sorted(vocab, key=vocab.__getitem__) if t[:1] == SPACE and len(t) > 1 and SPACE not in t[1:]
+        ]
+
+    def warm(self, words: Sequence[str]) -> None:
+        """Memoise the ids of each word as a piece of a text (both memos of `_ids_bytes`), as its first sight in a
+        prompt would: a router pays the tokenizer for a common word at load instead of on a request."""
+        if self._pieces is not None:
+            self._pieces.memoise(self._pieces.bare, words, spaced=True)
+            self._pieces.memoise(self._pieces.whole, [SPACE + w for w in words], spaced=False)
 
     def vectors(self, prompts: Sequence[str | None]) -> np.ndarray:
         """`vector` of every prompt (n x k float32, NaN rows for None), equal to it bit for bit: memoised

@@ -86,25 +86,29 @@ def _words(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(words) + ")"
 
 
+# Two patterns in parts: `_count` tests some parts apart (the sources below are their exact concatenations).
+_CODE_CALL = r"[A-Za-z_][A-Za-z0-9_]{0,63}\([^()\n]*\)"  # an identifier called with arguments
+_CODE_REST = (
+    r"[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>|#include|(?:^|\n)[ \t]*"
+    + _words(_CODE_KEYWORDS)
+    + r"[ \t(]"
+)
+_MATH_PARTS = (  # an operator between operands | a LaTeX command | a math word
+    r"[0-9a-z)][ \t]*[+*^=\u00d7\u00f7][ \t]*[0-9a-z(]",
+    r"\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|div|pi|alpha|beta|theta|infty|leq|geq|neq)",
+    r"(?:^|[^a-z])" + _words(_MATH_WORDS) + r"(?:[^a-z]|$)",
+)
+
 # name -> (regex source, runs on lowercased text?)
 PATTERNS: dict[str, tuple[str, bool]] = {
     "word": (r"[^ \t\n\r\x0b\x0c]+", False),
     "newline": (r"\n", False),
     "fence": (r"```", False),
     "fenced_block": (r"```[\s\S]*?```|```[\s\S]*", False),
-    "code_token": (
-        r"[A-Za-z_][A-Za-z0-9_]{0,63}\([^()\n]*\)|[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>"
-        r"|#include|(?:^|\n)[ \t]*" + _words(_CODE_KEYWORDS) + r"[ \t(]",
-        False,
-    ),
+    "code_token": (_CODE_CALL + "|" + _CODE_REST, False),
     "code_symbol": (r"[{}\[\]<>=;_\\|&^~`$#]", False),
     "digit": (r"[0-9]", False),
-    "math": (
-        r"[0-9a-z)][ \t]*[+*^=\u00d7\u00f7][ \t]*[0-9a-z(]"
-        r"|\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|div|pi|alpha|beta|theta|infty|leq|geq|neq)"
-        r"|(?:^|[^a-z])" + _words(_MATH_WORDS) + r"(?:[^a-z]|$)",
-        True,
-    ),
+    "math": ("|".join(_MATH_PARTS), True),
     "list_item": (r"(?:^|\n)[ \t]*(?:[-*\u2022]|[0-9]{1,3}[.)])[ \t]+", False),
     "question_end": (r"[?\uff1f][ \t\n\r]*$", False),
     "wh_start": (_LEAD + _words(_WH) + r"(?:[^a-z]|$)", True),
@@ -234,10 +238,53 @@ _CHAR_CLASSES = (
 _ASCII_MATCHES = {name: bytes(c for c in range(128) if _COMPILED[name][0].fullmatch(chr(c))) for name in _CHAR_CLASSES}
 
 
+# Exact shortcuts where Python's backtracking `re` is slowest (each tested equal to its plain pattern on every
+# sample and hostile prompt and on edge cases; the other engines run the plain patterns):
+# - `word` of an ASCII window: bytes.split() separates at exactly the pattern's six whitespace bytes;
+# - `math` is a flag, so its three parts are searched apart, each only when it can match: the operator part
+#   needs an operator, the LaTeX part a backslash, and the math-word part matches exactly when a maximal run of
+#   [a-z] is a math word (a set lookup instead of trying 26 words at every non-letter);
+# - `code_token`: the other alternatives are tried only where one can start (at the text's start or before
+#   one of their first characters: one class test instead of 15 failing branches at every letter); without a
+#   "(" the call alternative never matches and is left out; with one, its quantifiers are possessive: giving
+#   characters back could only put an identifier character before the "(" (or a non-")" before the ")")
+#   that must follow, so no match is lost or added;
+# - `turn` needs a ":".
+_CODE_REST_GUARDED = r"(?:^|(?=[{};=!<>\-+&|:#\n]))(?:" + _CODE_REST + ")"
+_CODE_WITH_CALLS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}+\([^()\n]*+\)|" + _CODE_REST_GUARDED)
+_CODE_WITHOUT_CALLS = re.compile(_CODE_REST_GUARDED)
+_MATH_OPERATOR_RX, _MATH_LATEX_RX = re.compile(_MATH_PARTS[0]), re.compile(_MATH_PARTS[1])
+_MATH_OPERATOR_CHARS = "+*^=\u00d7\u00f7"  # the operator part's middle class
+_MATH_WORD_SET = frozenset(_MATH_WORDS)
+_MATH_WORD_BYTES = frozenset(w.encode("ascii") for w in _MATH_WORDS)
+_A_TO_Z_RUNS = bytes(c if 0x61 <= c <= 0x7A else 0x20 for c in range(256))  # bytes.translate: other bytes -> space
+_A_TO_Z = re.compile(r"[a-z]+")
+
+
+def _math_flag(lower: str) -> float:
+    if "\\" in lower and _MATH_LATEX_RX.search(lower):
+        return 1.0
+    if any(op in lower for op in _MATH_OPERATOR_CHARS) and _MATH_OPERATOR_RX.search(lower):
+        return 1.0
+    if lower.isascii():
+        runs = lower.encode("ascii").translate(_A_TO_Z_RUNS).split()
+        return 0.0 if _MATH_WORD_BYTES.isdisjoint(runs) else 1.0
+    return 0.0 if _MATH_WORD_SET.isdisjoint(_A_TO_Z.findall(lower)) else 1.0
+
+
 def _count(name: str, rx: re.Pattern[str], text: str, ascii_bytes: bytes | None) -> float:
-    """count(P) of `PROMPT_FEATURE_DOCS`, by the cheapest exact route (a flag needs only the first match)."""
+    """count(P) of `PROMPT_FEATURE_DOCS`, by the cheapest exact route (a flag needs only the first match;
+    `ascii_bytes`: the window's bytes when it is ASCII)."""
     if ascii_bytes is not None and name in _ASCII_MATCHES:
         return float(len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_MATCHES[name])))
+    if name == "word" and ascii_bytes is not None:
+        return float(len(ascii_bytes.split()))
+    if name == "math":
+        return _math_flag(text)
+    if name == "code_token":
+        return float(len((_CODE_WITH_CALLS if "(" in text else _CODE_WITHOUT_CALLS).findall(text)))
+    if name == "turn" and ":" not in text:
+        return 0.0
     if name in _FLAGS:
         return 1.0 if rx.search(text) else 0.0
     return float(len(rx.findall(text)))
@@ -353,7 +400,7 @@ def _window_rows(texts: list[str], chars: np.ndarray) -> np.ndarray:
         if name not in _FLAGS:
             source = lowers if is_lower else texts
             for j in np.flatnonzero(hit):
-                n[name][j] = len(rx.findall(source[j]))
+                n[name][j] = _count(name, rx, source[j], None)
     wchars = np.fromiter(map(len, texts), dtype=np.float64, count=len(texts))
     outside = wchars.copy()
     for j in np.flatnonzero(n["fence"]):

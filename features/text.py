@@ -242,6 +242,18 @@ def request_buckets(prompt: str, n: int) -> list[int]:
     return out
 
 
+def warm_words(words: Sequence[str], n: int) -> None:
+    """Memoise the buckets of the [a-z0-9]+ words of `words` for both paths (`request_buckets`' memo and the
+    batch path's vocabulary), as their first sight in a prompt would: hashing moves from requests to load."""
+    found = list(dict.fromkeys(itertools.chain.from_iterable(map(text_words, words))))
+    singles = _WORD_BUCKETS.setdefault(n, {})
+    if len(singles) + len(found) < _MEMO_MAX:
+        singles.update((w, _word_buckets(w, n)) for w in found if w not in singles)
+    vocab = _VOCABS.setdefault(n, _Vocab())
+    with _VOCAB_LOCK:
+        vocab.add([w for w in found if w not in vocab.index], n)
+
+
 def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
     """The k text features of one prompt (float32, NaN if None): `transform_text` for a single request,
     without pandas or scipy.sparse (the router's per-request path; tested equal to the batch path)."""

@@ -32,7 +32,7 @@ from core.errors import BeastError
 from features.embed import EmbedSpec, Encoder
 from features.model_cards import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_matrix, prompt_vector, prompt_window
-from features.text import TextSpec, text_matrix, text_vector
+from features.text import TextSpec, text_matrix, text_vector, warm_words
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
 from serving.compiled import load_trees, verify_trees
@@ -712,8 +712,11 @@ class Router:
         spec = bundle.feature_spec()
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         self.embed = _encoder(bundle)
-        if self.embed is not None:
-            self.embed.vector("warm up")  # builds the piece tokenizer (~0.2 s) at load, not in the first request
+        if self.embed is not None:  # the piece tokenizer (~0.2 s) and the memos of the tokenizer's words, at load
+            words = self.embed.vocabulary_words()
+            self.embed.warm(words)
+            if self.text is not None:
+                warm_words(words, self.text.params.n_features)
         k = self.text.params.k if self.text is not None else 0
         k_emb = self.embed.k if self.embed is not None else 0
         # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text..., embedding...]

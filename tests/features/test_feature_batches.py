@@ -12,8 +12,17 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from features.embed import EmbedParams, Encoder, fit_embed, piece_tokenizer_json
-from features.prompt import prompt_features, prompt_matrix, prompt_vector
+from features.embed import SPACE, EmbedParams, Encoder, fit_embed, piece_tokenizer_json, safe_cuts
+from features.prompt import (
+    _COMPILED,
+    _COUNTED,
+    _FLAGS,
+    _count,
+    prompt_features,
+    prompt_matrix,
+    prompt_vector,
+    prompt_window,
+)
 from features.text import TextParams, bucket, fit_text, murmur_buckets, text_keys, text_matrix, text_vector
 from serving.router import BATCH_MIN, RouteRequest
 
@@ -50,6 +59,33 @@ EDGES = [
     "ΣΟΦΟΣ İ K",
     "ﬁ ＡＢＣ①",
     " leading and trailing  spaces ",
+    # the shortcuts of `features.prompt._count`: calls, identifiers near and over 64 characters, runs that start
+    # with digits, the guarded alternatives at the text's start, math words inside words and next to digits
+    "f(x) g (y) h(\n) i(j(k)) 9abc(x) _z(1)",
+    "a" * 64 + "(x) " + "b" * 65 + "(y) " + "9" * 70 + "c(z)",
+    "def (x)",
+    "import os",
+    "  return(x)",
+    "f(a==b) c==d",
+    "</div> #include x -> y :: z || w && v",
+    "a = b",
+    "x*y",
+    "2 \u00d7 3",
+    "\\frac{1}{2}",
+    "resolve dissolve solves solve2 2solve x_solve mathematics!",
+    "Solve it",
+    "math",
+    "İntegral probability",
+    "user:",
+    "no colon user",
+    "\n  human :",
+    "assistant\t:",
+    # the embedding's cut points (`features.embed.safe_cuts`): punctuation next to words, newlines, tabs
+    "prices:\nB. (A) x.y e.g. U.S.A.!",
+    "a\n\n  b\n",
+    "\ttab\r\nline",
+    '..."quoted"... (1,000)',
+    "\u2581:x",
     "\u2581marker\u2581 and   runs",
 ]
 
@@ -65,6 +101,21 @@ def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per cell: same bits, or both NaN."""
     width = np.uint64 if a.dtype == np.float64 else np.uint32
     return (a.view(width) == b.view(width)) | (np.isnan(a) & np.isnan(b))
+
+
+def test_every_count_shortcut_is_its_plain_pattern(prompts) -> None:
+    """`_count` (bytes.split for words, math searched in parts, code_token guarded and possessive, turn's
+    colon check) gives exactly what the pattern itself gives, window by window, ASCII or not."""
+    for prompt in prompts:
+        if prompt is None:
+            continue
+        text = prompt_window(prompt)
+        raw = text.encode("ascii") if text.isascii() else None
+        for name, rx, lower in _COUNTED:
+            subject = text.lower() if lower else text
+            plain = float(bool(rx.search(subject))) if name in _FLAGS else float(len(rx.findall(subject)))
+            assert _count(name, rx, subject, raw) == plain, (name, text)
+            assert _count(name, _COMPILED[name][0], subject, None) == plain, (name, text)
 
 
 def test_prompt_matrix_is_prompt_vector_bit_for_bit(prompts) -> None:
@@ -125,7 +176,42 @@ def test_encoder_vector_reads_the_tokenizer_ids_through_its_memos(encoder: Encod
     for _ in range(2):
         for p in some:
             assert _bitwise_equal(fresh.vector(p), fresh._pooled(fresh.ids(p))).all(), p[:80]
-    assert len(fresh._pieces[1]) + len(fresh._pieces[2]) > 1000  # the memos were used and filled
+    assert len(fresh._pieces.bare) + len(fresh._pieces.whole) > 1000  # the memos were used and filled
+
+
+def test_warmed_memos_and_cut_pieces_give_the_tokenizer_ids(encoder: Encoder, prompts) -> None:
+    """A router warms its memos with the tokenizer's whole-word tokens, and a new piece is tokenised by the parts
+    `safe_cuts` allows: the ids stay the tokenizer's own, and a punctuated word reuses the memoised word."""
+    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars)
+    words = fresh.vocabulary_words()
+    assert len(words) > 10_000 and "the" in words and all(SPACE not in w for w in words)
+    fresh.warm(words)
+    assert fresh._pieces.bare["prices"] == fresh._pieces.whole[SPACE + "prices"]
+    asked: list[str] = []
+    tokenizer = fresh._pieces.tokenizer
+
+    class Spy:
+        def encode(self, texts, **kwargs):
+            asked.extend(texts)
+            return tokenizer.encode(texts, **kwargs)
+
+    fresh._pieces.tokenizer = Spy()
+    fresh.vector("prices: prices.\nprices")  # pieces "prices:" and "prices.\nprices" (a line break is no space)
+    assert sorted(asked) == sorted([":", ".", "\n", "prices"])  # "\u2581prices" came from the warm memo
+    some = [p for p in prompts if p is not None][:300] + [e for e in EDGES if e is not None]
+    for p in some:
+        assert _bitwise_equal(fresh.vector(p), fresh._pooled(fresh.ids(p))).all(), p[:80]
+
+
+def test_cut_points_are_only_where_no_merge_joins(encoder: Encoder) -> None:
+    config = json.loads(encoder.tokenizer.to_str())
+    cuts = safe_cuts(json.dumps(config))
+    assert [p for p in cuts.split("prices:\nB.(x)") if p] == ["prices", ":", "\n", "B", ".(", "x", ")"]
+    merges = config["model"]["merges"]
+    joins = ["s :", "\n a"] if isinstance(merges[0], str) else [["s", ":"], ["\n", "a"]]
+    model = {**config["model"], "merges": merges + joins}
+    stricter = safe_cuts(json.dumps({**config, "model": model}))
+    assert [p for p in stricter.split("prices:\nB.(x)") if p] == ["prices:\nB", ".(", "x", ")"]
 
 
 def test_a_tokenizer_that_fails_the_piece_proof_takes_the_whole_text_path(encoder: Encoder, prompts) -> None:

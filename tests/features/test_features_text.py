@@ -25,15 +25,21 @@ from features.prompt import (
     prompt_features,
 )
 from features.text import (
+    _VOCABS,
+    _WORD_BUCKETS,
     TextParams,
     TextSpec,
     _counts,
     _tfidf,
     bucket,
     fit_text,
+    request_buckets,
     smooth_idf,
     text_keys,
+    text_matrix,
+    text_vector,
     transform_text,
+    warm_words,
 )
 
 # AlpacaEval 805 prompts, default TextParams: sum of TruncatedSVD explained_variance_ratio_ (measured).
@@ -286,6 +292,18 @@ def test_reference_murmur3_matches_sklearn_on_real_keys(alpaca_prompts: pd.Serie
 # ------------------------------------------------------------------------------------------ idf, tf-idf
 
 TINY = pd.Series(["the cat", "the dog", "the cat sat", "the cat", None])  # 3 distinct non-null prompts
+
+
+def test_warmed_words_give_the_same_buckets_and_features(alpaca_spec: TextSpec) -> None:
+    """`warm_words` (a router's load) memoises the buckets of words' [a-z0-9]+ parts for both paths; a prompt
+    made of them gets exactly its keys' buckets and the same features either way (n = 1,031: a fresh memo)."""
+    prompt = "Hello, world's 2nd prices: Zebra-crossing"
+    warm_words(["Hello", "world's", "2nd", "prices:", "Zebra-crossing"], 1031)
+    memoised = set(_WORD_BUCKETS[1031]) & set(_VOCABS[1031].index)
+    assert {"hello", "world", "s", "2nd", "prices", "zebra", "crossing"} <= memoised
+    assert sorted(request_buckets(prompt, 1031)) == sorted(bucket(k, 1031) for k in text_keys(prompt))
+    warm_words(["Hello", "world's", "Zebra"], alpaca_spec.params.n_features)
+    np.testing.assert_array_equal(text_matrix(alpaca_spec, [prompt] * 20)[0], text_vector(alpaca_spec, prompt))
 
 
 def test_idf_by_hand() -> None:
