@@ -44,10 +44,11 @@ from serving.compiled import load_trees, verify_trees
 # cost -- and what the budget policy is charged for one request -- is bounded by this many input tokens.
 MAX_INPUT_TOKENS = 2_000_000
 # The fewest requests for which `request_vectors` uses a feature family's batch path rather than stacking its
-# per-request vectors (equal numbers, tested). A batch path has a fixed cost per call (prompt: ~0.8 ms, pyarrow
-# compiles its regexes per call; text: ~0.3 ms; embedding: ~0.04 ms) and a lower cost per prompt (prompt 11 vs
-# 34 us, text 14 vs 32, embedding 5 vs 12: AlpacaEval prompts, words memoised), so each breaks even here.
-BATCH_MIN = {"prompt": 36, "text": 17, "embed": 6}
+# per-request vectors (equal numbers, tested). A batch path has a fixed cost per call (prompt: ~0.85 ms, pyarrow
+# compiles its regexes per call; text: ~0.35 ms; embedding: ~0.07 ms) and a lower cost per prompt (prompt 15 vs
+# 30 us, text 19 vs 44, embedding 6 vs 16: AlpacaEval prompts, words memoised, batches of 4-96 timed on the
+# 2-core VM), so each breaks even here.
+BATCH_MIN = {"prompt": 64, "text": 17, "embed": 6}
 
 
 @dataclass(frozen=True)

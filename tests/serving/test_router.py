@@ -287,7 +287,7 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
     router = request.getfixturevalue(which)
     router = router[2] if isinstance(router, tuple) else router
     assert router.heads == ("shared" if which == "routed" else "per_model")
-    prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:40]) + EDGE_PROMPTS
+    prompts = list(sample_traces["prompt"].dropna().drop_duplicates()[:64]) + EDGE_PROMPTS
     requests = [
         RouteRequest(
             prompt=p,
