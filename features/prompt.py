@@ -86,8 +86,12 @@ def _words(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(words) + ")"
 
 
+def _code_call(possessive: str = "") -> str:
+    """An identifier called with arguments; with `possessive` "+" its quantifiers give nothing back (`_count`)."""
+    return r"[A-Za-z_][A-Za-z0-9_]{0,63}" + possessive + r"\([^()\n]*" + possessive + r"\)"
+
+
 # Two patterns in parts: `_count` tests some parts apart (the sources below are their exact concatenations).
-_CODE_CALL = r"[A-Za-z_][A-Za-z0-9_]{0,63}\([^()\n]*\)"  # an identifier called with arguments
 _CODE_REST = (
     r"[{};]|==|!=|<=|>=|=>|->|\+\+|\+=|&&|\|\||::|</[A-Za-z][A-Za-z0-9]*>|#include|(?:^|\n)[ \t]*"
     + _words(_CODE_KEYWORDS)
@@ -105,7 +109,7 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "newline": (r"\n", False),
     "fence": (r"```", False),
     "fenced_block": (r"```[\s\S]*?```|```[\s\S]*", False),
-    "code_token": (_CODE_CALL + "|" + _CODE_REST, False),
+    "code_token": (_code_call() + "|" + _CODE_REST, False),
     "code_symbol": (r"[{}\[\]<>=;_\\|&^~`$#]", False),
     "digit": (r"[0-9]", False),
     "math": ("|".join(_MATH_PARTS), True),
@@ -251,7 +255,7 @@ _ASCII_MATCHES = {name: bytes(c for c in range(128) if _COMPILED[name][0].fullma
 #   that must follow, so no match is lost or added;
 # - `turn` needs a ":".
 _CODE_REST_GUARDED = r"(?:^|(?=[{};=!<>\-+&|:#\n]))(?:" + _CODE_REST + ")"
-_CODE_WITH_CALLS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}+\([^()\n]*+\)|" + _CODE_REST_GUARDED)
+_CODE_WITH_CALLS = re.compile(_code_call(possessive="+") + "|" + _CODE_REST_GUARDED)
 _CODE_WITHOUT_CALLS = re.compile(_CODE_REST_GUARDED)
 _MATH_OPERATOR_RX, _MATH_LATEX_RX = re.compile(_MATH_PARTS[0]), re.compile(_MATH_PARTS[1])
 _MATH_OPERATOR_CHARS = "+*^=\u00d7\u00f7"  # the operator part's middle class

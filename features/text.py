@@ -243,15 +243,19 @@ def request_buckets(prompt: str, n: int) -> list[int]:
 
 
 def warm_words(words: Sequence[str], n: int) -> None:
-    """Memoise the buckets of the [a-z0-9]+ words of `words` for both paths (`request_buckets`' memo and the
-    batch path's vocabulary), as their first sight in a prompt would: hashing moves from requests to load."""
+    """Memoise the buckets of the [a-z0-9]+ words of `words` for both paths, as their first sight in a prompt
+    would: hashing moves from requests to load. The words are hashed once, in numpy, into the batch path's
+    vocabulary; `request_buckets`' memo takes each word's buckets (same order) from there."""
     found = list(dict.fromkeys(itertools.chain.from_iterable(map(text_words, words))))
-    singles = _WORD_BUCKETS.setdefault(n, {})
-    if len(singles) + len(found) < _MEMO_MAX:
-        singles.update((w, _word_buckets(w, n)) for w in found if w not in singles)
     vocab = _VOCABS.setdefault(n, _Vocab())
     with _VOCAB_LOCK:
         vocab.add([w for w in found if w not in vocab.index], n)
+    singles = _WORD_BUCKETS.setdefault(n, {})
+    if len(singles) + len(found) < _MEMO_MAX:
+        for w in found:
+            i = vocab.index[w]
+            at = int(vocab.buckets_at[i])
+            singles.setdefault(w, tuple(vocab.buckets[at : at + int(vocab.text_len[i]) + 1].tolist()))
 
 
 def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
