@@ -141,6 +141,35 @@ def test_a_model_lleaves_cannot_compile_is_a_bundle_error(tmp_path: Path) -> Non
         compile_booster("tree\nversion=v4\nmax_feature_idx=2\nobjective=regression\n\nTree=0\nnonsense\n", tmp_path)
 
 
+@pytest.mark.parametrize("n_requests", [1, 2, 7])
+def test_a_batch_predicts_what_each_request_and_lightgbm_predict(n_requests: int, cache: Path) -> None:
+    # per-model heads with a missing one (NaN quality) and one whose rows are snapped to zero; the batch path
+    # calls each head's entry on its block of the candidate-major rows in place
+    names = ["binary_nan", "regression_zero_missing", "cross_entropy"]
+    boosters = [BOOSTERS[n]() for n in names]
+    heads = [compile_booster(b.model_to_string(), cache) for b in boosters]
+    assert [h.snap_zero for h in heads] == [False, True, False]
+    cost_booster = BOOSTERS["quantile_categorical"]()
+    trees = compiled.CompiledTrees(
+        [heads[0], None, heads[1], heads[2]], False, compile_booster(cost_booster.model_to_string(), cache)
+    )
+    rows = _rows(boosters[1])
+    Xq = rows[len(rows) - 4 * n_requests :].reshape(4, n_requests, rows.shape[1])  # candidate i's rows: Xq[i]
+    Xq[2, :, 1:3] = K_ZERO_THRESHOLD / 2  # tiny values the snapped head must read as 0.0 (missing)
+    Xc = Xq[::-1].copy()
+    quality, cost = trees.many(Xq, Xc)
+    for r in range(n_requests):
+        q, c = trees.one(np.ascontiguousarray(Xq[:, r]), np.ascontiguousarray(Xc[:, r]))
+        np.testing.assert_array_equal(quality[r], q)
+        np.testing.assert_array_equal(cost[r], c)
+    for i, booster in ((0, boosters[0]), (2, boosters[1]), (3, boosters[2])):
+        np.testing.assert_array_equal(quality[:, i], booster.predict(Xq[i], num_threads=1))
+    assert np.isnan(quality[:, 1]).all()
+    np.testing.assert_array_equal(
+        cost, cost_booster.predict(Xc.reshape(-1, Xc.shape[2]), num_threads=1).reshape(4, n_requests).T
+    )
+
+
 def test_rows_of_the_wrong_shape_are_refused(cache: Path) -> None:
     booster = BOOSTERS["one_tree"]()
     with pytest.raises(BundleError, match="needs"):
