@@ -1110,7 +1110,11 @@ def _parser() -> argparse.ArgumentParser:
         "`cache_sim`, `train`",
     )
     p.add_argument(
-        "traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks"
+        "traces",
+        nargs="+",
+        type=Path,
+        metavar="TRACE",
+        help="trace files or dataset folders with prefix_blocks, or Mooncake traces as published (hash_ids)",
     )
     p.add_argument(
         "--capacity", type=int, nargs="+", help="cache capacities in blocks (default: params.yaml cache_sim.capacities)"
@@ -1140,7 +1144,9 @@ def _parser() -> argparse.ArgumentParser:
         _cache_transfer,
         "`cache_sim`",
     )
-    p.add_argument("traces", nargs="*", type=Path, help="trace files or dataset folders (optional)")
+    p.add_argument(
+        "traces", nargs="*", type=Path, help="trace files, dataset folders or published Mooncake traces (optional)"
+    )
     p.add_argument(
         "--regime",
         nargs="*",
@@ -1191,7 +1197,11 @@ def _parser() -> argparse.ArgumentParser:
         "`cache_tiers`, `train`",
     )
     p.add_argument(
-        "traces", nargs="+", type=Path, metavar="TRACE", help="trace files or dataset folders with prefix_blocks"
+        "traces",
+        nargs="+",
+        type=Path,
+        metavar="TRACE",
+        help="trace files or dataset folders with prefix_blocks, or Mooncake traces as published (hash_ids)",
     )
     p.add_argument(
         "--fast",

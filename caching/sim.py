@@ -1425,6 +1425,7 @@ def main(
 ) -> CacheSimReport:
     """`beast cache sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
     from core.config import load_params, with_overrides
+    from traces.load import is_raw_mooncake
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
     overrides = {
@@ -1436,6 +1437,8 @@ def main(
     params = with_overrides(params, **overrides)
     frame, name = read_block_trace(traces, params_file, limit_rows)
     prior = online_prior(params.online)
+    for path in filter(is_raw_mooncake, traces):
+        print(f"{path}: a Mooncake trace as published (hash_ids), imported as `beast traces import mooncake` would")
     print(
         f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
     )

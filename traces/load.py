@@ -1,8 +1,12 @@
 """Traces for any stage that reads them: stored dataset folders as they are, trace files through a throwaway
-ingest (so every reader sees only contract-valid rows, whatever the file format)."""
+ingest (so every reader sees only contract-valid rows, whatever the file format). A public Mooncake trace as
+downloaded (JSON lines of timestamp, input_length, output_length, hash_ids) is converted by the Mooncake importer
+first, as `beast traces import mooncake` would, so a cache study reads it as given."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +31,7 @@ def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None =
     rejected: dict[str, int] = {}
     if files:
         with tempfile.TemporaryDirectory(prefix="beast-traces-") as tmp:
+            files = [_imported(p, Path(tmp) / f"{n}.jsonl") if is_raw_mooncake(p) else p for n, p in enumerate(files)]
             ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=prices)
             report = ingest(files, ip, load_prices(prices))
             rejected = {k: n for k, n in report.quarantined.items() if n}
@@ -41,3 +46,37 @@ def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None =
     if frame.empty:
         raise BeastError(f"no traces in {', '.join(map(str, paths))}: run `beast ingest` (or `make run`) first")
     return frame
+
+
+MOONCAKE_RAW_FIELDS = frozenset({"timestamp", "input_length", "output_length", "hash_ids"})
+_PEEK_BYTES = 1 << 20  # a raw trace line is a few KB; a longer first line is not one
+
+
+def is_raw_mooncake(path: Path) -> bool:
+    """Whether `path` is a Mooncake trace as published: its first non-blank line a JSON object with the four
+    Mooncake fields and no contract field naming a model or prefix blocks (plain or gzipped JSON lines)."""
+    if not path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        return False
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
+            head = f.read(_PEEK_BYTES)
+    except (OSError, EOFError):  # unreadable or a broken gzip: the ingest reports it
+        return False
+    line = next((x for x in head.splitlines() if x.strip()), b"")
+    try:
+        first = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply: not a Mooncake line, the ingest says why
+        return False
+    return (
+        isinstance(first, dict)
+        and first.keys() >= MOONCAKE_RAW_FIELDS
+        and not {"model", "prefix_blocks"} & first.keys()
+    )
+
+
+def _imported(path: Path, out: Path) -> Path:
+    """The raw Mooncake trace at `path` as contract-v1 JSON lines in `out` (`traces.importers.mooncake_frame`)."""
+    from traces.importers import jsonl_bytes, mooncake_frame, read_mooncake
+
+    out.write_bytes(jsonl_bytes(mooncake_frame(read_mooncake(path))))
+    return out
