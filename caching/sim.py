@@ -983,6 +983,11 @@ POLICIES: tuple[str, ...] = (
     "guarded",
     "belady",
 )  # "belady": ours, with bypass; "guarded", "online": `caching.guard`
+SHIPPED_POLICY = "guarded"  # the policy the project ships: never measurably below the best classic one
+CLASSIC_POLICIES = ("lru", "arc", "s3fifo")  # issue 19's bar at each capacity: the best of these
+TARGET_BELOW_CLASSIC = 0.005  # the shipped policy's hit ratio >= the best classic's - 0.5 points ...
+TARGET_GAP_CLOSED = 0.5  # ... and >= half the LRU -> Belady gap closed at one capacity or more
+TARGET_LOOKUPS_PER_S = 200_000  # ... at this speed or more, its shadows and leader rule included
 
 
 # the guard's shadows of the classic policies: our simulators, equal to libCacheSim's hit for hit (tested)
@@ -1035,6 +1040,25 @@ class CacheSimReport:
             out.append(None if None in (lru, bel, lea) or bel - lru <= 0 else (lea - lru) / (bel - lru))
         return out
 
+    def minus_best_classic(self, policy: str = SHIPPED_POLICY) -> list[float | None]:
+        """Per capacity: the policy's hit ratio - the best of the `CLASSIC_POLICIES` that ran; None when the
+        policy or every classic policy is absent."""
+        by = {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
+        out: list[float | None] = []
+        for c in self.capacities:
+            classic = [by[(p, c)] for p in CLASSIC_POLICIES if (p, c) in by]
+            out.append(None if (policy, c) not in by or not classic else by[(policy, c)] - max(classic))
+        return out
+
+    def shipped(self) -> dict[str, object]:
+        """The shipped policy against issue 19's two targets, per capacity (None: a run it needs is absent)."""
+        return {
+            "policy": SHIPPED_POLICY,
+            "classics": [p for p in CLASSIC_POLICIES if p in self.policies()],
+            "minus_best_classic": self.minus_best_classic(),
+            "gap_closed": self.gap_closed(SHIPPED_POLICY),
+        }
+
     def lookups_per_s(self) -> dict[str, float]:
         """Median block lookups per second of each policy over the capacities."""
         out: dict[str, list[float]] = {}
@@ -1064,6 +1088,7 @@ class CacheSimReport:
             "token_hit_ratio": {p: [r.token_hit_ratio for r in self.runs if r.policy == p] for p in self.policies()},
             "learned_gap_closed": self.gap_closed(),
             "gap_closed": {p: self.gap_closed(p) for p in self.policies() if p not in ("lru", "belady")},
+            "shipped": self.shipped(),
             "lookups_per_s": self.lookups_per_s(),
             "overall_lookups_per_s": self.overall_lookups_per_s(),
             "learned": dict(self.learned_info),
@@ -1350,7 +1375,38 @@ def summary(report: CacheSimReport) -> str:
                 + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps)
                 + " | |"
             )
+    versus = report.minus_best_classic()
+    if any(d is not None for d in versus):
+        lines.append(
+            f"| {SHIPPED_POLICY} - best of {', '.join(report.shipped()['classics'])} | "
+            + " | ".join("-" if d is None else f"{d:+.4f}" for d in versus)
+            + " | |"
+        )
     return "\n".join(lines)
+
+
+def verdict(report: CacheSimReport) -> str | None:
+    """One line: the shipped policy against issue 19's targets on this trace (None when it did not run)."""
+    versus, gaps = report.minus_best_classic(), report.gap_closed(SHIPPED_POLICY)
+    scored = [(c, d) for c, d in zip(report.capacities, versus, strict=True) if d is not None]
+    if not scored:
+        return None
+    worst_c, worst = min(scored, key=lambda x: x[1])
+    held = sum(d >= -TARGET_BELOW_CLASSIC for _, d in scored)
+    known = [g for g in gaps if g is not None]
+    gap = (
+        f"best share of the LRU-to-Belady gap closed {max(known):.0%} (goal >= {TARGET_GAP_CLOSED:.0%} at one capacity: "
+        f"{'met' if max(known) >= TARGET_GAP_CLOSED else 'MISSED'})"
+        if known
+        else "gap closed unknown (run lru and belady too)"
+    )
+    speed = report.lookups_per_s()[SHIPPED_POLICY]
+    return (
+        f"shipped policy {SHIPPED_POLICY}: within {TARGET_BELOW_CLASSIC * 100:.1f} points of the best classic policy at "
+        f"{held} of {len(scored)} capacities (worst {worst * 100:+.2f} points at {worst_c:,} blocks: "
+        f"{'met' if held == len(scored) else 'MISSED'}); {gap}; median {speed:,.0f} lookups/s (goal >= "
+        f"{TARGET_LOOKUPS_PER_S:,}: {'met' if speed >= TARGET_LOOKUPS_PER_S else 'MISSED'})"
+    )
 
 
 def read_block_trace(
@@ -1446,6 +1502,8 @@ def main(
     json_path, png = save_study(
         report, params.out, "cache_report.json", plot, "cache_sim.png", summary, params.eval_from
     )
+    if line := verdict(report):
+        print("\n" + line)
     if online := report.learned_info.get("online"):
         adopted = sum(r["adopted"] for r in online["refits"])
         print(

@@ -60,10 +60,7 @@ def transfer(
                     "capacities": list(report.capacities),
                     "policies": ratios,
                     "gap_closed": {p: gap_closed(ratios[p], ratios["lru"], ratios["belady"]) for p in ratios},
-                    "guarded_minus_best_classic": [
-                        g - max(x)
-                        for g, x in zip(ratios["guarded"], zip(ratios["lru"], ratios["arc"], ratios["s3fifo"]))
-                    ],
+                    "guarded_minus_best_classic": report.minus_best_classic("guarded"),
                     "lookups_per_s": report.lookups_per_s(),
                     "lookups": report.lookups,
                     "guard_switches": report.learned_info.get("guard_switches", {}),

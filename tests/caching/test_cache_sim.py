@@ -17,7 +17,9 @@ from caching.sim import (
     AGE_BUCKETS,
     LIBCACHESIM_POLICIES,
     CacheSimParams,
+    CacheSimReport,
     LearnedParams,
+    PolicyRun,
     age_bucket,
     age_curve,
     block_trace,
@@ -34,8 +36,10 @@ from caching.sim import (
     simulate_learned,
     simulate_lru,
     simulate_scored,
+    summary,
     survival_rows,
     survival_table,
+    verdict,
 )
 
 MOONCAKE = ROOT / "data/sample/mooncake_conversation.jsonl.gz"
@@ -428,3 +432,43 @@ def test_cli_smoke_on_a_mooncake_slice(tmp_path: Path) -> None:
     assert all(report["policies"]["belady"][i] >= max(v[i] for v in report["policies"].values()) for i in range(2))
     assert len(report["learned_gap_closed"]) == 2
     assert (out / "cache_sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _report(ratios: dict[str, list[float]], capacities: tuple[int, ...] = (100, 200)) -> CacheSimReport:
+    runs = tuple(
+        PolicyRun(p, c, r, r, 0, 0, 300_000.0 if p == "guarded" else 1e6)
+        for p, rs in ratios.items()
+        for c, r in zip(capacities, rs, strict=True)
+    )
+    return CacheSimReport("t", 1, 1, 1, 1, 1, 512, 0.5, capacities, runs, {})
+
+
+def test_shipped_policy_against_the_best_classic_known_answers() -> None:
+    report = _report(
+        {
+            "lru": [0.10, 0.30],
+            "arc": [0.12, 0.28],
+            "s3fifo": [0.11, 0.35],
+            "guarded": [0.20, 0.344],
+            "learned": [0.5, 0.5],  # not a classic policy: never the bar
+            "belady": [0.30, 0.40],
+        }
+    )
+    versus = report.minus_best_classic()
+    assert versus == pytest.approx([0.08, -0.006])
+    shipped = report.to_json()["shipped"]
+    assert shipped["policy"] == "guarded" and shipped["classics"] == ["lru", "arc", "s3fifo"]
+    assert shipped["gap_closed"] == pytest.approx([0.5, 0.44])
+    line = verdict(report)
+    assert "at 1 of 2 capacities (worst -0.60 points at 200 blocks: MISSED)" in line
+    assert "gap closed 50% (goal >= 50% at one capacity: met)" in line and "300,000 lookups/s" in line
+    assert "guarded - best of lru, arc, s3fifo | +0.0800 | -0.0060 |" in summary(report)
+
+
+def test_shipped_policy_missing_runs_are_none_not_zero() -> None:
+    report = _report({"lru": [0.1, 0.2], "guarded": [0.1, 0.2]})
+    assert report.minus_best_classic() == [0.0, 0.0] and report.shipped()["classics"] == ["lru"]
+    assert report.gap_closed("guarded") == [None, None]  # no belady: no gap
+    assert "gap closed unknown" in verdict(report)
+    assert verdict(_report({"lru": [0.1, 0.2], "arc": [0.1, 0.2]})) is None  # the shipped policy did not run
+    assert _report({"guarded": [0.1, 0.2]}).minus_best_classic() == [None, None]
