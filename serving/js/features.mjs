@@ -228,15 +228,22 @@ export function murmur3(key, seed = 0) {
 
 const WORD_RE = /[a-z0-9]+/g;
 
+const textWords = (prompt) => prompt.normalize("NFKC").toLowerCase().match(WORD_RE) ?? [];
+
+/** The keys of one word: "w:" the word, "c:" its char_wb 3-grams. */
+function wordKeys(w) {
+  const padded = ` ${w} `;
+  const keys = [`w:${w}`];
+  for (let j = 0; j < w.length; j++) keys.push(`c:${padded.slice(j, j + 3)}`);
+  return keys;
+}
+
 /** The hashed keys of one prompt: NFKC, lowercase, [a-z0-9]+ words; "w:" words, "b:" pairs, "c:" char_wb 3-grams. */
 export function textKeys(prompt) {
-  const ws = prompt.normalize("NFKC").toLowerCase().match(WORD_RE) ?? [];
+  const ws = textWords(prompt);
   const keys = ws.map((w) => `w:${w}`);
   for (let i = 0; i + 1 < ws.length; i++) keys.push(`b:${ws[i]} ${ws[i + 1]}`);
-  for (const w of ws) {
-    const padded = ` ${w} `;
-    for (let j = 0; j < w.length; j++) keys.push(`c:${padded.slice(j, j + 3)}`);
-  }
+  for (const w of ws) keys.push(...wordKeys(w).slice(1));
   return keys;
 }
 
@@ -287,6 +294,25 @@ export class TextSpec {
       }
     }
     this._buckets = new Map(); // key -> bucket memo (keys repeat a lot), bounded
+    this._words = new Map(); // word -> the buckets of its wordKeys (features/text.py request_buckets), bounded
+  }
+
+  /** The buckets of `textKeys(prompt)`, the same multiset: each word's keys hashed once per process. */
+  buckets(prompt) {
+    const ws = textWords(prompt);
+    const words = this._words;
+    if (words.size >= 1_000_000) words.clear();
+    const out = [];
+    for (const w of ws) {
+      let bs = words.get(w);
+      if (bs === undefined) {
+        bs = wordKeys(w).map((key) => this.bucket(key));
+        words.set(w, bs);
+      }
+      for (const b of bs) out.push(b);
+    }
+    for (let i = 0; i + 1 < ws.length; i++) out.push(this.bucket(`b:${ws[i]} ${ws[i + 1]}`));
+    return out;
   }
 
   bucket(key) {
@@ -304,18 +330,17 @@ export class TextSpec {
     const k = this.k;
     const out = new Float64Array(k);
     if (prompt === null || prompt === undefined) return out.fill(NaN);
-    const keys = textKeys(prompt);
-    if (keys.length === 0) return out;
-    const tf = new Map();
-    for (const key of keys) {
-      const b = this.bucket(key);
-      tf.set(b, (tf.get(b) ?? 0) + 1);
-    }
-    const cols = Int32Array.from(tf.keys()).sort();
+    const buckets = this.buckets(prompt);
+    if (buckets.length === 0) return out;
+    const tf = (this._tf ??= new Int32Array(this.nFeatures)); // term counts, zeroed again below
+    const touched = [];
+    for (const b of buckets) if (tf[b]++ === 0) touched.push(b);
+    const cols = Int32Array.from(touched).sort();
     const w = new Float64Array(cols.length);
     let ss = 0.0;
     for (let i = 0; i < cols.length; i++) {
-      const n = tf.get(cols[i]);
+      const n = tf[cols[i]];
+      tf[cols[i]] = 0;
       w[i] = (this.sublinear ? 1.0 + Math.log(n) : n) * this.idf[cols[i]];
       ss += w[i] * w[i];
     }

@@ -34,6 +34,8 @@ export class TokenizerError extends Error {
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const UTF8 = new TextEncoder();
 const POS = 2 ** 32; // heap key = rank * POS + position (both < 2^21 and < 2^32: exact in a double)
+const SPACE = "\u2581"; // the Llama-2 normaliser's word marker (features/embed.py SPACE)
+const PIECES = /\u2581*[^\u2581]+|\u2581+/g; // runs of markers, each with the text up to the next (embed.py _PIECES)
 
 function normalizerSteps(raw) {
   if (raw === null || raw === undefined) return [];
@@ -188,6 +190,7 @@ export class LlamaTokenizer {
     if (m.merges.length >= 2 ** 21) throw new TokenizerError("too many merges");
     this.pairs = new PairTable(m.merges.length);
     this.rankNew = new Int32Array(m.merges.length);
+    let crossesPiece = false; // a merge of a symbol not ending in SPACE with one starting with SPACE
     if (m.merges.length && !m.merges.every((x) => typeof x === typeof m.merges[0])) throw new TokenizerError("merges must be all \"a b\" strings or all [a, b] lists (one form)");
     m.merges.forEach((merge, rank) => {
       let a, b;
@@ -206,8 +209,17 @@ export class LlamaTokenizer {
       }
       this.pairs.set(ia, ib, rank);
       this.rankNew[rank] = inew;
+      if (!a.endsWith(SPACE) && b.startsWith(SPACE)) crossesPiece = true;
     });
     this._chars = new Map(); // code point -> vocab id, or -1 (not in the vocab), memoised
+    // Pieces (features/embed.py piece_tokenizer_json, the same proof): with exactly the Llama-2 normaliser, no
+    // ignore_merges, byte fallback over all 256 byte tokens (never an unknown token to fuse) and no merge that
+    // joins a symbol not ending in SPACE to one starting with SPACE, no symbol spans a cut before a run of
+    // SPACE, so each piece of the normalised text encodes alone to the ids it gets inside it: memoised.
+    const llama = this.steps.length === 2 && this.steps[0][0] === "prepend" && this.steps[0][1] === SPACE
+      && this.steps[1][0] === "replace" && this.steps[1][1] === " " && this.steps[1][2] === SPACE;
+    const safe = llama && !this.ignoreMerges && this.byteFallback && this.byteIds.every((id) => id >= 0) && !crossesPiece;
+    this._pieces = safe ? new Map() : null; // piece -> its ids (Int32Array), bounded
   }
 
   /** The normalised text (the Sequence of Prepend / Replace). */
@@ -241,7 +253,33 @@ export class LlamaTokenizer {
       const id = this.vocab.get(w);
       if (id !== undefined) return Int32Array.of(id);
     }
-    return this._merge(this._symbols(w));
+    if (this._pieces === null) return this._merge(this._symbols(w));
+    return this._byPieces(w);
+  }
+
+  /** The ids of a normalised text piece by piece (`_pieces`: each piece's ids computed once, then memoised). */
+  _byPieces(w) {
+    const memo = this._pieces;
+    if (memo.size >= 1_000_000) memo.clear(); // bounded memory under hostile input
+    const parts = [];
+    let total = 0;
+    for (const piece of w.match(PIECES)) {
+      let ids = memo.get(piece);
+      if (ids === undefined) {
+        ids = this._merge(this._symbols(piece));
+        memo.set(piece, ids);
+      }
+      parts.push(ids);
+      total += ids.length;
+    }
+    if (parts.length === 1) return parts[0].slice();
+    const out = new Int32Array(total);
+    let at = 0;
+    for (const ids of parts) {
+      out.set(ids, at);
+      at += ids.length;
+    }
+    return out;
   }
 
   /** Initial symbol ids: one per code point, UTF-8 byte tokens for unknown ones, else (fused) unk. */

@@ -594,3 +594,30 @@ def test_a_bundle_without_the_embedding_family_routes_as_before(bundle_without_e
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert done.stdout.splitlines() == [f"{len(vectors)} vectors, 0 mismatches"]
     assert all(f["embed"] is None for f in _js_features(bundle, ["hello", None]))
+
+
+def test_node_text_buckets_memoised_per_word_equal_the_python_ones(bundles) -> None:
+    """The JS text family hashes each word's keys once per process (as features/text.py request_buckets does):
+    per prompt the same multiset of buckets as hashing every key of `textKeys`, and as Python's, on every AlpacaEval
+    prompt and the hostile ones, each routed twice (the second time from the memo)."""
+    import pandas as pd
+
+    from features.text import request_buckets
+
+    bundle = bundles["shared"]
+    router = Router.load(bundle)
+    prompts = sorted(
+        set(pd.read_parquet(ROOT / "data/sample/alpaca_eval.parquet", columns=["prompt"])["prompt"].dropna())
+    )
+    windows = [prompt_window(p) for p in [*prompts, *HOSTILE_PROMPTS]]
+    got = node_module(
+        'import {Router} from "./beast-router.mjs"; import {textKeys} from "./features.mjs";'
+        " const {bundle, windows} = JSON.parse(require_stdin()); const t = Router.load(bundle).text;"
+        " const sorted = (a) => Int32Array.from(a).sort();"
+        " const out = [...windows, ...windows].map((w) => [Array.from(sorted(t.buckets(w))), Array.from(sorted(textKeys(w).map((k) => t.bucket(k))))]);"
+        " process.stdout.write(JSON.stringify(out));",
+        json.dumps({"bundle": str(bundle), "windows": windows}),
+    )
+    n = router.text.params.n_features
+    for window, (memoised, hashed) in zip([*windows, *windows], got, strict=True):
+        assert memoised == hashed == sorted(request_buckets(window, n)), window[:80]

@@ -319,3 +319,58 @@ def test_synthetic_bpe_models(
             "".join(rng.choice("abcabcabc ▁dé") for _ in range(rng.randrange(1, 40))) for _ in range(400)
         ]
         assert_same_ids(path, reference, texts)
+
+
+# ------------------------------------------------------------------------- the piece memo
+
+PIECES_SCRIPT = (
+    'import {readFileSync} from "node:fs"; import {LlamaTokenizer} from "./tokenizer.mjs";'
+    ' const t = LlamaTokenizer.fromJSON(JSON.parse(readFileSync(process.argv[1], "utf8")));'
+    " console.log(t._pieces === null ? 'whole' : 'pieces');"
+)
+
+
+def _path_taken(config: dict, path: Path) -> str:
+    path.write_text(json.dumps(config), encoding="utf-8")
+    script = PIECES_SCRIPT.replace('"./', '"' + JS.as_uri() + "/")
+    return subprocess.run(
+        [NODE, "--input-type=module", "-e", script, str(path)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+
+
+def test_pieces_are_memoised_only_under_the_proof(llama, tmp_path: Path) -> None:
+    """The shipped tokenizer encodes piece by piece (features/embed.py's proof); a merge across a piece cut, another
+    normaliser or ignore_merges turn the memo off, and the ids stay the reference's either way."""
+    config = json.loads(llama[0].read_text(encoding="utf-8"))
+    assert _path_taken(config, tmp_path / "llama.json") == "pieces"
+    crossing = json.loads(json.dumps(config))
+    vocab = crossing["model"]["vocab"]
+    vocab["s▁"] = max(vocab.values()) + 1  # the first merge: "s" + the next word's marker
+    crossing["model"]["merges"].insert(0, "s ▁" if isinstance(crossing["model"]["merges"][0], str) else ["s", "▁"])
+    path = tmp_path / "crossing.json"
+    assert _path_taken(crossing, path) == "whole"
+    texts = ["its the end", "cats the dogs", "s the", "this  the", "the"] * 2
+    reference = tokenizers.Tokenizer.from_str(path.read_text(encoding="utf-8"))
+    assert "s▁" in reference.encode("its the end", add_special_tokens=False).tokens
+    assert_same_ids(path, reference, texts)
+    other = json.loads(json.dumps(config))
+    other["normalizer"]["normalizers"][1]["content"] = "_"
+    assert _path_taken(other, tmp_path / "other.json") == "whole"
+    assert _path_taken(config | {"model": config["model"] | {"ignore_merges": True}}, tmp_path / "im.json") == "whole"
+
+
+def test_synthetic_piece_models(tmp_path: Path) -> None:
+    """Toy BPE models that pass the proof (all 256 byte tokens, no merge across a piece cut): piece by piece, each
+    piece memoised, the same ids as the reference on random texts with runs of spaces and markers, twice over."""
+    for seed in range(3):
+        rng = random.Random(1000 + seed)
+        config = _toy_config(rng, byte_fallback=True, fuse_unk=False, unk=True)
+        model = config["model"]
+        model["vocab"] |= {f"<0x{b:02X}>": len(model["vocab"]) + i for i, b in enumerate(range(256))}
+        merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
+        model["merges"] = [f"{a} {b}" for a, b in merges if a.endswith("▁") or not b.startswith("▁")]
+        path = tmp_path / f"pieces{seed}.json"
+        assert _path_taken(config, path) == "pieces"
+        reference = tokenizers.Tokenizer.from_str(path.read_text(encoding="utf-8"))
+        texts = ["".join(rng.choice("abcabcabc  ▁▁dé") for _ in range(rng.randrange(1, 40))) for _ in range(300)]
+        assert_same_ids(path, reference, texts + texts[::-1])
