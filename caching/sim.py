@@ -1412,13 +1412,15 @@ def verdict(report: CacheSimReport) -> str | None:
 def read_block_trace(
     traces: Sequence[Path], params_file: Path | None, limit_rows: int | None
 ) -> tuple[pd.DataFrame, str]:
-    """The rows of trace files or dataset folders (trace files costed with the ingest price table), the first
-    `limit_rows` requests by time when given, and a display name."""
+    """The rows of trace files or dataset folders (trace files costed with the ingest price table, read from the
+    project folder when the working directory has none), the first `limit_rows` requests by time when given, and
+    a display name."""
     from core.config import load_params
+    from core.files import in_project
     from traces.ingest import IngestParams
     from traces.load import load_traces
 
-    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
+    frame = load_traces(list(traces), in_project(load_params(params_file, "ingest", IngestParams).prices))
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     return frame, ", ".join(p.name for p in traces)
@@ -1430,14 +1432,12 @@ def online_prior(online: OnlineParams) -> LearnedModel | None:
     runs from anywhere in a checkout); a missing or altered prior is the CLI's one-line error."""
     from caching.prior import load_prior
     from core.errors import BeastError
+    from core.files import in_project
 
     if online.prior is None:
         return None
-    path = online.prior
-    if not path.is_absolute() and not path.exists():
-        path = Path(__file__).resolve().parents[1] / path
     try:
-        return load_prior(path)
+        return load_prior(in_project(online.prior))
     except ValueError as exc:
         raise BeastError(str(exc)) from None
 

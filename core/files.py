@@ -16,6 +16,15 @@ from typing import BinaryIO
 
 from core.errors import BeastError
 
+PROJECT = Path(__file__).resolve().parents[1]  # the checkout: where its data/ (prices, shipped prior) lives
+
+
+def in_project(path: Path) -> Path:
+    """`path`, or for a relative path not found in the working directory the same path under the project folder:
+    a command that reads the checkout's own files (the price table, the cache prior) runs from anywhere."""
+    return PROJECT / path if not path.is_absolute() and not path.exists() else path
+
+
 # errno of a write the file system refused: disk full, quota, read-only, permission, file size limit
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 

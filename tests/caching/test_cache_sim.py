@@ -27,7 +27,9 @@ from caching.sim import (
     libcachesim_hits,
     lookup_features,
     next_use,
+    online_prior,
     plugin_lru_hits,
+    read_block_trace,
     run_policy,
     select_rows,
     simulate,
@@ -472,3 +474,20 @@ def test_shipped_policy_missing_runs_are_none_not_zero() -> None:
     assert "gap closed unknown" in verdict(report)
     assert verdict(_report({"lru": [0.1, 0.2], "arc": [0.1, 0.2]})) is None  # the shipped policy did not run
     assert _report({"guarded": [0.1, 0.2]}).minus_best_classic() == [None, None]
+
+
+def test_a_cache_study_runs_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The price table and the shipped prior are the checkout's own files: relative paths missing in the working
+    directory are read from the project folder (core.files.in_project); one present there is taken as given."""
+    from core.files import PROJECT, in_project
+
+    monkeypatch.chdir(tmp_path)
+    assert in_project(Path("data/prices.yaml")) == PROJECT / "data/prices.yaml"
+    assert in_project(tmp_path / "absent.yaml") == tmp_path / "absent.yaml"  # absolute: never moved
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/prices.yaml").write_text("{}")
+    assert in_project(Path("data/prices.yaml")) == Path("data/prices.yaml")
+    (tmp_path / "data/prices.yaml").unlink()
+    frame, name = read_block_trace([MOONCAKE], None, 50)
+    assert name == MOONCAKE.name and len(frame) == 50  # before: "data/prices.yaml: file not found"
+    assert online_prior(CacheSimParams().online) is not None
