@@ -1375,11 +1375,11 @@ def summary(report: CacheSimReport) -> str:
                 + " | ".join("-" if g is None else f"{g:.0%}" for g in gaps)
                 + " | |"
             )
-    versus = report.minus_best_classic()
-    if any(d is not None for d in versus):
+    shipped = report.shipped()
+    if any(d is not None for d in shipped["minus_best_classic"]):
         lines.append(
-            f"| {SHIPPED_POLICY} - best of {', '.join(report.shipped()['classics'])} | "
-            + " | ".join("-" if d is None else f"{d:+.4f}" for d in versus)
+            f"| {SHIPPED_POLICY} - best of {', '.join(shipped['classics'])} | "
+            + " | ".join("-" if d is None else f"{d:+.4f}" for d in shipped["minus_best_classic"])
             + " | |"
         )
     return "\n".join(lines)
@@ -1387,13 +1387,13 @@ def summary(report: CacheSimReport) -> str:
 
 def verdict(report: CacheSimReport) -> str | None:
     """One line: the shipped policy against issue 19's targets on this trace (None when it did not run)."""
-    versus, gaps = report.minus_best_classic(), report.gap_closed(SHIPPED_POLICY)
-    scored = [(c, d) for c, d in zip(report.capacities, versus, strict=True) if d is not None]
+    shipped = report.shipped()
+    scored = [(c, d) for c, d in zip(report.capacities, shipped["minus_best_classic"], strict=True) if d is not None]
     if not scored:
         return None
     worst_c, worst = min(scored, key=lambda x: x[1])
     held = sum(d >= -TARGET_BELOW_CLASSIC for _, d in scored)
-    known = [g for g in gaps if g is not None]
+    known = [g for g in shipped["gap_closed"] if g is not None]
     gap = (
         f"best share of the LRU-to-Belady gap closed {max(known):.0%} (goal >= {TARGET_GAP_CLOSED:.0%} at one capacity: "
         f"{'met' if max(known) >= TARGET_GAP_CLOSED else 'MISSED'})"

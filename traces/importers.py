@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from core.errors import BeastError
-from core.files import gzip_bytes, read_bytes, write_atomic
+from core.files import PROJECT, gzip_bytes, read_bytes, write_atomic
 from traces.contract import CONTRACT_VERSION, FIELD_BY_NAME, FIELDS, STATUS_OK
 from traces.prices import load_prices, parse_prices
 
@@ -40,7 +40,7 @@ DEFAULT_SRC: dict[str, Path] = {
     "routellm-mt-bench": Path("../shared/data/routellm/mt_bench_judgements.jsonl.gz"),
 }
 
-PROJECT_PRICES = Path(__file__).resolve().parents[1] / "data" / "prices.yaml"
+PROJECT_PRICES = PROJECT / "data" / "prices.yaml"
 
 # Documented synthetic time bases: AlpacaEval has no times, Mooncake only offsets from the trace start.
 ALPACA_EPOCH = pd.Timestamp("2024-01-01T00:00:00Z")
@@ -48,6 +48,7 @@ MOONCAKE_EPOCH = pd.Timestamp("2024-06-01T00:00:00Z")
 ALPACA_REFERENCE = "gpt4_1106_preview"  # its file fixes the prompt order (and is the judge's reference answer)
 CHARS_PER_TOKEN = 4
 MOONCAKE_MODEL = "mooncake/conversation"
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")  # every line of a published trace
 AZURE_SERVICES: dict[str, str] = {"conv": "conversation", "code": "code"}  # service -> task
 AZURE_FILE = "AzureLLMInferenceTrace_{service}.csv"
 ALPACA_SUFFIX = ".annotations.json.gz"
@@ -261,7 +262,7 @@ def mooncake_frame(records: pd.DataFrame) -> pd.DataFrame:
 
     The trace names no model, so every row gets the placeholder `mooncake/conversation` (the source service).
     """
-    _require_columns(records, ("timestamp", "input_length", "output_length", "hash_ids"), "mooncake")
+    _require_columns(records, MOONCAKE_FIELDS, "mooncake")
     records = records.reset_index(drop=True)
     blocks = records["hash_ids"]
     lengths = blocks.str.len() if blocks.dtype == object else pd.Series(np.nan, index=blocks.index)

@@ -48,13 +48,14 @@ def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None =
     return frame
 
 
-MOONCAKE_RAW_FIELDS = frozenset({"timestamp", "input_length", "output_length", "hash_ids"})
 _PEEK_BYTES = 1 << 20  # a raw trace line is a few KB; a longer first line is not one
 
 
 def is_raw_mooncake(path: Path) -> bool:
     """Whether `path` is a Mooncake trace as published: its first non-blank line a JSON object with the four
     Mooncake fields and no contract field naming a model or prefix blocks (plain or gzipped JSON lines)."""
+    from traces.importers import MOONCAKE_FIELDS
+
     if not path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
         return False
     try:
@@ -69,7 +70,7 @@ def is_raw_mooncake(path: Path) -> bool:
         return False
     return (
         isinstance(first, dict)
-        and first.keys() >= MOONCAKE_RAW_FIELDS
+        and first.keys() >= set(MOONCAKE_FIELDS)
         and not {"model", "prefix_blocks"} & first.keys()
     )
 
