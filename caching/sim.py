@@ -1413,14 +1413,13 @@ def read_block_trace(
     traces: Sequence[Path], params_file: Path | None, limit_rows: int | None
 ) -> tuple[pd.DataFrame, str]:
     """The rows of trace files or dataset folders (trace files costed with the ingest price table, read from the
-    project folder when the working directory has none), the first `limit_rows` requests by time when given, and
-    a display name."""
+    project folder when the working directory has none: `traces.prices.load_prices`), the first `limit_rows`
+    requests by time when given, and a display name."""
     from core.config import load_params
-    from core.files import in_project
     from traces.ingest import IngestParams
     from traces.load import load_traces
 
-    frame = load_traces(list(traces), in_project(load_params(params_file, "ingest", IngestParams).prices))
+    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     return frame, ", ".join(p.name for p in traces)

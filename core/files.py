@@ -20,9 +20,12 @@ PROJECT = Path(__file__).resolve().parents[1]  # the checkout: where its data/ (
 
 
 def in_project(path: Path) -> Path:
-    """`path`, or for a relative path not found in the working directory the same path under the project folder:
-    a command that reads the checkout's own files (the price table, the cache prior) runs from anywhere."""
-    return PROJECT / path if not path.is_absolute() and not path.exists() else path
+    """`path`, or for a relative path not found in the working directory the same path under the project folder
+    when it is there: a command that reads the checkout's own files (the price table, the cache prior) runs from
+    anywhere, and a path found in neither place is reported as given."""
+    if path.is_absolute() or path.exists() or not (PROJECT / path).exists():
+        return path
+    return PROJECT / path
 
 
 # errno of a write the file system refused: disk full, quota, read-only, permission, file size limit

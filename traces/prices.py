@@ -12,6 +12,7 @@ import pandas as pd
 
 from core.config import read_yaml
 from core.errors import BeastError
+from core.files import in_project
 from traces.contract import COST_LOGGED, COST_PRICE_TABLE, COST_UNKNOWN
 
 _KEYS = {"input", "output", "cached_input", "effective_from"}
@@ -92,6 +93,9 @@ def parse_prices(doc: Any, source: str) -> PriceTable:
 
 
 def load_prices(path: Path) -> PriceTable:
+    """The price table at `path`; a relative path the working directory lacks is the checkout's own table
+    (`core.files.in_project`), so every command that costs rows runs from any working directory."""
+    path = in_project(Path(path))
     return parse_prices(read_yaml(path), str(path))
 
 

@@ -484,6 +484,7 @@ def test_a_cache_study_runs_from_any_working_directory(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert in_project(Path("data/prices.yaml")) == PROJECT / "data/prices.yaml"
     assert in_project(tmp_path / "absent.yaml") == tmp_path / "absent.yaml"  # absolute: never moved
+    assert in_project(Path("data/absent.yaml")) == Path("data/absent.yaml")  # in neither place: reported as given
     (tmp_path / "data").mkdir()
     (tmp_path / "data/prices.yaml").write_text("{}")
     assert in_project(Path("data/prices.yaml")) == Path("data/prices.yaml")

@@ -410,3 +410,20 @@ def test_main_reads_params_and_overrides(tmp_path: Path) -> None:
     res = main(tmp_path / "t.jsonl", params_file=params, overrides={"rows": 500, "seed": None}, prices_file=prices)
     assert (res.rows, res.malformed) == (500, 50)
     assert _read_jsonl(res.path)[0].startswith('{"request_id":"syn-2-000000000"')
+
+
+def test_synth_runs_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`beast traces synth` (like every command that reads the price table: `traces.prices.load_prices`) with its
+    default price table outside the checkout reads the checkout's (before: "data/prices.yaml: file not found"); a
+    price table the working directory has is the one used."""
+    from traces.synth import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("synth:\n  rows: 40\n  prefix_regime: multiturn\n")
+    monkeypatch.chdir(tmp_path)
+    res = main(tmp_path / "t.jsonl", params_file=params)
+    assert res.rows == 40
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/prices.yaml").write_text("models: {}\n")
+    with pytest.raises(BeastError, match="prices.yaml"):
+        main(tmp_path / "u.jsonl", params_file=params)
