@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.files import PROJECT
 from features.prompt import prompt_matrix, prompt_vector, prompt_window
 from features.text import text_matrix, text_vector
 from serving.router import Router, RouteRequest
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = {"alpaca": "alpaca_eval.parquet", "mmlu": "routellm_mmlu.parquet"}
 
 
@@ -42,7 +42,7 @@ def _row(t: list[float]) -> str:
 
 
 def _prompts(name: str) -> list[str]:
-    frame = pd.read_parquet(ROOT / "data" / "sample" / SAMPLES[name], columns=["prompt"])
+    frame = pd.read_parquet(PROJECT / "data" / "sample" / SAMPLES[name], columns=["prompt"])
     return list(frame["prompt"].dropna().drop_duplicates())
 
 
@@ -76,7 +76,7 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
     print(f"  {name:6s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
 
 
-def main(bundle: Path = ROOT / "data" / "bundle", batch: int = 1000) -> None:
+def main(bundle: Path = PROJECT / "data" / "bundle", batch: int = 1000) -> None:
     router = Router.load(bundle)
     mmlu = _prompts("mmlu")
     print(f"us per prompt, batches of up to {batch} prompts, one core (single: the per-request path)")

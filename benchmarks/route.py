@@ -29,18 +29,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.files import PROJECT
 from serving.compiled import CompiledTrees, compile_booster
 from serving.router import LightGBMTrees, Router, RouteRequest
 
 GOAL_P99_US = 500.0
 GOAL_BATCH_PER_S = 50_000.0
 SAMPLE_PROMPTS = tuple(
-    Path("data/sample") / f"{name}.parquet" for name in ("alpaca_eval", "routellm_mt_bench", "routellm_mmlu")
+    PROJECT / "data" / "sample" / f"{name}.parquet" for name in ("alpaca_eval", "routellm_mt_bench", "routellm_mmlu")
 )
 WARM_REQUESTS = 2_000  # other prompts routed before the single-request measurement
 SWEEP_CHARS = (100, 1_000, 4_096, 65_536, 1_048_576)  # prompt lengths of the sweep, in code points
 SWEEP_PROMPTS = 40  # distinct prompts per sweep length (cut from the samples' text at different offsets)
-JS_BENCH = Path(__file__).resolve().parents[1] / "serving" / "js" / "bench.mjs"
+JS_BENCH = PROJECT / "serving" / "js" / "bench.mjs"
 
 
 @dataclass(frozen=True)

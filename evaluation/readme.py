@@ -30,11 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.files import write_atomic
+from core.files import PROJECT, write_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
-METRICS = ROOT / "data" / "metrics"
-README = ROOT / "README.md"
+METRICS = PROJECT / "data" / "metrics"
+README = PROJECT / "README.md"
 PREDICTORS = ("quality", "cost", "cache")
 
 Metrics = Mapping[str, Any]

@@ -35,7 +35,7 @@ from typing import Any
 import lightgbm as lgb
 
 from core.errors import BeastError
-from core.files import WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
+from core.files import PROJECT, WRITE_ERRNOS, atomic_path, exchange, file_lock, git_commit, gzip_writer, os_reason
 from serving.bundle import (
     KIND,
     MANIFEST,
@@ -51,7 +51,6 @@ from serving.bundle import (
 from serving.trees import dump_disagreement
 from traces.prices import PriceTable, load_prices
 
-ROOT = Path(__file__).resolve().parents[1]
 PRICE_UNIT = "USD per 1M tokens"
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # env: pins created_at and drops the git commit (reproducible build)
 DEFAULT_TARGET_QUALITY = 0.5
@@ -193,7 +192,7 @@ def _provenance() -> dict[str, Any]:
             raise BeastError(f"{SOURCE_DATE_EPOCH}={pinned!r}: expected whole seconds since 1970-01-01 UTC") from None
         commit = None
     else:
-        when, commit = dt.datetime.now(dt.UTC), git_commit(ROOT)
+        when, commit = dt.datetime.now(dt.UTC), git_commit(PROJECT)
     return {
         "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": {"git_commit": commit, "lightgbm_version": lgb.__version__},
@@ -310,7 +309,7 @@ def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-SAMPLE_PROMPTS = ROOT / "data" / "sample" / "alpaca_eval.parquet"
+SAMPLE_PROMPTS = PROJECT / "data" / "sample" / "alpaca_eval.parquet"
 CONFORMANCE = "conformance.jsonl"
 
 

@@ -71,12 +71,11 @@ from mlflow.models import Model, infer_signature
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import BeastError
-from core.files import file_lock, git_commit
+from core.files import PROJECT, file_lock, git_commit
 
 REGISTERED: dict[str, str] = {"quality": "beast-quality", "cost": "beast-cost", "cache": "beast-cache"}
 CHAMPION, CHALLENGER = "champion", "challenger"
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "model"  # name of the logged model inside each run (MLflow 3 `name=`, formerly `artifact_path=`)
 BOOSTERS_DIR = "boosters"  # run-artifact folder of the extra boosters: boosters/<key>.txt
 REGISTERED_BOOSTER_TAG = "beast.registered_booster"  # run tag: the booster key the registered model is
@@ -93,7 +92,7 @@ def tracking_uri(root: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return env
-    return f"sqlite:///{(root or ROOT).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{(root or PROJECT).resolve() / 'mlflow.db'}"
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,7 @@ def log_predictor(
     name = _registered_name(predictor)
     client, uri = _client(uri)
     all_tags = {"beast.predictor": predictor, "beast.lightgbm_version": lgb.__version__} | dict(tags)
-    if (commit := git_commit(ROOT)) is not None:
+    if (commit := git_commit(PROJECT)) is not None:
         all_tags.setdefault("mlflow.source.git.commit", commit)
     with tempfile.TemporaryDirectory(prefix="beast-mlflow-") as tmp:
         staging = Path(tmp)
