@@ -472,6 +472,8 @@ def test_shipped_policy_missing_runs_are_none_not_zero() -> None:
     assert report.minus_best_classic() == [0.0, 0.0] and report.shipped()["classics"] == ["lru"]
     assert report.gap_closed("guarded") == [None, None]  # no belady: no gap
     assert "gap closed unknown" in verdict(report)
+    no_gap = _report({"lru": [0.1, 0.2], "belady": [0.1, 0.2], "guarded": [0.1, 0.2]})  # a trace too short to evict
+    assert no_gap.gap_closed("guarded") == [None, None] and "no LRU-to-Belady gap at any capacity" in verdict(no_gap)
     assert verdict(_report({"lru": [0.1, 0.2], "arc": [0.1, 0.2]})) is None  # the shipped policy did not run
     assert _report({"guarded": [0.1, 0.2]}).minus_best_classic() == [None, None]
 
