@@ -1264,6 +1264,8 @@ class Replay:
         hits = guard_cache(self.trace.block, leader, [self.untils[(e, capacity)] for e in names], capacity)
         charged = time.perf_counter() - started + sum(sec for _, sec in runs)
         self.info.setdefault("guard_switches", {})[str(capacity)] = int((leader[1:] != leader[:-1]).sum())
+        differ = np.flatnonzero(np.any([h != runs[0][0] for h, _ in runs[1:]], axis=0)) if len(runs) > 1 else []
+        self.info.setdefault("guard_first_difference", {})[str(capacity)] = int(differ[0]) if len(differ) else None
         return hits, charged
 
     def run(self, policy: str, capacity: int) -> PolicyRun:
@@ -1385,6 +1387,23 @@ def summary(report: CacheSimReport) -> str:
     return "\n".join(lines)
 
 
+def cold_start(report: CacheSimReport, guard: GuardParams) -> str | None:
+    """One line naming the capacities where the guard's experts first hit differently less than one leader decision
+    (`guard.interval` lookups) before the counting starts, or never: there the counted lookups begin under its
+    first expert whatever the others do, as no evidence could move it (None: no such capacity, or no guard run)."""
+    first = report.learned_info.get("guard_first_difference") or {}
+    start = report.lookups - report.counted_lookups  # the counted lookups are a suffix
+    cold = [(int(c), at) for c, at in first.items() if at is None or at > start - guard.interval]
+    if not cold:
+        return None
+    where = ", ".join(f"{c:,} blocks {'never' if at is None else f'at lookup {at:,}'}" for c, at in cold)
+    return (
+        f"note: the guard's experts first hit differently {where}, too late for any evidence before the counting "
+        f"starts (lookup {start:,}): there the counted lookups begin under its first expert, "
+        f"{guard.experts[0]}, whatever the others do (a trace this short leaves the guard nothing to go on)"
+    )
+
+
 def verdict(report: CacheSimReport) -> str | None:
     """One line: the shipped policy against issue 19's targets on this trace (None when it did not run)."""
     shipped = report.shipped()
@@ -1504,6 +1523,8 @@ def main(
     json_path, png = save_study(
         report, params.out, "cache_report.json", plot, "cache_sim.png", summary, params.eval_from
     )
+    if line := cold_start(report, params.guard):
+        print("\n" + line)
     if line := verdict(report):
         print("\n" + line)
     if online := report.learned_info.get("online"):

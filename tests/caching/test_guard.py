@@ -16,10 +16,12 @@ from caching.guard import OnlineParams, guard_cache, guard_leaders, online_predi
 from caching.sim import (
     TRANSFER_FEATURES,
     CacheSimParams,
+    CacheSimReport,
     GuardParams,
     LearnedParams,
     Replay,
     block_trace,
+    cold_start,
     fit_learned,
     libcachesim_hits,
     lookup_features,
@@ -347,3 +349,32 @@ def test_cache_predictor_transfer_auc_pairs() -> None:
         assert all(r["auc"] is None or 0.0 <= r["auc"] <= 1.0 for r in rows)
         own = {r["train"]: r["auc"] for r in rows if r["train"] == r["test"]}
         assert own["system"] > 0.7 and own["oneoff"] > 0.7  # measured: 0.85-0.97 on 3,000 rows
+
+
+def test_guard_records_when_its_experts_first_differ_and_the_cold_start_note() -> None:
+    """`guard_first_difference`: the first lookup where any two experts hit differently (None when they never do:
+    a cache larger than the trace's distinct blocks); `cold_start` names the capacities where that comes less than
+    one leader decision before the counting starts, or never."""
+    frame = select_rows(prefix_regime_frame("oneoff", 300, 0))
+    trace = block_trace(frame)
+    params = CacheSimParams(capacities=(40, 10**6), policies=("guarded",))
+    replay = Replay(frame, trace, params)
+    for capacity in params.capacities:
+        replay.hits("guarded", capacity)
+    names = ("arc_own", "online", "s3fifo_own", "lru_own")
+    hits = np.stack([replay.hits(e, 40)[0] for e in names])
+    first = int(np.flatnonzero((hits != hits[0]).any(axis=0))[0])
+    assert 0 < first < len(trace) and replay.info["guard_first_difference"] == {"40": first, "1000000": None}
+    start = trace.eval_start
+    assert first < start - params.guard.interval  # this trace gives the guard evidence at 40 blocks
+
+    def report(first_difference: dict) -> CacheSimReport:
+        info = {"guard_first_difference": first_difference}
+        return CacheSimReport("t", 1, 1000, 1, 400, 1, 512, 0.5, (100, 200, 400), (), info)
+
+    guard = params.guard  # interval 256: the counting starts at lookup 600, so evidence must come before 344
+    assert cold_start(report({"100": 344, "200": 0}), guard) is None
+    line = cold_start(report({"100": 344, "200": 345, "400": None}), guard)
+    assert line is not None and "200 blocks at lookup 345, 400 blocks never" in line and "100 blocks" not in line
+    assert "(lookup 600)" in line and "first expert, arc," in line
+    assert cold_start(report({}), guard) is None  # the guard did not run
