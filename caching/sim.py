@@ -1432,16 +1432,19 @@ def verdict(report: CacheSimReport) -> str | None:
 
 
 def read_block_trace(
-    traces: Sequence[Path], params_file: Path | None, limit_rows: int | None
+    traces: Sequence[Path],
+    params_file: Path | None,
+    limit_rows: int | None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """The rows of trace files or dataset folders (trace files costed with the ingest price table, read from the
     project folder when the working directory has none: `traces.prices.load_prices`), the first `limit_rows`
-    requests by time when given, and a display name."""
+    requests by time when given, and a display name; `log` hears of each published Mooncake file converted."""
     from core.config import load_params
     from traces.ingest import IngestParams
     from traces.load import load_traces
 
-    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices)
+    frame = load_traces(list(traces), load_params(params_file, "ingest", IngestParams).prices, log=log)
     if limit_rows:
         frame = select_rows(frame).iloc[:limit_rows]
     return frame, ", ".join(p.name for p in traces)
@@ -1502,7 +1505,6 @@ def main(
 ) -> CacheSimReport:
     """`beast cache sim`: read the traces, simulate, write cache_report.json and cache_sim.png to `out`."""
     from core.config import load_params, with_overrides
-    from traces.load import is_raw_mooncake
 
     params = load_params(params_file, "cache_sim", CacheSimParams)
     overrides = {
@@ -1512,10 +1514,8 @@ def main(
         "out": out,
     }
     params = with_overrides(params, **overrides)
-    frame, name = read_block_trace(traces, params_file, limit_rows)
+    frame, name = read_block_trace(traces, params_file, limit_rows, log=print)
     prior = online_prior(params.online)
-    for path in filter(is_raw_mooncake, traces):
-        print(f"{path}: a Mooncake trace as published (hash_ids), imported as `beast traces import mooncake` would")
     print(
         f"cache-sim on {name}: policies {', '.join(params.policies)}, capacities {', '.join(map(str, params.capacities))} blocks of {params.block_tokens} tokens"
     )

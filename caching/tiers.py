@@ -245,7 +245,7 @@ def main(
         "out": out,
     }
     params = with_overrides(params, **overrides)
-    frame, name = read_block_trace(traces, params_file, limit_rows)
+    frame, name = read_block_trace(traces, params_file, limit_rows, log=print)
     print(
         f"cache-tiers on {name}: fast {', '.join(map(str, params.fast_capacities))} x slow {', '.join(map(str, params.slow_capacities))} "
         f"blocks of {params.block_tokens} tokens; ms per block: fast {params.fast_ms:g}, slow {params.slow_ms:g}, miss {params.miss_ms_per_block:g} (illustrative)"

@@ -177,7 +177,7 @@ def main(
     from caching.sim import read_block_trace
 
     for path in traces:
-        frames[path.name.split(".")[0]], _ = read_block_trace([path], params_file, limit_rows)
+        frames[path.name.split(".")[0]], _ = read_block_trace([path], params_file, limit_rows, log=print)
     for regime in regimes:
         frames[regime] = prefix_regime_frame(regime, rows, seed, mean_rps=mean_rps)
     result = transfer(frames, params, log=print, prior=online_prior(params.online))

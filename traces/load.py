@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +16,12 @@ import pandas as pd
 from core.errors import BeastError
 
 
-def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def load_traces(
+    paths: Sequence[Path], prices: Path, columns: list[str] | None = None, log: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """Traces from dataset folders and trace files (validated and costed with the price table `prices`);
-    only `columns` when given: a 1M-row dataset reads in a second without its prefix-block lists."""
+    only `columns` when given: a 1M-row dataset reads in a second without its prefix-block lists. `log` is told
+    of each published Mooncake file converted on the way in."""
     from traces.ingest import IngestParams, ingest
     from traces.prices import load_prices
     from traces.store import read_traces
@@ -31,7 +34,9 @@ def load_traces(paths: Sequence[Path], prices: Path, columns: list[str] | None =
     rejected: dict[str, int] = {}
     if files:
         with tempfile.TemporaryDirectory(prefix="beast-traces-") as tmp:
-            files = [_imported(p, Path(tmp) / f"{n}.jsonl") if is_raw_mooncake(p) else p for n, p in enumerate(files)]
+            files = [
+                _converted(p, Path(tmp) / f"{n}.jsonl", log) if is_raw_mooncake(p) else p for n, p in enumerate(files)
+            ]
             ip = IngestParams(out=Path(tmp) / "traces", quarantine=Path(tmp) / "q", metrics=None, prices=prices)
             report = ingest(files, ip, load_prices(prices))
             rejected = {k: n for k, n in report.quarantined.items() if n}
@@ -75,9 +80,11 @@ def is_raw_mooncake(path: Path) -> bool:
     )
 
 
-def _imported(path: Path, out: Path) -> Path:
+def _converted(path: Path, out: Path, log: Callable[[str], None] | None) -> Path:
     """The raw Mooncake trace at `path` as contract-v1 JSON lines in `out` (`traces.importers.mooncake_frame`)."""
     from traces.importers import jsonl_bytes, mooncake_frame, read_mooncake
 
     out.write_bytes(jsonl_bytes(mooncake_frame(read_mooncake(path))))
+    if log is not None:
+        log(f"{path}: a Mooncake trace as published (hash_ids), imported as `beast traces import mooncake` would")
     return out

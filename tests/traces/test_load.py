@@ -33,8 +33,9 @@ def test_empty_folder_still_says_ingest_first(tmp_path: Path) -> None:
 
 def test_valid_rows_load(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "ok.jsonl", [good_row(i) for i in range(4)])
-    frame = load_traces([path], PRICES)
-    assert len(frame) == 4 and frame["cost_usd"].gt(0).all()
+    told: list[str] = []
+    frame = load_traces([path], PRICES, log=told.append)
+    assert len(frame) == 4 and frame["cost_usd"].gt(0).all() and told == []  # a contract file: nothing converted
 
 
 MOONCAKE_LINES = [
@@ -52,7 +53,11 @@ def test_a_published_mooncake_trace_is_read_as_its_import(name: str, tmp_path: P
         raw.write_bytes(gzip.compress((tmp_path / "trace.jsonl").read_bytes()))
         (tmp_path / "trace.jsonl").unlink()
     assert is_raw_mooncake(raw)
-    frame = load_traces([raw], PRICES).sort_values("request_id")
+    told: list[str] = []
+    frame = load_traces([raw], PRICES, log=told.append).sort_values("request_id")
+    assert told == [
+        f"{raw}: a Mooncake trace as published (hash_ids), imported as `beast traces import mooncake` would"
+    ]
     assert frame["request_id"].tolist() == ["mooncake-conv-000000", "mooncake-conv-000001", "mooncake-conv-000002"]
     assert [list(b) for b in frame["prefix_blocks"]] == [[0, 1, 2], [0, 1, 3, 4], [5]]
     assert frame["input_tokens"].tolist() == [1100, 1600, 300] and frame["output_tokens"].tolist() == [7, 12, 0]
