@@ -1396,10 +1396,11 @@ def cold_start(report: CacheSimReport, guard: GuardParams) -> str | None:
     cold = [(int(c), at) for c, at in first.items() if at is None or at > start - guard.interval]
     if not cold:
         return None
-    where = ", ".join(f"{c:,} blocks {'never' if at is None else f'at lookup {at:,}'}" for c, at in cold)
+    where = [f"at {c:,} blocks {'never' if at is None else f'from lookup {at:,}'}" for c, at in cold]
+    where_text = where[0] if len(where) == 1 else ", ".join(where[:-1]) + " and " + where[-1]
     return (
-        f"note: the guard's experts first hit differently {where}, too late for any evidence before the counting "
-        f"starts (lookup {start:,}): there the counted lookups begin under its first expert, "
+        f"note: the guard's experts hit differently {where_text}: too late for any evidence before the counting "
+        f"starts (lookup {start:,}), so there the counted lookups begin under its first expert, "
         f"{guard.experts[0]}, whatever the others do (a trace this short leaves the guard nothing to go on)"
     )
 

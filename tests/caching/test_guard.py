@@ -375,6 +375,8 @@ def test_guard_records_when_its_experts_first_differ_and_the_cold_start_note() -
     guard = params.guard  # interval 256: the counting starts at lookup 600, so evidence must come before 344
     assert cold_start(report({"100": 344, "200": 0}), guard) is None
     line = cold_start(report({"100": 344, "200": 345, "400": None}), guard)
-    assert line is not None and "200 blocks at lookup 345, 400 blocks never" in line and "100 blocks" not in line
+    assert line is not None and "at 200 blocks from lookup 345 and at 400 blocks never:" in line
+    assert "100 blocks" not in line
     assert "(lookup 600)" in line and "first expert, arc," in line
+    assert "differently at 400 blocks never:" in cold_start(report({"100": 0, "400": None}), guard)
     assert cold_start(report({}), guard) is None  # the guard did not run
