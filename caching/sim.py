@@ -1031,9 +1031,13 @@ class CacheSimReport:
             out.setdefault(r.policy, []).append(r.hit_ratio)
         return out
 
+    def hit_ratios(self) -> dict[tuple[str, int], float]:
+        """(policy, capacity) -> hit ratio of every run."""
+        return {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
+
     def gap_closed(self, policy: str = "learned") -> list[float | None]:
         """Per capacity: (policy - lru) / (belady - lru) hit ratio; None when the gap is 0 or a run is absent."""
-        by = {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
+        by = self.hit_ratios()
         out: list[float | None] = []
         for c in self.capacities:
             lru, bel, lea = by.get(("lru", c)), by.get(("belady", c)), by.get((policy, c))
@@ -1043,7 +1047,7 @@ class CacheSimReport:
     def minus_best_classic(self, policy: str = SHIPPED_POLICY) -> list[float | None]:
         """Per capacity: the policy's hit ratio - the best of the `CLASSIC_POLICIES` that ran; None when the
         policy or every classic policy is absent."""
-        by = {(r.policy, r.capacity): r.hit_ratio for r in self.runs}
+        by = self.hit_ratios()
         out: list[float | None] = []
         for c in self.capacities:
             classic = [by[(p, c)] for p in CLASSIC_POLICIES if (p, c) in by]
@@ -1419,7 +1423,7 @@ def verdict(report: CacheSimReport) -> str | None:
             f"best share of the LRU-to-Belady gap closed {max(known):.0%} (goal >= {TARGET_GAP_CLOSED:.0%} at one "
             f"capacity: {'met' if max(known) >= TARGET_GAP_CLOSED else 'MISSED'})"
         )
-    elif {"lru", "belady"} <= {r.policy for r in report.runs}:
+    elif {"lru", "belady"} <= report.policies().keys():
         gap = "no LRU-to-Belady gap at any capacity (LRU is already optimal here: nothing to close)"
     else:
         gap = "gap closed unknown (run lru and belady too)"
