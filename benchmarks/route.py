@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from core.files import PROJECT
+from features.text_kernel import kernel as text_kernel
 from serving.compiled import CompiledTrees, compile_booster
 from serving.router import LightGBMTrees, Router, RouteRequest
 
@@ -267,8 +268,9 @@ def main(
         isinstance(router.trees, CompiledTrees),
     )
     trees = "compiled" if out.compiled else "LightGBM (compiled trees unavailable)"
+    hashing = "C" if router.text is None or text_kernel(router.text.params.n_features) else "Python"
     print(
-        f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, trees: {trees}, one thread"
+        f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, trees: {trees}, text hashing: {hashing}, one thread"
     )
     verdict = "meets" if out.p99_us <= GOAL_P99_US else "MISSES"
     print(

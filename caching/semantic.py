@@ -52,7 +52,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from core.config import Count, Fraction, NonNegativeInt, Share
-from features.text import TextParams, TextSpec, fit_text, request_buckets, text_vector, tfidf_matrix, transform_text
+from features.text import TextParams, TextSpec, bucket_counts, fit_text, text_vector, tfidf_matrix, transform_text
 
 POLITE_PREFIXES = ("Please ", "Can you ", "Could you ", "Hey, ")
 PUNCTUATION = ",.;:!?\"'"
@@ -178,10 +178,9 @@ EMBEDDERS: dict[str, Callable[[TextSpec, Sequence[str]], np.ndarray | sp.csr_mat
 
 
 def tfidf_entries(spec: TextSpec, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-    """One prompt's `tfidf_matrix` row as (buckets, weights), from `request_buckets` (memoised hashing):
-    the per-request path, tested equal to the batch one."""
-    keys = request_buckets(prompt, spec.params.n_features)
-    cols, tf = np.unique(np.fromiter(keys, dtype=np.int64, count=len(keys)), return_counts=True)
+    """One prompt's `tfidf_matrix` row as (buckets, weights), from `bucket_counts` (the C kernel or memoised
+    hashing): the per-request path, tested equal to the batch one."""
+    cols, tf = bucket_counts(prompt, spec.params.n_features)
     w = ((1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)) * spec.idf[cols]
     norm = np.sqrt(np.dot(w, w))
     return cols, (w / norm if norm > 0 else w)

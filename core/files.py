@@ -28,6 +28,11 @@ def in_project(path: Path) -> Path:
     return PROJECT / path
 
 
+def user_cache(name: str) -> Path:
+    """`$XDG_CACHE_HOME/beast/<name>`, else `~/.cache/beast/<name>`: what a machine rebuilds when it is gone."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "beast" / name
+
+
 # errno of a write the file system refused: disk full, quota, read-only, permission, file size limit
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 

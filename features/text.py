@@ -49,6 +49,7 @@ from sklearn.utils import murmurhash3_32
 
 from core.config import Count, NonNegativeInt
 from core.errors import BeastError
+from features.text_kernel import kernel
 
 SPEC_KIND = "beast.features.text"
 SPEC_VERSION = "1"
@@ -258,18 +259,30 @@ def warm_words(words: Sequence[str], n: int) -> None:
             singles.setdefault(w, tuple(vocab.buckets[at : at + int(vocab.text_len[i]) + 1].tolist()))
 
 
+def kernel_bytes(prompt: str) -> bytes:
+    """What the C kernel reads for a prompt: an ASCII prompt as it is (the kernel maps A-Z to a-z and splits at
+    every other byte, as `text_words` does), any other prompt as its `text_words` joined by spaces."""
+    return prompt.encode("ascii") if prompt.isascii() else " ".join(text_words(prompt)).encode("ascii")
+
+
+def bucket_counts(prompt: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct buckets of `text_keys(prompt)` in increasing order and how many keys fall in each (int64),
+    from the C kernel (`features.text_kernel`) when it is built, else from `request_buckets`."""
+    fast = kernel(n)
+    if fast is not None:
+        return fast.one(kernel_bytes(prompt), n)
+    cols, tf = np.unique(np.array(request_buckets(prompt, n), dtype=np.int64), return_counts=True)
+    return cols, tf.astype(np.int64)
+
+
 def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
     """The k text features of one prompt (float32, NaN if None): `transform_text` for a single request,
     without pandas or scipy.sparse (the router's per-request path; tested equal to the batch path)."""
     if prompt is None:
         return np.full(spec.params.k, np.nan, dtype=np.float32)
-    keys = request_buckets(prompt, spec.params.n_features)
-    buckets = np.fromiter(keys, dtype=np.int64, count=len(keys))
-    if len(buckets) == 0:
+    cols, tf = bucket_counts(prompt, spec.params.n_features)
+    if len(cols) == 0:
         return np.zeros(spec.params.k, dtype=np.float32)
-    counts = np.bincount(buckets, minlength=spec.params.n_features)
-    cols = np.flatnonzero(counts)
-    tf = counts[cols]
     w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
     w = w * spec.idf[cols]
     norm = np.sqrt(np.dot(w, w))
@@ -437,6 +450,20 @@ def _batch_buckets(words_of: list[list[str]], n: int) -> tuple[np.ndarray, np.nd
     return rows, np.concatenate([word_buckets, _murmur_aligned(*pair_keys, n)])
 
 
+def _batch_counts(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`bucket_counts` of every text as (text index, bucket, count) arrays, by text then bucket: from the C
+    kernel when it is built, else words looked up once each (`_batch_buckets`) and one sort."""
+    fast = kernel(n)
+    if fast is not None:
+        nnz, cols, tf = fast.many([kernel_bytes(t) for t in texts], n)
+        return np.repeat(np.arange(len(texts)), nnz), cols, tf
+    row_of, buckets = _batch_buckets([text_words(t) for t in texts], n)
+    keys = row_of * n + buckets
+    keys, tf = np.unique(keys.astype(np.int32) if len(texts) * n < 2**31 else keys, return_counts=True)
+    row, cols = np.divmod(keys, n)
+    return row, cols, tf
+
+
 def text_matrix(spec: TextSpec, prompts: Sequence[str | None]) -> np.ndarray:
     """`text_vector` of every prompt (n x k float32, NaN rows for None) over the whole batch at once: words
     hashed once per process, word pairs hashed in numpy, one sort for every prompt's bucket counts, one sparse
@@ -449,10 +476,7 @@ def text_matrix(spec: TextSpec, prompts: Sequence[str | None]) -> np.ndarray:
     rows = [i for i, p in enumerate(prompts) if p is not None]
     if not rows:
         return out
-    row_of, buckets = _batch_buckets([text_words(prompts[i]) for i in rows], nf)
-    keys = row_of * nf + buckets
-    keys, tf = np.unique(keys.astype(np.int32) if len(rows) * nf < 2**31 else keys, return_counts=True)
-    row, cols = np.divmod(keys, nf)
+    row, cols, tf = _batch_counts([prompts[i] for i in rows], nf)
     w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
     w = w * spec.idf[cols]
     norm = np.sqrt(np.bincount(row, weights=w * w, minlength=len(rows)))

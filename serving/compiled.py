@@ -49,6 +49,7 @@ from typing import Protocol
 
 import numpy as np
 
+from core.files import user_cache
 from serving.bundle import BundleError
 from serving.trees import K_ZERO_THRESHOLD
 
@@ -157,8 +158,7 @@ def n_features(model_text: str) -> int:
 
 def cache_dir() -> Path:
     """`$XDG_CACHE_HOME/beast/compiled`, else `~/.cache/beast/compiled`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "beast" / "compiled"
+    return user_cache("compiled")
 
 
 def toolchain() -> str:

@@ -33,6 +33,7 @@ from features.embed import EmbedSpec, Encoder
 from features.model_cards import MODEL_FEATURES
 from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_matrix, prompt_vector, prompt_window
 from features.text import TextSpec, text_matrix, text_vector, warm_words
+from features.text_kernel import kernel as text_kernel
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
 from serving.compiled import load_trees, verify_trees
@@ -716,7 +717,7 @@ class Router:
         if self.embed is not None:  # the piece tokenizer (~0.2 s) and the memos of the tokenizer's words, at load
             words = self.embed.vocabulary_words()
             self.embed.warm(words)
-            if self.text is not None:
+            if self.text is not None and text_kernel(self.text.params.n_features) is None:  # C hashes without memos
                 warm_words(words, self.text.params.n_features)
         k = self.text.params.k if self.text is not None else 0
         k_emb = self.embed.k if self.embed is not None else 0

@@ -134,8 +134,12 @@ def test_training_prompt_features_are_the_router_numbers(prompts) -> None:
     assert _bitwise_equal(frame.to_numpy(), single).all()
 
 
+@pytest.mark.parametrize("hashing", ["c", "python"])
 @pytest.mark.parametrize("params", [TextParams(k=8, n_features=1024), TextParams(sublinear_tf=False, min_df=1)])
-def test_text_matrix_is_text_vector(prompts, params: TextParams) -> None:
+def test_text_matrix_is_text_vector(prompts, params: TextParams, hashing: str, monkeypatch) -> None:
+    """Either hashing path (the C kernel, or Python: no compiler) gives the same features both ways."""
+    if hashing == "python":
+        monkeypatch.setattr("features.text.kernel", lambda n: None)
     spec = fit_text(pd.Series(prompts[:300]), params)
     batch = text_matrix(spec, prompts)
     single = np.vstack([text_vector(spec, p) for p in prompts])

@@ -1,0 +1,146 @@
+/* Steps 2-5 of features/text.py's recipe in C: a text's hashed keys, counted per bucket.
+ *
+ * Words are the maximal runs of [a-z0-9] after mapping A-Z to a-z; every other byte separates words (the
+ * caller passes an ASCII prompt as it is, any other prompt as its NFKC-lowercased words joined by spaces).
+ * Keys per word w: "w:" w, and "c:" p[j..j+2] for j < len(w) with p = " " w " "; per adjacent pair a, b:
+ * "b:" a " " b. Bucket = MurmurHash3 x86 32 (seed 0, blocks read little endian) of the key's bytes, modulo n.
+ * Output: the distinct buckets in increasing order and how many keys fell in each (exact integers, so the
+ * Python float code that follows gives the same numbers as with Python's hashing). Built and loaded by
+ * features/text_kernel.py; no state survives a call, so calls from several threads are safe. */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint8_t word_byte[256]; /* 0 = separator, else the lowercased byte */
+
+static void init_table(void) {
+    for (int c = 0; c < 256; c++) {
+        word_byte[c] = 0;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')) word_byte[c] = (uint8_t)c;
+        if (c >= 'A' && c <= 'Z') word_byte[c] = (uint8_t)(c + 32);
+    }
+}
+
+static inline uint32_t rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static inline uint32_t scramble(uint32_t k) { return rotl(k * 0xCC9E2D51u, 15) * 0x1B873593u; }
+
+static uint32_t murmur3(const uint8_t *key, uint32_t len) {
+    uint32_t h = 0, i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t k = (uint32_t)key[i] | (uint32_t)key[i + 1] << 8 | (uint32_t)key[i + 2] << 16 |
+                     (uint32_t)key[i + 3] << 24;
+        h = rotl(h ^ scramble(k), 13) * 5u + 0xE6546B64u;
+    }
+    uint32_t tail = 0;
+    switch (len & 3) {
+        case 3: tail ^= (uint32_t)key[i + 2] << 16; /* fall through */
+        case 2: tail ^= (uint32_t)key[i + 1] << 8;  /* fall through */
+        case 1: tail ^= key[i]; h ^= scramble(tail);
+    }
+    h ^= len;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+typedef struct {
+    uint32_t n;      /* buckets */
+    uint32_t *count; /* n counters, zero between texts */
+    uint64_t *seen;  /* n bits, zero between texts */
+    uint8_t *key;    /* a key under construction (longest: a pair) */
+} Counter;
+
+static inline void add(Counter *c, const uint8_t *key, uint32_t len) {
+    uint32_t b = murmur3(key, len) % c->n;
+    c->count[b]++;
+    c->seen[b >> 6] |= (uint64_t)1 << (b & 63);
+}
+
+/* Counts one text's keys, then writes its distinct buckets (ascending) and their counts, clearing the state. */
+static int64_t count_text(Counter *c, const uint8_t *text, int64_t len, int32_t *cols, int32_t *tf) {
+    uint8_t *key = c->key;
+    int64_t prev_at = -1, prev_len = 0, i = 0;
+    while (i < len) {
+        if (!word_byte[text[i]]) {
+            i++;
+            continue;
+        }
+        int64_t at = i;
+        while (i < len && word_byte[text[i]]) i++;
+        int64_t wlen = i - at;
+        key[0] = 'w', key[1] = ':';
+        for (int64_t j = 0; j < wlen; j++) key[2 + j] = word_byte[text[at + j]];
+        add(c, key, (uint32_t)(wlen + 2));
+        /* the word now sits at key + 2; "c:" grams of " word " */
+        uint8_t gram[5] = {'c', ':', ' ', 0, 0};
+        for (int64_t j = 0; j < wlen; j++) {
+            gram[2] = j == 0 ? ' ' : key[2 + j - 1];
+            gram[3] = key[2 + j];
+            gram[4] = j + 1 < wlen ? key[2 + j + 1] : ' ';
+            add(c, gram, 5);
+        }
+        if (prev_at >= 0) { /* "b:" prev " " word, built after the word: key = "b:" prev " " word */
+            memmove(key + 2 + prev_len + 1, key + 2, (size_t)wlen);
+            key[0] = 'b', key[1] = ':';
+            for (int64_t j = 0; j < prev_len; j++) key[2 + j] = word_byte[text[prev_at + j]];
+            key[2 + prev_len] = ' ';
+            add(c, key, (uint32_t)(2 + prev_len + 1 + wlen));
+        }
+        prev_at = at, prev_len = wlen;
+    }
+    int64_t m = 0;
+    for (uint32_t w = 0; w < (c->n + 63) / 64; w++) {
+        uint64_t bits = c->seen[w];
+        c->seen[w] = 0;
+        while (bits) {
+            uint32_t b = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            cols[m] = (int32_t)b;
+            tf[m++] = (int32_t)c->count[b];
+            c->count[b] = 0;
+        }
+    }
+    return m;
+}
+
+static int open_counter(Counter *c, uint32_t n, int64_t longest) {
+    static int ready = 0;
+    if (!ready) init_table(), ready = 1; /* idempotent: a race writes the same bytes */
+    c->n = n;
+    c->count = calloc(n, sizeof *c->count);
+    c->seen = calloc((n + 63) / 64, sizeof *c->seen);
+    c->key = malloc((size_t)longest + 8);
+    return c->count && c->seen && c->key;
+}
+
+static void close_counter(Counter *c) {
+    free(c->count);
+    free(c->seen);
+    free(c->key);
+}
+
+/* texts: m texts back to back, text i ending at ends[i]. cols / tf: room for sum over texts of
+ * min(n, 2 * length + 1) entries; nnz[i]: text i's distinct buckets. Returns the total, -1 without memory. */
+int64_t beast_text_counts(const uint8_t *texts, const int64_t *ends, int64_t m, uint32_t n, int32_t *cols,
+                          int32_t *tf, int64_t *nnz) {
+    int64_t longest = 0, start = 0, total = 0;
+    for (int64_t i = 0; i < m; start = ends[i++])
+        if (ends[i] - start > longest) longest = ends[i] - start;
+    Counter c = {0};
+    if (n == 0 || !open_counter(&c, n, longest)) {
+        close_counter(&c);
+        return -1;
+    }
+    start = 0;
+    for (int64_t i = 0; i < m; start = ends[i++]) {
+        nnz[i] = count_text(&c, texts + start, ends[i] - start, cols + total, tf + total);
+        total += nnz[i];
+    }
+    close_counter(&c);
+    return total;
+}

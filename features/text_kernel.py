@@ -1,0 +1,81 @@
+"""The text family's key hashing in C (`text_kernel.c`): each text's distinct buckets and their key counts.
+
+`features.text` uses it when it builds (`core.native`) and otherwise hashes in Python; both give the same
+integers (tested), so features, models and decisions do not depend on which ran. Measured on this 2-core
+machine over 1,500 MMLU prompt windows: see the README's "Text hashing in C".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from core.native import shared_library
+
+SOURCE = Path(__file__).with_name("text_kernel.c")
+_P = ctypes.c_void_p
+MAX_BUCKETS = 1 << 20
+
+
+class TextKernel:
+    """Calls `beast_text_counts`; the input bytes are an ASCII prompt as it is, or a prompt's words joined by
+    spaces (`features.text.kernel_bytes`)."""
+
+    def __init__(self, library: ctypes.CDLL):
+        fn = library.beast_text_counts
+        fn.argtypes = [ctypes.c_char_p, _P, ctypes.c_int64, ctypes.c_uint32, _P, _P, _P]
+        fn.restype = ctypes.c_int64
+        self._fn = fn
+        self._local = threading.local()  # per thread: output buffers of n entries (one text never has more)
+
+    def _buffers(self, n: int) -> tuple:
+        cached = getattr(self._local, "buffers", None)
+        if cached is None or cached[0] != n:
+            cols, tf = np.empty(n, np.int32), np.empty(n, np.int32)
+            ends, nnz = np.empty(1, np.int64), np.empty(1, np.int64)
+            pointers = [a.ctypes.data for a in (cols, tf, ends, nnz)]
+            cached = self._local.buffers = (n, cols, tf, ends, nnz, *pointers)
+        return cached
+
+    def one(self, text: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct buckets ascending, key count of each), both int64."""
+        _, cols, tf, ends, _, p_cols, p_tf, p_ends, p_nnz = self._buffers(n)
+        ends[0] = len(text)
+        m = self._fn(text, p_ends, 1, n, p_cols, p_tf, p_nnz)
+        if m < 0:
+            raise MemoryError("features.text_kernel: out of memory")
+        return cols[:m].astype(np.int64), tf[:m].astype(np.int64)
+
+    def many(self, texts: list[bytes], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct buckets per text, then every text's buckets ascending and their key counts, concatenated)."""
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        ends = np.cumsum(lengths)
+        room = int(np.minimum(n, 2 * lengths + 1).sum())
+        cols, tf, nnz = np.empty(room, np.int32), np.empty(room, np.int32), np.empty(len(texts), np.int64)
+        m = self._fn(
+            b"".join(texts), ends.ctypes.data, len(texts), n, cols.ctypes.data, tf.ctypes.data, nnz.ctypes.data
+        )
+        if m < 0:
+            raise MemoryError("features.text_kernel: out of memory")
+        return nnz, cols[:m].astype(np.int64), tf[:m].astype(np.int64)
+
+
+@functools.cache
+def _loaded() -> TextKernel | None:
+    built = shared_library(SOURCE)
+    if built.library is None:
+        if not built.disabled:
+            warnings.warn(f"features.text: hashing in Python: no C kernel ({built.reason})", stacklevel=2)
+        return None
+    return TextKernel(built.library)
+
+
+def kernel(n: int) -> TextKernel | None:
+    """The kernel for n buckets, built or loaded once per process; None (with one warning unless BEAST_NATIVE=0)
+    without it, and for more than MAX_BUCKETS buckets (its per-call counters would cost more than they save)."""
+    return _loaded() if n <= MAX_BUCKETS else None
