@@ -3,6 +3,9 @@ per-request path (`prompt_vector`, `text_vector`, `Encoder.vector`) against its 
 `text_matrix`, `Encoder.vectors`) on batches of real prompts, and of `Router.request_vector` per request
 against `Router.request_vectors`, on one core.
 
+`text-py` is the text family without its C kernel (`features/text_kernel.c`), the same numbers from
+Python (the path taken without a C compiler or with BEAST_NATIVE=0), timed in the same run: the ratio line.
+
 "first" is the first pass over prompts never seen (the word, pair and piece memos warmed on other prompts
 only: new words, pairs and pieces are hashed / tokenised then); "again" the best of five interleaved
 repeats of the same batch (memos warm: the steady state of a router whose memos hold its traffic's words).
@@ -23,6 +26,7 @@ import pandas as pd
 from core.files import PROJECT
 from features.prompt import prompt_matrix, prompt_vector, prompt_window
 from features.text import text_matrix, text_vector
+from features.text_kernel import kernel
 from serving.router import Router, RouteRequest
 
 SAMPLES = {"alpaca": "alpaca_eval.parquet", "mmlu": "routellm_mmlu.parquet"}
@@ -57,23 +61,35 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
     families = {
         "prompt": (lambda: [prompt_vector(p) for p in prompts], lambda: prompt_matrix(prompts)),
         "text": (lambda: [text_vector(text, w) for w in windows], lambda: text_matrix(text, windows)),
+        "text-py": (  # the same family without its C kernel: the ratio below
+            lambda: [text_vector(text, w, native=False) for w in windows],
+            lambda: text_matrix(text, windows, native=False),
+        ),
         "embed": (lambda: [embed.vector(w) for w in windows], lambda: embed.vectors(windows)),
     }
-    n, total = len(prompts), [0.0, 0.0, 0.0, 0.0]
+    n, total, measured = len(prompts), [0.0, 0.0, 0.0, 0.0], {}
     for family, (single, batched) in families.items():
         times = [_us(single, n), _us(batched, n), float("inf"), float("inf")]  # first passes
         for _ in range(5):  # then interleaved repeats (the machine is shared): the best of each
             times[2], times[3] = min(times[2], _us(single, n)), min(times[3], _us(batched, n))
-        total = [a + b for a, b in zip(total, times, strict=True)]
-        print(f"  {name:6s} {family:6s} " + _row(times))
-    print(f"  {name:6s} {'sum':6s} " + _row(total))
+        measured[family] = times
+        total = [a + b for a, b in zip(total, times, strict=True)] if family != "text-py" else total
+        print(f"  {name:7s} {family:7s} " + _row(times))
+    print(f"  {name:7s} {'sum':7s} " + _row(total) + "   (text-py not counted)")
+    if kernel(text.params.n_features) is not None:
+        ratio = [c / p for c, p in zip(measured["text"], measured["text-py"], strict=True)]
+        first, again = (
+            f"single {ratio[0]:.2f}x  batch {ratio[1]:.2f}x",
+            f"single {ratio[2]:.2f}x  batch {ratio[3]:.2f}x",
+        )
+        print(f"  {name:7s} text in C / text-py (its time in Python): first: {first}   again: {again}")
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     requests = [RouteRequest(prompt=p, task="koala") for p in prompts]
     vec = [float("inf"), float("inf")]
     for _ in range(3):
         vec[0] = min(vec[0], _us(lambda: [router.request_vector(r, now) for r in requests], n))
         vec[1] = min(vec[1], _us(lambda: router.request_vectors(requests, now), n))
-    print(f"  {name:6s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
+    print(f"  {name:7s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
 
 
 def main(bundle: Path = PROJECT / "data" / "bundle", batch: int = 1000) -> None:

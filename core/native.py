@@ -23,7 +23,8 @@ from pathlib import Path
 
 from core.files import user_cache
 
-FLAGS = ("-O2", "-std=gnu99", "-shared", "-fPIC")
+FLAGS = ("-O2", "-std=gnu99", "-ffp-contract=off", "-shared", "-fPIC")  # no FMA: floats round as numpy's
+LIBS = ("-lm",)
 DISABLE_ENV = "BEAST_NATIVE"  # "0": never build or load a kernel
 COMPILE_TIMEOUT_S = 120
 
@@ -53,7 +54,7 @@ def _build(source: Path, compiler: str, out: Path) -> str:
     """Compile `source` into the shared library `out`; "" on success, else the compiler's first error line."""
     try:
         done = subprocess.run(
-            [compiler, *FLAGS, "-o", str(out), str(source)],
+            [compiler, *FLAGS, "-o", str(out), str(source), *LIBS],
             capture_output=True,
             text=True,
             timeout=COMPILE_TIMEOUT_S,
@@ -78,7 +79,7 @@ def shared_library(source: Path, cache: Path | None = None) -> NativeLibrary:
     compiler, version = found
     code = source.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([code, version.encode(), " ".join(FLAGS).encode(), platform.platform().encode()])
+        b"\0".join([code, version.encode(), " ".join(FLAGS + LIBS).encode(), platform.platform().encode()])
     ).hexdigest()
     target = (cache or user_cache("native")) / f"{source.stem}-{key[:32]}.so"
     if target.exists():

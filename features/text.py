@@ -49,7 +49,7 @@ from sklearn.utils import murmurhash3_32
 
 from core.config import Count, NonNegativeInt
 from core.errors import BeastError
-from features.text_kernel import kernel
+from features.text_kernel import LOG_TABLE, TextKernel, VectorArgs, kernel
 
 SPEC_KIND = "beast.features.text"
 SPEC_VERSION = "1"
@@ -83,6 +83,15 @@ class TextSpec:
         """`components` transposed to n_features x k float64, made once per spec: the per-request path
         gathers the rows of a prompt's buckets, each k contiguous numbers."""
         return np.ascontiguousarray(self.components.T, dtype=np.float64)
+
+    @functools.cached_property
+    def kernel_args(self) -> VectorArgs:
+        """What the C kernel reads to compute this spec's features (`features.text_kernel`)."""
+        with np.errstate(divide="ignore"):  # ln 0: the table's unused first entry
+            one_plus_log = 1.0 + np.log(np.arange(LOG_TABLE, dtype=np.int64))  # as text_matrix computes it
+        p = self.params
+        idf = np.ascontiguousarray(self.idf, dtype=np.float64)
+        return VectorArgs(p.n_features, p.k, idf, self.components_t64, one_plus_log, p.sublinear_tf)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -265,22 +274,31 @@ def kernel_bytes(prompt: str) -> bytes:
     return prompt.encode("ascii") if prompt.isascii() else " ".join(text_words(prompt)).encode("ascii")
 
 
-def bucket_counts(prompt: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _kernel(n: int, native: bool) -> TextKernel | None:
+    return kernel(n) if native else None
+
+
+def bucket_counts(prompt: str, n: int, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The distinct buckets of `text_keys(prompt)` in increasing order and how many keys fall in each (int64),
-    from the C kernel (`features.text_kernel`) when it is built, else from `request_buckets`."""
-    fast = kernel(n)
+    from the C kernel (`features.text_kernel`) when it is built and `native`, else from `request_buckets`."""
+    fast = _kernel(n, native)
     if fast is not None:
         return fast.one(kernel_bytes(prompt), n)
     cols, tf = np.unique(np.array(request_buckets(prompt, n), dtype=np.int64), return_counts=True)
     return cols, tf.astype(np.int64)
 
 
-def text_vector(spec: TextSpec, prompt: str | None) -> np.ndarray:
+def text_vector(spec: TextSpec, prompt: str | None, native: bool = True) -> np.ndarray:
     """The k text features of one prompt (float32, NaN if None): `transform_text` for a single request,
-    without pandas or scipy.sparse (the router's per-request path; tested equal to the batch path)."""
+    without pandas or scipy.sparse (the router's per-request path; tested equal to the batch path). One C call
+    when the kernel is built (`text_matrix`'s operations and order), else (or not `native`: the benchmark's
+    Python reference) the buckets' counts and numpy."""
     if prompt is None:
         return np.full(spec.params.k, np.nan, dtype=np.float32)
-    cols, tf = bucket_counts(prompt, spec.params.n_features)
+    fast = _kernel(spec.params.n_features, native)
+    if fast is not None and (done := fast.vector(kernel_bytes(prompt), spec.kernel_args)) is not None:
+        return done
+    cols, tf = bucket_counts(prompt, spec.params.n_features, native)
     if len(cols) == 0:
         return np.zeros(spec.params.k, dtype=np.float32)
     w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
@@ -450,10 +468,10 @@ def _batch_buckets(words_of: list[list[str]], n: int) -> tuple[np.ndarray, np.nd
     return rows, np.concatenate([word_buckets, _murmur_aligned(*pair_keys, n)])
 
 
-def _batch_counts(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batch_counts(texts: list[str], n: int, native: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`bucket_counts` of every text as (text index, bucket, count) arrays, by text then bucket: from the C
-    kernel when it is built, else words looked up once each (`_batch_buckets`) and one sort."""
-    fast = kernel(n)
+    kernel when it is built and `native`, else words looked up once each (`_batch_buckets`) and one sort."""
+    fast = _kernel(n, native)
     if fast is not None:
         nnz, cols, tf = fast.many([kernel_bytes(t) for t in texts], n)
         return np.repeat(np.arange(len(texts)), nnz), cols, tf
@@ -464,19 +482,27 @@ def _batch_counts(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, np.
     return row, cols, tf
 
 
-def text_matrix(spec: TextSpec, prompts: Sequence[str | None]) -> np.ndarray:
-    """`text_vector` of every prompt (n x k float32, NaN rows for None) over the whole batch at once: words
-    hashed once per process, word pairs hashed in numpy, one sort for every prompt's bucket counts, one sparse
-    product for all rows. Same formulas and operations as `text_vector`, but two sums run in another order
-    (the squared norm, sequential here, and the product with the components, sequential per row here and
-    BLAS there), so a number could differ from `text_vector`'s in the last bit of its float64 before the
-    rounding to float32 (on the ~40,000 sample and hostile prompts not one float32 differs; tested)."""
+def text_matrix(spec: TextSpec, prompts: Sequence[str | None], native: bool = True) -> np.ndarray:
+    """`text_vector` of every prompt (n x k float32, NaN rows for None) over the whole batch at once: in one C
+    call when the kernel is built and `native` (the operations below in their order, bit for bit; tested),
+    else words hashed once per process, word pairs hashed in numpy, one sort for every prompt's bucket counts,
+    one sparse product for all rows. `text_vector`'s numpy path runs two sums in another order (the squared
+    norm, sequential here, and the product with the components, sequential per row here and BLAS there), so
+    a number could differ from it in the last bit of its float64 before the rounding to float32 (on the
+    ~40,000 sample and hostile prompts not one float32 differs; tested)."""
     k, nf = spec.params.k, spec.params.n_features
     out = np.full((len(prompts), k), np.nan, dtype=np.float32)
     rows = [i for i, p in enumerate(prompts) if p is not None]
     if not rows:
         return out
-    row, cols, tf = _batch_counts([prompts[i] for i in rows], nf)
+    fast = _kernel(nf, native)
+    if (
+        fast is not None
+        and (done := fast.vectors([kernel_bytes(prompts[i]) for i in rows], spec.kernel_args)) is not None
+    ):
+        out[rows] = done
+        return out
+    row, cols, tf = _batch_counts([prompts[i] for i in rows], nf, native)
     w = (1.0 + np.log(tf)) if spec.params.sublinear_tf else tf.astype(np.float64)
     w = w * spec.idf[cols]
     norm = np.sqrt(np.bincount(row, weights=w * w, minlength=len(rows)))

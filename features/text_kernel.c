@@ -1,13 +1,15 @@
-/* Steps 2-5 of features/text.py's recipe in C: a text's hashed keys, counted per bucket.
+/* Steps 2-7 of features/text.py's recipe in C: a text's hashed keys counted per bucket, then its k features.
  *
  * Words are the maximal runs of [a-z0-9] after mapping A-Z to a-z; every other byte separates words (the
  * caller passes an ASCII prompt as it is, any other prompt as its NFKC-lowercased words joined by spaces).
  * Keys per word w: "w:" w, and "c:" p[j..j+2] for j < len(w) with p = " " w " "; per adjacent pair a, b:
  * "b:" a " " b. Bucket = MurmurHash3 x86 32 (seed 0, blocks read little endian) of the key's bytes, modulo n.
- * Output: the distinct buckets in increasing order and how many keys fell in each (exact integers, so the
- * Python float code that follows gives the same numbers as with Python's hashing). Built and loaded by
+ * beast_text_counts gives the distinct buckets in increasing order and how many keys fell in each (exact
+ * integers, equal to Python's hashing); beast_text_vectors goes on to the float32 features, with the operations
+ * of text_matrix in its order (so its numbers are the training path's, bit for bit). Built and loaded by
  * features/text_kernel.py; no state survives a call, so calls from several threads are safe. */
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,23 +126,72 @@ static void close_counter(Counter *c) {
     free(c->key);
 }
 
+/* The longest of m texts back to back (text i ends at ends[i]). */
+static int64_t longest_text(const int64_t *ends, int64_t m) {
+    int64_t longest = 0, start = 0;
+    for (int64_t i = 0; i < m; start = ends[i++])
+        if (ends[i] - start > longest) longest = ends[i] - start;
+    return longest;
+}
+
 /* texts: m texts back to back, text i ending at ends[i]. cols / tf: room for sum over texts of
  * min(n, 2 * length + 1) entries; nnz[i]: text i's distinct buckets. Returns the total, -1 without memory. */
 int64_t beast_text_counts(const uint8_t *texts, const int64_t *ends, int64_t m, uint32_t n, int32_t *cols,
                           int32_t *tf, int64_t *nnz) {
-    int64_t longest = 0, start = 0, total = 0;
-    for (int64_t i = 0; i < m; start = ends[i++])
-        if (ends[i] - start > longest) longest = ends[i] - start;
+    int64_t start = 0, total = 0;
     Counter c = {0};
-    if (n == 0 || !open_counter(&c, n, longest)) {
+    if (n == 0 || !open_counter(&c, n, longest_text(ends, m))) {
         close_counter(&c);
         return -1;
     }
-    start = 0;
     for (int64_t i = 0; i < m; start = ends[i++]) {
         nnz[i] = count_text(&c, texts + start, ends[i] - start, cols + total, tf + total);
         total += nnz[i];
     }
     close_counter(&c);
     return total;
+}
+
+/* Steps 5-7 as features/text.py's text_matrix computes them, in its order: w = (1 + ln tf) (`sublinear`: read
+ * from `one_plus_log`[tf], which numpy filled) or tf, times idf; norm = sqrt of the sum of w^2 in bucket order;
+ * out[j] = the sum over buckets, in bucket order, of (w / norm) x comp[bucket][j] (comp: n x k float64), as
+ * scipy's CSR product adds, rounded to float32; zeros when norm is 0 (a norm not > 0 divides by 1, as
+ * text_matrix's `safe`). Writes m rows of k floats into `out`. Returns 0, -1 without memory, -2 when a count
+ * reaches `table_len` (the caller then takes its numpy path). Built without FMA contraction: every product
+ * and sum rounds as numpy's and scipy's do. */
+int64_t beast_text_vectors(const uint8_t *texts, const int64_t *ends, int64_t m, uint32_t n, int32_t k,
+                           const double *idf, const double *comp, const double *one_plus_log, int64_t table_len,
+                           int32_t sublinear, float *out) {
+    int64_t start = 0, longest = longest_text(ends, m), status = 0;
+    int64_t room = 2 * longest + 1 < (int64_t)n ? 2 * longest + 1 : (int64_t)n;
+    Counter c = {0};
+    int32_t *cols = malloc((size_t)room * sizeof *cols), *tf = malloc((size_t)room * sizeof *tf);
+    double *w = malloc((size_t)room * sizeof *w), *y = malloc((size_t)k * sizeof *y);
+    if (n == 0 || k <= 0 || !cols || !tf || !w || !y || !open_counter(&c, n, longest)) {
+        status = -1;
+        goto done;
+    }
+    for (int64_t t = 0; t < m; start = ends[t++]) {
+        int64_t nnz = count_text(&c, texts + start, ends[t] - start, cols, tf);
+        double squares = 0.0;
+        for (int64_t i = 0; i < nnz; i++) {
+            if (sublinear && tf[i] >= table_len) {
+                status = -2;
+                goto done;
+            }
+            w[i] = (sublinear ? one_plus_log[tf[i]] : (double)tf[i]) * idf[cols[i]];
+            squares += w[i] * w[i];
+        }
+        double norm = sqrt(squares), safe = norm > 0 ? norm : 1.0;
+        for (int32_t j = 0; j < k; j++) y[j] = 0.0;
+        for (int64_t i = 0; i < nnz; i++) {
+            const double a = w[i] / safe, *row = comp + (int64_t)cols[i] * k;
+            for (int32_t j = 0; j < k; j++) y[j] += a * row[j];
+        }
+        for (int32_t j = 0; j < k; j++) out[t * k + j] = norm == 0 ? 0.0f : (float)y[j];
+    }
+done:
+    close_counter(&c);
+    free(cols), free(tf), free(w), free(y);
+    return status;
 }

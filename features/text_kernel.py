@@ -1,8 +1,8 @@
-"""The text family's key hashing in C (`text_kernel.c`): each text's distinct buckets and their key counts.
+"""The text family in C (`text_kernel.c`): each text's distinct buckets and key counts, and its k features.
 
-`features.text` uses it when it builds (`core.native`) and otherwise hashes in Python; both give the same
-integers (tested), so features, models and decisions do not depend on which ran. Measured on this 2-core
-machine over 1,500 MMLU prompt windows: see the README's "Text hashing in C".
+`features.text` uses it when it builds (`core.native`) and otherwise hashes and sums in Python; the counts
+are the same integers and the features the same float32 bits as the training path's (tested), so features,
+models and decisions do not depend on which ran. Measured: see the README's "Text features in C".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import ctypes
 import functools
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,24 @@ from core.native import shared_library
 SOURCE = Path(__file__).with_name("text_kernel.c")
 _P = ctypes.c_void_p
 MAX_BUCKETS = 1 << 20
+LOG_TABLE = 4096  # 1 + ln(tf) for tf below this is looked up; a text with a larger count takes numpy
+
+
+@dataclass(frozen=True, eq=False)
+class VectorArgs:
+    """A text spec's arrays as `beast_text_vectors` reads them (contiguous float64; kept alive here)."""
+
+    n: int
+    k: int
+    idf: np.ndarray  # n
+    components_t: np.ndarray  # n x k
+    one_plus_log: np.ndarray  # LOG_TABLE: 1 + np.log(t), t = 0 .. LOG_TABLE - 1 (index 0 unused)
+    sublinear: bool
+
+    @functools.cached_property
+    def pointers(self) -> tuple[int, ...]:
+        """n, k and the three arrays' addresses (`.ctypes` builds an object per access: ~1 us each)."""
+        return (self.n, self.k, self.idf.ctypes.data, self.components_t.ctypes.data, self.one_plus_log.ctypes.data)
 
 
 class TextKernel:
@@ -31,7 +50,19 @@ class TextKernel:
         fn.argtypes = [ctypes.c_char_p, _P, ctypes.c_int64, ctypes.c_uint32, _P, _P, _P]
         fn.restype = ctypes.c_int64
         self._fn = fn
+        vec = library.beast_text_vectors
+        vec.argtypes = [ctypes.c_char_p, _P, ctypes.c_int64, ctypes.c_uint32, ctypes.c_int32, _P, _P, _P]
+        vec.argtypes += [ctypes.c_int64, ctypes.c_int32, _P]
+        vec.restype = ctypes.c_int64
+        self._vec = vec
         self._local = threading.local()  # per thread: output buffers of n entries (one text never has more)
+
+    def _one_end(self) -> tuple[np.ndarray, int]:
+        cached = getattr(self._local, "end", None)
+        if cached is None:
+            end = np.empty(1, np.int64)
+            cached = self._local.end = (end, end.ctypes.data)
+        return cached
 
     def _buffers(self, n: int) -> tuple:
         cached = getattr(self._local, "buffers", None)
@@ -63,6 +94,28 @@ class TextKernel:
         if m < 0:
             raise MemoryError("features.text_kernel: out of memory")
         return nnz, cols[:m].astype(np.int64), tf[:m].astype(np.int64)
+
+    def vector(self, text: bytes, args: VectorArgs) -> np.ndarray | None:
+        """`vectors` of one text (k float32), without the batch's array building."""
+        ends, p_ends = self._one_end()
+        ends[0] = len(text)
+        out = np.empty(args.k, np.float32)
+        status = self._vec(text, p_ends, 1, *args.pointers, LOG_TABLE, args.sublinear, out.ctypes.data)
+        if status == -1:
+            raise MemoryError("features.text_kernel: out of memory")
+        return None if status == -2 else out
+
+    def vectors(self, texts: list[bytes], args: VectorArgs) -> np.ndarray | None:
+        """The float32 text features of `texts` (len(texts) x k; steps 5-7 in text_matrix's order), None when a
+        count is beyond the log table (the caller computes those with numpy)."""
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+        out = np.empty((len(texts), args.k), np.float32)
+        status = self._vec(
+            b"".join(texts), ends.ctypes.data, len(texts), *args.pointers, LOG_TABLE, args.sublinear, out.ctypes.data
+        )
+        if status == -1:
+            raise MemoryError("features.text_kernel: out of memory")
+        return None if status == -2 else out
 
 
 @functools.cache

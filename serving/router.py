@@ -608,11 +608,11 @@ def tree_evaluator(
 class FeatureLayout:
     """How a predictor's feature matrix is filled: a template (one row per candidate, candidate columns
     set, everything else NaN) and where each request-level value goes. Per request the router copies the
-    template and scatters one vector into it: microseconds, against ~100 us for a dict-built matrix."""
+    template and copies the request vector into it run by run: microseconds, against ~100 us for a
+    dict-built matrix."""
 
     template: np.ndarray  # n_candidates x n_features, float64, C order
-    dst: np.ndarray  # column indices in the predictor's order
-    src: np.ndarray  # indices into the request vector
+    runs: tuple[tuple[slice, slice], ...]  # (columns in the predictor's order, slots of the request vector)
 
     @classmethod
     def make(
@@ -625,14 +625,13 @@ class FeatureLayout:
                 template[:, j] = candidate[name]
         slot = {name: i for i, name in enumerate(request)}
         pairs = [(j, slot[name]) for j, name in enumerate(names) if name in slot and name not in candidate]
-        return cls(
-            template, np.array([j for j, _ in pairs], dtype=np.intp), np.array([i for _, i in pairs], dtype=np.intp)
-        )
+        return cls(template, _runs(pairs))
 
     def fill(self, out: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        """`out` (template-shaped, reused) set to the template with the request's values scattered in."""
+        """`out` (template-shaped, reused) set to the template with the request's values copied in."""
         np.copyto(out, self.template)
-        out[:, self.dst] = vector[self.src]
+        for columns, slots in self.runs:
+            out[:, columns] = vector[slots]
         return out
 
     def fill_many(self, vectors: np.ndarray) -> np.ndarray:
@@ -641,8 +640,21 @@ class FeatureLayout:
         (no strided copy per head)."""
         out = np.empty((len(self.template), len(vectors), self.template.shape[1]))
         out[:] = self.template[:, None, :]
-        out[:, :, self.dst] = vectors[None, :, self.src]
+        for columns, slots in self.runs:
+            out[:, :, columns] = vectors[None, :, slots]
         return out
+
+
+def _runs(pairs: Sequence[tuple[int, int]]) -> tuple[tuple[slice, slice], ...]:
+    """(column, slot) pairs as maximal runs where both advance by one: slice copies instead of fancy indexing
+    (the quality layout is 2 runs, the cost layout 3; a batch fills in ~0.4x the time)."""
+    runs: list[list[int]] = []  # [first column, first slot, length]
+    for j, i in pairs:
+        if runs and j == runs[-1][0] + runs[-1][2] and i == runs[-1][1] + runs[-1][2]:
+            runs[-1][2] += 1
+        else:
+            runs.append([j, i, 1])
+    return tuple((slice(j, j + n), slice(i, i + n)) for j, i, n in runs)
 
 
 def input_tokens(request: RouteRequest) -> int:
@@ -860,7 +872,7 @@ class Router:
         return self.c_layout.fill(np.empty_like(self.c_layout.template), vector)
 
     def _usd(self, tokens: np.ndarray, log_out: np.ndarray) -> np.ndarray:
-        out_tokens = np.clip(np.expm1(log_out), 0, None)
+        out_tokens = np.maximum(np.expm1(log_out), 0.0)  # np.clip's Python wrapper costs ~5 us a request
         return (tokens * self.price_in + out_tokens * self.price_out) / 1e6
 
     def predict(self, request: RouteRequest) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,16 @@ from conftest import ROOT
 import features.text_kernel as tk
 from core import native
 from features.prompt import prompt_window
-from features.text import bucket, bucket_counts, kernel_bytes, text_keys
+from features.text import (
+    TextParams,
+    bucket,
+    bucket_counts,
+    fit_text,
+    kernel_bytes,
+    text_keys,
+    text_matrix,
+    text_vector,
+)
 
 needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler here")
 
@@ -88,6 +97,35 @@ def test_without_the_kernel_python_counts_the_same(prompts, monkeypatch) -> None
     for prompt in prompts[::50]:
         for got, want in zip(bucket_counts(prompt, 4096), _definition(prompt, 4096), strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+class _CountsOnly:
+    """The kernel with its features step taken away: `features.text` then runs its numpy / scipy steps 5-7."""
+
+    def __init__(self, fast: tk.TextKernel):
+        self.one, self.many = fast.one, fast.many
+
+    def vector(self, text, args):
+        return None
+
+    vectors = vector
+
+
+@needs_cc
+@pytest.mark.parametrize("params", [TextParams(k=8, n_features=1024), TextParams(sublinear_tf=False, min_df=1)])
+def test_the_kernels_features_are_the_training_paths_bit_for_bit(prompts, params: TextParams, monkeypatch) -> None:
+    """Steps 5-7 in C (`beast_text_vectors`) give text_matrix's scipy numbers exactly, one text or many."""
+    spec = fit_text(pd.Series(prompts[:400]), params)
+    texts = [*prompts, "a " * 5000]  # "w:a" 5,000 times: beyond the log table, so numpy computes that row
+    fast = tk.kernel(params.n_features)
+    c_many, c_one = text_matrix(spec, texts), np.vstack([text_vector(spec, t) for t in texts])
+    assert (fast.vector(kernel_bytes(texts[-1]), spec.kernel_args) is None) == params.sublinear_tf
+    monkeypatch.setattr("features.text.kernel", lambda n: _CountsOnly(fast))
+    scipy_many = text_matrix(spec, texts)
+    for got in (c_many, c_one):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), scipy_many.view(np.uint32))
+    assert (np.abs(c_one).sum(axis=1) > 0.1).mean() > 0.95  # real features, not zeros
 
 
 def test_a_missing_kernel_is_said_once_unless_disabled(monkeypatch) -> None:

@@ -15,7 +15,7 @@ from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
 from models.quality import quality_rows
 from serving.bundle import BundleError
-from serving.router import BATCH_MIN, DecisionCode, Router, RouteRequest, Threshold, Tradeoff
+from serving.router import BATCH_MIN, DecisionCode, FeatureLayout, Router, RouteRequest, Threshold, Tradeoff
 
 EDGE_PROMPTS = [
     "",
@@ -513,3 +513,20 @@ def test_router_load_honours_the_bundle_key_from_the_environment(
     assert Router.load(copy).models == routed[2].models
     with pytest.raises(BundleError, match="signature mismatch"):
         Router.load(copy, key=b"a different key of 16+ bytes")
+
+
+def test_a_feature_layout_copies_request_slots_run_by_run() -> None:
+    """Columns c0 (candidate), r0, r2, r3, c1, r1: the request slots go in as runs [r0] and [r2, r3] and [r1],
+    the candidate columns from the template, one row per candidate; a batch is candidate-major."""
+    names = ["c0", "r0", "r2", "r3", "c1", "r1"]
+    layout = FeatureLayout.make(
+        names, {"c0": np.array([1.0, 2.0]), "c1": np.array([3.0, 4.0])}, ["r0", "r1", "r2", "r3"], 2
+    )
+    assert layout.runs == ((slice(1, 2), slice(0, 1)), (slice(2, 4), slice(2, 4)), (slice(5, 6), slice(1, 2)))
+    vector = np.array([10.0, 11.0, 12.0, 13.0])
+    want = np.array([[1, 10, 12, 13, 3, 11], [2, 10, 12, 13, 4, 11]], dtype=float)
+    np.testing.assert_array_equal(layout.fill(np.empty((2, 6)), vector), want)
+    batch = layout.fill_many(np.vstack([vector, vector + 100]))
+    assert batch.shape == (2, 2, 6) and batch.flags.c_contiguous
+    np.testing.assert_array_equal(batch[:, 0], want)
+    np.testing.assert_array_equal(batch[:, 1], want + np.array([0, 100, 100, 100, 0, 100]))
