@@ -32,13 +32,14 @@ class VectorArgs:
     k: int
     idf: np.ndarray  # n
     components_t: np.ndarray  # n x k
-    one_plus_log: np.ndarray  # LOG_TABLE: 1 + np.log(t), t = 0 .. LOG_TABLE - 1 (index 0 unused)
+    one_plus_log: np.ndarray  # 1 + np.log(t), t = 0, 1, ... (index 0 unused); its length bounds the counts
     sublinear: bool
 
     @functools.cached_property
-    def pointers(self) -> tuple[int, ...]:
-        """n, k and the three arrays' addresses (`.ctypes` builds an object per access: ~1 us each)."""
-        return (self.n, self.k, self.idf.ctypes.data, self.components_t.ctypes.data, self.one_plus_log.ctypes.data)
+    def arguments(self) -> tuple[int, ...]:
+        """`beast_text_vectors`' arguments from n to sublinear (`.ctypes` builds an object per access: ~1 us)."""
+        arrays = (self.idf, self.components_t, self.one_plus_log)
+        return (self.n, self.k, *(a.ctypes.data for a in arrays), len(self.one_plus_log), self.sublinear)
 
 
 class TextKernel:
@@ -100,7 +101,7 @@ class TextKernel:
         ends, p_ends = self._one_end()
         ends[0] = len(text)
         out = np.empty(args.k, np.float32)
-        status = self._vec(text, p_ends, 1, *args.pointers, LOG_TABLE, args.sublinear, out.ctypes.data)
+        status = self._vec(text, p_ends, 1, *args.arguments, out.ctypes.data)
         if status == -1:
             raise MemoryError("features.text_kernel: out of memory")
         return None if status == -2 else out
@@ -110,9 +111,7 @@ class TextKernel:
         count is beyond the log table (the caller computes those with numpy)."""
         ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
         out = np.empty((len(texts), args.k), np.float32)
-        status = self._vec(
-            b"".join(texts), ends.ctypes.data, len(texts), *args.pointers, LOG_TABLE, args.sublinear, out.ctypes.data
-        )
+        status = self._vec(b"".join(texts), ends.ctypes.data, len(texts), *args.arguments, out.ctypes.data)
         if status == -1:
             raise MemoryError("features.text_kernel: out of memory")
         return None if status == -2 else out
