@@ -60,6 +60,10 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
         embed.vector(w)
     families = {
         "prompt": (lambda: [prompt_vector(p) for p in prompts], lambda: prompt_matrix(prompts)),
+        "prompt-py": (  # the same family with its regexes (no C kernel): the ratio below
+            lambda: [prompt_vector(p, native=False) for p in prompts],
+            lambda: prompt_matrix(prompts, native=False),
+        ),
         "text": (lambda: [text_vector(text, w) for w in windows], lambda: text_matrix(text, windows)),
         "text-py": (  # the same family without its C kernel: the ratio below
             lambda: [text_vector(text, w, native=False) for w in windows],
@@ -73,23 +77,24 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
         for _ in range(5):  # then interleaved repeats (the machine is shared): the best of each
             times[2], times[3] = min(times[2], _us(single, n)), min(times[3], _us(batched, n))
         measured[family] = times
-        total = [a + b for a, b in zip(total, times, strict=True)] if family != "text-py" else total
-        print(f"  {name:7s} {family:7s} " + _row(times))
-    print(f"  {name:7s} {'sum':7s} " + _row(total) + "   (text-py not counted)")
-    if kernel(text.params.n_features) is not None:
-        ratio = [c / p for c, p in zip(measured["text"], measured["text-py"], strict=True)]
+        total = [a + b for a, b in zip(total, times, strict=True)] if not family.endswith("-py") else total
+        print(f"  {name:9s} {family:9s} " + _row(times))
+    print(f"  {name:9s} {'sum':9s} " + _row(total) + "   (the -py rows not counted)")
+    in_c = {"text": kernel(text.params.n_features) is not None, "prompt": router.prompt_counts_in_c}
+    for family in (f for f, built in in_c.items() if built):
+        ratio = [c / p for c, p in zip(measured[family], measured[f"{family}-py"], strict=True)]
         first, again = (
             f"single {ratio[0]:.2f}x  batch {ratio[1]:.2f}x",
             f"single {ratio[2]:.2f}x  batch {ratio[3]:.2f}x",
         )
-        print(f"  {name:7s} text in C / text-py (its time in Python): first: {first}   again: {again}")
+        print(f"  {name:9s} {family} in C / {family}-py (its time in Python): first: {first}   again: {again}")
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     requests = [RouteRequest(prompt=p, task="koala") for p in prompts]
     vec = [float("inf"), float("inf")]
     for _ in range(3):
         vec[0] = min(vec[0], _us(lambda: [router.request_vector(r, now) for r in requests], n))
         vec[1] = min(vec[1], _us(lambda: router.request_vectors(requests, now), n))
-    print(f"  {name:7s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
+    print(f"  {name:9s} request_vector(s), again: single {vec[0]:6.1f}  batch {vec[1]:6.1f}   ({n} prompts)")
 
 
 def main(bundle: Path = PROJECT / "data" / "bundle", batch: int = 1000) -> None:

@@ -268,9 +268,13 @@ def main(
         isinstance(router.trees, CompiledTrees),
     )
     trees = "compiled" if out.compiled else "LightGBM (compiled trees unavailable)"
-    hashing = "C" if router.text is None or text_kernel(router.text.params.n_features) else "Python"
+    if router.text is None:
+        hashing = "none (no text features)"
+    else:
+        hashing = "C" if text_kernel(router.text.params.n_features) else "Python"
+    counts = "C" if router.prompt_counts_in_c else "regexes"
     print(
-        f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, trees: {trees}, text hashing: {hashing}, one thread"
+        f"{out.requests} AlpacaEval prompts over {out.candidates} candidates, quality heads: {router.heads}, trees: {trees}, text hashing: {hashing}, prompt counts: {counts}, one thread"
     )
     verdict = "meets" if out.p99_us <= GOAL_P99_US else "MISSES"
     print(

@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +108,12 @@ def _load(path: Path) -> NativeLibrary:
         return NativeLibrary(ctypes.CDLL(str(path)))
     except OSError as exc:
         return NativeLibrary(None, f"cannot load {path.name}: {exc}")
+
+
+def library_or_warn(source: Path, fallback: str) -> ctypes.CDLL | None:
+    """`shared_library(source)`'s library, else None and one warning "{fallback}: no C kernel (why)" (none when
+    `BEAST_NATIVE=0` said so): for a module binding a kernel, once per process."""
+    built = shared_library(source)
+    if built.library is None and not built.disabled:
+        warnings.warn(f"{fallback}: no C kernel ({built.reason})", stacklevel=3)
+    return built.library

@@ -40,11 +40,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.prompt_kernel import PromptKernel, PromptSetup, load_kernel
+
 CHARS_PER_TOKEN = 4  # same rule as traces.importers.estimate_tokens
 WINDOW_HEAD = 192  # code points of a long prompt's start that its features read
 WINDOW_TAIL = 192  # ... and of its end (serving/js/features.mjs holds the same numbers; tested)
 WINDOW_JOIN = "\n"  # between head and tail: a word cut at either end stays a word of its own
 CHARS_CAP = 65_536  # `chars` counts code points up to this (the longest sample prompt has 4,868)
+ASTRAL_SAMPLE = "\U00010000"  # every code point above the BMP is in the classes this one is in (tested)
 
 
 def capped_chars(prompt: str) -> float:
@@ -79,6 +82,9 @@ _MATH_WORDS = (
     "arithmetic", "algebra", "geometry", "calculus", "math", "maths", "mathematics", "mathematical",
     "percent", "percentage",
 )  # fmt: skip
+_LATEX = ("frac", "sqrt", "sum", "int", "prod", "lim", "cdot", "times", "div", "pi", "alpha", "beta", "theta", "infty", "leq", "geq", "neq")  # fmt: skip
+_ROLES = ("user", "human", "assistant")
+_PLEASE = "please"
 _CODE_KEYWORDS = ("def", "class", "import", "return", "function", "const", "var", "public", "private", "void", "elif")
 
 
@@ -99,7 +105,7 @@ _CODE_REST = (
 )
 _MATH_PARTS = (  # an operator between operands | a LaTeX command | a math word
     r"[0-9a-z)][ \t]*[+*^=\u00d7\u00f7][ \t]*[0-9a-z(]",
-    r"\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|div|pi|alpha|beta|theta|infty|leq|geq|neq)",
+    r"\\" + _words(_LATEX),
     r"(?:^|[^a-z])" + _words(_MATH_WORDS) + r"(?:[^a-z]|$)",
 )
 
@@ -117,7 +123,7 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "question_end": (r"[?\uff1f][ \t\n\r]*$", False),
     "wh_start": (_LEAD + _words(_WH) + r"(?:[^a-z]|$)", True),
     "wh_any": (r"(?:^|[^a-z])(" + "|".join(_WH) + r")(?:[^a-z]|$)", True),
-    "imperative": (_LEAD + r"(?:please[ \t,]+)?" + _words(_IMPERATIVES) + r"(?:[^a-z]|$)", True),
+    "imperative": (_LEAD + r"(?:" + _PLEASE + r"[ \t,]+)?" + _words(_IMPERATIVES) + r"(?:[^a-z]|$)", True),
     "non_ascii": (r"[^\x00-\x7f]", False),
     "latin": (r"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]", False),
     "cjk": (r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]", False),
@@ -125,7 +131,7 @@ PATTERNS: dict[str, tuple[str, bool]] = {
     "arabic": (r"[\u0600-\u06ff\u0750-\u077f]", False),
     "upper": (r"[A-Z]", False),
     "letter": (r"[A-Za-z]", False),
-    "turn": (r"(?:^|\n)[ \t]*(?:user|human|assistant)[ \t]*:", True),
+    "turn": (r"(?:^|\n)[ \t]*" + _words(_ROLES) + r"[ \t]*:", True),
 }
 
 
@@ -294,14 +300,18 @@ def _count(name: str, rx: re.Pattern[str], text: str, ascii_bytes: bytes | None)
     return float(len(rx.findall(text)))
 
 
-def prompt_vector(prompt: str | None) -> np.ndarray:
-    """`PROMPT_FEATURES` of one prompt as float64 (NaN if None): the router's per-request path, the same
-    regexes and `_row` as `prompt_features` without pandas (tens of microseconds, not milliseconds)."""
+def prompt_vector(prompt: str | None, native: bool = True) -> np.ndarray:
+    """`PROMPT_FEATURES` of one prompt as float64 (NaN if None): the router's per-request path. Its window goes
+    through the C kernel when it is built and `native` (microseconds), else the regexes and `_row` below (tens of
+    microseconds; the reference the kernel is tested equal to, bit for bit)."""
     if prompt is None:
         return np.full(len(PROMPT_FEATURES), np.nan)
     text = prompt_window(prompt)
-    lower = text.lower()
+    fast = _kernel(native)
+    if fast is not None:
+        return fast.row(text, capped_chars(prompt))
     raw = text.encode("ascii") if text.isascii() else None
+    lower = text.lower()
     n = {name: _count(name, rx, lower if is_lower else text, raw) for name, rx, is_lower in _COUNTED}
     first = _COMPILED["wh_any"][0].search(lower)
     outside = len(_COMPILED["fenced_block"][0].sub("", text))
@@ -335,14 +345,34 @@ def _char_bits(char: str) -> int:
 
 
 @functools.cache
+def _built_kernel() -> PromptKernel | None:
+    """The C kernel (`features.prompt_kernel`) told this module's word lists and classes; once per process."""
+    words = (_WH, _IMPERATIVES, _MATH_WORDS, _LATEX, _CODE_KEYWORDS, _ROLES, (_PLEASE,))
+    bmp = _bmp_tables()[0].astype(np.uint16)
+    return load_kernel(PromptSetup(PROMPT_FEATURES, words, _BIT_NAMES, bmp, _char_bits(ASTRAL_SAMPLE)))
+
+
+def _kernel(native: bool) -> PromptKernel | None:
+    return _built_kernel() if native else None
+
+
+def counted_in_c() -> bool:
+    """Whether this process counts prompt features in C; loads the kernel and its class tables (tens of
+    milliseconds) now, so a router calls it at load rather than paying it on its first request."""
+    return _built_kernel() is not None
+
+
+@functools.cache
 def _bmp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The class bits of every BMP code point (bit j: `_BIT_NAMES[j]` matches it), the distinct bit patterns,
     and each possible pattern's index among them (-1: no BMP code point has it). Built once per process from
-    the regexes: every match of a one-character class (or of `word`'s runs) covers members only."""
-    every = "".join(map(chr, range(0x10000)))
+    the regexes: every match of a one-character class's runs (`word` is one already) covers members only, and
+    runs make a few matches where single characters made 65,408 (non_ascii): ~10 ms instead of ~90."""
+    every = np.arange(0x10000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     bits = np.zeros(0x10000, dtype=np.int64)
     for j, name in enumerate(_BIT_NAMES):
-        spans = np.array([m.span() for m in _COMPILED[name][0].finditer(every)], dtype=np.int64).reshape(-1, 2)
+        runs = _COMPILED[name][0] if name == "word" else re.compile(f"(?:{PATTERNS[name][0]})+")
+        spans = np.array([m.span() for m in runs.finditer(every)], dtype=np.int64).reshape(-1, 2)
         cover = np.zeros(0x10001, dtype=np.int64)
         cover[spans[:, 0]] += 1
         cover[spans[:, 1]] -= 1
@@ -425,10 +455,19 @@ def _utf8(text: str) -> bool:
 _CHUNK = 8192  # windows per numpy / RE2 pass (at most ~4 MB of code points each)
 
 
-def prompt_matrix(prompts: Sequence[str | None]) -> np.ndarray:
+def prompt_matrix(prompts: Sequence[str | None], native: bool = True) -> np.ndarray:
     """`prompt_vector` of every prompt (n x `PROMPT_FEATURES`, float64; row i is bit for bit
-    `prompt_vector(prompts[i])`), computed over the whole batch at once (see the comment above)."""
+    `prompt_vector(prompts[i])`): in one C kernel call when it is built and `native`, else over the whole batch
+    at once with numpy and RE2 (see the comment above)."""
     out = np.full((len(prompts), len(PROMPT_FEATURES)), np.nan)
+    fast = _kernel(native)
+    if fast is not None:
+        rows = [i for i, prompt in enumerate(prompts) if prompt is not None]
+        chars = np.array([capped_chars(prompts[i]) for i in rows], dtype=np.float64)
+        for at in range(0, len(rows), _CHUNK):
+            chunk = rows[at : at + _CHUNK]
+            out[chunk] = fast.rows([prompt_window(prompts[i]) for i in chunk], chars[at : at + _CHUNK])
+        return out
     rows, texts = [], []
     for i, prompt in enumerate(prompts):
         if prompt is None:
@@ -438,7 +477,7 @@ def prompt_matrix(prompts: Sequence[str | None]) -> np.ndarray:
             rows.append(i)
             texts.append(text)
         else:
-            out[i] = prompt_vector(prompt)
+            out[i] = prompt_vector(prompt, native)
     chars = np.array([capped_chars(prompts[i]) for i in rows], dtype=np.float64)
     for at in range(0, len(texts), _CHUNK):  # bounded memory for a training set's millions of prompts
         out[rows[at : at + _CHUNK]] = _window_rows(texts[at : at + _CHUNK], chars[at : at + _CHUNK])

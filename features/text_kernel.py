@@ -10,13 +10,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.native import shared_library
+from core.native import library_or_warn
 
 SOURCE = Path(__file__).with_name("text_kernel.c")
 _P = ctypes.c_void_p
@@ -42,9 +41,21 @@ class VectorArgs:
         return (self.n, self.k, *(a.ctypes.data for a in arrays), len(self.one_plus_log), self.sublinear)
 
 
+def _checked(status: int) -> int:
+    """A kernel's return value: -1 (an allocation failed) raises; anything else is the caller's to read."""
+    if status == -1:
+        raise MemoryError("features.text_kernel: out of memory")
+    return status
+
+
+def _joined(texts: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """A batch as the kernels read it: the texts back to back and each text's end offset."""
+    return b"".join(texts), np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+
+
 class TextKernel:
-    """Calls `beast_text_counts`; the input bytes are an ASCII prompt as it is, or a prompt's words joined by
-    spaces (`features.text.kernel_bytes`)."""
+    """Calls `beast_text_counts` (buckets and key counts) and `beast_text_vectors` (the k features); the input
+    bytes are an ASCII prompt as it is, or a prompt's words joined by spaces (`features.text.kernel_bytes`)."""
 
     def __init__(self, library: ctypes.CDLL):
         fn = library.beast_text_counts
@@ -56,14 +67,7 @@ class TextKernel:
         vec.argtypes += [ctypes.c_int64, ctypes.c_int32, _P]
         vec.restype = ctypes.c_int64
         self._vec = vec
-        self._local = threading.local()  # per thread: output buffers of n entries (one text never has more)
-
-    def _one_end(self) -> tuple[np.ndarray, int]:
-        cached = getattr(self._local, "end", None)
-        if cached is None:
-            end = np.empty(1, np.int64)
-            cached = self._local.end = (end, end.ctypes.data)
-        return cached
+        self._local = threading.local()  # per thread: one text's end offset and output buffers of n entries
 
     def _buffers(self, n: int) -> tuple:
         cached = getattr(self._local, "buffers", None)
@@ -78,53 +82,39 @@ class TextKernel:
         """(distinct buckets ascending, key count of each), both int64."""
         _, cols, tf, ends, _, p_cols, p_tf, p_ends, p_nnz = self._buffers(n)
         ends[0] = len(text)
-        m = self._fn(text, p_ends, 1, n, p_cols, p_tf, p_nnz)
-        if m < 0:
-            raise MemoryError("features.text_kernel: out of memory")
+        m = _checked(self._fn(text, p_ends, 1, n, p_cols, p_tf, p_nnz))
         return cols[:m].astype(np.int64), tf[:m].astype(np.int64)
 
     def many(self, texts: list[bytes], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(distinct buckets per text, then every text's buckets ascending and their key counts, concatenated)."""
-        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        ends = np.cumsum(lengths)
-        room = int(np.minimum(n, 2 * lengths + 1).sum())
+        joined, ends = _joined(texts)
+        room = int(np.minimum(n, 2 * np.diff(ends, prepend=0) + 1).sum())
         cols, tf, nnz = np.empty(room, np.int32), np.empty(room, np.int32), np.empty(len(texts), np.int64)
-        m = self._fn(
-            b"".join(texts), ends.ctypes.data, len(texts), n, cols.ctypes.data, tf.ctypes.data, nnz.ctypes.data
-        )
-        if m < 0:
-            raise MemoryError("features.text_kernel: out of memory")
+        pointers = (cols.ctypes.data, tf.ctypes.data, nnz.ctypes.data)
+        m = _checked(self._fn(joined, ends.ctypes.data, len(texts), n, *pointers))
         return nnz, cols[:m].astype(np.int64), tf[:m].astype(np.int64)
 
     def vector(self, text: bytes, args: VectorArgs) -> np.ndarray | None:
         """`vectors` of one text (k float32), without the batch's array building."""
-        ends, p_ends = self._one_end()
+        _, _, _, ends, _, _, _, p_ends, _ = self._buffers(args.n)
         ends[0] = len(text)
         out = np.empty(args.k, np.float32)
-        status = self._vec(text, p_ends, 1, *args.arguments, out.ctypes.data)
-        if status == -1:
-            raise MemoryError("features.text_kernel: out of memory")
+        status = _checked(self._vec(text, p_ends, 1, *args.arguments, out.ctypes.data))
         return None if status == -2 else out
 
     def vectors(self, texts: list[bytes], args: VectorArgs) -> np.ndarray | None:
         """The float32 text features of `texts` (len(texts) x k; steps 5-7 in text_matrix's order), None when a
         count is beyond the log table (the caller computes those with numpy)."""
-        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+        joined, ends = _joined(texts)
         out = np.empty((len(texts), args.k), np.float32)
-        status = self._vec(b"".join(texts), ends.ctypes.data, len(texts), *args.arguments, out.ctypes.data)
-        if status == -1:
-            raise MemoryError("features.text_kernel: out of memory")
+        status = _checked(self._vec(joined, ends.ctypes.data, len(texts), *args.arguments, out.ctypes.data))
         return None if status == -2 else out
 
 
 @functools.cache
 def _loaded() -> TextKernel | None:
-    built = shared_library(SOURCE)
-    if built.library is None:
-        if not built.disabled:
-            warnings.warn(f"features.text: hashing in Python: no C kernel ({built.reason})", stacklevel=2)
-        return None
-    return TextKernel(built.library)
+    library = library_or_warn(SOURCE, "features.text: hashing in Python")
+    return None if library is None else TextKernel(library)
 
 
 def kernel(n: int) -> TextKernel | None:

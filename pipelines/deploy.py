@@ -34,6 +34,8 @@ def main(params_file: str = "params.yaml") -> None:
             "deploy: PREFECT_API_URL is not set; start a server with `make prefect-server` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     items = deployments(params_file)
+    for item in items:  # registered before "serving" is said: a client reading that line finds both (serve re-applies)
+        item.apply()
     print(
         f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in items)} on {os.environ['PREFECT_API_URL']} (Ctrl-C stops)",
         flush=True,

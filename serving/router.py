@@ -31,7 +31,14 @@ import numpy as np
 from core.errors import BeastError
 from features.embed import EmbedSpec, Encoder
 from features.model_cards import MODEL_FEATURES
-from features.prompt import CHARS_PER_TOKEN, PROMPT_FEATURES, prompt_matrix, prompt_vector, prompt_window
+from features.prompt import (
+    CHARS_PER_TOKEN,
+    PROMPT_FEATURES,
+    counted_in_c,
+    prompt_matrix,
+    prompt_vector,
+    prompt_window,
+)
 from features.text import TextSpec, text_matrix, text_vector, warm_words
 from features.text_kernel import kernel as text_kernel
 from serving.budget import BudgetFile
@@ -724,6 +731,7 @@ class Router:
         self.fallback = tuple(m for m in order if m in self.models)
         self.breaker = CircuitBreaker(**breaker)
         spec = bundle.feature_spec()
+        self.prompt_counts_in_c = counted_in_c()  # the kernel is loaded here, not on the first request
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         self.embed = _encoder(bundle)
         if self.embed is not None:  # the piece tokenizer (~0.2 s) and the memos of the tokenizer's words, at load

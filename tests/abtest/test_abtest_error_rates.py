@@ -417,7 +417,6 @@ def test_srm_false_alarm_rate_on_a_50_50_split() -> None:
 # ------------------------------------------------------------------------------------- 5. the gate, A/A
 
 GATE_ROWS = 300  # per arm
-GATE_BUDGET_S = 30.0
 
 
 def _gate_experiments(rng: np.random.Generator, reps: int) -> list[pd.DataFrame]:
@@ -447,8 +446,8 @@ def test_gate_false_promotion_rate_on_aa_experiments() -> None:
     """2,000 seeded A/A experiments, 300 rows per arm, quality margin 0 (so A/A sits on the boundary of the
     quality H0) and generous error / cost margins (0.5 and 100%) so that quality decides: the gate may
     promote in <= alpha + 2 SE, fixed-horizon and with ``sequential=True`` (single look, always-valid
-    p-value). 2,000 decide() calls take ~ 9 s per mode here (~ 4.5 ms each), inside the 30 s budget per
-    mode; on a slower machine the loop stops at as many as fit in 30 s, never fewer than 1,000.
+    p-value). Every one of the 2,000 is decided on every machine (~4.5-16 ms each): a time budget used to stop
+    the loop early on a slow machine, so the count and the rate depended on the machine (1,817 gave 0.0633).
     Measured with seed 0: fixed-horizon 0.0585 (near the top of the band by chance: the gate's quality test,
     non_inferiority at margin 0 on the same design, rejects 0.0518 of 20,000 experiments with another
     seed), sequential 0.0015."""
@@ -456,11 +455,8 @@ def test_gate_false_promotion_rate_on_aa_experiments() -> None:
     loose = {"quality_margin": 0.0, "error_rate_margin": 0.5, "cost_margin": 1.0}
     rates = {}
     for label, params in [("fixed", GateParams(**loose)), ("sequential", GateParams(sequential=True, **loose))]:
-        start, decisions = time.perf_counter(), []
-        for frame in frames:
-            decisions.append(decide(frame, params))
-            if time.perf_counter() - start > GATE_BUDGET_S and len(decisions) >= 1000:
-                break
+        start = time.perf_counter()
+        decisions = [decide(frame, params) for frame in frames]
         reps = len(decisions)
         se = math.sqrt(ALPHA * (1 - ALPHA) / reps)
         # errors and cost always pass (so the quality test alone decides) and nothing else blocks

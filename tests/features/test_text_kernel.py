@@ -130,12 +130,12 @@ def test_the_kernels_features_are_the_training_paths_bit_for_bit(prompts, params
 
 def test_a_missing_kernel_is_said_once_unless_disabled(monkeypatch) -> None:
     monkeypatch.setattr(
-        tk, "shared_library", lambda source: native.NativeLibrary(None, "no C compiler (cc not on PATH)")
+        native, "shared_library", lambda source: native.NativeLibrary(None, "no C compiler (cc not on PATH)")
     )
     with pytest.warns(UserWarning, match=r"hashing in Python: no C kernel \(no C compiler \(cc not on PATH\)\)"):
         assert tk._loaded.__wrapped__() is None
     monkeypatch.setattr(
-        tk, "shared_library", lambda source: native.NativeLibrary(None, "BEAST_NATIVE=0", disabled=True)
+        native, "shared_library", lambda source: native.NativeLibrary(None, "BEAST_NATIVE=0", disabled=True)
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -88,8 +88,8 @@ _REPROS: dict[str, tuple[Path, dict[str, str], float] | BaseException] = {}
 
 
 def repro_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], float]:
-    """The copy after one `dvc repro` from scratch, its env and the seconds it took. Once per session, shared by
-    this module and test_repro_determinism.py (a failure or skip too: the repro is not tried twice)."""
+    """The copy after one `dvc repro` from scratch, its env and the seconds it took. Once per session (a failure
+    or skip too: the repro is not tried twice)."""
     if "repro" not in _REPROS:
         try:
             _REPROS["repro"] = _first_repro(tmp_path_factory)
@@ -209,3 +209,24 @@ def test_committed_bench_plot_data_agrees_with_its_metrics() -> None:
         values = [float(row[name]) for row in curves]
         assert all(b >= a - 1e-9 for a, b in zip(values, values[1:])), name
     assert bench["routers"]["oracle"]["aiq"] == max(s["aiq"] for s in bench["routers"].values())
+
+
+def _outs(lock_text: str) -> dict[str, dict]:
+    """Every output dvc.lock records (path -> md5, size, nfiles): what a repro produced, byte for byte."""
+    lock = yaml.safe_load(lock_text)
+    return {
+        f"{name}: {out['path']}": {k: out.get(k) for k in ("md5", "size", "nfiles")}
+        for name, stage in lock["stages"].items()
+        for out in stage.get("outs", [])
+    }
+
+
+def test_a_clean_repro_gives_the_committed_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The committed dvc.lock comes from `make repro` in a working copy; this file's repro runs from scratch in
+    a fresh copy, on another day or machine (here, not in test_repro_determinism.py: `make test` hands whole
+    files to its workers, and the repro is made once per worker). Every output hash the two record must be equal (the
+    params differ only in `train.register`, which changes no output)."""
+    copy, _, _ = repro_copy(tmp_path_factory)
+    got, want = _outs((copy.parent / FIRST_LOCK).read_text()), _outs((ROOT / "dvc.lock").read_text())
+    differ = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+    assert differ == [], f"outputs differ between a clean repro and the committed dvc.lock (run make repro?): {differ}"

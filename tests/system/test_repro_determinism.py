@@ -7,10 +7,9 @@ bundle/manifest.json and bundle.tar.gz changed too. Now the run time is printed 
 builds with SOURCE_DATE_EPOCH=0 (models/export.py: created_at 1970-01-01T00:00:00Z, no commit), and PNGs carry no
 software stamp (core/plots.py).
 
-Cost: none beyond test_dvc_repro.py's repro from scratch (`repro_copy`, shared, ~2-3 min on 2 cores): its
-dvc.lock must record the same output hashes as the committed one, which another repro wrote (`make repro` in
-a working copy, another folder and time, so an absolute path or a clock in an output would show). On a
-difference the outputs that differ are named. The other tests here need no repro.
+The test that a clean repro records the committed output hashes (which another repro wrote: `make repro` in a
+working copy, another folder and time, so an absolute path or a clock in an output would show) lives in
+test_dvc_repro.py beside the repro it reads; the tests here need no repro.
 """
 
 from __future__ import annotations
@@ -23,29 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from test_dvc_repro import FIRST_LOCK, repro_copy
 
 pytestmark = pytest.mark.slow
-
-
-def _outs(lock_text: str) -> dict[str, dict]:
-    """Every output dvc.lock records (path -> md5, size, nfiles): what a repro produced, byte for byte."""
-    lock = yaml.safe_load(lock_text)
-    return {
-        f"{name}: {out['path']}": {k: out.get(k) for k in ("md5", "size", "nfiles")}
-        for name, stage in lock["stages"].items()
-        for out in stage.get("outs", [])
-    }
-
-
-def test_a_clean_repro_gives_the_committed_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The committed dvc.lock comes from `make repro` in a working copy; test_dvc_repro.py's repro runs from
-    scratch in a fresh copy, on another day or machine. Every output hash the two record must be equal (the
-    params differ only in `train.register`, which changes no output)."""
-    copy, _, _ = repro_copy(tmp_path_factory)
-    got, want = _outs((copy.parent / FIRST_LOCK).read_text()), _outs((ROOT / "dvc.lock").read_text())
-    differ = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
-    assert differ == [], f"outputs differ between a clean repro and the committed dvc.lock (run make repro?): {differ}"
 
 
 def test_the_export_stage_pins_the_bundle_provenance() -> None:

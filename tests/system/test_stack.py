@@ -325,6 +325,10 @@ def scale_out_params(work: Path, urls: StackUrls) -> Path:
         "prices": str(data / "prices.yaml"),
         "cards": str(data / "models.yaml"),
     }
+    # what this test is about is where the work runs, not how good the models are: the quality predictor trains
+    # one shared head of 60 rounds without the prior-fallback cross-validation (the full one: test_dvc_repro.py)
+    params["train"]["quality"] |= {"heads": "shared", "num_boost_round": 60, "prior_fallback": False}
+    params["train"]["cache"] |= {"num_boost_round": 60}
     params["dask"] |= {"engine": "dask", "n_workers": 2, "partition_rows": 20000}
     params["tune"] |= {"storage": urls.optuna_storage, "workers": 2, "trials": 4, "report": str(work / "metrics")}
     samples = [
