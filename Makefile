@@ -66,8 +66,8 @@ stack-down: install  ## stop what `make stack` started (no process left behind)
 
 test: install  ## the whole test suite: lint, then unit + integration tests, then tests/system (each on 2 workers, whole files)
 	$(MAKE) --no-print-directory lint
-	$(UV) run pytest -q -n 2 --dist loadfile -m "not system"
-	UV=$(UV) $(UV) run pytest -q -n 2 --dist loadfile -m system
+	$(UV) run pytest -q -n 2 --dist loadfile -m "not system" --durations=10
+	UV=$(UV) $(UV) run pytest -q -n 2 --dist loadfile -m system --durations=10
 
 lint: install  ## ruff (lint + format check) and the import contracts (lint-imports, rules in pyproject.toml)
 	$(UV) run ruff check .

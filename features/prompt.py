@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.prompt_kernel import PromptKernel, PromptSetup, load_kernel
+from features.prompt_kernel import CLASSES, PromptKernel, PromptSetup, load_kernel
 
 CHARS_PER_TOKEN = 4  # same rule as traces.importers.estimate_tokens
 WINDOW_HEAD = 192  # code points of a long prompt's start that its features read
@@ -231,18 +231,7 @@ _SKIPPED = {"fenced_block", "wh_any"}  # used for replacement / extraction, not 
 _COMPILED = {name: (re.compile(src), lower) for name, (src, lower) in PATTERNS.items()}
 _COUNTED = [(name, rx, lower) for name, (rx, lower) in _COMPILED.items() if name not in _SKIPPED]
 _FLAGS = frozenset({"fence", "math", "question_end", "wh_start", "imperative"})  # `_row` only asks count > 0
-_CHAR_CLASSES = (
-    "newline",
-    "code_symbol",
-    "digit",
-    "non_ascii",
-    "latin",
-    "cjk",
-    "cyrillic",
-    "arabic",
-    "upper",
-    "letter",
-)
+_CHAR_CLASSES = CLASSES[1:]  # the one-character patterns (CLASSES[0] is `word`, runs of one), in the kernel's bit order
 # For an ASCII prompt a one-character pattern's count is the number of bytes in the set it matches, which
 # bytes.translate counts at C speed; the sets are read off the regexes themselves, so nothing is restated.
 _ASCII_MATCHES = {name: bytes(c for c in range(128) if _COMPILED[name][0].fullmatch(chr(c))) for name in _CHAR_CLASSES}
@@ -333,7 +322,7 @@ def prompt_vector(prompt: str | None, native: bool = True) -> np.ndarray:
 # - `fence` and the text outside fences with str methods (the fence regex only where a fence is).
 # A window RE2 cannot read (lone surrogates are not UTF-8) takes `prompt_vector`.
 
-_BIT_NAMES = ("word", *_CHAR_CLASSES)  # one-character classes; `word` is the class its runs are made of
+_BIT_NAMES = CLASSES  # one-character classes; `word` is the class its runs are made of
 _RE2 = {name: re.sub(r"\\u([0-9a-fA-F]{4})", r"\\x{\1}", src) for name, (src, _) in PATTERNS.items()}
 _RE2_FLAGS = ("math", "question_end", "wh_start", "imperative")
 _RE2_COUNTS = ("code_token", "list_item", "turn")
@@ -367,7 +356,7 @@ def _bmp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The class bits of every BMP code point (bit j: `_BIT_NAMES[j]` matches it), the distinct bit patterns,
     and each possible pattern's index among them (-1: no BMP code point has it). Built once per process from
     the regexes: every match of a one-character class's runs (`word` is one already) covers members only, and
-    runs make a few matches where single characters made 65,408 (non_ascii): ~10 ms instead of ~90."""
+    runs make a few matches where single characters made 65,408 (non_ascii): ~30-60 ms here instead of ~175."""
     every = np.arange(0x10000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     bits = np.zeros(0x10000, dtype=np.int64)
     for j, name in enumerate(_BIT_NAMES):

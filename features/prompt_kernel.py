@@ -35,7 +35,7 @@ CLASSES = (
     "upper",
     "letter",
 )
-# ^ the C's class bits (C_*), in this order
+# ^ the C's class bits (C_*), in this order: features.prompt's one-character patterns (`word`: runs of one)
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,6 +11,7 @@ from importlib.metadata import version
 import pytest
 from conftest import ROOT
 
+import beast
 import beast.cli as cli
 from benchmarks import startup
 from serving.bundle import SCHEMA_VERSION
@@ -122,3 +123,35 @@ def test_bench_startup_table_and_a_failing_command(capsys: pytest.CaptureFixture
     assert "python -c pass" in table and "beast --help" in table and "exit 2" in table
     assert cli.main(["bench", "startup", "--runs", "0"]) == cli.EXIT_ERROR
     assert "--runs: expected >= 1" in capsys.readouterr().err
+
+
+NUMPY_KERNELS = """
+import json, os, sys
+import beast.cli
+import numpy
+from numpy._core._multiarray_umath import __cpu_features__ as features
+from threadpoolctl import threadpool_info
+blas = [i["architecture"] for i in threadpool_info() if i["internal_api"] == "openblas" and "numpy" in i["filepath"]]
+print(json.dumps([os.environ.get("NPY_DISABLE_CPU_FEATURES"), features.get("X86_V4", False), features.get("AVX512_ICL", False), blas]))
+"""
+
+
+def _numpy_kernels(monkeypatch: pytest.MonkeyPatch, given: str | None) -> list:
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    if given is None:
+        monkeypatch.delenv("NPY_DISABLE_CPU_FEATURES", raising=False)
+    else:
+        monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", given)
+    out = subprocess.run([sys.executable, "-c", NUMPY_KERNELS], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_beast_runs_numpy_and_openblas_without_their_avx512_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same repro must train the same bytes on an AVX-512 machine (beast/__init__.py)."""
+    got = _numpy_kernels(monkeypatch, None)
+    assert got[:3] == ["X86_V4 AVX512_ICL AVX512_SPR", False, False]
+    assert got[3] == (["Haswell"] if beast._has_avx2() else got[3])  # OpenBLAS is told Haswell only with AVX2
+
+
+def test_a_numpy_kernel_choice_the_user_made_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _numpy_kernels(monkeypatch, "AVX512_ICL")[0::2] == ["AVX512_ICL", False]

@@ -5,12 +5,11 @@ characters; without it the regexes run, said once."""
 from __future__ import annotations
 
 import ctypes
-import os
-import shutil
 import warnings
 
 import numpy as np
 import pytest
+from conftest import needs_cc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_feature_batches import EDGES, prompts  # noqa: F401 - `prompts` is a fixture
@@ -28,8 +27,6 @@ from features.prompt import (
     prompt_vector,
     prompt_window,
 )
-
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler here")
 
 # pieces the patterns look at: whitespace, code and math symbols, fences, list markers, roles, keywords, verbs,
 # wh-words, LaTeX, identifiers around the 64-character limit, upper case (lowered patterns), a NUL byte

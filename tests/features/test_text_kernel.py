@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs_cc
 
 import features.text_kernel as tk
 from core import native
@@ -29,8 +28,6 @@ from features.text import (
     text_matrix,
     text_vector,
 )
-
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler here")
 
 EDGES = [
     "",
