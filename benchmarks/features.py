@@ -3,8 +3,9 @@ per-request path (`prompt_vector`, `text_vector`, `Encoder.vector`) against its 
 `text_matrix`, `Encoder.vectors`) on batches of real prompts, and of `Router.request_vector` per request
 against `Router.request_vectors`, on one core.
 
-`text-py` is the text family without its C kernel (`features/text_kernel.c`), the same numbers from
-Python (the path taken without a C compiler or with BEAST_NATIVE=0), timed in the same run: the ratio line.
+`text-py`, `prompt-py` and `embed-py` are the families without their C kernels (`features/*_kernel.c`), the
+same numbers from Python (the paths taken without a C compiler or with BEAST_NATIVE=0; for the embedding the
+piece memos and the `tokenizers` library, warmed as a router warms them), timed in the same run: the ratio lines.
 
 "first" is the first pass over prompts never seen (the word, pair and piece memos warmed on other prompts
 only: new words, pairs and pieces are hashed / tokenised then); "again" the best of five interleaved
@@ -24,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.files import PROJECT
+from features.embed import Encoder
 from features.prompt import prompt_matrix, prompt_vector, prompt_window
 from features.text import text_matrix, text_vector
 from features.text_kernel import kernel
@@ -52,12 +54,16 @@ def _prompts(name: str) -> list[str]:
 
 def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -> None:
     text, embed = router.text, router.embed
+    embed_py = Encoder(embed.tokenizer_json, embed.table, embed.offset, embed.max_chars, native=False)
+    embed_py.warm(embed_py.vocabulary_words())
     windows = [prompt_window(p) for p in prompts]
     warm = [prompt_window(p) for p in others]
     text_matrix(text, warm), embed.vectors(warm), prompt_matrix(others[:50])  # memos and tables, other prompts
+    embed_py.vectors(warm)
     for w in warm:
         text_vector(text, w)
         embed.vector(w)
+        embed_py.vector(w)
     families = {
         "prompt": (lambda: [prompt_vector(p) for p in prompts], lambda: prompt_matrix(prompts)),
         "prompt-py": (  # the same family with its regexes (no C kernel): the ratio below
@@ -70,6 +76,7 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
             lambda: text_matrix(text, windows, native=False),
         ),
         "embed": (lambda: [embed.vector(w) for w in windows], lambda: embed.vectors(windows)),
+        "embed-py": (lambda: [embed_py.vector(w) for w in windows], lambda: embed_py.vectors(windows)),
     }
     n, total, measured = len(prompts), [0.0, 0.0, 0.0, 0.0], {}
     for family, (single, batched) in families.items():
@@ -80,7 +87,11 @@ def _measure(name: str, router: Router, prompts: list[str], others: list[str]) -
         total = [a + b for a, b in zip(total, times, strict=True)] if not family.endswith("-py") else total
         print(f"  {name:9s} {family:9s} " + _row(times))
     print(f"  {name:9s} {'sum':9s} " + _row(total) + "   (the -py rows not counted)")
-    in_c = {"text": kernel(text.params.n_features) is not None, "prompt": router.prompt_counts_in_c}
+    in_c = {
+        "text": kernel(text.params.n_features) is not None,
+        "prompt": router.prompt_counts_in_c,
+        "embed": router.embeds_in_c,
+    }
     for family in (f for f, built in in_c.items() if built):
         ratio = [c / p for c, p in zip(measured[family], measured[f"{family}-py"], strict=True)]
         first, again = (

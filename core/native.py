@@ -19,13 +19,16 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from core.files import user_cache
 
 FLAGS = ("-O2", "-std=gnu99", "-ffp-contract=off", "-shared", "-fPIC")  # no FMA: floats round as numpy's
 LIBS = ("-lm",)
+T = TypeVar("T")
 DISABLE_ENV = "BEAST_NATIVE"  # "0": never build or load a kernel
 COMPILE_TIMEOUT_S = 120
 
@@ -117,3 +120,17 @@ def library_or_warn(source: Path, fallback: str) -> ctypes.CDLL | None:
     if built.library is None and not built.disabled:
         warnings.warn(f"{fallback}: no C kernel ({built.reason})", stacklevel=3)
     return built.library
+
+
+def configured_or_warn(source: Path, fallback: str, configure: Callable[[ctypes.CDLL], T]) -> T | None:
+    """`configure(library)` for the kernel built from `source` (a binding told what the C does not restate), else
+    None and one warning "{fallback}: why": no library (`library_or_warn`; silent when `BEAST_NATIVE=0`) or a
+    binding that refuses it (its ValueError's message)."""
+    library = library_or_warn(source, fallback)
+    if library is None:
+        return None
+    try:
+        return configure(library)
+    except ValueError as exc:
+        warnings.warn(f"{fallback}: {exc}", stacklevel=3)
+        return None

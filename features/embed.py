@@ -44,6 +44,7 @@ import scipy.sparse as sp
 
 from core.config import Count
 from core.errors import BeastError
+from features.embed_kernel import EmbedKernel, EmbedSetup, load_kernel
 from features.text import floats_from_json, matrix_from_json, matrix_json
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no Rust thread pool to poison forked workers
@@ -196,6 +197,25 @@ def safe_cuts(tokenizer_json: str) -> re.Pattern[str] | None:
     return re.compile("|".join(alternatives)) if alternatives else None
 
 
+def kernel_setup(tokenizer_json: str, table: np.ndarray, offset: np.ndarray) -> EmbedSetup | None:
+    """What `embed_kernel.c` is told about a tokenizer that passes `piece_tokenizer_json`'s proof (the C runs only
+    that recipe: else None): its one-character tokens, byte tokens and merges in rank order, read off its JSON."""
+    if piece_tokenizer_json(tokenizer_json) is None:
+        return None
+    model = json.loads(tokenizer_json)["model"]
+    vocab: dict[str, int] = model["vocab"]
+    single = [(ord(t), i) for t, i in vocab.items() if len(t) == 1]
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
+    return EmbedSetup(
+        chars=np.array([c for c, _ in single], dtype=np.uint32),
+        char_ids=np.array([i for _, i in single], dtype=np.int32),
+        byte_ids=np.array([vocab[f"<0x{b:02X}>"] for b in range(256)], dtype=np.int32),
+        merges=np.array([(vocab[a], vocab[b], vocab[a + b]) for a, b in pairs], dtype=np.int32).reshape(-1, 3),
+        table=table,
+        offset=offset,
+    )
+
+
 class _Pieces:
     """The piece tokenizer, its cut points and two memos of int32 id bytes: `bare` (a word w of a simple text ->
     the ids of SPACE + w) and `whole` (a piece or part -> its ids as it is)."""
@@ -225,9 +245,10 @@ class _Pieces:
 
 
 class Encoder:
-    """Tokenizer + projected table + offset: the per-request and batch transforms (router and training)."""
+    """Tokenizer + projected table + offset: the per-request and batch transforms (router and training).
+    `native`: `vector` / `vectors` run `embed_kernel.c` when it builds (else the piece memos, equal bit for bit)."""
 
-    def __init__(self, tokenizer_json: str, table: np.ndarray, offset: np.ndarray, max_chars: int):
+    def __init__(self, tokenizer_json: str, table: np.ndarray, offset: np.ndarray, max_chars: int, native: bool = True):
         from tokenizers import Tokenizer
 
         try:
@@ -238,6 +259,8 @@ class Encoder:
             ) from None
         self.table, self.offset, self.max_chars = table, np.asarray(offset, dtype=np.float64), max_chars
         self.k = table.shape[1]
+        self.native = native
+        self.tokenizer_json = tokenizer_json
 
     def _pooled(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         if len(ids) == 0:
@@ -249,12 +272,29 @@ class Encoder:
         return self.tokenizer.encode(well_formed(prompt, self.max_chars), add_special_tokens=False).ids
 
     def vector(self, prompt: str | None) -> np.ndarray:
-        """The k features of one prompt (float32; NaN for None). The ids come from the piece memos of
-        `_ids_bytes` (a warm prompt's words cost a dict lookup each: ~18 us instead of ~66 us for a full
-        tokenizer call on a 384-character window), tested equal to `ids`."""
+        """The k features of one prompt (float32; NaN for None): from the C kernel, else with the ids from the
+        piece memos of `_ids_bytes` (a warm prompt's words cost a dict lookup each: ~18 us instead of ~66 us for
+        a full tokenizer call on a 384-character window, but every new piece costs a tokenizer call), tested
+        equal to `ids`."""
         if prompt is None:
             return np.full(self.k, np.nan, dtype=np.float32)
-        return self._pooled(np.frombuffer(self._ids_bytes([well_formed(prompt, self.max_chars)])[0], dtype="<i4"))
+        text = well_formed(prompt, self.max_chars)
+        if self._kernel is not None:
+            return self._kernel.vector(text)
+        return self._pooled(np.frombuffer(self._ids_bytes([text])[0], dtype="<i4"))
+
+    def in_c(self) -> bool:
+        """Whether `vector` / `vectors` run the C kernel (building it now if it was not yet)."""
+        return self._kernel is not None
+
+    @functools.cached_property
+    def _kernel(self) -> EmbedKernel | None:
+        """`embed_kernel.c` told this tokenizer, table and offset; None when `native` is off, the tokenizer fails
+        the piece proof, or no kernel builds (`features.embed_kernel.load_kernel` warns)."""
+        if not self.native:
+            return None
+        setup = kernel_setup(self.tokenizer_json, self.table, self.offset)
+        return None if setup is None else load_kernel(setup)
 
     @functools.cached_property
     def _pieces(self) -> _Pieces | None:
@@ -308,19 +348,22 @@ class Encoder:
         ]
 
     def warm(self, words: Sequence[str]) -> None:
-        """Memoise the ids of each word as a piece of a text (both memos of `_ids_bytes`), as its first sight in a
-        prompt would: a router pays the tokenizer for a common word at load instead of on a request."""
-        if self._pieces is not None:
+        """Pay at load what a first request would: build the C kernel, or without it memoise the ids of each word
+        as a piece of a text (both memos of `_ids_bytes`), as its first sight in a prompt would."""
+        if self._kernel is None and self._pieces is not None:
             self._pieces.memoise(self._pieces.bare, words, spaced=True)
             self._pieces.memoise(self._pieces.whole, [SPACE + w for w in words], spaced=False)
 
     def vectors(self, prompts: Sequence[str | None]) -> np.ndarray:
-        """`vector` of every prompt (n x k float32, NaN rows for None), equal to it bit for bit: memoised
-        pieces for the ids, then one sparse product sums every prompt's table rows in id order in float64,
-        the same additions as `_pooled`'s."""
+        """`vector` of every prompt (n x k float32, NaN rows for None), equal to it bit for bit: the C kernel's
+        batch call, else memoised pieces for the ids, then one sparse product sums every prompt's table rows in id
+        order in float64, the same additions as `_pooled`'s."""
         out = np.full((len(prompts), self.k), np.nan, dtype=np.float32)
         rows = [i for i, p in enumerate(prompts) if p is not None]
         if not rows:
+            return out
+        if self._kernel is not None:
+            out[rows] = self._kernel.vectors([well_formed(prompts[i], self.max_chars) for i in rows])
             return out
         chunks = self._ids_bytes([well_formed(prompts[i], self.max_chars) for i in rows])
         counts = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)) // 4

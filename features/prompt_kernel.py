@@ -10,14 +10,13 @@ reach it as UTF-32 code points (lone surrogates included), each with its `str.lo
 from __future__ import annotations
 
 import ctypes
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.native import library_or_warn
+from core.native import configured_or_warn
 
 SOURCE = Path(__file__).with_name("prompt_kernel.c")
 _P = ctypes.c_void_p
@@ -115,11 +114,6 @@ class PromptKernel:
 def load_kernel(setup: PromptSetup) -> PromptKernel | None:
     """The kernel configured by `setup` (built once per process, `core.native`); None with a warning without a
     compiler (none when BEAST_NATIVE=0) or when it disagrees with `setup`. The caller keeps the one it gets."""
-    library = library_or_warn(SOURCE, "features.prompt: counting with regexes")
-    if library is None:
-        return None
-    try:
-        return PromptKernel(library, setup)
-    except ValueError as exc:
-        warnings.warn(f"features.prompt: counting with regexes: {exc}", stacklevel=2)
-        return None
+    return configured_or_warn(
+        SOURCE, "features.prompt: counting with regexes", lambda library: PromptKernel(library, setup)
+    )

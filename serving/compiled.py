@@ -44,15 +44,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from core.files import user_cache
+from core.native import library_or_warn
 from serving.bundle import BundleError
 from serving.trees import K_ZERO_THRESHOLD
 
+KERNEL = Path(__file__).with_name("compiled_kernel.c")
 RTOL = 1e-12  # the load-time check's tolerance against Booster.predict; measured difference: 0 (bit-equal)
 ATOL = 1e-12
 _ENTRY_NAME = "forest_root"
@@ -319,22 +322,44 @@ def verify_trees(trees: CompiledTrees, reference: Evaluator, Xq: np.ndarray, Xc:
             )
 
 
+def _one_call(calls: Sequence[tuple[int, Callable]], cost: Callable) -> Callable | None:
+    """`compiled_kernel.c`'s `beast_forests_one` bound to these (row, entry) head calls and the cost entry:
+    (X, row stride, quality out, Xc, cost rows, cost out) -> a request's boosters in one ctypes call instead of
+    one each. None without a C kernel (`core.native`)."""
+    library = library_or_warn(KERNEL, "serving.compiled: one ctypes call per booster")
+    if library is None or not calls:
+        return None
+    fused = library.beast_forests_one
+    P = ctypes.c_void_p
+    fused.argtypes = [P, P, ctypes.c_int64, P, P, ctypes.c_int64, P, P, ctypes.c_int32, P]
+    fused.restype = None
+    heads = (P * len(calls))(*(ctypes.cast(entry, P).value for _, entry in calls))
+    rows = (ctypes.c_int64 * len(calls))(*(i for i, _ in calls))
+    return partial(fused, heads, rows, len(calls), ctypes.cast(cost, P).value)  # it holds the two arrays
+
+
 class CompiledTrees:
     """The router's boosters, compiled: one quality head per candidate (None: no head, NaN quality; the
     shared head is the same booster on every row) and the cost booster. `one` evaluates one request's
-    n_candidates rows with one entry call per head; `many` evaluates a batch with one call per booster."""
+    n_candidates rows with one native call (`compiled_kernel.c`; without it one entry call per head);
+    `many` evaluates a batch with one call per booster."""
 
     def __init__(self, heads: Sequence[CompiledBooster | None], shared: bool, cost: CompiledBooster):
         self.heads, self.shared, self.cost = tuple(heads), shared, cost
         self.n = len(self.heads)
         self._calls = tuple((i, h.entry) for i, h in enumerate(self.heads) if h is not None)
         self._snap = any(h.snap_zero for h in self.heads if h is not None)
+        self._fused = None if shared else _one_call(self._calls, cost.entry)
 
     def one(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(quality, cost output) of one request: Xq, Xc are n_candidates x n_features, float64, C order."""
         quality, cost = np.full(self.n, np.nan), np.empty(self.n)
         if self._snap:
             Xq = snap_zero(Xq)
+        if self._fused is not None:
+            Xc = snap_zero(Xc) if self.cost.snap_zero else Xc
+            self._fused(Xq.ctypes.data, Xq.strides[0], quality.ctypes.data, Xc.ctypes.data, self.n, cost.ctypes.data)
+            return quality, cost
         if self.shared:
             self.heads[0].entry(Xq.ctypes.data, quality.ctypes.data, 0, self.n)
         else:

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tomllib
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightgbm as lgb
@@ -48,6 +50,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler here")
+
+
+def assert_a_missing_kernel_is_said_once(
+    monkeypatch: pytest.MonkeyPatch, load: Callable[[], object], said: str
+) -> None:
+    """`load()` of a C kernel binding gives None with one warning "{said}: no C kernel (why)" when no kernel builds,
+    and None silently when BEAST_NATIVE=0 said so."""
+    from core import native
+
+    missing = native.NativeLibrary(None, "no C compiler (cc not on PATH)")
+    monkeypatch.setattr(native, "shared_library", lambda source: missing)
+    with pytest.warns(UserWarning, match=rf"{said}: no C kernel \(no C compiler \(cc not on PATH\)\)"):
+        assert load() is None
+    disabled = native.NativeLibrary(None, "BEAST_NATIVE=0", disabled=True)
+    monkeypatch.setattr(native, "shared_library", lambda source: disabled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load() is None
+
 
 SYSTEM_FILES = (Path("/etc/passwd"), Path("/etc/group"), Path("/etc/hosts"))  # CI runs as root: a stray write is real
 

@@ -174,9 +174,10 @@ def test_encoder_vectors_are_vector_bit_for_bit(encoder: Encoder, prompts) -> No
 
 
 def test_encoder_vector_reads_the_tokenizer_ids_through_its_memos(encoder: Encoder, prompts) -> None:
-    """`vector` takes its ids from the piece memos; the definition is the tokenizer's `ids` (cold and warm)."""
+    """Without its C kernel `vector` takes its ids from the piece memos; the definition is the tokenizer's `ids`
+    (cold and warm)."""
     some = [p for p in prompts if p is not None][:300] + [e for e in EDGES if e is not None]
-    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars)
+    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars, native=False)
     for _ in range(2):
         for p in some:
             assert _bitwise_equal(fresh.vector(p), fresh._pooled(fresh.ids(p))).all(), p[:80]
@@ -184,9 +185,10 @@ def test_encoder_vector_reads_the_tokenizer_ids_through_its_memos(encoder: Encod
 
 
 def test_warmed_memos_and_cut_pieces_give_the_tokenizer_ids(encoder: Encoder, prompts) -> None:
-    """A router warms its memos with the tokenizer's whole-word tokens, and a new piece is tokenised by the parts
-    `safe_cuts` allows: the ids stay the tokenizer's own, and a punctuated word reuses the memoised word."""
-    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars)
+    """A router without the C kernel warms its memos with the tokenizer's whole-word tokens, and a new piece is
+    tokenised by the parts `safe_cuts` allows: the ids stay the tokenizer's own, and a punctuated word reuses the
+    memoised word."""
+    fresh = Encoder(encoder.tokenizer.to_str(), encoder.table, encoder.offset, encoder.max_chars, native=False)
     words = fresh.vocabulary_words()
     assert len(words) > 10_000 and "the" in words and all(SPACE not in w for w in words)
     fresh.warm(words)

@@ -5,11 +5,10 @@ characters; without it the regexes run, said once."""
 from __future__ import annotations
 
 import ctypes
-import warnings
 
 import numpy as np
 import pytest
-from conftest import needs_cc
+from conftest import assert_a_missing_kernel_is_said_once, needs_cc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_feature_batches import EDGES, prompts  # noqa: F401 - `prompts` is a fixture
@@ -142,14 +141,4 @@ def test_every_astral_code_point_is_in_the_classes_of_the_one_the_kernel_is_told
 
 def test_a_missing_kernel_is_said_once_unless_disabled(monkeypatch) -> None:
     setup = pk.PromptSetup(PROMPT_FEATURES, (), pk.CLASSES, np.zeros(0x10000, np.uint16), 0)
-    monkeypatch.setattr(
-        native, "shared_library", lambda source: native.NativeLibrary(None, "no C compiler (cc not on PATH)")
-    )
-    with pytest.warns(UserWarning, match=r"counting with regexes: no C kernel \(no C compiler \(cc not on PATH\)\)"):
-        assert pk.load_kernel(setup) is None
-    monkeypatch.setattr(
-        native, "shared_library", lambda source: native.NativeLibrary(None, "BEAST_NATIVE=0", disabled=True)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert pk.load_kernel(setup) is None
+    assert_a_missing_kernel_is_said_once(monkeypatch, lambda: pk.load_kernel(setup), "counting with regexes")

@@ -3,6 +3,7 @@ a disk cache that is rebuilt when corrupt, and a router that falls back to Light
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from core import native
 from serving import compiled
 from serving.bundle import BundleError, load
 from serving.compiled import compilable_text, compile_booster, needs_snap
@@ -158,10 +160,14 @@ def test_a_batch_predicts_what_each_request_and_lightgbm_predict(n_requests: int
     Xq[2, :, 1:3] = K_ZERO_THRESHOLD / 2  # tiny values the snapped head must read as 0.0 (missing)
     Xc = Xq[::-1].copy()
     quality, cost = trees.many(Xq, Xc)
+    calls = copy.copy(trees)
+    calls._fused = None  # one ctypes call per booster (no C compiler): the same predictions
+    assert trees._fused is not None or not native.shared_library(compiled.KERNEL).library
     for r in range(n_requests):
-        q, c = trees.one(np.ascontiguousarray(Xq[:, r]), np.ascontiguousarray(Xc[:, r]))
-        np.testing.assert_array_equal(quality[r], q)
-        np.testing.assert_array_equal(cost[r], c)
+        for each in (trees, calls):
+            q, c = each.one(np.ascontiguousarray(Xq[:, r]), np.ascontiguousarray(Xc[:, r]))
+            np.testing.assert_array_equal(quality[r], q)
+            np.testing.assert_array_equal(cost[r], c)
     for i, booster in ((0, boosters[0]), (2, boosters[1]), (3, boosters[2])):
         np.testing.assert_array_equal(quality[:, i], booster.predict(Xq[i], num_threads=1))
     assert np.isnan(quality[:, 1]).all()

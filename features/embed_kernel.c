@@ -1,0 +1,278 @@
+/* The embedding family of a window in C: the Llama-2 BPE ids of its text and their pooled table rows.
+ *
+ * Why: in Python a prompt's ids come from memos of its pieces, and every piece not seen before costs a call into
+ * the `tokenizers` library (~70 us) plus the memo bookkeeping: on new text (every request's first sight of a
+ * rare word, code, another script) this was the largest part of a routing decision (p99 ~0.5 ms). Here the whole
+ * window costs one pass: O(n log n) in its length, no memo, no state kept between calls.
+ *
+ * What it computes is `features.embed`'s recipe, steps 2-3, for a tokenizer that passed
+ * `piece_tokenizer_json`'s proof (checked in Python before a configuration is made):
+ * - normalise: prepend U+2581 to a non-empty text and replace every " " by it;
+ * - cut into pieces, each a run of U+2581 and the run of other characters after it (a trailing run of U+2581
+ *   alone is a piece): the proof says encoding the pieces one by one gives the whole text's ids;
+ * - BPE each piece as the `tokenizers` crate does (models/bpe/word.rs `merge_all`): one symbol per character
+ *   (its vocabulary id, else one byte-fallback token per UTF-8 byte), then repeatedly merge the adjacent pair of
+ *   lowest merge rank, the leftmost among equals, through a min-heap of (rank, position) whose stale entries are
+ *   skipped (the pair at the position no longer merges into the entry's id);
+ * - pool: sum the table rows of the ids in order in float64, divide by their count, subtract the offset, round
+ *   to float32 (no ids: -offset), the additions `Encoder._pooled` makes.
+ * The ids equal `tokenizers`' and the vectors `Encoder.vector`'s bit for bit (tests/features/test_embed_kernel.py).
+ * Nothing of the tokenizer is restated here: the vocabulary's one-character tokens, the byte tokens, the merges,
+ * the table and the offset come from Python at load (`beast_embed_config`).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MARKER 0x2581u /* the normaliser's word marker */
+
+typedef struct {
+    uint64_t key; /* (left id + 1) << 32 | (right id + 1); 0: empty slot */
+    int32_t rank, merged;
+} merge_slot;
+
+typedef struct {
+    int32_t bmp[65536]; /* id of the one-character token of each BMP code point, -1: none */
+    int32_t n_astral;
+    uint32_t *astral; /* sorted code points above the BMP that have a one-character token ... */
+    int32_t *astral_id; /* ... and their ids */
+    int32_t bytes[256]; /* the byte-fallback token of each byte */
+    uint64_t mask; /* merge table size - 1 (a power of two, 2^bits) */
+    int shift; /* 64 - bits: a slot is the product's top bits (the low ones would hash only b and a's low bits) */
+    merge_slot *merges;
+    int32_t vocab, k;
+    float *table; /* vocab x k, a copy */
+    double *offset; /* k, a copy */
+} config;
+
+static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1); }
+static uint64_t slot_of(uint64_t key, int shift) { return key * 0x9E3779B97F4A7C15ull >> shift; }
+
+static const merge_slot *find_merge(const config *c, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b);
+    for (uint64_t i = slot_of(key, c->shift);; i = (i + 1) & c->mask) {
+        const merge_slot *s = &c->merges[i];
+        if (s->key == key) return s;
+        if (s->key == 0) return NULL;
+    }
+}
+
+void beast_embed_free(void *p) {
+    config *c = p;
+    if (c == NULL) return;
+    free(c->astral);
+    free(c->astral_id);
+    free(c->merges);
+    free(c->table);
+    free(c->offset);
+    free(c);
+}
+
+/* chars/char_ids: the n_chars one-character tokens (code point, id); bytes: 256 byte-token ids; merges: n_merges
+ * rows (left id, right id, merged id), rank = row (a repeated pair keeps its last row, as the crate's map does);
+ * table: vocab x k float32; offset: k float64. A new configuration (free it with beast_embed_free), else NULL (no
+ * memory, or an id outside the table). */
+void *beast_embed_config(const uint32_t *chars, const int32_t *char_ids, int64_t n_chars, const int32_t *bytes,
+                         const int32_t *merges, int64_t n_merges, const float *table, int32_t vocab, int32_t k,
+                         const double *offset) {
+    config *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    c->vocab = vocab;
+    c->k = k;
+    for (int i = 0; i < 65536; i++) c->bmp[i] = -1;
+    int64_t n_astral = 0;
+    for (int64_t i = 0; i < n_chars; i++) n_astral += chars[i] > 0xFFFF;
+    c->astral = malloc((n_astral + 1) * sizeof *c->astral);
+    c->astral_id = malloc((n_astral + 1) * sizeof *c->astral_id);
+    uint64_t size = 2;
+    c->shift = 63;
+    while (size < 2 * (uint64_t)n_merges + 2) size <<= 1, c->shift--;
+    c->mask = size - 1;
+    c->merges = calloc(size, sizeof *c->merges);
+    c->table = malloc(((size_t)vocab * k + 1) * sizeof *c->table);
+    c->offset = malloc((k + 1) * sizeof *c->offset);
+    if (!c->astral || !c->astral_id || !c->merges || !c->table || !c->offset) goto bad;
+    for (int64_t i = 0; i < n_chars; i++) {
+        if (char_ids[i] < 0 || char_ids[i] >= vocab) goto bad;
+        if (chars[i] <= 0xFFFF) {
+            c->bmp[chars[i]] = char_ids[i];
+        } else { /* insertion into the sorted list (a few hundred at most) */
+            int32_t j = c->n_astral++;
+            while (j > 0 && c->astral[j - 1] > chars[i]) {
+                c->astral[j] = c->astral[j - 1];
+                c->astral_id[j] = c->astral_id[j - 1];
+                j--;
+            }
+            c->astral[j] = chars[i];
+            c->astral_id[j] = char_ids[i];
+        }
+    }
+    for (int b = 0; b < 256; b++) {
+        if (bytes[b] < 0 || bytes[b] >= vocab) goto bad;
+        c->bytes[b] = bytes[b];
+    }
+    for (int64_t r = 0; r < n_merges; r++) {
+        const int32_t *m = merges + 3 * r;
+        if (m[0] < 0 || m[0] >= vocab || m[1] < 0 || m[1] >= vocab || m[2] < 0 || m[2] >= vocab) goto bad;
+        uint64_t key = pair_key(m[0], m[1]), i = slot_of(key, c->shift);
+        while (c->merges[i].key != 0 && c->merges[i].key != key) i = (i + 1) & c->mask;
+        c->merges[i] = (merge_slot){key, (int32_t)r, m[2]};
+    }
+    memcpy(c->table, table, (size_t)vocab * k * sizeof *table);
+    memcpy(c->offset, offset, k * sizeof *offset);
+    return c;
+bad:
+    beast_embed_free(c);
+    return NULL;
+}
+
+static int32_t char_id(const config *c, uint32_t cp) {
+    if (cp <= 0xFFFF) return c->bmp[cp];
+    int32_t lo = 0, hi = c->n_astral - 1;
+    while (lo <= hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (c->astral[mid] == cp) return c->astral_id[mid];
+        if (c->astral[mid] < cp) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+typedef struct {
+    int32_t rank, pos, merged;
+} entry;
+
+static int before(entry a, entry b) { return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos; }
+
+static void push(entry *heap, int64_t *n, entry e) {
+    int64_t i = (*n)++;
+    while (i > 0 && before(e, heap[(i - 1) / 2])) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = e;
+}
+
+static entry pop(entry *heap, int64_t *n) {
+    entry top = heap[0], last = heap[--(*n)];
+    int64_t i = 0;
+    for (;;) {
+        int64_t l = 2 * i + 1, m = i;
+        entry best = last;
+        if (l < *n && before(heap[l], best)) m = l, best = heap[l];
+        if (l + 1 < *n && before(heap[l + 1], best)) m = l + 1;
+        if (m == i) break;
+        heap[i] = heap[m];
+        i = m;
+    }
+    if (*n > 0) heap[i] = last;
+    return top;
+}
+
+typedef struct {
+    int32_t *id, *prev, *next;
+    entry *heap;
+} scratch;
+
+static void push_pair(const config *c, const scratch *s, int64_t *n_heap, int32_t pos) {
+    const merge_slot *m = find_merge(c, s->id[pos], s->id[s->next[pos]]);
+    if (m != NULL) push(s->heap, n_heap, (entry){m->rank, pos, m->merged});
+}
+
+/* the ids of one piece (code points p[0..n)) appended at out; returns how many */
+static int64_t bpe(const config *c, const uint32_t *p, int64_t n, const scratch *s, int32_t *out) {
+    int64_t n_sym = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = char_id(c, p[i]);
+        if (id >= 0) {
+            s->id[n_sym++] = id;
+            continue;
+        }
+        uint32_t cp = p[i];
+        int len = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; /* UTF-8 */
+        unsigned char u[4];
+        static const unsigned char lead[5] = {0, 0x00, 0xC0, 0xE0, 0xF0};
+        for (int b = len - 1; b > 0; b--, cp >>= 6) u[b] = 0x80 | (cp & 0x3F);
+        u[0] = lead[len] | cp;
+        for (int b = 0; b < len; b++) s->id[n_sym++] = c->bytes[u[b]];
+    }
+    int64_t n_heap = 0;
+    for (int64_t i = 0; i < n_sym; i++) {
+        s->prev[i] = (int32_t)i - 1;
+        s->next[i] = i + 1 < n_sym ? (int32_t)i + 1 : -1;
+    }
+    for (int64_t i = 0; i + 1 < n_sym; i++) push_pair(c, s, &n_heap, (int32_t)i);
+    while (n_heap > 0) {
+        entry top = pop(s->heap, &n_heap);
+        int32_t at = top.pos, right = s->next[at];
+        if (s->id[at] < 0 || right < 0) continue; /* merged into its left neighbour, or the last symbol */
+        const merge_slot *m = find_merge(c, s->id[at], s->id[right]);
+        if (m == NULL || m->merged != top.merged) continue; /* a stale entry */
+        s->id[at] = top.merged;
+        s->id[right] = -1;
+        s->next[at] = s->next[right];
+        if (s->next[right] >= 0) s->prev[s->next[right]] = at;
+        if (s->prev[at] >= 0) push_pair(c, s, &n_heap, s->prev[at]);
+        if (s->next[at] >= 0) push_pair(c, s, &n_heap, at);
+    }
+    int64_t n_out = 0;
+    for (int64_t i = 0; i < n_sym; i++)
+        if (s->id[i] >= 0) out[n_out++] = s->id[i];
+    return n_out;
+}
+
+/* ids of a well-formed text (n code points) into out (room for 4 n + 4); returns their count, -1 without memory */
+int64_t beast_embed_ids(const void *cfg, const uint32_t *text, int64_t n, int32_t *out) {
+    const config *c = cfg;
+    if (n == 0) return 0;
+    uint32_t *norm = malloc((n + 1) * sizeof *norm);
+    int64_t room = 4 * (n + 1);
+    scratch s = {malloc(room * sizeof *s.id), malloc(room * sizeof *s.prev), malloc(room * sizeof *s.next),
+                 malloc(3 * room * sizeof *s.heap)};
+    int64_t n_out = -1;
+    if (norm && s.id && s.prev && s.next && s.heap) {
+        norm[0] = MARKER;
+        for (int64_t i = 0; i < n; i++) norm[i + 1] = text[i] == ' ' ? MARKER : text[i];
+        n_out = 0;
+        for (int64_t a = 0, len = n + 1; a < len;) {
+            int64_t b = a;
+            while (b < len && norm[b] == MARKER) b++;
+            while (b < len && norm[b] != MARKER) b++;
+            n_out += bpe(c, norm + a, b - a, &s, out + n_out);
+            a = b;
+        }
+    }
+    free(norm);
+    free(s.id);
+    free(s.prev);
+    free(s.next);
+    free(s.heap);
+    return n_out;
+}
+
+/* the k float32 features of a well-formed text; 0, or -1 without memory */
+int beast_embed_vector(const void *cfg, const uint32_t *text, int64_t n, float *out) {
+    const config *c = cfg;
+    int32_t *ids = malloc((4 * n + 4) * sizeof *ids);
+    double *sum = calloc(c->k + 1, sizeof *sum);
+    int64_t n_ids = ids && sum ? beast_embed_ids(cfg, text, n, ids) : -1;
+    if (n_ids >= 0) {
+        for (int64_t i = 0; i < n_ids; i++) {
+            const float *row = c->table + (size_t)ids[i] * c->k;
+            for (int32_t j = 0; j < c->k; j++) sum[j] += (double)row[j];
+        }
+        for (int32_t j = 0; j < c->k; j++)
+            out[j] = n_ids == 0 ? (float)-c->offset[j] : (float)(sum[j] / (double)n_ids - c->offset[j]);
+    }
+    free(ids);
+    free(sum);
+    return n_ids >= 0 ? 0 : -1;
+}
+
+/* beast_embed_vector of n_texts texts joined (text i ends at ends[i]) into out (n_texts x k); 0, or -1 */
+int beast_embed_vectors(const void *cfg, const uint32_t *texts, const int64_t *ends, int64_t n_texts, float *out) {
+    const config *c = cfg;
+    for (int64_t i = 0, start = 0; i < n_texts; start = ends[i], i++)
+        if (beast_embed_vector(cfg, texts + start, ends[i] - start, out + i * c->k) != 0) return -1;
+    return 0;
+}
