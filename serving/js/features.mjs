@@ -297,7 +297,9 @@ export class TextSpec {
     this._words = new Map(); // word -> the buckets of its wordKeys (features/text.py request_buckets), bounded
   }
 
-  /** The buckets of `textKeys(prompt)`, the same multiset: each word's keys hashed once per process. */
+  /** The buckets of `textKeys(prompt)`, the same multiset: each word's keys hashed once per process, each word pair
+   * hashed where it occurs (a memo of pairs, which rarely repeat, cost more in Map lookups and garbage than it saved:
+   * every-sample-prompt p99 549-557 -> 452-479 us in `node serving/js/bench.mjs`). */
   buckets(prompt) {
     const ws = textWords(prompt);
     const words = this._words;
@@ -311,7 +313,8 @@ export class TextSpec {
       }
       for (const b of bs) out.push(b);
     }
-    for (let i = 0; i + 1 < ws.length; i++) out.push(this.bucket(`b:${ws[i]} ${ws[i + 1]}`));
+    const n = this.nFeatures;
+    for (let i = 0; i + 1 < ws.length; i++) out.push(murmur3(`b:${ws[i]} ${ws[i + 1]}`, 0) % n);
     return out;
   }
 
