@@ -3,7 +3,8 @@
  * Why: in Python a prompt's ids come from memos of its pieces, and every piece not seen before costs a call into
  * the `tokenizers` library (~70 us) plus the memo bookkeeping: on new text (every request's first sight of a
  * rare word, code, another script) this was the largest part of a routing decision (p99 ~0.5 ms). Here the whole
- * window costs one pass: O(n log n) in its length, no memo, no state kept between calls.
+ * window costs one pass, O(n log n) in its length; a fixed-size memo of short pieces (below) saves repeating
+ * BPE for common words, and nothing else is kept between calls.
  *
  * What it computes is `features.embed`'s recipe, steps 2-3, for a tokenizer that passed
  * `piece_tokenizer_json`'s proof (checked in Python before a configuration is made):
@@ -31,6 +32,18 @@ typedef struct {
     int32_t rank, merged;
 } merge_slot;
 
+/* A memo of short pieces' ids (a direct-mapped table: a new piece overwrites its slot, so memory stays fixed).
+ * BPE is a function of the piece, so a hit gives the ids BPE would. One call uses it at a time (`busy`); a call
+ * that finds it in use by another thread runs BPE for every piece instead of waiting. */
+#define MEMO_SLOTS 16384
+#define MEMO_CHARS 16 /* longer pieces are not memoised */
+typedef struct {
+    uint64_t hash; /* 0: empty */
+    int32_t n_chars, n_ids; /* n_ids <= MEMO_CHARS: a piece whose ids are more is not memoised */
+    uint32_t chars[MEMO_CHARS];
+    int32_t ids[MEMO_CHARS];
+} memo_slot;
+
 typedef struct {
     int32_t bmp[65536]; /* id of the one-character token of each BMP code point, -1: none */
     int32_t n_astral;
@@ -43,6 +56,8 @@ typedef struct {
     int32_t vocab, k;
     float *table; /* vocab x k, a copy */
     double *offset; /* k, a copy */
+    memo_slot *memo; /* MEMO_SLOTS */
+    char busy; /* the memo is in use by a call */
 } config;
 
 static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1); }
@@ -65,6 +80,7 @@ void beast_embed_free(void *p) {
     free(c->merges);
     free(c->table);
     free(c->offset);
+    free(c->memo);
     free(c);
 }
 
@@ -91,7 +107,8 @@ void *beast_embed_config(const uint32_t *chars, const int32_t *char_ids, int64_t
     c->merges = calloc(size, sizeof *c->merges);
     c->table = malloc(((size_t)vocab * k + 1) * sizeof *c->table);
     c->offset = malloc((k + 1) * sizeof *c->offset);
-    if (!c->astral || !c->astral_id || !c->merges || !c->table || !c->offset) goto bad;
+    c->memo = calloc(MEMO_SLOTS, sizeof *c->memo);
+    if (!c->astral || !c->astral_id || !c->merges || !c->table || !c->offset || !c->memo) goto bad;
     for (int64_t i = 0; i < n_chars; i++) {
         if (char_ids[i] < 0 || char_ids[i] >= vocab) goto bad;
         if (chars[i] <= 0xFFFF) {
@@ -221,10 +238,37 @@ static int64_t bpe(const config *c, const uint32_t *p, int64_t n, const scratch 
     return n_out;
 }
 
+static uint64_t piece_hash(const uint32_t *p, int64_t n) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the code points, never 0 */
+    for (int64_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h | 1;
+}
+
+/* bpe() through the memo when `memo` (the caller holds it) */
+static int64_t piece_ids(const config *c, const uint32_t *p, int64_t n, const scratch *s, int32_t *out, int memo) {
+    if (!memo || n > MEMO_CHARS) return bpe(c, p, n, s, out);
+    uint64_t h = piece_hash(p, n);
+    memo_slot *m = &c->memo[h & (MEMO_SLOTS - 1)];
+    if (m->hash == h && m->n_chars == n && memcmp(m->chars, p, n * sizeof *p) == 0) {
+        memcpy(out, m->ids, m->n_ids * sizeof *out);
+        return m->n_ids;
+    }
+    int64_t n_ids = bpe(c, p, n, s, out);
+    if (n_ids <= MEMO_CHARS) {
+        m->hash = h;
+        m->n_chars = (int32_t)n;
+        m->n_ids = (int32_t)n_ids;
+        memcpy(m->chars, p, n * sizeof *p);
+        memcpy(m->ids, out, n_ids * sizeof *out);
+    }
+    return n_ids;
+}
+
 /* ids of a well-formed text (n code points) into out (room for 4 n + 4); returns their count, -1 without memory */
 int64_t beast_embed_ids(const void *cfg, const uint32_t *text, int64_t n, int32_t *out) {
-    const config *c = cfg;
+    config *c = (config *)cfg;
     if (n == 0) return 0;
+    int memo = !__atomic_test_and_set(&c->busy, __ATOMIC_ACQUIRE);
     uint32_t *norm = malloc((n + 1) * sizeof *norm);
     int64_t room = 4 * (n + 1);
     scratch s = {malloc(room * sizeof *s.id), malloc(room * sizeof *s.prev), malloc(room * sizeof *s.next),
@@ -238,10 +282,11 @@ int64_t beast_embed_ids(const void *cfg, const uint32_t *text, int64_t n, int32_
             int64_t b = a;
             while (b < len && norm[b] == MARKER) b++;
             while (b < len && norm[b] != MARKER) b++;
-            n_out += bpe(c, norm + a, b - a, &s, out + n_out);
+            n_out += piece_ids(c, norm + a, b - a, &s, out + n_out, memo);
             a = b;
         }
     }
+    if (memo) __atomic_clear(&c->busy, __ATOMIC_RELEASE);
     free(norm);
     free(s.id);
     free(s.prev);

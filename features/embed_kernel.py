@@ -1,4 +1,4 @@
-"""The embedding family of windows in C (`embed_kernel.c`): Llama-2 BPE ids and pooled table rows, no memos.
+"""The embedding family of windows in C (`embed_kernel.c`): Llama-2 BPE ids and pooled table rows.
 
 `features.embed.Encoder` uses it when it builds (`core.native`) and its tokenizer passed the piece proof, else
 its memos and the `tokenizers` library; the ids and vectors are the same (tested), so features, models and
@@ -38,7 +38,8 @@ class EmbedSetup:
 
 class EmbedKernel:
     """Calls `beast_embed_vector` (one text), `beast_embed_vectors` (a batch) and `beast_embed_ids` with its
-    own configuration (a copy of the table and merges: the C keeps no global state and no Python memory)."""
+    own configuration (a copy of the table and merges, and a fixed-size memo of short pieces: the C keeps no
+    global state and no Python memory; calls from several threads are safe)."""
 
     def __init__(self, library: ctypes.CDLL, setup: EmbedSetup):
         table = np.ascontiguousarray(setup.table, dtype=np.float32)

@@ -6,6 +6,7 @@ and in batches; a tokenizer outside the piece proof, or no kernel, takes the mem
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -120,3 +121,21 @@ def test_a_missing_kernel_is_said_once_unless_disabled(encoders, monkeypatch) ->
     setup = kernel_setup(fast.tokenizer_json, fast.table, fast.offset)
     said = "tokenising with memos and the tokenizers library"
     assert_a_missing_kernel_is_said_once(monkeypatch, lambda: ek.load_kernel(setup), said)
+
+
+@needs_cc
+def test_memoised_pieces_and_concurrent_calls_give_the_same_ids(encoders, prompts) -> None:  # noqa: F811
+    """The C memo of short pieces (a direct-mapped table, one call at a time; a call that finds it busy runs BPE
+    for every piece): a second sight, pieces colliding in a slot or too long for it, and four threads at once
+    give what the tokenizer gives."""
+    fast, _ = encoders
+    kernel = fast._kernel
+    texts = [well_formed(p, fast.max_chars) for p in prompts if p is not None][:600]
+    long_pieces = ["x" * 17 + " " + "y" * 40, "ab" * 8 + " " + "ab" * 8 + "a"]  # 16 code points and beyond
+    want = [_tokenizer_ids(fast, t) for t in texts + long_pieces]
+    for _ in range(2):  # first sight fills the memo, the second reads it
+        assert [kernel.ids(t) for t in texts + long_pieces] == want
+    vectors = np.vstack([kernel.vector(t) for t in texts])
+    with ThreadPoolExecutor(4) as pool:  # ctypes releases the GIL: the calls overlap
+        for got in pool.map(lambda _: np.vstack([kernel.vector(t) for t in texts]), range(8)):
+            assert _same(got, vectors)
