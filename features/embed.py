@@ -129,16 +129,19 @@ _PIECES = re.compile(SPACE + "*[^" + SPACE + "]+|" + SPACE + "+")  # runs of mar
 _MEMO_MAX = 1_000_000  # pieces memoised per encoder (cleared when full: bounded memory under hostile input)
 
 
-def piece_tokenizer_json(tokenizer_json: str) -> str | None:
-    """The tokenizer that encodes one piece of a normalised text (`_PIECES`), when encoding the pieces one by
-    one provably gives the ids of the whole text, else None. Proof: the normaliser is exactly prepend SPACE +
-    replace " " by SPACE (so the normalised text is known) and there is no pre-tokenizer (BPE runs on the
-    whole text); the model is a plain BPE (no dropout, affixes or ignore_merges) with byte fallback and all
-    256 byte tokens (never an unknown token to fuse); and no merge joins a symbol whose last character is not
-    SPACE to one starting with SPACE. Then no symbol ever spans a cut between a non-SPACE character and a
-    SPACE, every merge happens inside one piece, and BPE (merges by rank, then position) applies the same
-    merges to a piece alone as inside the text. The piece tokenizer is the same model without normaliser."""
-    config = json.loads(tokenizer_json)
+def _merge_pairs(model: dict) -> list[list[str]]:
+    """The model's merges as [left, right] (a tokenizer JSON holds "a b" strings or [a, b] lists)."""
+    return [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+
+
+def _piece_proof(config: dict) -> bool:
+    """Whether encoding the pieces of a normalised text (`_PIECES`) one by one provably gives the ids of the whole
+    text. Proof: the normaliser is exactly prepend SPACE + replace " " by SPACE (so the normalised text is known)
+    and there is no pre-tokenizer (BPE runs on the whole text); the model is a plain BPE (no dropout, affixes or
+    ignore_merges) with byte fallback and all 256 byte tokens (never an unknown token to fuse); and no merge joins
+    a symbol whose last character is not SPACE to one starting with SPACE. Then no symbol ever spans a cut between
+    a non-SPACE character and a SPACE, every merge happens inside one piece, and BPE (merges by rank, then
+    position) applies the same merges to a piece alone as inside the text."""
     model = config.get("model") or {}
     normalizer = {
         "type": "Sequence",
@@ -147,9 +150,8 @@ def piece_tokenizer_json(tokenizer_json: str) -> str | None:
             {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
         ],
     }
-    vocab, merges = model.get("vocab") or {}, model.get("merges") or []
-    pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
-    if (
+    vocab = model.get("vocab") or {}
+    return not (
         config.get("normalizer") != normalizer
         or config.get("pre_tokenizer") is not None
         or config.get("added_tokens")
@@ -160,8 +162,15 @@ def piece_tokenizer_json(tokenizer_json: str) -> str | None:
         or model.get("ignore_merges")
         or not model.get("byte_fallback")
         or any(f"<0x{b:02X}>" not in vocab for b in range(256))
-        or any(len(p) != 2 or (p[0][-1:] != SPACE and p[1][:1] == SPACE) for p in pairs)
-    ):
+        or any(len(p) != 2 or (p[0][-1:] != SPACE and p[1][:1] == SPACE) for p in _merge_pairs(model))
+    )
+
+
+def piece_tokenizer_json(tokenizer_json: str) -> str | None:
+    """The tokenizer that encodes one piece of a normalised text (`_PIECES`) when `_piece_proof` holds (the same
+    model without normaliser), else None."""
+    config = json.loads(tokenizer_json)
+    if not _piece_proof(config):
         return None
     config["normalizer"] = None
     return json.dumps(config)
@@ -181,8 +190,7 @@ def safe_cuts(tokenizer_json: str) -> re.Pattern[str] | None:
     in the same order). Cut points: between an ASCII letter or digit and a punctuation character no merge
     joins to any of them (either order), and on both sides of a newline, tab or carriage return that no merge
     holds. For Llama-2: every ASCII punctuation character and all three, so "prices:" reuses "prices" and ":"."""
-    model = json.loads(tokenizer_json).get("model") or {}
-    pairs = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+    pairs = _merge_pairs(json.loads(tokenizer_json).get("model") or {})
     joined = {(a[-1:], b[:1]) for a, b in pairs}
     held = set("".join(a + b for a, b in pairs))
     cut = [c for c in _CUT_CANDIDATES if not any((w, c) in joined or (c, w) in joined for w in _WORD_CHARS)]
@@ -200,17 +208,17 @@ def safe_cuts(tokenizer_json: str) -> re.Pattern[str] | None:
 def kernel_setup(tokenizer_json: str, table: np.ndarray, offset: np.ndarray) -> EmbedSetup | None:
     """What `embed_kernel.c` is told about a tokenizer that passes `piece_tokenizer_json`'s proof (the C runs only
     that recipe: else None): its one-character tokens, byte tokens and merges in rank order, read off its JSON."""
-    if piece_tokenizer_json(tokenizer_json) is None:
+    config = json.loads(tokenizer_json)
+    if not _piece_proof(config):
         return None
-    model = json.loads(tokenizer_json)["model"]
+    model = config["model"]
     vocab: dict[str, int] = model["vocab"]
     single = [(ord(t), i) for t, i in vocab.items() if len(t) == 1]
-    pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
     return EmbedSetup(
         chars=np.array([c for c, _ in single], dtype=np.uint32),
         char_ids=np.array([i for _, i in single], dtype=np.int32),
         byte_ids=np.array([vocab[f"<0x{b:02X}>"] for b in range(256)], dtype=np.int32),
-        merges=np.array([(vocab[a], vocab[b], vocab[a + b]) for a, b in pairs], dtype=np.int32).reshape(-1, 3),
+        merges=np.array([(vocab[a], vocab[b], vocab[a + b]) for a, b in _merge_pairs(model)], np.int32).reshape(-1, 3),
         table=table,
         offset=offset,
     )
@@ -362,10 +370,11 @@ class Encoder:
         rows = [i for i, p in enumerate(prompts) if p is not None]
         if not rows:
             return out
+        texts = [well_formed(prompts[i], self.max_chars) for i in rows]
         if self._kernel is not None:
-            out[rows] = self._kernel.vectors([well_formed(prompts[i], self.max_chars) for i in rows])
+            out[rows] = self._kernel.vectors(texts)
             return out
-        chunks = self._ids_bytes([well_formed(prompts[i], self.max_chars) for i in rows])
+        chunks = self._ids_bytes(texts)
         counts = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks)) // 4
         ids = np.frombuffer(b"".join(chunks), dtype="<i4")
         indptr = np.concatenate([[0], np.cumsum(counts)])

@@ -356,8 +356,8 @@ class CompiledTrees:
         quality, cost = np.full(self.n, np.nan), np.empty(self.n)
         if self._snap:
             Xq = snap_zero(Xq)
+        Xc = snap_zero(Xc) if self.cost.snap_zero else Xc
         if self._fused is not None:
-            Xc = snap_zero(Xc) if self.cost.snap_zero else Xc
             self._fused(Xq.ctypes.data, Xq.strides[0], quality.ctypes.data, Xc.ctypes.data, self.n, cost.ctypes.data)
             return quality, cost
         if self.shared:
@@ -366,7 +366,6 @@ class CompiledTrees:
             base, stride, out = Xq.ctypes.data, Xq.strides[0], quality.ctypes.data
             for i, entry in self._calls:
                 entry(base + i * stride, out + 8 * i, 0, 1)
-        Xc = snap_zero(Xc) if self.cost.snap_zero else Xc
         self.cost.entry(Xc.ctypes.data, cost.ctypes.data, 0, self.n)
         return quality, cost
 

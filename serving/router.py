@@ -754,12 +754,14 @@ class Router:
         self.prompt_counts_in_c = counted_in_c()  # the kernels are loaded here, not on the first request
         self.text = TextSpec.from_json(json.dumps(spec["text"])) if spec.get("text") else None
         self.embed = _encoder(bundle)
-        if self.embed is not None:  # the embedding kernel, or the piece tokenizer and its memos, at load
+        self.embeds_in_c = self.embed is not None and self.embed.in_c()  # the embedding kernel is built here
+        # without a kernel, a family's memos learn the tokenizer's whole words at load (the C ones need none)
+        text_memos = self.text is not None and text_kernel(self.text.params.n_features) is None
+        if self.embed is not None and (text_memos or not self.embeds_in_c):
             words = self.embed.vocabulary_words()
             self.embed.warm(words)
-            if self.text is not None and text_kernel(self.text.params.n_features) is None:  # C hashes without memos
+            if text_memos:
                 warm_words(words, self.text.params.n_features)
-        self.embeds_in_c = self.embed is not None and self.embed.in_c()
         k = self.text.params.k if self.text is not None else 0
         k_emb = self.embed.k if self.embed is not None else 0
         # the request vector: [log1p(input tokens), task code, UTC hour, prompt features..., text..., embedding...]
