@@ -13,8 +13,10 @@
  *   alone is a piece): the proof says encoding the pieces one by one gives the whole text's ids;
  * - BPE each piece as the `tokenizers` crate does (models/bpe/word.rs `merge_all`): one symbol per character
  *   (its vocabulary id, else one byte-fallback token per UTF-8 byte), then repeatedly merge the adjacent pair of
- *   lowest merge rank, the leftmost among equals, through a min-heap of (rank, position) whose stale entries are
- *   skipped (the pair at the position no longer merges into the entry's id);
+ *   lowest merge rank, the leftmost among equals: through a min-heap of (rank, position) whose stale entries are
+ *   skipped (the pair at the position no longer merges into the entry's id), or for a piece of at most
+ *   SCAN_SYMBOLS symbols by a scan of the ranks kept per position (the same merges with fewer lookups: a window
+ *   of AlpacaEval at first sight 10.1 -> 8.6 us, memoised 4.8 -> 3.8 us);
  * - pool: sum the table rows of the ids in order in float64, divide by their count, subtract the offset, round
  *   to float32 (no ids: -offset), the additions `Encoder._pooled` makes.
  * The ids equal `tokenizers`' and the vectors `Encoder.vector`'s bit for bit (tests/features/test_embed_kernel.py).
@@ -196,6 +198,56 @@ static void push_pair(const config *c, const scratch *s, int64_t *n_heap, int32_
     if (m != NULL) push(s->heap, n_heap, (entry){m->rank, pos, m->merged});
 }
 
+/* Merge until no adjacent pair merges, always the pair of lowest rank, the leftmost among equals (position
+ * order is the symbols' order: a symbol only absorbs its right neighbour). Two ways to the same merges: */
+
+/* a min-heap of (rank, position) whose stale entries are skipped, as the tokenizers crate does: O(n log n) */
+static void merge_by_heap(const config *c, const scratch *s, int64_t n_sym) {
+    int64_t n_heap = 0;
+    for (int64_t i = 0; i + 1 < n_sym; i++) push_pair(c, s, &n_heap, (int32_t)i);
+    while (n_heap > 0) {
+        entry top = pop(s->heap, &n_heap);
+        int32_t at = top.pos, right = s->next[at];
+        if (s->id[at] < 0 || right < 0) continue; /* merged into its left neighbour, or the last symbol */
+        const merge_slot *m = find_merge(c, s->id[at], s->id[right]);
+        if (m == NULL || m->merged != top.merged) continue; /* a stale entry */
+        s->id[at] = top.merged;
+        s->id[right] = -1;
+        s->next[at] = s->next[right];
+        if (s->next[right] >= 0) s->prev[s->next[right]] = at;
+        if (s->prev[at] >= 0) push_pair(c, s, &n_heap, s->prev[at]);
+        if (s->next[at] >= 0) push_pair(c, s, &n_heap, at);
+    }
+}
+
+/* for a short piece (most words): each live pair's rank kept per position, the lowest found by a scan, and
+ * only the merged symbol's two pairs looked up again: O(n^2) but no heap and no stale entries to re-check.
+ * A pair at a position changes only by growing (its span gets longer), so a rank kept there is never stale. */
+#define SCAN_SYMBOLS 32
+static void set_pair(const config *c, const scratch *s, int32_t at, int32_t *rank, int32_t *merged) {
+    const merge_slot *m = s->next[at] < 0 ? NULL : find_merge(c, s->id[at], s->id[s->next[at]]);
+    rank[at] = m == NULL ? INT32_MAX : m->rank;
+    merged[at] = m == NULL ? -1 : m->merged;
+}
+
+static void merge_by_scan(const config *c, const scratch *s, int64_t n_sym) {
+    int32_t rank[SCAN_SYMBOLS], merged[SCAN_SYMBOLS];
+    for (int32_t i = 0; i < n_sym; i++) set_pair(c, s, i, rank, merged);
+    for (;;) {
+        int32_t at = -1, lowest = INT32_MAX;
+        for (int32_t i = 0; i >= 0; i = s->next[i]) /* symbol 0 is always live: it is never absorbed */
+            if (rank[i] < lowest) lowest = rank[i], at = i;
+        if (at < 0) return;
+        int32_t right = s->next[at];
+        s->id[at] = merged[at];
+        s->id[right] = -1;
+        s->next[at] = s->next[right];
+        if (s->next[right] >= 0) s->prev[s->next[right]] = at;
+        set_pair(c, s, at, rank, merged);
+        if (s->prev[at] >= 0) set_pair(c, s, s->prev[at], rank, merged);
+    }
+}
+
 /* the ids of one piece (code points p[0..n)) appended at out; returns how many */
 static int64_t bpe(const config *c, const uint32_t *p, int64_t n, const scratch *s, int32_t *out) {
     int64_t n_sym = 0;
@@ -213,25 +265,12 @@ static int64_t bpe(const config *c, const uint32_t *p, int64_t n, const scratch 
         u[0] = lead[len] | cp;
         for (int b = 0; b < len; b++) s->id[n_sym++] = c->bytes[u[b]];
     }
-    int64_t n_heap = 0;
     for (int64_t i = 0; i < n_sym; i++) {
         s->prev[i] = (int32_t)i - 1;
         s->next[i] = i + 1 < n_sym ? (int32_t)i + 1 : -1;
     }
-    for (int64_t i = 0; i + 1 < n_sym; i++) push_pair(c, s, &n_heap, (int32_t)i);
-    while (n_heap > 0) {
-        entry top = pop(s->heap, &n_heap);
-        int32_t at = top.pos, right = s->next[at];
-        if (s->id[at] < 0 || right < 0) continue; /* merged into its left neighbour, or the last symbol */
-        const merge_slot *m = find_merge(c, s->id[at], s->id[right]);
-        if (m == NULL || m->merged != top.merged) continue; /* a stale entry */
-        s->id[at] = top.merged;
-        s->id[right] = -1;
-        s->next[at] = s->next[right];
-        if (s->next[right] >= 0) s->prev[s->next[right]] = at;
-        if (s->prev[at] >= 0) push_pair(c, s, &n_heap, s->prev[at]);
-        if (s->next[at] >= 0) push_pair(c, s, &n_heap, at);
-    }
+    if (n_sym <= SCAN_SYMBOLS) merge_by_scan(c, s, n_sym);
+    else merge_by_heap(c, s, n_sym);
     int64_t n_out = 0;
     for (int64_t i = 0; i < n_sym; i++)
         if (s->id[i] >= 0) out[n_out++] = s->id[i];

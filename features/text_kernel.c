@@ -52,13 +52,14 @@ static uint32_t murmur3(const uint8_t *key, uint32_t len) {
 
 typedef struct {
     uint32_t n;      /* buckets */
+    uint32_t mask;   /* n - 1 when n is a power of two (the shipped 4,096): a mask instead of a division, same bucket */
     uint32_t *count; /* n counters, zero between texts */
     uint64_t *seen;  /* n bits, zero between texts */
     uint8_t *key;    /* a key under construction (longest: a pair) */
 } Counter;
 
 static inline void add(Counter *c, const uint8_t *key, uint32_t len) {
-    uint32_t b = murmur3(key, len) % c->n;
+    uint32_t h = murmur3(key, len), b = c->mask ? h & c->mask : h % c->n;
     c->count[b]++;
     c->seen[b >> 6] |= (uint64_t)1 << (b & 63);
 }
@@ -114,6 +115,7 @@ static int open_counter(Counter *c, uint32_t n, int64_t longest) {
     static int ready = 0;
     if (!ready) init_table(), ready = 1; /* idempotent: a race writes the same bytes */
     c->n = n;
+    c->mask = n > 1 && (n & (n - 1)) == 0 ? n - 1 : 0;
     c->count = calloc(n, sizeof *c->count);
     c->seen = calloc((n + 63) / 64, sizeof *c->seen);
     c->key = malloc((size_t)longest + 8);
@@ -152,6 +154,31 @@ int64_t beast_text_counts(const uint8_t *texts, const int64_t *ends, int64_t m, 
     return total;
 }
 
+/* y[j] = 0.0 + a[0] x comp[cols[0]][j] + a[1] x comp[cols[1]][j] + ..., each y[j] summed in bucket order.
+ * Eight columns at a time in registers, two per vector: the same IEEE products and sums, element by element,
+ * as the scalar loop before, which kept y in memory (the whole call on AlpacaEval windows: 4.45 -> 2.39 us);
+ * the rest one by one. */
+typedef double pair __attribute__((vector_size(16)));
+
+static void project(const double *a, const int32_t *cols, int64_t nnz, const double *comp, int32_t k, double *y) {
+    int32_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+        pair y0 = {0.0, 0.0}, y1 = y0, y2 = y0, y3 = y0;
+        for (int64_t i = 0; i < nnz; i++) {
+            const double *row = comp + (int64_t)cols[i] * k + j;
+            pair r0, r1, r2, r3, ai = {a[i], a[i]};
+            memcpy(&r0, row, 16), memcpy(&r1, row + 2, 16), memcpy(&r2, row + 4, 16), memcpy(&r3, row + 6, 16);
+            y0 += ai * r0, y1 += ai * r1, y2 += ai * r2, y3 += ai * r3;
+        }
+        memcpy(y + j, &y0, 16), memcpy(y + j + 2, &y1, 16), memcpy(y + j + 4, &y2, 16), memcpy(y + j + 6, &y3, 16);
+    }
+    for (; j < k; j++) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < nnz; i++) sum += a[i] * comp[(int64_t)cols[i] * k + j];
+        y[j] = sum;
+    }
+}
+
 /* Steps 5-7 as features/text.py's text_matrix computes them, in its order: w = (1 + ln tf) (`sublinear`: read
  * from `one_plus_log`[tf], which numpy filled) or tf, times idf; norm = sqrt of the sum of w^2 in bucket order;
  * out[j] = the sum over buckets, in bucket order, of (w / norm) x comp[bucket][j] (comp: n x k float64), as
@@ -183,11 +210,8 @@ int64_t beast_text_vectors(const uint8_t *texts, const int64_t *ends, int64_t m,
             squares += w[i] * w[i];
         }
         double norm = sqrt(squares), safe = norm > 0 ? norm : 1.0;
-        for (int32_t j = 0; j < k; j++) y[j] = 0.0;
-        for (int64_t i = 0; i < nnz; i++) {
-            const double a = w[i] / safe, *row = comp + (int64_t)cols[i] * k;
-            for (int32_t j = 0; j < k; j++) y[j] += a * row[j];
-        }
+        for (int64_t i = 0; i < nnz; i++) w[i] /= safe;
+        project(w, cols, nnz, comp, k, y);
         for (int32_t j = 0; j < k; j++) out[t * k + j] = norm == 0 ? 0.0f : (float)y[j];
     }
 done:

@@ -371,16 +371,20 @@ class CompiledTrees:
 
     def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(quality, cost output), each n_requests x n_candidates, of candidate-major rows (n_candidates x
-        n_requests x n_features: candidate i's rows are the block Xq[i], read in place)."""
-        n, n_requests = Xq.shape[:2]
-        cost = self.cost.predict(Xc.reshape(n * n_requests, Xc.shape[2])).reshape(n, n_requests)
+        n_requests x n_features: candidate i's rows are the block Xq[i], read in place; a single block is
+        read by every candidate)."""
+        n, (blocks, n_requests) = self.n, Xq.shape[:2]
+        cost = self.cost.predict(Xc.reshape(len(Xc) * n_requests, Xc.shape[2])).reshape(len(Xc), n_requests)
+        cost = np.broadcast_to(cost, (n, n_requests)).T.copy()
         if self.shared:
-            return self.heads[0].predict(Xq.reshape(n * n_requests, Xq.shape[2])).reshape(n, n_requests).T, cost.T
+            quality = self.heads[0].predict(Xq.reshape(blocks * n_requests, Xq.shape[2])).reshape(blocks, n_requests)
+            return np.broadcast_to(quality, (n, n_requests)).T.copy(), cost
         quality = np.full((n, n_requests), np.nan)
         if n_requests and self._calls:  # one check of the whole block, then each head's entry on its rows in place
-            X = self.heads[self._calls[0][0]].rows(Xq.reshape(n * n_requests, Xq.shape[2]))
+            X = self.heads[self._calls[0][0]].rows(Xq.reshape(blocks * n_requests, Xq.shape[2]))
             X = snap_zero(X) if self._snap else X
-            step, base, out = n_requests * X.strides[0], X.ctypes.data, quality.ctypes.data
+            step = n_requests * X.strides[0] if blocks > 1 else 0
+            base, out = X.ctypes.data, quality.ctypes.data
             for i, entry in self._calls:
                 entry(base + i * step, out + 8 * n_requests * i, 0, n_requests)
-        return quality.T, cost.T
+        return quality.T, cost

@@ -568,8 +568,9 @@ class RowPredictor:
 
 class TreeEvaluator(Protocol):
     """The router's boosters over candidate rows: `one` for one request's n_candidates rows (the router's reused
-    buffers); `many` for a batch, candidate-major (n_candidates x n_requests x n_features, `fill_many`),
-    returning n_requests x n_candidates arrays; both return (quality, cost booster output)."""
+    buffers); `many` for a batch, candidate-major (n_candidates x n_requests x n_features, or 1 x n_requests x
+    n_features read by every candidate: `fill_many`), returning n_requests x n_candidates arrays; both return
+    (quality, cost booster output)."""
 
     def one(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -591,17 +592,17 @@ class LightGBMTrees:
         return quality, np.array([self._c_fast(row) for row in Xc])
 
     def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, n_requests = Xq.shape[:2]
+        n, (blocks, n_requests) = len(self.heads), Xq.shape[:2]
         quality = np.full((n, n_requests), math.nan)
         if n_requests and self.shared:
-            quality[:] = self.heads[0].predict(Xq.reshape(n * n_requests, -1), num_threads=1).reshape(n, n_requests)
+            quality[:] = self.heads[0].predict(Xq.reshape(blocks * n_requests, -1), num_threads=1).reshape(blocks, -1)
         elif n_requests:
             for i, booster in enumerate(self.heads):
                 if booster is not None:
-                    quality[i] = booster.predict(Xq[i], num_threads=1)
-        rows = Xc.reshape(n * n_requests, Xc.shape[2])
+                    quality[i] = booster.predict(Xq[i if blocks > 1 else 0], num_threads=1)
+        rows = Xc.reshape(len(Xc) * n_requests, Xc.shape[2])
         log_out = self.cost.predict(rows, num_threads=1) if n_requests else np.empty(0)
-        return quality.T, log_out.reshape(n, n_requests).T
+        return quality.T, np.broadcast_to(log_out.reshape(len(Xc), n_requests), (n, n_requests)).T.copy()
 
 
 TREES_ENV = "BEAST_TREES"  # "lightgbm" forces the LightGBM path (a benchmark's reference); default "compiled"
@@ -640,6 +641,7 @@ class FeatureLayout:
 
     template: np.ndarray  # n_candidates x n_features, float64, C order
     runs: tuple[tuple[slice, slice], ...]  # (columns in the predictor's order, slots of the request vector)
+    blocks: int  # row blocks a batch fills: 1 when every candidate's row is the same (no candidate column)
 
     @classmethod
     def make(
@@ -652,7 +654,8 @@ class FeatureLayout:
                 template[:, j] = candidate[name]
         slot = {name: i for i, name in enumerate(request)}
         pairs = [(j, slot[name]) for j, name in enumerate(names) if name in slot and name not in candidate]
-        return cls(template, _runs(pairs))
+        same = np.array_equal(template, np.broadcast_to(template[:1], template.shape), equal_nan=True)
+        return cls(template, _runs(pairs), 1 if same and n else n)
 
     def fill(self, out: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """`out` (template-shaped, reused) set to the template with the request's values copied in."""
@@ -662,11 +665,12 @@ class FeatureLayout:
         return out
 
     def fill_many(self, vectors: np.ndarray) -> np.ndarray:
-        """`fill` for a batch (one request vector per row of `vectors`), candidate-major: n_candidates x
-        n_requests x n_features, so each candidate's rows are one C-contiguous block, as its head reads them
-        (no strided copy per head)."""
-        out = np.empty((len(self.template), len(vectors), self.template.shape[1]))
-        out[:] = self.template[:, None, :]
+        """`fill` for a batch (one request vector per row of `vectors`), candidate-major: `blocks` x n_requests
+        x n_features, so each candidate's rows are one C-contiguous block, as its head reads them (no strided
+        copy per head); one block that every candidate reads when their rows are the same (the quality heads':
+        a 14th of the copying, and the trees read rows that are already in cache)."""
+        out = np.empty((self.blocks, len(vectors), self.template.shape[1]))
+        out[:] = self.template[: self.blocks, None, :]
         for columns, slots in self.runs:
             out[:, :, columns] = vectors[None, :, slots]
         return out

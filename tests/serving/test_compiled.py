@@ -171,6 +171,18 @@ def test_a_batch_predicts_what_each_request_and_lightgbm_predict(n_requests: int
     for i, booster in ((0, boosters[0]), (2, boosters[1]), (3, boosters[2])):
         np.testing.assert_array_equal(quality[:, i], booster.predict(Xq[i], num_threads=1))
     assert np.isnan(quality[:, 1]).all()
+    one_block = Xq[2:3]  # a block every head reads (the quality layout without candidate columns) = the block repeated
+    lightgbm_trees = LightGBMTrees([boosters[0], None, boosters[1], boosters[2]], False, cost_booster)
+    shared = (
+        compiled.CompiledTrees([heads[1]] * 4, True, trees.cost),
+        LightGBMTrees([boosters[1]] * 4, True, cost_booster),
+    )
+    for each in (trees, lightgbm_trees, *shared):
+        q1, c1 = each.many(one_block, Xc)
+        q4, c4 = each.many(np.repeat(one_block, 4, axis=0), Xc)
+        np.testing.assert_array_equal(q1, q4)
+        np.testing.assert_array_equal(c1, c4)
+        np.testing.assert_array_equal(c1, cost)
     np.testing.assert_array_equal(
         cost, cost_booster.predict(Xc.reshape(-1, Xc.shape[2]), num_threads=1).reshape(4, n_requests).T
     )

@@ -527,6 +527,22 @@ def test_a_feature_layout_copies_request_slots_run_by_run() -> None:
     want = np.array([[1, 10, 12, 13, 3, 11], [2, 10, 12, 13, 4, 11]], dtype=float)
     np.testing.assert_array_equal(layout.fill(np.empty((2, 6)), vector), want)
     batch = layout.fill_many(np.vstack([vector, vector + 100]))
-    assert batch.shape == (2, 2, 6) and batch.flags.c_contiguous
+    assert layout.blocks == 2 and batch.shape == (2, 2, 6) and batch.flags.c_contiguous
     np.testing.assert_array_equal(batch[:, 0], want)
     np.testing.assert_array_equal(batch[:, 1], want + np.array([0, 100, 100, 100, 0, 100]))
+
+
+def test_a_layout_without_candidate_columns_fills_one_block_for_every_candidate() -> None:
+    """The quality heads' layout (request columns only, one unused NaN column): a batch is one block of
+    n_requests rows that every head reads, equal to each candidate's `fill` row; a candidate column whose
+    values are all the same is one block too, and one that differs is not."""
+    layout = FeatureLayout.make(["r1", "unused", "r0"], {}, ["r0", "r1"], 3)
+    vectors = np.array([[1.0, 2.0], [3.0, 4.0]])
+    batch = layout.fill_many(vectors)
+    assert layout.blocks == 1 and batch.shape == (1, 2, 3) and batch.flags.c_contiguous
+    for r, vector in enumerate(vectors):
+        rows = layout.fill(np.empty((3, 3)), vector)
+        for i in range(3):
+            np.testing.assert_array_equal(batch[0, r], rows[i])
+    assert FeatureLayout.make(["c", "r0"], {"c": np.array([5.0, 5.0])}, ["r0"], 2).blocks == 1
+    assert FeatureLayout.make(["c", "r0"], {"c": np.array([5.0, 6.0])}, ["r0"], 2).blocks == 2
