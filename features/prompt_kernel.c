@@ -25,6 +25,10 @@ typedef struct {
     int n;
     unsigned char len[MAX_WORDS];
     char word[MAX_WORDS][MAX_WORD + 1];
+    /* the indices of the words of each length, in list order: by_len[first[m] .. first[m + 1]) have length m
+     * (a whole-word lookup compares only those; a scan of the whole list was a third of the kernel's time) */
+    unsigned char first[MAX_WORD + 2];
+    unsigned char by_len[MAX_WORDS];
 } word_list;
 
 /* one-character classes (bit = C_*: `features.prompt_kernel.CLASSES`) of every BMP code point and of every
@@ -78,6 +82,16 @@ void *beast_prompt_config(const char *const *words, const uint16_t *table, uint1
             s = e;
         }
     }
+    for (int k = 0; k < N_LISTS; k++) {
+        word_list *l = &c->lists[k];
+        int at = 0;
+        for (int m = 0; m <= MAX_WORD; m++) {
+            l->first[m] = (unsigned char)at;
+            for (int i = 0; i < l->n; i++)
+                if (l->len[i] == m) l->by_len[at++] = (unsigned char)i;
+        }
+        l->first[MAX_WORD + 1] = (unsigned char)at;
+    }
     if (c->lists[LIST_WH].n != N_WH) {
         free(c);
         return NULL;
@@ -103,8 +117,9 @@ static inline int alnum(ch c) { return (c >= 'A' && c <= 'Z') || az(c) || digit(
 static int find_word(int k, const ch *s, int64_t a, int64_t b) {
     const word_list *l = &cf->lists[k];
     int64_t len = b - a;
-    for (int i = 0; i < l->n; i++) {
-        if (l->len[i] != len) continue;
+    if (len > MAX_WORD) return -1;
+    for (int at = l->first[len]; at < l->first[len + 1]; at++) {
+        int i = l->by_len[at];
         int64_t j = 0;
         while (j < len && s[a + j] == (unsigned char)l->word[i][j]) j++;
         if (j == len) return i;

@@ -83,6 +83,40 @@ const COUNTED = Object.entries(PATTERNS)
 const FENCED = new RegExp(PATTERNS.fenced_block[0], "gu");
 const WH_ANY = new RegExp(PATTERNS.wh_any[0], "u");
 
+/** out[j] += weights[0] x matrix[rows[0]][j] + weights[1] x matrix[rows[1]][j] + ... (matrix: rows of out.length
+ * values), each out[j] summed in row order, as the plain double loop adds: eight sums at a time in local variables
+ * instead of out[j] loaded and stored per row (mean over every sample prompt: text 56 -> 50 us, embedding 25 ->
+ * 22 us). A weight of 1 leaves a value exact, so the embedding's plain sums use `ones`. */
+function addRows(out, matrix, rows, weights) {
+  const k = out.length;
+  let j = 0;
+  for (; j + 8 <= k; j += 8) {
+    let a0 = out[j], a1 = out[j + 1], a2 = out[j + 2], a3 = out[j + 3];
+    let a4 = out[j + 4], a5 = out[j + 5], a6 = out[j + 6], a7 = out[j + 7];
+    for (let i = 0; i < rows.length; i++) {
+      const b = rows[i] * k + j, x = weights[i];
+      a0 += matrix[b] * x;
+      a1 += matrix[b + 1] * x;
+      a2 += matrix[b + 2] * x;
+      a3 += matrix[b + 3] * x;
+      a4 += matrix[b + 4] * x;
+      a5 += matrix[b + 5] * x;
+      a6 += matrix[b + 6] * x;
+      a7 += matrix[b + 7] * x;
+    }
+    out[j] = a0, out[j + 1] = a1, out[j + 2] = a2, out[j + 3] = a3;
+    out[j + 4] = a4, out[j + 5] = a5, out[j + 6] = a6, out[j + 7] = a7;
+  }
+  for (; j < k; j++) {
+    let a = out[j];
+    for (let i = 0; i < rows.length; i++) a += matrix[rows[i] * k + j] * weights[i];
+    out[j] = a;
+  }
+}
+
+let ONES = new Float64Array(0);
+const ones = (n) => (ONES.length >= n ? ONES : (ONES = new Float64Array(2 * n).fill(1.0)));
+
 /** Length in Unicode code points (Python len): a surrogate pair is one, a lone surrogate is one. */
 export function codePoints(s) {
   return s.length - count(SURROGATE_PAIR, s); // a native scan, and none at all for a one-byte (Latin-1) string
@@ -177,23 +211,29 @@ export class TextSpecError extends Error {
   }
 }
 
+let KEY_BYTES = new Uint8Array(256);
+const KEY_UTF8 = new TextEncoder();
+
 /** MurmurHash3 x86 32-bit (seed 0 by default) of a string's UTF-8 bytes, as an unsigned integer. */
 export function murmur3(key, seed = 0) {
-  let bytes = null;
-  for (let i = 0; i < key.length; i++) {
-    if (key.charCodeAt(i) > 0x7f) {
-      bytes = new TextEncoder().encode(key);
+  // the key's bytes: an ASCII key copied into a reused buffer (no garbage per key: pairs are hashed per occurrence)
+  let len = key.length;
+  let bytes = KEY_BYTES.length >= len ? KEY_BYTES : (KEY_BYTES = new Uint8Array(2 * len));
+  for (let i = 0; i < len; i++) {
+    const c = key.charCodeAt(i);
+    if (c > 0x7f) {
+      bytes = KEY_UTF8.encode(key);
+      len = bytes.length;
       break;
     }
+    bytes[i] = c;
   }
-  const len = bytes ? bytes.length : key.length;
-  const at = bytes ? (i) => bytes[i] : (i) => key.charCodeAt(i);
   const c1 = 0xcc9e2d51, c2 = 0x1b873593;
   let h = seed | 0;
   const nblocks = len >> 2;
   for (let b = 0; b < nblocks; b++) {
     const i = b << 2;
-    let k = at(i) | (at(i + 1) << 8) | (at(i + 2) << 16) | (at(i + 3) << 24);
+    let k = bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24);
     k = Math.imul(k, c1);
     k = (k << 15) | (k >>> 17);
     k = Math.imul(k, c2);
@@ -205,13 +245,13 @@ export function murmur3(key, seed = 0) {
   let k = 0;
   switch (len & 3) {
     case 3:
-      k ^= at(tail + 2) << 16;
+      k ^= bytes[tail + 2] << 16;
     // falls through
     case 2:
-      k ^= at(tail + 1) << 8;
+      k ^= bytes[tail + 1] << 8;
     // falls through
     case 1:
-      k ^= at(tail);
+      k ^= bytes[tail];
       k = Math.imul(k, c1);
       k = (k << 15) | (k >>> 17);
       k = Math.imul(k, c2);
@@ -349,11 +389,8 @@ export class TextSpec {
     }
     const norm = Math.sqrt(ss);
     if (norm === 0) return out;
-    for (let i = 0; i < cols.length; i++) {
-      const x = w[i] / norm;
-      const base = cols[i] * k;
-      for (let r = 0; r < k; r++) out[r] += this.columns[base + r] * x;
-    }
+    for (let i = 0; i < cols.length; i++) w[i] /= norm;
+    addRows(out, this.columns, cols, w);
     for (let r = 0; r < k; r++) out[r] = Math.fround(out[r]); // stored as float32, like the Python path
     return out;
   }
@@ -461,10 +498,7 @@ export class EmbedSpec {
       for (let j = 0; j < k; j++) out[j] = Math.fround(-offset[j]);
       return out;
     }
-    for (let t = 0; t < ids.length; t++) {
-      const base = ids[t] * k;
-      for (let j = 0; j < k; j++) out[j] += table[base + j]; // float64 sums, token order
-    }
+    addRows(out, table, ids, ones(ids.length)); // float64 sums, token order
     for (let j = 0; j < k; j++) out[j] = Math.fround(out[j] / ids.length - offset[j]); // stored as float32, like the Python path
     return out;
   }
