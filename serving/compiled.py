@@ -322,6 +322,12 @@ def verify_trees(trees: CompiledTrees, reference: Evaluator, Xq: np.ndarray, Xc:
             )
 
 
+def per_request(values: np.ndarray, n: int) -> np.ndarray:
+    """n_requests x n of candidate-major predictions (blocks x n_requests): the transposed view when there is a
+    block per candidate, else the single block's predictions (read by every candidate) repeated for each."""
+    return values.T if len(values) == n else np.broadcast_to(values, (n, values.shape[1])).T.copy()
+
+
 def _one_call(calls: Sequence[tuple[int, Callable]], cost: Callable) -> Callable | None:
     """`compiled_kernel.c`'s `beast_forests_one` bound to these (row, entry) head calls and the cost entry:
     (X, row stride, quality out, Xc, cost rows, cost out) -> a request's boosters in one ctypes call instead of
@@ -374,11 +380,10 @@ class CompiledTrees:
         n_requests x n_features: candidate i's rows are the block Xq[i], read in place; a single block is
         read by every candidate)."""
         n, (blocks, n_requests) = self.n, Xq.shape[:2]
-        cost = self.cost.predict(Xc.reshape(len(Xc) * n_requests, Xc.shape[2])).reshape(len(Xc), n_requests)
-        cost = np.broadcast_to(cost, (n, n_requests)).T.copy()
+        cost = per_request(self.cost.predict(Xc.reshape(-1, Xc.shape[2])).reshape(len(Xc), n_requests), n)
         if self.shared:
-            quality = self.heads[0].predict(Xq.reshape(blocks * n_requests, Xq.shape[2])).reshape(blocks, n_requests)
-            return np.broadcast_to(quality, (n, n_requests)).T.copy(), cost
+            quality = self.heads[0].predict(Xq.reshape(-1, Xq.shape[2])).reshape(blocks, n_requests)
+            return per_request(quality, n), cost
         quality = np.full((n, n_requests), np.nan)
         if n_requests and self._calls:  # one check of the whole block, then each head's entry on its rows in place
             X = self.heads[self._calls[0][0]].rows(Xq.reshape(blocks * n_requests, Xq.shape[2]))

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -43,7 +43,7 @@ from features.text import TextSpec, text_matrix, text_vector, warm_words
 from features.text_kernel import kernel as text_kernel
 from serving.budget import BudgetFile
 from serving.bundle import Bundle, BundleError, bundle_key, load
-from serving.compiled import load_trees, verify_trees
+from serving.compiled import load_trees, per_request, verify_trees
 
 # The largest input a request may claim: no candidate reads more. The model cards (data/models.yaml), the price
 # table and the bundle carry no context-window sizes, so this is a documented constant above the largest
@@ -602,7 +602,7 @@ class LightGBMTrees:
                     quality[i] = booster.predict(Xq[i if blocks > 1 else 0], num_threads=1)
         rows = Xc.reshape(len(Xc) * n_requests, Xc.shape[2])
         log_out = self.cost.predict(rows, num_threads=1) if n_requests else np.empty(0)
-        return quality.T, np.broadcast_to(log_out.reshape(len(Xc), n_requests), (n, n_requests)).T.copy()
+        return quality.T, per_request(log_out.reshape(len(Xc), n_requests), n)
 
 
 TREES_ENV = "BEAST_TREES"  # "lightgbm" forces the LightGBM path (a benchmark's reference); default "compiled"
@@ -641,7 +641,6 @@ class FeatureLayout:
 
     template: np.ndarray  # n_candidates x n_features, float64, C order
     runs: tuple[tuple[slice, slice], ...]  # (columns in the predictor's order, slots of the request vector)
-    blocks: int  # row blocks a batch fills: 1 when every candidate's row is the same (no candidate column)
 
     @classmethod
     def make(
@@ -654,8 +653,14 @@ class FeatureLayout:
                 template[:, j] = candidate[name]
         slot = {name: i for i, name in enumerate(request)}
         pairs = [(j, slot[name]) for j, name in enumerate(names) if name in slot and name not in candidate]
-        same = np.array_equal(template, np.broadcast_to(template[:1], template.shape), equal_nan=True)
-        return cls(template, _runs(pairs), 1 if same and n else n)
+        return cls(template, _runs(pairs))
+
+    @cached_property
+    def blocks(self) -> int:
+        """Row blocks a batch fills: 1 when every candidate's row of the template is the same (no candidate
+        column, as in the quality heads' layout), else one per candidate."""
+        t = self.template
+        return 1 if len(t) and np.array_equal(t, np.broadcast_to(t[:1], t.shape), equal_nan=True) else len(t)
 
     def fill(self, out: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """`out` (template-shaped, reused) set to the template with the request's values copied in."""
