@@ -8,6 +8,7 @@
 // (tests/test_js_router.py compares them), and none of them uses \s, \w, \d or \b.
 
 import { LlamaTokenizer } from "./tokenizer.mjs";
+import { surrogatePairs } from "./utf16.mjs";
 
 export const CHARS_PER_TOKEN = 4;
 export const CODE_TOKENS_FOR_CODE = 3;
@@ -119,9 +120,8 @@ const ones = (n) => (ONES.length >= n ? ONES : (ONES = new Float64Array(2 * n).f
 
 /** Length in Unicode code points (Python len): a surrogate pair is one, a lone surrogate is one. */
 export function codePoints(s) {
-  return s.length - count(SURROGATE_PAIR, s); // a native scan, and none at all for a one-byte (Latin-1) string
+  return s.length - surrogatePairs(s);
 }
-const SURROGATE_PAIR = /[\ud800-\udbff][\udc00-\udfff]/g;
 
 /** min(code points, CHARS_CAP) in O(1) for long strings: 2 x CHARS_CAP UTF-16 units hold >= CHARS_CAP code points. */
 export function cappedCodePoints(s) {
