@@ -18,6 +18,7 @@ from core import native
 from serving import compiled
 from serving.bundle import BundleError, load
 from serving.compiled import compilable_text, compile_booster, needs_snap
+from serving.forest import KERNEL, Forest, tree_model
 from serving.router import LightGBMTrees, Router, RouteRequest
 from serving.trees import K_ZERO_THRESHOLD, probe_rows
 
@@ -177,7 +178,13 @@ def test_a_batch_predicts_what_each_request_and_lightgbm_predict(n_requests: int
         compiled.CompiledTrees([heads[1]] * 4, True, trees.cost),
         LightGBMTrees([boosters[1]] * 4, True, cost_booster),
     )
-    for each in (trees, lightgbm_trees, *shared):
+    forest = Forest.from_models([tree_model(b.model_to_string()) for b in boosters])
+    walked = compiled.CompiledTrees(trees.heads, False, trees.cost, forest)  # the batch kernel (serving/forest.py)
+    assert forest is not None or not native.shared_library(KERNEL).library
+    np.testing.assert_array_equal(walked.many(Xq, Xc)[0], quality)
+    shared_forest = Forest.from_models([tree_model(boosters[1].model_to_string())])
+    shared += (compiled.CompiledTrees([heads[1]] * 4, True, trees.cost, shared_forest),)
+    for each in (trees, lightgbm_trees, walked, *shared):
         q1, c1 = each.many(one_block, Xc)
         q4, c4 = each.many(np.repeat(one_block, 4, axis=0), Xc)
         np.testing.assert_array_equal(q1, q4)
@@ -186,6 +193,35 @@ def test_a_batch_predicts_what_each_request_and_lightgbm_predict(n_requests: int
     np.testing.assert_array_equal(
         cost, cost_booster.predict(Xc.reshape(-1, Xc.shape[2]), num_threads=1).reshape(4, n_requests).T
     )
+
+
+NUMERICAL = ["binary_nan", "cross_entropy", "regression_zero_missing", "one_tree", "constant"]
+
+
+def test_the_batch_kernel_predicts_what_lightgbm_predicts() -> None:
+    """serving/forest.py: every numerical booster above (NaN and Zero missing types in both directions, bins at
+    -kZeroThreshold, one tree, one leaf) plus a sigmoid of 0.7 as heads of one forest, bit for bit on every leaf
+    and edge value, tiny values and infinities; one head alone the same; categorical splits are left to lleaves."""
+    if not native.shared_library(KERNEL).library:
+        pytest.skip("no C compiler: the batch kernel is not built (lleaves walks the batches)")
+    boosters = [BOOSTERS[n]() for n in NUMERICAL]
+    boosters.append(_train({"objective": "binary", "sigmoid": 0.7}, 8, label=lambda y: (y > 0).astype(float)))
+    forest = Forest.from_models([tree_model(b.model_to_string()) for b in boosters])
+    assert forest is not None and forest.n_heads == len(boosters)
+    assert set(forest.rules) >= {0, 1, 2, 4, 5}  # NaN -> 0, Zero left / right, NaN right, the leaves' constant
+    rows = np.vstack([_rows(b, seed) for seed, b in enumerate(boosters)])
+    extra = np.zeros((6, rows.shape[1]))
+    extra[:, 1:] = np.array([K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD, 1e-36, np.inf, -np.inf, -0.0])[:, None]
+    X = np.vstack([rows, extra])
+    got = forest.predict(X)
+    assert got.shape == (len(boosters), len(X))
+    for h, booster in enumerate(boosters):
+        np.testing.assert_array_equal(got[h], booster.predict(X, num_threads=1), err_msg=NUMERICAL[h : h + 1])
+        np.testing.assert_array_equal(forest.predict(X[h::3], h)[0], got[h, h::3])
+    assert len(set(np.round(got[-1], 12))) > 10  # the sigmoid head really varies
+    assert Forest.from_models([tree_model(BOOSTERS["quantile_categorical"]().model_to_string())]) is None
+    with pytest.raises(ValueError, match="the forest needs"):
+        forest.predict(X[:, :3])
 
 
 def test_rows_of_the_wrong_shape_are_refused(cache: Path) -> None:
