@@ -154,9 +154,18 @@ export function promptWindow(s) {
   return t <= h ? s : s.slice(0, h) + WINDOW_JOIN + s.slice(t); // t <= h: at most HEAD + TAIL code points
 }
 
+/** Non-overlapping matches of a global regex, left to right, as `s.match(re).length` without building them (a
+ * match array of every letter was most of a decision's garbage). No pattern matches "" (an empty match would not
+ * move lastIndex: refused rather than counted forever). */
 function count(re, s) {
-  const m = s.match(re); // global: every non-overlapping match, left to right (no pattern matches "")
-  return m === null ? 0 : m.length;
+  let n = 0;
+  let last = (re.lastIndex = 0);
+  while (re.test(s)) {
+    if (re.lastIndex === last) throw new Error(`pattern ${re.source} matched the empty string`);
+    last = re.lastIndex;
+    n++;
+  }
+  return n;
 }
 
 const ratio = (num, den) => (den > 0 ? num / den : 0.0);
@@ -216,18 +225,35 @@ const KEY_UTF8 = new TextEncoder();
 
 /** MurmurHash3 x86 32-bit (seed 0 by default) of a string's UTF-8 bytes, as an unsigned integer. */
 export function murmur3(key, seed = 0) {
-  // the key's bytes: an ASCII key copied into a reused buffer (no garbage per key: pairs are hashed per occurrence)
-  let len = key.length;
-  let bytes = KEY_BYTES.length >= len ? KEY_BYTES : (KEY_BYTES = new Uint8Array(2 * len));
+  // the key's bytes: an ASCII key copied into a reused buffer (no garbage per key)
+  const len = key.length;
+  const bytes = keyBytes(len);
   for (let i = 0; i < len; i++) {
     const c = key.charCodeAt(i);
     if (c > 0x7f) {
-      bytes = KEY_UTF8.encode(key);
-      len = bytes.length;
-      break;
+      const utf8 = KEY_UTF8.encode(key);
+      return murmur3Bytes(utf8, utf8.length, seed);
     }
     bytes[i] = c;
   }
+  return murmur3Bytes(bytes, len, seed);
+}
+
+const keyBytes = (len) => (KEY_BYTES.length >= len ? KEY_BYTES : (KEY_BYTES = new Uint8Array(2 * len)));
+
+/** murmur3 of the pair key `b:${a} ${b}` of two words of ASCII letters and digits (textWords), without the string. */
+function pairHash(a, b) {
+  const len = a.length + b.length + 3;
+  const bytes = keyBytes(len);
+  bytes[0] = 0x62; // "b"
+  bytes[1] = 0x3a; // ":"
+  for (let i = 0; i < a.length; i++) bytes[2 + i] = a.charCodeAt(i);
+  bytes[2 + a.length] = 0x20;
+  for (let i = 0, at = 3 + a.length; i < b.length; i++) bytes[at + i] = b.charCodeAt(i);
+  return murmur3Bytes(bytes, len, 0);
+}
+
+function murmur3Bytes(bytes, len, seed) {
   const c1 = 0xcc9e2d51, c2 = 0x1b873593;
   let h = seed | 0;
   const nblocks = len >> 2;
@@ -341,21 +367,27 @@ export class TextSpec {
    * hashed where it occurs (a memo of pairs, which rarely repeat, cost more in Map lookups and garbage than it saved:
    * every-sample-prompt p99 549-557 -> 452-479 us in `node serving/js/bench.mjs`). */
   buckets(prompt) {
+    const out = [];
+    this._each(prompt, (b) => out.push(b));
+    return out;
+  }
+
+  /** sink(bucket) for each bucket of `buckets(prompt)`, in that order, without building the list. Indexed loops:
+   * for-of over the words and their buckets made iterator results, a third of a decision's garbage. */
+  _each(prompt, sink) {
     const ws = textWords(prompt);
     const words = this._words;
     if (words.size >= 1_000_000) words.clear();
-    const out = [];
-    for (const w of ws) {
-      let bs = words.get(w);
+    for (let i = 0; i < ws.length; i++) {
+      let bs = words.get(ws[i]);
       if (bs === undefined) {
-        bs = wordKeys(w).map((key) => this.bucket(key));
-        words.set(w, bs);
+        bs = wordKeys(ws[i]).map((key) => this.bucket(key));
+        words.set(ws[i], bs);
       }
-      for (const b of bs) out.push(b);
+      for (let j = 0; j < bs.length; j++) sink(bs[j]);
     }
     const n = this.nFeatures;
-    for (let i = 0; i + 1 < ws.length; i++) out.push(murmur3(`b:${ws[i]} ${ws[i + 1]}`, 0) % n);
-    return out;
+    for (let i = 0; i + 1 < ws.length; i++) sink(pairHash(ws[i], ws[i + 1]) % n);
   }
 
   bucket(key) {
@@ -373,13 +405,15 @@ export class TextSpec {
     const k = this.k;
     const out = new Float64Array(k);
     if (prompt === null || prompt === undefined) return out.fill(NaN);
-    const buckets = this.buckets(prompt);
-    if (buckets.length === 0) return out;
     const tf = (this._tf ??= new Int32Array(this.nFeatures)); // term counts, zeroed again below
-    const touched = [];
-    for (const b of buckets) if (tf[b]++ === 0) touched.push(b);
-    const cols = Int32Array.from(touched).sort();
-    const w = new Float64Array(cols.length);
+    const touched = (this._touched ??= new Int32Array(this.nFeatures)); // each bucket at most once
+    let m = 0;
+    this._each(prompt, (b) => {
+      if (tf[b]++ === 0) touched[m++] = b;
+    });
+    if (m === 0) return out;
+    const cols = touched.subarray(0, m).sort();
+    const w = (this._weights ??= new Float64Array(this.nFeatures)).subarray(0, m);
     let ss = 0.0;
     for (let i = 0; i < cols.length; i++) {
       const n = tf[cols[i]];

@@ -229,7 +229,7 @@ export class LlamaTokenizer {
       if (kind === "prepend") {
         if (s !== "") s = a + s;
       } else {
-        s = s.split(a).join(b);
+        s = a === "" ? s.split(a).join(b) : s.replaceAll(a, b); // the same string; replaceAll builds no array
       }
     }
     return s;
