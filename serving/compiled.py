@@ -53,7 +53,7 @@ import numpy as np
 from core.files import user_cache
 from core.native import library_or_warn
 from serving.bundle import BundleError
-from serving.forest import Forest, tree_model
+from serving.forest import Forest, specialized_forest, tree_model
 from serving.trees import K_ZERO_THRESHOLD
 
 KERNEL = Path(__file__).with_name("compiled_kernel.c")
@@ -295,13 +295,19 @@ def load_booster(model_text: str) -> CompiledBooster:
         return _memo[text_key]
 
 
-def load_trees(head_texts: Sequence[str | None], shared: bool, cost_text: str) -> CompiledTrees:
-    """The router's boosters compiled (memoised per process): one head per candidate (None: no head). Any
-    failure is a BundleError naming it, so the router can fall back to LightGBM with that reason."""
+def load_trees(
+    head_texts: Sequence[str | None], shared: bool, cost_text: str, cost_rows: tuple[np.ndarray, np.ndarray]
+) -> CompiledTrees:
+    """The router's boosters compiled (memoised per process): one head per candidate (None: no head), and for
+    batches the kernel's forests (`serving.forest`; cost_rows: the cost layout's template and which of its
+    columns a request fills). Any failure is a BundleError naming it, so the router can fall back to LightGBM
+    with that reason."""
     try:
         heads = [None if t is None else load_booster(t) for t in head_texts]
         texts = [t for t in head_texts if t is not None][: 1 if shared else None]
-        return CompiledTrees(heads, shared, load_booster(cost_text), Forest.from_models([tree_model(t) for t in texts]))
+        forest = Forest.from_models([tree_model(t) for t in texts])
+        cost_forest = specialized_forest(cost_text, *cost_rows)
+        return CompiledTrees(heads, shared, load_booster(cost_text), forest, cost_forest)
     except BundleError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. no writable temporary folder, an LLVM error: LightGBM instead
@@ -350,13 +356,20 @@ class CompiledTrees:
     """The router's boosters, compiled: one quality head per candidate (None: no head, NaN quality; the
     shared head is the same booster on every row) and the cost booster. `one` evaluates one request's
     n_candidates rows with one native call (`compiled_kernel.c`; without it one entry call per head);
-    `many` evaluates a batch with one call per booster, the quality heads through `forest` when there is one
-    (`serving.forest`: the same bits, about half the time of their lleaves code on a batch)."""
+    `many` evaluates a batch with one call per booster, through the kernel's forests when there are (`serving.forest`:
+    the same bits in about half the time of the lleaves code on a batch): `forest` for the quality heads when they
+    read one block, `cost_forest` (the cost booster pruned per candidate) for the cost rows."""
 
     def __init__(
-        self, heads: Sequence[CompiledBooster | None], shared: bool, cost: CompiledBooster, forest: Forest | None = None
+        self,
+        heads: Sequence[CompiledBooster | None],
+        shared: bool,
+        cost: CompiledBooster,
+        forest: Forest | None = None,
+        cost_forest: Forest | None = None,
     ):
-        self.heads, self.shared, self.cost, self.forest = tuple(heads), shared, cost, forest
+        self.heads, self.shared, self.cost = tuple(heads), shared, cost
+        self.forest, self.cost_forest = forest, cost_forest
         self.n = len(self.heads)
         self._calls = tuple((i, h.entry) for i, h in enumerate(self.heads) if h is not None)
         self._snap = any(h.snap_zero for h in self.heads if h is not None)
@@ -385,20 +398,18 @@ class CompiledTrees:
         n_requests x n_features: candidate i's rows are the block Xq[i], read in place; a single block is
         read by every candidate)."""
         n, (blocks, n_requests) = self.n, Xq.shape[:2]
-        cost = per_request(self.cost.predict(Xc.reshape(-1, Xc.shape[2])).reshape(len(Xc), n_requests), n)
-        forest = self.forest if n_requests else None
+        forest, cost_forest = (self.forest, self.cost_forest) if n_requests else (None, None)
+        if cost_forest is not None:  # every candidate's pruned trees on the request's row (any candidate's block)
+            cost = cost_forest.predict(Xc[0]).T
+        else:
+            cost = per_request(self.cost.predict(Xc.reshape(-1, Xc.shape[2])).reshape(len(Xc), n_requests), n)
         if self.shared:
             X = Xq.reshape(-1, Xq.shape[2])
             quality = (self.heads[0].predict(X) if forest is None else forest.predict(X)[0]).reshape(blocks, n_requests)
             return per_request(quality, n), cost
         quality = np.full((n, n_requests), np.nan)
-        if forest is not None:  # the heads in `_calls` order; one call for all when they read one block
-            rows = [i for i, _ in self._calls]
-            if blocks == 1:
-                quality[rows] = forest.predict(Xq[0])
-            else:
-                for k, i in enumerate(rows):
-                    quality[i] = forest.predict(Xq[i], k)[0]
+        if forest is not None and blocks == 1:  # the heads in `_calls` order, all on the one block
+            quality[[i for i, _ in self._calls]] = forest.predict(Xq[0])
         elif n_requests and self._calls:  # one check of the whole block, then each head's entry on its rows in place
             X = self.heads[self._calls[0][0]].rows(Xq.reshape(blocks * n_requests, Xq.shape[2]))
             X = snap_zero(X) if self._snap else X

@@ -614,6 +614,7 @@ def tree_evaluator(
     head_texts: Sequence[str | None],
     cost_text: str,
     probe: tuple[np.ndarray, np.ndarray],
+    cost_rows: tuple[np.ndarray, np.ndarray],
 ) -> TreeEvaluator:
     """The compiled trees (serving/compiled.py), checked against `reference` on the `probe` rows (quality
     and cost matrices side by side); `reference` itself when `mode` (else $BEAST_TREES) is "lightgbm", or,
@@ -624,7 +625,7 @@ def tree_evaluator(
     if mode == "lightgbm":
         return reference
     try:
-        trees = load_trees(head_texts, reference.shared, cost_text)
+        trees = load_trees(head_texts, reference.shared, cost_text, cost_rows)
         verify_trees(trees, reference, *probe)
     except BundleError as exc:
         warnings.warn(f"compiled trees unavailable, routing with LightGBM: {exc}", RuntimeWarning, stacklevel=3)
@@ -661,6 +662,14 @@ class FeatureLayout:
         column, as in the quality heads' layout), else one per candidate."""
         t = self.template
         return 1 if len(t) and np.array_equal(t, np.broadcast_to(t[:1], t.shape), equal_nan=True) else len(t)
+
+    @cached_property
+    def varies(self) -> np.ndarray:
+        """Per column: True where a request's values go (the runs), False where every row keeps its template value."""
+        out = np.zeros(self.template.shape[1], dtype=bool)
+        for columns, _ in self.runs:
+            out[columns] = True
+        return out
 
     def fill(self, out: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """`out` (template-shaped, reused) set to the template with the request's values copied in."""
@@ -811,7 +820,11 @@ class Router:
             LightGBMTrees(self.q_heads, self.heads == "shared", self.c_p50),
             [bundle.model_text("quality", k) if b is not None else None for k, b in zip(head_keys, self.q_heads)],
             bundle.model_text("cost", "p50"),
-            (np.stack([self._Xq, np.zeros_like(self._Xq)], 1), np.stack([self._Xc, np.zeros_like(self._Xc)], 1)),
+            tuple(  # probe rows as a batch fills them (its blocks): the template, then every request column 0.0
+                np.stack([t.template, np.where(t.varies, 0.0, t.template)], 1)[: t.blocks]
+                for t in (self.q_layout, self.c_layout)
+            ),
+            (self.c_layout.template, self.c_layout.varies),
         )
 
     @classmethod

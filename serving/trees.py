@@ -217,7 +217,7 @@ class TreeModel:
         n = X.shape[0]
         if self.n_trees == 0 or n == 0:
             return np.zeros(n)
-        values = self._columns(X).ravel()  # (n, n_columns) row-major
+        values = self.columns(X).ravel()  # (n, n_columns) row-major
         column, threshold, right = self.column, self.threshold, self.right
         if n == 1:  # the same walk without the row offsets (one fewer numpy call per level)
             node = self.roots.copy()
@@ -245,7 +245,7 @@ class TreeModel:
             raise TreeModelError(f"X has shape {X.shape}; the model needs (n_rows, {self.n_features})")
         return X
 
-    def _columns(self, X: np.ndarray) -> np.ndarray:
+    def columns(self, X: np.ndarray) -> np.ndarray:
         """(n, n_columns): one block of X per missing rule, then one 0/1 column per categorical node."""
         X = np.where(np.abs(X) <= K_ZERO_THRESHOLD, 0.0, X)  # the C API drops |x| <= kZeroThreshold
         nan = np.isnan(X)

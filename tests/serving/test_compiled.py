@@ -18,7 +18,7 @@ from core import native
 from serving import compiled
 from serving.bundle import BundleError, load
 from serving.compiled import compilable_text, compile_booster, needs_snap
-from serving.forest import KERNEL, Forest, tree_model
+from serving.forest import CATEGORY, KERNEL, Forest, tree_model
 from serving.router import LightGBMTrees, Router, RouteRequest
 from serving.trees import K_ZERO_THRESHOLD, probe_rows
 
@@ -201,7 +201,7 @@ NUMERICAL = ["binary_nan", "cross_entropy", "regression_zero_missing", "one_tree
 def test_the_batch_kernel_predicts_what_lightgbm_predicts() -> None:
     """serving/forest.py: every numerical booster above (NaN and Zero missing types in both directions, bins at
     -kZeroThreshold, one tree, one leaf) plus a sigmoid of 0.7 as heads of one forest, bit for bit on every leaf
-    and edge value, tiny values and infinities; one head alone the same; categorical splits are left to lleaves."""
+    and edge value, tiny values and infinities; categorical splits of several models are left to lleaves."""
     if not native.shared_library(KERNEL).library:
         pytest.skip("no C compiler: the batch kernel is not built (lleaves walks the batches)")
     boosters = [BOOSTERS[n]() for n in NUMERICAL]
@@ -217,11 +217,47 @@ def test_the_batch_kernel_predicts_what_lightgbm_predicts() -> None:
     assert got.shape == (len(boosters), len(X))
     for h, booster in enumerate(boosters):
         np.testing.assert_array_equal(got[h], booster.predict(X, num_threads=1), err_msg=NUMERICAL[h : h + 1])
-        np.testing.assert_array_equal(forest.predict(X[h::3], h)[0], got[h, h::3])
     assert len(set(np.round(got[-1], 12))) > 10  # the sigmoid head really varies
     assert Forest.from_models([tree_model(BOOSTERS["quantile_categorical"]().model_to_string())]) is None
     with pytest.raises(ValueError, match="the forest needs"):
         forest.predict(X[:, :3])
+
+
+@pytest.mark.parametrize("name", ["quantile_categorical", "binary_categorical", "regression_zero_missing"])
+def test_a_booster_pruned_per_candidate_predicts_what_lightgbm_predicts(name: str) -> None:
+    """Forest.specialized: feature 0 (a category, as the cost booster's model code) and feature 5 (numerical, Zero
+    missing type in one booster) hold each candidate's own values, decided and pruned away per candidate; every
+    head then reads the request's other columns from any row and gives LightGBM's bits for its candidate's row,
+    with candidates inside, outside and below the category sets, fractional, tiny, zero and NaN."""
+    if not native.shared_library(KERNEL).library:
+        pytest.skip("no C compiler: the batch kernel is not built (lleaves walks the batches)")
+    booster = BOOSTERS[name]()
+    model = tree_model(booster.model_to_string())
+    template = np.full((9, booster.num_feature()), np.nan)
+    template[:, 0] = [0, 1, 2, 5, 8, 40, -3, 2.7, np.nan]
+    template[:, 5] = [0.0, 1e-36, -0.4, 0.3, np.nan, 2.0, -1.0, 0.0, 0.5]
+    varies = np.ones(booster.num_feature(), dtype=bool)
+    varies[[0, 5]] = False
+    forest = Forest.specialized(model, template, varies)
+    assert forest is not None and forest.n_heads == len(template)
+    assert len(forest.roots) < len(template) * model.n_trees  # candidates share pruned trees
+    rows = _rows(booster, 3)
+    got = forest.predict(rows)  # candidate 0's values are not read: any row's request columns will do
+    for c, own in enumerate(template):
+        X = rows.copy()
+        X[:, [0, 5]] = own[[0, 5]]
+        np.testing.assert_array_equal(got[c], booster.predict(X, num_threads=1), err_msg=f"candidate {c}")
+    if name != "regression_zero_missing":
+        assert CATEGORY not in forest.rules  # the only categorical feature is decided
+    varies[0] = True  # the category comes from the request: its nodes stay, read through the sets
+    kept = Forest.specialized(model, template, varies)
+    assert kept is not None and (CATEGORY in kept.rules) == (name != "regression_zero_missing")
+    for c, own in enumerate(template):
+        X = rows.copy()
+        X[:, 5] = own[5]
+        np.testing.assert_array_equal(
+            kept.predict(rows)[c], booster.predict(X, num_threads=1), err_msg=f"candidate {c}"
+        )
 
 
 def test_rows_of_the_wrong_shape_are_refused(cache: Path) -> None:

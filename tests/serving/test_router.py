@@ -10,12 +10,24 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from core.native import shared_library
 from features.build import build_features
 from features.prompt import prompt_features, prompt_vector
 from features.text import TextParams, fit_text, text_vector, transform_text
 from models.quality import quality_rows
+from serving import forest
 from serving.bundle import BundleError
-from serving.router import BATCH_MIN, DecisionCode, FeatureLayout, Router, RouteRequest, Threshold, Tradeoff
+from serving.compiled import CompiledTrees
+from serving.router import (
+    BATCH_MIN,
+    DecisionCode,
+    FeatureLayout,
+    LightGBMTrees,
+    Router,
+    RouteRequest,
+    Threshold,
+    Tradeoff,
+)
 
 EDGE_PROMPTS = [
     "",
@@ -304,6 +316,13 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
             assert RowPredictor(booster)(Xq[i]) == booster.predict(Xq[i : i + 1])[0]
         np.testing.assert_array_equal([RowPredictor(router.c_p50)(row) for row in Xc], router.c_p50.predict(Xc))
     quality, cost = router.predict_many(requests)
+    _, vectors = router.request_vectors(requests)  # the batch's trees (kernel forests) are LightGBM's bits
+    Xq, Xc = router.q_layout.fill_many(vectors), router.c_layout.fill_many(vectors)
+    reference = LightGBMTrees(router.q_heads, router.heads == "shared", router.c_p50)
+    for got, want in zip(router.trees.many(Xq, Xc), reference.many(Xq, Xc), strict=True):
+        np.testing.assert_array_equal(got, want)
+    if isinstance(router.trees, CompiledTrees) and shared_library(forest.KERNEL).library is not None:
+        assert router.trees.cost_forest is not None  # the kernel really walked the cost rows above
     for j, r in enumerate(requests):
         q, c = router.predict(r)
         np.testing.assert_allclose(quality[j], q, rtol=1e-12, equal_nan=True)
@@ -546,3 +565,21 @@ def test_a_layout_without_candidate_columns_fills_one_block_for_every_candidate(
             np.testing.assert_array_equal(batch[0, r], rows[i])
     assert FeatureLayout.make(["c", "r0"], {"c": np.array([5.0, 5.0])}, ["r0"], 2).blocks == 1
     assert FeatureLayout.make(["c", "r0"], {"c": np.array([5.0, 6.0])}, ["r0"], 2).blocks == 2
+
+
+def test_a_batch_forest_that_disagrees_is_caught_at_load(routed_per_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load-time check probes rows as a batch lays them out, so both kernel forests (quality heads on their one
+    block, the cost booster pruned per candidate) are compared with LightGBM before use: one off by 1e-9 and the
+    router routes with LightGBM, saying why."""
+    if shared_library(forest.KERNEL).library is None:
+        pytest.skip("no C compiler: the batch kernel is not built")
+    router = routed_per_model
+    trees = Router.load(router.bundle.root).trees
+    assert isinstance(trees, CompiledTrees) and trees.forest is not None and trees.cost_forest is not None
+    real = forest.Forest.predict
+    for what, width in (("quality", len(router.q_names)), ("cost", len(router.c_names))):  # skew one forest
+        monkeypatch.setattr(
+            forest.Forest, "predict", lambda self, X, w=width: real(self, X) + (1e-9 if self.n_features == w else 0.0)
+        )
+        with pytest.warns(RuntimeWarning, match=f"routing with LightGBM: compiled {what} booster disagrees"):
+            assert isinstance(Router.load(router.bundle.root).trees, LightGBMTrees)
