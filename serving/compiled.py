@@ -396,7 +396,8 @@ class CompiledTrees:
     def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(quality, cost output), each n_requests x n_candidates, of candidate-major rows (n_candidates x
         n_requests x n_features: candidate i's rows are the block Xq[i], read in place; a single block is
-        read by every candidate)."""
+        read by every candidate). The rows are the layouts' (`FeatureLayout.fill_many`): with `cost_forest` only
+        Xc[0]'s request columns are read, each candidate's own columns being decided in its pruned trees."""
         n, (blocks, n_requests) = self.n, Xq.shape[:2]
         forest, cost_forest = (self.forest, self.cost_forest) if n_requests else (None, None)
         if cost_forest is not None:  # every candidate's pruned trees on the request's row (any candidate's block)

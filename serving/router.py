@@ -616,9 +616,10 @@ def tree_evaluator(
     probe: tuple[np.ndarray, np.ndarray],
     cost_rows: tuple[np.ndarray, np.ndarray],
 ) -> TreeEvaluator:
-    """The compiled trees (serving/compiled.py), checked against `reference` on the `probe` rows (quality
-    and cost matrices side by side); `reference` itself when `mode` (else $BEAST_TREES) is "lightgbm", or,
-    with one warning naming why, when compiling is unavailable or fails."""
+    """The compiled trees (serving/compiled.py; `cost_rows`: the cost layout's template and `varies`, for the
+    batch kernel's pruned cost trees), checked against `reference` on the `probe` rows (quality and cost
+    matrices side by side, laid out as a batch fills them); `reference` itself when `mode` (else $BEAST_TREES)
+    is "lightgbm", or, with one warning naming why, when compiling is unavailable or fails."""
     mode = mode or os.environ.get(TREES_ENV) or "compiled"
     if mode not in ("compiled", "lightgbm"):
         raise BundleError(f"trees {mode!r}: expected 'compiled' or 'lightgbm' (${TREES_ENV})")
