@@ -39,7 +39,7 @@ _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 
 def _bind(library: ctypes.CDLL):
     walk = library.beast_forest_many
-    walk.argtypes = [_P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _I64, _P, _P, _P, _P]
+    walk.argtypes = [_P, _I64, _I64, _I64, _P, _P, _P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _P, _P, _P, _P]
     walk.restype = ctypes.c_int
     return walk
 
@@ -110,7 +110,7 @@ class Forest:
     features: np.ndarray  # (n_used,) int32: the row's feature each used column reads
     rules: np.ndarray  # (n_used,) uint8: its missing-value rule (TreeModel's block), CONSTANT or CATEGORY
     cat_at: np.ndarray  # (n_used,) int64: a CATEGORY column's node set in `sets` starts here (0 otherwise)
-    cat_width: np.ndarray  # (n_used,) int32: its length (the last entry 0: categories past the set)
+    width: int  # the length of every set (the last entry 0: categories past the set)
     sets: np.ndarray  # uint8: the categorical nodes' sets (1: the category goes left), TreeModel.cat_table
     roots: np.ndarray  # (n_trees,) int32: root node of each distinct tree
     depth: np.ndarray  # (n_trees,) int32: steps to walk (the tree's depth; leaves stay put)
@@ -180,8 +180,8 @@ class Forest:
             features=np.concatenate([[0], feature]).astype(np.int32),
             rules=np.concatenate([[CONSTANT], np.where(cat < 0, used // nf, CATEGORY)]).astype(np.uint8),
             cat_at=np.concatenate([[0], np.maximum(cat, 0) * width]).astype(np.int64),
-            cat_width=np.full(len(used) + 1, width, dtype=np.int32),
-            sets=np.ascontiguousarray(model.cat_table, dtype=np.uint8).ravel() if width else np.zeros(1, np.uint8),
+            width=width,
+            sets=np.ascontiguousarray(model.cat_table, dtype=np.uint8).ravel(),
             roots=offsets[:-1].astype(np.int32),
             depth=np.array([t.depth for t in trees], dtype=np.int32),
             nodes=nodes,
@@ -198,7 +198,7 @@ class Forest:
 
     @cached_property
     def _addresses(self) -> tuple[int, ...]:
-        arrays = (self.features, self.rules, self.cat_at, self.cat_width, self.sets, self.roots, self.depth)
+        arrays = (self.features, self.rules, self.cat_at, self.sets, self.roots, self.depth)
         return tuple(a.ctypes.data for a in (*arrays, self.nodes, self.leaf))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -207,9 +207,9 @@ class Forest:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}; the forest needs (n_rows, {self.n_features})")
         out = np.empty((self.n_heads, len(X)))
-        features, rules, cat_at, cat_width, sets, roots, depth, nodes, leaf = self._addresses
+        features, rules, cat_at, sets, roots, depth, nodes, leaf = self._addresses
         status = self.walk(
-            X.ctypes.data, len(X), self.n_features, len(self.features), features, rules, cat_at, cat_width, sets,
+            X.ctypes.data, len(X), self.n_features, len(self.features), features, rules, cat_at, self.width, sets,
             len(self.roots), roots, depth, nodes, leaf,
             self.n_heads, self.head_start.ctypes.data, self.head_trees.ctypes.data, self.sigmoid.ctypes.data,
             out.ctypes.data,

@@ -24,10 +24,10 @@ enum { BLOCK = 32 }; /* rows walked in lockstep: their used columns stay in the 
  * node's column (1.0: the category goes right). */
 enum { PLAIN, ZERO_LEFT, ZERO_RIGHT, NAN_LEFT, NAN_RIGHT, CONSTANT, CATEGORY };
 
-/* Used column j of row x. A categorical column's node set is in[cat_at[j] .. + cat_width[j]) (1: goes left; the
+/* Used column j of row x. A categorical column's node set is in[cat_at[j] .. + width) (1: goes left; the
  * last entry 0: a category past the set, a negative or NaN value), as TreeModel.columns reads it. */
 static void used_columns(const double *x, int64_t n_used, const int32_t *feature, const uint8_t *rule,
-                         const int64_t *cat_at, const int32_t *cat_width, const uint8_t *in, double *e) {
+                         const int64_t *cat_at, int64_t width, const uint8_t *in, double *e) {
   for (int64_t j = 0; j < n_used; j++) {
     double v = x[feature[j]];
     if (fabs(v) <= K_ZERO) v = 0.0; /* the C API drops |x| <= kZeroThreshold from a dense row */
@@ -39,11 +39,10 @@ static void used_columns(const double *x, int64_t n_used, const int32_t *feature
       case NAN_LEFT: e[j] = nan ? -INFINITY : v; break;
       case NAN_RIGHT: e[j] = v; break;
       case CATEGORY: {
-        const int32_t w = cat_width[j];
-        int64_t code = w - 1;
+        int64_t code = width - 1;
         if (v > -1.0 && v < 2147483648.0) { /* false for NaN; (-1, 0) truncates to category 0 */
           const int64_t c = (int64_t)v;
-          code = c < w - 1 ? c : w - 1;
+          code = c < width - 1 ? c : width - 1;
         }
         e[j] = in[cat_at[j] + code] ? 0.0 : 1.0;
         break;
@@ -58,7 +57,7 @@ static void used_columns(const double *x, int64_t n_used, const int32_t *feature
  * walked once per row), then sigmoid[h] = s: 1 / (1 + exp(-s * raw)), NaN: raw. Returns 0, or -1 when out of memory
  * (nothing written then). */
 int beast_forest_many(const double *X, int64_t n_rows, int64_t n_features, int64_t n_used, const int32_t *feature,
-                      const uint8_t *rule, const int64_t *cat_at, const int32_t *cat_width, const uint8_t *in,
+                      const uint8_t *rule, const int64_t *cat_at, int64_t width, const uint8_t *in,
                       int64_t n_trees, const int32_t *roots, const int32_t *depth,
                       const node_t *nodes, const double *leaf, int64_t n_heads, const int64_t *head_start,
                       const int32_t *head_trees, const double *sigmoid, double *out) {
@@ -67,7 +66,7 @@ int beast_forest_many(const double *X, int64_t n_rows, int64_t n_features, int64
   double *leaves = used + BLOCK * (n_used > 0 ? n_used : 1); /* leaves[t * BLOCK + i]: tree t's leaf value for row i */
   for (int64_t r0 = 0; r0 < n_rows; r0 += BLOCK) {
     const int64_t nb = n_rows - r0 < BLOCK ? n_rows - r0 : BLOCK;
-    for (int64_t i = 0; i < nb; i++) used_columns(X + (r0 + i) * n_features, n_used, feature, rule, cat_at, cat_width, in,
+    for (int64_t i = 0; i < nb; i++) used_columns(X + (r0 + i) * n_features, n_used, feature, rule, cat_at, width, in,
                    used + i * n_used);
     for (int64_t t = 0; t < n_trees; t++) {
       int32_t node[BLOCK];
