@@ -139,7 +139,8 @@ def _batched(
         router.c_p50.predict(Xc, num_threads=1)
     model = time.perf_counter() - start
     vectors = [np.vstack([router.request_vector(r)[1] for r in c]) for c in chunks]
-    X = [(router.q_layout.fill_many(v), router.c_layout.fill_many(v)) for v in vectors]  # as route_many lays them out
+    cost_blocks = router.trees.cost_blocks
+    X = [(router.q_layout.fill_many(v), router.c_layout.fill_many(v, cost_blocks)) for v in vectors]  # as route_many
     start = time.perf_counter()
     for Xq, Xc in X:
         router.trees.many(Xq, Xc)

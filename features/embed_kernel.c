@@ -303,60 +303,117 @@ static int64_t piece_ids(const config *c, const uint32_t *p, int64_t n, const sc
     return n_ids;
 }
 
-/* ids of a well-formed text (n code points) into out (room for 4 n + 4); returns their count, -1 without memory */
-int64_t beast_embed_ids(const void *cfg, const uint32_t *text, int64_t n, int32_t *out) {
-    config *c = (config *)cfg;
+/* Buffers for texts of up to `room` code points: the normalised text, the symbols, the heap, the ids and the
+ * sums (one allocation per call, shared by every text of a batch). */
+typedef struct {
+    uint32_t *norm;
+    scratch s;
+    int32_t *ids;
+    double *sum;
+} buffers;
+
+static void free_buffers(buffers *b) {
+    free(b->norm);
+    free(b->s.id);
+    free(b->s.prev);
+    free(b->s.next);
+    free(b->s.heap);
+    free(b->ids);
+    free(b->sum);
+}
+
+static int make_buffers(buffers *b, int64_t room, int32_t k) {
+    int64_t sym = 4 * (room + 1);
+    *b = (buffers){malloc((room + 1) * sizeof *b->norm),
+                   {malloc(sym * sizeof *b->s.id), malloc(sym * sizeof *b->s.prev), malloc(sym * sizeof *b->s.next),
+                    malloc(3 * sym * sizeof *b->s.heap)},
+                   malloc(sym * sizeof *b->ids), calloc(k + 1, sizeof *b->sum)};
+    if (b->norm && b->s.id && b->s.prev && b->s.next && b->s.heap && b->ids && b->sum) return 0;
+    free_buffers(b);
+    return -1;
+}
+
+/* ids of a well-formed text (n code points <= the buffers' room) into b->ids; returns their count */
+static int64_t text_ids(config *c, const uint32_t *text, int64_t n, const buffers *b) {
     if (n == 0) return 0;
     int memo = !__atomic_test_and_set(&c->busy, __ATOMIC_ACQUIRE);
-    uint32_t *norm = malloc((n + 1) * sizeof *norm);
-    int64_t room = 4 * (n + 1);
-    scratch s = {malloc(room * sizeof *s.id), malloc(room * sizeof *s.prev), malloc(room * sizeof *s.next),
-                 malloc(3 * room * sizeof *s.heap)};
-    int64_t n_out = -1;
-    if (norm && s.id && s.prev && s.next && s.heap) {
-        norm[0] = MARKER;
-        for (int64_t i = 0; i < n; i++) norm[i + 1] = text[i] == ' ' ? MARKER : text[i];
-        n_out = 0;
-        for (int64_t a = 0, len = n + 1; a < len;) {
-            int64_t b = a;
-            while (b < len && norm[b] == MARKER) b++;
-            while (b < len && norm[b] != MARKER) b++;
-            n_out += piece_ids(c, norm + a, b - a, &s, out + n_out, memo);
-            a = b;
-        }
+    uint32_t *norm = b->norm;
+    norm[0] = MARKER;
+    for (int64_t i = 0; i < n; i++) norm[i + 1] = text[i] == ' ' ? MARKER : text[i];
+    int64_t n_out = 0;
+    for (int64_t a = 0, len = n + 1; a < len;) {
+        int64_t e = a;
+        while (e < len && norm[e] == MARKER) e++;
+        while (e < len && norm[e] != MARKER) e++;
+        n_out += piece_ids(c, norm + a, e - a, &b->s, b->ids + n_out, memo);
+        a = e;
     }
     if (memo) __atomic_clear(&c->busy, __ATOMIC_RELEASE);
-    free(norm);
-    free(s.id);
-    free(s.prev);
-    free(s.next);
-    free(s.heap);
     return n_out;
 }
 
-/* the k float32 features of a well-formed text; 0, or -1 without memory */
-int beast_embed_vector(const void *cfg, const uint32_t *text, int64_t n, float *out) {
-    const config *c = cfg;
-    int32_t *ids = malloc((4 * n + 4) * sizeof *ids);
-    double *sum = calloc(c->k + 1, sizeof *sum);
-    int64_t n_ids = ids && sum ? beast_embed_ids(cfg, text, n, ids) : -1;
-    if (n_ids >= 0) {
+/* sum[j] = 0.0 + row(ids[0])[j] + row(ids[1])[j] + ..., in float64, id order: eight columns at a time in
+ * registers, two per vector (the same conversions and additions, element by element, as one column at a time
+ * with sum[j] in memory; the batch call on AlpacaEval windows, memo warm: 3.25 -> 3.0 us a window), the rest one
+ * by one */
+typedef float floats2 __attribute__((vector_size(8)));
+typedef double doubles2 __attribute__((vector_size(16)));
+
+static void pool(const float *table, int32_t k, const int32_t *ids, int64_t n_ids, double *sum) {
+    int32_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+        doubles2 s0 = {0.0, 0.0}, s1 = s0, s2 = s0, s3 = s0;
         for (int64_t i = 0; i < n_ids; i++) {
-            const float *row = c->table + (size_t)ids[i] * c->k;
-            for (int32_t j = 0; j < c->k; j++) sum[j] += (double)row[j];
+            const float *row = table + (size_t)ids[i] * k + j;
+            floats2 r0, r1, r2, r3;
+            memcpy(&r0, row, 8), memcpy(&r1, row + 2, 8), memcpy(&r2, row + 4, 8), memcpy(&r3, row + 6, 8);
+            s0 += __builtin_convertvector(r0, doubles2), s1 += __builtin_convertvector(r1, doubles2);
+            s2 += __builtin_convertvector(r2, doubles2), s3 += __builtin_convertvector(r3, doubles2);
         }
-        for (int32_t j = 0; j < c->k; j++)
-            out[j] = n_ids == 0 ? (float)-c->offset[j] : (float)(sum[j] / (double)n_ids - c->offset[j]);
+        memcpy(sum + j, &s0, 16), memcpy(sum + j + 2, &s1, 16), memcpy(sum + j + 4, &s2, 16), memcpy(sum + j + 6, &s3, 16);
     }
-    free(ids);
-    free(sum);
-    return n_ids >= 0 ? 0 : -1;
+    for (; j < k; j++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n_ids; i++) s += (double)table[(size_t)ids[i] * k + j];
+        sum[j] = s;
+    }
+}
+
+/* the k float32 features of a well-formed text (n code points <= the buffers' room) into out */
+static void text_vector(config *c, const uint32_t *text, int64_t n, const buffers *b, float *out) {
+    int64_t n_ids = text_ids(c, text, n, b);
+    double *sum = b->sum;
+    pool(c->table, c->k, b->ids, n_ids, sum);
+    for (int32_t j = 0; j < c->k; j++)
+        out[j] = n_ids == 0 ? (float)-c->offset[j] : (float)(sum[j] / (double)n_ids - c->offset[j]);
+}
+
+/* ids of a well-formed text (n code points) into out (room for 4 n + 4); returns their count, -1 without memory */
+int64_t beast_embed_ids(const void *cfg, const uint32_t *text, int64_t n, int32_t *out) {
+    config *c = (config *)cfg;
+    buffers b;
+    if (make_buffers(&b, n, c->k) != 0) return -1;
+    int64_t n_ids = text_ids(c, text, n, &b);
+    memcpy(out, b.ids, n_ids * sizeof *out);
+    free_buffers(&b);
+    return n_ids;
 }
 
 /* beast_embed_vector of n_texts texts joined (text i ends at ends[i]) into out (n_texts x k); 0, or -1 */
 int beast_embed_vectors(const void *cfg, const uint32_t *texts, const int64_t *ends, int64_t n_texts, float *out) {
-    const config *c = cfg;
+    config *c = (config *)cfg;
+    int64_t room = 0;
     for (int64_t i = 0, start = 0; i < n_texts; start = ends[i], i++)
-        if (beast_embed_vector(cfg, texts + start, ends[i] - start, out + i * c->k) != 0) return -1;
+        if (ends[i] - start > room) room = ends[i] - start;
+    buffers b;
+    if (make_buffers(&b, room, c->k) != 0) return -1;
+    for (int64_t i = 0, start = 0; i < n_texts; start = ends[i], i++)
+        text_vector(c, texts + start, ends[i] - start, &b, out + i * c->k);
+    free_buffers(&b);
     return 0;
+}
+
+/* the k float32 features of a well-formed text; 0, or -1 without memory */
+int beast_embed_vector(const void *cfg, const uint32_t *text, int64_t n, float *out) {
+    return beast_embed_vectors(cfg, text, &n, 1, out);
 }

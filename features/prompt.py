@@ -444,10 +444,13 @@ def _utf8(text: str) -> bool:
 _CHUNK = 8192  # windows per numpy / RE2 pass (at most ~4 MB of code points each)
 
 
-def prompt_matrix(prompts: Sequence[str | None], native: bool = True) -> np.ndarray:
+def prompt_matrix(
+    prompts: Sequence[str | None], native: bool = True, windows: Sequence[str | None] | None = None
+) -> np.ndarray:
     """`prompt_vector` of every prompt (n x `PROMPT_FEATURES`, float64; row i is bit for bit
     `prompt_vector(prompts[i])`): in one C kernel call when it is built and `native`, else over the whole batch
-    at once with numpy and RE2 (see the comment above)."""
+    at once with numpy and RE2 (see the comment above). `windows`: their `prompt_window`s when the caller has
+    them already."""
     out = np.full((len(prompts), len(PROMPT_FEATURES)), np.nan)
     fast = _kernel(native)
     if fast is not None:
@@ -455,7 +458,8 @@ def prompt_matrix(prompts: Sequence[str | None], native: bool = True) -> np.ndar
         chars = np.array([capped_chars(prompts[i]) for i in rows], dtype=np.float64)
         for at in range(0, len(rows), _CHUNK):
             chunk = rows[at : at + _CHUNK]
-            out[chunk] = fast.rows([prompt_window(prompts[i]) for i in chunk], chars[at : at + _CHUNK])
+            texts = [prompt_window(prompts[i]) for i in chunk] if windows is None else [windows[i] for i in chunk]
+            out[chunk] = fast.rows(texts, chars[at : at + _CHUNK])
         return out
     rows, texts = [], []
     for i, prompt in enumerate(prompts):

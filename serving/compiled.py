@@ -370,6 +370,7 @@ class CompiledTrees:
     ):
         self.heads, self.shared, self.cost = tuple(heads), shared, cost
         self.forest, self.cost_forest = forest, cost_forest
+        self.cost_blocks = None if cost_forest is None else 1  # the pruned trees read any one candidate's block
         self.n = len(self.heads)
         self._calls = tuple((i, h.entry) for i, h in enumerate(self.heads) if h is not None)
         self._snap = any(h.snap_zero for h in self.heads if h is not None)
@@ -397,7 +398,8 @@ class CompiledTrees:
         """(quality, cost output), each n_requests x n_candidates, of candidate-major rows (n_candidates x
         n_requests x n_features: candidate i's rows are the block Xq[i], read in place; a single block is
         read by every candidate). The rows are the layouts' (`FeatureLayout.fill_many`): with `cost_forest` only
-        Xc[0]'s request columns are read, each candidate's own columns being decided in its pruned trees."""
+        Xc[0]'s request columns are read, each candidate's own columns being decided in its pruned trees (so
+        `cost_blocks` is 1: a batch fills that block alone)."""
         n, (blocks, n_requests) = self.n, Xq.shape[:2]
         forest, cost_forest = (self.forest, self.cost_forest) if n_requests else (None, None)
         if cost_forest is not None:  # every candidate's pruned trees on the request's row (any candidate's block)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
 import lightgbm as lgb
 import numpy as np
@@ -106,8 +106,10 @@ class DecisionCode(StrEnum):
     FALLBACK = "fallback"  # every candidate's circuit breaker is open: first model of the fallback order
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """One routing decision. A named tuple rather than a frozen dataclass: as immutable and typed, and built in
+    a third of the time (0.2 vs 0.6 us, paid per decision of a batch)."""
+
     model: str
     predicted_quality: float
     predicted_cost_usd: float
@@ -572,6 +574,8 @@ class TreeEvaluator(Protocol):
     n_features read by every candidate: `fill_many`), returning n_requests x n_candidates arrays; both return
     (quality, cost booster output)."""
 
+    cost_blocks: int | None  # cost blocks `many` reads (None: every candidate's); a batch fills no more
+
     def one(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def many(self, Xq: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
@@ -580,6 +584,8 @@ class TreeEvaluator(Protocol):
 class LightGBMTrees:
     """The boosters through LightGBM: `RowPredictor` row by row for one request, one `Booster.predict` per
     booster for a batch. The reference for the compiled trees, and the path when they are unavailable."""
+
+    cost_blocks = None  # the cost booster reads each candidate's own rows
 
     def __init__(self, heads: Sequence[lgb.Booster | None], shared: bool, cost: lgb.Booster):
         self.heads, self.shared, self.cost = tuple(heads), shared, cost
@@ -679,13 +685,15 @@ class FeatureLayout:
             out[:, columns] = vector[slots]
         return out
 
-    def fill_many(self, vectors: np.ndarray) -> np.ndarray:
+    def fill_many(self, vectors: np.ndarray, blocks: int | None = None) -> np.ndarray:
         """`fill` for a batch (one request vector per row of `vectors`), candidate-major: `blocks` x n_requests
         x n_features, so each candidate's rows are one C-contiguous block, as its head reads them (no strided
         copy per head); one block that every candidate reads when their rows are the same (the quality heads':
-        a 14th of the copying, and the trees read rows that are already in cache)."""
-        out = np.empty((self.blocks, len(vectors), self.template.shape[1]))
-        out[:] = self.template[: self.blocks, None, :]
+        a 14th of the copying, and the trees read rows that are already in cache). `blocks` (default: all) fills
+        only the first ones, for an evaluator that reads no more (`TreeEvaluator.cost_blocks`)."""
+        blocks = self.blocks if blocks is None else min(blocks, self.blocks)
+        out = np.empty((blocks, len(vectors), self.template.shape[1]))
+        out[:] = self.template[:blocks, None, :]
         for columns, slots in self.runs:
             out[:, :, columns] = vectors[None, :, slots]
         return out
@@ -898,11 +906,23 @@ class Router:
         n = len(requests)
         tokens = [input_tokens(r) for r in requests]
         out = np.empty((n, len(self._slots)))
-        out[:, :3] = np.array([self._head(r, t, now) for r, t in zip(requests, tokens, strict=True)]).reshape(-1, 3)
+        codes, nan, hour = self._task_code, math.nan, float(now.astimezone(dt.UTC).hour)  # `_head`'s, row by row
+        out[:, :3] = np.array(
+            [
+                (
+                    math.log1p(t),
+                    nan if r.task is None else codes.get(r.task, nan),
+                    hour if r.timestamp is None else float(r.timestamp.astimezone(dt.UTC).hour),
+                )
+                for r, t in zip(requests, tokens, strict=True)
+            ]
+        ).reshape(-1, 3)
         prompts = [r.prompt for r in requests]
-        end = 3 + len(PROMPT_FEATURES)
-        out[:, 3:end] = prompt_matrix(prompts) if n >= BATCH_MIN["prompt"] else _stacked(prompt_vector, prompts)
         windows = [None if p is None else prompt_window(p) for p in prompts]
+        end = 3 + len(PROMPT_FEATURES)
+        out[:, 3:end] = (
+            prompt_matrix(prompts, windows=windows) if n >= BATCH_MIN["prompt"] else _stacked(prompt_vector, prompts)
+        )
         if self.text is not None:
             text, k = self.text, self.text.params.k
             batch = n >= BATCH_MIN["text"]
@@ -940,7 +960,8 @@ class Router:
         """(quality, cost), each len(requests) x n_candidates, with one tree-evaluator call per booster over all
         rows: the per-call overhead is paid once per batch, not once per candidate and request."""
         tokens, vectors = self.request_vectors(requests, dt.datetime.now(dt.UTC))
-        quality, log_out = self.trees.many(self.q_layout.fill_many(vectors), self.c_layout.fill_many(vectors))
+        Xc = self.c_layout.fill_many(vectors, self.trees.cost_blocks)
+        quality, log_out = self.trees.many(self.q_layout.fill_many(vectors), Xc)
         return quality, self._usd(tokens[:, None], log_out)
 
     def observe(self, model: str, ok: bool, now: float | None = None) -> None:
@@ -984,7 +1005,7 @@ class Router:
         rows = np.arange(len(quality))
         name, models = self.policy.name, self.models
         return [
-            Decision(models[i], q, c, name, reason + note, code)
+            Decision(models[i], q, c, name, reason + note if note else reason, code)
             for i, q, c, reason, code in zip(
                 chosen.index.tolist(),
                 quality[rows, chosen.index].tolist(),

@@ -540,6 +540,10 @@ export class Router {
     this.cTasks = cats.task ?? [];
     this.cPlan = this._plan(this.cNames, true);
     this.cP50 = compile(bundle, "cost", "p50", this.cNames);
+    // every candidate's cost trees pruned on its own model code: one walk of the distinct trees per request
+    const codeColumns = [...this.cPlan.kinds.keys()].filter((c) => this.cPlan.kinds[c] === 5);
+    this.cHeads = this.cP50.pruned(this.models.map((_, i) => new Map(codeColumns.map((c) => [c, this.cModelCodes[i]]))));
+    this._cRaw = new Float64Array(this.models.length);
     this._qRow = new Float64Array(this.qNames.length);
     this._cRow = new Float64Array(this.cNames.length);
   }
@@ -636,10 +640,12 @@ export class Router {
     const quality = new Float64Array(n);
     const costUsd = new Float64Array(n);
     const sharedModel = this.heads === "shared" ? this.qModels.get("shared") : null;
+    const { cP50 } = this;
+    const raw = this.cHeads.raw(this._fill(this._cRow, this.cPlan, 0, shared), this._cRaw); // any candidate's row
     for (let i = 0; i < n; i++) {
       const model = sharedModel ?? this.qModels.get(this.models[i]);
       quality[i] = model ? model.predict(this._fill(this._qRow, this.qPlan, i, shared)) : NaN;
-      const out = Math.max(Math.expm1(this.cP50.predict(this._fill(this._cRow, this.cPlan, i, shared))), 0); // NaN stays NaN
+      const out = Math.max(Math.expm1(cP50.transform(raw[i], cP50.transformArgs)), 0); // NaN stays NaN
       costUsd[i] = (inputTokens * this.priceIn[i] + out * this.priceOut[i]) / 1e6;
     }
     return { quality, costUsd };

@@ -342,6 +342,14 @@ EDGE_VALUES = [
 ]
 
 
+JS_NUMBER = ' const num = (v) => typeof v === "number" ? v : ({nan: NaN, inf: Infinity, "-inf": -Infinity})[v];'
+
+
+def _encoded(X: np.ndarray) -> list[list[float | str]]:
+    """Rows as JSON: NaN and infinities as "nan", "inf", "-inf" (JS_NUMBER reads them back)."""
+    return [[v if math.isfinite(v) else str(v) for v in row] for row in X.tolist()]
+
+
 @pytest.mark.parametrize(("predictor", "key"), [("cost", "p50"), ("quality", "shared"), ("cache", "model")])
 def test_js_trees_match_lightgbm_on_edge_values(bundles, predictor: str, key: str) -> None:
     """NaN / zero / |x| <= 1e-35 / +-1e300 / +-inf / negative and fractional categories: JS = LightGBM itself."""
@@ -357,13 +365,13 @@ def test_js_trees_match_lightgbm_on_edge_values(bundles, predictor: str, key: st
     rows += [np.full(n, v) for v in EDGE_VALUES]
     X = np.vstack(rows)
     want = booster.predict(X, raw_score=True, num_threads=1)
-    encode = [[v if math.isfinite(v) else str(v) for v in row] for row in X.tolist()]
+    encode = _encoded(X)
     got = node_module(
         'import {readFileSync} from "node:fs"; import {TreeModel} from "./trees.mjs";'
         " const {dump, rows} = JSON.parse(require_stdin());"
         ' const m = new TreeModel(JSON.parse(readFileSync(dump, "utf8")));'
-        ' const num = (v) => typeof v === "number" ? v : ({nan: NaN, inf: Infinity, "-inf": -Infinity})[v];'
-        " process.stdout.write(JSON.stringify(rows.map((r) => m.raw(r.map(num)))));",
+        + JS_NUMBER
+        + " process.stdout.write(JSON.stringify(rows.map((r) => m.raw(r.map(num)))));",
         json.dumps({"dump": str(bundle / "models" / predictor / f"{key}.json"), "rows": encode}),
     )
     np.testing.assert_allclose(np.array(got, dtype=float), want, rtol=1e-12, atol=1e-12)
@@ -649,3 +657,34 @@ def test_node_code_points_equal_python_len_across_chunks() -> None:
     )
     assert got == [len(t) for t in texts]
     assert got[3:8] == [16384, 16385, 8192, 8193, 500_000]
+
+
+def test_js_pruned_heads_equal_the_model_with_their_values_fixed(bundles) -> None:
+    """The cost booster pruned per candidate (`TreeModel.pruned`, what the router walks): each head's raw score is
+    the bits of `raw` on the row with that head's value in the fixed column, for every category, a category outside
+    the set, negative, fractional, NaN and |x| <= 1e-35 values, and edge values in the request columns; a prune
+    that took the other child of a fixed node would fail."""
+    dump = bundles["shared"] / "models" / "cost" / "p50.json"
+    n = lgb.Booster(model_file=str(dump.with_suffix(".txt"))).num_feature()
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(60, n)) * rng.choice([0.1, 1, 10, 1000], size=(60, n))
+    for i, row in enumerate(rows):
+        cols = rng.choice(n, size=1 + i % 5, replace=False)
+        row[cols] = rng.choice(EDGE_VALUES, size=len(cols))
+    fixed = [float(c) for c in range(16)] + [-1.0, 2.5, 1e-36, 100.0, math.nan]
+    encode = _encoded(rows)
+    got = node_module(
+        'import {readFileSync} from "node:fs"; import {TreeModel} from "./trees.mjs";'
+        " const {dump, rows, fixed} = JSON.parse(require_stdin());"
+        ' const m = new TreeModel(JSON.parse(readFileSync(dump, "utf8")));'
+        + JS_NUMBER
+        + " const col = m.featureNames.indexOf('model');"
+        " const heads = m.pruned(fixed.map((v) => new Map([[col, num(v)]])));"
+        " const out = new Float64Array(fixed.length); let bad = 0, trees = heads.roots.length;"
+        " for (const r of rows) { const row = r.map(num); heads.raw(row, out);"
+        "   fixed.forEach((v, h) => { row[col] = num(v); if (!Object.is(out[h], m.raw(row))) bad++; }); }"
+        " process.stdout.write(JSON.stringify({bad, trees, col, total: m.nTrees}));",
+        json.dumps({"dump": str(dump), "rows": encode, "fixed": [v if math.isfinite(v) else "nan" for v in fixed]}),
+    )
+    assert got["col"] >= 0 and got["bad"] == 0
+    assert got["trees"] < len(fixed) * got["total"]  # identical pruned trees are shared

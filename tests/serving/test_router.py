@@ -323,6 +323,9 @@ def test_fast_single_row_path_and_batches_give_the_booster_numbers(which, reques
         np.testing.assert_array_equal(got, want)
     if isinstance(router.trees, CompiledTrees) and shared_library(forest.KERNEL).library is not None:
         assert router.trees.cost_forest is not None  # the kernel really walked the cost rows above
+        assert router.trees.cost_blocks == 1 and reference.cost_blocks is None  # so predict_many filled one block
+        one = router.c_layout.fill_many(vectors, router.trees.cost_blocks)
+        np.testing.assert_array_equal(router.trees.many(Xq, one)[1], reference.many(Xq, Xc)[1])
     for j, r in enumerate(requests):
         q, c = router.predict(r)
         np.testing.assert_allclose(quality[j], q, rtol=1e-12, equal_nan=True)
@@ -548,6 +551,7 @@ def test_a_feature_layout_copies_request_slots_run_by_run() -> None:
     batch = layout.fill_many(np.vstack([vector, vector + 100]))
     assert layout.blocks == 2 and batch.shape == (2, 2, 6) and batch.flags.c_contiguous
     np.testing.assert_array_equal(batch[:, 0], want)
+    np.testing.assert_array_equal(layout.fill_many(np.vstack([vector, vector + 100]), 1), batch[:1])  # first only
     np.testing.assert_array_equal(batch[:, 1], want + np.array([0, 100, 100, 100, 0, 100]))
 
 
