@@ -886,14 +886,17 @@ class Router:
         )
         return tokens, np.concatenate(parts)
 
-    def _head(self, request: RouteRequest, tokens: int, now: dt.datetime | None) -> list[float]:
-        """The request vector's first slots: log1p(input tokens), task code, UTC hour."""
-        when = request.timestamp or now or dt.datetime.now(dt.UTC)
-        return [
-            math.log1p(tokens),
-            self._task_code.get(request.task, math.nan) if request.task is not None else math.nan,
-            float(when.astimezone(dt.UTC).hour),
-        ]
+    def _head(self, request: RouteRequest, tokens: int, now: dt.datetime | float | None) -> tuple[float, float, float]:
+        """The request vector's first slots: log1p(input tokens), task code, UTC hour (of the request's timestamp,
+        else of `now`, which a batch passes as its hour, computed once; else of the current time)."""
+        if request.timestamp is not None:
+            hour = float(request.timestamp.astimezone(dt.UTC).hour)
+        elif isinstance(now, float):
+            hour = now
+        else:
+            hour = float((now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).hour)
+        task = request.task
+        return math.log1p(tokens), math.nan if task is None else self._task_code.get(task, math.nan), hour
 
     def request_vectors(
         self, requests: Sequence[RouteRequest], now: dt.datetime | None = None
@@ -906,17 +909,8 @@ class Router:
         n = len(requests)
         tokens = [input_tokens(r) for r in requests]
         out = np.empty((n, len(self._slots)))
-        codes, nan, hour = self._task_code, math.nan, float(now.astimezone(dt.UTC).hour)  # `_head`'s, row by row
-        out[:, :3] = np.array(
-            [
-                (
-                    math.log1p(t),
-                    nan if r.task is None else codes.get(r.task, nan),
-                    hour if r.timestamp is None else float(r.timestamp.astimezone(dt.UTC).hour),
-                )
-                for r, t in zip(requests, tokens, strict=True)
-            ]
-        ).reshape(-1, 3)
+        hour = float(now.astimezone(dt.UTC).hour)
+        out[:, :3] = np.array([self._head(r, t, hour) for r, t in zip(requests, tokens, strict=True)]).reshape(-1, 3)
         prompts = [r.prompt for r in requests]
         windows = [None if p is None else prompt_window(p) for p in prompts]
         end = 3 + len(PROMPT_FEATURES)
