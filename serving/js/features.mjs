@@ -7,6 +7,7 @@
 // with NFKC before lowercasing. The pattern sources below are byte-identical to features/prompt.py PATTERNS
 // (tests/test_js_router.py compares them), and none of them uses \s, \w, \d or \b.
 
+import { RowSums } from "./rows.mjs";
 import { LlamaTokenizer } from "./tokenizer.mjs";
 import { surrogatePairs } from "./utf16.mjs";
 
@@ -83,40 +84,6 @@ const COUNTED = Object.entries(PATTERNS)
   .map(([name, [source, lower]]) => [name, new RegExp(source, "gu"), lower]);
 const FENCED = new RegExp(PATTERNS.fenced_block[0], "gu");
 const WH_ANY = new RegExp(PATTERNS.wh_any[0], "u");
-
-/** out[j] += weights[0] x matrix[rows[0]][j] + weights[1] x matrix[rows[1]][j] + ... (matrix: rows of out.length
- * values), each out[j] summed in row order, as the plain double loop adds: eight sums at a time in local variables
- * instead of out[j] loaded and stored per row (mean over every sample prompt: text 56 -> 50 us, embedding 25 ->
- * 22 us). A weight of 1 leaves a value exact, so the embedding's plain sums use `ones`. */
-function addRows(out, matrix, rows, weights) {
-  const k = out.length;
-  let j = 0;
-  for (; j + 8 <= k; j += 8) {
-    let a0 = out[j], a1 = out[j + 1], a2 = out[j + 2], a3 = out[j + 3];
-    let a4 = out[j + 4], a5 = out[j + 5], a6 = out[j + 6], a7 = out[j + 7];
-    for (let i = 0; i < rows.length; i++) {
-      const b = rows[i] * k + j, x = weights[i];
-      a0 += matrix[b] * x;
-      a1 += matrix[b + 1] * x;
-      a2 += matrix[b + 2] * x;
-      a3 += matrix[b + 3] * x;
-      a4 += matrix[b + 4] * x;
-      a5 += matrix[b + 5] * x;
-      a6 += matrix[b + 6] * x;
-      a7 += matrix[b + 7] * x;
-    }
-    out[j] = a0, out[j + 1] = a1, out[j + 2] = a2, out[j + 3] = a3;
-    out[j + 4] = a4, out[j + 5] = a5, out[j + 6] = a6, out[j + 7] = a7;
-  }
-  for (; j < k; j++) {
-    let a = out[j];
-    for (let i = 0; i < rows.length; i++) a += matrix[rows[i] * k + j] * weights[i];
-    out[j] = a;
-  }
-}
-
-let ONES = new Float64Array(0);
-const ones = (n) => (ONES.length >= n ? ONES : (ONES = new Float64Array(2 * n).fill(1.0)));
 
 /** Length in Unicode code points (Python len): a surrogate pair is one, a lone surrogate is one. */
 export function codePoints(s) {
@@ -359,6 +326,7 @@ export class TextSpec {
         this.columns[col * p.k + r] = v;
       }
     }
+    this._sums = new RowSums(this.columns, p.k); // the projection, in WebAssembly (rows.mjs)
     this._buckets = new Map(); // key -> bucket memo (keys repeat a lot), bounded
     this._words = new Map(); // word -> the buckets of its wordKeys (features/text.py request_buckets), bounded
   }
@@ -424,7 +392,7 @@ export class TextSpec {
     const norm = Math.sqrt(ss);
     if (norm === 0) return out;
     for (let i = 0; i < cols.length; i++) w[i] /= norm;
-    addRows(out, this.columns, cols, w);
+    this._sums.add(out, cols, w, cols.length);
     for (let r = 0; r < k; r++) out[r] = Math.fround(out[r]); // stored as float32, like the Python path
     return out;
   }
@@ -506,6 +474,7 @@ export class EmbedSpec {
     if (tokenizer.width > this.vocabSize) throw new EmbedSpecError(`the tokenizer has ids up to ${tokenizer.width - 1}, the table ${this.vocabSize} rows`);
     this.table = table;
     this.tokenizer = tokenizer;
+    this._sums = new RowSums(table, this.k); // the pooling, in WebAssembly (rows.mjs)
   }
 
   /** From the bundle's files: the tokenizer JSON (text or parsed) and the table's bytes. */
@@ -527,12 +496,12 @@ export class EmbedSpec {
     const out = new Float64Array(k);
     if (prompt === null || prompt === undefined) return out.fill(NaN);
     const ids = this.ids(prompt);
-    const { table, offset } = this;
+    const { offset } = this;
     if (ids.length === 0) {
       for (let j = 0; j < k; j++) out[j] = Math.fround(-offset[j]);
       return out;
     }
-    addRows(out, table, ids, ones(ids.length)); // float64 sums, token order
+    this._sums.add(out, ids, null, ids.length); // float64 sums, token order
     for (let j = 0; j < k; j++) out[j] = Math.fround(out[j] / ids.length - offset[j]); // stored as float32, like the Python path
     return out;
   }
