@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,25 +140,30 @@ def _batched(
         )
         for c in chunks
     ]
-    model = []
-    for _ in warm:
-        start = time.perf_counter()
+
+    def booster_predict() -> None:
         for Xq, Xc in X:
             for i, booster in enumerate(router.q_heads):
                 if booster is not None:
                     booster.predict(Xq[i::n], num_threads=1)
             router.c_p50.predict(Xc, num_threads=1)
-        model.append(len(requests) / (time.perf_counter() - start))
+
+    model = _median_rate(booster_predict, len(requests), len(warm))
     vectors = [np.vstack([router.request_vector(r)[1] for r in c]) for c in chunks]
     cost_blocks = router.trees.cost_blocks
-    X = [(router.q_layout.fill_many(v), router.c_layout.fill_many(v, cost_blocks)) for v in vectors]  # as route_many
-    trees = []
-    for _ in warm:
+    laid = [(router.q_layout.fill_many(v), router.c_layout.fill_many(v, cost_blocks)) for v in vectors]  # as route_many
+    trees = _median_rate(lambda: [router.trees.many(Xq, Xc) for Xq, Xc in laid], len(requests), len(warm))
+    return per_s, trees, model
+
+
+def _median_rate(run: Callable[[], object], n: int, passes: int) -> float:
+    """n / seconds of one call of `run`, the median of `passes` calls."""
+    rates = []
+    for _ in range(passes):
         start = time.perf_counter()
-        for Xq, Xc in X:
-            router.trees.many(Xq, Xc)
-        trees.append(len(requests) / (time.perf_counter() - start))
-    return per_s, float(np.median(trees)), float(np.median(model))
+        run()
+        rates.append(n / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
 def _compile_seconds(router: Router) -> tuple[float, float]:

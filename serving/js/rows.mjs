@@ -16,7 +16,6 @@ export class RowSums {
       throw new TypeError("RowSums needs a Float64Array or Float32Array of rows of k >= 1 values");
     }
     this.k = k;
-    this.rows = matrix.length / k;
     this.wide = matrix instanceof Float64Array;
     this.exports = new WebAssembly.Instance(module).exports;
     this.outAt = align(matrix.byteLength);

@@ -227,8 +227,6 @@ export class TreeModel {
     treeInfo.forEach((info, t) => roots.push(compile(info?.tree_structure, t)));
 
     this.nTrees = roots.length;
-    this.feature = Int32Array.from(feat);
-    this.threshold = Float64Array.from(thr);
     this.kind = Uint8Array.from(kind);
     this.left = Int32Array.from(left);
     this.right = Int32Array.from(right);
@@ -260,7 +258,6 @@ export class TreeModel {
     const own = new Set([PLAIN, NAN_LEFT, NAN_RIGHT]); // rules under which a value that is not NaN is itself
     this.usedPlain = Uint8Array.from(uNode, (node) => (own.has(kind[node]) ? 1 : 0));
     this._used = new Float64Array(uFeature.length + 1); // + the constant 0.0 column the walk's leaves read
-    this._walk = new Walk(this, this.roots, uFeature.length);
   }
 
   /** The value used column `j` holds for feature value `v` (what `value <= test` of its nodes reads). */
@@ -290,7 +287,7 @@ export class TreeModel {
   }
 
   _usedValues(row) {
-    if (row.length !== this.nFeatures) throw new TreeModelError(`${this.name}: row has ${row.length} values; the model needs ${this.nFeatures}`);
+    this._checkRow(row);
     const used = this._used, feature = this.usedFeature, plain = this.usedPlain;
     for (let j = 0; j < feature.length; j++) {
       const v = row[feature[j]];
@@ -300,8 +297,13 @@ export class TreeModel {
     return used;
   }
 
+  _checkRow(row) {
+    if (row.length !== this.nFeatures) throw new TreeModelError(`${this.name}: row has ${row.length} values; the model needs ${this.nFeatures}`);
+  }
+
   /** Sum of the trees' leaf values for one row (array-like of nFeatures numbers), in tree order. */
   raw(row) {
+    this._walk ??= new Walk(this, this.roots, this.usedFeature.length); // at first use: not every model is walked whole
     const leaf = this._walk.leaves(this._usedValues(row));
     let sum = 0.0;
     for (let t = 0; t < leaf.length; t++) sum += leaf[t];
@@ -329,33 +331,32 @@ export class TreeModel {
 export class PrunedHeads {
   constructor(model, fixed) {
     this.model = model;
-    const column = [], test = [], left = [], right = [], leaves = [], roots = [];
-    const distinct = new Map(); // structure of a pruned tree -> its root in the arrays above
-    const treesOf = [];
-    const { column: col, left: l, right: r, leafValue } = model;
+    const pruned = { column: [], test: [], left: [], right: [], leafValue: [] }; // the distinct pruned trees
+    const roots = [];
+    const distinct = new Map(); // structure of a pruned tree -> its index in `roots`
+    this.treesOf = [];
+    const { column: col, test, left: l, right: r, leafValue } = model;
     for (const values of fixed) {
       // a fixed feature's used columns, valued once per head
       const decided = new Map();
       for (let j = 0; j < model.usedFeature.length; j++) {
         if (values.has(model.usedFeature[j])) decided.set(j, model._usedValue(j, values.get(model.usedFeature[j])));
       }
+      const settle = (node) => {
+        while (node >= 0 && decided.has(col[node])) node = decided.get(col[node]) <= test[node] ? l[node] : r[node];
+        return node;
+      };
       const key = (node) => {
-        while (node >= 0 && decided.has(col[node])) node = decided.get(col[node]) <= model.test[node] ? l[node] : r[node];
-        return node < 0 ? `${Object.is(leafValue[~node], -0) ? "-0" : leafValue[~node]}` : `${col[node]}<=${model.test[node]}(${key(l[node])})(${key(r[node])})`;
+        node = settle(node);
+        return node < 0 ? `${Object.is(leafValue[~node], -0) ? "-0" : leafValue[~node]}` : `${col[node]}<=${test[node]}(${key(l[node])})(${key(r[node])})`;
       };
       const build = (node) => {
-        while (node >= 0 && decided.has(col[node])) node = decided.get(col[node]) <= model.test[node] ? l[node] : r[node];
-        if (node < 0) {
-          leaves.push(leafValue[~node]);
-          return ~(leaves.length - 1);
-        }
-        const at = column.length;
-        column.push(col[node]);
-        test.push(model.test[node]);
-        left.push(0);
-        right.push(0);
-        left[at] = build(l[node]);
-        right[at] = build(r[node]);
+        node = settle(node);
+        if (node < 0) return ~(pruned.leafValue.push(leafValue[~node]) - 1);
+        const at = pruned.column.push(col[node]) - 1;
+        pruned.test.push(test[node]), pruned.left.push(0), pruned.right.push(0);
+        pruned.left[at] = build(l[node]);
+        pruned.right[at] = build(r[node]);
         return at;
       };
       const trees = [];
@@ -367,23 +368,17 @@ export class PrunedHeads {
         }
         trees.push(distinct.get(k));
       }
-      treesOf.push(Int32Array.from(trees));
+      this.treesOf.push(Int32Array.from(trees));
     }
-    this.column = Int32Array.from(column);
-    this.test = Float64Array.from(test);
-    this.left = Int32Array.from(left);
-    this.right = Int32Array.from(right);
-    this.leafValue = Float64Array.from(leaves);
-    this.roots = Int32Array.from(roots);
-    this.treesOf = treesOf;
-    this.needed = Int32Array.from(new Set(column)).sort(); // the used columns the pruned nodes still read
-    this._walk = new Walk(this, this.roots, model.usedFeature.length);
+    this.nTrees = roots.length; // distinct pruned trees
+    this.needed = Int32Array.from(new Set(pruned.column)).sort(); // the used columns the pruned nodes still read
+    this._walk = new Walk(pruned, roots, model.usedFeature.length);
   }
 
   raw(row, out) {
     const { model, needed } = this;
-    if (row.length !== model.nFeatures) throw new TreeModelError(`${model.name}: row has ${row.length} values; the model needs ${model.nFeatures}`);
-    const used = model._used;
+    model._checkRow(row);
+    const used = model._used; // only the columns the pruned trees read (a model code's category columns are not)
     for (let i = 0; i < needed.length; i++) used[needed[i]] = model._usedValue(needed[i], row[model.usedFeature[needed[i]]]);
     const leaf = this._walk.leaves(used);
     for (let h = 0; h < this.treesOf.length; h++) {

@@ -680,7 +680,7 @@ def test_js_pruned_heads_equal_the_model_with_their_values_fixed(bundles) -> Non
         + JS_NUMBER
         + " const col = m.featureNames.indexOf('model');"
         " const heads = m.pruned(fixed.map((v) => new Map([[col, num(v)]])));"
-        " const out = new Float64Array(fixed.length); let bad = 0, trees = heads.roots.length;"
+        " const out = new Float64Array(fixed.length); let bad = 0, trees = heads.nTrees;"
         " for (const r of rows) { const row = r.map(num); heads.raw(row, out);"
         "   fixed.forEach((v, h) => { row[col] = num(v); if (!Object.is(out[h], m.raw(row))) bad++; }); }"
         " process.stdout.write(JSON.stringify({bad, trees, col, total: m.nTrees}));",
